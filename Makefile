@@ -1,0 +1,42 @@
+# Perseus developer commands. Everything runs inside .venv, created on demand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test venv gen gen-check lint breaking check unit integration clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+run: venv ## start core + REST + WS (embedded Redis/PostgreSQL unless PERSEUS_*_URL are set)
+	$(BIN)/perseus up
+
+gen: venv ## regenerate grpcio stubs and the betterproto2 SDK from proto/
+	$(BIN)/python scripts/gen_proto.py
+
+gen-check: venv
+	$(BIN)/python scripts/gen_proto.py --check
+
+lint: venv
+	$(BIN)/buf lint
+	$(BIN)/ruff check core gateways clients/perseus_sdk tests scripts
+
+breaking: venv ## buf breaking against main (skipped when main has no proto/ yet)
+	@if git rev-parse -q --verify main:proto >/dev/null; then \
+		$(BIN)/buf breaking --against '.git#branch=main'; \
+	else echo "buf breaking: main has no proto/ yet, nothing to compare"; fi
+
+check: gen-check lint breaking
+
+test: check ## the whole suite: unit and integration tests in parallel
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

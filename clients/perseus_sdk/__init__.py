@@ -1,0 +1,1 @@
+"""The Perseus Python SDK."""

@@ -1,0 +1,80 @@
+"""Shared fixtures: real PostgreSQL and Redis, isolated per test session.
+
+Each pytest process (each xdist worker too) gets its own PostgreSQL database,
+created here and dropped at the end, and its own Redis key prefix, whose keys
+are deleted at the end. The servers come from ``PERSEUS_TEST_DATABASE_URL``
+and ``PERSEUS_TEST_REDIS_URL`` (``.ci/run`` exports them when it has to start
+servers itself); by default the machine's own servers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def test_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+@pytest.fixture(scope="session")
+def admin_database_url() -> str:
+    return os.environ.get("PERSEUS_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+async def database_url(admin_database_url: str, test_run_id: str) -> AsyncIterator[str]:
+    """URL of an empty database that belongs to this test process alone."""
+    name = f"perseus_test_{test_run_id}"
+    admin = await asyncpg.connect(admin_database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(admin_database_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("PERSEUS_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+
+
+@pytest.fixture(scope="session")
+async def redis_prefix(redis_url: str, test_run_id: str) -> AsyncIterator[str]:
+    """A key prefix that belongs to this test process alone; its keys go at the end."""
+    prefix = f"perseus-test:{test_run_id}:"
+    yield prefix
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.unlink(key)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url: str, redis_url: str, redis_prefix: str) -> Iterator[dict[str, str]]:
+    """``PERSEUS_*`` variables pointing a process at this session's isolated stores."""
+    yield {
+        "PERSEUS_DATABASE_URL": database_url,
+        "PERSEUS_REDIS_URL": redis_url,
+        "PERSEUS_REDIS_PREFIX": redis_prefix,
+        "PERSEUS_CORE_METRICS_ADDR": "",
+        "PERSEUS_LOG_FORMAT": "text",
+    }
