@@ -1,1 +1,142 @@
-"""The Perseus Python SDK."""
+"""The Perseus Python SDK.
+
+The gRPC client is generated from ``proto/`` by betterproto2 (``make gen``)
+into ``perseus_sdk._generated``; this module is its curated public surface.
+
+    async with perseus_sdk.connect("127.0.0.1:50051") as channel:
+        market = perseus_sdk.MarketDataServiceStub(channel)
+        reply = await market.list_exchanges(perseus_sdk.ListExchangesRequest())
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from grpclib.client import Channel
+
+from perseus_sdk._generated.perseus.marketdata.v1 import (
+    ApiKey,
+    AuthenticateKeyRequest,
+    AuthenticateKeyResponse,
+    Candle,
+    ConsensusPrice,
+    DependencyState,
+    Exchange,
+    ExchangeStatus,
+    FeedError,
+    GetCandlesRequest,
+    GetCandlesResponse,
+    GetConsensusRequest,
+    GetConsensusResponse,
+    GetIndicatorRequest,
+    GetIndicatorResponse,
+    GetLatestPricesRequest,
+    GetLatestPricesResponse,
+    GetPriceRangeRequest,
+    GetPriceRangeResponse,
+    GetSignalRequest,
+    GetSignalResponse,
+    GetStatusRequest,
+    GetStatusResponse,
+    IngestPricesRequest,
+    IngestPricesResponse,
+    IngestServiceStub,
+    IngestStatus,
+    KeyServiceStub,
+    KeyTier,
+    LatestPrice,
+    ListAlertsRequest,
+    ListAlertsResponse,
+    ListExchangesRequest,
+    ListExchangesResponse,
+    ListSymbolsRequest,
+    ListSymbolsResponse,
+    MacdV,
+    MarketDataServiceStub,
+    MomentumStage,
+    PriceBucket,
+    PriceFeed,
+    ResumeGap,
+    RuntimeMode,
+    SignalDirection,
+    SignalStrength,
+    StreamEvent,
+    StreamServiceStub,
+    SubscribeRequest,
+    SubscribeResponse,
+    Subscribed,
+    Symbol,
+    Timeframe,
+    TradeSignal,
+    ValueZone,
+)
+
+__all__ = [
+    "ApiKey",
+    "AuthenticateKeyRequest",
+    "AuthenticateKeyResponse",
+    "Candle",
+    "ConsensusPrice",
+    "DependencyState",
+    "Exchange",
+    "ExchangeStatus",
+    "FeedError",
+    "GetCandlesRequest",
+    "GetCandlesResponse",
+    "GetConsensusRequest",
+    "GetConsensusResponse",
+    "GetIndicatorRequest",
+    "GetIndicatorResponse",
+    "GetLatestPricesRequest",
+    "GetLatestPricesResponse",
+    "GetPriceRangeRequest",
+    "GetPriceRangeResponse",
+    "GetSignalRequest",
+    "GetSignalResponse",
+    "GetStatusRequest",
+    "GetStatusResponse",
+    "IngestPricesRequest",
+    "IngestPricesResponse",
+    "IngestServiceStub",
+    "IngestStatus",
+    "KeyServiceStub",
+    "KeyTier",
+    "LatestPrice",
+    "ListAlertsRequest",
+    "ListAlertsResponse",
+    "ListExchangesRequest",
+    "ListExchangesResponse",
+    "ListSymbolsRequest",
+    "ListSymbolsResponse",
+    "MacdV",
+    "MarketDataServiceStub",
+    "MomentumStage",
+    "PriceBucket",
+    "PriceFeed",
+    "ResumeGap",
+    "RuntimeMode",
+    "SignalDirection",
+    "SignalStrength",
+    "StreamEvent",
+    "StreamServiceStub",
+    "SubscribeRequest",
+    "SubscribeResponse",
+    "Subscribed",
+    "Symbol",
+    "Timeframe",
+    "TradeSignal",
+    "ValueZone",
+    "connect",
+]
+
+
+@asynccontextmanager
+async def connect(addr: str) -> AsyncIterator[Channel]:
+    """An async gRPC channel to a Perseus core at ``host:port``, closed on exit."""
+    host, _, port = addr.rpartition(":")
+    channel = Channel(host=host, port=int(port))
+    try:
+        yield channel
+    finally:
+        channel.close()

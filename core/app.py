@@ -1,0 +1,105 @@
+"""Composition root of the core: open pools, build services, serve, shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from importlib.metadata import version
+
+import redis.asyncio as aioredis
+import uvloop
+from prometheus_client import CollectorRegistry, start_http_server
+
+from core import logs
+from core.adapters.exchanges import PgExchangeSource
+from core.adapters.postgres import create_pool
+from core.adapters.redis_keys import RedisKeys
+from core.rpc.server import Servicers, build_server
+from core.rpc.servicers import IngestServicer, MarketDataServicer
+from core.services.status import StatusService
+from core.settings import Settings, StartupError
+
+logger = logging.getLogger(__name__)
+
+REDIS_CONNECT_TIMEOUT_S = 3.0
+
+
+async def open_redis(url: str) -> aioredis.Redis:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, health_check_interval=30)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        await client.aclose()
+        raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({exc})") from exc
+    return client
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Run the core until ``stop`` is set. Raises StartupError when it cannot start."""
+    async with AsyncExitStack() as stack:
+        pool = await create_pool(settings.database_url)
+        stack.push_async_callback(pool.close)
+        redis = await open_redis(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        keys = RedisKeys(settings.redis_prefix)
+
+        status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
+        servicers = Servicers(
+            market_data=MarketDataServicer(
+                mode=settings.mode,
+                version=version("perseus"),
+                exchange_names=settings.exchanges,
+                exchanges=PgExchangeSource(pool, redis, keys),
+                status=status,
+            ),
+            ingest=IngestServicer(mode=settings.mode),
+        )
+        registry = CollectorRegistry()
+        core = build_server(servicers, registry)
+        try:
+            core.server.add_insecure_port(settings.core_addr)
+        except RuntimeError as exc:
+            raise StartupError(f"PERSEUS_CORE_ADDR: cannot listen on {settings.core_addr} ({exc})") from exc
+        if settings.metrics_addr:
+            host, port = _split_addr(settings.metrics_addr)
+            try:
+                metrics_server, metrics_thread = start_http_server(port, host, registry=registry)
+            except OSError as exc:
+                raise StartupError(f"PERSEUS_CORE_METRICS_ADDR: cannot listen on {settings.metrics_addr} ({exc})") from exc
+            stack.callback(metrics_thread.join, 5)
+            stack.callback(metrics_server.shutdown)
+        await core.server.start()
+        await core.set_serving(True)
+        logger.info(
+            "core serving",
+            extra={"fields": {"addr": settings.core_addr, "mode": settings.mode.value, "exchanges": list(settings.exchanges)}},
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        logger.info("core stopping", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
+        await core.stop(settings.shutdown_grace_s)
+    logger.info("core stopped")
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop=stop)
+
+
+def run_core(environ: Mapping[str, str]) -> int:
+    settings = Settings.from_env(environ)
+    logs.configure(settings.log_level, settings.log_format, process="core")
+    uvloop.run(_main(settings))
+    return 0

@@ -1,0 +1,27 @@
+"""Plain domain records served by the core. Prices are Decimal, times are aware UTC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    id: int
+    name: str
+    display_name: str
+    simulated: bool
+    last_heartbeat: datetime | None
+
+    @property
+    def online(self) -> bool:
+        return self.last_heartbeat is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyHealth:
+    name: str
+    up: bool
+    latency_ms: float
+    detail: str = ""

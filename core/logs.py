@@ -1,0 +1,60 @@
+"""Structured logging for the core's entry points.
+
+Library modules only call ``logging.getLogger(__name__)``; :func:`configure`
+is called once by an entry point. Every record carries the request id of the
+RPC it belongs to (a contextvar set by the request-id interceptor), and the
+``fields`` mapping passed as ``extra={"fields": …}``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from datetime import UTC, datetime
+
+import orjson
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if request_id := request_id_var.get():
+            entry["request_id"] = request_id
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for a developer's terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = dict(getattr(record, "fields", None) or {})
+        if request_id := request_id_var.get():
+            fields["request_id"] = request_id
+        return line + "".join(f" {k}={v}" for k, v in fields.items())
+
+
+def configure(level: str, fmt: str, *, process: str) -> None:
+    """Send every log record to stderr in ``fmt`` ("json" or "text")."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("perseus").info("starting %s", process)

@@ -1,0 +1,71 @@
+"""The one wiring function of the gRPC server: interceptors, servicers, health, reflection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
+from core.rpc.servicers import IngestServicer, MarketDataServicer
+from perseus.marketdata.v1 import (
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    key_service_pb2,
+    market_data_service_pb2,
+    market_data_service_pb2_grpc,
+    stream_service_pb2,
+)
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SERVICE_NAMES = (
+    market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name,
+    ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+    stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
+    key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Servicers:
+    market_data: MarketDataServicer
+    ingest: IngestServicer
+
+
+@dataclass(slots=True)
+class CoreServer:
+    server: aio.Server
+    health: health.aio.HealthServicer
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        """Graceful stop: health turns NOT_SERVING, then in-flight calls drain for ``grace_s``."""
+        await self.set_serving(False)
+        await self.server.stop(grace_s)
+
+
+def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServer:
+    server = aio.server(
+        interceptors=[RequestIdInterceptor(), LoggingInterceptor(), MetricsInterceptor(registry)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    market_data_service_pb2_grpc.add_MarketDataServiceServicer_to_server(servicers.market_data, server)
+    ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    return CoreServer(server, health_servicer)

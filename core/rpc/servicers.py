@@ -1,0 +1,78 @@
+"""gRPC servicers: map protobuf requests to services and domain results back to protobuf.
+
+No logic lives here beyond the mapping; errors are translated by
+:func:`core.rpc.status.translates_errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import grpc
+from grpc import aio
+
+from core.domain.errors import FailedPrecondition
+from core.domain.models import Exchange
+from core.rpc import convert
+from core.rpc.status import translates_errors
+from core.services.status import StatusService
+from core.settings import Mode
+from perseus.marketdata.v1 import (
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    market_data_service_pb2 as md_pb2,
+    market_data_service_pb2_grpc as md_grpc,
+)
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class ExchangeSource(Protocol):
+    async def list_exchanges(self) -> list[Exchange]: ...
+
+
+class MarketDataServicer(md_grpc.MarketDataServiceServicer):
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        version: str,
+        exchange_names: Sequence[str],
+        exchanges: ExchangeSource,
+        status: StatusService,
+    ) -> None:
+        self._mode = mode
+        self._version = version
+        self._exchange_names = list(exchange_names)
+        self._exchanges = exchanges
+        self._status = status
+
+    @translates_errors
+    async def ListExchanges(self, request: md_pb2.ListExchangesRequest, context: Context) -> md_pb2.ListExchangesResponse:
+        exchanges = await self._exchanges.list_exchanges()
+        return md_pb2.ListExchangesResponse(exchanges=[convert.exchange_to_pb(e) for e in exchanges])
+
+    async def GetStatus(self, request: md_pb2.GetStatusRequest, context: Context) -> md_pb2.GetStatusResponse:
+        dependencies = await self._status.check()
+        return md_pb2.GetStatusResponse(
+            mode=convert.MODE_TO_PB[self._mode],
+            dependencies=[convert.dependency_to_pb(d) for d in dependencies],
+            version=self._version,
+            exchanges=self._exchange_names,
+        )
+
+
+class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
+    def __init__(self, *, mode: Mode) -> None:
+        self._mode = mode
+
+    @translates_errors
+    async def IngestPrices(
+        self, request: ingest_service_pb2.IngestPricesRequest, context: Context
+    ) -> ingest_service_pb2.IngestPricesResponse:
+        if self._mode is Mode.PW_HOST:
+            raise FailedPrecondition(
+                "this instance runs in pw-host mode (read-only): send ingest to an exchange-mode instance"
+            )
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ingestion is not available on this core yet")

@@ -1,0 +1,52 @@
+"""The one table from domain errors to gRPC status codes, applied at the edge."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from core.domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+
+logger = logging.getLogger(__name__)
+
+STATUS_FOR_ERROR: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+Servicer = TypeVar("Servicer")
+Handler = Callable[[Servicer, Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def status_for(error: DomainError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
+    """Abort a unary servicer method with the mapped status when it raises a DomainError.
+
+    Driver errors for Redis and PostgreSQL become UNAVAILABLE; anything else
+    is logged with its traceback and the caller sees INTERNAL with a safe message.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: Servicer, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except DomainError as exc:
+            await context.abort(status_for(exc), str(exc))
+        except (OSError, ConnectionError) as exc:
+            logger.warning("dependency unavailable in %s: %s", method.__name__, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "a storage dependency is unavailable; retry")
+
+    return wrapper

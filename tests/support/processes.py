@@ -1,0 +1,104 @@
+"""Run Perseus processes the way users do (``perseus core`` etc.) and wait until they serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[str]
+    addr: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        out, _ = self.proc.communicate(timeout=10) if self.proc.poll() is not None else ("", "")
+        return out or ""
+
+
+def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run ``perseus <args>`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def spawn(args: list[str], env: Mapping[str, str], addr: str) -> Process:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return Process(proc, addr)
+
+
+def wait_until(check: Callable[[], bool], process: Process, what: str, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.proc.returncode}:\n{process.output()}")
+        if check():
+            return
+        time.sleep(0.05)
+    process.stop()
+    raise RuntimeError(f"{what} not ready within {timeout} s:\n{process.output()}")
+
+
+def grpc_serving(addr: str) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@contextmanager
+def running_core(env: Mapping[str, str], **overrides: str) -> Iterator[Process]:
+    """A real ``perseus core`` on a free port, migrated database assumed."""
+    addr = f"127.0.0.1:{free_port()}"
+    process = spawn(["core"], {**env, "PERSEUS_CORE_ADDR": addr, **overrides}, addr)
+    try:
+        wait_until(lambda: grpc_serving(addr), process, "perseus core")
+        yield process
+    finally:
+        process.stop()
