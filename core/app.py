@@ -73,14 +73,22 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             try:
                 metrics_server, metrics_thread = start_http_server(port, host, registry=registry)
             except OSError as exc:
-                raise StartupError(f"PERSEUS_CORE_METRICS_ADDR: cannot listen on {settings.metrics_addr} ({exc})") from exc
+                raise StartupError(
+                    f"PERSEUS_CORE_METRICS_ADDR: cannot listen on {settings.metrics_addr} ({exc})"
+                ) from exc
             stack.callback(metrics_thread.join, 5)
             stack.callback(metrics_server.shutdown)
         await core.server.start()
         await core.set_serving(True)
         logger.info(
             "core serving",
-            extra={"fields": {"addr": settings.core_addr, "mode": settings.mode.value, "exchanges": list(settings.exchanges)}},
+            extra={
+                "fields": {
+                    "addr": settings.core_addr,
+                    "mode": settings.mode.value,
+                    "exchanges": list(settings.exchanges),
+                }
+            },
         )
         if ready is not None:
             ready.set()

@@ -97,7 +97,9 @@ class EnvReader:
         items = [item.strip().lower() for item in self._get(name, default).split(",") if item.strip()]
         unknown = [item for item in items if item not in allowed]
         if unknown or not items:
-            raise SettingsError(name, f"must be a comma-separated list of {', '.join(allowed)} (got {unknown or 'nothing'})")
+            raise SettingsError(
+                name, f"must be a comma-separated list of {', '.join(allowed)} (got {unknown or 'nothing'})"
+            )
         return tuple(dict.fromkeys(items))
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str:

@@ -155,16 +155,16 @@ class LoggingInterceptor(_AroundInterceptor):
             }
             if call.streaming:
                 fields["messages_sent"] = call.messages_sent
-            logger.log(level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc)
+            logger.log(
+                level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc
+            )
 
 
 class MetricsInterceptor(_AroundInterceptor):
     """Prometheus counters and latency histograms per method and code, for every call kind."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "perseus_grpc_requests", "Finished RPCs", ["method", "code"], registry=registry
-        )
+        self.requests = Counter("perseus_grpc_requests", "Finished RPCs", ["method", "code"], registry=registry)
         self.latency = Histogram(
             "perseus_grpc_request_duration_seconds",
             "RPC duration (for streams: the stream's lifetime)",
@@ -172,9 +172,7 @@ class MetricsInterceptor(_AroundInterceptor):
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300),
         )
-        self.active_streams = Gauge(
-            "perseus_grpc_active_streams", "Open streaming RPCs", ["method"], registry=registry
-        )
+        self.active_streams = Gauge("perseus_grpc_active_streams", "Open streaming RPCs", ["method"], registry=registry)
         self.stream_messages = Counter(
             "perseus_grpc_stream_messages_sent", "Messages sent on streams", ["method"], registry=registry
         )

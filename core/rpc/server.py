@@ -7,10 +7,6 @@ from dataclasses import dataclass
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
-
-from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
-from core.rpc.servicers import IngestServicer, MarketDataServicer
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -19,6 +15,10 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2_grpc,
     stream_service_pb2,
 )
+from prometheus_client import CollectorRegistry
+
+from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
+from core.rpc.servicers import IngestServicer, MarketDataServicer
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVICE_NAMES = (

@@ -11,6 +11,16 @@ from typing import Any, Protocol
 
 import grpc
 from grpc import aio
+from perseus.marketdata.v1 import (
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+)
+from perseus.marketdata.v1 import (
+    market_data_service_pb2 as md_pb2,
+)
+from perseus.marketdata.v1 import (
+    market_data_service_pb2_grpc as md_grpc,
+)
 
 from core.domain.errors import FailedPrecondition
 from core.domain.models import Exchange
@@ -18,12 +28,6 @@ from core.rpc import convert
 from core.rpc.status import translates_errors
 from core.services.status import StatusService
 from core.settings import Mode
-from perseus.marketdata.v1 import (
-    ingest_service_pb2,
-    ingest_service_pb2_grpc,
-    market_data_service_pb2 as md_pb2,
-    market_data_service_pb2_grpc as md_grpc,
-)
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -49,7 +53,9 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self._status = status
 
     @translates_errors
-    async def ListExchanges(self, request: md_pb2.ListExchangesRequest, context: Context) -> md_pb2.ListExchangesResponse:
+    async def ListExchanges(
+        self, request: md_pb2.ListExchangesRequest, context: Context
+    ) -> md_pb2.ListExchangesResponse:
         exchanges = await self._exchanges.list_exchanges()
         return md_pb2.ListExchangesResponse(exchanges=[convert.exchange_to_pb(e) for e in exchanges])
 

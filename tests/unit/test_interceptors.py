@@ -53,7 +53,9 @@ def _count(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-async def test_unary_call_gets_the_callers_request_id_and_is_counted(echo: tuple[aio.Channel, CollectorRegistry]) -> None:
+async def test_unary_call_gets_the_callers_request_id_and_is_counted(
+    echo: tuple[aio.Channel, CollectorRegistry],
+) -> None:
     channel, registry = echo
     call = channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(b"x", metadata=(("x-request-id", "req-42"),))
     assert await call == b"req-42"

@@ -6,10 +6,9 @@ import pkgutil
 from collections.abc import Iterator
 from importlib import import_module
 
+import perseus.marketdata.v1 as contract
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-
-import perseus.marketdata.v1 as contract
 from perseus.marketdata.v1 import visibility_pb2
 
 PUBLIC = visibility_pb2.VISIBILITY_PUBLIC
@@ -40,7 +39,17 @@ def visibility(field: FieldDescriptor) -> int:
 
 def test_the_contract_has_every_resource_of_the_contract_document() -> None:
     names = {m.name for m in MESSAGES.values()}
-    assert {"Exchange", "Symbol", "PriceFeed", "LatestPrice", "PriceBucket", "ConsensusPrice", "Candle", "MacdV", "TradeSignal"} <= names
+    assert {
+        "Exchange",
+        "Symbol",
+        "PriceFeed",
+        "LatestPrice",
+        "PriceBucket",
+        "ConsensusPrice",
+        "Candle",
+        "MacdV",
+        "TradeSignal",
+    } <= names
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS))
@@ -81,6 +90,11 @@ def test_public_fields_of_a_trade_signal_are_exactly_the_contract_ones() -> None
 
 
 def test_prices_and_volumes_are_decimal_strings() -> None:
-    money = [f for n, f in FIELDS.items() if n.split(".")[1] in {"price", "volume", "open", "high", "low", "close", "bid", "ask", "median", "mean", "std_dev"}]
+    money = [
+        f
+        for n, f in FIELDS.items()
+        if n.split(".")[1]
+        in {"price", "volume", "open", "high", "low", "close", "bid", "ask", "median", "mean", "std_dev"}
+    ]
     assert money
     assert all(f.type == FieldDescriptor.TYPE_STRING for f in money)

@@ -1,0 +1,157 @@
+"""`perseus core` as a user runs it: a real process against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import grpc
+import perseus_sdk
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from perseus.marketdata.v1 import (
+    common_pb2,
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    market_pb2,
+    prices_pb2,
+)
+from perseus.marketdata.v1 import (
+    market_data_service_pb2 as md_pb2,
+)
+from perseus.marketdata.v1 import (
+    market_data_service_pb2_grpc as md_grpc,
+)
+
+from tests.support.processes import Process, free_port, run_cli, running_core
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def migrated_env(base_env: dict[str, str]) -> dict[str, str]:
+    result = run_cli(["migrate"], base_env)
+    assert result.returncode == 0, result.stderr
+    return base_env
+
+
+@pytest.fixture(scope="module")
+def core(migrated_env: dict[str, str]) -> Iterator[Process]:
+    with running_core(migrated_env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def channel(core: Process) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(core.addr) as channel:
+        yield channel
+
+
+def test_health_is_serving_for_the_server_and_each_service(channel: grpc.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "perseus.marketdata.v1.MarketDataService", "perseus.marketdata.v1.IngestService"):
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_contract_services(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2)
+    names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"perseus.marketdata.v1.MarketDataService", "grpc.health.v1.Health"} <= names
+
+
+def test_list_exchanges_through_a_grpcio_stub(channel: grpc.Channel) -> None:
+    reply = md_grpc.MarketDataServiceStub(channel).ListExchanges(md_pb2.ListExchangesRequest(), timeout=2)
+    by_name = {e.name: e for e in reply.exchanges}
+    assert {"sim", "coinbase", "binance", "kraken"} <= set(by_name)
+    assert by_name["sim"].simulated and not by_name["coinbase"].simulated
+    assert by_name["coinbase"].status == market_pb2.EXCHANGE_STATUS_OFFLINE  # no heartbeat yet
+
+
+async def test_list_exchanges_and_status_through_the_betterproto_sdk(core: Process) -> None:
+    async with perseus_sdk.connect(core.addr) as sdk_channel:
+        market = perseus_sdk.MarketDataServiceStub(sdk_channel)
+        exchanges = await market.list_exchanges(perseus_sdk.ListExchangesRequest(), timeout=2)
+        status = await market.get_status(perseus_sdk.GetStatusRequest(), timeout=2)
+    assert "sim" in {e.name for e in exchanges.exchanges}
+    assert status.mode == perseus_sdk.RuntimeMode.EXCHANGE
+    assert {d.name: d.state for d in status.dependencies} == {
+        "redis": perseus_sdk.DependencyState.UP,
+        "postgres": perseus_sdk.DependencyState.UP,
+    }
+
+
+def test_the_request_id_comes_back_in_trailing_metadata(channel: grpc.Channel) -> None:
+    _, call = md_grpc.MarketDataServiceStub(channel).GetStatus.with_call(
+        md_pb2.GetStatusRequest(), metadata=(("x-request-id", "abc-123"),), timeout=2
+    )
+    assert ("x-request-id", "abc-123") in tuple(call.trailing_metadata())
+
+
+def test_pw_host_reports_its_mode_and_refuses_ingest(migrated_env: dict[str, str]) -> None:
+    with running_core(migrated_env, PERSEUS_MODE="pw-host") as process, grpc.insecure_channel(process.addr) as channel:
+        status = md_grpc.MarketDataServiceStub(channel).GetStatus(md_pb2.GetStatusRequest(), timeout=2)
+        assert status.mode == common_pb2.RUNTIME_MODE_PW_HOST
+        assert list(status.exchanges) == []
+        feed = prices_pb2.PriceFeed(symbol="BTC-USD", price="1", volume="1", source="x")
+        with pytest.raises(grpc.RpcError) as caught:
+            ingest_service_pb2_grpc.IngestServiceStub(channel).IngestPrices(
+                ingest_service_pb2.IngestPricesRequest(feeds=[feed]), timeout=2
+            )
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "pw-host" in caught.value.details()
+
+
+def test_sigterm_drains_and_exits_cleanly(migrated_env: dict[str, str]) -> None:
+    with running_core(migrated_env) as process:
+        assert process.stop() == 0
+    assert "core stopped" in process.output()
+
+
+def _fails_with_one_line(args: list[str], env: dict[str, str], expected: str) -> None:
+    result = run_cli(args, env, timeout=30)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"PERSEUS_MODE": "turbo"}, "PERSEUS_MODE"),
+        ({"PERSEUS_REDIS_URL": "redis://:6379:1"}, "PERSEUS_REDIS_URL"),
+        ({"PERSEUS_REDIS_URL": "redis://127.0.0.1:1/0"}, "PERSEUS_REDIS_URL: cannot reach Redis"),
+        ({"PERSEUS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, "PERSEUS_DATABASE_URL"),
+    ],
+)
+def test_bad_configuration_stops_startup_with_one_line(
+    migrated_env: dict[str, str], override: dict[str, str], expected: str
+) -> None:
+    _fails_with_one_line(
+        ["core"], {**migrated_env, "PERSEUS_CORE_ADDR": f"127.0.0.1:{free_port()}", **override}, expected
+    )
+
+
+def test_a_port_in_use_stops_startup_with_one_line(migrated_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        _fails_with_one_line(["core"], {**migrated_env, "PERSEUS_CORE_ADDR": addr}, "PERSEUS_CORE_ADDR")
+
+
+def test_core_metrics_cover_grpc_calls(migrated_env: dict[str, str]) -> None:
+    import httpx
+
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    with running_core(migrated_env, PERSEUS_CORE_METRICS_ADDR=metrics_addr) as process:
+        with grpc.insecure_channel(process.addr) as channel:
+            md_grpc.MarketDataServiceStub(channel).ListExchanges(md_pb2.ListExchangesRequest(), timeout=2)
+        body = httpx.get(f"http://{metrics_addr}/metrics", timeout=2).text
+    assert (
+        'perseus_grpc_requests_total{code="OK",method="/perseus.marketdata.v1.MarketDataService/ListExchanges"} 1.0'
+        in body
+    )
