@@ -1,0 +1,170 @@
+"""Candle building: ticks and exchange 1m candles in, closed OHLCV candles out.
+
+Pure and clock-free: the caller passes every timestamp (epoch ms).
+
+The rule for late and out-of-order data, in one place:
+
+* Inside the open candle, order does not matter: ``open`` is the price with
+  the earliest timestamp, ``close`` the one with the latest, ``high``/``low``
+  the extremes and ``volume`` the sum.
+* A candle closes at the first data of a later candle, or when the clock
+  passes ``close_time + close_grace_ms``, whichever comes first. A closed
+  candle is final: it has been published and stored.
+* Data for a candle that has already closed is *late*: it is reported (the
+  tick itself is still stored as a tick) but changes no candle.
+* A candle with no data at all between two others, or after the last one once
+  its time is over, is *synthetic*: flat at the previous close, volume 0,
+  ``is_synthetic`` set. A builder with no history fills nothing, and at most
+  ``MAX_FILL`` synthetic candles are produced per timeframe in one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from core.domain.timeframes import TIMEFRAMES, Timeframe
+
+DEFAULT_CLOSE_GRACE_MS = 2_000
+MAX_FILL = 1_440
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    open_time: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    is_synthetic: bool = False
+
+    @property
+    def close_time(self) -> int:
+        return self.open_time + self.timeframe.ms
+
+    @property
+    def sequence_num(self) -> int:
+        """Index of the candle since the epoch: deterministic, so it survives restarts."""
+        return self.open_time // self.timeframe.ms
+
+
+@dataclass(slots=True)
+class _Bar:
+    open_time: int
+    first_ts: int
+    last_ts: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+    def merge(self, ts: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> None:
+        if ts < self.first_ts:
+            self.first_ts, self.open = ts, o
+        if ts >= self.last_ts:
+            self.last_ts, self.close = ts, c
+        self.high = max(self.high, h)
+        self.low = min(self.low, lo)
+        self.volume += v
+
+
+@dataclass(slots=True)
+class _Series:
+    """State of one timeframe: the open bar and where closed history ends."""
+
+    timeframe: Timeframe
+    bar: _Bar | None = None
+    closed_through: int = 0  # close time of the last closed candle; earlier data is late
+    last_close: Decimal | None = None
+
+
+@dataclass(slots=True)
+class Update:
+    """What one input did: the candles it closed (oldest first) and the timeframes it was late for."""
+
+    closed: list[Candle] = field(default_factory=list)
+    late: list[Timeframe] = field(default_factory=list)
+
+
+class CandleBuilder:
+    """Every timeframe's candles for one (exchange, symbol)."""
+
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        timeframes: Iterable[Timeframe] = TIMEFRAMES,
+        close_grace_ms: int = DEFAULT_CLOSE_GRACE_MS,
+    ) -> None:
+        self.exchange = exchange
+        self.symbol = symbol
+        self._grace = close_grace_ms
+        self._series = [_Series(tf) for tf in timeframes]
+
+    def add_tick(self, price: Decimal, volume: Decimal, ts_ms: int) -> Update:
+        return self._merge(ts_ms, price, price, price, price, volume)
+
+    def add_minute(self, open_time: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> Update:
+        """A closed 1m candle from an exchange's candle feed; it lies inside one candle of every timeframe."""
+        return self._merge(Timeframe.M1.open_time(open_time), o, h, lo, c, v)
+
+    def advance(self, now_ms: int) -> list[Candle]:
+        """Close every candle whose time (plus grace) is over, and fill empty ones."""
+        closed: list[Candle] = []
+        for series in self._series:
+            tf = series.timeframe
+            if series.bar is not None and now_ms >= series.bar.open_time + tf.ms + self._grace:
+                closed.append(self._close(series))
+            if series.bar is None and series.last_close is not None:
+                closed.extend(self._fill(series, until=tf.open_time(now_ms - self._grace)))
+        return closed
+
+    def _merge(self, ts: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> Update:
+        update = Update()
+        for series in self._series:
+            bucket = series.timeframe.open_time(ts)
+            bar = series.bar
+            if bucket < series.closed_through or (bar is not None and bucket < bar.open_time):
+                update.late.append(series.timeframe)
+                continue
+            if bar is not None and bucket > bar.open_time:
+                update.closed.append(self._close(series))
+                bar = None
+            if bar is None:
+                update.closed.extend(self._fill(series, until=bucket))
+                series.bar = _Bar(bucket, ts, ts, o, h, lo, c, v)
+            else:
+                bar.merge(ts, o, h, lo, c, v)
+        update.closed.sort(key=lambda candle: (candle.close_time, candle.timeframe.ms))
+        return update
+
+    def _close(self, series: _Series) -> Candle:
+        bar = series.bar
+        assert bar is not None
+        series.bar = None
+        series.closed_through = bar.open_time + series.timeframe.ms
+        series.last_close = bar.close
+        return Candle(
+            self.exchange, self.symbol, series.timeframe, bar.open_time, bar.open, bar.high, bar.low, bar.close, bar.volume
+        )
+
+    def _fill(self, series: _Series, *, until: int) -> list[Candle]:
+        """Synthetic candles for the empty buckets from ``closed_through`` up to (not including) ``until``."""
+        if series.last_close is None or series.closed_through == 0:
+            return []
+        tf, price = series.timeframe, series.last_close
+        start = max(series.closed_through, until - MAX_FILL * tf.ms)
+        filled = [
+            Candle(self.exchange, self.symbol, tf, t, price, price, price, price, ZERO, is_synthetic=True)
+            for t in range(start, until, tf.ms)
+        ]
+        series.closed_through = max(series.closed_through, until)
+        return filled
