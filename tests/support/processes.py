@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,8 +28,11 @@ def free_port() -> int:
 
 @dataclass
 class Process:
-    proc: subprocess.Popen[str]
+    """A running ``perseus`` process; its output goes to a temporary file (a pipe could fill and stall it)."""
+
+    proc: subprocess.Popen[bytes]
     addr: str
+    log: IO[bytes]
 
     @property
     def pid(self) -> int:
@@ -45,8 +50,13 @@ class Process:
         return self.proc.returncode
 
     def output(self) -> str:
-        out, _ = self.proc.communicate(timeout=10) if self.proc.poll() is not None else ("", "")
-        return out or ""
+        """Everything the process has printed so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
 
 
 def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -61,26 +71,29 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30.0) -> s
 
 
 def spawn(args: list[str], env: Mapping[str, str], addr: str) -> Process:
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", *args],
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
-    return Process(proc, addr)
+    return Process(proc, addr, log)
 
 
 def wait_until(check: Callable[[], bool], process: Process, what: str, timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.proc.returncode}:\n{process.output()}")
+            output = process.output()
+            process.close()
+            raise RuntimeError(f"{what} exited with {process.proc.returncode}:\n{output}")
         if check():
             return
         time.sleep(0.05)
-    process.stop()
-    raise RuntimeError(f"{what} not ready within {timeout} s:\n{process.output()}")
+    output = process.output()
+    process.close()
+    raise RuntimeError(f"{what} not ready within {timeout} s:\n{output}")
 
 
 def grpc_serving(addr: str) -> bool:
@@ -101,4 +114,4 @@ def running_core(env: Mapping[str, str], **overrides: str) -> Iterator[Process]:
         wait_until(lambda: grpc_serving(addr), process, "perseus core")
         yield process
     finally:
-        process.stop()
+        process.close()

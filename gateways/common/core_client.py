@@ -1,0 +1,80 @@
+"""The gateways' one connection to the gRPC core: a ``grpc.aio`` channel and its stubs.
+
+A :class:`CoreClient` is created in ``before_server_start`` (so the channel
+belongs to the server's loop) and closed in ``after_server_stop``. Creating it
+does not connect: a gateway starts, and answers ``/health`` with 503, while the
+core is down. Every call carries a deadline (the settings' default unless the
+caller asks for a shorter one) and the request's ``x-request-id`` as metadata.
+A failed call is translated here, once, into the gateways' ``ApiError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc import aio
+from perseus.marketdata.v1 import market_data_service_pb2, market_data_service_pb2_grpc
+
+from gateways.common.errors import error_from_rpc
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_METADATA_KEY = "x-request-id"
+CLOSE_GRACE_S = 1.0
+# Reconnect quickly once the core is back: the default backoff grows to 120 s,
+# during which every call would fail fast with UNAVAILABLE.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+)
+
+
+class CoreClient:
+    """Owns one channel to the core and the stubs on it."""
+
+    def __init__(self, channel: aio.Channel, *, deadline_s: float) -> None:
+        self._channel = channel
+        self._deadline_s = deadline_s
+        self.market_data = market_data_service_pb2_grpc.MarketDataServiceStub(channel)
+
+    @classmethod
+    def connect(cls, addr: str, *, deadline_s: float) -> CoreClient:
+        """A client for the core at ``addr``; the channel connects lazily. Call inside the running loop."""
+        return cls(aio.insecure_channel(addr, options=CHANNEL_OPTIONS), deadline_s=deadline_s)
+
+    @property
+    def deadline_s(self) -> float:
+        return self._deadline_s
+
+    def call_options(self, request_id: str | None, timeout_s: float | None = None) -> dict[str, Any]:
+        """Keyword arguments for a stub call: its deadline and the request id metadata."""
+        timeout = self._deadline_s if timeout_s is None else min(timeout_s, self._deadline_s)
+        metadata = ((REQUEST_ID_METADATA_KEY, request_id),) if request_id else ()
+        return {"timeout": timeout, "metadata": metadata}
+
+    async def unary(self, method: Any, request: Any, *, request_id: str | None, timeout_s: float | None = None) -> Any:
+        """Call a unary stub ``method``; a failure raises the matching :class:`ApiError`."""
+        try:
+            return await method(request, **self.call_options(request_id, timeout_s))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+
+    async def get_status(
+        self, *, request_id: str | None = None, timeout_s: float | None = None
+    ) -> market_data_service_pb2.GetStatusResponse:
+        response: market_data_service_pb2.GetStatusResponse = await self.unary(
+            self.market_data.GetStatus,
+            market_data_service_pb2.GetStatusRequest(),
+            request_id=request_id,
+            timeout_s=timeout_s,
+        )
+        return response
+
+    async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Close the channel, letting calls in flight finish within ``grace_s``."""
+        await self._channel.close(grace_s)

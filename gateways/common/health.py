@@ -1,0 +1,155 @@
+"""The ``/health`` answer of a gateway: the core's mode and status, and the gateway's own Redis.
+
+:func:`build_health` is pure: it turns what the probes saw into the body and
+the HTTP status. :func:`check_health` runs the probes concurrently, each with
+its own short bound, so the answer never takes much more than
+:data:`CORE_STATUS_TIMEOUT_S`, and never raises: a probe that fails, for any
+reason, reports its service down. The body never carries exception text or
+addresses; the causes go to the log.
+
+Status is 200 ("ok") only when the core answered and every dependency is up;
+otherwise 503 ("degraded"). ``services.redis`` is down when either the gateway
+or the core cannot reach Redis. ``services.postgres`` comes from the core, so it
+is "unknown" while the core does not answer, and ``mode`` is then null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+import grpc
+from perseus.marketdata.v1 import common_pb2, market_data_service_pb2
+from redis.exceptions import RedisError
+
+from gateways.common.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+CORE_STATUS_TIMEOUT_S = 1.5
+REDIS_PING_TIMEOUT_S = 1.0
+# A little slack over the gRPC deadline, in case the channel itself stalls.
+CORE_PROBE_BOUND_S = CORE_STATUS_TIMEOUT_S + 0.2
+
+HTTP_OK = 200
+HTTP_UNAVAILABLE = 503
+UP, DOWN, UNKNOWN = "up", "down", "unknown"
+
+ServiceState = Literal["up", "down", "unknown"]
+MODE_NAMES: dict[int, str] = {
+    common_pb2.RUNTIME_MODE_EXCHANGE: "exchange",
+    common_pb2.RUNTIME_MODE_PW_HOST: "pw-host",
+}
+CORE_DEPENDENCIES = ("redis", "postgres")
+
+
+class StatusSource(Protocol):
+    """What health needs from the core client."""
+
+    async def get_status(
+        self, *, request_id: str | None = None, timeout_s: float | None = None
+    ) -> market_data_service_pb2.GetStatusResponse: ...
+
+
+RedisPing = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    http_status: int
+    body: dict[str, object]
+
+
+def build_health(
+    *,
+    process: str,
+    version: str,
+    core_status: market_data_service_pb2.GetStatusResponse | None,
+    gateway_redis_up: bool,
+    now: datetime,
+) -> Health:
+    """The health body and status from what the probes saw (``core_status`` None: the core did not answer)."""
+    core_deps: dict[str, ServiceState] = {}
+    if core_status is not None:
+        for dependency in core_status.dependencies:
+            if dependency.name in CORE_DEPENDENCIES:
+                up = dependency.state == market_data_service_pb2.DEPENDENCY_STATE_UP
+                core_deps[dependency.name] = UP if up else DOWN
+    redis_up = gateway_redis_up and core_deps.get("redis", UP) == UP
+    services: dict[str, ServiceState] = {
+        "core": UP if core_status is not None else DOWN,
+        "redis": UP if redis_up else DOWN,
+        "postgres": core_deps.get("postgres", UNKNOWN),
+    }
+    healthy = all(state == UP for state in services.values())
+    mode = MODE_NAMES.get(core_status.mode) if core_status is not None else None
+    body: dict[str, object] = {
+        "status": "ok" if healthy else "degraded",
+        "mode": mode,
+        "process": process,
+        "version": version,
+        "services": services,
+        "timestamp": _iso_utc(now),
+    }
+    return Health(HTTP_OK if healthy else HTTP_UNAVAILABLE, body)
+
+
+async def check_health(
+    core: StatusSource | None,
+    redis_ping: RedisPing | None,
+    *,
+    process: str,
+    version: str,
+    request_id: str | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Health:
+    """Probe the core and Redis concurrently and build the answer; never raises, never hangs."""
+    core_status, redis_up = await asyncio.gather(_probe_core(core, request_id), _probe_redis(redis_ping))
+    return build_health(
+        process=process, version=version, core_status=core_status, gateway_redis_up=redis_up, now=clock()
+    )
+
+
+async def _probe_core(
+    core: StatusSource | None, request_id: str | None
+) -> market_data_service_pb2.GetStatusResponse | None:
+    if core is None:
+        return None
+    try:
+        async with asyncio.timeout(CORE_PROBE_BOUND_S):
+            return await core.get_status(request_id=request_id, timeout_s=CORE_STATUS_TIMEOUT_S)
+    except (ApiError, TimeoutError, grpc.RpcError, OSError) as exc:
+        logger.warning("health: core status failed (%s)", _cause(exc))
+    except Exception:  # health must report, never raise: any other failure means "down"
+        logger.exception("health: core status probe crashed")
+    return None
+
+
+async def _probe_redis(ping: RedisPing | None) -> bool:
+    if ping is None:
+        return False
+    try:
+        async with asyncio.timeout(REDIS_PING_TIMEOUT_S):
+            await ping()
+    except (TimeoutError, RedisError, OSError) as exc:
+        logger.warning("health: Redis ping failed (%s)", type(exc).__name__)
+        return False
+    except Exception:  # health must report, never raise: any other failure means "down"
+        logger.exception("health: Redis probe crashed")
+        return False
+    return True
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    code = getattr(cause, "code", None)
+    status = code() if callable(code) else None
+    return status.name if isinstance(status, grpc.StatusCode) else type(cause).__name__
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

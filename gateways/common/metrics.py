@@ -1,0 +1,46 @@
+"""Prometheus metrics of one gateway app: a private registry, request counts and latencies.
+
+Each app owns its :class:`HttpMetrics` (and so its own ``CollectorRegistry``),
+so two apps in one process never share or collide on collectors. Routes are
+labelled by their template (``/public/v1/candles/<exchange>/<symbol>``), never
+by the raw path, and requests that matched no route share one label, so a
+scanner cannot blow up the label set.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+UNMATCHED_ROUTE = "<unmatched>"
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class HttpMetrics:
+    """Request counter and latency histogram, labelled by route, method and status."""
+
+    def __init__(self, process: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "perseus_http_requests",
+            "Finished HTTP requests",
+            ["process", "route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "perseus_http_request_duration_seconds",
+            "Time from the request's arrival to its response",
+            ["process", "route", "method", "status"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._process = process
+
+    def observe(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        labels = (self._process, route or UNMATCHED_ROUTE, method, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(max(seconds, 0.0))
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,50 @@
+"""Run one gateway process the way ``perseus rest`` / ``perseus ws`` do.
+
+Read the settings (a bad value: one line on stderr, exit 2), configure logging
+(only here, the entry point), build the app and serve it in this process until
+SIGINT/SIGTERM. A listen address that cannot be bound (port in use, unknown
+host) is reported as one line naming the variable, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+
+from gateways.common import logs
+from gateways.common.app_base import GatewayApp
+from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, GatewaySettingsError, Process
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_STARTUP_ERROR = 2
+
+AppFactory = Callable[[GatewaySettings], GatewayApp]
+
+
+def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: AppFactory) -> int:
+    """Serve the ``process`` gateway until stopped; returns the exit code."""
+    program = f"perseus {process}"
+    try:
+        settings = GatewaySettings.from_env(environ, process=process)
+    except GatewaySettingsError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    try:
+        app.run(
+            host=settings.listen_host,
+            port=settings.listen_port,
+            single_process=True,
+            access_log=False,
+            motd=False,
+        )
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        variable = LISTEN_ADDR_VARIABLES[process]
+        print(f"{program}: {variable}: cannot listen on {settings.listen_addr} ({reason})", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    return EXIT_OK
