@@ -4,8 +4,8 @@
 factories then add their own routes to. Nothing lives at module level: the
 core client and the Redis client are opened in ``before_server_start`` (on the
 server's loop) and closed in ``after_server_stop``, and the app's metrics
-registry belongs to the app. Neither dependency has to be up for the gateway
-to start; ``/health`` reports them.
+registry belongs to the app. The runner checks Redis once before serving; the
+core need not be up for the gateway to start, and ``/health`` reports both.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Read the settings (a bad value: one line on stderr, exit 2), configure logging
 (only here, the entry point), build the app and serve it in this process until
-SIGINT/SIGTERM. A listen address that cannot be bound (port in use, unknown
+SIGINT/SIGTERM. A Redis that does not answer at startup stops it with one line
+(the gateways need Redis for limits and connection counts; a core that is down
+does not stop it: ``/health`` reports that with 503). A listen address that cannot be bound (port in use, unknown
 host) is reported as one line naming the variable, and nothing is left running.
 """
 
@@ -12,6 +14,8 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 
+import redis
+
 from gateways.common import logs
 from gateways.common.app_base import GatewayApp
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, GatewaySettingsError, Process
@@ -20,8 +24,21 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_STARTUP_ERROR = 2
+REDIS_PREFLIGHT_TIMEOUT_S = 3.0
 
 AppFactory = Callable[[GatewaySettings], GatewayApp]
+
+
+def redis_unreachable(url: str) -> str:
+    """Why Redis at ``url`` does not answer a PING, or "" when it does (the startup pre-flight)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PREFLIGHT_TIMEOUT_S)
+    try:
+        client.ping()
+    except (OSError, redis.RedisError) as exc:
+        return type(exc).__name__
+    finally:
+        client.close()
+    return ""
 
 
 def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: AppFactory) -> int:
@@ -33,6 +50,9 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
         print(f"{program}: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
     logs.configure(settings.log_level, settings.log_format)
+    if problem := redis_unreachable(settings.redis_url):
+        print(f"{program}: PERSEUS_REDIS_URL: cannot reach Redis ({problem})", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
     app = create_app(settings)
     try:
         app.run(

@@ -233,3 +233,12 @@ def test_a_port_in_use_exits_non_zero_with_one_clear_line(base_env: dict[str, st
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"perseus rest: PERSEUS_REST_ADDR: cannot listen on {addr}")
     assert "in use" in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["rest", "ws"])
+def test_an_unreachable_redis_stops_startup_with_one_line(base_env: dict[str, str], kind: Kind) -> None:
+    result = run_cli([kind], {**base_env, "PERSEUS_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"perseus {kind}: PERSEUS_REDIS_URL: cannot reach Redis (ConnectionError)"
+    ]
