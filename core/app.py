@@ -14,11 +14,12 @@ import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from core import logs
+from core.adapters import apikeys
 from core.adapters.exchanges import PgExchangeSource
 from core.adapters.postgres import create_pool
 from core.adapters.redis_keys import RedisKeys
 from core.rpc.server import Servicers, build_server
-from core.rpc.servicers import IngestServicer, MarketDataServicer
+from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.services.status import StatusService
 from core.settings import Settings, StartupError
 
@@ -61,6 +62,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 status=status,
             ),
             ingest=IngestServicer(mode=settings.mode),
+            keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
         )
         registry = CollectorRegistry()
         core = build_server(servicers, registry)

@@ -153,7 +153,15 @@ class CandleBuilder:
         series.closed_through = bar.open_time + series.timeframe.ms
         series.last_close = bar.close
         return Candle(
-            self.exchange, self.symbol, series.timeframe, bar.open_time, bar.open, bar.high, bar.low, bar.close, bar.volume
+            self.exchange,
+            self.symbol,
+            series.timeframe,
+            bar.open_time,
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
         )
 
     def _fill(self, series: _Series, *, until: int) -> list[Candle]:

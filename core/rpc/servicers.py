@@ -14,14 +14,13 @@ from grpc import aio
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
-)
-from perseus.marketdata.v1 import (
+    key_service_pb2,
+    key_service_pb2_grpc,
     market_data_service_pb2 as md_pb2,
-)
-from perseus.marketdata.v1 import (
     market_data_service_pb2_grpc as md_grpc,
 )
 
+from core.adapters.apikeys import ApiKeyRecord
 from core.domain.errors import FailedPrecondition
 from core.domain.models import Exchange
 from core.rpc import convert
@@ -34,6 +33,10 @@ Context = aio.ServicerContext[Any, Any]
 
 class ExchangeSource(Protocol):
     async def list_exchanges(self) -> list[Exchange]: ...
+
+
+class KeyAuthenticator(Protocol):
+    async def __call__(self, key: str) -> ApiKeyRecord | None: ...
 
 
 class MarketDataServicer(md_grpc.MarketDataServiceServicer):
@@ -82,3 +85,17 @@ class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
                 "this instance runs in pw-host mode (read-only): send ingest to an exchange-mode instance"
             )
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ingestion is not available on this core yet")
+
+
+class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
+    def __init__(self, *, authenticate: KeyAuthenticator) -> None:
+        self._authenticate = authenticate
+
+    @translates_errors
+    async def AuthenticateKey(
+        self, request: key_service_pb2.AuthenticateKeyRequest, context: Context
+    ) -> key_service_pb2.AuthenticateKeyResponse:
+        record = await self._authenticate(request.key)
+        if record is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
+        return key_service_pb2.AuthenticateKeyResponse(api_key=convert.api_key_to_pb(record))

@@ -14,14 +14,12 @@ from perseus.marketdata.v1 import (
     common_pb2,
     ingest_service_pb2,
     ingest_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    market_data_service_pb2 as md_pb2,
+    market_data_service_pb2_grpc as md_grpc,
     market_pb2,
     prices_pb2,
-)
-from perseus.marketdata.v1 import (
-    market_data_service_pb2 as md_pb2,
-)
-from perseus.marketdata.v1 import (
-    market_data_service_pb2_grpc as md_grpc,
 )
 
 from tests.support.processes import Process, free_port, run_cli, running_core
@@ -50,7 +48,10 @@ def channel(core: Process) -> Iterator[grpc.Channel]:
 
 def test_health_is_serving_for_the_server_and_each_service(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "perseus.marketdata.v1.MarketDataService", "perseus.marketdata.v1.IngestService"):
+    for service in (
+        "",
+        *(f"perseus.marketdata.v1.{name}" for name in ("MarketDataService", "IngestService", "KeyService")),
+    ):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -156,3 +157,27 @@ def test_core_metrics_cover_grpc_calls(migrated_env: dict[str, str]) -> None:
         'perseus_grpc_requests_total{code="OK",method="/perseus.marketdata.v1.MarketDataService/ListExchanges"} 1.0'
         in body
     )
+
+
+def test_key_service_authenticates_created_keys_and_refuses_revoked_ones(
+    migrated_env: dict[str, str], channel: grpc.Channel
+) -> None:
+    created = run_cli(["keys", "create", "--tier", "pro", "--name", "test"], migrated_env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    stub = key_service_pb2_grpc.KeyServiceStub(channel)
+
+    reply = stub.AuthenticateKey(key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2)
+    assert reply.api_key.tier == key_service_pb2.KEY_TIER_PRO
+    assert reply.api_key.rate_limit_per_minute == 10_000
+    assert key not in str(reply)
+
+    for bad in (key[:-1] + ("A" if key[-1] != "A" else "B"), "", "x" * 10_000):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.AuthenticateKey(key_service_pb2.AuthenticateKeyRequest(key=bad), timeout=2)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+    assert run_cli(["keys", "revoke", reply.api_key.prefix], migrated_env).returncode == 0
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.AuthenticateKey(key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED

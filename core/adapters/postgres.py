@@ -1,0 +1,98 @@
+"""PostgreSQL connections: the pool the core uses, single connections for CLI commands, a health probe.
+
+This is the one place where "cannot reach PostgreSQL" is translated into
+:class:`~core.settings.StartupError`, whose one-line message names the
+variable and the server (never the password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from core.settings import StartupError
+
+logger = logging.getLogger(__name__)
+
+DATABASE_URL_VARIABLE = "PERSEUS_DATABASE_URL"
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_POOL_MIN_SIZE = 1
+DEFAULT_POOL_MAX_SIZE = 10
+MS_PER_S = 1000.0
+
+# What asyncpg raises when a server is unreachable, refuses us, or the database is missing.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/database`` of a DSN, for messages: no user, no password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+    except ValueError:
+        return "(unparsable URL)"
+    database = parts.path.lstrip("/") or "(default database)"
+    return f"{host}:{port}/{database}"
+
+
+def unreachable(dsn: str, exc: BaseException) -> StartupError:
+    """The StartupError for a failed connection, on one line."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return StartupError(f"{DATABASE_URL_VARIABLE}: cannot reach PostgreSQL at {describe_dsn(dsn)} ({reason})")
+
+
+async def connect(
+    dsn: str,
+    *,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT_S,  # noqa: ASYNC109 (asyncpg's connect timeout, not a deadline)
+) -> asyncpg.Connection:
+    """One connection (for CLI commands and migrations); StartupError when unreachable."""
+    try:
+        return await asyncio.wait_for(asyncpg.connect(dsn, timeout=timeout), timeout + 1)
+    except CONNECT_ERRORS as exc:
+        raise unreachable(dsn, exc) from exc
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = DEFAULT_POOL_MIN_SIZE,
+    max_size: int = DEFAULT_POOL_MAX_SIZE,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT_S,  # noqa: ASYNC109 (per connection attempt, as in asyncpg)
+) -> asyncpg.Pool:
+    """A connection pool that has been proven to work; StartupError (one line) when unreachable.
+
+    ``timeout`` bounds each connection attempt. The pool is checked with
+    ``SELECT 1`` even when ``min_size`` is 0, so a bad URL fails at startup.
+    """
+    try:
+        pool = await asyncio.wait_for(
+            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout),
+            timeout * max(min_size, 1) + 1,
+        )
+    except CONNECT_ERRORS as exc:
+        raise unreachable(dsn, exc) from exc
+    try:
+        latency_ms = await asyncio.wait_for(check(pool), timeout)
+    except CONNECT_ERRORS as exc:
+        await pool.close()
+        raise unreachable(dsn, exc) from exc
+    logger.info("postgres pool open", extra={"fields": {"server": describe_dsn(dsn), "latency_ms": latency_ms}})
+    return pool
+
+
+async def check(pool: asyncpg.Pool) -> float:
+    """Round-trip latency of ``SELECT 1`` in milliseconds; raises what asyncpg raises when down."""
+    started = time.perf_counter()
+    await pool.fetchval("SELECT 1")
+    return (time.perf_counter() - started) * MS_PER_S
