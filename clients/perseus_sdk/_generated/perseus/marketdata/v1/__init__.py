@@ -487,7 +487,10 @@ class ApiKey(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        7,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
 
@@ -506,7 +509,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class AuthenticateKeyResponse(betterproto2.Message):
-    api_key: "ApiKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    api_key: "ApiKey | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
 
 
 default_message_pool.register_message(
@@ -529,7 +534,10 @@ class Candle(betterproto2.Message):
     )
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        4,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
     """
     Open time of the candle.
@@ -582,14 +590,21 @@ class ConsensusPrice(betterproto2.Message):
 
     num_sources: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
 
-    sources: "list[str]" = betterproto2.field(7, betterproto2.TYPE_STRING, repeated=True)
+    sources: "list[str]" = betterproto2.field(
+        7, betterproto2.TYPE_STRING, repeated=True
+    )
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        8,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "ConsensusPrice", ConsensusPrice)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "ConsensusPrice", ConsensusPrice
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -608,7 +623,9 @@ class DependencyStatus(betterproto2.Message):
     latency_ms: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "DependencyStatus", DependencyStatus)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "DependencyStatus", DependencyStatus
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -636,7 +653,10 @@ class Exchange(betterproto2.Message):
     """
 
     last_heartbeat_time: "datetime.datetime | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
 
@@ -678,11 +698,17 @@ class GetCandlesRequest(betterproto2.Message):
     """
 
     start_time: "datetime.datetime | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        5,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     end_time: "datetime.datetime | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
 
@@ -693,7 +719,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetCandlesResponse(betterproto2.Message):
-    candles: "list[Candle]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    candles: "list[Candle]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -703,10 +731,15 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetConsensusRequest(betterproto2.Message):
-    symbols: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    symbols: "list[str]" = betterproto2.field(
+        1, betterproto2.TYPE_STRING, repeated=True
+    )
 
     time: "datetime.datetime | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        2,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
     """
     End of the window; unset means now.
@@ -720,7 +753,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetConsensusResponse(betterproto2.Message):
-    prices: "list[ConsensusPrice]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    prices: "list[ConsensusPrice]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -746,7 +781,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetIndicatorResponse(betterproto2.Message):
-    indicator: "MacdV | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    indicator: "MacdV | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
 
 
 default_message_pool.register_message(
@@ -756,7 +793,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetLatestPricesRequest(betterproto2.Message):
-    symbols: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    symbols: "list[str]" = betterproto2.field(
+        1, betterproto2.TYPE_STRING, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -766,7 +805,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetLatestPricesResponse(betterproto2.Message):
-    prices: "list[LatestPrice]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    prices: "list[LatestPrice]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -779,11 +820,17 @@ class GetPriceRangeRequest(betterproto2.Message):
     symbol: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
     start_time: "datetime.datetime | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        2,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     end_time: "datetime.datetime | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        3,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     interval: "Timeframe" = betterproto2.field(
@@ -805,7 +852,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class GetPriceRangeResponse(betterproto2.Message):
-    buckets: "list[PriceBucket]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    buckets: "list[PriceBucket]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -824,12 +873,16 @@ class GetSignalRequest(betterproto2.Message):
     )
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "GetSignalRequest", GetSignalRequest)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "GetSignalRequest", GetSignalRequest
+)
 
 
 @dataclass(eq=False, repr=False)
 class GetSignalResponse(betterproto2.Message):
-    signal: "TradeSignal | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    signal: "TradeSignal | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
 
 
 default_message_pool.register_message(
@@ -842,7 +895,9 @@ class GetStatusRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "GetStatusRequest", GetStatusRequest)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "GetStatusRequest", GetStatusRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -857,7 +912,9 @@ class GetStatusResponse(betterproto2.Message):
 
     version: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
-    exchanges: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+    exchanges: "list[str]" = betterproto2.field(
+        4, betterproto2.TYPE_STRING, repeated=True
+    )
     """
     Exchanges this instance runs adapters for (exchange mode only).
     """
@@ -877,7 +934,9 @@ class IngestPricesRequest(betterproto2.Message):
     Idempotency key of the batch: a retried batch is never stored twice.
     """
 
-    feeds: "list[PriceFeed]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+    feeds: "list[PriceFeed]" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -895,7 +954,9 @@ class IngestPricesResponse(betterproto2.Message):
 
     failed: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
 
-    errors: "list[FeedError]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+    errors: "list[FeedError]" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -918,7 +979,10 @@ class LatestPrice(betterproto2.Message):
     source: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        5,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     staleness_ms: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
@@ -927,7 +991,9 @@ class LatestPrice(betterproto2.Message):
     """
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "LatestPrice", LatestPrice)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "LatestPrice", LatestPrice
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -941,7 +1007,10 @@ class ListAlertsRequest(betterproto2.Message):
     )
 
     since_time: "datetime.datetime | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        4,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     page_size: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
@@ -956,7 +1025,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class ListAlertsResponse(betterproto2.Message):
-    signals: "list[TradeSignal]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    signals: "list[TradeSignal]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
     next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
@@ -978,7 +1049,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class ListExchangesResponse(betterproto2.Message):
-    exchanges: "list[Exchange]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    exchanges: "list[Exchange]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -1001,7 +1074,9 @@ default_message_pool.register_message(
 
 @dataclass(eq=False, repr=False)
 class ListSymbolsResponse(betterproto2.Message):
-    symbols: "list[Symbol]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    symbols: "list[Symbol]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
 
 
 default_message_pool.register_message(
@@ -1025,7 +1100,10 @@ class MacdV(betterproto2.Message):
     )
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        4,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     macd_v: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
@@ -1074,7 +1152,10 @@ class PriceBucket(betterproto2.Message):
     """
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        1,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
     """
     Start of the bucket, on a UTC boundary of the interval.
@@ -1093,7 +1174,9 @@ class PriceBucket(betterproto2.Message):
     num_feeds: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "PriceBucket", PriceBucket)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "PriceBucket", PriceBucket
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -1123,7 +1206,10 @@ class PriceFeed(betterproto2.Message):
     """
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     bid: "str | None" = betterproto2.field(7, betterproto2.TYPE_STRING, optional=True)
@@ -1131,13 +1217,19 @@ class PriceFeed(betterproto2.Message):
     ask: "str | None" = betterproto2.field(8, betterproto2.TYPE_STRING, optional=True)
 
     exchange_timestamp: "datetime.datetime | None" = betterproto2.field(
-        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        9,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     worker_id: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
 
     ingested_time: "datetime.datetime | None" = betterproto2.field(
-        11, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        11,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
 
@@ -1190,11 +1282,16 @@ class StreamEvent(betterproto2.Message):
     )
 
     publish_time: "datetime.datetime | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "StreamEvent", StreamEvent)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "StreamEvent", StreamEvent
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -1203,7 +1300,9 @@ class Subscribed(betterproto2.Message):
     Acknowledges the channels a stream now carries.
     """
 
-    channels: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    channels: "list[str]" = betterproto2.field(
+        1, betterproto2.TYPE_STRING, repeated=True
+    )
 
 
 default_message_pool.register_message("perseus.marketdata.v1", "Subscribed", Subscribed)
@@ -1211,19 +1310,25 @@ default_message_pool.register_message("perseus.marketdata.v1", "Subscribed", Sub
 
 @dataclass(eq=False, repr=False)
 class SubscribeRequest(betterproto2.Message):
-    channels: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    channels: "list[str]" = betterproto2.field(
+        1, betterproto2.TYPE_STRING, repeated=True
+    )
 
     resume_from: "dict[str, int]" = betterproto2.field(
         2,
         betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_UINT64),
+        map_meta=betterproto2.map_meta(
+            betterproto2.TYPE_STRING, betterproto2.TYPE_UINT64
+        ),
     )
     """
     Last seq seen per channel: the stream first replays what came after it.
     """
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "SubscribeRequest", SubscribeRequest)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "SubscribeRequest", SubscribeRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -1317,7 +1422,10 @@ class TradeSignal(betterproto2.Message):
     """
 
     timestamp: "datetime.datetime | None" = betterproto2.field(
-        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+        9,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
     )
 
     alert_type: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
@@ -1334,7 +1442,9 @@ class TradeSignal(betterproto2.Message):
     source_exchange_id: "int" = betterproto2.field(14, betterproto2.TYPE_INT64)
 
 
-default_message_pool.register_message("perseus.marketdata.v1", "TradeSignal", TradeSignal)
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "TradeSignal", TradeSignal
+)
 
 
 class IngestServiceStub(betterproto2_grpclib.ServiceStub):
