@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from grpc import aio
-from perseus.marketdata.v1 import common_pb2
-from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2
+from perseus.marketdata.v1 import common_pb2, market_data_service_pb2 as md_pb2
 
 from gateways.common import health as health_module
 from gateways.common.errors import ServiceUnavailable
