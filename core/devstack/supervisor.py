@@ -1,0 +1,343 @@
+"""``perseus up``: everything a developer needs, in one terminal, stopped by one Ctrl-C.
+
+:func:`run_up` starts the embedded PostgreSQL and Redis for whichever of ``PERSEUS_DATABASE_URL``
+and ``PERSEUS_REDIS_URL`` is unset, runs ``perseus migrate``, creates a development API key, then
+starts ``perseus core``, ``perseus rest`` and ``perseus ws`` and waits until the REST gateway's
+``/health`` answers 200 before printing a summary.
+
+Stopping: SIGINT, SIGTERM and SIGHUP only set a flag that the supervisor polls, so no exception
+lands in the middle of a spawn. Children are stopped first (SIGTERM to each, a shared grace
+period, then SIGKILL to their process groups), then the embedded servers. If a child exits on its
+own, the supervisor says which one and with what code, stops everything and returns 1; a failure
+before the summary (a step fails, a child exits at startup, health never turns 200) raises
+:class:`StartupError` after stopping everything, which ``perseus`` prints as one line.
+
+No orphans: every child runs in its own session (so a terminal's Ctrl-C reaches only the
+supervisor) with a parent-death signal, so even a SIGKILLed supervisor takes its children along.
+
+The commands are collaborators (:class:`UpPlan`); tests pass small fake ones. When unset,
+``PERSEUS_LOG_FORMAT`` defaults to ``text`` here, for a developer's terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from core import logs
+from core.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, child_preexec, stop_process, wait_or_kill
+from core.settings import LOG_LEVELS, EnvReader, StartupError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Child", "StopSignals", "Supervisor", "UpPlan", "default_plan", "run_up"]
+
+POLL_S = 0.1
+HEALTH_TIMEOUT_S = 1.0
+MIGRATE_TIMEOUT_S = 300.0
+KEYS_TIMEOUT_S = 60.0
+STEP_GRACE_S = 5.0
+DEFAULT_READY_TIMEOUT_S = 30.0
+DEFAULT_GRACE_S = 10.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One long-running process: a name for messages, its argv, and what to show in the summary."""
+
+    name: str
+    argv: tuple[str, ...]
+    listen: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpPlan:
+    """What ``perseus up`` runs; :func:`default_plan` gives the real commands."""
+
+    children: tuple[Child, ...]
+    migrate: tuple[str, ...]
+    create_key: tuple[str, ...]
+    health_url: str
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    grace_s: float = DEFAULT_GRACE_S
+
+
+def default_plan(env: Mapping[str, str]) -> UpPlan:
+    cli = (sys.executable, "-m", "core.cli")
+    core_addr = env.get("PERSEUS_CORE_ADDR") or "127.0.0.1:50051"
+    rest_addr = env.get("PERSEUS_REST_ADDR") or "127.0.0.1:8000"
+    ws_addr = env.get("PERSEUS_WS_ADDR") or "127.0.0.1:8001"
+    rest_url = f"http://{_reachable(rest_addr)}"
+    return UpPlan(
+        children=(
+            Child("core", (*cli, "core"), f"gRPC {core_addr}"),
+            Child("rest", (*cli, "rest"), f"{rest_url}  (docs {rest_url}/docs)"),
+            Child("ws", (*cli, "ws"), f"ws://{_reachable(ws_addr)}/public/v1/stream"),
+        ),
+        migrate=(*cli, "migrate"),
+        create_key=(*cli, "keys", "create", "--tier", "admin", "--name", "dev"),
+        health_url=f"{rest_url}/health",
+    )
+
+
+def _reachable(addr: str) -> str:
+    """A listen address as a client reaches it: a wildcard host becomes loopback."""
+    host, _, port = addr.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
+    return f"{host}:{port}"
+
+
+class _Interrupted(Exception):
+    """A stop signal arrived while a setup step was running."""
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM/SIGHUP into ``received`` while active; restores the old handlers after."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise _Interrupted
+
+
+def _spawn(argv: Sequence[str], env: Mapping[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    """A child in its own session that dies with us (SIGKILL) even if we are SIGKILLed."""
+    return subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        preexec_fn=child_preexec(signal.SIGKILL),
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def _http_ok(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=HEALTH_TIMEOUT_S) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        return False
+
+
+def run_step(title: str, argv: Sequence[str], env: Mapping[str, str], signals: StopSignals, *, timeout_s: float) -> str:
+    """Run a setup command to completion and return its stdout (its stderr goes to ours)."""
+    logger.info("running %s", title)
+    try:
+        proc = _spawn(argv, env, stdout=subprocess.PIPE)
+    except OSError as exc:
+        raise StartupError(f"cannot run {title} ({exc})") from exc
+    with proc:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                out, _ = proc.communicate(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                if signals.received is not None or time.monotonic() > deadline:
+                    stop_process(proc, graceful=signal.SIGTERM, grace_s=STEP_GRACE_S)
+                    signals.check()
+                    raise StartupError(f"{title} did not finish within {timeout_s:g} s") from None
+    if proc.returncode != 0:
+        raise StartupError(f"{title} failed with exit code {proc.returncode} (its message is above)")
+    return out or ""
+
+
+class Supervisor:
+    """Runs the long-lived children, watches them, and stops them all."""
+
+    def __init__(
+        self,
+        children: Sequence[Child],
+        signals: StopSignals,
+        *,
+        health_url: str,
+        ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> None:
+        self._children = tuple(children)
+        self._signals = signals
+        self._health_url = health_url
+        self._ready_timeout_s = ready_timeout_s
+        self._grace_s = grace_s
+        self._running: list[tuple[Child, subprocess.Popen[str]]] = []
+
+    def start(self, env: Mapping[str, str]) -> None:
+        for child in self._children:
+            try:
+                proc = _spawn(child.argv, env)
+            except OSError as exc:
+                raise StartupError(f"cannot start {child.name} ({exc})") from exc
+            self._running.append((child, proc))
+            logger.info("started %s (pid %d)", child.name, proc.pid)
+
+    def wait_ready(self) -> None:
+        """Block until health answers 200; StartupError if a child exits or time runs out."""
+        deadline = time.monotonic() + self._ready_timeout_s
+        while True:
+            self._signals.check()
+            if exited := self._first_exited():
+                child, code = exited
+                raise StartupError(f"{child.name} exited with code {code} during startup (its message is above)")
+            if _http_ok(self._health_url):
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(f"{self._health_url} did not answer 200 within {self._ready_timeout_s:g} s")
+            time.sleep(POLL_S)
+
+    def watch(self) -> int:
+        """Until a stop signal (returns 0) or a child's exit (returns 1)."""
+        while self._signals.received is None:
+            if exited := self._first_exited():
+                child, code = exited
+                logger.error("%s exited unexpectedly with code %s; stopping everything", child.name, code)
+                return 1
+            time.sleep(POLL_S)
+        logger.info("received %s; stopping", signal.Signals(self._signals.received).name)
+        return 0
+
+    def stop(self) -> None:
+        """SIGTERM to every child, one shared grace period, then SIGKILL; idempotent."""
+        alive = [(child, proc) for child, proc in self._running if proc.poll() is None]
+        for _child, proc in alive:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._grace_s
+        for child, proc in alive:
+            code = wait_or_kill(proc, max(0.0, deadline - time.monotonic()))
+            logger.info("%s stopped (exit code %s)", child.name, code)
+        for _child, proc in self._running:
+            proc.wait()
+        self._running.clear()
+
+    def _first_exited(self) -> tuple[Child, int] | None:
+        for child, proc in self._running:
+            code = proc.poll()
+            if code is not None:
+                return child, code
+        return None
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _start_embedded(
+    env: dict[str, str], data_dir: Path, stack: contextlib.ExitStack, signals: StopSignals
+) -> dict[str, str]:
+    """Start the embedded server for each unset URL; returns a summary line per store."""
+    lines: dict[str, str] = {}
+    for variable, factory, label in (
+        ("PERSEUS_DATABASE_URL", EmbeddedPostgres, "PostgreSQL"),
+        ("PERSEUS_REDIS_URL", EmbeddedRedis, "Redis"),
+    ):
+        signals.check()
+        if env.get(variable, "").strip():
+            logger.info("using %s from the environment", variable)
+            lines[label] = f"{_redact(env[variable])}  (from {variable})"
+            continue
+        server = factory(data_dir)
+        stack.callback(server.stop)
+        server.start()
+        env[variable] = server.url
+        lines[label] = f"{server.url}  (embedded; data in {server.dir})"
+    return lines
+
+
+def _dev_key(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if not lines:
+        raise StartupError("`perseus keys create` printed no key")
+    return lines[-1]
+
+
+def _summary(plan: UpPlan, stores: Mapping[str, str], key: str) -> str:
+    rows = [(child.name, child.listen or " ".join(child.argv)) for child in plan.children]
+    rows += list(stores.items())
+    rows.append(("dev API key", key))
+    width = max(len(name) for name, _ in rows)
+    body = "\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows)
+    return f"\nPerseus is up.\n{body}\nCtrl-C to stop.\n"
+
+
+def _configure_logging(env: Mapping[str, str]) -> None:
+    reader = EnvReader(env)
+    level = reader.choice("PERSEUS_LOG_LEVEL", LOG_LEVELS, default="INFO", upper=True)
+    fmt = reader.choice("PERSEUS_LOG_FORMAT", ("json", "text"), default="text")
+    logs.configure(level, fmt, process="up")
+
+
+def run_up(
+    environ: Mapping[str, str],
+    *,
+    data_dir: str,
+    plan: UpPlan | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run ``perseus up`` until a stop signal (returns 0) or a child's exit (returns 1).
+
+    Raises StartupError (one line) when something fails before everything is up; by then
+    everything it started has been stopped. ``plan`` replaces the real commands (tests).
+    """
+    env = dict(environ)
+    env.setdefault("PERSEUS_LOG_FORMAT", "text")
+    _configure_logging(env)
+    plan = plan or default_plan(env)
+    out = out or sys.stdout
+    with StopSignals() as signals, contextlib.ExitStack() as stack:
+        try:
+            stores = _start_embedded(env, Path(data_dir), stack, signals)
+            run_step("`perseus migrate`", plan.migrate, env, signals, timeout_s=MIGRATE_TIMEOUT_S)
+            key = _dev_key(run_step("`perseus keys create`", plan.create_key, env, signals, timeout_s=KEYS_TIMEOUT_S))
+            supervisor = Supervisor(
+                plan.children,
+                signals,
+                health_url=plan.health_url,
+                ready_timeout_s=plan.ready_timeout_s,
+                grace_s=plan.grace_s,
+            )
+            stack.callback(supervisor.stop)
+            supervisor.start(env)
+            supervisor.wait_ready()
+        except _Interrupted:
+            logger.info("stopping before everything was up")
+            return 0
+        print(_summary(plan, stores, key), file=out, flush=True)
+        return supervisor.watch()
