@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from perseus.marketdata.v1 import common_pb2, key_service_pb2, market_data_service_pb2, market_pb2
 
 from core.adapters.apikeys import ApiKeyRecord, KeyTier
 from core.domain.models import DependencyHealth, Exchange
 from core.settings import Mode
+from perseus.marketdata.v1 import common_pb2, key_service_pb2, market_data_service_pb2, market_pb2
 
 MODE_TO_PB = {
     Mode.EXCHANGE: common_pb2.RUNTIME_MODE_EXCHANGE,

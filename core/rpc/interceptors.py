@@ -132,8 +132,15 @@ def _clean_request_id(value: str | bytes) -> str:
     return value
 
 
+_LOG_LEVELS = {grpc.StatusCode.OK: logging.DEBUG, grpc.StatusCode.UNKNOWN: logging.ERROR}
+
+
 class LoggingInterceptor(_AroundInterceptor):
-    """One structured log line per finished call: method, code, duration, messages."""
+    """One structured log line per finished call: method, code, duration, messages.
+
+    Successful calls log at DEBUG (a busy core must not spend its CPU on them),
+    failed ones at INFO, and handler crashes (UNKNOWN) at ERROR with the traceback.
+    """
 
     @asynccontextmanager
     async def around(self, call: Call) -> AsyncIterator[None]:
@@ -146,18 +153,21 @@ class LoggingInterceptor(_AroundInterceptor):
             raise
         finally:
             code = call.code(exc)
-            level = logging.ERROR if code is grpc.StatusCode.UNKNOWN else logging.INFO
-            fields = {
-                "method": call.method,
-                "code": code.name,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "peer": call.context.peer(),
-            }
-            if call.streaming:
-                fields["messages_sent"] = call.messages_sent
-            logger.log(
-                level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc
-            )
+            level = _LOG_LEVELS.get(code, logging.INFO)
+            if logger.isEnabledFor(level):
+                _log_call(level, call, code, exc, time.perf_counter() - started)
+
+
+def _log_call(level: int, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
+    fields: dict[str, object] = {
+        "method": call.method,
+        "code": code.name,
+        "duration_ms": round(duration_s * 1000, 3),
+        "peer": call.context.peer(),
+    }
+    if call.streaming:
+        fields["messages_sent"] = call.messages_sent
+    logger.log(level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc)
 
 
 class MetricsInterceptor(_AroundInterceptor):

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
+from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -15,10 +19,6 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2,
     market_data_service_pb2_grpc,
 )
-from prometheus_client import CollectorRegistry
-
-from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
-from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVICE_NAMES = (

@@ -11,14 +11,6 @@ from typing import Any, Protocol
 
 import grpc
 from grpc import aio
-from perseus.marketdata.v1 import (
-    ingest_service_pb2,
-    ingest_service_pb2_grpc,
-    key_service_pb2,
-    key_service_pb2_grpc,
-    market_data_service_pb2 as md_pb2,
-    market_data_service_pb2_grpc as md_grpc,
-)
 
 from core.adapters.apikeys import ApiKeyRecord
 from core.domain.errors import FailedPrecondition
@@ -27,6 +19,14 @@ from core.rpc import convert
 from core.rpc.status import translates_errors
 from core.services.status import StatusService
 from core.settings import Mode
+from perseus.marketdata.v1 import (
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    market_data_service_pb2 as md_pb2,
+    market_data_service_pb2_grpc as md_grpc,
+)
 
 Context = aio.ServicerContext[Any, Any]
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from perseus.marketdata.v1 import market_data_service_pb2, market_data_service_pb2_grpc
 
 from gateways.common.errors import error_from_rpc
+from perseus.marketdata.v1 import market_data_service_pb2, market_data_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 import grpc
-from perseus.marketdata.v1 import common_pb2, market_data_service_pb2
 from redis.exceptions import RedisError
 
 from gateways.common.errors import ApiError
+from perseus.marketdata.v1 import common_pb2, market_data_service_pb2
 
 logger = logging.getLogger(__name__)
 

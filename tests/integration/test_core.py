@@ -6,10 +6,11 @@ import socket
 from collections.abc import Iterator
 
 import grpc
-import perseus_sdk
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import perseus_sdk
 from perseus.marketdata.v1 import (
     common_pb2,
     ingest_service_pb2,
@@ -21,7 +22,6 @@ from perseus.marketdata.v1 import (
     market_pb2,
     prices_pb2,
 )
-
 from tests.support.processes import Process, free_port, run_cli, running_core
 
 pytestmark = pytest.mark.integration

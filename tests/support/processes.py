@@ -70,11 +70,13 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30.0) -> s
     )
 
 
-def spawn(args: list[str], env: Mapping[str, str], addr: str) -> Process:
+def spawn(args: list[str], env: Mapping[str, str], addr: str, *, unset: tuple[str, ...] = ()) -> Process:
+    """Start ``perseus <args>`` with ``env`` over this environment, minus the ``unset`` variables."""
     log = tempfile.TemporaryFile()
+    environ = {k: v for k, v in {**os.environ, **env}.items() if k not in unset}
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", *args],
-        env={**os.environ, **env},
+        env=environ,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from grpc import aio
-from perseus.marketdata.v1 import common_pb2, market_data_service_pb2 as md_pb2
 
 from gateways.common import health as health_module
 from gateways.common.errors import ServiceUnavailable
 from gateways.common.health import build_health, check_health
+from perseus.marketdata.v1 import common_pb2, market_data_service_pb2 as md_pb2
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 UP = md_pb2.DEPENDENCY_STATE_UP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -86,3 +87,16 @@ async def test_streaming_call_is_wrapped_too(echo: tuple[aio.Channel, CollectorR
     assert _count(registry, "perseus_grpc_stream_messages_sent_total", method=method) == 3
     assert _count(registry, "perseus_grpc_active_streams", method=method) == 0
     assert _count(registry, "perseus_grpc_request_duration_seconds_count", method=method) == 1
+
+
+async def test_a_failed_call_is_logged_with_its_method_code_and_request_id(
+    echo: tuple[aio.Channel, CollectorRegistry], caplog: pytest.LogCaptureFixture
+) -> None:
+    channel, _ = echo
+    with caplog.at_level(logging.INFO, logger="core.rpc.interceptors"), pytest.raises(aio.AioRpcError):
+        await channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(
+            b"fail", metadata=(("x-request-id", "log-1"),)
+        )
+    (record,) = [r for r in caplog.records if r.getMessage() == "rpc finished"]
+    assert record.fields["code"] == "NOT_FOUND"  # type: ignore[attr-defined]
+    assert record.fields["method"] == f"/{SERVICE}/Unary"  # type: ignore[attr-defined]

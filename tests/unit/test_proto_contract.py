@@ -6,9 +6,10 @@ import pkgutil
 from collections.abc import Iterator
 from importlib import import_module
 
-import perseus.marketdata.v1 as contract
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+import perseus.marketdata.v1 as contract
 from perseus.marketdata.v1 import visibility_pb2
 
 PUBLIC = visibility_pb2.VISIBILITY_PUBLIC

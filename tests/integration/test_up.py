@@ -1,0 +1,85 @@
+"""`perseus up` end to end on the embedded default: a fresh data dir, no Redis or PostgreSQL URL."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from perseus.marketdata.v1 import key_service_pb2, key_service_pb2_grpc
+from tests.support.processes import free_port, spawn, wait_until
+
+pytestmark = pytest.mark.integration
+
+UP_TIMEOUT_S = 90.0
+
+
+def _health(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir directly under the system temp dir: as root, PostgreSQL runs as ``nobody``, which
+    must be able to traverse every parent (pytest's own tmp_path parents are private)."""
+    path = Path(tempfile.mkdtemp(prefix="perseus-up-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
+    ports = {name: free_port() for name in ("core", "rest", "ws")}
+    env = {
+        "PERSEUS_CORE_ADDR": f"127.0.0.1:{ports['core']}",
+        "PERSEUS_REST_ADDR": f"127.0.0.1:{ports['rest']}",
+        "PERSEUS_WS_ADDR": f"127.0.0.1:{ports['ws']}",
+        "PERSEUS_CORE_METRICS_ADDR": "",
+    }
+    up = spawn(
+        ["up", "--data-dir", str(data_dir)],
+        env,
+        env["PERSEUS_REST_ADDR"],
+        unset=("PERSEUS_REDIS_URL", "PERSEUS_DATABASE_URL", "PERSEUS_REDIS_PREFIX"),
+    )
+    try:
+        rest_health = f"http://127.0.0.1:{ports['rest']}/health"
+        wait_until(lambda: _health(rest_health), up, "perseus up", timeout=UP_TIMEOUT_S)
+        wait_until(lambda: "Ctrl-C" in up.output(), up, "perseus up summary", timeout=10)
+
+        body = httpx.get(rest_health, timeout=2).json()
+        assert body["mode"] == "exchange"
+        assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}
+        assert httpx.get(f"http://127.0.0.1:{ports['ws']}/health", timeout=2).status_code == 200
+        assert (data_dir / "postgres").is_dir() and (data_dir / "redis").is_dir()
+
+        output = up.output()
+        key = next(word for line in output.splitlines() for word in line.split() if word.startswith("pk_adm_"))
+        with grpc.insecure_channel(env["PERSEUS_CORE_ADDR"]) as channel:
+            reply = key_service_pb2_grpc.KeyServiceStub(channel).AuthenticateKey(
+                key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2
+            )
+        assert reply.api_key.tier == key_service_pb2.KEY_TIER_ADMIN
+
+        with pytest.raises(ConnectionClosed), connect(f"ws://127.0.0.1:{ports['ws']}/public/v1/stream") as ws:
+            ws.recv(timeout=5)  # the WS gateway answers upgrades
+
+        descendants = psutil.Process(up.pid).children(recursive=True)
+        assert len(descendants) >= 5  # core, rest, ws, postgres (+ its workers), redis
+        assert up.stop(timeout=60) == 0
+        alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"orphans: {[(p.pid, p.name()) for p in alive]}"
+    finally:
+        up.close()
