@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from core import logs
 from core.adapters import apikeys
-from core.adapters.exchanges import PgExchangeSource
+from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.postgres import create_pool
 from core.adapters.redis_keys import RedisKeys
 from core.rpc.server import Servicers, build_server
