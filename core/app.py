@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from importlib.metadata import version
@@ -15,13 +16,18 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from core import logs
 from core.adapters import apikeys
+from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.postgres import create_pool
+from core.adapters.price_cache import PriceCache
 from core.adapters.redis_keys import RedisKeys
+from core.adapters.tick_store import TickStore
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.services.ingestion import Ingestion
+from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService
-from core.settings import Settings, StartupError
+from core.settings import Mode, Settings, StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,10 @@ async def open_redis(url: str) -> aioredis.Redis:
     return client
 
 
+def clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def _split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
@@ -51,17 +61,27 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         redis = await open_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         keys = RedisKeys(settings.redis_prefix)
+        exchanges = PgExchangeSource(pool, redis, keys)
+        known_sources = frozenset(e.name for e in await exchanges.list_exchanges())
 
         status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
+        publisher = EventPublisher(redis, keys)
+        ingestion = Ingestion(
+            TickStore(pool),
+            known_sources=known_sources,
+            listeners=[PriceUpdates(PriceCache(redis, keys), publisher, clock_ms=clock_ms)],
+            clock_ms=clock_ms,
+            read_only=settings.mode is Mode.PW_HOST,
+        )
         servicers = Servicers(
             market_data=MarketDataServicer(
                 mode=settings.mode,
                 version=version("perseus"),
                 exchange_names=settings.exchanges,
-                exchanges=PgExchangeSource(pool, redis, keys),
+                exchanges=exchanges,
                 status=status,
             ),
-            ingest=IngestServicer(mode=settings.mode),
+            ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
         )
         registry = CollectorRegistry()

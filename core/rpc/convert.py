@@ -8,8 +8,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.adapters.apikeys import ApiKeyRecord, KeyTier
 from core.domain.models import DependencyHealth, Exchange
+from core.domain.prices import RawFeed
+from core.services.ingestion import IngestResult
 from core.settings import Mode
-from perseus.marketdata.v1 import common_pb2, key_service_pb2, market_data_service_pb2, market_pb2
+from perseus.marketdata.v1 import (
+    common_pb2,
+    ingest_service_pb2,
+    key_service_pb2,
+    market_data_service_pb2,
+    market_pb2,
+    prices_pb2,
+)
 
 MODE_TO_PB = {
     Mode.EXCHANGE: common_pb2.RUNTIME_MODE_EXCHANGE,
@@ -62,4 +71,39 @@ def api_key_to_pb(record: ApiKeyRecord) -> key_service_pb2.ApiKey:
         max_connections=limits.max_ws_connections,
         prefix=record.prefix,
         create_time=timestamp(record.created_at),
+    )
+
+
+def timestamp_ms(message: prices_pb2.PriceFeed, field: str) -> int | None:
+    if not message.HasField(field):
+        return None
+    value: Timestamp = getattr(message, field)
+    return value.seconds * 1000 + value.nanos // 1_000_000
+
+
+def raw_feed(feed: prices_pb2.PriceFeed) -> RawFeed:
+    return RawFeed(
+        symbol=feed.symbol,
+        price=feed.price,
+        volume=feed.volume,
+        source=feed.source,
+        ts_ms=timestamp_ms(feed, "timestamp"),
+        bid=feed.bid if feed.HasField("bid") else None,
+        ask=feed.ask if feed.HasField("ask") else None,
+        exchange_ts_ms=timestamp_ms(feed, "exchange_timestamp"),
+    )
+
+
+def ingest_result_to_pb(result: IngestResult) -> ingest_service_pb2.IngestPricesResponse:
+    if not result.errors:
+        status = ingest_service_pb2.INGEST_STATUS_SUCCESS
+    elif result.ingested:
+        status = ingest_service_pb2.INGEST_STATUS_PARTIAL
+    else:
+        status = ingest_service_pb2.INGEST_STATUS_FAILED
+    return ingest_service_pb2.IngestPricesResponse(
+        status=status,
+        ingested=result.ingested,
+        failed=result.failed,
+        errors=[ingest_service_pb2.FeedError(index=e.index, field=e.field, reason=e.reason) for e in result.errors],
     )

@@ -13,10 +13,10 @@ import grpc
 from grpc import aio
 
 from core.adapters.apikeys import ApiKeyRecord
-from core.domain.errors import FailedPrecondition
 from core.domain.models import Exchange
 from core.rpc import convert
 from core.rpc.status import translates_errors
+from core.services.ingestion import Ingestion
 from core.services.status import StatusService
 from core.settings import Mode
 from perseus.marketdata.v1 import (
@@ -73,18 +73,17 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
 
 
 class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
-    def __init__(self, *, mode: Mode) -> None:
-        self._mode = mode
+    def __init__(self, *, ingestion: Ingestion) -> None:
+        self._ingestion = ingestion
 
     @translates_errors
     async def IngestPrices(
         self, request: ingest_service_pb2.IngestPricesRequest, context: Context
     ) -> ingest_service_pb2.IngestPricesResponse:
-        if self._mode is Mode.PW_HOST:
-            raise FailedPrecondition(
-                "this instance runs in pw-host mode (read-only): send ingest to an exchange-mode instance"
-            )
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ingestion is not available on this core yet")
+        result = await self._ingestion.ingest(
+            [convert.raw_feed(feed) for feed in request.feeds], worker_id=request.worker_id, batch_id=request.batch_id
+        )
+        return convert.ingest_result_to_pb(result)
 
 
 class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):

@@ -1,0 +1,82 @@
+"""Price feeds (ticks) in PostgreSQL: one statement per batch, idempotent, committed before any ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from core.domain.errors import Unavailable
+from core.domain.prices import Tick
+
+logger = logging.getLogger(__name__)
+
+STATEMENT_TIMEOUT_S = 5.0
+
+# A retried batch (or the same tick from two workers) hits the unique identity
+# (symbol, source, ts, price, volume) and is not stored again.
+_INSERT = """
+INSERT INTO price_feeds (symbol, price, volume, source, ts, bid, ask, exchange_ts, worker_id, batch_id, index_in_batch)
+SELECT f.symbol, f.price, f.volume, f.source, f.ts, f.bid, f.ask, f.exchange_ts, $9, $10, f.idx
+FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::text[], $5::timestamptz[], $6::numeric[],
+            $7::numeric[], $8::timestamptz[], $11::int[])
+     AS f(symbol, price, volume, source, ts, bid, ask, exchange_ts, idx)
+ON CONFLICT (symbol, source, ts, price, volume) DO NOTHING
+RETURNING index_in_batch
+"""
+
+# What a lost or unusable database looks like to asyncpg; the caller may retry.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+
+
+class TickStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert(self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str) -> set[int]:
+        """Store ``(index, tick)`` pairs in one committed statement; returns the indexes newly stored.
+
+        Raises :class:`Unavailable` when PostgreSQL cannot be used: then nothing
+        of the batch was acknowledged, and a retry stores each tick once.
+        """
+        if not ticks:
+            return set()
+        columns: list[list[object]] = [[] for _ in range(9)]
+        for index, tick in ticks:
+            row = (
+                tick.symbol,
+                tick.price,
+                tick.volume,
+                tick.source,
+                ms_to_datetime(tick.ts_ms),
+                tick.bid,
+                tick.ask,
+                ms_to_datetime(tick.exchange_ts_ms) if tick.exchange_ts_ms else None,
+                index,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        try:
+            rows = await self._pool.fetch(
+                _INSERT, *columns[:8], worker_id, batch_id or None, columns[8], timeout=STATEMENT_TIMEOUT_S
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("price feeds not stored: %s", exc)
+            raise Unavailable("PostgreSQL is unavailable; nothing of this batch was stored, retry it") from exc
+        except asyncio.CancelledError:
+            raise
+        return {row["index_in_batch"] for row in rows}

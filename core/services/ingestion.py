@@ -1,0 +1,75 @@
+"""Ingestion of price-feed batches: validate each feed, commit, then cache, publish and build candles.
+
+Order matters: a feed is acknowledged only after PostgreSQL committed it.
+What follows the commit (the latest-price cache, ``price_update`` events,
+candle building) never fails the call: the ticks are safe, and a Redis
+outage only delays what readers see, which is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.domain.errors import FailedPrecondition, InvalidArgument
+from core.domain.prices import MAX_BATCH, FeedError, RawFeed, Tick, validate_batch
+
+logger = logging.getLogger(__name__)
+
+
+class TickWriter(Protocol):
+    async def insert(self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str) -> set[int]: ...
+
+
+TicksListener = Callable[[Sequence[Tick]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    ingested: int
+    errors: list[FeedError] = field(default_factory=list)
+    newly_stored: int = 0
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+
+class Ingestion:
+    def __init__(
+        self,
+        store: TickWriter,
+        *,
+        known_sources: frozenset[str],
+        listeners: Sequence[TicksListener] = (),
+        clock_ms: Callable[[], int],
+        read_only: bool = False,
+    ) -> None:
+        self._store = store
+        self._known_sources = known_sources
+        self._listeners = list(listeners)
+        self._clock_ms = clock_ms
+        self._read_only = read_only
+        self.listener_failures = 0
+
+    async def ingest(self, feeds: Sequence[RawFeed], *, worker_id: str = "", batch_id: str = "") -> IngestResult:
+        if self._read_only:
+            raise FailedPrecondition(
+                "this instance runs in pw-host mode (read-only): send ingest to an exchange-mode instance"
+            )
+        if not feeds:
+            raise InvalidArgument("the batch is empty")
+        if len(feeds) > MAX_BATCH:
+            raise InvalidArgument(f"the batch has {len(feeds)} feeds; at most {MAX_BATCH} are accepted per call")
+        good, errors = validate_batch(feeds, now_ms=self._clock_ms(), known_sources=self._known_sources)
+        stored = await self._store.insert(good, worker_id=worker_id, batch_id=batch_id)
+        fresh = [tick for index, tick in good if index in stored]  # a retry republishes nothing
+        for listener in self._listeners:
+            try:
+                await listener(fresh)
+            except Exception:  # the ticks are committed; a listener failing must not fail the call
+                self.listener_failures += 1
+                logger.warning("after-commit step failed for %d ticks", len(fresh), exc_info=True)
+        return IngestResult(ingested=len(good), errors=errors, newly_stored=len(fresh))

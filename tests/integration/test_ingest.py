@@ -1,0 +1,162 @@
+"""Ingestion through the real core over gRPC: per-feed validation, exact digits, idempotent retries,
+the latest-price cache and price_update events in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import grpc
+import pytest
+import redis
+
+from core.adapters.redis_keys import RedisKeys
+from core.domain.channels import Channel, ChannelFamily
+from perseus.marketdata.v1 import (
+    ingest_service_pb2 as pb,
+    ingest_service_pb2_grpc as pb_grpc,
+    prices_pb2,
+    stream_service_pb2,
+)
+from tests.support.processes import Process, run_cli, running_core
+
+pytestmark = pytest.mark.integration
+
+
+def feed(symbol: str = "BTC-USD", price: str = "67234.56", **fields: object) -> prices_pb2.PriceFeed:
+    message = prices_pb2.PriceFeed(symbol=symbol, price=price, volume=str(fields.pop("volume", "1.5")))
+    message.source = str(fields.pop("source", "coinbase"))
+    message.timestamp.FromMilliseconds(int(fields.pop("ts_ms", time.time() * 1000)))  # type: ignore[call-overload]
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
+
+
+@pytest.fixture(scope="module")
+def env(base_env: dict[str, str]) -> dict[str, str]:
+    assert run_cli(["migrate"], base_env).returncode == 0
+    return base_env
+
+
+@pytest.fixture(scope="module")
+def core(env: dict[str, str]) -> Iterator[Process]:
+    with running_core(env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def ingest(core: Process) -> Iterator[pb_grpc.IngestServiceStub]:
+    with grpc.insecure_channel(core.addr) as channel:
+        yield pb_grpc.IngestServiceStub(channel)
+
+
+@pytest.fixture
+def keys(redis_prefix: str) -> RedisKeys:
+    return RedisKeys(redis_prefix)
+
+
+@pytest.fixture(scope="module")
+def rds(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+async def _rows(database_url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def test_a_good_batch_is_stored_with_every_digit(ingest: pb_grpc.IngestServiceStub, database_url: str) -> None:
+    ts = int(time.time() * 1000) - 5_000
+    feeds = [
+        feed("ETH/USD", "2678.900000000000000001", volume="0.000000000000000001", ts_ms=ts),
+        feed("eth-usd", "2679.10", source="kraken", ts_ms=ts, bid="2679.00", ask="2679.20"),
+    ]
+    reply = ingest.IngestPrices(pb.IngestPricesRequest(feeds=feeds, worker_id="w1", batch_id="b1"), timeout=5)
+    assert (reply.status, reply.ingested, reply.failed) == (pb.INGEST_STATUS_SUCCESS, 2, 0)
+    rows = await _rows(
+        database_url,
+        "SELECT symbol, source, price::text, volume::text, bid::text FROM price_feeds"
+        " WHERE symbol = 'ETH-USD' ORDER BY source",
+    )
+    assert [tuple(r) for r in rows] == [
+        ("ETH-USD", "coinbase", "2678.900000000000000001", "0.000000000000000001", None),
+        ("ETH-USD", "kraken", "2679.10", "1.5", "2679.00"),
+    ]
+
+
+async def test_bad_feeds_are_reported_by_index_and_the_good_ones_stored(
+    ingest: pb_grpc.IngestServiceStub, database_url: str
+) -> None:
+    now = int(time.time() * 1000)
+    feeds = [
+        feed("SOL-USD", "abc"),
+        feed("SOL-USD", "-1"),
+        feed("SOL-USD", "NaN"),
+        feed("SOL-USD", "Infinity"),
+        feed("SOL-USD", "150.25", ts_ms=now - 1000),  # the good one, index 4
+        feed("SOL-USD", "150", ts_ms=now + 3_600_000),
+        feed("SOL-USD", "150", source="nyse"),
+        feed("SOL_USD!", "150"),
+        feed("SOL-USD", "150.25", ts_ms=now - 1000),  # duplicate of 4
+        feed("SOL-USD", "150", volume="-3"),
+    ]
+    reply = ingest.IngestPrices(pb.IngestPricesRequest(feeds=feeds), timeout=5)
+    assert (reply.status, reply.ingested, reply.failed) == (pb.INGEST_STATUS_PARTIAL, 1, 9)
+    assert [(e.index, e.field) for e in reply.errors] == [
+        (0, "price"),
+        (1, "price"),
+        (2, "price"),
+        (3, "price"),
+        (5, "timestamp"),
+        (6, "source"),
+        (7, "symbol"),
+        (8, "feed"),
+        (9, "volume"),
+    ]
+    assert all(e.reason for e in reply.errors)
+    rows = await _rows(database_url, "SELECT price::text FROM price_feeds WHERE symbol='SOL-USD'")
+    assert [r[0] for r in rows] == ["150.25"]
+
+
+async def test_a_retried_batch_is_stored_once_and_published_once(
+    ingest: pb_grpc.IngestServiceStub, database_url: str, rds: redis.Redis, keys: RedisKeys
+) -> None:
+    ts = int(time.time() * 1000) - 2_000
+    request = pb.IngestPricesRequest(feeds=[feed("ADA-USD", "0.35", ts_ms=ts), feed("ADA-USD", "0.36", ts_ms=ts + 1)])
+    first = ingest.IngestPrices(request, timeout=5)
+    again = ingest.IngestPrices(request, timeout=5)
+    assert first.ingested == again.ingested == 2
+    rows = await _rows(database_url, "SELECT count(*) FROM price_feeds WHERE symbol='ADA-USD'")
+    assert rows[0][0] == 2
+    channel = Channel(ChannelFamily.PRICES, "coinbase", "ADA-USD", None)
+    history = rds.xrange(keys.stream_history(channel))
+    assert [entry_id for entry_id, _ in history] == [b"1-0", b"2-0"]
+    event = stream_service_pb2.StreamEvent.FromString(history[1][1][b"p"])
+    assert event.channel == "prices:coinbase:ADA-USD"
+    assert event.price_update.price == "0.36"
+
+
+def test_the_latest_price_is_cached_and_an_older_tick_does_not_replace_it(
+    ingest: pb_grpc.IngestServiceStub, rds: redis.Redis, keys: RedisKeys
+) -> None:
+    ts = int(time.time() * 1000) - 1_000
+    ingest.IngestPrices(pb.IngestPricesRequest(feeds=[feed("DOT-USD", "7.10", ts_ms=ts)]), timeout=5)
+    ingest.IngestPrices(pb.IngestPricesRequest(feeds=[feed("DOT-USD", "6.90", ts_ms=ts - 500)]), timeout=5)
+    latest = rds.hgetall(keys.latest_price("coinbase", "DOT-USD"))
+    assert latest[b"price"] == b"7.10" and int(latest[b"ts"]) == ts
+    assert 0 < rds.pttl(keys.latest_price("coinbase", "DOT-USD")) <= 60_000
+    assert rds.zscore(keys.price_sources("DOT-USD"), "coinbase") == ts
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_empty_and_oversized_batches_are_refused(ingest: pb_grpc.IngestServiceStub, count: int) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        ingest.IngestPrices(pb.IngestPricesRequest(feeds=[feed()] * count), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "batch" in caught.value.details()
