@@ -15,13 +15,15 @@ import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from core import logs
-from core.adapters import apikeys
+from core.adapters import apikeys, migrations
+from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.postgres import create_pool
 from core.adapters.price_cache import PriceCache
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
+from core.exchange_mode import build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.services.ingestion import Ingestion
@@ -58,18 +60,24 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
     async with AsyncExitStack() as stack:
         pool = await create_pool(settings.database_url)
         stack.push_async_callback(pool.close)
+        if not await migrations.is_current(pool):
+            raise StartupError(
+                "PERSEUS_DATABASE_URL: the database schema is missing or outdated; run `perseus migrate`"
+            )
         redis = await open_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         keys = RedisKeys(settings.redis_prefix)
         exchanges = PgExchangeSource(pool, redis, keys)
-        known_sources = frozenset(e.name for e in await exchanges.list_exchanges())
+        exchange_ids = {e.name: e.id for e in await exchanges.list_exchanges()}
 
         status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
         publisher = EventPublisher(redis, keys)
+        ticks = TickStore(pool)
+        price_updates = PriceUpdates(PriceCache(redis, keys), publisher, clock_ms=clock_ms)
         ingestion = Ingestion(
-            TickStore(pool),
-            known_sources=known_sources,
-            listeners=[PriceUpdates(PriceCache(redis, keys), publisher, clock_ms=clock_ms)],
+            ticks,
+            known_sources=frozenset(exchange_ids),
+            listeners=[price_updates],
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
@@ -100,8 +108,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 ) from exc
             stack.callback(metrics_thread.join, 5)
             stack.callback(metrics_server.shutdown)
+        writers = build_writers(
+            settings,
+            redis=redis,
+            keys=keys,
+            exchange_ids=exchange_ids,
+            ticks=ticks,
+            after_ticks=price_updates,
+            candles=CandleStore(pool, redis, keys),
+            publisher=publisher,
+            clock_ms=clock_ms,
+        )
         await core.server.start()
         await core.set_serving(True)
+        background = [asyncio.create_task(w.run(), name=f"writer:{w.exchange}") for w in writers]
         logger.info(
             "core serving",
             extra={
@@ -116,6 +136,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ready.set()
         await stop.wait()
         logger.info("core stopping", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await core.stop(settings.shutdown_grace_s)
     logger.info("core stopped")
 

@@ -8,9 +8,13 @@ The checks are mode-aware: ``pw-host`` needs no exchange settings.
 from __future__ import annotations
 
 import enum
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from core.domain.symbols import canonical_symbol
 
 KNOWN_EXCHANGES = ("sim", "coinbase", "binance", "kraken")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -27,6 +31,22 @@ class SettingsError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSettings:
+    """Per-exchange settings: ``PERSEUS_<EXCHANGE>_SYMBOLS`` and ``PERSEUS_<EXCHANGE>_URL`` (tests, proxies)."""
+
+    symbols: tuple[str, ...]
+    url: str
+
+
+DEFAULT_SYMBOLS = {
+    "sim": "BTC-USD,ETH-USD,SOL-USD,ADA-USD,DOGE-USD",
+    "coinbase": "BTC-USD,ETH-USD",
+    "binance": "BTC-USDT,ETH-USDT",
+    "kraken": "BTC-USD,ETH-USD",
+}
 
 
 class StartupError(RuntimeError):
@@ -49,6 +69,10 @@ class Settings:
     log_format: str
     shutdown_grace_s: float
     instance_id: str
+    venues: Mapping[str, VenueSettings]
+    sim_seed: int
+    sim_trades_per_second: float
+    writer_lease_ms: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -68,7 +92,11 @@ class Settings:
             log_level=env.choice("PERSEUS_LOG_LEVEL", LOG_LEVELS, default="INFO", upper=True),
             log_format=env.choice("PERSEUS_LOG_FORMAT", ("json", "text"), default="json"),
             shutdown_grace_s=env.seconds("PERSEUS_SHUTDOWN_GRACE_S", default=5.0),
-            instance_id=environ.get("PERSEUS_INSTANCE_ID", ""),
+            instance_id=environ.get("PERSEUS_INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}",
+            venues={name: env.venue(name) for name in exchanges},
+            sim_seed=env.integer("PERSEUS_SIM_SEED", default=7, low=0, high=2**63),
+            sim_trades_per_second=env.number("PERSEUS_SIM_TRADES_PER_S", default=10.0, low=0.0, high=100_000.0),
+            writer_lease_ms=env.integer("PERSEUS_WRITER_LEASE_MS", default=5_000, low=1_000, high=60_000),
         )
 
 
@@ -133,12 +161,35 @@ class EnvReader:
             raise SettingsError(name, f"must not contain braces, '*' or whitespace (got {value!r})")
         return value
 
-    def seconds(self, name: str, *, default: float) -> float:
+    def venue(self, exchange: str) -> VenueSettings:
+        prefix = f"PERSEUS_{exchange.upper()}"
+        raw = self._get(f"{prefix}_SYMBOLS", DEFAULT_SYMBOLS[exchange])
+        try:
+            symbols = tuple(dict.fromkeys(canonical_symbol(s) for s in raw.split(",") if s.strip()))
+        except ValueError as exc:
+            raise SettingsError(f"{prefix}_SYMBOLS", str(exc)) from None
+        if not symbols:
+            raise SettingsError(f"{prefix}_SYMBOLS", "names no symbol")
+        url = self._environ.get(f"{prefix}_URL", "").strip()
+        if url and urlsplit(url).scheme not in ("ws", "wss"):
+            raise SettingsError(f"{prefix}_URL", f"must be a ws:// or wss:// URL (got {url!r})")
+        return VenueSettings(symbols, url)
+
+    def integer(self, name: str, *, default: int, low: int, high: int) -> int:
+        raw = self._get(name, str(default))
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise SettingsError(name, f"must be an integer from {low} to {high} (got {raw!r})")
+        return int(raw)
+
+    def number(self, name: str, *, default: float, low: float, high: float) -> float:
         raw = self._get(name, str(default))
         try:
             value = float(raw)
         except ValueError:
-            raise SettingsError(name, f"must be a number of seconds (got {raw!r})") from None
-        if not 0 <= value <= 3600:
-            raise SettingsError(name, f"must be between 0 and 3600 seconds (got {raw!r})")
+            raise SettingsError(name, f"must be a number (got {raw!r})") from None
+        if not low <= value <= high:
+            raise SettingsError(name, f"must be between {low:g} and {high:g} (got {raw!r})")
         return value
+
+    def seconds(self, name: str, *, default: float) -> float:
+        return self.number(name, default=default, low=0.0, high=3600.0)

@@ -109,6 +109,13 @@ class CandleBuilder:
         self._grace = close_grace_ms
         self._series = [_Series(tf) for tf in timeframes]
 
+    def resume(self, timeframe: Timeframe, last_open_time: int, last_close: Decimal) -> None:
+        """Continue after a stored candle (e.g. on restart): earlier data is late, gaps fill from its close."""
+        for series in self._series:
+            if series.timeframe is timeframe and series.bar is None:
+                series.closed_through = max(series.closed_through, last_open_time + timeframe.ms)
+                series.last_close = last_close
+
     def add_tick(self, price: Decimal, volume: Decimal, ts_ms: int) -> Update:
         return self._merge(ts_ms, price, price, price, price, volume)
 

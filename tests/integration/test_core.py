@@ -181,3 +181,23 @@ def test_key_service_authenticates_created_keys_and_refuses_revoked_ones(
     with pytest.raises(grpc.RpcError) as caught:
         stub.AuthenticateKey(key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2)
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_unmigrated_database_stops_startup_with_one_line(
+    admin_database_url: str, test_run_id: str, redis_url: str
+) -> None:
+    import asyncpg
+
+    name = f"perseus_test_{test_run_id}_empty"
+    admin = await asyncpg.connect(admin_database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = admin_database_url.rsplit("/", 1)[0] + f"/{name}"
+        _fails_with_one_line(
+            ["core"],
+            {"PERSEUS_DATABASE_URL": url, "PERSEUS_REDIS_URL": redis_url, "PERSEUS_CORE_METRICS_ADDR": ""},
+            "run `perseus migrate`",
+        )
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

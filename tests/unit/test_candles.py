@@ -128,3 +128,11 @@ def test_parse_timeframe() -> None:
     assert Timeframe.parse(" 1H ") is Timeframe.H1
     with pytest.raises(ValueError, match="unknown timeframe"):
         Timeframe.parse("2m")
+
+
+def test_resuming_after_a_stored_candle_makes_older_data_late_and_fills_from_its_close() -> None:
+    b = builder()
+    b.resume(Timeframe.M1, T0, D(50))
+    assert b.add_tick(D(1), D(1), T0 + 30_000).late == [Timeframe.M1]  # a replayed trade of a stored candle
+    closed = b.add_tick(D(60), D(1), T0 + 2 * MIN).closed
+    assert [(c.open_time - T0, c.close, c.is_synthetic) for c in closed] == [(MIN, D(50), True)]

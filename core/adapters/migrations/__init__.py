@@ -184,6 +184,15 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: Sequence[Migratio
     return newly_applied
 
 
+async def is_current(pool: asyncpg.Pool) -> bool:
+    """True when every known migration has been applied (the core refuses to start otherwise)."""
+    try:
+        applied = set(await pool.fetchval("SELECT array_agg(version) FROM schema_migrations") or [])
+    except asyncpg.UndefinedTableError:
+        return False
+    return {m.version for m in load_migrations()} <= applied
+
+
 def run_migrate(environ: Mapping[str, str]) -> int:
     """``perseus migrate``: one line per applied version, or "schema up to date"."""
     dsn = EnvReader(environ).url("PERSEUS_DATABASE_URL", ("postgres", "postgresql"))

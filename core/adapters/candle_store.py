@@ -1,0 +1,105 @@
+"""Closed candles: PostgreSQL for the full history, a bounded Redis window per (exchange, symbol, timeframe).
+
+Closed candles are final, so the first write of a candle wins in both
+places: PostgreSQL ignores a conflicting row, and the window replaces any
+member at the same open time (the only way that happens is a rebuild of the
+very same candle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from core.adapters.event_codec import candle_to_pb
+from core.adapters.redis_keys import RedisKeys
+from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
+from core.domain.candles import Candle
+from core.domain.errors import Unavailable
+from core.domain.timeframes import TIMEFRAMES, Timeframe
+
+WINDOW_SIZE = 1_000
+
+# KEYS[1] window. ARGV: max size, then (open_time, member) pairs.
+_WINDOW_ADD = """
+for i = 2, #ARGV, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+_INSERT = """
+INSERT INTO candles (exchange_id, symbol, timeframe, open_time, open, high, low, close, volume, is_synthetic,
+                     sequence_num)
+SELECT $1, c.symbol, c.timeframe, c.open_time, c.open, c.high, c.low, c.close, c.volume, c.synthetic, c.seq
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::numeric[], $6::numeric[], $7::numeric[],
+            $8::numeric[], $9::numeric[], $10::bool[], $11::bigint[])
+     AS c(symbol, timeframe, open_time, open, high, low, close, volume, synthetic, seq)
+ON CONFLICT (exchange_id, symbol, timeframe, open_time) DO NOTHING
+"""
+
+_LAST = """
+SELECT DISTINCT ON (timeframe) timeframe, open_time, close
+FROM candles WHERE exchange_id = $1 AND symbol = $2
+ORDER BY timeframe, open_time DESC
+"""
+
+
+class CandleStore:
+    def __init__(
+        self, pool: asyncpg.Pool, redis: aioredis.Redis, keys: RedisKeys, *, window_size: int = WINDOW_SIZE
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._window_size = window_size
+        self._window_add = redis.register_script(_WINDOW_ADD)
+
+    async def save(self, exchange_id: int, candles: Sequence[Candle]) -> None:
+        """PostgreSQL first (raises Unavailable), then the Redis windows."""
+        if not candles:
+            return
+        columns = list(
+            zip(
+                *(
+                    (
+                        c.symbol,
+                        c.timeframe.value,
+                        ms_to_datetime(c.open_time),
+                        c.open,
+                        c.high,
+                        c.low,
+                        c.close,
+                        c.volume,
+                        c.is_synthetic,
+                        c.sequence_num,
+                    )
+                    for c in candles
+                ),
+                strict=True,
+            )
+        )
+        try:
+            await self._pool.execute(_INSERT, exchange_id, *map(list, columns), timeout=STATEMENT_TIMEOUT_S)
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; candles not stored") from exc
+        by_window: dict[str, list[object]] = {}
+        for c in candles:
+            key = self._keys.candle_window(c.exchange, c.symbol, c.timeframe)
+            member = candle_to_pb(c, exchange_id=exchange_id).SerializeToString()
+            by_window.setdefault(key, []).extend((c.open_time, member))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, pairs in by_window.items():
+                await self._window_add(keys=[key], args=[self._window_size, *pairs], client=pipe)
+            await pipe.execute()
+
+    async def last_closed(self, exchange_id: int, symbol: str) -> dict[Timeframe, tuple[int, Decimal]]:
+        """Open time (ms) and close of the newest stored candle per timeframe, to resume building."""
+        rows = await self._pool.fetch(_LAST, exchange_id, symbol, timeout=STATEMENT_TIMEOUT_S)
+        found = {row["timeframe"]: (int(row["open_time"].timestamp() * 1000), row["close"]) for row in rows}
+        return {tf: found[tf.value] for tf in TIMEFRAMES if tf.value in found}

@@ -1,0 +1,231 @@
+"""Binance Spot market streams: the pure protocol (URL, frames in, market events out).
+
+Pure, sans-I/O code; :mod:`core.adapters.venues.runner` owns the socket. Format
+source: Binance's ``web-socket-streams.md`` (binance/binance-spot-api-docs).
+
+- **Subscription.** Streams are named in the combined-stream URL,
+  ``wss://stream.binance.com:9443/stream?streams=btcusdt@trade/btcusdt@kline_1m``,
+  so :meth:`BinanceProtocol.subscribe_frames` sends nothing. The subscription is
+  part of the connection itself: no window in which the socket is open but not
+  yet subscribed, no request id or reply to track, nothing to resend after a
+  reconnect, and none of the 5 incoming messages per second that Binance allows
+  a connection is spent on control frames. A ``{"result": null, "id": N}`` reply
+  (to a ``SUBSCRIBE`` someone else sent) is accepted and ignored.
+- **Symbols.** Canonical ``BASE-QUOTE`` becomes ``basequote`` in stream names
+  (``BTC-USDT`` -> ``btcusdt``). Binance symbols carry no separator, so a frame's
+  ``s`` is mapped back only through the subscribed set, never guessed. Data for
+  a symbol or an event type we did not subscribe to is a non-fatal
+  :class:`VenueError` (the runner logs it and skips the frame).
+- **Limits.** One connection carries at most 1024 streams (two per symbol here,
+  so 512 symbols; more raise ``ValueError``) and accepts 5 incoming messages per
+  second, which URL subscription never approaches.
+- **Keep-alive.** The server sends a protocol-level ping about every 20 s (the
+  websockets client answers it) and closes every connection after 24 h; it may
+  announce a shutdown with a ``serverShutdown`` event, read here as a fatal
+  error so that the runner reconnects at once. The runner reconnects after the
+  24 h disconnect as after any other.
+- **Gaps.** Binance streams carry no sequence across messages or symbols, so a
+  lost frame cannot be seen in general. Per symbol, though, the trade id ``t``
+  increases by exactly 1, so a jump is reported as a :class:`SequenceGap`
+  (kline frames are snapshots of the running candle and need none).
+- **Errors.** ``{"code": N, "msg": ...}`` and ``{"error": {"code", "msg"}}`` are
+  fatal: the connection's subscription state is unknown, and a new connection
+  restores it from the URL. Unreadable frames are non-fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from core.adapters.venues.base import Parsed, VenueError
+from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
+from core.domain.symbols import canonical_symbol, split_symbol
+
+logger = logging.getLogger(__name__)
+
+EXCHANGE = "binance"
+DEFAULT_BASE = "wss://stream.binance.com:9443"
+COMBINED_STREAM_PATH = "/stream?streams="
+MAX_STREAMS_PER_CONNECTION = 1024
+STREAMS_PER_SYMBOL = 2  # <symbol>@trade and <symbol>@kline_1m
+MAX_SYMBOLS_PER_CONNECTION = MAX_STREAMS_PER_CONNECTION // STREAMS_PER_SYMBOL
+KLINE_INTERVAL = "1m"
+TRADE_EVENT = "trade"
+KLINE_EVENT = "kline"
+SERVER_SHUTDOWN_EVENT = "serverShutdown"
+# Binance pings every 20 s and drops a peer that has not answered within a minute;
+# a minute without any frame means the connection is gone (quiet symbols may send no data for a while).
+IDLE_TIMEOUT_S = 60.0
+
+
+def binance_symbol(symbol: str) -> str:
+    """The Binance spelling of a canonical symbol: ``BTC-USDT`` -> ``BTCUSDT``."""
+    base, quote = split_symbol(symbol)
+    return f"{base}{quote}"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in frame")
+
+
+def _loads(frame: str | bytes) -> Any:
+    try:
+        return json.loads(frame, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise VenueError(f"unreadable binance frame: {exc}") from exc
+
+
+def _decimal(payload: Mapping[str, Any], key: str) -> Decimal:
+    raw = payload.get(key)
+    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+        raise VenueError(f"binance field {key!r} is not a decimal string: {raw!r}")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation as exc:
+        raise VenueError(f"binance field {key!r} is not a decimal: {raw!r}") from exc
+    if not value.is_finite() or value < 0:
+        raise VenueError(f"binance field {key!r} is not a finite non-negative decimal: {raw!r}")
+    return value
+
+
+def _integer(payload: Mapping[str, Any], key: str) -> int:
+    raw = payload.get(key)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise VenueError(f"binance field {key!r} is not an integer: {raw!r}")
+    return raw
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, Mapping):
+        return f"code {error.get('code')!r}: {error.get('msg')!r}"
+    return repr(error)
+
+
+class BinanceProtocol:
+    """Per-connection state of one Binance Spot combined-stream connection."""
+
+    name = EXCHANGE
+
+    def __init__(self, symbols: Sequence[str], *, url: str = DEFAULT_BASE) -> None:
+        canonical = list(dict.fromkeys(canonical_symbol(symbol) for symbol in symbols))
+        if not canonical:
+            raise ValueError("BinanceProtocol needs at least one symbol")
+        if len(canonical) > MAX_SYMBOLS_PER_CONNECTION:
+            raise ValueError(
+                f"{len(canonical)} symbols need {len(canonical) * STREAMS_PER_SYMBOL} streams; "
+                f"a Binance connection carries at most {MAX_STREAMS_PER_CONNECTION}"
+            )
+        self._by_venue: dict[str, str] = {}
+        for symbol in canonical:
+            venue = binance_symbol(symbol)
+            if venue in self._by_venue:
+                raise ValueError(f"{symbol} and {self._by_venue[venue]} are both {venue} on Binance")
+            self._by_venue[venue] = symbol
+        self._base = url.rstrip("/")
+        self._last_trade_id: dict[str, int] = {}
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._by_venue.values())
+
+    def streams(self) -> list[str]:
+        """Stream names, two per symbol: ``btcusdt@trade``, ``btcusdt@kline_1m``."""
+        names: list[str] = []
+        for venue in self._by_venue:
+            lower = venue.lower()
+            names += [f"{lower}@{TRADE_EVENT}", f"{lower}@{KLINE_EVENT}_{KLINE_INTERVAL}"]
+        return names
+
+    def url(self) -> str:
+        return f"{self._base}{COMBINED_STREAM_PATH}{'/'.join(self.streams())}"
+
+    def subscribe_frames(self) -> Sequence[str]:
+        return ()  # subscribed through the URL
+
+    @property
+    def idle_timeout_s(self) -> float:
+        return IDLE_TIMEOUT_S
+
+    def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
+        message = _loads(frame)
+        if not isinstance(message, dict):
+            raise VenueError(f"binance frame is not a JSON object: {type(message).__name__}")
+        if "error" in message:
+            raise VenueError(f"binance error {_error_text(message['error'])}", fatal=True)
+        if "code" in message and "msg" in message:
+            raise VenueError(f"binance error {_error_text(message)}", fatal=True)
+        if "result" in message and "id" in message:
+            logger.debug("binance reply to request %r: %r", message["id"], message["result"])
+            return Parsed()
+        shutdown = message.get("event")
+        if isinstance(shutdown, Mapping) and shutdown.get("e") == SERVER_SHUTDOWN_EVENT:
+            raise VenueError("binance announced a server shutdown", fatal=True)
+        payload = message.get("data") if "stream" in message else message  # combined envelope, or a raw payload
+        if not isinstance(payload, dict):
+            raise VenueError(f"binance stream payload is not an object: {type(payload).__name__}")
+        return Parsed(events=self._events(payload))
+
+    def _events(self, payload: dict[str, Any]) -> list[MarketEvent]:
+        event_type = payload.get("e")
+        if event_type == TRADE_EVENT:
+            return self._trade(payload)
+        if event_type == KLINE_EVENT:
+            return [self._kline(payload)]
+        if event_type == SERVER_SHUTDOWN_EVENT:
+            raise VenueError("binance announced a server shutdown", fatal=True)
+        raise VenueError(f"binance event type {event_type!r} was not subscribed")
+
+    def _symbol(self, payload: Mapping[str, Any]) -> str:
+        venue = payload.get("s")
+        symbol = self._by_venue.get(venue) if isinstance(venue, str) else None
+        if symbol is None:
+            raise VenueError(f"binance symbol {venue!r} was not subscribed")
+        return symbol
+
+    def _trade(self, payload: Mapping[str, Any]) -> list[MarketEvent]:
+        symbol = self._symbol(payload)
+        trade_id = _integer(payload, "t")
+        trade = Trade(
+            exchange=EXCHANGE,
+            symbol=symbol,
+            price=_decimal(payload, "p"),
+            size=_decimal(payload, "q"),
+            ts_ms=_integer(payload, "T"),
+            trade_id=str(trade_id),
+        )
+        events: list[MarketEvent] = []
+        last = self._last_trade_id.get(symbol)
+        if last is not None and trade_id > last + 1:
+            events.append(SequenceGap(exchange=EXCHANGE, symbol=symbol, expected=last + 1, received=trade_id))
+        if last is None or trade_id > last:
+            self._last_trade_id[symbol] = trade_id
+        else:
+            logger.debug("binance %s trade id %d repeats or precedes %d", symbol, trade_id, last)
+        events.append(trade)
+        return events
+
+    def _kline(self, payload: Mapping[str, Any]) -> ExchangeCandle:
+        symbol = self._symbol(payload)
+        kline = payload.get("k")
+        if not isinstance(kline, dict):
+            raise VenueError(f"binance kline event without a 'k' object: {kline!r}")
+        if kline.get("i") != KLINE_INTERVAL:
+            raise VenueError(f"binance kline interval {kline.get('i')!r} was not subscribed")
+        closed = kline.get("x")
+        if not isinstance(closed, bool):
+            raise VenueError(f"binance kline closed flag 'x' is not a boolean: {closed!r}")
+        return ExchangeCandle(
+            exchange=EXCHANGE,
+            symbol=symbol,
+            open_time_ms=_integer(kline, "t"),
+            open=_decimal(kline, "o"),
+            high=_decimal(kline, "h"),
+            low=_decimal(kline, "l"),
+            close=_decimal(kline, "c"),
+            volume=_decimal(kline, "v"),
+            closed=closed,
+        )

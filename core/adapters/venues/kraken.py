@@ -1,0 +1,250 @@
+"""Kraken Spot WebSocket v2: the pure protocol (subscribe frames, frames in, market events out).
+
+Pure, sans-I/O code; :mod:`core.adapters.venues.runner` owns the socket. Format
+source: Kraken's v2 API reference (docs.kraken.com, ``spot-websocket-v2``:
+trade, ohlc, heartbeat, status).
+
+- **Subscription.** Two frames, one per channel, each naming every symbol:
+  ``trade`` with ``snapshot: true`` (the last 50 trades) and ``ohlc`` with
+  ``interval: 1``. Kraken acknowledges each symbol separately with
+  ``{"method": "subscribe", "success": ..., "result" | "error": ...}``; a refusal
+  (``success: false``) is a fatal :class:`VenueError`, so the runner reconnects
+  and subscribes again.
+- **Numbers.** v2 sends prices and quantities as JSON numbers. They are parsed
+  with ``parse_float=Decimal`` straight from the frame's text, so
+  ``27000.12345678`` is ``Decimal("27000.12345678")``, never a binary float.
+- **Symbols.** Canonical ``BTC-USD`` is ``BTC/USD`` on Kraken; frames are mapped
+  back through the subscribed set. Data for a symbol or channel we did not
+  subscribe to is a non-fatal :class:`VenueError` (logged, frame skipped).
+- **Timestamps.** RFC 3339 with micro- or nanoseconds, read as UTC epoch
+  milliseconds (sub-millisecond digits are truncated).
+- **Candles.** An ohlc snapshot or update carries the running candle of its
+  interval: it is emitted with ``closed=False``. Kraken sends no "closed"
+  message, so the rule is: when an entry for a *later* ``interval_begin``
+  arrives for a symbol, the last values seen for the earlier interval are
+  emitted once more with ``closed=True``, before the new candle. Entries for an
+  interval older than the running one are late and dropped. Updates come only
+  on trades, so a minute without trades closes when the next trade arrives.
+- **Gaps.** ``trade_id`` is a sequence number per book, so per symbol it
+  increases by exactly 1; a jump is reported as a :class:`SequenceGap`.
+- **Liveness.** Kraken sends ``{"channel": "heartbeat"}`` about once a second
+  when there is no other traffic, so 10 s of silence means the connection is
+  dead. ``status`` frames (trading-engine state) produce no events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from core.adapters.venues.base import Parsed, VenueError
+from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
+from core.domain.symbols import canonical_symbol, split_symbol
+
+logger = logging.getLogger(__name__)
+
+EXCHANGE = "kraken"
+DEFAULT_URL = "wss://ws.kraken.com/v2"
+TRADE_CHANNEL = "trade"
+OHLC_CHANNEL = "ohlc"
+HEARTBEAT_CHANNEL = "heartbeat"
+STATUS_CHANNEL = "status"
+SUBSCRIBE_METHOD = "subscribe"
+OHLC_INTERVAL_MINUTES = 1
+SYSTEM_ONLINE = "online"
+IDLE_TIMEOUT_S = 10.0  # heartbeats come about once a second
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def kraken_symbol(symbol: str) -> str:
+    """The Kraken v2 spelling of a canonical symbol: ``BTC-USD`` -> ``BTC/USD``."""
+    base, quote = split_symbol(symbol)
+    return f"{base}/{quote}"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in frame")
+
+
+def _loads(frame: str | bytes) -> Any:
+    try:
+        return json.loads(frame, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise VenueError(f"unreadable kraken frame: {exc}") from exc
+
+
+def _decimal(entry: Mapping[str, Any], key: str) -> Decimal:
+    raw = entry.get(key)
+    if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
+        raise VenueError(f"kraken field {key!r} is not a number: {raw!r}")
+    value = Decimal(raw)
+    if value < 0:
+        raise VenueError(f"kraken field {key!r} is negative: {raw!r}")
+    return value
+
+
+def _integer(entry: Mapping[str, Any], key: str) -> int:
+    raw = entry.get(key)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise VenueError(f"kraken field {key!r} is not an integer: {raw!r}")
+    return raw
+
+
+def _epoch_ms(entry: Mapping[str, Any], key: str) -> int:
+    """UTC epoch milliseconds of an RFC 3339 timestamp such as ``2023-09-25T07:49:37.708706Z``."""
+    raw = entry.get(key)
+    try:
+        moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise VenueError(f"kraken field {key!r} is not an RFC 3339 UTC timestamp: {raw!r}")
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+@dataclass(frozen=True, slots=True)
+class _TradeEntry:
+    trade: Trade
+    trade_id: int
+
+
+class KrakenProtocol:
+    """Per-connection state of one Kraken v2 connection: trade ids and running candles per symbol."""
+
+    name = EXCHANGE
+
+    def __init__(self, symbols: Sequence[str], *, url: str = DEFAULT_URL) -> None:
+        canonical = list(dict.fromkeys(canonical_symbol(symbol) for symbol in symbols))
+        if not canonical:
+            raise ValueError("KrakenProtocol needs at least one symbol")
+        self._by_venue = {kraken_symbol(symbol): symbol for symbol in canonical}
+        self._url = url
+        self._last_trade_id: dict[str, int] = {}
+        self._running: dict[str, ExchangeCandle] = {}
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._by_venue.values())
+
+    def url(self) -> str:
+        return self._url
+
+    def subscribe_frames(self) -> Sequence[str]:
+        venue_symbols = list(self._by_venue)
+        trade = {"channel": TRADE_CHANNEL, "symbol": venue_symbols, "snapshot": True}
+        ohlc = {"channel": OHLC_CHANNEL, "symbol": venue_symbols, "interval": OHLC_INTERVAL_MINUTES}
+        return [json.dumps({"method": SUBSCRIBE_METHOD, "params": params}) for params in (trade, ohlc)]
+
+    @property
+    def idle_timeout_s(self) -> float:
+        return IDLE_TIMEOUT_S
+
+    def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
+        message = _loads(frame)
+        if not isinstance(message, dict):
+            raise VenueError(f"kraken frame is not a JSON object: {type(message).__name__}")
+        if "method" in message or "success" in message:
+            self._reply(message)
+            return Parsed()
+        channel = message.get("channel")
+        if channel == HEARTBEAT_CHANNEL:
+            return Parsed()
+        if channel == STATUS_CHANNEL:
+            self._status(message)
+            return Parsed()
+        if channel == TRADE_CHANNEL:
+            return Parsed(events=self._trades(_data(message)))
+        if channel == OHLC_CHANNEL:
+            return Parsed(events=self._candles(_data(message)))
+        raise VenueError(f"kraken channel {channel!r} was not subscribed")
+
+    def _reply(self, message: Mapping[str, Any]) -> None:
+        method = message.get("method")
+        if message.get("success") is False:
+            detail = f"kraken {method or 'request'} refused: {message.get('error')!r}"
+            raise VenueError(detail, fatal=method == SUBSCRIBE_METHOD)
+        logger.debug("kraken %s acknowledged: %r", method, message.get("result"))
+
+    def _status(self, message: Mapping[str, Any]) -> None:
+        for entry in _data(message):
+            system = entry.get("system")
+            if system != SYSTEM_ONLINE:
+                logger.warning("kraken trading engine is %r", system)
+
+    def _symbol(self, entry: Mapping[str, Any]) -> str:
+        venue = entry.get("symbol")
+        symbol = self._by_venue.get(venue) if isinstance(venue, str) else None
+        if symbol is None:
+            raise VenueError(f"kraken symbol {venue!r} was not subscribed")
+        return symbol
+
+    def _trades(self, entries: list[dict[str, Any]]) -> list[MarketEvent]:
+        parsed = [self._trade_entry(entry) for entry in entries]  # all or nothing: state changes below
+        events: list[MarketEvent] = []
+        for item in parsed:
+            symbol = item.trade.symbol
+            last = self._last_trade_id.get(symbol)
+            if last is not None and item.trade_id > last + 1:
+                events.append(SequenceGap(exchange=EXCHANGE, symbol=symbol, expected=last + 1, received=item.trade_id))
+            if last is None or item.trade_id > last:
+                self._last_trade_id[symbol] = item.trade_id
+            else:
+                logger.debug("kraken %s trade id %d repeats or precedes %d", symbol, item.trade_id, last)
+            events.append(item.trade)
+        return events
+
+    def _trade_entry(self, entry: Mapping[str, Any]) -> _TradeEntry:
+        trade_id = _integer(entry, "trade_id")
+        trade = Trade(
+            exchange=EXCHANGE,
+            symbol=self._symbol(entry),
+            price=_decimal(entry, "price"),
+            size=_decimal(entry, "qty"),
+            ts_ms=_epoch_ms(entry, "timestamp"),
+            trade_id=str(trade_id),
+        )
+        return _TradeEntry(trade=trade, trade_id=trade_id)
+
+    def _candles(self, entries: list[dict[str, Any]]) -> list[MarketEvent]:
+        parsed = [self._candle_entry(entry) for entry in entries]  # all or nothing: state changes below
+        events: list[MarketEvent] = []
+        for candle in parsed:
+            running = self._running.get(candle.symbol)
+            if running is not None:
+                if candle.open_time_ms < running.open_time_ms:
+                    logger.debug("kraken %s late ohlc entry for %d dropped", candle.symbol, candle.open_time_ms)
+                    continue
+                if candle.open_time_ms > running.open_time_ms:
+                    events.append(replace(running, closed=True))
+            self._running[candle.symbol] = candle
+            events.append(candle)
+        return events
+
+    def _candle_entry(self, entry: Mapping[str, Any]) -> ExchangeCandle:
+        interval = _integer(entry, "interval")
+        if interval != OHLC_INTERVAL_MINUTES:
+            raise VenueError(f"kraken ohlc interval {interval} was not subscribed")
+        return ExchangeCandle(
+            exchange=EXCHANGE,
+            symbol=self._symbol(entry),
+            open_time_ms=_epoch_ms(entry, "interval_begin"),
+            open=_decimal(entry, "open"),
+            high=_decimal(entry, "high"),
+            low=_decimal(entry, "low"),
+            close=_decimal(entry, "close"),
+            volume=_decimal(entry, "volume"),
+            closed=False,
+        )
+
+
+def _data(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    data = message.get("data")
+    if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+        raise VenueError(f"kraken {message.get('channel')} frame without a list of objects in 'data'")
+    return data

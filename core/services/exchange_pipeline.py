@@ -1,0 +1,159 @@
+"""One exchange's market events become stored ticks, closed candles and published events.
+
+Candles are built from trades (``sim``, Coinbase) or taken from the venue's
+closed 1-minute candles (Binance, Kraken), never both, so no trade is counted
+twice. A trade feeds the candles only once PostgreSQL has stored it as new:
+the snapshot a venue replays on reconnect therefore changes nothing.
+
+Every write first asks ``may_write()`` (the writer lease): an instance that
+lost the lease, even one that was paused and has not noticed yet, raises
+:class:`LeaseLost` instead of writing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.adapters.candle_store import CandleStore
+from core.adapters.event_codec import candle_channel, candle_event
+from core.adapters.events import Event, EventPublisher
+from core.domain.candles import Candle, CandleBuilder
+from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
+from core.domain.prices import Tick
+from core.services.ingestion import TicksListener, TickWriter
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING_CANDLES = 50_000  # closed candles kept while storage is down (about 8 h of 100 symbols x 6 timeframes)
+
+
+class LeaseLost(Exception):
+    """This instance is no longer the exchange's writer."""
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    trades: int = 0
+    duplicate_trades: int = 0
+    late: int = 0
+    gaps: int = 0
+    candles_closed: int = 0
+
+
+class ExchangePipeline:
+    def __init__(
+        self,
+        exchange: str,
+        exchange_id: int,
+        *,
+        ticks: TickWriter,
+        after_ticks: TicksListener,
+        candles: CandleStore,
+        publisher: EventPublisher,
+        clock_ms: Callable[[], int],
+        may_write: Callable[[], bool],
+        build_from_trades: bool,
+        writer_id: str = "",
+    ) -> None:
+        self.exchange = exchange
+        self._worker_id = f"venue:{exchange}@{writer_id}" if writer_id else f"venue:{exchange}"
+        self._exchange_id = exchange_id
+        self._ticks = ticks
+        self._after_ticks = after_ticks
+        self._candles = candles
+        self._publisher = publisher
+        self._clock_ms = clock_ms
+        self._may_write = may_write
+        self._from_trades = build_from_trades
+        self._builders: dict[str, CandleBuilder] = {}
+        self._pending: list[Candle] = []
+        self.stats = PipelineStats()
+
+    async def _builder(self, symbol: str) -> CandleBuilder:
+        builder = self._builders.get(symbol)
+        if builder is None:
+            builder = self._builders[symbol] = CandleBuilder(self.exchange, symbol)
+            for tf, (open_time, close) in (await self._candles.last_closed(self._exchange_id, symbol)).items():
+                builder.resume(tf, open_time, close)
+        return builder
+
+    async def deliver(self, events: Sequence[MarketEvent]) -> None:
+        """The venue's sink: like :meth:`on_events`, but a storage failure is logged, not raised
+        (the venue keeps reading); only a lost lease goes up."""
+        try:
+            await self.on_events(events)
+        except LeaseLost:
+            raise
+        except Exception:
+            logger.warning("%s: %d events not processed", self.exchange, len(events), exc_info=True)
+
+    async def on_events(self, events: Sequence[MarketEvent]) -> None:
+        self._check_lease()
+        trades = sorted((e for e in events if isinstance(e, Trade)), key=lambda t: t.ts_ms)
+        closed: list[Candle] = []
+        if trades:
+            closed += await self._on_trades(trades)
+        for event in events:
+            if isinstance(event, ExchangeCandle) and event.closed and not self._from_trades:
+                update = (await self._builder(event.symbol)).add_minute(
+                    event.open_time_ms, event.open, event.high, event.low, event.close, event.volume
+                )
+                self.stats.late += bool(update.late)
+                closed += update.closed
+            elif isinstance(event, SequenceGap):
+                self.stats.gaps += 1
+                logger.warning(
+                    "sequence gap",
+                    extra={
+                        "fields": {
+                            "exchange": self.exchange,
+                            "symbol": event.symbol,
+                            "lost": event.received - event.expected,
+                        }
+                    },
+                )
+        await self._persist(closed)
+
+    async def _on_trades(self, trades: Sequence[Trade]) -> list[Candle]:
+        ticks = [(i, Tick(t.symbol, t.price, t.size, self.exchange, t.ts_ms)) for i, t in enumerate(trades)]
+        stored = await self._ticks.insert(ticks, worker_id=self._worker_id, batch_id="")
+        fresh = [tick for i, tick in ticks if i in stored]
+        self.stats.trades += len(fresh)
+        self.stats.duplicate_trades += len(ticks) - len(fresh)
+        await self._after_ticks(fresh)
+        closed: list[Candle] = []
+        if self._from_trades:
+            for tick in fresh:
+                update = (await self._builder(tick.symbol)).add_tick(tick.price, tick.volume, tick.ts_ms)
+                self.stats.late += bool(update.late)
+                closed += update.closed
+        return closed
+
+    async def advance(self) -> None:
+        """Close what the clock says is over (called about once a second)."""
+        now = self._clock_ms()
+        await self._persist([c for b in self._builders.values() for c in b.advance(now)])
+
+    async def _persist(self, closed: list[Candle]) -> None:
+        """Store and publish closed candles; on failure keep them (bounded) for the next attempt."""
+        batch = self._pending + closed
+        if not batch:
+            return
+        self._check_lease()
+        try:
+            await self._candles.save(self._exchange_id, batch)
+            now = self._clock_ms()
+            await self._publisher.publish(
+                [Event(candle_channel(c), candle_event(c, exchange_id=self._exchange_id, now_ms=now)) for c in batch]
+            )
+        except BaseException:
+            self._pending = batch[-MAX_PENDING_CANDLES:]
+            raise
+        self._pending = []
+        self.stats.candles_closed += len(batch)
+
+    def _check_lease(self) -> None:
+        if not self._may_write():
+            raise LeaseLost(f"{self.exchange}: the writer lease is not held; not writing")
