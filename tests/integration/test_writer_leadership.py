@@ -1,0 +1,108 @@
+"""At most one exchange-mode core writes for an exchange: standby, takeover, and a paused leader that wakes up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import asyncpg
+import grpc
+import pytest
+import redis
+
+from core.adapters.redis_keys import RedisKeys
+from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc, market_pb2
+from tests.support.processes import Process, free_port, grpc_serving, run_cli, spawn, wait_until
+
+pytestmark = pytest.mark.integration
+
+LEASE_MS = 2_000
+TAKEOVER_LIMIT_S = 10.0
+
+
+def start_core(env: dict[str, str], instance: str) -> Process:
+    addr = f"127.0.0.1:{free_port()}"
+    process = spawn(
+        ["core"],
+        {
+            **env,
+            "PERSEUS_CORE_ADDR": addr,
+            "PERSEUS_INSTANCE_ID": instance,
+            "PERSEUS_WRITER_LEASE_MS": str(LEASE_MS),
+            "PERSEUS_SIM_SYMBOLS": "LEAD-USD",
+            "PERSEUS_SIM_TRADES_PER_S": "20",
+        },
+        addr,
+    )
+    wait_until(lambda: grpc_serving(addr), process, f"core {instance}")
+    return process
+
+
+def eventually(condition: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def rows_by(database_url: str, instance: str, since: float = 0.0) -> int:
+    """Price feeds written by the sim feed of one core instance (since a wall-clock time)."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            query = "SELECT count(*) FROM price_feeds WHERE worker_id = $1 AND ingested_at >= to_timestamp($2)"
+            return int(await conn.fetchval(query, f"venue:sim@{instance}", since))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def test_standby_takes_over_and_a_paused_leader_stops_writing(
+    base_env: dict[str, str], database_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    env = {**base_env, "PERSEUS_REDIS_PREFIX": redis_prefix + "lead:"}
+    assert run_cli(["migrate"], env).returncode == 0
+    keys = RedisKeys(env["PERSEUS_REDIS_PREFIX"])
+    rds = redis.Redis.from_url(redis_url)
+    holder = lambda: (rds.get(keys.exchange_writer_lock("sim")) or b"").decode()  # noqa: E731
+    a = start_core(env, "a")
+    b = c = None
+    try:
+        eventually(lambda: holder() == "a", 5)
+        b = start_core(env, "b")
+        time.sleep(2 * LEASE_MS / 1000)
+        assert holder() == "a"  # b stands by
+        assert rows_by(database_url, "b") == 0
+
+        with grpc.insecure_channel(b.addr) as channel:  # any instance reports the exchange online
+            reply = md_grpc.MarketDataServiceStub(channel).ListExchanges(md_pb2.ListExchangesRequest(), timeout=2)
+        assert {e.name: e.status for e in reply.exchanges}["sim"] == market_pb2.EXCHANGE_STATUS_ONLINE
+
+        os.kill(a.pid, signal.SIGKILL)
+        took = eventually(lambda: holder() == "b", TAKEOVER_LIMIT_S)
+        assert took < TAKEOVER_LIMIT_S
+        eventually(lambda: rows_by(database_url, "b") > 0, 5)
+
+        c = start_core(env, "c")  # a new standby
+        os.kill(b.pid, signal.SIGSTOP)
+        eventually(lambda: holder() == "c", TAKEOVER_LIMIT_S)
+        woke = time.time()
+        os.kill(b.pid, signal.SIGCONT)
+        time.sleep(2.0)
+        assert rows_by(database_url, "b", since=woke) == 0  # the old leader woke up and wrote nothing
+        assert holder() == "c"
+        assert b.proc.poll() is None  # and it is still alive, standing by
+    finally:
+        for process in (a, b, c):
+            if process is not None:
+                if process.proc.poll() is None:
+                    os.kill(process.pid, signal.SIGCONT)
+                process.close()
+        rds.close()
