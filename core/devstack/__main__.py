@@ -1,8 +1,8 @@
 """``python -m core.devstack start|stop --data-dir D``: embedded servers for CI, left running detached.
 
-``start`` starts embedded PostgreSQL and Redis (see :mod:`core.devstack.embedded`) in their own
-sessions, without a parent-death signal, so they outlive this command; it prints shell lines for
-``eval``::
+``start`` starts embedded PostgreSQL and Redis (see :mod:`core.devstack.postgres` and
+:mod:`core.devstack.valkey`) in their own sessions, without a parent-death signal, so they outlive
+this command; it prints shell lines for ``eval``::
 
     export PERSEUS_TEST_REDIS_URL=redis://127.0.0.1:41234/0
     export PERSEUS_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:41235/postgres
@@ -23,7 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.devstack.postgres import EmbeddedPostgres
+from core.devstack.valkey import EmbeddedRedis
 from core.settings import StartupError
 
 logger = logging.getLogger("core.devstack")

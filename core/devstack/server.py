@@ -1,7 +1,7 @@
 """The lifecycle both embedded servers share: pick a port, spawn, wait until ready, record, stop.
 
 :class:`EmbeddedServer` is the base of :class:`~core.devstack.postgres.EmbeddedPostgres` and
-:class:`~core.devstack.redis.EmbeddedRedis`. Each server keeps everything under
+:class:`~core.devstack.valkey.EmbeddedRedis`. Each server keeps everything under
 ``<data_dir>/<subdir>/`` and survives restarts::
 
     <subdir>.log    server output, appended

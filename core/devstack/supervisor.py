@@ -38,7 +38,9 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from core import logs
-from core.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, child_preexec, stop_process, wait_or_kill
+from core.devstack.postgres import EmbeddedPostgres
+from core.devstack.processes import child_preexec, stop_process, wait_or_kill
+from core.devstack.valkey import EmbeddedRedis
 from core.settings import LOG_LEVELS, EnvReader, StartupError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def default_plan(env: Mapping[str, str]) -> UpPlan:
     return UpPlan(
         children=(
             Child("core", (*cli, "core"), f"gRPC {core_addr}"),
-            Child("rest", (*cli, "rest"), f"{rest_url}  (docs {rest_url}/docs)"),
+            Child("rest", (*cli, "rest"), f"{rest_url}  (try: curl {rest_url}/health)"),
             Child("ws", (*cli, "ws"), f"ws://{_reachable(ws_addr)}/public/v1/stream"),
         ),
         migrate=(*cli, "migrate"),

@@ -24,15 +24,12 @@ import asyncpg
 import pytest
 import redis
 
-from core.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, PgInstall
+from core.devstack.pg_install import PgInstall
+from core.devstack.postgres import EmbeddedPostgres
+from core.devstack.valkey import EmbeddedRedis
 from core.settings import StartupError
-from tests.unit.test_devstack_supervisor import (
-    StartUp,
-    alive,
-    free_port,
-    still_alive,
-    up_starter,
-)
+from tests.support.devstack import StartUp, alive, still_alive, up_starter
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +206,8 @@ def test_redis_reuses_its_port_when_free_and_moves_when_taken(data_dir: Path) ->
 
 SERVERS_THEN_SLEEP = r"""
 import json, sys, time
-from core.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.devstack.postgres import EmbeddedPostgres
+from core.devstack.valkey import EmbeddedRedis
 pg, rd = EmbeddedPostgres(sys.argv[1]), EmbeddedRedis(sys.argv[1])
 pg.start(); rd.start()
 print(json.dumps([pg.pid, rd.pid]), flush=True)

