@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
+from gateways.common.auth import KeyCache
 from gateways.common.core_client import CoreClient
 from gateways.common.errors import ContractErrorHandler
 from gateways.common.health import REDIS_PING_TIMEOUT_S, check_health
@@ -49,6 +50,7 @@ class GatewayContext:
     metrics: HttpMetrics
     version: str
     core: CoreClient | None = None
+    keys: KeyCache | None = None
     redis: aioredis.Redis | None = None
 
 
@@ -88,6 +90,7 @@ def create_gateway_app(name: str, settings: GatewaySettings) -> GatewayApp:
 async def open_clients(app: GatewayApp) -> None:
     settings = app.ctx.settings
     app.ctx.core = CoreClient.connect(settings.core_addr, deadline_s=settings.core_deadline_s)
+    app.ctx.keys = KeyCache(app.ctx.core.lookup_key)
     app.ctx.redis = aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,

@@ -16,8 +16,14 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from gateways.common.errors import error_from_rpc
-from perseus.marketdata.v1 import market_data_service_pb2, market_data_service_pb2_grpc
+from gateways.common.errors import Unauthorized, error_from_rpc
+from perseus.marketdata.v1 import (
+    ingest_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    market_data_service_pb2,
+    market_data_service_pb2_grpc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ class CoreClient:
         self._channel = channel
         self._deadline_s = deadline_s
         self.market_data = market_data_service_pb2_grpc.MarketDataServiceStub(channel)
+        self.ingest = ingest_service_pb2_grpc.IngestServiceStub(channel)
+        self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
 
     @classmethod
     def connect(cls, addr: str, *, deadline_s: float) -> CoreClient:
@@ -74,6 +82,16 @@ class CoreClient:
             timeout_s=timeout_s,
         )
         return response
+
+    async def lookup_key(self, key: str) -> key_service_pb2.ApiKey | None:
+        """The core's record of ``key``, or None when it is unknown or revoked."""
+        try:
+            reply: key_service_pb2.AuthenticateKeyResponse = await self.unary(
+                self.keys.AuthenticateKey, key_service_pb2.AuthenticateKeyRequest(key=key), request_id=None
+            )
+        except Unauthorized:
+            return None
+        return reply.api_key
 
     async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
         """Close the channel, letting calls in flight finish within ``grace_s``."""

@@ -1,7 +1,7 @@
 """The REST gateway: ``create_app(settings)`` and the ``perseus rest`` entry point.
 
-For now it serves only the shared ``/health`` and ``/metrics``; resource
-blueprints under ``/public/v1`` and ``/internal/v1`` join here. Any other path
+It serves the shared ``/health`` and ``/metrics`` and the resource blueprints
+under ``/public/v1`` and ``/internal/v1``. Any other path
 answers 404 in the CONTRACT error format (the shared error handler).
 """
 
@@ -12,13 +12,16 @@ from collections.abc import Mapping
 from gateways.common.app_base import GatewayApp, create_gateway_app
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
+from gateways.rest import ingest
 
 APP_NAME = "perseus_rest"
 
 
 def create_app(settings: GatewaySettings) -> GatewayApp:
     """The REST gateway app; its clients open when the server starts."""
-    return create_gateway_app(APP_NAME, settings)
+    app = create_gateway_app(APP_NAME, settings)
+    app.blueprint(ingest.blueprint)
+    return app
 
 
 def run_rest(environ: Mapping[str, str]) -> int:

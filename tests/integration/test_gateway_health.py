@@ -9,51 +9,28 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import Literal
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from tests.support.processes import Process, free_port, run_cli, running_core, spawn, wait_until
+from tests.support.processes import (
+    ADDR_VARIABLE,
+    Kind,
+    Process,
+    free_port,
+    run_cli,
+    running_core,
+    running_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
-Kind = Literal["rest", "ws"]
-ADDR_VARIABLE: dict[Kind, str] = {"rest": "PERSEUS_REST_ADDR", "ws": "PERSEUS_WS_ADDR"}
 # /health must answer within about 2 s whatever the core does; a hang fails the request.
 HEALTH_TIMEOUT_S = 3.0
 CLOSE_TRY_AGAIN_LATER = 1013
-
-
-def answers_http(addr: str) -> bool:
-    try:
-        httpx.get(f"http://{addr}/health", timeout=HEALTH_TIMEOUT_S)
-    except httpx.TransportError:
-        return False
-    return True
-
-
-@contextmanager
-def running_gateway(kind: Kind, env: Mapping[str, str], core_addr: str) -> Iterator[Process]:
-    """A real ``perseus rest``/``perseus ws`` on a free port, talking to the core at ``core_addr``."""
-    addr = f"127.0.0.1:{free_port()}"
-    process = spawn([kind], {**env, "PERSEUS_CORE_ADDR": core_addr, ADDR_VARIABLE[kind]: addr}, addr)
-    with output_closed(process):
-        wait_until(lambda: answers_http(addr), process, f"perseus {kind}")
-        yield process
-
-
-@contextmanager
-def output_closed(process: Process) -> Iterator[Process]:
-    """Close a stopped process's output pipe, so no unclosed-file warning outlives it."""
-    try:
-        yield process
-    finally:
-        process.close()
 
 
 def get(process: Process, path: str, **headers: str) -> httpx.Response:
@@ -73,7 +50,7 @@ def migrated_env(base_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def core(migrated_env: dict[str, str]) -> Iterator[Process]:
-    with running_core(migrated_env) as process, output_closed(process):
+    with running_core(migrated_env) as process:
         yield process
 
 
@@ -123,7 +100,7 @@ def test_an_insane_request_id_is_replaced(rest: Process) -> None:
 
 
 def test_health_reports_pw_host_mode_then_degrades_when_that_core_stops(migrated_env: dict[str, str]) -> None:
-    with running_core(migrated_env, PERSEUS_MODE="pw-host") as pw_core, output_closed(pw_core):
+    with running_core(migrated_env, PERSEUS_MODE="pw-host") as pw_core:
         with running_gateway("rest", migrated_env, pw_core.addr) as gateway:
             body = get(gateway, "/health").json()
             assert body["mode"] == "pw-host"

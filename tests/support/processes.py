@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Literal
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 START_TIMEOUT_S = 20.0
@@ -114,6 +115,30 @@ def running_core(env: Mapping[str, str], **overrides: str) -> Iterator[Process]:
     process = spawn(["core"], {**env, "PERSEUS_CORE_ADDR": addr, **overrides}, addr)
     try:
         wait_until(lambda: grpc_serving(addr), process, "perseus core")
+        yield process
+    finally:
+        process.close()
+
+
+Kind = Literal["rest", "ws"]
+ADDR_VARIABLE: dict[Kind, str] = {"rest": "PERSEUS_REST_ADDR", "ws": "PERSEUS_WS_ADDR"}
+
+
+def answers_http(addr: str) -> bool:
+    try:
+        httpx.get(f"http://{addr}/health", timeout=3.0)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+@contextmanager
+def running_gateway(kind: Kind, env: Mapping[str, str], core_addr: str) -> Iterator[Process]:
+    """A real ``perseus rest``/``perseus ws`` on a free port, talking to the core at ``core_addr``."""
+    addr = f"127.0.0.1:{free_port()}"
+    process = spawn([kind], {**env, "PERSEUS_CORE_ADDR": core_addr, ADDR_VARIABLE[kind]: addr}, addr)
+    try:
+        wait_until(lambda: answers_http(addr), process, f"perseus {kind}")
         yield process
     finally:
         process.close()

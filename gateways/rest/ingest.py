@@ -1,0 +1,144 @@
+"""``POST /internal/v1/ingest``: a batch of price feeds, forwarded to the core's IngestService.
+
+Body (the seed's shape)::
+
+    {"worker_id": "binance-worker-001", "batch_id": "optional idempotency key",
+     "feeds": [{"symbol": "BTC/USD", "price": "67234.56", "volume": "1234.5", "source": "binance",
+                "timestamp": "2025-10-09T12:34:56.123Z",
+                "metadata": {"bid": "67230.00", "ask": "67235.00", "exchange_timestamp": 1728480896123}}]}
+
+Numbers may be JSON strings (recommended) or JSON numbers: the body is parsed
+with every number kept as its exact decimal literal, never a binary float.
+Per-feed problems (a bad price, an unknown source) come back in ``errors``
+by index from the core; only a body that is not a batch at all is a 400.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sanic import Blueprint, HTTPResponse
+
+from gateways.common.app_base import GatewayRequest
+from gateways.common.auth import presented_key, require_privileged
+from gateways.common.errors import ValidationFailed
+from gateways.common.http import json_response, request_id_of
+from perseus.marketdata.v1 import ingest_service_pb2, prices_pb2
+
+MAX_FEEDS = 100
+MAX_TEXT = 256
+STATUS_NAMES = {
+    ingest_service_pb2.INGEST_STATUS_SUCCESS: "success",
+    ingest_service_pb2.INGEST_STATUS_PARTIAL: "partial",
+    ingest_service_pb2.INGEST_STATUS_FAILED: "failed",
+}
+
+blueprint = Blueprint("ingest", url_prefix="/internal/v1")
+
+
+@blueprint.post("/ingest")
+async def ingest(request: GatewayRequest) -> HTTPResponse:
+    ctx = request.app.ctx
+    assert ctx.core is not None and ctx.keys is not None
+    require_privileged(await ctx.keys.authenticate(presented_key(request)))
+    batch = _parse_batch(request.body)
+    reply: ingest_service_pb2.IngestPricesResponse = await ctx.core.unary(
+        ctx.core.ingest.IngestPrices, batch, request_id=request_id_of(request)
+    )
+    return json_response(
+        {
+            "data": {
+                "status": STATUS_NAMES.get(reply.status, "failed"),
+                "ingested": reply.ingested,
+                "failed": reply.failed,
+                "errors": [{"index": e.index, "field": e.field, "reason": e.reason} for e in reply.errors],
+            }
+        }
+    )
+
+
+def _parse_batch(body: bytes) -> ingest_service_pb2.IngestPricesRequest:
+    try:
+        document = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+    except (ValueError, RecursionError):
+        raise ValidationFailed("the body is not valid JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("feeds"), list):
+        raise ValidationFailed("the body must be an object with a `feeds` array", details={"field": "feeds"})
+    feeds = document["feeds"]
+    if not feeds:
+        raise ValidationFailed("`feeds` is empty", details={"field": "feeds"})
+    if len(feeds) > MAX_FEEDS:
+        raise ValidationFailed(f"at most {MAX_FEEDS} feeds per batch (got {len(feeds)})", details={"field": "feeds"})
+    return ingest_service_pb2.IngestPricesRequest(
+        worker_id=_text(document.get("worker_id"), "worker_id"),
+        batch_id=_text(document.get("batch_id"), "batch_id"),
+        feeds=[_feed(item, index) for index, item in enumerate(feeds)],
+    )
+
+
+def _feed(item: Any, index: int) -> prices_pb2.PriceFeed:
+    """Shape only; the values themselves are validated by the core, feed by feed."""
+    if not isinstance(item, dict):
+        raise ValidationFailed(f"feeds[{index}] must be an object", details={"index": index})
+    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    feed = prices_pb2.PriceFeed(
+        symbol=_text(item.get("symbol"), f"feeds[{index}].symbol"),
+        price=_number(item.get("price")),
+        volume=_number(item.get("volume")),
+        source=_text(item.get("source"), f"feeds[{index}].source"),
+    )
+    for name in ("bid", "ask"):
+        value = item.get(name, metadata.get(name))
+        if value is not None:
+            setattr(feed, name, _number(value))
+    _set_time(feed.timestamp, item.get("timestamp"), f"feeds[{index}].timestamp", required=False)
+    exchange_ts = item.get("exchange_timestamp", metadata.get("exchange_timestamp"))
+    _set_time(feed.exchange_timestamp, exchange_ts, f"feeds[{index}].exchange_timestamp", required=False)
+    if not feed.exchange_timestamp.seconds and not feed.exchange_timestamp.nanos:
+        feed.ClearField("exchange_timestamp")
+    if not feed.timestamp.seconds and not feed.timestamp.nanos:
+        feed.ClearField("timestamp")  # the core reports it as required, by index
+    return feed
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise ValidationFailed(f"`{field}` must be a string of at most {MAX_TEXT} characters", details={"field": field})
+    return value
+
+
+def _number(value: Any) -> str:
+    """A decimal string from a JSON string or an exact JSON number; anything else goes to the core as-is."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, str):
+        return value[:MAX_TEXT]
+    return "" if value is None else json.dumps(value)[:MAX_TEXT]
+
+
+def _set_time(target: Timestamp, value: Any, field: str, *, required: bool) -> None:
+    """ISO-8601 (``Z`` or an offset) or epoch milliseconds."""
+    if value is None:
+        if required:
+            raise ValidationFailed(f"`{field}` is required", details={"field": field})
+        return
+    try:
+        if isinstance(value, Decimal):
+            target.FromMilliseconds(int(value))
+        elif isinstance(value, str):
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise ValueError("no time zone")
+            target.FromDatetime(moment)
+        else:
+            raise ValueError(type(value).__name__)
+    except (ValueError, OverflowError) as exc:
+        raise ValidationFailed(
+            f"`{field}` must be an ISO-8601 time with a zone or epoch milliseconds ({exc})", details={"field": field}
+        ) from None

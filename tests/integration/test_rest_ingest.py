@@ -1,0 +1,140 @@
+"""`POST /internal/v1/ingest` through the real REST gateway and core."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.processes import Process, run_cli, running_core, running_gateway
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def env(base_env: dict[str, str]) -> dict[str, str]:
+    assert run_cli(["migrate"], base_env).returncode == 0
+    return base_env
+
+
+def make_key(env: dict[str, str], tier: str) -> str:
+    result = run_cli(["keys", "create", "--tier", tier], env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def rest(env: dict[str, str]) -> Iterator[Process]:
+    with running_core(env) as core:
+        with running_gateway("rest", env, core.addr) as gateway:
+            yield gateway
+
+
+@pytest.fixture(scope="module")
+def admin_key(env: dict[str, str]) -> str:
+    return make_key(env, "internal")
+
+
+def post(rest: Process, body: object | bytes, key: str | None, *, bearer: bool = False) -> httpx.Response:
+    headers = {}
+    if key is not None:
+        headers = {"Authorization": f"Bearer {key}"} if bearer else {"X-API-Key": key}
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    return httpx.post(f"http://{rest.addr}/internal/v1/ingest", headers=headers, timeout=5, **kwargs)
+
+
+def now_iso(offset_s: float = 0) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + offset_s)) + ".123Z"
+
+
+async def test_a_seed_shaped_batch_is_ingested(rest: Process, admin_key: str, database_url: str) -> None:
+    body = {
+        "worker_id": "binance-worker-001",
+        "feeds": [
+            {
+                "symbol": "RST/USD",
+                "price": "67234.56",
+                "volume": "1234.567890",
+                "source": "binance",
+                "timestamp": now_iso(-10),
+                "metadata": {"bid": "67230.00", "ask": "67235.00", "exchange_timestamp": 1728480896123},
+            },
+            {"symbol": "RST-USD", "price": "bad", "volume": "1", "source": "binance", "timestamp": now_iso(-9)},
+        ],
+    }
+    response = post(rest, body, admin_key)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "data": {
+            "status": "partial",
+            "ingested": 1,
+            "failed": 1,
+            "errors": [{"index": 1, "field": "price", "reason": "is not a decimal number (got 'bad')"}],
+        }
+    }
+    assert response.headers["x-request-id"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT symbol, price::text, bid::text, worker_id FROM price_feeds WHERE symbol = 'RST-USD'"
+        )
+    finally:
+        await conn.close()
+    assert tuple(row) == ("RST-USD", "67234.56", "67230.00", "binance-worker-001")
+
+
+async def test_json_numbers_keep_every_digit(rest: Process, admin_key: str, database_url: str) -> None:
+    raw = (
+        b'{"feeds": [{"symbol": "NUM-USD", "price": 0.1000000000000000055511151231257827, "volume": 3,'
+        b' "source": "kraken", "timestamp": "' + now_iso(-5).encode() + b'"}]}'
+    )
+    assert post(rest, raw, admin_key, bearer=True).json()["data"]["ingested"] == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        price = await conn.fetchval("SELECT price::text FROM price_feeds WHERE symbol = 'NUM-USD'")
+    finally:
+        await conn.close()
+    assert price == "0.1000000000000000055511151231257827"
+
+
+def test_keys_are_required_and_must_be_privileged(rest: Process, env: dict[str, str]) -> None:
+    body = {"feeds": [{"symbol": "K-USD", "price": "1", "source": "sim", "timestamp": now_iso()}]}
+    missing = post(rest, body, None)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "UNAUTHORIZED"
+    assert post(rest, body, "pk_pro_" + "x" * 43).status_code == 401
+    free = post(rest, body, make_key(env, "free"))
+    assert free.status_code == 403 and free.json()["error"]["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"not json", 400, "VALIDATION_ERROR"),
+        (b"[1, 2]", 400, "VALIDATION_ERROR"),
+        (b'{"feeds": []}', 400, "VALIDATION_ERROR"),
+        (b'{"feeds": [1]}', 400, "VALIDATION_ERROR"),
+        (
+            b'{"feeds": [{"symbol": "A-B", "price": "1", "source": "sim", "timestamp": "yesterday"}]}',
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (b'{"feeds": [' + b",".join([b'{"symbol": "A-B"}'] * 101) + b"]}", 400, "VALIDATION_ERROR"),
+        (b'{"feeds": "' + b"x" * 2_000_000 + b'"}', 413, "PAYLOAD_TOO_LARGE"),
+    ],
+)
+def test_malformed_and_oversized_bodies(rest: Process, admin_key: str, body: bytes, status: int, code: str) -> None:
+    response = post(rest, body, admin_key)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["request_id"] and "Traceback" not in response.text
+
+
+def test_a_pw_host_core_refuses_ingest_clearly(env: dict[str, str], admin_key: str) -> None:
+    with running_core(env, PERSEUS_MODE="pw-host") as core, running_gateway("rest", env, core.addr) as gateway:
+        body = {"feeds": [{"symbol": "PW-USD", "price": "1", "source": "sim", "timestamp": now_iso()}]}
+        response = post(gateway, body, admin_key)
+    assert response.status_code == 403
+    assert "pw-host" in response.json()["error"]["message"]
