@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test venv gen gen-check lint breaking check unit integration clean
+.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ gen-check: venv
 
 lint: venv
 	$(BIN)/buf lint
-	$(BIN)/ruff check core gateways clients/perseus_sdk tests scripts
+	$(BIN)/ruff check core gateways clients/perseus_sdk tests scripts bench
 
 breaking: venv ## buf breaking against main (skipped when main has no proto/ yet)
 	@if git rev-parse -q --verify main:proto >/dev/null; then \
@@ -37,6 +37,9 @@ check: gen-check lint breaking
 
 test: check ## the whole suite: unit and integration tests in parallel
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+
+bench-ingest: venv ## ingestion feeds/s and per-batch latency through gRPC and REST
+	$(BIN)/python -m bench.ingest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

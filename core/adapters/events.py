@@ -5,14 +5,15 @@ goes through :class:`EventPublisher`, which runs one Lua script per event on
 the stream's shard (all three keys share the pair's hash tag):
 
 1. ``INCR`` the stream's sequence counter: ``seq`` grows by one per stream,
-   across every core instance, because it is assigned in Redis;
+   across every core instance, because it is assigned in Redis (``INCRBY`` for the
+   events of one stream in one call);
 2. ``XADD`` the event to the stream's capped history (``MAXLEN ~``) under the
    id ``<seq>-0``, so a resume reads exactly the events after a given seq;
 3. ``SPUBLISH`` ``<seq>:<payload>`` on the stream's sharded channel.
 
 The payload is the serialized ``StreamEvent`` protobuf without its seq; the
 subscriber side adds the seq it received. Events of one call are sent in one
-pipeline.
+pipeline, with one script call per stream.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ from core.domain.channels import Channel
 
 HISTORY_MAXLEN = 10_000
 
+# KEYS: sequence, history, channel of one stream. ARGV: history maxlen, then the payloads in order.
 _PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'p', ARGV[1])
-redis.call('SPUBLISH', KEYS[3], seq .. ':' .. ARGV[1])
+local count = #ARGV - 1
+local seq = redis.call('INCRBY', KEYS[1], count) - count
+for i = 2, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'p', ARGV[i])
+  redis.call('SPUBLISH', KEYS[3], seq .. ':' .. ARGV[i])
+end
 return seq
 """
 
@@ -48,16 +54,21 @@ class EventPublisher:
         self._maxlen = history_maxlen
         self._script = redis.register_script(_PUBLISH)
 
-    async def publish(self, events: Sequence[Event]) -> list[int]:
-        """Publish ``events`` in order; returns the seq each one got."""
-        if not events:
-            return []
+    async def publish(self, events: Sequence[Event]) -> dict[Channel, int]:
+        """Publish ``events`` (in order within each stream, one script call per stream);
+        returns the last seq each stream got."""
+        by_channel: dict[Channel, list[bytes]] = {}
+        for event in events:
+            by_channel.setdefault(event.channel, []).append(event.payload)
+        if not by_channel:
+            return {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
+            for channel, payloads in by_channel.items():
                 keys = [
-                    self._keys.stream_sequence(event.channel),
-                    self._keys.stream_history(event.channel),
-                    self._keys.stream_channel(event.channel),
+                    self._keys.stream_sequence(channel),
+                    self._keys.stream_history(channel),
+                    self._keys.stream_channel(channel),
                 ]
-                await self._script(keys=keys, args=[event.payload, self._maxlen], client=pipe)
-            return [int(seq) for seq in await pipe.execute()]
+                await self._script(keys=keys, args=[self._maxlen, *payloads], client=pipe)
+            last = await pipe.execute()
+        return {channel: int(seq) for channel, seq in zip(by_channel, last, strict=True)}

@@ -41,20 +41,28 @@ class PriceCache:
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
 
     async def update(self, ticks: Sequence[Tick]) -> None:
-        """Record each tick as the latest of its (symbol, source) unless a newer one is there."""
-        if not ticks:
+        """Record the newest tick of each (symbol, source) unless Redis already has a newer one."""
+        newest: dict[tuple[str, str], Tick] = {}
+        for tick in ticks:
+            known = newest.get((tick.symbol, tick.source))
+            if known is None or tick.ts_ms >= known.ts_ms:
+                newest[(tick.symbol, tick.source)] = tick
+        if not newest:
             return
+        sources: dict[str, dict[str, int]] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for tick in ticks:
+            for tick in newest.values():
                 fields = ["price", decimal_str(tick.price), "volume", decimal_str(tick.volume)]
                 await self._set_if_newer(
                     keys=[self._keys.latest_price(tick.source, tick.symbol)],
                     args=[tick.ts_ms, self._ttl_ms, *fields],
                     client=pipe,
                 )
-                sources = self._keys.price_sources(tick.symbol)
-                pipe.zadd(sources, {tick.source: tick.ts_ms}, gt=True)
-                pipe.pexpire(sources, SOURCES_TTL_MS)
+                sources.setdefault(tick.symbol, {})[tick.source] = tick.ts_ms
+            for symbol, seen in sources.items():
+                key = self._keys.price_sources(symbol)
+                pipe.zadd(key, seen, gt=True)  # type: ignore[arg-type]
+                pipe.pexpire(key, SOURCES_TTL_MS)
             await pipe.execute()
 
     async def latest(self, symbol: str) -> list[LatestPrice]:

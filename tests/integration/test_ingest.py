@@ -74,19 +74,19 @@ async def _rows(database_url: str, query: str, *args: object) -> list[asyncpg.Re
 async def test_a_good_batch_is_stored_with_every_digit(ingest: pb_grpc.IngestServiceStub, database_url: str) -> None:
     ts = int(time.time() * 1000) - 5_000
     feeds = [
-        feed("ETH/USD", "2678.900000000000000001", volume="0.000000000000000001", ts_ms=ts),
-        feed("eth-usd", "2679.10", source="kraken", ts_ms=ts, bid="2679.00", ask="2679.20"),
+        feed("ETHX/USD", "2678.900000000000000001", volume="0.000000000000000001", ts_ms=ts),
+        feed("ethx-usd", "2679.10", source="kraken", ts_ms=ts, bid="2679.00", ask="2679.20"),
     ]
     reply = ingest.IngestPrices(pb.IngestPricesRequest(feeds=feeds, worker_id="w1", batch_id="b1"), timeout=5)
     assert (reply.status, reply.ingested, reply.failed) == (pb.INGEST_STATUS_SUCCESS, 2, 0)
     rows = await _rows(
         database_url,
         "SELECT symbol, source, price::text, volume::text, bid::text FROM price_feeds"
-        " WHERE symbol = 'ETH-USD' ORDER BY source",
+        " WHERE symbol = 'ETHX-USD' ORDER BY source",
     )
     assert [tuple(r) for r in rows] == [
-        ("ETH-USD", "coinbase", "2678.900000000000000001", "0.000000000000000001", None),
-        ("ETH-USD", "kraken", "2679.10", "1.5", "2679.00"),
+        ("ETHX-USD", "coinbase", "2678.900000000000000001", "0.000000000000000001", None),
+        ("ETHX-USD", "kraken", "2679.10", "1.5", "2679.00"),
     ]
 
 
@@ -95,16 +95,16 @@ async def test_bad_feeds_are_reported_by_index_and_the_good_ones_stored(
 ) -> None:
     now = int(time.time() * 1000)
     feeds = [
-        feed("SOL-USD", "abc"),
-        feed("SOL-USD", "-1"),
-        feed("SOL-USD", "NaN"),
-        feed("SOL-USD", "Infinity"),
-        feed("SOL-USD", "150.25", ts_ms=now - 1000),  # the good one, index 4
-        feed("SOL-USD", "150", ts_ms=now + 3_600_000),
-        feed("SOL-USD", "150", source="nyse"),
-        feed("SOL_USD!", "150"),
-        feed("SOL-USD", "150.25", ts_ms=now - 1000),  # duplicate of 4
-        feed("SOL-USD", "150", volume="-3"),
+        feed("SOLX-USD", "abc"),
+        feed("SOLX-USD", "-1"),
+        feed("SOLX-USD", "NaN"),
+        feed("SOLX-USD", "Infinity"),
+        feed("SOLX-USD", "150.25", ts_ms=now - 1000),  # the good one, index 4
+        feed("SOLX-USD", "150", ts_ms=now + 3_600_000),
+        feed("SOLX-USD", "150", source="nyse"),
+        feed("SOLX_USD!", "150"),
+        feed("SOLX-USD", "150.25", ts_ms=now - 1000),  # duplicate of 4
+        feed("SOLX-USD", "150", volume="-3"),
     ]
     reply = ingest.IngestPrices(pb.IngestPricesRequest(feeds=feeds), timeout=5)
     assert (reply.status, reply.ingested, reply.failed) == (pb.INGEST_STATUS_PARTIAL, 1, 9)
@@ -120,7 +120,7 @@ async def test_bad_feeds_are_reported_by_index_and_the_good_ones_stored(
         (9, "volume"),
     ]
     assert all(e.reason for e in reply.errors)
-    rows = await _rows(database_url, "SELECT price::text FROM price_feeds WHERE symbol='SOL-USD'")
+    rows = await _rows(database_url, "SELECT price::text FROM price_feeds WHERE symbol='SOLX-USD'")
     assert [r[0] for r in rows] == ["150.25"]
 
 
@@ -128,17 +128,17 @@ async def test_a_retried_batch_is_stored_once_and_published_once(
     ingest: pb_grpc.IngestServiceStub, database_url: str, rds: redis.Redis, keys: RedisKeys
 ) -> None:
     ts = int(time.time() * 1000) - 2_000
-    request = pb.IngestPricesRequest(feeds=[feed("ADA-USD", "0.35", ts_ms=ts), feed("ADA-USD", "0.36", ts_ms=ts + 1)])
+    request = pb.IngestPricesRequest(feeds=[feed("ADAX-USD", "0.35", ts_ms=ts), feed("ADAX-USD", "0.36", ts_ms=ts + 1)])
     first = ingest.IngestPrices(request, timeout=5)
     again = ingest.IngestPrices(request, timeout=5)
     assert first.ingested == again.ingested == 2
-    rows = await _rows(database_url, "SELECT count(*) FROM price_feeds WHERE symbol='ADA-USD'")
+    rows = await _rows(database_url, "SELECT count(*) FROM price_feeds WHERE symbol='ADAX-USD'")
     assert rows[0][0] == 2
-    channel = Channel(ChannelFamily.PRICES, "coinbase", "ADA-USD", None)
+    channel = Channel(ChannelFamily.PRICES, "coinbase", "ADAX-USD", None)
     history = rds.xrange(keys.stream_history(channel))
     assert [entry_id for entry_id, _ in history] == [b"1-0", b"2-0"]
     event = stream_service_pb2.StreamEvent.FromString(history[1][1][b"p"])
-    assert event.channel == "prices:coinbase:ADA-USD"
+    assert event.channel == "prices:coinbase:ADAX-USD"
     assert event.price_update.price == "0.36"
 
 
