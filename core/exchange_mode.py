@@ -72,7 +72,7 @@ def build_writers(
                 build_from_trades=name not in CANDLES_FROM_VENUE,
                 writer_id=settings.instance_id,
             )
-            return Feed(pipeline, start_venue(pipeline.deliver))
+            return Feed(pipeline, start_venue(pipeline.deliver), settings.venues[name].symbols)
 
         heartbeat_key = keys.exchange_heartbeat(name)
 

@@ -19,6 +19,7 @@ from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
 from core.domain.candles import Candle
 from core.domain.errors import Unavailable
+from core.domain.symbols import split_symbol
 from core.domain.timeframes import TIMEFRAMES, Timeframe
 
 WINDOW_SIZE = 1_000
@@ -97,6 +98,23 @@ class CandleStore:
             for key, pairs in by_window.items():
                 await self._window_add(keys=[key], args=[self._window_size, *pairs], client=pipe)
             await pipe.execute()
+
+    async def register_symbols(self, exchange_id: int, symbols: Sequence[str]) -> None:
+        """Record the symbols an exchange's feed carries (idempotent), for ListSymbols."""
+        pairs = [split_symbol(symbol) for symbol in symbols]
+        try:
+            await self._pool.execute(
+                "INSERT INTO symbols (exchange_id, symbol, base, quote)"
+                " SELECT $1, s.base || '-' || s.quote, s.base, s.quote"
+                " FROM unnest($2::text[], $3::text[]) AS s(base, quote)"
+                " ON CONFLICT (exchange_id, symbol) DO NOTHING",
+                exchange_id,
+                [base for base, _ in pairs],
+                [quote for _, quote in pairs],
+                timeout=STATEMENT_TIMEOUT_S,
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; symbols not registered") from exc
 
     async def last_closed(self, exchange_id: int, symbol: str) -> dict[Timeframe, tuple[int, Decimal]]:
         """Open time (ms) and close of the newest stored candle per timeframe, to resume building."""

@@ -8,7 +8,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from core.adapters.redis_keys import RedisKeys
-from core.domain.models import Exchange
+from core.domain.errors import NotFound
+from core.domain.models import Exchange, Symbol
 
 
 class PgExchangeSource:
@@ -30,6 +31,19 @@ class PgExchangeSource:
             )
             for row, beat in zip(rows, beats, strict=True)
         ]
+
+    async def list_symbols(self, exchange: str) -> list[Symbol]:
+        """Symbols of one exchange (``exchange`` given) or of all; an unknown exchange is NotFound."""
+        name = exchange.strip().lower()
+        rows = await self._pool.fetch(
+            "SELECT s.id, s.exchange_id, e.name AS exchange, s.symbol, s.base, s.quote, s.active"
+            " FROM symbols s JOIN exchanges e ON e.id = s.exchange_id"
+            " WHERE $1 = '' OR e.name = $1 ORDER BY e.name, s.symbol",
+            name,
+        )
+        if not rows and name and not await self._pool.fetchval("SELECT 1 FROM exchanges WHERE name = $1", name):
+            raise NotFound(f"unknown exchange {exchange!r}")
+        return [Symbol(**dict(row)) for row in rows]
 
 
 def _parse_heartbeat(value: bytes | None) -> datetime | None:

@@ -20,6 +20,17 @@ class Exchange:
 
 
 @dataclass(frozen=True, slots=True)
+class Symbol:
+    id: int
+    exchange_id: int
+    exchange: str
+    symbol: str
+    base: str
+    quote: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DependencyHealth:
     name: str
     up: bool

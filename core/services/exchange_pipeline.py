@@ -79,6 +79,11 @@ class ExchangePipeline:
                 builder.resume(tf, open_time, close)
         return builder
 
+    async def start(self, symbols: Sequence[str]) -> None:
+        """Before the feed runs: register its symbols (the exchange's symbol list comes from what it carries)."""
+        self._check_lease()
+        await self._candles.register_symbols(self._exchange_id, symbols)
+
     async def deliver(self, events: Sequence[MarketEvent]) -> None:
         """The venue's sink: like :meth:`on_events`, but a storage failure is logged, not raised
         (the venue keeps reading); only a lost lease goes up."""

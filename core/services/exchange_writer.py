@@ -33,6 +33,7 @@ class Feed:
 
     pipeline: ExchangePipeline
     run_venue: Callable[[], Awaitable[None]]
+    symbols: tuple[str, ...]
 
 
 class ExchangeWriter:
@@ -75,6 +76,7 @@ class ExchangeWriter:
         logger.info("%s: this instance is the writer (term %d)", self.exchange, self.terms)
         feed = self._make_feed()
         try:
+            await feed.pipeline.start(feed.symbols)
             async with asyncio.TaskGroup() as group:
                 group.create_task(feed.run_venue())
                 group.create_task(self._clock(feed.pipeline))
