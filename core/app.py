@@ -21,12 +21,14 @@ from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.postgres import create_pool
 from core.adapters.price_cache import PriceCache
+from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.services.ingestion import Ingestion
+from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService
 from core.settings import Mode, Settings, StartupError
@@ -88,6 +90,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 exchange_names=settings.exchanges,
                 exchanges=exchanges,
                 status=status,
+                price_queries=PriceQueries(
+                    PriceCache(redis, keys), PgPriceHistory(pool, sources=exchange_ids), clock_ms=clock_ms
+                ),
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.adapters.apikeys import ApiKeyRecord, KeyTier
-from core.domain.models import DependencyHealth, Exchange
-from core.domain.prices import RawFeed
+from core.adapters.event_codec import TIMEFRAME_TO_PB
+from core.domain.consensus import Consensus
+from core.domain.errors import InvalidArgument
+from core.domain.models import DependencyHealth, Exchange, Symbol
+from core.domain.prices import RawFeed, decimal_str
+from core.domain.timeframes import TIMEFRAMES, Timeframe
 from core.services.ingestion import IngestResult
+from core.services.price_queries import LatestQuote, PriceBucket
 from core.settings import Mode
 from perseus.marketdata.v1 import (
     common_pb2,
@@ -52,6 +58,18 @@ def exchange_to_pb(exchange: Exchange) -> market_pb2.Exchange:
     )
 
 
+def symbol_to_pb(symbol: Symbol) -> market_pb2.Symbol:
+    return market_pb2.Symbol(
+        id=symbol.id,
+        exchange_id=symbol.exchange_id,
+        exchange=symbol.exchange,
+        symbol=symbol.symbol,
+        base=symbol.base,
+        quote=symbol.quote,
+        active=symbol.active,
+    )
+
+
 def dependency_to_pb(dep: DependencyHealth) -> market_data_service_pb2.DependencyStatus:
     return market_data_service_pb2.DependencyStatus(
         name=dep.name,
@@ -74,7 +92,7 @@ def api_key_to_pb(record: ApiKeyRecord) -> key_service_pb2.ApiKey:
     )
 
 
-def timestamp_ms(message: prices_pb2.PriceFeed, field: str) -> int | None:
+def timestamp_ms(message: Message, field: str) -> int | None:
     if not message.HasField(field):
         return None
     value: Timestamp = getattr(message, field)
@@ -106,4 +124,58 @@ def ingest_result_to_pb(result: IngestResult) -> ingest_service_pb2.IngestPrices
         ingested=result.ingested,
         failed=result.failed,
         errors=[ingest_service_pb2.FeedError(index=e.index, field=e.field, reason=e.reason) for e in result.errors],
+    )
+
+
+TIMEFRAME_FROM_PB = {number: timeframe for timeframe, number in TIMEFRAME_TO_PB.items()}
+
+
+def timeframe_from_pb(value: int, *, field: str) -> Timeframe | None:
+    """The timeframe of an enum number; None for TIMEFRAME_UNSPECIFIED (the caller's default)."""
+    if value == common_pb2.TIMEFRAME_UNSPECIFIED:
+        return None
+    if value not in TIMEFRAME_FROM_PB:
+        raise InvalidArgument(f"unknown {field} {value}; expected one of {', '.join(TIMEFRAMES)}")
+    return TIMEFRAME_FROM_PB[value]
+
+
+def timestamp_from_ms(ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def latest_price_to_pb(quote: LatestQuote) -> prices_pb2.LatestPrice:
+    return prices_pb2.LatestPrice(
+        symbol=quote.symbol,
+        price=decimal_str(quote.price),
+        volume=decimal_str(quote.volume),
+        source=quote.source,
+        timestamp=timestamp_from_ms(quote.ts_ms),
+        staleness_ms=quote.staleness_ms,
+    )
+
+
+def price_bucket_to_pb(bucket: PriceBucket) -> prices_pb2.PriceBucket:
+    return prices_pb2.PriceBucket(
+        timestamp=timestamp_from_ms(bucket.open_ms),
+        open=decimal_str(bucket.open),
+        high=decimal_str(bucket.high),
+        low=decimal_str(bucket.low),
+        close=decimal_str(bucket.close),
+        volume=decimal_str(bucket.volume),
+        num_feeds=bucket.num_feeds,
+    )
+
+
+def consensus_to_pb(consensus: Consensus) -> prices_pb2.ConsensusPrice:
+    return prices_pb2.ConsensusPrice(
+        symbol=consensus.symbol,
+        price=decimal_str(consensus.price),
+        median=decimal_str(consensus.median),
+        mean=decimal_str(consensus.mean),
+        std_dev=decimal_str(consensus.std_dev),
+        num_sources=len(consensus.sources),
+        sources=consensus.sources,
+        timestamp=timestamp_from_ms(consensus.ts_ms),
     )

@@ -13,10 +13,11 @@ import grpc
 from grpc import aio
 
 from core.adapters.apikeys import ApiKeyRecord
-from core.domain.models import Exchange
+from core.domain.models import Exchange, Symbol
 from core.rpc import convert
 from core.rpc.status import translates_errors
 from core.services.ingestion import Ingestion
+from core.services.price_queries import PriceQueries
 from core.services.status import StatusService
 from core.settings import Mode
 from perseus.marketdata.v1 import (
@@ -34,6 +35,8 @@ Context = aio.ServicerContext[Any, Any]
 class ExchangeSource(Protocol):
     async def list_exchanges(self) -> list[Exchange]: ...
 
+    async def list_symbols(self, exchange: str) -> list[Symbol]: ...
+
 
 class KeyAuthenticator(Protocol):
     async def __call__(self, key: str) -> ApiKeyRecord | None: ...
@@ -48,12 +51,14 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         exchange_names: Sequence[str],
         exchanges: ExchangeSource,
         status: StatusService,
+        price_queries: PriceQueries,
     ) -> None:
         self._mode = mode
         self._version = version
         self._exchange_names = list(exchange_names)
         self._exchanges = exchanges
         self._status = status
+        self._price_queries = price_queries
 
     @translates_errors
     async def ListExchanges(
@@ -61,6 +66,37 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     ) -> md_pb2.ListExchangesResponse:
         exchanges = await self._exchanges.list_exchanges()
         return md_pb2.ListExchangesResponse(exchanges=[convert.exchange_to_pb(e) for e in exchanges])
+
+    @translates_errors
+    async def GetLatestPrices(
+        self, request: md_pb2.GetLatestPricesRequest, context: Context
+    ) -> md_pb2.GetLatestPricesResponse:
+        quotes = await self._price_queries.latest(list(request.symbols))
+        return md_pb2.GetLatestPricesResponse(prices=[convert.latest_price_to_pb(q) for q in quotes])
+
+    @translates_errors
+    async def GetPriceRange(
+        self, request: md_pb2.GetPriceRangeRequest, context: Context
+    ) -> md_pb2.GetPriceRangeResponse:
+        buckets = await self._price_queries.price_range(
+            request.symbol,
+            start_ms=convert.timestamp_ms(request, "start_time"),
+            end_ms=convert.timestamp_ms(request, "end_time"),
+            interval=convert.timeframe_from_pb(request.interval, field="interval"),
+            source=request.source,
+            limit=request.limit,
+        )
+        return md_pb2.GetPriceRangeResponse(buckets=[convert.price_bucket_to_pb(b) for b in buckets])
+
+    @translates_errors
+    async def GetConsensus(self, request: md_pb2.GetConsensusRequest, context: Context) -> md_pb2.GetConsensusResponse:
+        prices = await self._price_queries.consensus(list(request.symbols), at_ms=convert.timestamp_ms(request, "time"))
+        return md_pb2.GetConsensusResponse(prices=[convert.consensus_to_pb(c) for c in prices])
+
+    @translates_errors
+    async def ListSymbols(self, request: md_pb2.ListSymbolsRequest, context: Context) -> md_pb2.ListSymbolsResponse:
+        symbols = await self._exchanges.list_symbols(request.exchange)
+        return md_pb2.ListSymbolsResponse(symbols=[convert.symbol_to_pb(s) for s in symbols])
 
     async def GetStatus(self, request: md_pb2.GetStatusRequest, context: Context) -> md_pb2.GetStatusResponse:
         dependencies = await self._status.check()

@@ -83,7 +83,14 @@ def test_standby_takes_over_and_a_paused_leader_stops_writing(
 
         with grpc.insecure_channel(b.addr) as channel:  # any instance reports the exchange online
             reply = md_grpc.MarketDataServiceStub(channel).ListExchanges(md_pb2.ListExchangesRequest(), timeout=2)
+            symbols = md_grpc.MarketDataServiceStub(channel).ListSymbols(md_pb2.ListSymbolsRequest(exchange="sim"))
+            with pytest.raises(grpc.RpcError) as unknown:
+                md_grpc.MarketDataServiceStub(channel).ListSymbols(md_pb2.ListSymbolsRequest(exchange="nyse"))
         assert {e.name: e.status for e in reply.exchanges}["sim"] == market_pb2.EXCHANGE_STATUS_ONLINE
+        assert [(s.exchange, s.symbol, s.base, s.quote) for s in symbols.symbols] == [
+            ("sim", "LEAD-USD", "LEAD", "USD")
+        ]
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
         os.kill(a.pid, signal.SIGKILL)
         took = eventually(lambda: holder() == "b", TAKEOVER_LIMIT_S)
