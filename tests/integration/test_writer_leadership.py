@@ -19,7 +19,7 @@ from tests.support.processes import Process, free_port, grpc_serving, run_cli, s
 
 pytestmark = pytest.mark.integration
 
-LEASE_MS = 2_000
+LEASE_MS = 3_000
 TAKEOVER_LIMIT_S = 10.0
 
 
