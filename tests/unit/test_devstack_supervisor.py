@@ -115,7 +115,7 @@ def test_a_child_failing_at_startup_stops_everything_with_one_line(start_up: Sta
     assert up.exit_code() == 2
     assert "perseus up: core exited with code 2 during startup" in up.stderr()
     assert "Ctrl-C to stop" not in up.stdout()
-    assert len(up.child_pids()) == 3
+    assert up.child_pids()  # however many had started when core failed (a race by nature)
     assert still_alive(up.child_pids()) == []
 
 
