@@ -87,9 +87,8 @@ def test_standby_takes_over_and_a_paused_leader_stops_writing(
             with pytest.raises(grpc.RpcError) as unknown:
                 md_grpc.MarketDataServiceStub(channel).ListSymbols(md_pb2.ListSymbolsRequest(exchange="nyse"))
         assert {e.name: e.status for e in reply.exchanges}["sim"] == market_pb2.EXCHANGE_STATUS_ONLINE
-        assert [(s.exchange, s.symbol, s.base, s.quote) for s in symbols.symbols] == [
-            ("sim", "LEAD-USD", "LEAD", "USD")
-        ]
+        listed = [(s.exchange, s.symbol, s.base, s.quote) for s in symbols.symbols]
+        assert ("sim", "LEAD-USD", "LEAD", "USD") in listed  # the database is shared by this worker's tests
         assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
         os.kill(a.pid, signal.SIGKILL)
