@@ -2,9 +2,10 @@
 
 At most one exchange-mode instance writes for an exchange. Each instance
 loops: try to acquire the lease; while it holds it, run the venue feed and
-the candle clock, renew the lease every third of its TTL and refresh the
-exchange's heartbeat; the moment a renewal fails (or the local lease runs
-out, e.g. after a pause), cancel the feed and go back to standby. A standby
+the candle clock, renew the lease every third of its TTL and, while the venue
+is connected, refresh the exchange's heartbeat (what makes it "online"); the
+moment a renewal fails (or the local lease runs out, e.g. after a pause),
+cancel the feed and go back to standby. A standby
 polls every ``poll_s``, so it takes over within TTL + poll after a leader dies.
 """
 
@@ -34,6 +35,7 @@ class Feed:
     pipeline: ExchangePipeline
     run_venue: Callable[[], Awaitable[None]]
     symbols: tuple[str, ...]
+    connected: Callable[[], bool]  # the venue's connection is up: only then is the exchange online
 
 
 class ExchangeWriter:
@@ -80,7 +82,7 @@ class ExchangeWriter:
             async with asyncio.TaskGroup() as group:
                 group.create_task(feed.run_venue())
                 group.create_task(self._clock(feed.pipeline))
-                group.create_task(self._keep_lease())
+                group.create_task(self._keep_lease(feed))
         except* LeaseLost:
             logger.warning("%s: writer lease lost; standing by", self.exchange)
         finally:
@@ -88,13 +90,13 @@ class ExchangeWriter:
             if self._lock.held():
                 await _quietly(self._lock.release())
 
-    async def _keep_lease(self) -> None:
+    async def _keep_lease(self, feed: Feed) -> None:
         interval = self._lock.ttl_ms / 3000
         while True:
             await asyncio.sleep(interval)
             try:
                 renewed = await self._lock.renew()
-                if renewed:
+                if renewed and feed.connected():
                     await self._heartbeat()
             except (OSError, aioredis.RedisError) as exc:
                 logger.warning("%s: lease renewal failed: %s", self.exchange, exc)

@@ -14,8 +14,8 @@ source: Binance's ``web-socket-streams.md`` (binance/binance-spot-api-docs).
 - **Symbols.** Canonical ``BASE-QUOTE`` becomes ``basequote`` in stream names
   (``BTC-USDT`` -> ``btcusdt``). Binance symbols carry no separator, so a frame's
   ``s`` is mapped back only through the subscribed set, never guessed. Data for
-  a symbol or an event type we did not subscribe to is a non-fatal
-  :class:`VenueError` (the runner logs it and skips the frame).
+  a symbol, event type or kline interval we did not subscribe to is skipped
+  (logged at DEBUG), as the other venues do.
 - **Limits.** One connection carries at most 1024 streams (two per symbol here,
   so 512 symbols; more raise ``ValueError``) and accepts 5 incoming messages per
   second, which URL subscription never approaches.
@@ -23,7 +23,8 @@ source: Binance's ``web-socket-streams.md`` (binance/binance-spot-api-docs).
   websockets client answers it) and closes every connection after 24 h; it may
   announce a shutdown with a ``serverShutdown`` event, read here as a fatal
   error so that the runner reconnects at once. The runner reconnects after the
-  24 h disconnect as after any other.
+  24 h disconnect as after any other. With no application heartbeat, the idle
+  timeout (``IDLE_TIMEOUT_S``) is long; the runner's pings catch dead sockets.
 - **Gaps.** Binance streams carry no sequence across messages or symbols, so a
   lost frame cannot be seen in general. Per symbol, though, the trade id ``t``
   increases by exactly 1, so a jump is reported as a :class:`SequenceGap`
@@ -57,9 +58,10 @@ KLINE_INTERVAL = "1m"
 TRADE_EVENT = "trade"
 KLINE_EVENT = "kline"
 SERVER_SHUTDOWN_EVENT = "serverShutdown"
-# Binance pings every 20 s and drops a peer that has not answered within a minute;
-# a minute without any frame means the connection is gone (quiet symbols may send no data for a while).
-IDLE_TIMEOUT_S = 60.0
+# Binance sends no application heartbeat (its pings are protocol-level and are not frames). Kline streams are
+# documented to update every 2 s, so 90 s without a frame means the feed stalled (at worst, a very quiet symbol
+# set costs one reconnect); a dead TCP connection is caught sooner by the runner's own protocol pings.
+IDLE_TIMEOUT_S = 90.0
 
 
 def binance_symbol(symbol: str) -> str:
@@ -79,7 +81,8 @@ def _loads(frame: str | bytes) -> Any:
         raise VenueError(f"unreadable binance frame: {exc}") from exc
 
 
-def _decimal(payload: Mapping[str, Any], key: str) -> Decimal:
+def _decimal(payload: Mapping[str, Any], key: str, *, positive: bool = True) -> Decimal:
+    """A decimal string (a JSON number is read exactly too): positive, or non-negative for volumes."""
     raw = payload.get(key)
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise VenueError(f"binance field {key!r} is not a decimal string: {raw!r}")
@@ -87,8 +90,8 @@ def _decimal(payload: Mapping[str, Any], key: str) -> Decimal:
         value = Decimal(raw)
     except InvalidOperation as exc:
         raise VenueError(f"binance field {key!r} is not a decimal: {raw!r}") from exc
-    if not value.is_finite() or value < 0:
-        raise VenueError(f"binance field {key!r} is not a finite non-negative decimal: {raw!r}")
+    if not value.is_finite() or value < 0 or (positive and value == 0):
+        raise VenueError(f"binance field {key!r} is out of range: {raw!r}")
     return value
 
 
@@ -110,7 +113,9 @@ class BinanceProtocol:
 
     name = EXCHANGE
 
-    def __init__(self, symbols: Sequence[str], *, url: str = DEFAULT_BASE) -> None:
+    def __init__(
+        self, symbols: Sequence[str], *, url: str = DEFAULT_BASE, idle_timeout_s: float = IDLE_TIMEOUT_S
+    ) -> None:
         canonical = list(dict.fromkeys(canonical_symbol(symbol) for symbol in symbols))
         if not canonical:
             raise ValueError("BinanceProtocol needs at least one symbol")
@@ -126,6 +131,7 @@ class BinanceProtocol:
                 raise ValueError(f"{symbol} and {self._by_venue[venue]} are both {venue} on Binance")
             self._by_venue[venue] = symbol
         self._base = url.rstrip("/")
+        self._idle_timeout_s = idle_timeout_s
         self._last_trade_id: dict[str, int] = {}
 
     @property
@@ -148,7 +154,7 @@ class BinanceProtocol:
 
     @property
     def idle_timeout_s(self) -> float:
-        return IDLE_TIMEOUT_S
+        return self._idle_timeout_s
 
     def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
         message = _loads(frame)
@@ -171,23 +177,21 @@ class BinanceProtocol:
 
     def _events(self, payload: dict[str, Any]) -> list[MarketEvent]:
         event_type = payload.get("e")
-        if event_type == TRADE_EVENT:
-            return self._trade(payload)
-        if event_type == KLINE_EVENT:
-            return [self._kline(payload)]
         if event_type == SERVER_SHUTDOWN_EVENT:
             raise VenueError("binance announced a server shutdown", fatal=True)
-        raise VenueError(f"binance event type {event_type!r} was not subscribed")
-
-    def _symbol(self, payload: Mapping[str, Any]) -> str:
+        if event_type not in (TRADE_EVENT, KLINE_EVENT):
+            logger.debug("binance: skipping an event of type %r", event_type)
+            return []
         venue = payload.get("s")
         symbol = self._by_venue.get(venue) if isinstance(venue, str) else None
         if symbol is None:
-            raise VenueError(f"binance symbol {venue!r} was not subscribed")
-        return symbol
+            logger.debug("binance: skipping a %s event of unsubscribed symbol %r", event_type, venue)
+            return []
+        if event_type == TRADE_EVENT:
+            return self._trade(symbol, payload)
+        return self._kline(symbol, payload)
 
-    def _trade(self, payload: Mapping[str, Any]) -> list[MarketEvent]:
-        symbol = self._symbol(payload)
+    def _trade(self, symbol: str, payload: Mapping[str, Any]) -> list[MarketEvent]:
         trade_id = _integer(payload, "t")
         trade = Trade(
             exchange=EXCHANGE,
@@ -208,17 +212,17 @@ class BinanceProtocol:
         events.append(trade)
         return events
 
-    def _kline(self, payload: Mapping[str, Any]) -> ExchangeCandle:
-        symbol = self._symbol(payload)
+    def _kline(self, symbol: str, payload: Mapping[str, Any]) -> list[MarketEvent]:
         kline = payload.get("k")
         if not isinstance(kline, dict):
             raise VenueError(f"binance kline event without a 'k' object: {kline!r}")
         if kline.get("i") != KLINE_INTERVAL:
-            raise VenueError(f"binance kline interval {kline.get('i')!r} was not subscribed")
+            logger.debug("binance: skipping a %r kline of %s", kline.get("i"), symbol)
+            return []
         closed = kline.get("x")
         if not isinstance(closed, bool):
             raise VenueError(f"binance kline closed flag 'x' is not a boolean: {closed!r}")
-        return ExchangeCandle(
+        candle = ExchangeCandle(
             exchange=EXCHANGE,
             symbol=symbol,
             open_time_ms=_integer(kline, "t"),
@@ -226,6 +230,7 @@ class BinanceProtocol:
             high=_decimal(kline, "h"),
             low=_decimal(kline, "l"),
             close=_decimal(kline, "c"),
-            volume=_decimal(kline, "v"),
+            volume=_decimal(kline, "v", positive=False),
             closed=closed,
         )
+        return [candle]

@@ -9,13 +9,16 @@ trade, ohlc, heartbeat, status).
   ``interval: 1``. Kraken acknowledges each symbol separately with
   ``{"method": "subscribe", "success": ..., "result" | "error": ...}``; a refusal
   (``success: false``) is a fatal :class:`VenueError`, so the runner reconnects
-  and subscribes again.
+  and subscribes again (with backoff: a pair Kraken does not list keeps being
+  refused, so configured symbols must be ones Kraken trades).
 - **Numbers.** v2 sends prices and quantities as JSON numbers. They are parsed
   with ``parse_float=Decimal`` straight from the frame's text, so
-  ``27000.12345678`` is ``Decimal("27000.12345678")``, never a binary float.
+  ``27000.12345678`` is ``Decimal("27000.12345678")``, never a binary float
+  (integers are exact Python ints already; ``NaN``/``Infinity`` are refused).
 - **Symbols.** Canonical ``BTC-USD`` is ``BTC/USD`` on Kraken; frames are mapped
-  back through the subscribed set. Data for a symbol or channel we did not
-  subscribe to is a non-fatal :class:`VenueError` (logged, frame skipped).
+  back through the subscribed set. Entries for a symbol, channel or ohlc
+  interval we did not subscribe to are skipped (logged at DEBUG), as the other
+  venues do.
 - **Timestamps.** RFC 3339 with micro- or nanoseconds, read as UTC epoch
   milliseconds (sub-millisecond digits are truncated).
 - **Candles.** An ohlc snapshot or update carries the running candle of its
@@ -79,13 +82,14 @@ def _loads(frame: str | bytes) -> Any:
         raise VenueError(f"unreadable kraken frame: {exc}") from exc
 
 
-def _decimal(entry: Mapping[str, Any], key: str) -> Decimal:
+def _decimal(entry: Mapping[str, Any], key: str, *, positive: bool = True) -> Decimal:
+    """A JSON number read exactly (``parse_float=Decimal``): positive, or non-negative for volumes."""
     raw = entry.get(key)
     if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
         raise VenueError(f"kraken field {key!r} is not a number: {raw!r}")
     value = Decimal(raw)
-    if value < 0:
-        raise VenueError(f"kraken field {key!r} is negative: {raw!r}")
+    if value < 0 or (positive and value == 0):
+        raise VenueError(f"kraken field {key!r} is out of range: {raw!r}")
     return value
 
 
@@ -119,12 +123,15 @@ class KrakenProtocol:
 
     name = EXCHANGE
 
-    def __init__(self, symbols: Sequence[str], *, url: str = DEFAULT_URL) -> None:
+    def __init__(
+        self, symbols: Sequence[str], *, url: str = DEFAULT_URL, idle_timeout_s: float = IDLE_TIMEOUT_S
+    ) -> None:
         canonical = list(dict.fromkeys(canonical_symbol(symbol) for symbol in symbols))
         if not canonical:
             raise ValueError("KrakenProtocol needs at least one symbol")
         self._by_venue = {kraken_symbol(symbol): symbol for symbol in canonical}
         self._url = url
+        self._idle_timeout_s = idle_timeout_s
         self._last_trade_id: dict[str, int] = {}
         self._running: dict[str, ExchangeCandle] = {}
 
@@ -143,7 +150,7 @@ class KrakenProtocol:
 
     @property
     def idle_timeout_s(self) -> float:
-        return IDLE_TIMEOUT_S
+        return self._idle_timeout_s
 
     def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
         message = _loads(frame)
@@ -162,7 +169,8 @@ class KrakenProtocol:
             return Parsed(events=self._trades(_data(message)))
         if channel == OHLC_CHANNEL:
             return Parsed(events=self._candles(_data(message)))
-        raise VenueError(f"kraken channel {channel!r} was not subscribed")
+        logger.debug("kraken: skipping a frame of channel %r", channel)
+        return Parsed()
 
     def _reply(self, message: Mapping[str, Any]) -> None:
         method = message.get("method")
@@ -177,15 +185,23 @@ class KrakenProtocol:
             if system != SYSTEM_ONLINE:
                 logger.warning("kraken trading engine is %r", system)
 
-    def _symbol(self, entry: Mapping[str, Any]) -> str:
-        venue = entry.get("symbol")
-        symbol = self._by_venue.get(venue) if isinstance(venue, str) else None
-        if symbol is None:
-            raise VenueError(f"kraken symbol {venue!r} was not subscribed")
-        return symbol
+    def _subscribed(self, entries: list[dict[str, Any]], channel: str) -> list[tuple[str, dict[str, Any]]]:
+        """The entries of subscribed symbols, each with its canonical symbol."""
+        chosen: list[tuple[str, dict[str, Any]]] = []
+        for entry in entries:
+            venue = entry.get("symbol")
+            symbol = self._by_venue.get(venue) if isinstance(venue, str) else None
+            if symbol is None:
+                logger.debug("kraken: skipping a %s entry of unsubscribed symbol %r", channel, venue)
+            elif channel == OHLC_CHANNEL and entry.get("interval") != OHLC_INTERVAL_MINUTES:
+                logger.debug("kraken: skipping a %r-minute ohlc entry of %s", entry.get("interval"), symbol)
+            else:
+                chosen.append((symbol, entry))
+        return chosen
 
     def _trades(self, entries: list[dict[str, Any]]) -> list[MarketEvent]:
-        parsed = [self._trade_entry(entry) for entry in entries]  # all or nothing: state changes below
+        # all or nothing: every entry is read before any state changes
+        parsed = [_trade_entry(symbol, entry) for symbol, entry in self._subscribed(entries, TRADE_CHANNEL)]
         events: list[MarketEvent] = []
         for item in parsed:
             symbol = item.trade.symbol
@@ -199,20 +215,9 @@ class KrakenProtocol:
             events.append(item.trade)
         return events
 
-    def _trade_entry(self, entry: Mapping[str, Any]) -> _TradeEntry:
-        trade_id = _integer(entry, "trade_id")
-        trade = Trade(
-            exchange=EXCHANGE,
-            symbol=self._symbol(entry),
-            price=_decimal(entry, "price"),
-            size=_decimal(entry, "qty"),
-            ts_ms=_epoch_ms(entry, "timestamp"),
-            trade_id=str(trade_id),
-        )
-        return _TradeEntry(trade=trade, trade_id=trade_id)
-
     def _candles(self, entries: list[dict[str, Any]]) -> list[MarketEvent]:
-        parsed = [self._candle_entry(entry) for entry in entries]  # all or nothing: state changes below
+        # all or nothing: every entry is read before any state changes
+        parsed = [_candle_entry(symbol, entry) for symbol, entry in self._subscribed(entries, OHLC_CHANNEL)]
         events: list[MarketEvent] = []
         for candle in parsed:
             running = self._running.get(candle.symbol)
@@ -226,21 +231,32 @@ class KrakenProtocol:
             events.append(candle)
         return events
 
-    def _candle_entry(self, entry: Mapping[str, Any]) -> ExchangeCandle:
-        interval = _integer(entry, "interval")
-        if interval != OHLC_INTERVAL_MINUTES:
-            raise VenueError(f"kraken ohlc interval {interval} was not subscribed")
-        return ExchangeCandle(
-            exchange=EXCHANGE,
-            symbol=self._symbol(entry),
-            open_time_ms=_epoch_ms(entry, "interval_begin"),
-            open=_decimal(entry, "open"),
-            high=_decimal(entry, "high"),
-            low=_decimal(entry, "low"),
-            close=_decimal(entry, "close"),
-            volume=_decimal(entry, "volume"),
-            closed=False,
-        )
+
+def _trade_entry(symbol: str, entry: Mapping[str, Any]) -> _TradeEntry:
+    trade_id = _integer(entry, "trade_id")
+    trade = Trade(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        price=_decimal(entry, "price"),
+        size=_decimal(entry, "qty"),
+        ts_ms=_epoch_ms(entry, "timestamp"),
+        trade_id=str(trade_id),
+    )
+    return _TradeEntry(trade=trade, trade_id=trade_id)
+
+
+def _candle_entry(symbol: str, entry: Mapping[str, Any]) -> ExchangeCandle:
+    return ExchangeCandle(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        open_time_ms=_epoch_ms(entry, "interval_begin"),
+        open=_decimal(entry, "open"),
+        high=_decimal(entry, "high"),
+        low=_decimal(entry, "low"),
+        close=_decimal(entry, "close"),
+        volume=_decimal(entry, "volume", positive=False),
+        closed=False,
+    )
 
 
 def _data(message: Mapping[str, Any]) -> list[dict[str, Any]]:
