@@ -24,7 +24,7 @@ from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
-from core.exchange_mode import build_writers
+from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.services.ingestion import Ingestion
@@ -113,17 +113,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 ) from exc
             stack.callback(metrics_thread.join, 5)
             stack.callback(metrics_server.shutdown)
-        writers = build_writers(
-            settings,
-            redis=redis,
-            keys=keys,
-            exchange_ids=exchange_ids,
-            ticks=ticks,
-            after_ticks=price_updates,
-            candles=CandleStore(pool, redis, keys),
-            publisher=publisher,
-            clock_ms=clock_ms,
+        stores = Stores(
+            pool, redis, keys, exchange_ids, ticks, price_updates, CandleStore(pool, redis, keys), publisher
         )
+        writers = build_writers(settings, stores, clock_ms)
         await core.server.start()
         await core.set_serving(True)
         background = [asyncio.create_task(w.run(), name=f"writer:{w.exchange}") for w in writers]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
+import asyncpg
 import redis.asyncio as aioredis
 
 from core.adapters.candle_store import CandleStore
@@ -18,8 +20,10 @@ from core.adapters.venues.coinbase import CoinbaseProtocol
 from core.adapters.venues.kraken import KrakenProtocol
 from core.adapters.venues.runner import VenueRunner
 from core.adapters.venues.sim import SimVenue
+from core.adapters.writer_fence import WriterFence
 from core.adapters.writer_lock import WriterLock
-from core.services.exchange_pipeline import ExchangePipeline, LeaseLost
+from core.domain.errors import LeaseLost
+from core.services.exchange_pipeline import ExchangePipeline
 from core.services.exchange_writer import HEARTBEAT_TTL_MS, ExchangeWriter, Feed
 from core.services.ingestion import TicksListener
 from core.settings import Settings
@@ -63,43 +67,56 @@ def venue_factory(name: str, settings: Settings, clock_ms: Callable[[], int]) ->
     )
 
 
-def build_writers(
-    settings: Settings,
-    *,
-    redis: aioredis.Redis,
-    keys: RedisKeys,
-    exchange_ids: Mapping[str, int],
-    ticks: TickStore,
-    after_ticks: TicksListener,
-    candles: CandleStore,
-    publisher: EventPublisher,
-    clock_ms: Callable[[], int],
-) -> list[ExchangeWriter]:
-    writers = []
-    for name in settings.exchanges:
-        lock = WriterLock(redis, keys.exchange_writer_lock(name), settings.instance_id, ttl_ms=settings.writer_lease_ms)
-        start_venue = venue_factory(name, settings, clock_ms)
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The shared storage every exchange's writer uses."""
 
-        def make_feed(name: str = name, lock: WriterLock = lock, start_venue: VenueFactory = start_venue) -> Feed:
-            pipeline = ExchangePipeline(
-                name,
-                exchange_ids[name],
-                ticks=ticks,
-                after_ticks=after_ticks,
-                candles=candles,
-                publisher=publisher,
-                clock_ms=clock_ms,
-                may_write=lock.held,
-                build_from_trades=name not in CANDLES_FROM_VENUE,
-                writer_id=settings.instance_id,
-            )
-            running = start_venue(pipeline.deliver)
-            return Feed(pipeline, running.run, settings.venues[name].symbols, lambda: running.connected)
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: RedisKeys
+    exchange_ids: Mapping[str, int]
+    ticks: TickStore
+    after_ticks: TicksListener
+    candles: CandleStore
+    publisher: EventPublisher
 
-        heartbeat_key = keys.exchange_heartbeat(name)
 
-        async def heartbeat(key: str = heartbeat_key) -> object:
-            return await redis.set(key, clock_ms(), px=HEARTBEAT_TTL_MS)
+def build_writers(settings: Settings, stores: Stores, clock_ms: Callable[[], int]) -> list[ExchangeWriter]:
+    return [_writer(name, settings, stores, clock_ms) for name in settings.exchanges]
 
-        writers.append(ExchangeWriter(name, lock, make_feed, heartbeat=heartbeat))
-    return writers
+
+def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[], int]) -> ExchangeWriter:
+    exchange_id = stores.exchange_ids[name]
+    lock = WriterLock(
+        stores.redis,
+        stores.keys.exchange_writer_lock(name),
+        stores.keys.exchange_writer_term(name),
+        settings.instance_id,
+        ttl_ms=settings.writer_lease_ms,
+    )
+    fence = WriterFence(stores.pool, exchange_id)
+    start_venue = venue_factory(name, settings, clock_ms)
+    heartbeat_key = stores.keys.exchange_heartbeat(name)
+
+    def make_feed() -> Feed:
+        pipeline = ExchangePipeline(
+            name,
+            exchange_id,
+            ticks=stores.ticks,
+            after_ticks=stores.after_ticks,
+            candles=stores.candles,
+            publisher=stores.publisher,
+            clock_ms=clock_ms,
+            may_write=lock.held,
+            build_from_trades=name not in CANDLES_FROM_VENUE,
+            writer_id=settings.instance_id,
+            fence=fence,
+            term=lambda: lock.term,
+        )
+        running = start_venue(pipeline.deliver)
+        return Feed(pipeline, running.run, settings.venues[name].symbols, lambda: running.connected)
+
+    async def heartbeat() -> object:
+        return await stores.redis.set(heartbeat_key, clock_ms(), px=HEARTBEAT_TTL_MS)
+
+    return ExchangeWriter(name, lock, make_feed, heartbeat=heartbeat, fence=fence)

@@ -61,8 +61,10 @@ class CandleStore:
         self._window_size = window_size
         self._window_add = redis.register_script(_WINDOW_ADD)
 
-    async def save(self, exchange_id: int, candles: Sequence[Candle]) -> None:
-        """PostgreSQL first (raises Unavailable), then the Redis windows."""
+    async def insert(
+        self, exchange_id: int, candles: Sequence[Candle], *, conn: asyncpg.Connection | None = None
+    ) -> None:
+        """The full history in PostgreSQL (raises Unavailable); ``conn``: within that transaction."""
         if not candles:
             return
         columns = list(
@@ -86,9 +88,12 @@ class CandleStore:
             )
         )
         try:
-            await self._pool.execute(_INSERT, exchange_id, *map(list, columns), timeout=STATEMENT_TIMEOUT_S)
+            await (conn or self._pool).execute(_INSERT, exchange_id, *map(list, columns), timeout=STATEMENT_TIMEOUT_S)
         except UNAVAILABLE_ERRORS as exc:
             raise Unavailable("PostgreSQL is unavailable; candles not stored") from exc
+
+    async def add_to_windows(self, exchange_id: int, candles: Sequence[Candle]) -> None:
+        """The bounded recent windows in Redis."""
         by_window: dict[str, list[object]] = {}
         for c in candles:
             key = self._keys.candle_window(c.exchange, c.symbol, c.timeframe)
@@ -99,11 +104,13 @@ class CandleStore:
                 await self._window_add(keys=[key], args=[self._window_size, *pairs], client=pipe)
             await pipe.execute()
 
-    async def register_symbols(self, exchange_id: int, symbols: Sequence[str]) -> None:
+    async def register_symbols(
+        self, exchange_id: int, symbols: Sequence[str], *, conn: asyncpg.Connection | None = None
+    ) -> None:
         """Record the symbols an exchange's feed carries (idempotent), for ListSymbols."""
         pairs = [split_symbol(symbol) for symbol in symbols]
         try:
-            await self._pool.execute(
+            await (conn or self._pool).execute(
                 "INSERT INTO symbols (exchange_id, symbol, base, quote)"
                 " SELECT $1, s.base || '-' || s.quote, s.base, s.quote"
                 " FROM unnest($2::text[], $3::text[]) AS s(base, quote)"

@@ -34,6 +34,7 @@ client. Key layout, with ``P`` the prefix::
     P history:candles:{coinbase:BTC-USD}:1h  capped stream of recent messages
     P exchange:heartbeat:{exchanges}:coinbase
     P exchange:writer:{exchanges}:coinbase
+    P exchange:term:{exchanges}:coinbase     lease term counter (fencing token)
     P ratelimit:{apikey:42}
     P ws:connections:{apikey:42}
     P auth:<sha256 hex of the key>           cached key authentication (short TTL)
@@ -141,6 +142,10 @@ class RedisKeys:
     def exchange_writer_lock(self, exchange: str) -> str:
         """Held by the one ``exchange``-mode instance allowed to write for this exchange."""
         return f"{self._prefix}exchange:writer:{{{EXCHANGES_TAG}}}:{_name(exchange)}"
+
+    def exchange_writer_term(self, exchange: str) -> str:
+        """Counter of writer lease terms (the fencing token), raised by each new holder."""
+        return f"{self._prefix}exchange:term:{{{EXCHANGES_TAG}}}:{_name(exchange)}"
 
     # API keys ------------------------------------------------------------
 

@@ -52,8 +52,18 @@ class TickStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str) -> set[int]:
-        """Store ``(index, tick)`` pairs in one committed statement; returns the indexes newly stored.
+    async def insert(
+        self,
+        ticks: Sequence[tuple[int, Tick]],
+        *,
+        worker_id: str,
+        batch_id: str,
+        conn: asyncpg.Connection | None = None,
+    ) -> set[int]:
+        """Store ``(index, tick)`` pairs in one statement; returns the indexes newly stored.
+
+        With ``conn`` the statement joins that connection's transaction (a
+        fenced writer's); otherwise it commits on its own.
 
         Raises :class:`Unavailable` when PostgreSQL cannot be used: then nothing
         of the batch was acknowledged, and a retry stores each tick once.
@@ -76,7 +86,7 @@ class TickStore:
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         try:
-            rows = await self._pool.fetch(
+            rows = await (conn or self._pool).fetch(
                 _INSERT, *columns[:8], worker_id, batch_id or None, columns[8], timeout=STATEMENT_TIMEOUT_S
             )
         except UNAVAILABLE_ERRORS as exc:

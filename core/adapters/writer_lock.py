@@ -7,6 +7,10 @@ the TTL minus a safety margin, on the monotonic clock. A holder that was
 paused (GC, SIGSTOP, a slow disk) therefore sees its lease as expired when it
 wakes up, before it writes anything, even though it never heard from Redis
 that another instance took over.
+
+Each acquisition also starts a new *term* (a counter in Redis): the fencing
+token that :mod:`core.adapters.writer_fence` checks in PostgreSQL, so even a
+write already on its way when the lease ran out cannot commit.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ import redis.asyncio as aioredis
 DEFAULT_TTL_MS = 5_000
 SAFETY_MARGIN_MS = 500
 
+# KEYS: lock, term counter. A successful acquire starts a new term (the fencing token).
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -38,6 +49,7 @@ class WriterLock:
         self,
         redis: aioredis.Redis,
         key: str,
+        term_key: str,
         owner: str,
         *,
         ttl_ms: int = DEFAULT_TTL_MS,
@@ -45,10 +57,13 @@ class WriterLock:
     ) -> None:
         self._redis = redis
         self._key = key
+        self._term_key = term_key
+        self.term = 0
         self.owner = owner
         self.ttl_ms = ttl_ms
         self._monotonic = monotonic
         self._valid_until = 0.0
+        self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -57,8 +72,11 @@ class WriterLock:
         return self._monotonic() < self._valid_until
 
     async def acquire(self) -> bool:
+        """Take the lease if it is free; on success ``term`` is the new fencing token."""
         sent = self._monotonic()
-        if await self._redis.set(self._key, self.owner, nx=True, px=self.ttl_ms):
+        term = int(await self._acquire(keys=[self._key, self._term_key], args=[self.owner, self.ttl_ms]))
+        if term:
+            self.term = term
             self._extend(sent)
             return True
         return False

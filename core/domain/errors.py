@@ -19,3 +19,7 @@ class FailedPrecondition(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (Redis, PostgreSQL) is down; the call may be retried."""
+
+
+class LeaseLost(Exception):
+    """This instance is no longer the writer for an exchange (its lease or fencing term is gone)."""

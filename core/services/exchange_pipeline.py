@@ -5,21 +5,27 @@ closed 1-minute candles (Binance, Kraken), never both, so no trade is counted
 twice. A trade feeds the candles only once PostgreSQL has stored it as new:
 the snapshot a venue replays on reconnect therefore changes nothing.
 
-Every write first asks ``may_write()`` (the writer lease): an instance that
-lost the lease, even one that was paused and has not noticed yet, raises
+Every write first asks ``may_write()`` (the local view of the writer lease),
+then runs in a transaction fenced by the lease's term (``fence``): an instance
+that lost the lease, even one that was paused with a write on its way, raises
 :class:`LeaseLost` instead of writing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+import asyncpg
 
 from core.adapters.candle_store import CandleStore
 from core.adapters.event_codec import candle_channel, candle_event
 from core.adapters.events import Event, EventPublisher
+from core.adapters.writer_fence import WriterFence
 from core.domain.candles import Candle, CandleBuilder
+from core.domain.errors import LeaseLost
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.prices import Tick
 from core.services.ingestion import TicksListener, TickWriter
@@ -27,10 +33,6 @@ from core.services.ingestion import TicksListener, TickWriter
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_CANDLES = 50_000  # closed candles kept while storage is down (about 8 h of 100 symbols x 6 timeframes)
-
-
-class LeaseLost(Exception):
-    """This instance is no longer the exchange's writer."""
 
 
 @dataclass(slots=True)
@@ -56,6 +58,8 @@ class ExchangePipeline:
         may_write: Callable[[], bool],
         build_from_trades: bool,
         writer_id: str = "",
+        fence: WriterFence | None = None,
+        term: Callable[[], int] = lambda: 0,
     ) -> None:
         self.exchange = exchange
         self._worker_id = f"venue:{exchange}@{writer_id}" if writer_id else f"venue:{exchange}"
@@ -69,6 +73,8 @@ class ExchangePipeline:
         self._from_trades = build_from_trades
         self._builders: dict[str, CandleBuilder] = {}
         self._pending: list[Candle] = []
+        self._fence = fence
+        self._term = term
         self.stats = PipelineStats()
 
     async def _builder(self, symbol: str) -> CandleBuilder:
@@ -81,8 +87,8 @@ class ExchangePipeline:
 
     async def start(self, symbols: Sequence[str]) -> None:
         """Before the feed runs: register its symbols (the exchange's symbol list comes from what it carries)."""
-        self._check_lease()
-        await self._candles.register_symbols(self._exchange_id, symbols)
+        async with self._fenced() as conn:
+            await self._candles.register_symbols(self._exchange_id, symbols, conn=conn)
 
     async def deliver(self, events: Sequence[MarketEvent]) -> None:
         """The venue's sink: like :meth:`on_events`, but a storage failure is logged, not raised
@@ -123,7 +129,8 @@ class ExchangePipeline:
 
     async def _on_trades(self, trades: Sequence[Trade]) -> list[Candle]:
         ticks = [(i, Tick(t.symbol, t.price, t.size, self.exchange, t.ts_ms)) for i, t in enumerate(trades)]
-        stored = await self._ticks.insert(ticks, worker_id=self._worker_id, batch_id="")
+        async with self._fenced() as conn:
+            stored = await self._ticks.insert(ticks, worker_id=self._worker_id, batch_id="", conn=conn)
         fresh = [tick for i, tick in ticks if i in stored]
         self.stats.trades += len(fresh)
         self.stats.duplicate_trades += len(ticks) - len(fresh)
@@ -146,9 +153,10 @@ class ExchangePipeline:
         batch = self._pending + closed
         if not batch:
             return
-        self._check_lease()
         try:
-            await self._candles.save(self._exchange_id, batch)
+            async with self._fenced() as conn:
+                await self._candles.insert(self._exchange_id, batch, conn=conn)
+            await self._candles.add_to_windows(self._exchange_id, batch)
             now = self._clock_ms()
             await self._publisher.publish(
                 [Event(candle_channel(c), candle_event(c, exchange_id=self._exchange_id, now_ms=now)) for c in batch]
@@ -158,6 +166,16 @@ class ExchangePipeline:
             raise
         self._pending = []
         self.stats.candles_closed += len(batch)
+
+    @asynccontextmanager
+    async def _fenced(self) -> AsyncIterator[asyncpg.Connection | None]:
+        """Where a write goes: a transaction fenced by this writer's term (None: no fence, plain pool)."""
+        self._check_lease()
+        if self._fence is None:
+            yield None
+            return
+        async with self._fence.transaction(self._term()) as conn:
+            yield conn
 
     def _check_lease(self) -> None:
         if not self._may_write():

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from core.adapters.writer_fence import WriterFence
 from core.adapters.writer_lock import WriterLock
-from core.services.exchange_pipeline import ExchangePipeline, LeaseLost
+from core.domain.errors import LeaseLost
+from core.services.exchange_pipeline import ExchangePipeline
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +48,14 @@ class ExchangeWriter:
         make_feed: Callable[[], Feed],
         *,
         heartbeat: Callable[[], Awaitable[object]],
+        fence: WriterFence | None = None,
         poll_s: float = DEFAULT_POLL_S,
     ) -> None:
         self.exchange = exchange
         self._lock = lock
         self._make_feed = make_feed
         self._heartbeat = heartbeat
+        self._fence = fence
         self._poll_s = poll_s
         self.leading = False
         self.terms = 0
@@ -75,9 +79,11 @@ class ExchangeWriter:
 
     async def _lead(self) -> None:
         self.leading, self.terms = True, self.terms + 1
-        logger.info("%s: this instance is the writer (term %d)", self.exchange, self.terms)
+        logger.info("%s: this instance is the writer (term %d)", self.exchange, self._lock.term)
         feed = self._make_feed()
         try:
+            if self._fence is not None:
+                await self._fence.claim(self._lock.term, self._lock.owner)
             await feed.pipeline.start(feed.symbols)
             async with asyncio.TaskGroup() as group:
                 group.create_task(feed.run_venue())
