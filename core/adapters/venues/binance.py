@@ -36,13 +36,13 @@ source: Binance's ``web-socket-streams.md`` (binance/binance-spot-api-docs).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from core.adapters.venues.base import Parsed, VenueError
+from core.adapters.venues.frames import decimal_field, integer_field, loads
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.symbols import canonical_symbol, split_symbol
 
@@ -68,38 +68,6 @@ def binance_symbol(symbol: str) -> str:
     """The Binance spelling of a canonical symbol: ``BTC-USDT`` -> ``BTCUSDT``."""
     base, quote = split_symbol(symbol)
     return f"{base}{quote}"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} in frame")
-
-
-def _loads(frame: str | bytes) -> Any:
-    try:
-        return json.loads(frame, parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise VenueError(f"unreadable binance frame: {exc}") from exc
-
-
-def _decimal(payload: Mapping[str, Any], key: str, *, positive: bool = True) -> Decimal:
-    """A decimal string (a JSON number is read exactly too): positive, or non-negative for volumes."""
-    raw = payload.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
-        raise VenueError(f"binance field {key!r} is not a decimal string: {raw!r}")
-    try:
-        value = Decimal(raw)
-    except InvalidOperation as exc:
-        raise VenueError(f"binance field {key!r} is not a decimal: {raw!r}") from exc
-    if not value.is_finite() or value < 0 or (positive and value == 0):
-        raise VenueError(f"binance field {key!r} is out of range: {raw!r}")
-    return value
-
-
-def _integer(payload: Mapping[str, Any], key: str) -> int:
-    raw = payload.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise VenueError(f"binance field {key!r} is not an integer: {raw!r}")
-    return raw
 
 
 def _error_text(error: Any) -> str:
@@ -157,7 +125,7 @@ class BinanceProtocol:
         return self._idle_timeout_s
 
     def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
-        message = _loads(frame)
+        message = loads(frame, EXCHANGE)
         if not isinstance(message, dict):
             raise VenueError(f"binance frame is not a JSON object: {type(message).__name__}")
         if "error" in message:
@@ -192,13 +160,13 @@ class BinanceProtocol:
         return self._kline(symbol, payload)
 
     def _trade(self, symbol: str, payload: Mapping[str, Any]) -> list[MarketEvent]:
-        trade_id = _integer(payload, "t")
+        trade_id = integer_field(payload, "t", EXCHANGE)
         trade = Trade(
             exchange=EXCHANGE,
             symbol=symbol,
-            price=_decimal(payload, "p"),
-            size=_decimal(payload, "q"),
-            ts_ms=_integer(payload, "T"),
+            price=decimal_field(payload, "p", EXCHANGE),
+            size=decimal_field(payload, "q", EXCHANGE),
+            ts_ms=integer_field(payload, "T", EXCHANGE),
             trade_id=str(trade_id),
         )
         events: list[MarketEvent] = []
@@ -225,12 +193,12 @@ class BinanceProtocol:
         candle = ExchangeCandle(
             exchange=EXCHANGE,
             symbol=symbol,
-            open_time_ms=_integer(kline, "t"),
-            open=_decimal(kline, "o"),
-            high=_decimal(kline, "h"),
-            low=_decimal(kline, "l"),
-            close=_decimal(kline, "c"),
-            volume=_decimal(kline, "v", positive=False),
+            open_time_ms=integer_field(kline, "t", EXCHANGE),
+            open=decimal_field(kline, "o", EXCHANGE),
+            high=decimal_field(kline, "h", EXCHANGE),
+            low=decimal_field(kline, "l", EXCHANGE),
+            close=decimal_field(kline, "c", EXCHANGE),
+            volume=decimal_field(kline, "v", EXCHANGE, positive=False),
             closed=closed,
         )
         return [candle]

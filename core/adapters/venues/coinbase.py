@@ -36,16 +36,13 @@ source: Coinbase's Advanced Trade WebSocket channel reference
 
 from __future__ import annotations
 
-import calendar
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.adapters.venues.base import Parsed, VenueError
+from core.adapters.venues.frames import decimal_field, timestamp_field
 from core.domain.market_events import MarketEvent, SequenceGap, Trade
 from core.domain.symbols import canonical_symbol
 
@@ -61,27 +58,8 @@ ERROR_TYPE = "error"
 TRADE_EVENT_TYPES = ("snapshot", "update")
 IDLE_TIMEOUT_S = 10.0  # heartbeats come every second
 ERROR_FIELDS = ("message", "reason")
-MS_DIGITS = 3
 MAX_SHOWN = 200  # characters of a bad frame quoted in an error
 MAX_SHOWN_ERROR = 500
-_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:Z|([+-])(\d{2}):(\d{2}))")
-
-
-def parse_timestamp_ms(text: str) -> int:
-    """Epoch milliseconds of an ISO-8601 timestamp such as ``2023-09-25T07:50:10.123456Z``
-    (any fraction of a second, truncated to milliseconds). Raises ``ValueError``."""
-    match = _TIMESTAMP.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not an ISO-8601 UTC timestamp: {text!r}")
-    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-    moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)  # validates the ranges
-    seconds = calendar.timegm(moment.utctimetuple())
-    sign, offset_h, offset_m = match.group(8, 9, 10)
-    if sign is not None:
-        offset = int(offset_h) * 3600 + int(offset_m) * 60
-        seconds -= offset if sign == "+" else -offset
-    fraction = (match.group(7) or "")[:MS_DIGITS].ljust(MS_DIGITS, "0")
-    return seconds * 1000 + int(fraction)
 
 
 class CoinbaseProtocol:
@@ -180,25 +158,13 @@ def _trade(entry: Any) -> Trade:
         return Trade(
             exchange=EXCHANGE,
             symbol=canonical_symbol(product_id),
-            price=_positive_decimal(entry["price"]),
-            size=_positive_decimal(entry["size"]),
-            ts_ms=parse_timestamp_ms(entry["time"]),
+            price=decimal_field(entry, "price", EXCHANGE, numbers=False),
+            size=decimal_field(entry, "size", EXCHANGE, numbers=False),
+            ts_ms=timestamp_field(entry, "time", EXCHANGE),
             trade_id=trade_id,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise VenueError(f"coinbase: unreadable trade {str(entry)[:MAX_SHOWN]}: {exc}") from exc
-
-
-def _positive_decimal(value: Any) -> Decimal:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a decimal string")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal") from None
-    if not number.is_finite() or number <= 0:
-        raise ValueError(f"{value!r} is not a positive number")
-    return number
 
 
 def _shown(frame: str | bytes) -> str:

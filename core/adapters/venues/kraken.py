@@ -41,11 +41,11 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from core.adapters.venues.base import Parsed, VenueError
+from core.adapters.venues.frames import decimal_field, integer_field, loads, timestamp_field
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.symbols import canonical_symbol, split_symbol
 
@@ -61,8 +61,6 @@ SUBSCRIBE_METHOD = "subscribe"
 OHLC_INTERVAL_MINUTES = 1
 SYSTEM_ONLINE = "online"
 IDLE_TIMEOUT_S = 10.0  # heartbeats come about once a second
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
 
 
 def kraken_symbol(symbol: str) -> str:
@@ -71,45 +69,9 @@ def kraken_symbol(symbol: str) -> str:
     return f"{base}/{quote}"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} in frame")
-
-
-def _loads(frame: str | bytes) -> Any:
-    try:
-        return json.loads(frame, parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise VenueError(f"unreadable kraken frame: {exc}") from exc
-
-
-def _decimal(entry: Mapping[str, Any], key: str, *, positive: bool = True) -> Decimal:
-    """A JSON number read exactly (``parse_float=Decimal``): positive, or non-negative for volumes."""
-    raw = entry.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
-        raise VenueError(f"kraken field {key!r} is not a number: {raw!r}")
-    value = Decimal(raw)
-    if value < 0 or (positive and value == 0):
-        raise VenueError(f"kraken field {key!r} is out of range: {raw!r}")
-    return value
-
-
-def _integer(entry: Mapping[str, Any], key: str) -> int:
-    raw = entry.get(key)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise VenueError(f"kraken field {key!r} is not an integer: {raw!r}")
-    return raw
-
-
-def _epoch_ms(entry: Mapping[str, Any], key: str) -> int:
-    """UTC epoch milliseconds of an RFC 3339 timestamp such as ``2023-09-25T07:49:37.708706Z``."""
-    raw = entry.get(key)
-    try:
-        moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise VenueError(f"kraken field {key!r} is not an RFC 3339 UTC timestamp: {raw!r}")
-    return (moment - _EPOCH) // _MILLISECOND
+def _number(entry: Mapping[str, Any], key: str, *, positive: bool = True) -> Decimal:
+    """A JSON number read exactly: positive, or non-negative for volumes. Kraken sends no decimal strings."""
+    return decimal_field(entry, key, EXCHANGE, positive=positive, strings=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +115,7 @@ class KrakenProtocol:
         return self._idle_timeout_s
 
     def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
-        message = _loads(frame)
+        message = loads(frame, EXCHANGE)
         if not isinstance(message, dict):
             raise VenueError(f"kraken frame is not a JSON object: {type(message).__name__}")
         if "method" in message or "success" in message:
@@ -233,13 +195,13 @@ class KrakenProtocol:
 
 
 def _trade_entry(symbol: str, entry: Mapping[str, Any]) -> _TradeEntry:
-    trade_id = _integer(entry, "trade_id")
+    trade_id = integer_field(entry, "trade_id", EXCHANGE)
     trade = Trade(
         exchange=EXCHANGE,
         symbol=symbol,
-        price=_decimal(entry, "price"),
-        size=_decimal(entry, "qty"),
-        ts_ms=_epoch_ms(entry, "timestamp"),
+        price=_number(entry, "price"),
+        size=_number(entry, "qty"),
+        ts_ms=timestamp_field(entry, "timestamp", EXCHANGE, strict=False),
         trade_id=str(trade_id),
     )
     return _TradeEntry(trade=trade, trade_id=trade_id)
@@ -249,12 +211,12 @@ def _candle_entry(symbol: str, entry: Mapping[str, Any]) -> ExchangeCandle:
     return ExchangeCandle(
         exchange=EXCHANGE,
         symbol=symbol,
-        open_time_ms=_epoch_ms(entry, "interval_begin"),
-        open=_decimal(entry, "open"),
-        high=_decimal(entry, "high"),
-        low=_decimal(entry, "low"),
-        close=_decimal(entry, "close"),
-        volume=_decimal(entry, "volume", positive=False),
+        open_time_ms=timestamp_field(entry, "interval_begin", EXCHANGE, strict=False),
+        open=_number(entry, "open"),
+        high=_number(entry, "high"),
+        low=_number(entry, "low"),
+        close=_number(entry, "close"),
+        volume=_number(entry, "volume", positive=False),
         closed=False,
     )
 
