@@ -14,7 +14,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from perseus.marketdata.v1 import key_service_pb2, key_service_pb2_grpc
+from perseus.marketdata.v1 import (
+    key_service_pb2,
+    key_service_pb2_grpc,
+    market_data_service_pb2 as md_pb2,
+    market_data_service_pb2_grpc as md_grpc,
+    market_pb2,
+)
 from tests.support.processes import free_port, spawn, wait_until
 
 pytestmark = pytest.mark.integration
@@ -71,7 +77,16 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
             reply = key_service_pb2_grpc.KeyServiceStub(channel).AuthenticateKey(
                 key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2
             )
-        assert reply.api_key.tier == key_service_pb2.KEY_TIER_ADMIN
+            assert reply.api_key.tier == key_service_pb2.KEY_TIER_ADMIN
+            market = md_grpc.MarketDataServiceStub(channel)
+
+            def sim_is_live() -> bool:  # the sim exchange feeds the pipeline under `perseus up`
+                exchanges = market.ListExchanges(md_pb2.ListExchangesRequest(), timeout=2).exchanges
+                prices = market.GetLatestPrices(md_pb2.GetLatestPricesRequest(symbols=["BTC-USD"]), timeout=2).prices
+                online = {e.name: e.status for e in exchanges}["sim"] == market_pb2.EXCHANGE_STATUS_ONLINE
+                return online and [p.source for p in prices] == ["sim"]
+
+            wait_until(sim_is_live, up, "sim prices under perseus up", timeout=15)
 
         with pytest.raises(ConnectionClosed), connect(f"ws://127.0.0.1:{ports['ws']}/public/v1/stream") as ws:
             ws.recv(timeout=5)  # the WS gateway answers upgrades
