@@ -12,19 +12,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.databases import scratch_database
+
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +35,8 @@ def admin_database_url() -> str:
 @pytest.fixture(scope="session")
 async def database_url(admin_database_url: str, test_run_id: str) -> AsyncIterator[str]:
     """URL of an empty database that belongs to this test process alone."""
-    name = f"perseus_test_{test_run_id}"
-    admin = await asyncpg.connect(admin_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield _with_database(admin_database_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(admin_database_url, f"perseus_test_{test_run_id}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

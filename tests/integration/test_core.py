@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -22,28 +21,10 @@ from perseus.marketdata.v1 import (
     market_pb2,
     prices_pb2,
 )
+from tests.support.databases import scratch_database
 from tests.support.processes import Process, free_port, run_cli, running_core
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def migrated_env(base_env: dict[str, str]) -> dict[str, str]:
-    result = run_cli(["migrate"], base_env)
-    assert result.returncode == 0, result.stderr
-    return base_env
-
-
-@pytest.fixture(scope="module")
-def core(migrated_env: dict[str, str]) -> Iterator[Process]:
-    with running_core(migrated_env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def channel(core: Process) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(core.addr) as channel:
-        yield channel
 
 
 def test_health_is_serving_for_the_server_and_each_service(channel: grpc.Channel) -> None:
@@ -186,18 +167,9 @@ def test_key_service_authenticates_created_keys_and_refuses_revoked_ones(
 async def test_an_unmigrated_database_stops_startup_with_one_line(
     admin_database_url: str, test_run_id: str, redis_url: str
 ) -> None:
-    import asyncpg
-
-    name = f"perseus_test_{test_run_id}_empty"
-    admin = await asyncpg.connect(admin_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = admin_database_url.rsplit("/", 1)[0] + f"/{name}"
+    async with scratch_database(admin_database_url, f"perseus_test_{test_run_id}_empty") as url:
         _fails_with_one_line(
             ["core"],
             {"PERSEUS_DATABASE_URL": url, "PERSEUS_REDIS_URL": redis_url, "PERSEUS_CORE_METRICS_ADDR": ""},
             "run `perseus migrate`",
         )
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()

@@ -42,25 +42,6 @@ def nothing_listening_addr() -> str:
 
 
 @pytest.fixture(scope="module")
-def migrated_env(base_env: dict[str, str]) -> dict[str, str]:
-    result = run_cli(["migrate"], base_env)
-    assert result.returncode == 0, result.stderr
-    return base_env
-
-
-@pytest.fixture(scope="module")
-def core(migrated_env: dict[str, str]) -> Iterator[Process]:
-    with running_core(migrated_env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def rest(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
-    with running_gateway("rest", migrated_env, core.addr) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
 def ws(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
     with running_gateway("ws", migrated_env, core.addr) as process:
         yield process

@@ -19,7 +19,6 @@ from perseus.marketdata.v1 import (
     prices_pb2,
     stream_service_pb2,
 )
-from tests.support.processes import Process, run_cli, running_core
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +33,8 @@ def feed(symbol: str = "BTC-USD", price: str = "67234.56", **fields: object) -> 
 
 
 @pytest.fixture(scope="module")
-def env(base_env: dict[str, str]) -> dict[str, str]:
-    assert run_cli(["migrate"], base_env).returncode == 0
-    return base_env
-
-
-@pytest.fixture(scope="module")
-def core(env: dict[str, str]) -> Iterator[Process]:
-    with running_core(env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def ingest(core: Process) -> Iterator[pb_grpc.IngestServiceStub]:
-    with grpc.insecure_channel(core.addr) as channel:
-        yield pb_grpc.IngestServiceStub(channel)
+def ingest(channel: grpc.Channel) -> pb_grpc.IngestServiceStub:
+    return pb_grpc.IngestServiceStub(channel)
 
 
 @pytest.fixture

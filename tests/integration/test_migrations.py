@@ -12,7 +12,6 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from core.adapters.migrations import Migration, MigrationError, load_migrations, migrate
 from core.adapters.postgres import check, create_pool
 from core.settings import StartupError
+from tests.support.databases import scratch_database
 from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.integration
@@ -58,21 +58,11 @@ NUMERIC_COLUMNS = (
 )
 
 
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture
 async def fresh_url(admin_database_url: str) -> AsyncIterator[str]:
     """An empty database of this test alone."""
-    name = f"perseus_mig_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(admin_database_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(admin_database_url, f"perseus_mig_{secrets.token_hex(4)}") as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ stored ticks, and cross-source consensus, all on ticks ingested over gRPC with k
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -19,7 +19,6 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2_grpc as md_grpc,
     prices_pb2,
 )
-from tests.support.processes import Process, run_cli, running_core
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +35,6 @@ def feed(symbol: str, price: str, source: str, ts_ms: int, volume: str = "1") ->
     message = prices_pb2.PriceFeed(symbol=symbol, price=price, volume=volume, source=source)
     message.timestamp.FromMilliseconds(ts_ms)
     return message
-
-
-@pytest.fixture(scope="module")
-def core(base_env: dict[str, str]) -> Iterator[Process]:
-    assert run_cli(["migrate"], base_env).returncode == 0
-    with running_core(base_env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def channel(core: Process) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(core.addr) as chan:
-        yield chan
 
 
 @pytest.fixture(scope="module")

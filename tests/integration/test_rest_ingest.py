@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import asyncpg
 import httpx
@@ -14,12 +13,6 @@ from tests.support.processes import Process, run_cli, running_core, running_gate
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def env(base_env: dict[str, str]) -> dict[str, str]:
-    assert run_cli(["migrate"], base_env).returncode == 0
-    return base_env
-
-
 def make_key(env: dict[str, str], tier: str) -> str:
     result = run_cli(["keys", "create", "--tier", tier], env)
     assert result.returncode == 0, result.stderr
@@ -27,15 +20,8 @@ def make_key(env: dict[str, str], tier: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def rest(env: dict[str, str]) -> Iterator[Process]:
-    with running_core(env) as core:
-        with running_gateway("rest", env, core.addr) as gateway:
-            yield gateway
-
-
-@pytest.fixture(scope="module")
-def admin_key(env: dict[str, str]) -> str:
-    return make_key(env, "internal")
+def admin_key(migrated_env: dict[str, str]) -> str:
+    return make_key(migrated_env, "internal")
 
 
 def post(rest: Process, body: object | bytes, key: str | None, *, bearer: bool = False) -> httpx.Response:
@@ -100,12 +86,12 @@ async def test_json_numbers_keep_every_digit(rest: Process, admin_key: str, data
     assert price == "0.1000000000000000055511151231257827"
 
 
-def test_keys_are_required_and_must_be_privileged(rest: Process, env: dict[str, str]) -> None:
+def test_keys_are_required_and_must_be_privileged(rest: Process, migrated_env: dict[str, str]) -> None:
     body = {"feeds": [{"symbol": "K-USD", "price": "1", "source": "sim", "timestamp": now_iso()}]}
     missing = post(rest, body, None)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "UNAUTHORIZED"
     assert post(rest, body, "pk_pro_" + "x" * 43).status_code == 401
-    free = post(rest, body, make_key(env, "free"))
+    free = post(rest, body, make_key(migrated_env, "free"))
     assert free.status_code == 403 and free.json()["error"]["code"] == "FORBIDDEN"
 
 
@@ -132,8 +118,11 @@ def test_malformed_and_oversized_bodies(rest: Process, admin_key: str, body: byt
     assert error["code"] == code and error["request_id"] and "Traceback" not in response.text
 
 
-def test_a_pw_host_core_refuses_ingest_clearly(env: dict[str, str], admin_key: str) -> None:
-    with running_core(env, PERSEUS_MODE="pw-host") as core, running_gateway("rest", env, core.addr) as gateway:
+def test_a_pw_host_core_refuses_ingest_clearly(migrated_env: dict[str, str], admin_key: str) -> None:
+    with (
+        running_core(migrated_env, PERSEUS_MODE="pw-host") as core,
+        running_gateway("rest", migrated_env, core.addr) as gateway,
+    ):
         body = {"feeds": [{"symbol": "PW-USD", "price": "1", "source": "sim", "timestamp": now_iso()}]}
         response = post(gateway, body, admin_key)
     assert response.status_code == 403

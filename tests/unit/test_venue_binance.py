@@ -18,6 +18,7 @@ from core.adapters.venues.binance import (
 )
 from core.domain.market_events import ExchangeCandle, SequenceGap, Trade
 from core.domain.symbols import InvalidSymbol
+from tests.support.venues import parse_error
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "binance"
 NOW_MS = 1_695_628_180_000
@@ -217,9 +218,7 @@ def test_error_message_names_code_and_text(protocol: BinanceProtocol) -> None:
     ids=["truncated", "array", "no-data", "nan", "not-utf8"],
 )
 def test_unreadable_frames_are_non_fatal(protocol: BinanceProtocol, frame: str | bytes) -> None:
-    with pytest.raises(VenueError) as caught:
-        protocol.parse(frame, NOW_MS)
-    assert caught.value.fatal is False
+    assert parse_error(protocol, frame, NOW_MS).fatal is False
 
 
 @pytest.mark.parametrize(
@@ -235,9 +234,7 @@ def test_unreadable_frames_are_non_fatal(protocol: BinanceProtocol, frame: str |
     ids=["text-price", "negative-qty", "zero-price", "text-id", "no-time", "infinite"],
 )
 def test_malformed_trade_fields_are_non_fatal(protocol: BinanceProtocol, frame: str) -> None:
-    with pytest.raises(VenueError) as caught:
-        protocol.parse(frame, NOW_MS)
-    assert caught.value.fatal is False
+    assert parse_error(protocol, frame, NOW_MS).fatal is False
 
 
 def test_a_json_number_price_is_read_without_a_binary_float(protocol: BinanceProtocol) -> None:

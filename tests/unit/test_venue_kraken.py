@@ -13,6 +13,7 @@ import pytest
 from core.adapters.venues.base import VenueError
 from core.adapters.venues.kraken import DEFAULT_URL, KrakenProtocol, kraken_symbol
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
+from tests.support.venues import parse_error
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "kraken"
 NOW_MS = 1_695_628_180_000
@@ -248,9 +249,7 @@ def test_other_refused_requests_are_not_fatal(protocol: KrakenProtocol) -> None:
     ids=["truncated", "not-object", "data-not-list", "nan", "negative", "text-id", "text-price", "not-utf8"],
 )
 def test_unreadable_frames_are_non_fatal(protocol: KrakenProtocol, frame: str | bytes) -> None:
-    with pytest.raises(VenueError) as caught:
-        protocol.parse(frame, NOW_MS)
-    assert caught.value.fatal is False
+    assert parse_error(protocol, frame, NOW_MS).fatal is False
 
 
 @pytest.mark.parametrize(

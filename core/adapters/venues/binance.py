@@ -38,11 +38,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 from core.adapters.venues.base import Parsed, VenueError
-from core.adapters.venues.frames import decimal_field, integer_field, loads
+from core.adapters.venues.frames import decimal_field, integer_field, load_object
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.symbols import canonical_symbol, split_symbol
 
@@ -125,9 +124,7 @@ class BinanceProtocol:
         return self._idle_timeout_s
 
     def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
-        message = loads(frame, EXCHANGE)
-        if not isinstance(message, dict):
-            raise VenueError(f"binance frame is not a JSON object: {type(message).__name__}")
+        message = load_object(frame, EXCHANGE)
         if "error" in message:
             raise VenueError(f"binance error {_error_text(message['error'])}", fatal=True)
         if "code" in message and "msg" in message:

@@ -31,12 +31,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} in frame")
 
 
-def loads(frame: str | bytes, venue: str) -> Any:
-    """A frame's JSON with every non-integer number as an exact ``Decimal`` (``NaN``/``Infinity`` refused)."""
+def load_object(frame: str | bytes, venue: str) -> dict[str, Any]:
+    """A frame's JSON object, with every non-integer number as an exact ``Decimal`` (``NaN``/``Infinity`` refused)."""
     try:
-        return json.loads(frame, parse_float=Decimal, parse_constant=_reject_constant)
+        message = json.loads(frame, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise VenueError(f"unreadable {venue} frame: {exc}") from exc
+    if not isinstance(message, dict):
+        raise VenueError(f"{venue} frame is not a JSON object: {type(message).__name__}")
+    return message
 
 
 def decimal_field(

@@ -45,7 +45,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.adapters.venues.base import Parsed, VenueError
-from core.adapters.venues.frames import decimal_field, integer_field, loads, timestamp_field
+from core.adapters.venues.frames import decimal_field, integer_field, load_object, timestamp_field
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.symbols import canonical_symbol, split_symbol
 
@@ -115,9 +115,7 @@ class KrakenProtocol:
         return self._idle_timeout_s
 
     def parse(self, frame: str | bytes, now_ms: int) -> Parsed:
-        message = loads(frame, EXCHANGE)
-        if not isinstance(message, dict):
-            raise VenueError(f"kraken frame is not a JSON object: {type(message).__name__}")
+        message = load_object(frame, EXCHANGE)
         if "method" in message or "success" in message:
             self._reply(message)
             return Parsed()

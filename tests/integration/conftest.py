@@ -1,0 +1,44 @@
+"""Fixtures shared by the integration modules: a migrated database, and the real core (and gateway) on it.
+
+All are module-scoped, so each test module gets its own processes. A module that
+needs a differently configured core defines its own ``core`` fixture (or starts one
+in the test), which takes precedence over these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests.support.processes import Process, run_cli, running_core, running_gateway
+
+
+@pytest.fixture(scope="module")
+def migrated_env(base_env: dict[str, str]) -> dict[str, str]:
+    """``base_env``, with the session database migrated by ``perseus migrate``."""
+    result = run_cli(["migrate"], base_env)
+    assert result.returncode == 0, result.stderr
+    return base_env
+
+
+@pytest.fixture(scope="module")
+def core(migrated_env: dict[str, str]) -> Iterator[Process]:
+    """A ``perseus core`` process with the default settings."""
+    with running_core(migrated_env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def channel(core: Process) -> Iterator[grpc.Channel]:
+    """A grpcio channel to ``core``."""
+    with grpc.insecure_channel(core.addr) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def rest(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
+    """A ``perseus rest`` gateway in front of ``core``."""
+    with running_gateway("rest", migrated_env, core.addr) as process:
+        yield process
