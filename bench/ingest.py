@@ -17,6 +17,7 @@ import os
 import time
 
 import httpx
+import redis
 from grpc import aio
 
 from bench.stack import stack
@@ -62,7 +63,7 @@ def rest_batch(counter: itertools.count[int]) -> bytes:
 
 
 INGEST_METHOD = "/perseus.marketdata.v1.IngestService/IngestPrices"
-PREBUILT_BATCHES = 2_000  # built before the clock starts, so the client spends its CPU on sending
+PREBUILT_BATCHES = 6_000  # built before the clock starts (more than a run can send), so the client only sends
 
 
 async def run_grpc(addr: str, seconds: float, clients: int, counter: itertools.count[int]) -> tuple[int, list[float]]:
@@ -111,28 +112,58 @@ async def run_rest(
     return stored, latencies
 
 
+def published_events(redis_url: str, prefix: str) -> int:
+    """How many price_update events the core has published so far (the sum of the price streams' seqs)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}seq:prices:*", count=1000))
+        return sum(int(v) for v in client.mget(keys)) if keys else 0
+    finally:
+        client.close()
+
+
+def wait_published(redis_url: str, prefix: str, expected: int) -> float:
+    """Seconds until every stored feed has its event published (the after-commit lag), at most 30."""
+    started = time.monotonic()
+    while published_events(redis_url, prefix) < expected and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def report(name: str, stored: int, latencies: list[float], seconds: float) -> None:
     figures = summary(latencies)
     print(
-        f"{name:5s} feeds/s {stored / seconds:9.0f}   batches {len(latencies):6d}   "
+        f"{name:10s} feeds/s {stored / seconds:9.0f}   batches {len(latencies):6d}   "
         f"batch p50 {figures['p50_ms']:6.1f} ms  p95 {figures['p95_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
     )
+
+
+def lag(redis_url: str, prefix: str, total: int) -> None:
+    waited = wait_published(redis_url, prefix, total)
+    print(f"      every price_update event published {waited * 1000:.0f} ms after the last answer")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", default="2,3,4", help="comma-separated concurrency levels")
     args = parser.parse_args()
     counter = itertools.count()
-    print(f"machine: {os.cpu_count()} CPUs; {args.clients} clients x {BATCH}-feed batches, {args.seconds:g} s each")
+    levels = [int(c) for c in args.clients.split(",")]
+    print(f"machine: {os.cpu_count()} CPUs; {BATCH}-feed batches, {args.seconds:g} s per run, clients {levels}")
     with stack(rest=True, PERSEUS_MODE="exchange", PERSEUS_SIM_TRADES_PER_S="0") as s:
-        asyncio.run(run_grpc(s.core.addr, 1.0, args.clients, counter))  # warm-up
-        stored, latencies = asyncio.run(run_grpc(s.core.addr, args.seconds, args.clients, counter))
-        report("gRPC", stored, latencies, args.seconds)
         assert s.rest is not None
-        stored, latencies = asyncio.run(run_rest(s.rest.addr, s.key, args.seconds, args.clients, counter))
-        report("REST", stored, latencies, args.seconds)
+        redis_url, prefix = s.env["PERSEUS_REDIS_URL"], s.env["PERSEUS_REDIS_PREFIX"]
+        total, _ = asyncio.run(run_grpc(s.core.addr, 1.0, 2, counter))  # warm-up
+        for clients in levels:
+            stored, latencies = asyncio.run(run_grpc(s.core.addr, args.seconds, clients, counter))
+            total += stored
+            report(f"gRPC  c={clients}", stored, latencies, args.seconds)
+            lag(redis_url, prefix, total)
+            stored, latencies = asyncio.run(run_rest(s.rest.addr, s.key, args.seconds, clients, counter))
+            total += stored
+            report(f"REST  c={clients}", stored, latencies, args.seconds)
+            lag(redis_url, prefix, total)
 
 
 if __name__ == "__main__":

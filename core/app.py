@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -22,6 +23,7 @@ from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.postgres import create_pool
 from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
+from core.adapters.redis_client import redis_client
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
@@ -39,7 +41,7 @@ REDIS_CONNECT_TIMEOUT_S = 3.0
 
 
 async def open_redis(url: str) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, health_check_interval=30)
+    client = redis_client(url)
     try:
         await client.ping()
     except (OSError, aioredis.RedisError) as exc:
@@ -75,7 +77,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
         publisher = EventPublisher(redis, keys)
         ticks = TickStore(pool)
-        price_updates = PriceUpdates(PriceCache(redis, keys), publisher, clock_ms=clock_ms)
+        price_updates = PriceUpdates(PriceCache(redis, keys), clock_ms=clock_ms)
         ingestion = Ingestion(
             ticks,
             known_sources=frozenset(exchange_ids),
@@ -119,7 +121,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         writers = build_writers(settings, stores, clock_ms)
         await core.server.start()
         await core.set_serving(True)
-        background = [asyncio.create_task(w.run(), name=f"writer:{w.exchange}") for w in writers]
+        publishing = asyncio.create_task(price_updates.run(), name="price-updates")
+        feeds = [asyncio.create_task(w.run(), name=f"writer:{w.exchange}") for w in writers]
         logger.info(
             "core serving",
             extra={
@@ -134,10 +137,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ready.set()
         await stop.wait()
         logger.info("core stopping", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
-        for task in background:
+        for task in feeds:  # the feeds stop first (their leases are released)
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await asyncio.gather(*feeds, return_exceptions=True)
         await core.stop(settings.shutdown_grace_s)
+        with contextlib.suppress(TimeoutError):  # publish what ingest already acknowledged
+            async with asyncio.timeout(settings.shutdown_grace_s):
+                await price_updates.drained()
+        publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
     logger.info("core stopped")
 
 

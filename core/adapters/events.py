@@ -28,17 +28,25 @@ from core.domain.channels import Channel
 
 HISTORY_MAXLEN = 10_000
 
-# KEYS: sequence, history, channel of one stream. ARGV: history maxlen, then the payloads in order.
-_PUBLISH = """
-local count = #ARGV - 1
-local seq = redis.call('INCRBY', KEYS[1], count) - count
-for i = 2, #ARGV do
+
+def publish_lua(first_key: int, maxlen_arg: int, first_payload_arg: int) -> str:
+    """Lua that publishes ARGV[first_payload_arg..] on the stream whose sequence, history and channel
+    are KEYS[first_key], KEYS[first_key + 1], KEYS[first_key + 2]; it returns the last seq."""
+    seq, history, channel = (f"KEYS[{first_key + i}]" for i in range(3))
+    return f"""
+local count = #ARGV - {first_payload_arg - 1}
+local seq = redis.call('INCRBY', {seq}, count) - count
+for i = {first_payload_arg}, #ARGV do
   seq = seq + 1
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'p', ARGV[i])
-  redis.call('SPUBLISH', KEYS[3], seq .. ':' .. ARGV[i])
+  redis.call('XADD', {history}, 'MAXLEN', '~', ARGV[{maxlen_arg}], seq .. '-0', 'p', ARGV[i])
+  redis.call('SPUBLISH', {channel}, seq .. ':' .. ARGV[i])
 end
 return seq
 """
+
+
+# KEYS: sequence, history, channel of one stream. ARGV: history maxlen, then the payloads in order.
+_PUBLISH = publish_lua(first_key=1, maxlen_arg=1, first_payload_arg=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,7 @@ class EventPublisher:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for channel, payloads in by_channel.items():
-                keys = [
-                    self._keys.stream_sequence(channel),
-                    self._keys.stream_history(channel),
-                    self._keys.stream_channel(channel),
-                ]
+                keys = self._keys.stream_keys(channel)
                 await self._script(keys=keys, args=[self._maxlen, *payloads], client=pipe)
             last = await pipe.execute()
         return {channel: int(seq) for channel, seq in zip(by_channel, last, strict=True)}

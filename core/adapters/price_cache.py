@@ -1,4 +1,11 @@
-"""The latest price per (symbol, source) in Redis, with a TTL, never overwritten by an older tick."""
+"""The latest price per (symbol, source) in Redis, and the ``prices:`` streams, written together.
+
+For one (source, symbol) pair, the latest-price hash and the pair's stream
+(sequence, history, sharded channel) share the hash tag ``{source:SYMBOL}``,
+so one script per pair and write does both: the hash is replaced only by a
+tick at least as new (60 s TTL), then each tick is published as a
+``price_update`` event in time order.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +15,23 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
+from core.adapters.events import HISTORY_MAXLEN, publish_lua
 from core.adapters.redis_keys import RedisKeys
+from core.domain.channels import Channel, ChannelFamily
 from core.domain.prices import Tick, decimal_str
 
 LATEST_TTL_MS = 60_000
 SOURCES_TTL_MS = 24 * 3600 * 1000
 
-# KEYS[1] latest hash. ARGV: ts_ms, ttl_ms, then field/value pairs. Writes only a newer tick.
-_SET_IF_NEWER = """
+# KEYS: latest hash, then the stream's sequence, history, channel.
+# ARGV: ts, ttl, price, volume, history maxlen, then the event payloads.
+_WRITE = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'ts') or '-1')
-if tonumber(ARGV[1]) < current then return 0 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
+if tonumber(ARGV[1]) >= current then
+  redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'price', ARGV[3], 'volume', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+""" + publish_lua(first_key=2, maxlen_arg=5, first_payload_arg=6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,31 +44,45 @@ class LatestPrice:
 
 
 class PriceCache:
-    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, *, ttl_ms: int = LATEST_TTL_MS) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: RedisKeys,
+        *,
+        ttl_ms: int = LATEST_TTL_MS,
+        history_maxlen: int = HISTORY_MAXLEN,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = ttl_ms
-        self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+        self._maxlen = history_maxlen
+        self._write = redis.register_script(_WRITE)
 
-    async def update(self, ticks: Sequence[Tick]) -> None:
-        """Record the newest tick of each (symbol, source) unless Redis already has a newer one."""
-        newest: dict[tuple[str, str], Tick] = {}
-        for tick in ticks:
-            known = newest.get((tick.symbol, tick.source))
-            if known is None or tick.ts_ms >= known.ts_ms:
-                newest[(tick.symbol, tick.source)] = tick
-        if not newest:
+    async def write(self, updates: Sequence[tuple[Tick, bytes]]) -> None:
+        """Latest prices and one ``price_update`` event (the bytes) per tick, one script per pair."""
+        by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]] = {}
+        for tick, payload in sorted(updates, key=lambda update: update[0].ts_ms):
+            by_pair.setdefault((tick.source, tick.symbol), []).append((tick, payload))
+        if not by_pair:
             return
         sources: dict[str, dict[str, int]] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for tick in newest.values():
-                fields = ["price", decimal_str(tick.price), "volume", decimal_str(tick.volume)]
-                await self._set_if_newer(
-                    keys=[self._keys.latest_price(tick.source, tick.symbol)],
-                    args=[tick.ts_ms, self._ttl_ms, *fields],
+            for (source, symbol), pair_updates in by_pair.items():
+                newest = pair_updates[-1][0]
+                channel = Channel(ChannelFamily.PRICES, source, symbol, None)
+                await self._write(
+                    keys=[self._keys.latest_price(source, symbol), *self._keys.stream_keys(channel)],
+                    args=[
+                        newest.ts_ms,
+                        self._ttl_ms,
+                        decimal_str(newest.price),
+                        decimal_str(newest.volume),
+                        self._maxlen,
+                        *(payload for _, payload in pair_updates),
+                    ],
                     client=pipe,
                 )
-                sources.setdefault(tick.symbol, {})[tick.source] = tick.ts_ms
+                sources.setdefault(symbol, {})[source] = newest.ts_ms
             for symbol, seen in sources.items():
                 key = self._keys.price_sources(symbol)
                 pipe.zadd(key, seen, gt=True)  # type: ignore[arg-type]

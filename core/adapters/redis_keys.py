@@ -116,6 +116,10 @@ class RedisKeys:
         """Capped Redis stream of recent messages, replayed on resume."""
         return f"{self._prefix}history:{self._stream_id(channel)}"
 
+    def stream_keys(self, channel: Channel) -> list[str]:
+        """Sequence, history and channel of a stream, in the order the publish script takes them."""
+        return [self.stream_sequence(channel), self.stream_history(channel), self.stream_channel(channel)]
+
     def candle_close_channel(self, exchange: str, symbol: str, timeframe: Timeframe | str) -> str:
         return self.stream_channel(_channel(ChannelFamily.CANDLES, exchange, symbol, timeframe))
 

@@ -1,25 +1,81 @@
-"""After-commit step for ingested ticks: the latest-price cache and one ``price_update`` event each."""
+"""After-commit step for stored ticks: the latest-price cache and one ``price_update`` event each.
+
+It runs as its own task. Ingest answers as soon as PostgreSQL committed; the
+ticks are queued here and written to Redis by one loop that takes everything
+queued since its last write, so concurrent batches share one pipeline (and one
+script per (source, symbol) pair). The queue is bounded: while Redis is down
+the writes are retried with backoff, and beyond ``max_pending`` the oldest
+ticks are dropped from the queue (they are safe in PostgreSQL; only their live
+events are lost, and that is counted and logged).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 
-from core.adapters.event_codec import price_channel, price_event
-from core.adapters.events import Event, EventPublisher
+import redis.asyncio as aioredis
+
+from core.adapters.event_codec import price_event
 from core.adapters.price_cache import PriceCache
 from core.domain.prices import Tick
 
+logger = logging.getLogger(__name__)
+
+MAX_PENDING = 200_000
+MAX_PER_WRITE = 5_000
+RETRY_S = (0.1, 0.5, 1.0, 2.0)
+
 
 class PriceUpdates:
-    def __init__(self, cache: PriceCache, publisher: EventPublisher, *, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, cache: PriceCache, *, clock_ms: Callable[[], int], max_pending: int = MAX_PENDING) -> None:
         self._cache = cache
-        self._publisher = publisher
         self._clock_ms = clock_ms
+        self._pending: deque[Tick] = deque()
+        self._max_pending = max_pending
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.dropped = 0
+        self.failures = 0
 
     async def __call__(self, ticks: Sequence[Tick]) -> None:
+        """Queue ``ticks`` (never blocks, never raises)."""
         if not ticks:
             return
-        await self._cache.update(ticks)
-        now = self._clock_ms()
-        ordered = sorted(ticks, key=lambda t: t.ts_ms)  # a channel's seq follows tick time within a batch
-        await self._publisher.publish([Event(price_channel(t), price_event(t, now_ms=now)) for t in ordered])
+        self._pending.extend(ticks)
+        overflow = len(self._pending) - self._max_pending
+        if overflow > 0:
+            for _ in range(overflow):
+                self._pending.popleft()
+            self.dropped += overflow
+            logger.warning("price updates: %d ticks dropped from a full queue (Redis too slow or down)", overflow)
+        self._idle.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled: write what is queued, coalescing everything that arrived meanwhile."""
+        attempt = 0
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_PER_WRITE))]
+            now = self._clock_ms()
+            try:
+                await self._cache.write([(tick, price_event(tick, now_ms=now)) for tick in batch])
+                attempt = 0
+            except (OSError, aioredis.RedisError) as exc:
+                self.failures += 1
+                self._pending.extendleft(reversed(batch))
+                delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
+                attempt += 1
+                logger.warning("price updates not written (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def drained(self) -> None:
+        """Wait until everything queued so far has been written (tests, shutdown)."""
+        await self._idle.wait()

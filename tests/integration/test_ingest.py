@@ -3,8 +3,9 @@ the latest-price cache and price_update events in Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import grpc
@@ -21,6 +22,16 @@ from perseus.marketdata.v1 import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+AFTER_COMMIT_S = 0.5  # the cache and events are written by a background task after the answer
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.02)
 
 
 def feed(symbol: str = "BTC-USD", price: str = "67234.56", **fields: object) -> prices_pb2.PriceFeed:
@@ -121,6 +132,8 @@ async def test_a_retried_batch_is_stored_once_and_published_once(
     rows = await _rows(database_url, "SELECT count(*) FROM price_feeds WHERE symbol='ADAX-USD'")
     assert rows[0][0] == 2
     channel = Channel(ChannelFamily.PRICES, "coinbase", "ADAX-USD", None)
+    eventually(lambda: len(rds.xrange(keys.stream_history(channel))) >= 2)  # written after the answer
+    await asyncio.sleep(AFTER_COMMIT_S)  # time for a wrong second publication to show
     history = rds.xrange(keys.stream_history(channel))
     assert [entry_id for entry_id, _ in history] == [b"1-0", b"2-0"]
     event = stream_service_pb2.StreamEvent.FromString(history[1][1][b"p"])
@@ -134,6 +147,8 @@ def test_the_latest_price_is_cached_and_an_older_tick_does_not_replace_it(
     ts = int(time.time() * 1000) - 1_000
     ingest.IngestPrices(pb.IngestPricesRequest(feeds=[feed("DOT-USD", "7.10", ts_ms=ts)]), timeout=5)
     ingest.IngestPrices(pb.IngestPricesRequest(feeds=[feed("DOT-USD", "6.90", ts_ms=ts - 500)]), timeout=5)
+    eventually(lambda: rds.exists(keys.latest_price("coinbase", "DOT-USD")) == 1)
+    time.sleep(AFTER_COMMIT_S)  # time for the older tick's write, which must not replace the newer one
     latest = rds.hgetall(keys.latest_price("coinbase", "DOT-USD"))
     assert latest[b"price"] == b"7.10" and int(latest[b"ts"]) == ts
     assert 0 < rds.pttl(keys.latest_price("coinbase", "DOT-USD")) <= 60_000
