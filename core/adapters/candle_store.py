@@ -8,7 +8,7 @@ very same candle).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 import asyncpg
@@ -21,6 +21,7 @@ from core.domain.candles import Candle
 from core.domain.errors import Unavailable
 from core.domain.symbols import split_symbol
 from core.domain.timeframes import TIMEFRAMES, Timeframe
+from core.services.candle_queries import CandleQuery, Span
 
 WINDOW_SIZE = 1_000
 
@@ -128,3 +129,64 @@ class CandleStore:
         rows = await self._pool.fetch(_LAST, exchange_id, symbol, timeout=STATEMENT_TIMEOUT_S)
         found = {row["timeframe"]: (int(row["open_time"].timestamp() * 1000), row["close"]) for row in rows}
         return {tf: found[tf.value] for tf in TIMEFRAMES if tf.value in found}
+
+
+class CandleRowsReader:
+    """Reads for :mod:`core.services.candle_queries`: the Redis window and the PostgreSQL history."""
+
+    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, keys: RedisKeys, exchange_ids: Mapping[str, int]):
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._exchange_ids = exchange_ids
+
+    def _window_key(self, query: CandleQuery) -> str:
+        return self._keys.candle_window(query.exchange, query.symbol, query.timeframe)
+
+    async def window_oldest(self, query: CandleQuery) -> int | None:
+        first = await self._redis.zrange(self._window_key(query), 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def window(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
+        low = "-inf" if span.start_ms is None else span.start_ms
+        high = "+inf" if span.end_ms is None else f"({span.end_ms}"
+        key = self._window_key(query)
+        if span.newest:
+            rows = await self._redis.zrevrangebyscore(key, high, low, start=0, num=span.limit, withscores=True)
+            rows.reverse()
+        else:
+            rows = await self._redis.zrangebyscore(key, low, high, start=0, num=span.limit, withscores=True)
+        return [(int(score), member) for member, score in rows]
+
+    async def history(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
+        order = "DESC" if span.newest else "ASC"
+        rows = await self._pool.fetch(
+            "SELECT open_time, open::text, high::text, low::text, close::text, volume::text, is_synthetic, sequence_num"
+            " FROM candles WHERE exchange_id = $1 AND symbol = $2 AND timeframe = $3"
+            " AND ($4::timestamptz IS NULL OR open_time >= $4) AND ($5::timestamptz IS NULL OR open_time < $5)"
+            f" ORDER BY open_time {order} LIMIT $6",
+            self._exchange_ids[query.exchange],
+            query.symbol,
+            query.timeframe.value,
+            None if span.start_ms is None else ms_to_datetime(span.start_ms),
+            None if span.end_ms is None else ms_to_datetime(span.end_ms),
+            span.limit,
+            timeout=STATEMENT_TIMEOUT_S,
+        )
+        found = [(int(row["open_time"].timestamp() * 1000), self._encode(query, row)) for row in rows]
+        return found[::-1] if span.newest else found
+
+    def _encode(self, query: CandleQuery, row: asyncpg.Record) -> bytes:
+        candle = Candle(
+            query.exchange,
+            query.symbol,
+            query.timeframe,
+            int(row["open_time"].timestamp() * 1000),
+            Decimal(row["open"]),
+            Decimal(row["high"]),
+            Decimal(row["low"]),
+            Decimal(row["close"]),
+            Decimal(row["volume"]),
+            is_synthetic=row["is_synthetic"],
+        )
+        return candle_to_pb(candle, exchange_id=self._exchange_ids[query.exchange]).SerializeToString()

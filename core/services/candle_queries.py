@@ -1,0 +1,142 @@
+"""Candle reads: the Redis window first, PostgreSQL for what lies before it, merged without gap or duplicate.
+
+The window holds the newest closed candles of each (exchange, symbol,
+timeframe) and PostgreSQL holds all of them, so the answer is: what the
+window has in the requested range, completed by PostgreSQL strictly before
+the window's oldest candle. Candles come back oldest first, at most ``limit``:
+with no ``start`` the newest ones (before ``end`` if given), with ``start``
+the first ones from it. Ranges are half-open: ``start <= open_time < end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.domain.errors import InvalidArgument, NotFound
+from core.domain.symbols import canonical_symbol
+from core.domain.timeframes import Timeframe
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1_000
+DEFAULT_TIMEFRAME = Timeframe.H1
+
+
+@dataclass(frozen=True, slots=True)
+class CandleQuery:
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    limit: int
+    start_ms: int | None
+    end_ms: int | None
+
+    @property
+    def newest(self) -> bool:
+        """No start: the newest ``limit`` candles (before ``end``)."""
+        return self.start_ms is None
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What to read from one store: ``start <= open_time < end``, the first (or newest) ``limit``."""
+
+    start_ms: int | None
+    end_ms: int | None
+    limit: int
+    newest: bool
+
+
+Rows = list[tuple[int, bytes]]  # (open time, serialized Candle), oldest first
+
+
+class CandleRows(Protocol):
+    async def window_oldest(self, query: CandleQuery) -> int | None: ...
+
+    async def window(self, query: CandleQuery, span: Span) -> Rows: ...
+
+    async def history(self, query: CandleQuery, span: Span) -> Rows: ...
+
+
+class ExchangeIds(Protocol):
+    def __contains__(self, name: object) -> bool: ...
+
+
+def candle_query(
+    exchange: str,
+    symbol: str,
+    timeframe: Timeframe | None,
+    limit: int,
+    start_ms: int | None,
+    end_ms: int | None,
+    *,
+    exchanges: ExchangeIds,
+) -> CandleQuery:
+    name = exchange.strip().lower()
+    if not name:
+        raise InvalidArgument("exchange is required")
+    if name not in exchanges:
+        raise NotFound(f"unknown exchange {exchange!r}")
+    if not 0 <= limit <= MAX_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise InvalidArgument("end_time must be after start_time")
+    return CandleQuery(
+        name, canonical_symbol(symbol), timeframe or DEFAULT_TIMEFRAME, limit or DEFAULT_LIMIT, start_ms, end_ms
+    )
+
+
+class CandleQueries:
+    def __init__(self, rows: CandleRows, exchanges: ExchangeIds) -> None:
+        self._rows = rows
+        self._exchanges = exchanges
+
+    def query(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: Timeframe | None,
+        limit: int,
+        start_ms: int | None,
+        end_ms: int | None,
+    ) -> CandleQuery:
+        return candle_query(exchange, symbol, timeframe, limit, start_ms, end_ms, exchanges=self._exchanges)
+
+    async def candles(self, query: CandleQuery) -> Sequence[bytes]:
+        oldest = await self._rows.window_oldest(query)
+        if query.newest:
+            recent = await self._window(query, oldest, query.start_ms, query.end_ms, query.limit, newest=True)
+            missing = query.limit - len(recent)
+            older: Rows = []
+            if missing:
+                older = await self._rows.history(query, Span(None, _before(query.end_ms, oldest), missing, True))
+            return [c for _, c in older + recent]
+        if oldest is not None and query.start_ms is not None and query.start_ms >= oldest:
+            return [
+                c for _, c in await self._rows.window(query, Span(query.start_ms, query.end_ms, query.limit, False))
+            ]
+        older = await self._rows.history(query, Span(query.start_ms, _before(query.end_ms, oldest), query.limit, False))
+        missing = query.limit - len(older)
+        recent = await self._window(query, oldest, oldest, query.end_ms, missing, newest=False) if missing else []
+        return [c for _, c in older + recent]
+
+    async def _window(
+        self,
+        query: CandleQuery,
+        oldest: int | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+        *,
+        newest: bool,
+    ) -> Rows:
+        if oldest is None or (end_ms is not None and end_ms <= oldest):
+            return []
+        return await self._rows.window(query, Span(start_ms, end_ms, limit, newest))
+
+
+def _before(end_ms: int | None, window_oldest: int | None) -> int | None:
+    """PostgreSQL is read strictly before the window (and before ``end``)."""
+    bounds = [b for b in (end_ms, window_oldest) if b is not None]
+    return min(bounds) if bounds else None
