@@ -17,9 +17,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from core import logs
 from core.adapters import apikeys, migrations
+from core.adapters.alert_store import AlertStore, SignalEvents
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
+from core.adapters.indicator_store import CandleHistory, IndicatorStore
 from core.adapters.postgres import create_pool
 from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
@@ -29,6 +31,8 @@ from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.services.indicator_queries import IndicatorQueries
+from core.services.indicators import IndicatorService
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
@@ -85,6 +89,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
+        indicator_states, candle_history, alerts = IndicatorStore(redis, keys), CandleHistory(pool), AlertStore(pool)
+        indicators = IndicatorService(
+            states=indicator_states,
+            history=candle_history,
+            alerts=alerts,
+            signals=SignalEvents(publisher, clock_ms),
+            exchange_ids=exchange_ids,
+        )
         servicers = Servicers(
             market_data=MarketDataServicer(
                 mode=settings.mode,
@@ -94,6 +106,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 status=status,
                 price_queries=PriceQueries(
                     PriceCache(redis, keys), PgPriceHistory(pool, sources=exchange_ids), clock_ms=clock_ms
+                ),
+                indicators=IndicatorQueries(
+                    states=indicator_states, history=candle_history, alerts=alerts, exchange_ids=exchange_ids
                 ),
             ),
             ingest=IngestServicer(ingestion=ingestion),
@@ -116,7 +131,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             stack.callback(metrics_thread.join, 5)
             stack.callback(metrics_server.shutdown)
         stores = Stores(
-            pool, redis, keys, exchange_ids, ticks, price_updates, CandleStore(pool, redis, keys), publisher
+            pool,
+            redis,
+            keys,
+            exchange_ids,
+            ticks,
+            price_updates,
+            CandleStore(pool, redis, keys),
+            publisher,
+            on_closed=indicators.on_closed,
         )
         writers = build_writers(settings, stores, clock_ms)
         await core.server.start()

@@ -1,4 +1,4 @@
-"""Wiring of exchange mode: one writer (lease + venue feed + candle pipeline) per configured exchange."""
+"""Wiring of exchange mode: one writer (lease + venue feed + candle pipeline + indicators) per configured exchange."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from core.adapters.venues.sim import SimVenue
 from core.adapters.writer_fence import WriterFence
 from core.adapters.writer_lock import WriterLock
 from core.domain.errors import LeaseLost
-from core.services.exchange_pipeline import ExchangePipeline
+from core.services.exchange_pipeline import ClosedListener, ExchangePipeline
 from core.services.exchange_writer import HEARTBEAT_TTL_MS, ExchangeWriter, Feed
 from core.services.ingestion import TicksListener
 from core.settings import Settings
@@ -79,6 +79,7 @@ class Stores:
     after_ticks: TicksListener
     candles: CandleStore
     publisher: EventPublisher
+    on_closed: ClosedListener | None = None  # the indicators, told of each stored wave of closed candles
 
 
 def build_writers(settings: Settings, stores: Stores, clock_ms: Callable[[], int]) -> list[ExchangeWriter]:
@@ -112,6 +113,7 @@ def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[]
             writer_id=settings.instance_id,
             fence=fence,
             term=lambda: lock.term,
+            on_closed=stores.on_closed,
         )
         running = start_venue(pipeline.deliver)
         return Feed(pipeline, running.run, settings.venues[name].symbols, lambda: running.connected)

@@ -7,29 +7,38 @@ from datetime import datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.adapters.alert_store import fill_trade_signal
 from core.adapters.apikeys import ApiKeyRecord, KeyTier
 from core.adapters.event_codec import TIMEFRAME_TO_PB
 from core.domain.consensus import Consensus
 from core.domain.errors import InvalidArgument
 from core.domain.models import DependencyHealth, Exchange, Symbol
 from core.domain.prices import RawFeed, decimal_str
+from core.domain.signals import Stage, Zone
 from core.domain.timeframes import TIMEFRAMES, Timeframe
+from core.services.indicator_queries import IndicatorReading
+from core.services.indicators import AlertRecord
 from core.services.ingestion import IngestResult
 from core.services.price_queries import LatestQuote, PriceBucket
 from core.settings import Mode
 from perseus.marketdata.v1 import (
     common_pb2,
+    indicators_pb2,
     ingest_service_pb2,
     key_service_pb2,
     market_data_service_pb2,
     market_pb2,
     prices_pb2,
+    signals_pb2,
 )
 
 MODE_TO_PB = {
     Mode.EXCHANGE: common_pb2.RUNTIME_MODE_EXCHANGE,
     Mode.PW_HOST: common_pb2.RUNTIME_MODE_PW_HOST,
 }
+
+STAGE_TO_PB = {s: indicators_pb2.MomentumStage.Value(f"MOMENTUM_STAGE_{s.name}") for s in Stage}
+ZONE_TO_PB = {z: indicators_pb2.ValueZone.Value(f"VALUE_ZONE_{z.name}") for z in Zone}
 
 TIER_TO_PB = {
     KeyTier.FREE: key_service_pb2.KEY_TIER_FREE,
@@ -179,3 +188,32 @@ def consensus_to_pb(consensus: Consensus) -> prices_pb2.ConsensusPrice:
         sources=consensus.sources,
         timestamp=timestamp_from_ms(consensus.ts_ms),
     )
+
+
+def macd_v_to_pb(reading: IndicatorReading) -> indicators_pb2.MacdV:
+    """Every field, internals included (internal callers only; the gateways project the public ones)."""
+    value, params = reading.value, reading.params
+    return indicators_pb2.MacdV(
+        exchange=reading.exchange,
+        symbol=reading.symbol,
+        timeframe=TIMEFRAME_TO_PB[reading.timeframe],
+        timestamp=timestamp_from_ms(reading.timeframe.close_time(value.open_time)),
+        macd_v=value.macd_v,
+        signal=value.signal,
+        histogram=value.histogram,
+        stage=STAGE_TO_PB[value.stage],
+        zone=ZONE_TO_PB[value.zone],
+        fast_ema=value.fast_ema,
+        slow_ema=value.slow_ema,
+        atr=value.atr,
+        fast_period=params.fast,
+        slow_period=params.slow,
+        signal_period=params.signal,
+        atr_period=params.atr,
+        exchange_id=reading.exchange_id,
+        symbol_id=reading.symbol_id,
+    )
+
+
+def trade_signal_to_pb(record: AlertRecord) -> signals_pb2.TradeSignal:
+    return fill_trade_signal(signals_pb2.TradeSignal(), record)

@@ -16,6 +16,7 @@ from core.adapters.apikeys import ApiKeyRecord
 from core.domain.models import Exchange, Symbol
 from core.rpc import convert
 from core.rpc.status import translates_errors
+from core.services.indicator_queries import IndicatorQueries
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
 from core.services.status import StatusService
@@ -52,6 +53,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         exchanges: ExchangeSource,
         status: StatusService,
         price_queries: PriceQueries,
+        indicators: IndicatorQueries,
     ) -> None:
         self._mode = mode
         self._version = version
@@ -59,6 +61,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self._exchanges = exchanges
         self._status = status
         self._price_queries = price_queries
+        self._indicators = indicators
 
     @translates_errors
     async def ListExchanges(
@@ -97,6 +100,34 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     async def ListSymbols(self, request: md_pb2.ListSymbolsRequest, context: Context) -> md_pb2.ListSymbolsResponse:
         symbols = await self._exchanges.list_symbols(request.exchange)
         return md_pb2.ListSymbolsResponse(symbols=[convert.symbol_to_pb(s) for s in symbols])
+
+    @translates_errors
+    async def GetIndicator(self, request: md_pb2.GetIndicatorRequest, context: Context) -> md_pb2.GetIndicatorResponse:
+        reading = await self._indicators.indicator(
+            request.exchange, request.symbol, convert.timeframe_from_pb(request.timeframe, field="timeframe")
+        )
+        return md_pb2.GetIndicatorResponse(indicator=convert.macd_v_to_pb(reading))
+
+    @translates_errors
+    async def GetSignal(self, request: md_pb2.GetSignalRequest, context: Context) -> md_pb2.GetSignalResponse:
+        record = await self._indicators.signal(
+            request.exchange, request.symbol, convert.timeframe_from_pb(request.timeframe, field="timeframe")
+        )
+        return md_pb2.GetSignalResponse(signal=convert.trade_signal_to_pb(record))
+
+    @translates_errors
+    async def ListAlerts(self, request: md_pb2.ListAlertsRequest, context: Context) -> md_pb2.ListAlertsResponse:
+        page = await self._indicators.alert_history(
+            exchange=request.exchange,
+            symbol=request.symbol,
+            timeframe=convert.timeframe_from_pb(request.timeframe, field="timeframe"),
+            since_ms=convert.timestamp_ms(request, "since_time"),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return md_pb2.ListAlertsResponse(
+            signals=[convert.trade_signal_to_pb(r) for r in page.records], next_page_token=page.next_page_token
+        )
 
     async def GetStatus(self, request: md_pb2.GetStatusRequest, context: Context) -> md_pb2.GetStatusResponse:
         dependencies = await self._status.check()

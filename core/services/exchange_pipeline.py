@@ -14,8 +14,8 @@ that lost the lease, even one that was paused with a write on its way, raises
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -33,6 +33,10 @@ from core.services.ingestion import TicksListener, TickWriter
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_CANDLES = 50_000  # closed candles kept while storage is down (about 8 h of 100 symbols x 6 timeframes)
+
+Fenced = Callable[[], AbstractAsyncContextManager[asyncpg.Connection | None]]
+# Told of each wave of closed candles once they are stored and published, with the pipeline's fenced writes.
+ClosedListener = Callable[[Sequence[Candle], Fenced], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -60,6 +64,7 @@ class ExchangePipeline:
         writer_id: str = "",
         fence: WriterFence | None = None,
         term: Callable[[], int] = lambda: 0,
+        on_closed: ClosedListener | None = None,
     ) -> None:
         self.exchange = exchange
         self._worker_id = f"venue:{exchange}@{writer_id}" if writer_id else f"venue:{exchange}"
@@ -75,6 +80,7 @@ class ExchangePipeline:
         self._pending: list[Candle] = []
         self._fence = fence
         self._term = term
+        self._on_closed = on_closed
         self.stats = PipelineStats()
 
     async def _builder(self, symbol: str) -> CandleBuilder:
@@ -166,6 +172,9 @@ class ExchangePipeline:
             raise
         self._pending = []
         self.stats.candles_closed += len(batch)
+        if self._on_closed is not None:
+            self._check_lease()
+            await self._on_closed(batch, self._fenced)
 
     @asynccontextmanager
     async def _fenced(self) -> AsyncIterator[asyncpg.Connection | None]:

@@ -1,0 +1,191 @@
+"""Alerts in PostgreSQL (one row per crossing) and on the wire (``TradeSignal`` events on ``signals:…``).
+
+The insert is one statement per wave, ``ON CONFLICT ON CONSTRAINT
+alerts_crossing_key DO NOTHING RETURNING``: only rows this statement stored
+come back, so only they are published. Reads serve the newest alert of a
+series and the history, newest first, keyset-paginated on
+``(triggered_at, id)`` (the ``alerts_history_idx`` / ``alerts_triggered_at_idx``
+indexes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from core.adapters.event_codec import TIMEFRAME_TO_PB, explicit_name, set_ms
+from core.adapters.events import Event, EventPublisher
+from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.domain.channels import Channel, ChannelFamily
+from core.domain.errors import Unavailable
+from core.domain.prices import decimal_str
+from core.domain.signals import Direction, Strength
+from core.domain.timeframes import Timeframe
+from core.services.indicator_queries import AlertQuery
+from core.services.indicators import AlertRecord, NewAlert
+from perseus.marketdata.v1 import signals_pb2, stream_service_pb2
+
+DIRECTION_TO_PB = {d: signals_pb2.SignalDirection.Value(f"SIGNAL_DIRECTION_{d.name}") for d in Direction}
+STRENGTH_TO_PB = {s: signals_pb2.SignalStrength.Value(f"SIGNAL_STRENGTH_{s.name}") for s in Strength}
+
+_MS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
+_COLUMNS = (
+    "a.id, a.exchange_id, e.name AS exchange, a.symbol, a.timeframe, a.alert_type, a.signal_type, a.direction,"
+    " a.strength, a.trigger_value, a.signal_delta, a.trigger_label, a.price::text AS price,"
+    " (extract(epoch FROM a.triggered_at) * 1000)::bigint AS triggered_ms"
+)
+
+_INSERT = f"""
+WITH stored AS (
+    INSERT INTO alerts (exchange_id, symbol, timeframe, alert_type, signal_type, direction, strength, trigger_value,
+                        signal_delta, trigger_label, price, triggered_at)
+    SELECT n.exchange_id, n.symbol, n.timeframe, n.alert_type, n.signal_type, n.direction, n.strength,
+           n.trigger_value, n.signal_delta, n.trigger_label, n.price::numeric, {_MS.format("n.triggered_ms")}
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::float8[], $9::float8[], $10::text[], $11::text[], $12::bigint[])
+         AS n(exchange_id, symbol, timeframe, alert_type, signal_type, direction, strength, trigger_value,
+              signal_delta, trigger_label, price, triggered_ms)
+    ON CONFLICT ON CONSTRAINT alerts_crossing_key DO NOTHING
+    RETURNING *
+)
+SELECT {_COLUMNS} FROM stored a JOIN exchanges e ON e.id = a.exchange_id ORDER BY a.id
+"""
+
+_SELECT = f"SELECT {_COLUMNS} FROM alerts a JOIN exchanges e ON e.id = a.exchange_id"
+_LATEST = (
+    f"{_SELECT} WHERE a.exchange_id = $1 AND a.symbol = $2 AND a.timeframe = $3"
+    " ORDER BY a.triggered_at DESC, a.id DESC LIMIT 1"
+)
+
+
+class AlertStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert(self, alerts: Sequence[NewAlert], *, conn: asyncpg.Connection | None = None) -> list[AlertRecord]:
+        """Store ``alerts``; returns the ones that were not stored before (``conn``: within that transaction)."""
+        if not alerts:
+            return []
+        columns = list(
+            zip(
+                *(
+                    (
+                        n.exchange_id,
+                        n.symbol,
+                        n.timeframe.value,
+                        n.alert.alert_type,
+                        n.alert.signal_type,
+                        n.alert.direction.value,
+                        n.alert.strength.value,
+                        n.alert.trigger_value,
+                        n.alert.signal_delta,
+                        n.alert.trigger_label,
+                        decimal_str(n.price),
+                        n.triggered_ms,
+                    )
+                    for n in alerts
+                ),
+                strict=True,
+            )
+        )
+        rows = await self._fetch(_INSERT, *map(list, columns), conn=conn)
+        return [_record(row) for row in rows]
+
+    async def latest(self, exchange_id: int, symbol: str, timeframe: Timeframe) -> AlertRecord | None:
+        rows = await self._fetch(_LATEST, exchange_id, symbol, timeframe.value)
+        return _record(rows[0]) if rows else None
+
+    async def page(self, query: AlertQuery) -> list[AlertRecord]:
+        """Up to ``query.limit`` alerts matching ``query``, newest first, after its cursor."""
+        conditions: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.exchange_id is not None:
+            conditions.append(f"a.exchange_id = {arg(query.exchange_id)}")
+        if query.symbol is not None:
+            conditions.append(f"a.symbol = {arg(query.symbol)}")
+        if query.timeframe is not None:
+            conditions.append(f"a.timeframe = {arg(query.timeframe.value)}")
+        if query.since_ms is not None:
+            conditions.append(f"a.triggered_at >= {_MS.format(arg(query.since_ms) + '::bigint')}")
+        if query.after is not None:
+            triggered_ms, alert_id = query.after
+            bound = _MS.format(arg(triggered_ms) + "::bigint")
+            conditions.append(f"(a.triggered_at, a.id) < ({bound}, {arg(alert_id)}::bigint)")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"{_SELECT}{where} ORDER BY a.triggered_at DESC, a.id DESC LIMIT {arg(query.limit)}"
+        return [_record(row) for row in await self._fetch(sql, *args)]
+
+    async def _fetch(self, sql: str, *args: Any, conn: asyncpg.Connection | None = None) -> list[asyncpg.Record]:
+        try:
+            return await (conn or self._pool).fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S)
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; alerts not read or stored") from exc
+
+
+def _record(row: asyncpg.Record) -> AlertRecord:
+    return AlertRecord(
+        id=row["id"],
+        exchange_id=row["exchange_id"],
+        exchange=row["exchange"],
+        symbol=row["symbol"],
+        timeframe=Timeframe(row["timeframe"]),
+        alert_type=row["alert_type"],
+        signal_type=row["signal_type"],
+        direction=Direction(row["direction"]),
+        strength=Strength(row["strength"]),
+        trigger_value=row["trigger_value"],
+        signal_delta=row["signal_delta"],
+        trigger_label=row["trigger_label"],
+        price=Decimal(row["price"]),
+        triggered_ms=row["triggered_ms"],
+    )
+
+
+def signal_channel(record: AlertRecord) -> Channel:
+    return Channel(ChannelFamily.SIGNALS, record.exchange, record.symbol, record.timeframe)
+
+
+def fill_trade_signal(signal: signals_pb2.TradeSignal, record: AlertRecord) -> signals_pb2.TradeSignal:
+    """Every field of the alert, internal ones included: the gateways project the public ones."""
+    signal.id = record.id
+    signal.symbol = record.symbol
+    signal.exchange = record.exchange
+    signal.timeframe = TIMEFRAME_TO_PB[record.timeframe]
+    signal.signal_type = record.signal_type
+    signal.direction = DIRECTION_TO_PB[record.direction]
+    signal.strength = STRENGTH_TO_PB[record.strength]
+    signal.price = decimal_str(record.price)
+    set_ms(signal.timestamp, record.triggered_ms)
+    signal.alert_type = record.alert_type
+    signal.trigger_value = record.trigger_value
+    signal.signal_delta = record.signal_delta
+    signal.trigger_label = record.trigger_label
+    signal.source_exchange_id = record.exchange_id
+    return signal
+
+
+def signal_event(record: AlertRecord, *, now_ms: int) -> bytes:
+    event = stream_service_pb2.StreamEvent(channel=explicit_name(signal_channel(record)))
+    fill_trade_signal(event.trade_signal, record)
+    set_ms(event.publish_time, now_ms)
+    return event.SerializeToString()
+
+
+class SignalEvents:
+    """Publishes stored alerts as ``trade_signal`` events on their ``signals:{exchange}:{SYMBOL}:{TF}`` streams."""
+
+    def __init__(self, publisher: EventPublisher, clock_ms: Callable[[], int]) -> None:
+        self._publisher = publisher
+        self._clock_ms = clock_ms
+
+    async def publish_signals(self, records: Sequence[AlertRecord]) -> None:
+        now = self._clock_ms()
+        await self._publisher.publish([Event(signal_channel(r), signal_event(r, now_ms=now)) for r in records])

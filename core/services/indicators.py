@@ -1,0 +1,245 @@
+"""Indicators on every candle close: MACD-V state in Redis, alerts in PostgreSQL, trade signals published.
+
+The write path, :class:`IndicatorService`, receives the closed candles of one
+persist wave of an exchange's pipeline (after they are stored and published,
+within the writer's lease). For each (exchange, symbol, timeframe) it reads
+the state, steps it with the new closes in ``open_time`` order and writes it
+back: one pipelined read and one pipelined write for the whole wave, O(1) per
+close. A series continues from its state only when the state's last close is
+the candle just before the new ones; otherwise (no state: first run, Redis
+flushed, unreadable; or a missed close: a crash between the candle and the
+state write) it is rebuilt from the last ``WARMUP_BARS`` stored candles, and
+the closes after the state's last one are evaluated for alerts then.
+
+Alerts are inserted with ``ON CONFLICT DO NOTHING`` on their crossing key;
+only the rows this call inserted are published, so the same crossing seen
+again (a restart, a replayed wave, a rebuilt state) is neither stored nor
+published twice. A failure of this step is logged and counted, never raised
+into candle persistence: the candles are already stored, and the next wave
+rebuilds a state that missed them. Only a lost lease goes up.
+
+The read path is :mod:`core.services.indicator_queries`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, NamedTuple, Protocol
+
+from core.domain.candles import Candle
+from core.domain.errors import LeaseLost
+from core.domain.indicators import Bar, MacdVParams, MacdVState, MacdVValue, step
+from core.domain.signals import Alert, Direction, Strength, detect_alerts
+from core.domain.timeframes import Timeframe
+
+logger = logging.getLogger(__name__)
+
+# Bars read to rebuild a missing state: the influence of the seed on the ATR (the slowest, alpha 1/26)
+# falls below 1e-6 of its weight after about 360 bars.
+WARMUP_BARS = 400
+
+Fenced = Callable[[], AbstractAsyncContextManager[Any]]  # a writer-fenced PostgreSQL connection (or None)
+SeriesKey = tuple[str, str, Timeframe]  # (exchange, canonical symbol, timeframe)
+
+
+class StoredClose(NamedTuple):
+    """A closed candle as the indicators read it: the float bar and its exact close price (a tuple: hot path)."""
+
+    bar: Bar
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    exchange_id: int
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    alert: Alert
+    price: Decimal  # the close of the candle that raised it
+
+    @property
+    def triggered_ms(self) -> int:
+        """When the alert became known: the close time of its candle."""
+        return self.timeframe.close_time(self.alert.open_time)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A stored alert: every field, internal ones included (the gateways project it)."""
+
+    id: int
+    exchange_id: int
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    alert_type: str
+    signal_type: str
+    direction: Direction
+    strength: Strength
+    trigger_value: float
+    signal_delta: float
+    trigger_label: str
+    price: Decimal
+    triggered_ms: int
+
+
+class IndicatorStates(Protocol):
+    async def load(self, series: Sequence[SeriesKey]) -> list[MacdVState | None]: ...
+    async def save(self, items: Sequence[tuple[SeriesKey, MacdVState]]) -> None: ...
+    async def latest(self, series: SeriesKey) -> MacdVValue | None: ...
+
+
+class StoredCloses(Protocol):
+    async def closes_before(
+        self, exchange_id: int, wanted: Sequence[tuple[str, Timeframe, int]], limit: int
+    ) -> list[list[StoredClose]]: ...
+    async def symbol_id(self, exchange_id: int, symbol: str) -> int | None: ...
+
+
+class AlertWriter(Protocol):
+    async def insert(self, alerts: Sequence[NewAlert], *, conn: Any = None) -> list[AlertRecord]: ...
+
+
+class SignalPublisher(Protocol):
+    async def publish_signals(self, records: Sequence[AlertRecord]) -> None: ...
+
+
+@dataclass(slots=True)
+class IndicatorStats:
+    waves: int = 0
+    closes: int = 0
+    warmups: int = 0
+    alerts: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class _Series:
+    """One series during a wave: where it continues from and what it produced."""
+
+    key: SeriesKey
+    closes: list[StoredClose]
+    state: MacdVState | None = None
+    emit_after: int = -1  # alerts only for closes after this open time
+    alerts: list[tuple[Alert, Decimal]] = field(default_factory=list)
+
+
+class IndicatorService:
+    def __init__(
+        self,
+        *,
+        states: IndicatorStates,
+        history: StoredCloses,
+        alerts: AlertWriter,
+        signals: SignalPublisher,
+        exchange_ids: Mapping[str, int],
+        params: MacdVParams | None = None,
+        warmup_bars: int = WARMUP_BARS,
+    ) -> None:
+        self._states = states
+        self._history = history
+        self._alerts = alerts
+        self._signals = signals
+        self._exchange_ids = exchange_ids
+        self.params = params or MacdVParams()
+        self._warmup_bars = warmup_bars
+        self.stats = IndicatorStats()
+
+    async def on_closed(self, candles: Sequence[Candle], fenced: Fenced | None = None) -> None:
+        """The pipeline's hook: like :meth:`process`, but only a lost lease is raised."""
+        if not candles:
+            return
+        try:
+            await self.process(candles, fenced)
+        except LeaseLost:
+            raise
+        except Exception:
+            self.stats.errors += 1
+            logger.warning("indicators not updated for %d closed candles", len(candles), exc_info=True)
+
+    async def process(self, candles: Sequence[Candle], fenced: Fenced | None = None) -> list[AlertRecord]:
+        """Update every series of one wave; returns the alerts stored (and published) for the first time."""
+        series = _group(candles)
+        loaded = await self._states.load([s.key for s in series])
+        cold: list[_Series] = []
+        for s, state in zip(series, loaded, strict=True):
+            if state is None or state.params != self.params:
+                s.emit_after = s.closes[0].bar.open_time - 1
+                cold.append(s)
+                continue
+            last_open = state.last.open_time
+            s.closes = [c for c in s.closes if c.bar.open_time > last_open]  # duplicates and late closes
+            s.emit_after = last_open
+            if s.closes and s.closes[0].bar.open_time != s.key[2].close_time(last_open):
+                cold.append(s)  # the state missed a close: rebuild it from the stored candles
+            else:
+                s.state = state
+        await self._warm_up(cold)
+        for s in series:
+            self._run(s, s.closes)
+        self.stats.waves += 1
+        self.stats.closes += len(candles)
+        records = await self._store_alerts(series, fenced)
+        await self._states.save([(s.key, s.state) for s in series if s.state is not None and s.closes])
+        return records
+
+    async def _warm_up(self, cold: list[_Series]) -> None:
+        by_exchange: dict[str, list[_Series]] = {}
+        for s in cold:
+            by_exchange.setdefault(s.key[0], []).append(s)
+        for exchange, group in by_exchange.items():
+            wanted = [(s.key[1], s.key[2], s.closes[0].bar.open_time) for s in group]
+            found = await self._history.closes_before(self._exchange_ids[exchange], wanted, self._warmup_bars)
+            for s, stored in zip(group, found, strict=True):
+                self._run(s, stored)
+            self.stats.warmups += len(group)
+
+    def _run(self, s: _Series, closes: Sequence[StoredClose]) -> None:
+        state = s.state
+        for close in closes:
+            last = state.last if state is not None else None
+            state, value = step(state, close.bar, self.params)
+            if value is not None and close.bar.open_time > s.emit_after:
+                s.alerts.extend((alert, close.price) for alert in detect_alerts(last, value))
+        s.state = state
+
+    async def _store_alerts(self, series: Sequence[_Series], fenced: Fenced | None) -> list[AlertRecord]:
+        new = [
+            NewAlert(self._exchange_ids[s.key[0]], s.key[0], s.key[1], s.key[2], alert, price)
+            for s in series
+            for alert, price in s.alerts
+        ]
+        if not new:
+            return []
+        if fenced is None:
+            records = await self._alerts.insert(new)
+        else:
+            async with fenced() as conn:
+                records = await self._alerts.insert(new, conn=conn)
+        if records:
+            await self._signals.publish_signals(records)
+        self.stats.alerts += len(records)
+        return records
+
+
+def _group(candles: Sequence[Candle]) -> list[_Series]:
+    """The wave per series, each in open_time order without repeats (one close per series is the usual case)."""
+    by_key: dict[SeriesKey, list[StoredClose]] = {}
+    for c in candles:
+        close = StoredClose(Bar(c.open_time, float(c.high), float(c.low), float(c.close)), c.close)
+        by_key.setdefault((c.exchange, c.symbol, c.timeframe), []).append(close)
+    series = []
+    for key, closes in by_key.items():
+        if len(closes) > 1:
+            closes = list({close.bar.open_time: close for close in sorted(closes, key=_open_time)}.values())
+        series.append(_Series(key, closes))
+    return series
+
+
+def _open_time(close: StoredClose) -> int:
+    return close.bar.open_time
