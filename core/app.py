@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from core import logs
 from core.adapters import apikeys, migrations
 from core.adapters.alert_store import AlertStore, SignalEvents
-from core.adapters.candle_store import CandleStore
+from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
@@ -31,6 +31,7 @@ from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
 from core.services.indicators import IndicatorService
 from core.services.ingestion import Ingestion
@@ -110,6 +111,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 indicators=IndicatorQueries(
                     states=indicator_states, history=candle_history, alerts=alerts, exchange_ids=exchange_ids
                 ),
+                candles=CandleQueries(CandleRowsReader(pool, redis, keys, exchange_ids), exchange_ids),
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),

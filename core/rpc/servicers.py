@@ -16,6 +16,7 @@ from core.adapters.apikeys import ApiKeyRecord
 from core.domain.models import Exchange, Symbol
 from core.rpc import convert
 from core.rpc.status import translates_errors
+from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
@@ -54,6 +55,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         status: StatusService,
         price_queries: PriceQueries,
         indicators: IndicatorQueries,
+        candles: CandleQueries,
     ) -> None:
         self._mode = mode
         self._version = version
@@ -62,6 +64,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self._status = status
         self._price_queries = price_queries
         self._indicators = indicators
+        self._candles = candles
 
     @translates_errors
     async def ListExchanges(
@@ -69,6 +72,19 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     ) -> md_pb2.ListExchangesResponse:
         exchanges = await self._exchanges.list_exchanges()
         return md_pb2.ListExchangesResponse(exchanges=[convert.exchange_to_pb(e) for e in exchanges])
+
+    @translates_errors
+    async def GetCandles(self, request: md_pb2.GetCandlesRequest, context: Context) -> md_pb2.GetCandlesResponse:
+        query = self._candles.query(
+            request.exchange,
+            request.symbol,
+            convert.timeframe_from_pb(request.timeframe, field="timeframe"),
+            request.limit,
+            convert.timestamp_ms(request, "start_time"),
+            convert.timestamp_ms(request, "end_time"),
+        )
+        # The stored candles are already serialized Candle messages: the response is their concatenation.
+        return md_pb2.GetCandlesResponse.FromString(convert.repeated_field_bytes(1, await self._candles.candles(query)))
 
     @translates_errors
     async def GetLatestPrices(

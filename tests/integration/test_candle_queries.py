@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal as D
 
 import asyncpg
+import grpc
 import pytest
 import redis.asyncio as aioredis
 
@@ -16,7 +18,12 @@ from core.domain.candles import Candle
 from core.domain.errors import InvalidArgument, NotFound
 from core.domain.timeframes import Timeframe
 from core.services.candle_queries import CandleQueries
-from perseus.marketdata.v1 import candles_pb2
+from perseus.marketdata.v1 import (
+    candles_pb2,
+    common_pb2,
+    market_data_service_pb2 as md_pb2,
+    market_data_service_pb2_grpc as md_grpc,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +105,31 @@ async def test_bad_requests_are_refused(
 ) -> None:
     with pytest.raises(error):
         queries.query(exchange, symbol, Timeframe.M1, limit, start, end)
+
+
+async def test_get_candles_over_grpc(
+    channel: grpc.Channel, database_url: str, redis_url: str, redis_prefix: str, migrated_env: dict[str, str]
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        store = CandleStore(pool, client, RedisKeys(redis_prefix), window_size=WINDOW)  # the core's prefix
+        candles = [replace(candle(i), symbol="GC-USD") for i in range(COUNT)]
+        await store.insert(EXCHANGE_IDS["coinbase"], candles)
+        await store.add_to_windows(EXCHANGE_IDS["coinbase"], candles)
+    finally:
+        await client.aclose()
+        await pool.close()
+    stub = md_grpc.MarketDataServiceStub(channel)
+    request = md_pb2.GetCandlesRequest(exchange="coinbase", symbol="gc/usd", timeframe=common_pb2.TIMEFRAME_1M, limit=8)
+    reply = stub.GetCandles(request, timeout=5)
+    assert [c.close for c in reply.candles] == [str(100 + i) for i in range(4, 12)]
+    assert all(c.exchange == "coinbase" and c.symbol == "GC-USD" for c in reply.candles)
+    for bad, code in [
+        (md_pb2.GetCandlesRequest(exchange="nyse", symbol="GC-USD"), grpc.StatusCode.NOT_FOUND),
+        (md_pb2.GetCandlesRequest(exchange="coinbase", symbol="GC-USD", limit=5000), grpc.StatusCode.INVALID_ARGUMENT),
+        (md_pb2.GetCandlesRequest(exchange="coinbase", symbol="G C"), grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetCandles(bad, timeout=5)
+        assert caught.value.code() is code
