@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from core.adapters.venues.sim import SimVenue
 from core.adapters.writer_fence import WriterFence
 from core.adapters.writer_lock import WriterLock
 from core.domain.errors import LeaseLost
+from core.domain.timeframes import Timeframe
 from core.services.exchange_pipeline import ClosedListener, ExchangePipeline
 from core.services.exchange_writer import HEARTBEAT_TTL_MS, ExchangeWriter, Feed
 from core.services.ingestion import TicksListener
@@ -48,8 +49,13 @@ class RunningVenue(Protocol):
     async def run(self) -> None: ...
 
 
-def venue_factory(name: str, settings: Settings, clock_ms: Callable[[], int]) -> VenueFactory:
-    """How to run exchange ``name``: a callable taking the sink and returning the venue's ``run``."""
+def venue_factory(
+    name: str,
+    settings: Settings,
+    clock_ms: Callable[[], int],
+    history_end: Callable[[str], Awaitable[int | None]] | None = None,
+) -> VenueFactory:
+    """How to run exchange ``name``: a callable taking the sink and returning the running venue."""
     venue = settings.venues[name]
     if name == "sim":
         return lambda sink: SimVenue(
@@ -58,6 +64,8 @@ def venue_factory(name: str, settings: Settings, clock_ms: Callable[[], int]) ->
             seed=settings.sim_seed,
             trades_per_second=settings.sim_trades_per_second,
             clock_ms=clock_ms,
+            backfill_minutes=settings.sim_backfill_minutes,
+            history_end=history_end,
         )
     protocol_class, default_url = WEBSOCKET_VENUES[name]
     url = venue.url or default_url
@@ -96,7 +104,13 @@ def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[]
         ttl_ms=settings.writer_lease_ms,
     )
     fence = WriterFence(stores.pool, exchange_id)
-    start_venue = venue_factory(name, settings, clock_ms)
+
+    async def history_end(symbol: str) -> int | None:
+        """Where the stored 1m history of ``symbol`` ends (the simulated exchange backfills from there)."""
+        last = (await stores.candles.last_closed(exchange_id, symbol)).get(Timeframe.M1)
+        return None if last is None else last[0] + Timeframe.M1.ms
+
+    start_venue = venue_factory(name, settings, clock_ms, history_end)
     heartbeat_key = stores.keys.exchange_heartbeat(name)
 
     def make_feed() -> Feed:

@@ -72,6 +72,7 @@ class Settings:
     venues: Mapping[str, VenueSettings]
     sim_seed: int
     sim_trades_per_second: float
+    sim_backfill_minutes: int
     writer_lease_ms: int
 
     @classmethod
@@ -96,6 +97,7 @@ class Settings:
             venues={name: env.venue(name) for name in exchanges},
             sim_seed=env.integer("PERSEUS_SIM_SEED", default=7, low=0, high=2**63),
             sim_trades_per_second=env.number("PERSEUS_SIM_TRADES_PER_S", default=10.0, low=0.0, high=100_000.0),
+            sim_backfill_minutes=env.integer("PERSEUS_SIM_BACKFILL_MINUTES", default=0, low=0, high=7 * 24 * 60),
             writer_lease_ms=env.integer("PERSEUS_WRITER_LEASE_MS", default=5_000, low=1_000, high=60_000),
         )
 

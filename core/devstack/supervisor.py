@@ -54,6 +54,9 @@ KEYS_TIMEOUT_S = 60.0
 STEP_GRACE_S = 5.0
 DEFAULT_READY_TIMEOUT_S = 30.0
 DEFAULT_GRACE_S = 10.0
+# Under `perseus up` the sim exchange starts with 10 h of simulated history (only what is not stored yet),
+# so 1m, 5m and 15m MACD-V values and alerts exist at once instead of after hours of warm-up.
+UP_SIM_BACKFILL_MINUTES = 600
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -320,6 +323,7 @@ def run_up(
     """
     env = dict(environ)
     env.setdefault("PERSEUS_LOG_FORMAT", "text")
+    env.setdefault("PERSEUS_SIM_BACKFILL_MINUTES", str(UP_SIM_BACKFILL_MINUTES))
     _configure_logging(env)
     plan = plan or default_plan(env)
     out = out or sys.stdout

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from perseus.marketdata.v1 import (
+    common_pb2,
     key_service_pb2,
     key_service_pb2_grpc,
     market_data_service_pb2 as md_pb2,
@@ -87,6 +88,20 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
                 return online and [p.source for p in prices] == ["sim"]
 
             wait_until(sim_is_live, up, "sim prices under perseus up", timeout=15)
+
+            def indicator_ready() -> bool:  # `perseus up` backfills simulated history: MACD-V exists at once
+                request = md_pb2.GetIndicatorRequest(
+                    exchange="sim", symbol="BTC-USD", timeframe=common_pb2.TIMEFRAME_5M
+                )
+                try:
+                    market.GetIndicator(request, timeout=2)
+                except grpc.RpcError:
+                    return False
+                return True
+
+            wait_until(indicator_ready, up, "a 5m MACD-V value under perseus up", timeout=30)
+            alerts = market.ListAlerts(md_pb2.ListAlertsRequest(exchange="sim", page_size=5), timeout=2)
+            assert alerts.signals and {a.exchange for a in alerts.signals} == {"sim"}
 
         with pytest.raises(ConnectionClosed), connect(f"ws://127.0.0.1:{ports['ws']}/public/v1/stream") as ws:
             ws.recv(timeout=5)  # the WS gateway answers upgrades

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 
 from core.adapters.venues.sim import DEFAULT_SYMBOLS, START, SimVenue
@@ -54,3 +55,31 @@ async def test_run_delivers_batches_at_the_configured_rate() -> None:
         pass
     assert len(received) == 50
     assert not venue.connected
+
+
+async def test_backfill_fills_simulated_history_from_where_the_stored_history_ends() -> None:
+    received: list[MarketEvent] = []
+
+    async def sink(events: list[MarketEvent]) -> None:
+        received.extend(events)
+
+    now = 1_800_000_000_000
+    ends = {"BTC-USD": None, "ETH-USD": now - 2 * 60_000}
+
+    async def history_end(symbol: str) -> int | None:
+        return ends[symbol]
+
+    venue = SimVenue(
+        sink,  # type: ignore[arg-type]
+        symbols=["BTC-USD", "ETH-USD"],
+        clock_ms=lambda: now,
+        backfill_minutes=10,
+        history_end=history_end,
+    )
+    await venue.backfill()
+    by_symbol = {s: [t.ts_ms for t in received if t.symbol == s] for s in ends}  # type: ignore[union-attr]
+    btc = by_symbol["BTC-USD"]
+    assert len(btc) == 39 and {b - a for a, b in itertools.pairwise(btc)} == {15_000}  # every 15 s, strictly inside
+    assert min(by_symbol["BTC-USD"]) > now - 10 * 60_000 and max(by_symbol["BTC-USD"]) < now
+    assert min(by_symbol["ETH-USD"]) > now - 2 * 60_000  # only what is not stored yet
+    assert by_symbol["BTC-USD"] == sorted(by_symbol["BTC-USD"])

@@ -29,6 +29,9 @@ START = {
     "DOGE-USD": Decimal("0.120000"),
 }
 DEFAULT_SYMBOLS = tuple(START)
+MINUTE_MS = 60_000
+BACKFILL_STEP_MS = 15_000  # one simulated trade per symbol every 15 s of history
+BACKFILL_BATCH = 500
 
 
 class SimVenue:
@@ -43,6 +46,8 @@ class SimVenue:
         trades_per_second: float = DEFAULT_TRADES_PER_SECOND,
         clock_ms: Callable[[], int],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backfill_minutes: int = 0,
+        history_end: Callable[[str], Awaitable[int | None]] | None = None,
     ) -> None:
         self._sink = sink
         self._symbols = list(symbols)
@@ -53,11 +58,15 @@ class SimVenue:
         self._clock_ms = clock_ms
         self._sleep = sleep
         self._trade_id = 0
+        self._backfill_ms = backfill_minutes * MINUTE_MS
+        self._history_end = history_end
         self.connected = False
 
     def next_trade(self, ts_ms: int) -> Trade:
         """The next simulated trade: a random symbol, a small random move, a random size."""
-        symbol = self._rng.choice(self._symbols)
+        return self._trade_for(self._rng.choice(self._symbols), ts_ms)
+
+    def _trade_for(self, symbol: str, ts_ms: int) -> Trade:
         price = self._prices[symbol]
         move = Decimal(str(round(self._rng.uniform(-MAX_MOVE, MAX_MOVE), 6)))
         moved = (price * (1 + move)).quantize(price)  # keeps the symbol's tick size
@@ -66,9 +75,27 @@ class SimVenue:
         self._trade_id += 1
         return Trade(NAME, symbol, price, size, ts_ms, trade_id=str(self._trade_id))
 
+    async def backfill(self) -> None:
+        """Simulated history up to now, so indicators have data at once: per symbol, from the end of its
+        stored history (``history_end``) or ``backfill_minutes`` ago, whichever is later."""
+        now = self._clock_ms()
+        for symbol in self._symbols:
+            stored_end = await self._history_end(symbol) if self._history_end is not None else None
+            start = max(now - self._backfill_ms, stored_end or 0)
+            trades: list[Trade] = []
+            for ts in range(start - start % BACKFILL_STEP_MS + BACKFILL_STEP_MS, now, BACKFILL_STEP_MS):
+                trades.append(self._trade_for(symbol, ts))
+                if len(trades) == BACKFILL_BATCH:
+                    await self._sink(trades)
+                    trades = []
+            if trades:
+                await self._sink(trades)
+
     async def run(self) -> None:
         self.connected = True
         try:
+            if self._backfill_ms:
+                await self.backfill()
             while True:
                 self._owed += self._trades_per_step
                 count, self._owed = int(self._owed), self._owed - int(self._owed)
