@@ -132,45 +132,55 @@ def _clean_request_id(value: str | bytes) -> str:
     return value
 
 
-_LOG_LEVELS = {grpc.StatusCode.OK: logging.DEBUG, grpc.StatusCode.UNKNOWN: logging.ERROR}
+class _ObservingInterceptor(_AroundInterceptor):
+    """Base of the interceptors that watch a call from start to finish without changing it."""
 
+    def started(self, call: Call) -> None:
+        return None
 
-class LoggingInterceptor(_AroundInterceptor):
-    """One structured log line per finished call: method, code, duration, messages.
-
-    Successful calls log at DEBUG (a busy core must not spend its CPU on them),
-    failed ones at INFO, and handler crashes (UNKNOWN) at ERROR with the traceback.
-    """
+    def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
+        raise NotImplementedError
 
     @asynccontextmanager
     async def around(self, call: Call) -> AsyncIterator[None]:
         started = time.perf_counter()
         exc: BaseException | None = None
+        self.started(call)
         try:
             yield
         except BaseException as error:
             exc = error
             raise
         finally:
-            code = call.code(exc)
-            level = _LOG_LEVELS.get(code, logging.INFO)
-            if logger.isEnabledFor(level):
-                _log_call(level, call, code, exc, time.perf_counter() - started)
+            self.finished(call, call.code(exc), exc, time.perf_counter() - started)
 
 
-def _log_call(level: int, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
-    fields: dict[str, object] = {
-        "method": call.method,
-        "code": code.name,
-        "duration_ms": round(duration_s * 1000, 3),
-        "peer": call.context.peer(),
-    }
-    if call.streaming:
-        fields["messages_sent"] = call.messages_sent
-    logger.log(level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc)
+_LOG_LEVELS = {grpc.StatusCode.OK: logging.DEBUG, grpc.StatusCode.UNKNOWN: logging.ERROR}
 
 
-class MetricsInterceptor(_AroundInterceptor):
+class LoggingInterceptor(_ObservingInterceptor):
+    """One structured log line per finished call: method, code, duration, messages.
+
+    Successful calls log at DEBUG (a busy core must not spend its CPU on them),
+    failed ones at INFO, and handler crashes (UNKNOWN) at ERROR with the traceback.
+    """
+
+    def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
+        level = _LOG_LEVELS.get(code, logging.INFO)
+        if not logger.isEnabledFor(level):
+            return
+        fields: dict[str, object] = {
+            "method": call.method,
+            "code": code.name,
+            "duration_ms": round(duration_s * 1000, 3),
+            "peer": call.context.peer(),
+        }
+        if call.streaming:
+            fields["messages_sent"] = call.messages_sent
+        logger.log(level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc)
+
+
+class MetricsInterceptor(_ObservingInterceptor):
     """Prometheus counters and latency histograms per method and code, for every call kind."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -187,20 +197,13 @@ class MetricsInterceptor(_AroundInterceptor):
             "perseus_grpc_stream_messages_sent", "Messages sent on streams", ["method"], registry=registry
         )
 
-    @asynccontextmanager
-    async def around(self, call: Call) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        exc: BaseException | None = None
+    def started(self, call: Call) -> None:
         if call.streaming:
             self.active_streams.labels(call.method).inc()
-        try:
-            yield
-        except BaseException as error:
-            exc = error
-            raise
-        finally:
-            self.requests.labels(call.method, call.code(exc).name).inc()
-            self.latency.labels(call.method).observe(time.perf_counter() - started)
-            if call.streaming:
-                self.active_streams.labels(call.method).dec()
-                self.stream_messages.labels(call.method).inc(call.messages_sent)
+
+    def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
+        self.requests.labels(call.method, code.name).inc()
+        self.latency.labels(call.method).observe(duration_s)
+        if call.streaming:
+            self.active_streams.labels(call.method).dec()
+            self.stream_messages.labels(call.method).inc(call.messages_sent)

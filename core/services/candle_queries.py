@@ -63,30 +63,6 @@ class ExchangeIds(Protocol):
     def __contains__(self, name: object) -> bool: ...
 
 
-def candle_query(
-    exchange: str,
-    symbol: str,
-    timeframe: Timeframe | None,
-    limit: int,
-    start_ms: int | None,
-    end_ms: int | None,
-    *,
-    exchanges: ExchangeIds,
-) -> CandleQuery:
-    name = exchange.strip().lower()
-    if not name:
-        raise InvalidArgument("exchange is required")
-    if name not in exchanges:
-        raise NotFound(f"unknown exchange {exchange!r}")
-    if not 0 <= limit <= MAX_LIMIT:
-        raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
-    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise InvalidArgument("end_time must be after start_time")
-    return CandleQuery(
-        name, canonical_symbol(symbol), timeframe or DEFAULT_TIMEFRAME, limit or DEFAULT_LIMIT, start_ms, end_ms
-    )
-
-
 class CandleQueries:
     def __init__(self, rows: CandleRows, exchanges: ExchangeIds) -> None:
         self._rows = rows
@@ -101,7 +77,18 @@ class CandleQueries:
         start_ms: int | None,
         end_ms: int | None,
     ) -> CandleQuery:
-        return candle_query(exchange, symbol, timeframe, limit, start_ms, end_ms, exchanges=self._exchanges)
+        """A checked query: unknown exchange → NotFound; bad symbol, limit or range → InvalidArgument."""
+        name = exchange.strip().lower()
+        if not name:
+            raise InvalidArgument("exchange is required")
+        if name not in self._exchanges:
+            raise NotFound(f"unknown exchange {exchange!r}")
+        if not 0 <= limit <= MAX_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+        if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+            raise InvalidArgument("end_time must be after start_time")
+        timeframe = timeframe or DEFAULT_TIMEFRAME
+        return CandleQuery(name, canonical_symbol(symbol), timeframe, limit or DEFAULT_LIMIT, start_ms, end_ms)
 
     async def candles(self, query: CandleQuery) -> Sequence[bytes]:
         oldest = await self._rows.window_oldest(query)
