@@ -31,6 +31,7 @@ from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
 from core.services.indicators import IndicatorService
@@ -175,11 +176,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
 
 
 async def _main(settings: Settings) -> None:
-    stop = asyncio.Event()
+    stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop=stop)
+
+    async def tune_when_serving() -> None:
+        await ready.wait()
+        tune_gc()  # after startup: what it built is frozen
+
+    tuning = asyncio.create_task(tune_when_serving(), name="tune-gc")
+    try:
+        await serve(settings, stop=stop, ready=ready)
+    finally:
+        tuning.cancel()
 
 
 def run_core(environ: Mapping[str, str]) -> int:

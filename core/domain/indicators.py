@@ -1,9 +1,11 @@
 """MACD-V, one candle close at a time: ``(EMA12 - EMA26) / ATR26 x 100``, its signal line and histogram.
 
 Pure, clock-free, no I/O. ``step`` folds one closed candle into a small
-``MacdVState`` (O(1) per close; the state serialises to a few hundred bytes, so
-a restart resumes where it stopped); ``batch`` recomputes a series from scratch
-and must agree with folding ``step`` value for value.
+``MacdVState`` (O(1) per close; the state packs into 140 bytes, so a restart
+resumes where it stopped); ``batch`` recomputes a series from scratch and must
+agree with folding ``step`` value for value. ``step`` runs on every close of
+every series: values, states and bars are named tuples (cheap to build) and its
+arithmetic is inlined, with each smoothing factor computed once in the params.
 
 The arithmetic is TA-Lib's, operation for operation:
 
@@ -27,20 +29,19 @@ is not after the last one (duplicate, out of order) is ignored.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-import orjson
-
-from core.domain.signals import Stage, Zone, classify, neutral_run
+from core.domain.signals import Stage, Zone, reading_of
 
 if TYPE_CHECKING:
     from core.domain.candles import Candle
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MACD_V_SCALE = 100.0
 ZERO_ATR_MACD_V = 0.0
 
@@ -54,28 +55,35 @@ class MacdVParams:
     slow: int = 26
     signal: int = 9
     atr: int = 26
+    # Derived once (step's hot path): EMA factors 2 / (N + 1), exactly as _ema computes them, and bar counts.
+    fast_alpha: float = field(init=False, repr=False, compare=False)
+    slow_alpha: float = field(init=False, repr=False, compare=False)
+    signal_alpha: float = field(init=False, repr=False, compare=False)
+    first_macd_index: int = field(init=False, repr=False, compare=False)
+    """0-based index of the first bar with both EMAs and the ATR seeded (26 by default)."""
+    warmup_bars: int = field(init=False, repr=False, compare=False)
+    """Closes that give provisional values; the next one is the first ready value (34 by default)."""
 
     def __post_init__(self) -> None:
         for period in (self.fast, self.slow, self.signal, self.atr):
             if type(period) is not int or period < 1:
                 raise ValueError(f"MACD-V periods must be positive integers, got {self}")
-
-    @property
-    def first_macd_index(self) -> int:
-        """0-based index of the first bar with both EMAs and the ATR seeded (26 by default)."""
-        return max(self.fast, self.slow, self.atr + 1) - 1
-
-    @property
-    def warmup_bars(self) -> int:
-        """Closes that give provisional values; the next one is the first ready value (34 by default)."""
-        return self.first_macd_index + self.signal - 1
+        first = max(self.fast, self.slow, self.atr + 1) - 1
+        derived = {
+            "fast_alpha": 2.0 / (self.fast + 1),
+            "slow_alpha": 2.0 / (self.slow + 1),
+            "signal_alpha": 2.0 / (self.signal + 1),
+            "first_macd_index": first,
+            "warmup_bars": first + self.signal - 1,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
 
 DEFAULT_PARAMS = MacdVParams()
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
+class Bar(NamedTuple):
     """One closed candle's input to the indicator."""
 
     open_time: int
@@ -88,8 +96,7 @@ class Bar:
         return cls(candle.open_time, candle.high, candle.low, candle.close)
 
 
-@dataclass(frozen=True, slots=True)
-class MacdVValue:
+class MacdVValue(NamedTuple):
     open_time: int
     macd_v: float
     signal: float
@@ -103,8 +110,15 @@ class MacdVValue:
     neutral_bars: int = 0  # consecutive ready readings in the neutral zone, this one included (for "ranging")
 
 
-@dataclass(frozen=True, slots=True)
-class MacdVState:
+# Binary state: version, periods, counts, previous close, warm-up sums, then the last value (stage and zone as
+# their index in declaration order: reordering those enums needs a new version).
+_STATE = struct.Struct("<B4I2qd4dq6dBB?q")
+_STAGES, _ZONES = tuple(Stage), tuple(Zone)
+_STAGE_INDEX = {stage: i for i, stage in enumerate(_STAGES)}
+_ZONE_INDEX = {zone: i for i, zone in enumerate(_ZONES)}
+
+
+class MacdVState(NamedTuple):
     """Everything needed to continue after ``last``; the running averages themselves are ``last``'s fields."""
 
     params: MacdVParams
@@ -123,82 +137,109 @@ class MacdVState:
 
     def to_bytes(self) -> bytes:
         p, v = self.params, self.last
-        return orjson.dumps(
-            {
-                "v": STATE_VERSION,
-                "p": [p.fast, p.slow, p.signal, p.atr],
-                "n": [self.bars, self.macd_count],
-                "c": self.prev_close,
-                "s": [self.fast_sum, self.slow_sum, self.atr_sum, self.signal_sum],
-                "last": [
-                    v.open_time,
-                    [v.macd_v, v.signal, v.histogram, v.fast_ema, v.slow_ema, v.atr],
-                    v.stage.value,
-                    v.zone.value,
-                    v.ready,
-                    v.neutral_bars,
-                ],
-            }
-        )
+        return _STATE.pack(
+            STATE_VERSION, p.fast, p.slow, p.signal, p.atr, self.bars, self.macd_count, self.prev_close,
+            self.fast_sum, self.slow_sum, self.atr_sum, self.signal_sum,
+            v.open_time, v.macd_v, v.signal, v.histogram, v.fast_ema, v.slow_ema, v.atr,
+            _STAGE_INDEX[v.stage], _ZONE_INDEX[v.zone], v.ready, v.neutral_bars,
+        )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MacdVState:
         """The state ``to_bytes`` wrote; ValueError for anything else (garbage, another version)."""
-        try:
-            doc = orjson.loads(data)
-            if not isinstance(doc, dict) or _int(doc.get("v")) != STATE_VERSION:
-                raise ValueError("not a version-1 MACD-V state")
-            fast, slow, signal, atr = (_int(x) for x in doc["p"])
-            bars, macd_count = (_int(x) for x in doc["n"])
-            fast_sum, slow_sum, atr_sum, signal_sum = (_float(x) for x in doc["s"])
-            open_time, numbers, stage, zone, ready, neutral_bars = doc["last"]
-            macd_v, sig, histogram, fast_ema, slow_ema, atr_value = (_float(x) for x in numbers)
-            if not isinstance(ready, bool) or bars < 1 or macd_count < 0:
-                raise ValueError("inconsistent MACD-V state")
-            last = MacdVValue(
-                _int(open_time), macd_v, sig, histogram, fast_ema, slow_ema, atr_value,
-                Stage(stage), Zone(zone), ready, _int(neutral_bars),
-            )  # fmt: skip
-            params = MacdVParams(fast, slow, signal, atr)
-            sums = (fast_sum, slow_sum, atr_sum, signal_sum)
-            return cls(params, bars, macd_count, _float(doc["c"]), *sums, last)
-        except (KeyError, TypeError, IndexError) as exc:
-            raise ValueError(f"unreadable MACD-V state: {exc!r}") from exc
+        if len(data) != _STATE.size or data[0] != STATE_VERSION:
+            raise ValueError(f"not a version-{STATE_VERSION} MACD-V state")
+        (
+            _, fast, slow, signal, atr, bars, macd_count, prev_close, *sums,
+            open_time, macd_v, sig, histogram, fast_ema, slow_ema, atr_value, stage, zone, ready, neutral_bars,
+        ) = _STATE.unpack(data)  # fmt: skip
+        numbers = (prev_close, *sums, macd_v, sig, histogram, fast_ema, slow_ema, atr_value)
+        if bars < 1 or macd_count < 0 or neutral_bars < 0 or stage >= len(_STAGES) or zone >= len(_ZONES):
+            raise ValueError("inconsistent MACD-V state")
+        if not all(map(math.isfinite, numbers)):
+            raise ValueError("MACD-V state with a non-finite number")
+        params = _params(fast, slow, signal, atr)
+        last = MacdVValue(
+            open_time, macd_v, sig, histogram, fast_ema, slow_ema, atr_value,
+            _STAGES[stage], _ZONES[zone], ready, neutral_bars,
+        )  # fmt: skip
+        return cls(params, bars, macd_count, prev_close, *sums, last)
+
+
+def _params(fast: int, slow: int, signal: int, atr: int) -> MacdVParams:
+    """The default params object itself when they are the defaults (step then compares them by identity)."""
+    d = DEFAULT_PARAMS
+    if (fast, slow, signal, atr) == (d.fast, d.slow, d.signal, d.atr):
+        return d
+    return MacdVParams(fast, slow, signal, atr)
 
 
 def step(
     state: MacdVState | None, bar: Bar, params: MacdVParams = DEFAULT_PARAMS
 ) -> tuple[MacdVState, MacdVValue | None]:
-    """Fold one closed candle in; ``(state, None)`` unchanged when ``bar`` is not after the last one."""
+    """Fold one closed candle in; ``(state, None)`` unchanged when ``bar`` is not after the last one.
+
+    The operations of ``_series``/``_ema``/``_wilder``/``_true_range``/``_macd_v`` (what ``batch`` uses),
+    inlined in the same order so the results are equal bit for bit.
+    """
+    open_time = bar.open_time
     if state is not None:
-        if state.params != params:
+        if state.params is not params and state.params != params:
             raise ValueError(f"state was built with {state.params}, not {params}")
-        if bar.open_time <= state.last.open_time:
+        last = state.last
+        if open_time <= last.open_time:
             return state, None
-    high, low, close = _prices(bar)
+    high, low, close = float(bar.high), float(bar.low), float(bar.close)
+    if not (_isfinite(high) and _isfinite(low) and _isfinite(close)):
+        raise ValueError(f"bar at {open_time} has a non-finite price")
     if state is None:
         bars = macd_count = 0
         fast_sum = slow_sum = atr_sum = signal_sum = 0.0
         fast_ema = slow_ema = atr = signal = 0.0
         previous: MacdVValue | None = None
     else:
-        bars, macd_count = state.bars, state.macd_count
-        fast_sum, slow_sum, atr_sum, signal_sum = state.fast_sum, state.slow_sum, state.atr_sum, state.signal_sum
-        last = state.last
+        _, bars, macd_count, prev_close, fast_sum, slow_sum, atr_sum, signal_sum, _ = state
         fast_ema, slow_ema, atr, signal = last.fast_ema, last.slow_ema, last.atr, last.signal
-        atr_sum, atr = _average(_true_range(high, low, state.prev_close), bars - 1, atr_sum, atr, params.atr, _wilder)
+        true_range = high - low
+        if abs(prev_close - high) > true_range:
+            true_range = abs(prev_close - high)
+        if abs(prev_close - low) > true_range:
+            true_range = abs(prev_close - low)
+        if bars - 1 < params.atr:  # the ATR has seen bars - 1 true ranges
+            atr_sum += true_range
+            atr = atr_sum / bars
+        else:
+            atr = (atr * (params.atr - 1) + true_range) / params.atr
         previous = last if last.ready else None
-    fast_sum, fast_ema = _average(close, bars, fast_sum, fast_ema, params.fast, _ema)
-    slow_sum, slow_ema = _average(close, bars, slow_sum, slow_ema, params.slow, _ema)
-    macd_v = _macd_v(fast_ema, slow_ema, atr)
+    if bars < params.fast:
+        fast_sum += close
+        fast_ema = fast_sum / (bars + 1)
+    else:
+        fast_ema = (close - fast_ema) * params.fast_alpha + fast_ema
+    if bars < params.slow:
+        slow_sum += close
+        slow_ema = slow_sum / (bars + 1)
+    else:
+        slow_ema = (close - slow_ema) * params.slow_alpha + slow_ema
+    macd_v = ZERO_ATR_MACD_V if atr == 0.0 else (fast_ema - slow_ema) / atr * MACD_V_SCALE
     if bars >= params.first_macd_index:  # both EMAs and the ATR (which has seen `bars` true ranges) are seeded
-        signal_sum, signal = _average(macd_v, macd_count, signal_sum, signal, params.signal, _ema)
+        if macd_count < params.signal:
+            signal_sum += macd_v
+            signal = signal_sum / (macd_count + 1)
+        else:
+            signal = (macd_v - signal) * params.signal_alpha + signal
         macd_count += 1
     else:
         signal = macd_v
-    value = _value(bar.open_time, macd_v, signal, fast_ema, slow_ema, atr, macd_count >= params.signal, previous)
-    new_state = MacdVState(params, bars + 1, macd_count, close, fast_sum, slow_sum, atr_sum, signal_sum, value)
-    return new_state, value
+    ready = macd_count >= params.signal
+    stage, zone, neutral_bars = reading_of(macd_v, signal, ready, previous)
+    value = MacdVValue(
+        open_time, macd_v, signal, macd_v - signal, fast_ema, slow_ema, atr, stage, zone, ready, neutral_bars
+    )
+    return MacdVState(params, bars + 1, macd_count, close, fast_sum, slow_sum, atr_sum, signal_sum, value), value
+
+
+_isfinite = math.isfinite
 
 
 def batch(bars: Sequence[Bar], params: MacdVParams = DEFAULT_PARAMS) -> list[MacdVValue]:
@@ -238,8 +279,7 @@ def _value(
     previous: MacdVValue | None,
 ) -> MacdVValue:
     """Assemble a reading; ``previous`` is the last ready reading (None during warm-up)."""
-    stage, zone = classify(macd_v, signal, previous)
-    neutral_bars = neutral_run(macd_v, previous) if ready else 0
+    stage, zone, neutral_bars = reading_of(macd_v, signal, ready, previous)
     return MacdVValue(
         open_time, macd_v, signal, macd_v - signal, fast_ema, slow_ema, atr, stage, zone, ready, neutral_bars
     )
@@ -263,14 +303,6 @@ def _wilder(prev: float, x: float, period: int) -> float:
     return (prev * (period - 1) + x) / period
 
 
-def _average(x: float, seen: int, total: float, value: float, period: int, smooth: Smoothing) -> tuple[float, float]:
-    """Add ``x`` to an average that has seen ``seen`` inputs: running mean up to ``period`` inputs, then ``smooth``."""
-    if seen < period:
-        total += x
-        return total, total / (seen + 1)
-    return total, smooth(value, x, period)
-
-
 def _series(values: Sequence[float], period: int, smooth: Smoothing) -> list[float]:
     out = [total / n for n, total in enumerate(accumulate(values[:period]), start=1)]
     for x in values[period:]:
@@ -283,15 +315,3 @@ def _prices(bar: Bar) -> tuple[float, float, float]:
     if not (math.isfinite(high) and math.isfinite(low) and math.isfinite(close)):
         raise ValueError(f"bar at {bar.open_time} has a non-finite price")
     return high, low, close
-
-
-def _int(x: object) -> int:
-    if type(x) is not int:
-        raise TypeError(f"expected an integer, got {x!r}")
-    return x
-
-
-def _float(x: object) -> float:
-    if type(x) is not float and type(x) is not int:
-        raise TypeError(f"expected a number, got {x!r}")
-    return float(x)

@@ -117,16 +117,35 @@ def classify(macd_v: float, signal: float, previous: MacdVValue | None) -> tuple
     rallying from +50, rebounding below; falling -> reversing below -50,
     retracing from -50.
     """
-    zone = zone_of(macd_v)
-    if zone is Zone.OVERBOUGHT:
-        return Stage.OVERBOUGHT, zone
-    if zone is Zone.DEEP_NEGATIVE:
-        return Stage.OVERSOLD, zone
-    if neutral_run(macd_v, previous) >= RANGING_MIN_BARS:
-        return Stage.RANGING, zone
-    if macd_v >= signal:
-        return (Stage.RALLYING if macd_v >= RALLYING_LEVEL else Stage.REBOUNDING), zone
-    return (Stage.REVERSING if macd_v < REVERSING_LEVEL else Stage.RETRACING), zone
+    stage, zone, _ = reading_of(macd_v, signal, False, previous)
+    return stage, zone
+
+
+def reading_of(macd_v: float, signal: float, ready: bool, previous: MacdVValue | None) -> tuple[Stage, Zone, int]:
+    """``classify`` and the reading's neutral run (0 unless ``ready``) in one pass: every close takes this path."""
+    if macd_v >= POSITIVE_LEVEL:
+        if macd_v >= OVERBOUGHT_LEVEL:
+            return Stage.OVERBOUGHT, Zone.OVERBOUGHT, 0
+        zone = Zone.ELEVATED if macd_v >= ELEVATED_LEVEL else Zone.POSITIVE
+    elif macd_v >= NEUTRAL_LEVEL:
+        run = (previous.neutral_bars if previous is not None else 0) + 1
+        if run >= RANGING_MIN_BARS:
+            return Stage.RANGING, Zone.NEUTRAL, run if ready else 0
+        stage = _rising_stage(macd_v) if macd_v >= signal else _falling_stage(macd_v)
+        return stage, Zone.NEUTRAL, run if ready else 0
+    elif macd_v >= OVERSOLD_LEVEL:
+        zone = Zone.NEGATIVE
+    else:
+        return Stage.OVERSOLD, Zone.DEEP_NEGATIVE, 0
+    return (_rising_stage(macd_v) if macd_v >= signal else _falling_stage(macd_v)), zone, 0
+
+
+def _rising_stage(macd_v: float) -> Stage:
+    return Stage.RALLYING if macd_v >= RALLYING_LEVEL else Stage.REBOUNDING
+
+
+def _falling_stage(macd_v: float) -> Stage:
+    return Stage.REVERSING if macd_v < REVERSING_LEVEL else Stage.RETRACING
 
 
 def derive_direction(trigger_label: str) -> Direction:
@@ -189,14 +208,22 @@ def detect_alerts(previous: MacdVValue | None, current: MacdVValue) -> list[Aler
         return []
     alerts: list[Alert] = []
     before, now = previous.macd_v, current.macd_v
-    up = [level for level in ALERT_LEVELS if before < level <= now]
-    down = [level for level in ALERT_LEVELS if now < level <= before]
-    if up:
-        alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, level_label(max(up), up=True)))
-    elif down:
-        alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, level_label(min(down), up=False)))
-    was_above, is_above = before >= previous.signal, now >= current.signal
-    if was_above != is_above and zone_of(now) not in SIGNAL_CROSS_QUIET_ZONES:
+    if before < now:
+        for level in _LEVELS_DOWNWARD:  # the highest level crossed upward
+            if before < level <= now:
+                alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, level_label(level, up=True)))
+                break
+    elif now < before:
+        for level in _LEVELS_UPWARD:  # the lowest level crossed downward
+            if now < level <= before:
+                alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, level_label(level, up=False)))
+                break
+    is_above = now >= current.signal
+    if (before >= previous.signal) is not is_above and zone_of(now) not in SIGNAL_CROSS_QUIET_ZONES:
         label = LABEL_SIGNAL_CROSS_UP if is_above else LABEL_SIGNAL_CROSS_DOWN
         alerts.append(Alert.raised(current, ALERT_TYPE_SIGNAL_CROSS, SIGNAL_TYPE_SIGNAL_CROSS, label))
     return alerts
+
+
+_LEVELS_UPWARD = tuple(sorted(ALERT_LEVELS))
+_LEVELS_DOWNWARD = _LEVELS_UPWARD[::-1]

@@ -200,12 +200,14 @@ class IndicatorService:
             self.stats.warmups += len(group)
 
     def _run(self, s: _Series, closes: Sequence[StoredClose]) -> None:
-        state = s.state
-        for close in closes:
+        state, params, emit_after = s.state, self.params, s.emit_after
+        for bar, price in closes:
             last = state.last if state is not None else None
-            state, value = step(state, close.bar, self.params)
-            if value is not None and close.bar.open_time > s.emit_after:
-                s.alerts.extend((alert, close.price) for alert in detect_alerts(last, value))
+            state, value = step(state, bar, params)
+            if value is not None and bar.open_time > emit_after:
+                alerts = detect_alerts(last, value)
+                if alerts:
+                    s.alerts.extend((alert, price) for alert in alerts)
         s.state = state
 
     async def _store_alerts(self, series: Sequence[_Series], fenced: Fenced | None) -> list[AlertRecord]:
@@ -231,8 +233,13 @@ def _group(candles: Sequence[Candle]) -> list[_Series]:
     """The wave per series, each in open_time order without repeats (one close per series is the usual case)."""
     by_key: dict[SeriesKey, list[StoredClose]] = {}
     for c in candles:
+        key = (c.exchange, c.symbol, c.timeframe)
         close = StoredClose(Bar(c.open_time, float(c.high), float(c.low), float(c.close)), c.close)
-        by_key.setdefault((c.exchange, c.symbol, c.timeframe), []).append(close)
+        closes = by_key.get(key)
+        if closes is None:
+            by_key[key] = [close]
+        else:
+            closes.append(close)
     series = []
     for key, closes in by_key.items():
         if len(closes) > 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -132,6 +133,7 @@ def test_restart_from_bytes_mid_series_continues_exactly(cut: int) -> None:
         b'{"v": 2}',
         b'{"v": true}',
         b'{"v": 1, "p": [12, 26, 9]}',
+        bytes(140),
     ],
 )
 def test_from_bytes_rejects_garbage_and_other_versions(data: bytes) -> None:
@@ -143,10 +145,14 @@ def test_from_bytes_rejects_a_state_of_another_version_or_with_bad_fields() -> N
     state, _ = fold(random_walk(50))
     assert state is not None
     good = state.to_bytes()
+    nan = struct.pack("<d", math.nan)
     for bad in (
-        good.replace(b'"v":1', b'"v":2'),
-        good.replace(b'"p":[12', b'"p":[0'),
-        good.replace(b'"c":', b'"c":"x","d":'),
+        bytes([good[0] + 1]) + good[1:],  # another version
+        good[:1] + struct.pack("<I", 0) + good[5:],  # fast period 0
+        good[:33] + nan + good[41:],  # previous close not a number
+        good[:-1],  # truncated
+        good + b"\x00",  # trailing bytes
+        b"{" + good[1:],  # a JSON document, as the first version wrote
     ):
         assert bad != good
         with pytest.raises(ValueError):
