@@ -10,6 +10,11 @@ servers itself); by default the machine's own servers on 127.0.0.1.
 from __future__ import annotations
 
 import os
+
+# The tests fork processes (perseus commands, embedded servers) from a process that holds gRPC
+# channels; gRPC's fork handlers then break the parent's channels or abort the child before exec.
+# Nothing here relies on gRPC surviving a fork, so turn them off before gRPC is imported.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 import secrets
 from collections.abc import AsyncIterator, Iterator
 

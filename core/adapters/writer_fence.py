@@ -25,6 +25,14 @@ RETURNING term
 """
 
 
+class StaleTerm(LeaseLost):
+    """PostgreSQL already has a newer term (e.g. Redis lost its term counter): ``current`` is that term."""
+
+    def __init__(self, term: int, current: int) -> None:
+        super().__init__(f"writer term {term} is older than term {current} in PostgreSQL")
+        self.current = current
+
+
 class WriterFence:
     def __init__(self, pool: asyncpg.Pool, exchange_id: int) -> None:
         self._pool = pool
@@ -37,7 +45,10 @@ class WriterFence:
         except UNAVAILABLE_ERRORS as exc:
             raise Unavailable("PostgreSQL is unavailable; cannot claim the writer fence") from exc
         if claimed is None:
-            raise LeaseLost(f"writer term {term} is older than the one in PostgreSQL")
+            current = await self._pool.fetchval(
+                "SELECT term FROM writer_fences WHERE exchange_id = $1", self._exchange_id, timeout=STATEMENT_TIMEOUT_S
+            )
+            raise StaleTerm(term, int(current))
 
     @asynccontextmanager
     async def transaction(self, term: int) -> AsyncIterator[asyncpg.Connection]:

@@ -36,6 +36,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS: term counter. ARGV: floor. The next acquisition then starts a term above the floor.
+_RAISE_FLOOR = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -66,6 +73,7 @@ class WriterLock:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._raise_floor = redis.register_script(_RAISE_FLOOR)
 
     def held(self) -> bool:
         """True while the local lease is valid: check this before every write."""
@@ -89,6 +97,10 @@ class WriterLock:
             return True
         self._valid_until = 0.0
         return False
+
+    async def raise_term_floor(self, floor: int) -> None:
+        """Make the next term start above ``floor`` (the term counter in Redis was lost or is behind)."""
+        await self._raise_floor(keys=[self._term_key], args=[floor])
 
     async def release(self) -> None:
         self._valid_until = 0.0

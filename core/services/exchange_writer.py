@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from core.adapters.writer_fence import WriterFence
+from core.adapters.writer_fence import StaleTerm, WriterFence
 from core.adapters.writer_lock import WriterLock
 from core.domain.errors import LeaseLost
 from core.services.exchange_pipeline import ExchangePipeline
@@ -83,7 +83,12 @@ class ExchangeWriter:
         feed = self._make_feed()
         try:
             if self._fence is not None:
-                await self._fence.claim(self._lock.term, self._lock.owner)
+                try:
+                    await self._fence.claim(self._lock.term, self._lock.owner)
+                except StaleTerm as stale:  # Redis lost its counter: restart the terms above PostgreSQL's
+                    logger.warning("%s: %s; the next term starts above it", self.exchange, stale)
+                    await self._lock.raise_term_floor(stale.current)
+                    raise
             await feed.pipeline.start(feed.symbols)
             async with asyncio.TaskGroup() as group:
                 group.create_task(feed.run_venue())

@@ -64,6 +64,21 @@ def rows_by(database_url: str, instance: str, since: float = 0.0) -> int:
     return asyncio.run(count())
 
 
+def set_fence_term(database_url: str, exchange: str, term: int) -> None:
+    async def update() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE writer_fences SET term = $1 WHERE exchange_id = (SELECT id FROM exchanges WHERE name = $2)",
+                term,
+                exchange,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(update())
+
+
 def test_standby_takes_over_and_a_paused_leader_stops_writing(
     base_env: dict[str, str], database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
@@ -111,4 +126,27 @@ def test_standby_takes_over_and_a_paused_leader_stops_writing(
                 if process.proc.poll() is None:
                     os.kill(process.pid, signal.SIGCONT)
                 process.close()
+        rds.close()
+
+
+def test_a_writer_leads_again_after_redis_lost_its_term_counter(
+    base_env: dict[str, str], database_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    env = {**base_env, "PERSEUS_REDIS_PREFIX": redis_prefix + "termloss:"}
+    assert run_cli(["migrate"], env).returncode == 0
+    keys = RedisKeys(env["PERSEUS_REDIS_PREFIX"])
+    rds = redis.Redis.from_url(redis_url)
+    try:
+        first = start_core(env, "t1")
+        eventually(lambda: rows_by(database_url, "t1") > 0, 10)
+        first.close()
+        rds.delete(keys.exchange_writer_term("sim"), keys.exchange_writer_lock("sim"))  # Redis lost its state
+        set_fence_term(database_url, "sim", 500)  # ... after many terms: PostgreSQL is far ahead
+        second = start_core(env, "t2")
+        try:
+            took = eventually(lambda: rows_by(database_url, "t2") > 0, TAKEOVER_LIMIT_S)
+            assert took < TAKEOVER_LIMIT_S  # not stuck behind PostgreSQL's higher fencing term
+        finally:
+            second.close()
+    finally:
         rds.close()

@@ -117,6 +117,8 @@ def running_core(env: Mapping[str, str], **overrides: str) -> Iterator[Process]:
         wait_until(lambda: grpc_serving(addr), process, "perseus core")
         yield process
     finally:
+        if process.proc.poll() not in (None, 0):  # it died under the tests: show why
+            print(f"perseus core exited with {process.proc.returncode}:\n{process.output()[-5000:]}", file=sys.stderr)
         process.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -97,6 +98,11 @@ async def test_a_failed_call_is_logged_with_its_method_code_and_request_id(
         await channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(
             b"fail", metadata=(("x-request-id", "log-1"),)
         )
-    (record,) = [r for r in caplog.records if r.getMessage() == "rpc finished"]
+    for _ in range(100):  # the server logs as its handler unwinds, which may be just after the client has the status
+        finished = [r for r in caplog.records if r.getMessage() == "rpc finished"]
+        if finished:
+            break
+        await asyncio.sleep(0.01)
+    (record,) = finished
     assert record.fields["code"] == "NOT_FOUND"  # type: ignore[attr-defined]
     assert record.fields["method"] == f"/{SERVICE}/Unary"  # type: ignore[attr-defined]
