@@ -79,12 +79,17 @@ def set_fence_term(database_url: str, exchange: str, term: int) -> None:
     asyncio.run(update())
 
 
-def test_standby_takes_over_and_a_paused_leader_stops_writing(
-    base_env: dict[str, str], database_url: str, redis_url: str, redis_prefix: str
-) -> None:
-    env = {**base_env, "PERSEUS_REDIS_PREFIX": redis_prefix + "lead:"}
+def leadership_env(base_env: dict[str, str], namespace: str) -> tuple[dict[str, str], RedisKeys]:
+    """A migrated environment with its own Redis prefix, so leases and terms start from nothing."""
+    env = {**base_env, "PERSEUS_REDIS_PREFIX": base_env["PERSEUS_REDIS_PREFIX"] + namespace}
     assert run_cli(["migrate"], env).returncode == 0
-    keys = RedisKeys(env["PERSEUS_REDIS_PREFIX"])
+    return env, RedisKeys(env["PERSEUS_REDIS_PREFIX"])
+
+
+def test_standby_takes_over_and_a_paused_leader_stops_writing(
+    base_env: dict[str, str], database_url: str, redis_url: str
+) -> None:
+    env, keys = leadership_env(base_env, "lead:")
     rds = redis.Redis.from_url(redis_url)
     holder = lambda: (rds.get(keys.exchange_writer_lock("sim")) or b"").decode()  # noqa: E731
     a = start_core(env, "a")
@@ -130,11 +135,9 @@ def test_standby_takes_over_and_a_paused_leader_stops_writing(
 
 
 def test_a_writer_leads_again_after_redis_lost_its_term_counter(
-    base_env: dict[str, str], database_url: str, redis_url: str, redis_prefix: str
+    base_env: dict[str, str], database_url: str, redis_url: str
 ) -> None:
-    env = {**base_env, "PERSEUS_REDIS_PREFIX": redis_prefix + "termloss:"}
-    assert run_cli(["migrate"], env).returncode == 0
-    keys = RedisKeys(env["PERSEUS_REDIS_PREFIX"])
+    env, keys = leadership_env(base_env, "termloss:")
     rds = redis.Redis.from_url(redis_url)
     try:
         first = start_core(env, "t1")
