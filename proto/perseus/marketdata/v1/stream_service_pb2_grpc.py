@@ -43,6 +43,11 @@ class StreamServiceStub:
                 request_serializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.Multiplex = channel.stream_stream(
+                '/perseus.marketdata.v1.StreamService/Multiplex',
+                request_serializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.MultiplexRequest.SerializeToString,
+                response_deserializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.MultiplexResponse.FromString,
+                _registered_method=True)
 
 
 class StreamServiceServicer:
@@ -53,7 +58,16 @@ class StreamServiceServicer:
     """
 
     def Subscribe(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A fixed set of channels for the life of the stream (at most 50).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Multiplex(self, request_iterator, context):
+        """Channels added and removed while the stream stays open, for callers that
+        multiplex many clients over one stream (the WebSocket gateway).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -65,6 +79,11 @@ def add_StreamServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.SubscribeRequest.FromString,
                     response_serializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'Multiplex': grpc.stream_stream_rpc_method_handler(
+                    servicer.Multiplex,
+                    request_deserializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.MultiplexRequest.FromString,
+                    response_serializer=perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.MultiplexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -98,6 +117,33 @@ class StreamService:
             '/perseus.marketdata.v1.StreamService/Subscribe',
             perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.SubscribeRequest.SerializeToString,
             perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Multiplex(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/perseus.marketdata.v1.StreamService/Multiplex',
+            perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.MultiplexRequest.SerializeToString,
+            perseus_dot_marketdata_dot_v1_dot_stream__service__pb2.MultiplexResponse.FromString,
             options,
             channel_credentials,
             insecure,

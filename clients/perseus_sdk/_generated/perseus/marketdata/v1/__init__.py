@@ -44,8 +44,12 @@ __all__ = (
     "MacdV",
     "MarketDataServiceStub",
     "MomentumStage",
+    "MultiplexRequest",
+    "MultiplexResponse",
     "PriceBucket",
     "PriceFeed",
+    "RejectReason",
+    "Rejected",
     "ResumeGap",
     "RuntimeMode",
     "SignalDirection",
@@ -58,12 +62,13 @@ __all__ = (
     "Symbol",
     "Timeframe",
     "TradeSignal",
+    "Unsubscribed",
     "ValueZone",
     "Visibility",
 )
 
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -242,6 +247,57 @@ class MomentumStage(betterproto2.Enum):
             "MOMENTUM_STAGE_RETRACING": 5,
             "MOMENTUM_STAGE_REVERSING": 6,
             "MOMENTUM_STAGE_RANGING": 7,
+        }
+
+
+class RejectReason(betterproto2.Enum):
+    UNSPECIFIED = 0
+
+    INVALID_CHANNEL = 1
+    """
+    A malformed channel name, or an unknown family, exchange or timeframe.
+    """
+
+    CHANNEL_LIMIT = 2
+    """
+    The stream would carry more channels than it may.
+    """
+
+    INVALID_RESUME = 3
+    """
+    A resume seq beyond the channel's last seq, or for a channel not subscribed.
+    """
+
+    UNAVAILABLE = 4
+    """
+    Redis could not be reached to subscribe; the request may be retried.
+    """
+
+    EMPTY = 5
+    """
+    A request with neither channels to add nor to remove.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "REJECT_REASON_UNSPECIFIED",
+            1: "REJECT_REASON_INVALID_CHANNEL",
+            2: "REJECT_REASON_CHANNEL_LIMIT",
+            3: "REJECT_REASON_INVALID_RESUME",
+            4: "REJECT_REASON_UNAVAILABLE",
+            5: "REJECT_REASON_EMPTY",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "REJECT_REASON_UNSPECIFIED": 0,
+            "REJECT_REASON_INVALID_CHANNEL": 1,
+            "REJECT_REASON_CHANNEL_LIMIT": 2,
+            "REJECT_REASON_INVALID_RESUME": 3,
+            "REJECT_REASON_UNAVAILABLE": 4,
+            "REJECT_REASON_EMPTY": 5,
         }
 
 
@@ -1146,6 +1202,85 @@ default_message_pool.register_message("perseus.marketdata.v1", "MacdV", MacdV)
 
 
 @dataclass(eq=False, repr=False)
+class MultiplexRequest(betterproto2.Message):
+    """
+    One change to a multiplexed stream. A request is applied whole or not at
+    all: one bad channel rejects it, and the stream stays open.
+    """
+
+    ref: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    Chosen by the caller; echoed on every answer to this request.
+    """
+
+    subscribe: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+
+    resume_from: "dict[str, int]" = betterproto2.field(
+        3,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(
+            betterproto2.TYPE_STRING, betterproto2.TYPE_UINT64
+        ),
+    )
+    """
+    Last seq seen per channel of `subscribe`: what came after it is replayed.
+    """
+
+    unsubscribe: "list[str]" = betterproto2.field(
+        4, betterproto2.TYPE_STRING, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "MultiplexRequest", MultiplexRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class MultiplexResponse(betterproto2.Message):
+    """
+    Answers and events of a multiplexed stream, in this order per request:
+    for a subscribe, the replayed events of resumed channels and any ResumeGap
+    (all with the request's ref), then Subscribed; live events (ref 0) follow,
+    each with a seq above everything replayed. Subscribed lists the canonical
+    explicit name ("candles:coinbase:BTC-USD:1h") of each requested channel, in
+    request order; events carry the same names.
+
+    Oneofs:
+        - kind:
+    """
+
+    ref: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+
+    event: "StreamEvent | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    subscribed: "Subscribed | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    unsubscribed: "Unsubscribed | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    resume_gap: "ResumeGap | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    rejected: "Rejected | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "MultiplexResponse", MultiplexResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class PriceBucket(betterproto2.Message):
     """
     OHLCV over one interval of stored price feeds.
@@ -1234,6 +1369,22 @@ class PriceFeed(betterproto2.Message):
 
 
 default_message_pool.register_message("perseus.marketdata.v1", "PriceFeed", PriceFeed)
+
+
+@dataclass(eq=False, repr=False)
+class Rejected(betterproto2.Message):
+    """
+    A request that changed nothing.
+    """
+
+    reason: "RejectReason" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: RejectReason(0)
+    )
+
+    message: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("perseus.marketdata.v1", "Rejected", Rejected)
 
 
 @dataclass(eq=False, repr=False)
@@ -1444,6 +1595,22 @@ class TradeSignal(betterproto2.Message):
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "TradeSignal", TradeSignal
+)
+
+
+@dataclass(eq=False, repr=False)
+class Unsubscribed(betterproto2.Message):
+    """
+    The channels of a request are no longer carried.
+    """
+
+    channels: "list[str]" = betterproto2.field(
+        1, betterproto2.TYPE_STRING, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "Unsubscribed", Unsubscribed
 )
 
 
@@ -1721,11 +1888,38 @@ class StreamServiceStub(betterproto2_grpclib.ServiceStub):
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
     ) -> "AsyncIterator[SubscribeResponse]":
+        """
+        A fixed set of channels for the life of the stream (at most 50).
+        """
 
         async for response in self._unary_stream(
             "/perseus.marketdata.v1.StreamService/Subscribe",
             message,
             SubscribeResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
+    async def multiplex(
+        self,
+        messages: "AsyncIterable[MultiplexRequest] | Iterable[MultiplexRequest]",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[MultiplexResponse]":
+        """
+        Channels added and removed while the stream stays open, for callers that
+        multiplex many clients over one stream (the WebSocket gateway).
+        """
+
+        async for response in self._stream_stream(
+            "/perseus.marketdata.v1.StreamService/Multiplex",
+            messages,
+            MultiplexRequest,
+            MultiplexResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
