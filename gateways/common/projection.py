@@ -1,0 +1,200 @@
+"""Public JSON from protobuf, driven only by the ``(visibility)`` option of each field.
+
+This is the one whitelist of both gateways (CONTRACT.md, Whitelisting): a
+field reaches a public body only when its ``.proto`` declaration says
+``VISIBILITY_PUBLIC``. Nothing here names a field. Pure code, no I/O.
+
+The mapping, per field kind:
+
+- strings, bools and integers as they are (prices and volumes are decimal
+  strings in the proto already, so no digit is ever rounded);
+- enums by their value name without the enum's prefix, lower case
+  (``TIMEFRAME_1H`` → ``"1h"``), ``UNSPECIFIED`` as ``null``;
+- ``google.protobuf.Timestamp`` as ISO-8601 UTC (``2026-12-02T06:21:00Z``,
+  with a fraction only when there is one), unset as ``null``;
+- unset messages and unset ``optional`` scalars as ``null``; zero values of
+  plain scalars stay (``0``, ``""``, ``false``): a public field never
+  disappears because its value is the default;
+- repeated fields as lists, maps as objects, nested messages recursively.
+
+:func:`public_schema` gives the JSON Schema of the same projection, so the
+OpenAPI and AsyncAPI documents can never disagree with the bodies.
+A projector is compiled once per message type and cached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from perseus.marketdata.v1 import visibility_pb2
+
+TIMESTAMP = "google.protobuf.Timestamp"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_VISIBILITY = visibility_pb2.visibility
+_PUBLIC = visibility_pb2.VISIBILITY_PUBLIC
+
+Projector = Callable[[Message], dict[str, Any]]
+
+
+def is_public(field: FieldDescriptor) -> bool:
+    """True when the field's declaration says VISIBILITY_PUBLIC (an undeclared field is not public)."""
+    options = field.GetOptions()
+    return options.HasExtension(_VISIBILITY) and options.Extensions[_VISIBILITY] == _PUBLIC
+
+
+def public_fields(descriptor: Descriptor) -> list[FieldDescriptor]:
+    return [field for field in descriptor.fields if is_public(field)]
+
+
+def enum_names(enum: EnumDescriptor) -> dict[int, str | None]:
+    """Public spelling of each value: the name without the enum's prefix, lower case."""
+    prefix = _enum_prefix(enum)
+    return {
+        value.number: None if value.number == 0 else value.name.removeprefix(prefix).lower() for value in enum.values
+    }
+
+
+def public_enum_values(enum: EnumDescriptor) -> list[str]:
+    return [name for name in enum_names(enum).values() if name is not None]
+
+
+def timestamp_text(seconds: int, nanos: int) -> str:
+    moment = _EPOCH + dt.timedelta(seconds=seconds)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos:  # milli-, micro- or nanoseconds, whichever is exact
+        fraction = f"{nanos:09d}"
+        digits = 3 if fraction.endswith("000000") else 6 if fraction.endswith("000") else 9
+        text += "." + fraction[:digits]
+    return text + "Z"
+
+
+def to_public(message: Message) -> dict[str, Any]:
+    """The public JSON object of ``message``: its PUBLIC fields only."""
+    return projector(message.DESCRIPTOR)(message)
+
+
+@cache
+def projector(descriptor: Descriptor) -> Projector:
+    """A function that projects messages of ``descriptor``'s type (compiled once)."""
+    steps = [(field.name, _field_reader(field)) for field in public_fields(descriptor)]
+
+    def project(message: Message) -> dict[str, Any]:
+        return {name: read(message) for name, read in steps}
+
+    return project
+
+
+def _field_reader(field: FieldDescriptor) -> Callable[[Message], Any]:
+    name = field.name
+    if _is_map(field):
+        key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+        convert_value = _value_converter(value_field)
+        convert_key = str if key_field.type != FieldDescriptor.TYPE_STRING else (lambda k: k)
+        return lambda m: {convert_key(k): convert_value(v) for k, v in getattr(m, name).items()}
+    convert = _value_converter(field)
+    if _is_repeated(field):
+        return lambda m: [convert(v) for v in getattr(m, name)]
+    if field.type == FieldDescriptor.TYPE_MESSAGE or field.has_presence:
+        return lambda m: convert(getattr(m, name)) if m.HasField(name) else None
+    return lambda m: convert(getattr(m, name))
+
+
+def _value_converter(field: FieldDescriptor) -> Callable[[Any], Any]:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type.full_name == TIMESTAMP:
+            return lambda ts: timestamp_text(ts.seconds, ts.nanos)
+        return lambda m: projector(field.message_type)(m)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        names = enum_names(field.enum_type)
+        return lambda number: names.get(number)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return lambda b: b.hex()
+    return _identity
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return _is_repeated(field) and field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _enum_prefix(enum: EnumDescriptor) -> str:
+    """``TIMEFRAME_`` for ``Timeframe``, ``SIGNAL_DIRECTION_`` for ``SignalDirection``."""
+    snake = "".join("_" + c if c.isupper() and i else c for i, c in enumerate(enum.name)).upper()
+    return snake + "_"
+
+
+# JSON Schema of the projection (OpenAPI 3.1 and AsyncAPI 3 both use JSON Schema 2020-12).
+
+_INTEGER_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_NUMBER_TYPES = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
+
+SchemaRef = Callable[[Descriptor], dict[str, Any]]
+
+
+def inline_ref(descriptor: Descriptor) -> dict[str, Any]:
+    return public_schema(descriptor)
+
+
+def public_schema(descriptor: Descriptor, ref: SchemaRef = inline_ref) -> dict[str, Any]:
+    """JSON Schema of :func:`to_public` for messages of ``descriptor``; ``ref`` renders nested messages
+    (inline by default, or a ``$ref`` into a components section)."""
+    fields = public_fields(descriptor)
+    return {
+        "type": "object",
+        "properties": {field.name: _field_schema(field, ref) for field in fields},
+        "required": [field.name for field in fields],
+        "additionalProperties": False,
+    }
+
+
+def _field_schema(field: FieldDescriptor, ref: SchemaRef) -> dict[str, Any]:
+    if _is_map(field):
+        value_field = field.message_type.fields_by_name["value"]
+        return {"type": "object", "additionalProperties": _value_schema(value_field, ref)}
+    value = _value_schema(field, ref)
+    if _is_repeated(field):
+        return {"type": "array", "items": value}
+    nullable = field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_ENUM) or field.has_presence
+    return {"anyOf": [value, {"type": "null"}]} if nullable else value
+
+
+def _value_schema(field: FieldDescriptor, ref: SchemaRef) -> dict[str, Any]:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type.full_name == TIMESTAMP:
+            return {"type": "string", "format": "date-time"}
+        return ref(field.message_type)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return {"type": "string", "enum": public_enum_values(field.enum_type)}
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return {"type": "boolean"}
+    if field.type in _INTEGER_TYPES:
+        return {"type": "integer"}
+    if field.type in _NUMBER_TYPES:
+        return {"type": "number"}
+    return {"type": "string"}
