@@ -27,10 +27,12 @@ from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.redis_client import redis_client
 from core.adapters.redis_keys import RedisKeys
+from core.adapters.stream_history import StreamHistory
+from core.adapters.stream_hub import StreamHub
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
-from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer, StreamServicer
 from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
@@ -39,6 +41,7 @@ from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService
+from core.services.streams import Streams, default_stream_exchange
 from core.settings import Mode, Settings, StartupError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
 
         status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
         publisher = EventPublisher(redis, keys)
+        hub = StreamHub(redis)  # one pub/sub connection feeds every Subscribe stream
+        await hub.start()
+        stack.push_async_callback(hub.aclose)
         ticks = TickStore(pool)
         price_updates = PriceUpdates(PriceCache(redis, keys), clock_ms=clock_ms)
         ingestion = Ingestion(
@@ -116,6 +122,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
+            streams=StreamServicer(
+                streams=Streams(
+                    hub,
+                    StreamHistory(redis, keys),
+                    default_exchange=default_stream_exchange(settings.exchanges),
+                    exchanges=exchange_ids,
+                )
+            ),
         )
         registry = CollectorRegistry()
         core = build_server(servicers, registry)
@@ -166,6 +180,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         for task in feeds:  # the feeds stop first (their leases are released)
             task.cancel()
         await asyncio.gather(*feeds, return_exceptions=True)
+        await hub.aclose()  # open streams end now with UNAVAILABLE ("resume from your last seq")
         await core.stop(settings.shutdown_grace_s)
         with contextlib.suppress(TimeoutError):  # publish what ingest already acknowledged
             async with asyncio.timeout(settings.shutdown_grace_s):
