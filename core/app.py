@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import redis.asyncio as aioredis
 import uvloop
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from core import logs
 from core.adapters import apikeys, migrations
@@ -32,7 +32,8 @@ from core.adapters.stream_hub import StreamHub
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
-from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer, StreamServicer
+from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.rpc.stream_servicer import StreamServicer
 from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
@@ -63,6 +64,18 @@ def clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def stream_gauges(registry: CollectorRegistry, hub: StreamHub) -> None:
+    """Open streams, hub channels and live tasks: what a leaking stream would make grow."""
+    loop = asyncio.get_running_loop()
+    gauges = (
+        ("perseus_stream_sessions", "Open Subscribe and Multiplex streams", lambda: hub.subscriber_count),
+        ("perseus_stream_channels", "Channels the stream hub holds in Redis", lambda: hub.channel_count),
+        ("perseus_core_tasks", "asyncio tasks alive in the core", lambda: len(asyncio.all_tasks(loop))),
+    )
+    for name, documentation, read in gauges:
+        Gauge(name, documentation, registry=registry).set_function(read)
+
+
 def _split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
@@ -85,7 +98,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
 
         status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
         publisher = EventPublisher(redis, keys)
-        hub = StreamHub(redis)  # one pub/sub connection feeds every Subscribe stream
+        # one pub/sub connection feeds every Subscribe and Multiplex stream of this process
+        hub = StreamHub(settings.redis_url, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_"))
         await hub.start()
         stack.push_async_callback(hub.aclose)
         ticks = TickStore(pool)
@@ -132,6 +146,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ),
         )
         registry = CollectorRegistry()
+        stream_gauges(registry, hub)
         core = build_server(servicers, registry)
         try:
             core.server.add_insecure_port(settings.core_addr)

@@ -27,8 +27,8 @@ class StreamHistory:
         """The internal sharded channel of a resolved public channel."""
         return self._keys.stream_channel(channel)
 
-    async def current_seqs(self, channels: Sequence[Channel]) -> list[int]:
-        """The last seq published on each channel (0 when none yet)."""
+    async def current_seqs(self, channels: Sequence[Channel]) -> list[int | None]:
+        """The last seq published on each channel (None when Redis has no counter for it)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
@@ -36,7 +36,7 @@ class StreamHistory:
                 values = await pipe.execute()
         except (aioredis.RedisError, OSError) as exc:
             raise Unavailable(f"cannot read stream sequences ({exc}); retry") from None
-        return [int(v) if v is not None else 0 for v in values]
+        return [int(v) if v is not None else None for v in values]
 
     async def after(self, channel: Channel, seq: int, count: int = REPLAY_BATCH) -> list[tuple[int, bytes]]:
         """Up to ``count`` history entries with a seq greater than ``seq``, oldest first."""

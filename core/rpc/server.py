@@ -10,7 +10,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
-from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer, StreamServicer
+from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.rpc.stream_servicer import StreamServicer, stream_service_handler
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -19,7 +20,6 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2,
     market_data_service_pb2_grpc,
     stream_service_pb2,
-    stream_service_pb2_grpc,
 )
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -67,7 +67,7 @@ def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServe
     market_data_service_pb2_grpc.add_MarketDataServiceServicer_to_server(servicers.market_data, server)
     ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, server)
-    stream_service_pb2_grpc.add_StreamServiceServicer_to_server(servicers.streams, server)
+    server.add_generic_rpc_handlers((stream_service_handler(servicers.streams),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -6,25 +6,21 @@ No logic lives here beyond the mapping; errors are translated by
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
 from grpc import aio
 
 from core.adapters.apikeys import ApiKeyRecord
-from core.adapters.stream_hub import StreamFellBehind
-from core.domain.errors import DomainError
 from core.domain.models import Exchange, Symbol
 from core.rpc import convert
-from core.rpc.status import status_for, translates_errors
+from core.rpc.status import translates_errors
 from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
 from core.services.status import StatusService
-from core.services.streams import Delivery, ResumeGap, Streams, Subscribed
 from core.settings import Mode
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
@@ -33,8 +29,6 @@ from perseus.marketdata.v1 import (
     key_service_pb2_grpc,
     market_data_service_pb2 as md_pb2,
     market_data_service_pb2_grpc as md_grpc,
-    stream_service_pb2 as stream_pb2,
-    stream_service_pb2_grpc as stream_grpc,
 )
 
 Context = aio.ServicerContext[Any, Any]
@@ -187,54 +181,3 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
         if record is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
         return key_service_pb2.AuthenticateKeyResponse(api_key=convert.api_key_to_pb(record))
-
-
-def stream_status(error: Exception) -> grpc.StatusCode:
-    """The status that ends a stream on ``error``: RESOURCE_EXHAUSTED for a stream that fell behind."""
-    if isinstance(error, StreamFellBehind):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(error, DomainError):
-        return status_for(error)
-    return grpc.StatusCode.UNAVAILABLE
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def event_response(delivery: Delivery) -> stream_pb2.SubscribeResponse:
-    """``SubscribeResponse{event}`` from the published StreamEvent bytes plus its seq (field 2), in one parse."""
-    event = delivery.payload + b"\x10" + _varint(delivery.seq)
-    return stream_pb2.SubscribeResponse.FromString(b"\x0a" + _varint(len(event)) + event)
-
-
-class StreamServicer(stream_grpc.StreamServiceServicer):
-    def __init__(self, *, streams: Streams) -> None:
-        self._streams = streams
-
-    async def Subscribe(
-        self, request: stream_pb2.SubscribeRequest, context: Context
-    ) -> AsyncIterator[stream_pb2.SubscribeResponse]:
-        items = self._streams.subscribe(list(request.channels), dict(request.resume_from))
-        try:
-            async with contextlib.aclosing(items):
-                async for item in items:
-                    if isinstance(item, Delivery):
-                        yield event_response(item)
-                    elif isinstance(item, Subscribed):
-                        yield stream_pb2.SubscribeResponse(subscribed=stream_pb2.Subscribed(channels=item.channels))
-                    elif isinstance(item, ResumeGap):
-                        yield stream_pb2.SubscribeResponse(
-                            resume_gap=stream_pb2.ResumeGap(
-                                channel=item.channel,
-                                requested_seq=item.requested_seq,
-                                first_available_seq=item.first_available_seq,
-                            )
-                        )
-        except (DomainError, StreamFellBehind) as exc:
-            await context.abort(stream_status(exc), str(exc))
