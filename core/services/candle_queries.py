@@ -56,7 +56,7 @@ class CandleRows(Protocol):
 
     async def window(self, query: CandleQuery, span: Span) -> Rows: ...
 
-    async def newest_in_window(self, query: CandleQuery, span: Span) -> tuple[int | None, Rows]: ...
+    async def newest_in_window(self, query: CandleQuery, span: Span) -> tuple[int | None, list[bytes]]: ...
 
     async def history(self, query: CandleQuery, span: Span) -> Rows: ...
 
@@ -96,10 +96,10 @@ class CandleQueries:
         if query.newest:  # the common read: the window answers alone when it holds enough
             oldest, recent = await self._rows.newest_in_window(query, Span(None, query.end_ms, query.limit, True))
             missing = query.limit - len(recent)
-            older: Rows = []
-            if missing:
-                older = await self._rows.history(query, Span(None, _before(query.end_ms, oldest), missing, True))
-            return [c for _, c in older + recent]
+            if not missing:
+                return recent
+            older = await self._rows.history(query, Span(None, _before(query.end_ms, oldest), missing, True))
+            return [c for _, c in older] + recent
         oldest = await self._rows.window_oldest(query)
         if oldest is not None and query.start_ms is not None and query.start_ms >= oldest:
             return [
