@@ -1,0 +1,82 @@
+"""Ready public JSON of hot candle reads, valid exactly as long as the candle window it came from.
+
+A candle read costs a gRPC call and the projection of up to 1000 candles;
+the same few (exchange, symbol, timeframe, limit) are read over and over.
+The gateway therefore keeps the finished response body, and before serving it
+reads the *newest member* of the core's Redis candle window (one ``ZRANGE
+-1 -1``): the core adds each closed candle there (a rewrite of a candle
+replaces its member), so the body is served only while that newest member
+is unchanged. The probe is taken *before* the core is called, so a candle
+that closes during the call makes the stored probe old and the next request
+fetches again: a body is never kept under a newer probe than it saw.
+Entries also expire after :data:`MAX_AGE_S`, which bounds how long a rewrite of
+an older candle inside the window could go unseen. When Redis does not answer
+the probe, nothing is cached or served from the cache.
+
+The window's key is the core's (``P candles:{exchange:SYMBOL}:tf``);
+``tests/unit/test_candle_cache.py`` checks it against
+``core.adapters.redis_keys`` so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+MAX_AGE_S = 1.0
+MAX_ENTRIES = 2_048
+PROBE_TIMEOUT_S = 0.25
+
+
+def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
+    return f"{prefix}candles:{{{exchange}:{symbol}}}:{timeframe}"
+
+
+class CandleCache:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, tuple[float, bytes, bytes]] = OrderedDict()
+
+    async def probe(self, exchange: str, symbol: str, timeframe: str) -> bytes | None:
+        """The newest member of the window with its score; None when Redis does not answer."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                newest = await self._redis.zrange(
+                    window_key(self._prefix, exchange, symbol, timeframe), -1, -1, withscores=True
+                )
+        except (RedisError, OSError, TimeoutError):
+            return None
+        if not newest:
+            return b""
+        member, score = newest[0]
+        return b"%d:%b" % (int(score), member)
+
+    def get(self, key: Hashable, probe: bytes) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        stored_at, stored_probe, body = entry
+        if stored_probe != probe or self._clock() - stored_at >= MAX_AGE_S:
+            return None
+        return body
+
+    def put(self, key: Hashable, probe: bytes, body: bytes) -> None:
+        self._entries[key] = (self._clock(), probe, body)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)

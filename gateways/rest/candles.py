@@ -1,0 +1,69 @@
+"""``GET /public/v1/candles/{exchange}/{symbol}``: OHLCV candles, oldest first, the hot read.
+
+A body is served from :class:`~gateways.rest.candle_cache.CandleCache` while
+the candle window it came from is unchanged; otherwise the core is asked and
+the new body is kept.
+"""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse
+
+from gateways.rest import ratelimit
+from gateways.rest.context import RestRequest
+from gateways.rest.guard import admit
+from gateways.rest.operations import Operation
+from gateways.rest.params import TIMEFRAME_NAMES, Param
+from gateways.rest.reads import body_of, call, raw_json, set_time
+from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
+
+MAX_CANDLES = 1000
+DEFAULT_CANDLES = 100
+
+blueprint = Blueprint("candles", url_prefix="/public/v1")
+
+CANDLES = Operation(
+    name="get_candles",
+    path="/public/v1/candles/{exchange}/{symbol}",
+    summary="Candles",
+    description=(
+        "Closed OHLCV candles, oldest first: the newest `limit` ones (before `end` if given), or with `start`"
+        " the first `limit` from it. Ranges are half-open: `start <= timestamp < end`."
+        " Unknown exchange or symbol: 404."
+    ),
+    tag="candles",
+    params=(
+        Param("exchange", "exchange", "Exchange name", where="path", example="sim"),
+        Param("symbol", "symbol", "Pair, `BTC-USD` or `BTC/USD` (URL-encoded)", where="path", example="BTC-USD"),
+        Param("timeframe", "timeframe", "Candle timeframe", default="1h"),
+        Param("limit", "integer", "How many candles", default=DEFAULT_CANDLES, maximum=MAX_CANDLES),
+        Param("start", "time", "First open time, inclusive"),
+        Param("end", "time", "Last open time, exclusive"),
+    ),
+    data=candles_pb2.Candle.DESCRIPTOR,
+    cost="ceil(limit / 100)",
+)
+
+
+@CANDLES.register(blueprint)
+async def get_candles(request: RestRequest, exchange: str, symbol: str) -> HTTPResponse:
+    values = await admit(request, CANDLES, lambda v: ratelimit.candles_cost(v["limit"]))
+    ctx = request.app.ctx
+    assert ctx.directory is not None and ctx.candles is not None
+    exchange, symbol = values["exchange"], values["symbol"]
+    await ctx.directory.require(exchange, symbol)
+    timeframe = TIMEFRAME_NAMES[values["timeframe"]]
+    key = (exchange, symbol, values["timeframe"], values["limit"], values["start"], values["end"])
+    probe = await ctx.candles.probe(exchange, symbol, timeframe)
+    if probe is not None and (body := ctx.candles.get(key, probe)) is not None:
+        return raw_json(body)
+    message = md.GetCandlesRequest(
+        exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
+    )
+    set_time(message, "start_time", values["start"])
+    set_time(message, "end_time", values["end"])
+    reply = await call(request, "GetCandles", message)
+    body = body_of(reply.candles, CANDLES)
+    if probe is not None:
+        ctx.candles.put(key, probe, body)
+    return raw_json(body)
