@@ -30,6 +30,9 @@ MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant 
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}[-/][A-Za-z0-9]{1,20}$"
 EXCHANGE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 SOURCE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+TIME_PATTERN = (
+    r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+)
 CURSOR_PATTERN = r"^[A-Za-z0-9_=\-]{1,128}$"
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _EXCHANGE = re.compile(EXCHANGE_PATTERN)
@@ -117,11 +120,11 @@ class Param:
             case "timeframe":
                 schema = {"type": "string", "enum": list(TIMEFRAMES)}
             case "time":
-                schema = {"type": "string", "description": "ISO-8601 with a zone, or epoch milliseconds"}
+                schema = {"type": "string", "minLength": 1, "pattern": TIME_PATTERN}
             case "symbols":
                 schema = {"type": "string", "pattern": rf"^{SYMBOL_PATTERN[1:-1]}(,{SYMBOL_PATTERN[1:-1]}){{0,99}}$"}
             case _:
-                schema = {"type": "string", "pattern": _PATTERNS[self.kind]}
+                schema = {"type": "string", "minLength": 1, "pattern": _PATTERNS[self.kind]}
         if self.default is not None:
             schema["default"] = self.default
         return schema

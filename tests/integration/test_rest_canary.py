@@ -92,7 +92,10 @@ def public_calls(stack: RestStack) -> list[httpx.Response]:
         (f"/public/v1/signals/{pair}", {"timeframe": "1h"}),
         ("/public/v1/alerts", {"exchange": SEED.exchange}),
         ("/public/v1/prices/latest", {"symbols": SEED.symbol}),
-        ("/public/v1/prices/range", {"symbol": SEED.symbol, "from": int(time.time() * 1000) - 86_400_000, "interval": "1d"}),
+        (
+            "/public/v1/prices/range",
+            {"symbol": SEED.symbol, "from": int(time.time() * 1000) - 86_400_000, "interval": "1d"},
+        ),
         ("/public/v1/aggregates/consensus", {"symbols": SEED.symbol}),
         (f"/public/v1/candles/{SEED.exchange}/NONE-USD", {}),  # errors too
         (f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}", {"timeframe": "1m"}),
