@@ -1,4 +1,4 @@
-"""Faults at the REST edge: a core that is stopped or frozen, bad bodies, CORS, metrics; never a hang, never a traceback."""
+"""Faults at the REST edge: a stopped or frozen core, bad bodies, CORS, metrics; never a hang or a traceback."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from gateways.rest.app import OPERATIONS
