@@ -13,6 +13,11 @@ Entries also expire after :data:`MAX_AGE_S`, which bounds how long a rewrite of
 an older candle inside the window could go unseen. When Redis does not answer
 the probe, nothing is cached or served from the cache.
 
+Requests for the same window that arrive while its probe is in flight share
+that probe (one ``ZRANGE`` for all of them), so under load the probe costs a
+fraction of a round trip per request; what they are served is then at most
+one Redis round trip older than their arrival.
+
 The window's key is the core's (``P candles:{exchange:SYMBOL}:tf``);
 ``tests/unit/test_candle_cache.py`` checks it against
 ``core.adapters.redis_keys`` so the two cannot drift apart.
@@ -51,14 +56,28 @@ class CandleCache:
         self._max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[Hashable, tuple[float, bytes, bytes]] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
 
     async def probe(self, exchange: str, symbol: str, timeframe: str) -> bytes | None:
         """The newest member of the window with its score; None when Redis does not answer."""
+        key = window_key(self._prefix, exchange, symbol, timeframe)
+        shared = self._in_flight.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        result: bytes | None = None
+        try:
+            result = await self._read(key)
+        finally:
+            del self._in_flight[key]
+            future.set_result(result)  # a cancelled probe leaves its followers uncached, not stuck
+        return result
+
+    async def _read(self, key: str) -> bytes | None:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
-                newest = await self._redis.zrange(
-                    window_key(self._prefix, exchange, symbol, timeframe), -1, -1, withscores=True
-                )
+                newest = await self._redis.zrange(key, -1, -1, withscores=True)
         except (RedisError, OSError, TimeoutError):
             return None
         if not newest:
