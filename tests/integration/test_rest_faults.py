@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from gateways.common.auth import CACHE_TTL_S
 from tests.support.market_seed import Seed
-from tests.support.processes import running_core, running_gateway
-from tests.support.rest_stack import RestStack, seeded_rest_stack
+from tests.support.processes import run_cli, running_core, running_gateway
+from tests.support.rest_stack import RestStack, make_key, seeded_rest_stack
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +98,27 @@ def test_metrics_count_requests_per_route_and_status(stack: RestStack) -> None:
     ]
     assert any('status="200"' in line for line in counted) and any('status="404"' in line for line in counted)
     assert "perseus_http_request_duration_seconds_bucket" in metrics
+
+
+def test_a_revoked_key_stops_working_within_seconds(stack: RestStack) -> None:
+    key = make_key(stack.env, "free")
+    assert stack.get("/public/v1/exchanges", headers={"X-API-Key": key}).status_code == 200
+    result = run_cli(["keys", "revoke", key], stack.env)
+    assert result.returncode == 0, result.stderr
+    revoked_at = time.monotonic()
+    while stack.get("/public/v1/exchanges", headers={"X-API-Key": key}).status_code == 200:
+        assert time.monotonic() - revoked_at < CACHE_TTL_S + 2, "the revoked key still works"
+        time.sleep(0.2)
+    refused = stack.get("/public/v1/exchanges", headers={"X-API-Key": key})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_the_request_id_reaches_the_core(stack: RestStack) -> None:
+    response = stack.get(
+        f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}?timeframe=1m", headers={"X-Request-ID": "trace-rest-4711"}
+    )
+    assert response.status_code == 404 and response.headers["x-request-id"] == "trace-rest-4711"
+    deadline = time.monotonic() + 5
+    while "trace-rest-4711" not in stack.core.output():
+        assert time.monotonic() < deadline, "the core never logged the gateway's request id"
+        time.sleep(0.1)
