@@ -13,7 +13,7 @@ from gateways.rest import ratelimit
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
 from gateways.rest.operations import Operation
-from gateways.rest.params import TIMEFRAME_NAMES, Param
+from gateways.rest.params import PAIR_IN_PATH, TIMEFRAME_NAMES, Param
 from gateways.rest.reads import body_of, call, raw_json, set_time
 from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
 
@@ -33,8 +33,7 @@ CANDLES = Operation(
     ),
     tag="candles",
     params=(
-        Param("exchange", "exchange", "Exchange name", where="path", example="sim"),
-        Param("symbol", "symbol", "Pair, `BTC-USD` or `BTC/USD` (URL-encoded)", where="path", example="BTC-USD"),
+        *PAIR_IN_PATH,
         Param("timeframe", "timeframe", "Candle timeframe", default="1h"),
         Param("limit", "integer", "How many candles", default=DEFAULT_CANDLES, maximum=MAX_CANDLES),
         Param("start", "time", "First open time, inclusive"),

@@ -183,3 +183,9 @@ def parse(params: tuple[Param, ...], path: Mapping[str, str], query: Mapping[str
         except (ValueError, OverflowError) as exc:
             raise ValidationFailed(f"`{param.name}`: {exc}", details={"field": param.name}) from None
     return values
+
+
+PAIR_IN_PATH = (
+    Param("exchange", "exchange", "Exchange name", where="path", example="sim"),
+    Param("symbol", "symbol", "Pair, `BTC-USD` or `BTC/USD` (URL-encoded)", where="path", example="BTC-USD"),
+)

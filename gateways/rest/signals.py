@@ -12,7 +12,7 @@ from gateways.rest import ratelimit
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
 from gateways.rest.operations import Operation
-from gateways.rest.params import Param
+from gateways.rest.params import PAIR_IN_PATH, Param
 from gateways.rest.reads import body_of, call, raw_json, set_time
 from perseus.marketdata.v1 import market_data_service_pb2 as md, signals_pb2
 
@@ -28,8 +28,7 @@ SIGNAL = Operation(
     description="The latest trade signal of a pair and timeframe. Unknown exchange or symbol, or no signal yet: 404.",
     tag="signals",
     params=(
-        Param("exchange", "exchange", "Exchange name", where="path", example="sim"),
-        Param("symbol", "symbol", "Pair, `BTC-USD` or `BTC/USD` (URL-encoded)", where="path", example="BTC-USD"),
+        *PAIR_IN_PATH,
         Param("timeframe", "timeframe", "Timeframe of the indicator", default="1h"),
     ),
     data=signals_pb2.TradeSignal.DESCRIPTOR,
