@@ -45,7 +45,7 @@ CANDLES = Operation(
 
 
 @CANDLES.register(blueprint)
-async def get_candles(request: RestRequest, exchange: str, symbol: str) -> HTTPResponse:
+async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     values = await admit(request, CANDLES, lambda v: ratelimit.candles_cost(v["limit"]))
     ctx = request.app.ctx
     assert ctx.directory is not None and ctx.candles is not None

@@ -14,14 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from sanic import HTTPResponse
 
 from gateways.common.auth import presented_key
 from gateways.common.errors import RateLimitExceeded
 from gateways.rest.context import RestRequest
-from gateways.rest.operations import Operation
+from gateways.rest.operations import Operation, path_values
 from gateways.rest.ratelimit import BASE_COST, NOT_LIMITED
 from perseus.marketdata.v1 import key_service_pb2
 
@@ -37,7 +36,7 @@ async def admit(request: RestRequest, operation: Operation, cost: Cost = flat_co
     ctx = request.app.ctx
     assert ctx.keys is not None and ctx.limiter is not None
     api_key = await ctx.keys.authenticate(presented_key(request))
-    values = operation.values({k: unquote(str(v)) for k, v in request.match_info.items()}, dict(request.args))
+    values = operation.values(path_values(request.match_info), dict(request.args))
     await spend(request, api_key, cost(values))
     return values
 

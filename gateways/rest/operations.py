@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from google.protobuf.descriptor import Descriptor
 from sanic import Blueprint
@@ -19,6 +20,16 @@ from sanic import Blueprint
 from gateways.rest.params import Param, parse
 
 _PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
+SYMBOL_SEGMENT = "/<symbol>"
+SLASHED_SYMBOL_SEGMENTS = "/<base>/<quote>"
+
+
+def path_values(match_info: dict[str, Any]) -> dict[str, str]:
+    """Path parameters, URL-decoded; ``<base>/<quote>`` (a symbol written with its slash) as ``symbol``."""
+    values = {name: unquote(str(value)) for name, value in match_info.items()}
+    if "base" in values and "quote" in values:
+        values["symbol"] = f"{values.pop('base')}/{values.pop('quote')}"
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +58,11 @@ class Operation:
         prefix = blueprint.url_prefix or ""
 
         def add(handler: Any) -> Any:
-            blueprint.add_route(handler, self.sanic_path.removeprefix(prefix), methods=[self.method], name=self.name)
+            path = self.sanic_path.removeprefix(prefix)
+            blueprint.add_route(handler, path, methods=[self.method], name=self.name)
+            if path.endswith(SYMBOL_SEGMENT):  # BTC/USD written with its slash: one more segment
+                slashed = path.removesuffix(SYMBOL_SEGMENT) + SLASHED_SYMBOL_SEGMENTS
+                blueprint.add_route(handler, slashed, methods=[self.method], name=f"{self.name}_slashed")
             return handler
 
         return add

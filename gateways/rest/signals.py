@@ -58,7 +58,7 @@ ALERTS = Operation(
 
 
 @SIGNAL.register(blueprint)
-async def get_signal(request: RestRequest, exchange: str, symbol: str) -> HTTPResponse:
+async def get_signal(request: RestRequest, **_: str) -> HTTPResponse:
     values = await admit(request, SIGNAL)
     assert request.app.ctx.directory is not None
     await request.app.ctx.directory.require(values["exchange"], values["symbol"])

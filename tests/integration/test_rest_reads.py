@@ -70,6 +70,10 @@ def test_candles_accept_slash_symbols_limits_and_ranges(stack: RestStack) -> Non
     slash = stack.get(f"/public/v1/candles/{SEED.exchange}/seed%2Fusd", params={"limit": 3})
     assert slash.status_code == 200, slash.text
     assert [c["timestamp"] for c in slash.json()["data"]] == [iso(SEED.open_ms(i)) for i in (27, 28, 29)]
+    written = stack.get(f"/public/v1/candles/{SEED.exchange}/seed/USD", params={"limit": 3})
+    assert written.json() == slash.json()
+    signal = stack.get(f"/public/v1/signals/{SEED.exchange}/SEED/USD")
+    assert signal.status_code == 200 and signal.json()["data"]["symbol"] == SEED.symbol
     ranged = stack.get(CANDLES, params={"start": iso(SEED.open_ms(5)), "end": SEED.open_ms(8), "timeframe": "1h"})
     assert [c["timestamp"] for c in ranged.json()["data"]] == [iso(SEED.open_ms(i)) for i in (5, 6, 7)]
     assert stack.get(CANDLES, params={"timeframe": "1m"}).json() == {"data": []}
