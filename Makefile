@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators bench-rest
+.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,7 @@ bench-ingest: venv ## ingestion feeds/s and per-batch latency through gRPC and R
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators
 
+.PHONY: bench-rest
 bench-rest: venv ## hot candle read through the REST gateway beside the two peers of ../shared/peers (wrk, 16/64/256 conns)
 	$(BIN)/python -m bench.rest
 
