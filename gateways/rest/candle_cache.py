@@ -9,6 +9,10 @@ replaces its member), so the body is served only while that newest member
 is unchanged. The probe is taken *before* the core is called, so a candle
 that closes during the call makes the stored probe old and the next request
 fetches again: a body is never kept under a newer probe than it saw.
+An answer to "the newest ``limit``" is kept only when its newest candle *is*
+the probe's member: the core may itself answer from a cache that a candle
+close reaches a moment after the window (it drops answers on the
+``candle_close`` event), and such an answer is passed on but never kept.
 Entries also expire after :data:`MAX_AGE_S`, which bounds how long a rewrite of
 an older candle inside the window could go unseen. When Redis does not answer
 the probe, nothing is cached or served from the cache.
@@ -84,6 +88,11 @@ class CandleCache:
             return b""
         member, score = newest[0]
         return b"%d:%b" % (int(score), member)
+
+    @staticmethod
+    def newest_member(probe: bytes) -> bytes:
+        """The window's newest member as a probe saw it (empty for an empty window)."""
+        return probe.partition(b":")[2]
 
     def get(self, key: Hashable, probe: bytes) -> bytes | None:
         entry = self._entries.get(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse
 
 from gateways.rest import ratelimit
+from gateways.rest.candle_cache import CandleCache
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
 from gateways.rest.operations import Operation
@@ -63,6 +64,16 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     set_time(message, "end_time", values["end"])
     reply = await call(request, "GetCandles", message)
     body = body_of(reply.candles, CANDLES)
-    if probe is not None:
+    if probe is not None and _agrees(reply, probe, unbounded=values["start"] is None and values["end"] is None):
         ctx.candles.put(key, probe, body)
     return raw_json(body)
+
+
+def _agrees(reply: md.GetCandlesResponse, probe: bytes, *, unbounded: bool) -> bool:
+    """Whether the answer saw the window the probe saw: for "the newest", its newest candle is the probe's."""
+    if not unbounded:
+        return True  # a bounded read is not answered from the core's close-invalidated cache
+    member = CandleCache.newest_member(probe)
+    if not member or not reply.candles:
+        return not member and not reply.candles
+    return reply.candles[-1] == candles_pb2.Candle.FromString(member)
