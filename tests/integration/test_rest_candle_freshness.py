@@ -1,4 +1,4 @@
-"""The candle body cache never serves a candle older than the window: a close or a rewrite shows at once."""
+"""The candle body cache never keeps a candle older than the window: a close or a rewrite is served next."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def served_from_now_on(stack: RestStack, close: str) -> None:
     assert {newest(stack)["close"] for _ in range(20)} == {close}
 
 
-def test_a_closed_candle_and_a_rewrite_are_served_at_once(stack: RestStack) -> None:
+def test_a_closed_candle_and_a_rewrite_are_served_and_nothing_older_after(stack: RestStack) -> None:
     assert newest(stack)["close"] == SEED.price(SEED.candles - 1)
     assert newest(stack)["close"] == SEED.price(SEED.candles - 1)  # now from the cache
     asyncio.run(add_to_window(stack, SEED.candles, "555.5"))
