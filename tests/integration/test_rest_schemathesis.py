@@ -26,6 +26,7 @@ from tests.support.rest_stack import RestStack, seeded_rest_stack
 pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = 40
+OPERATION_TIMEOUT_S = 120  # 40 requests; a hang fails the test instead of stalling the suite
 # A value can match its schema and still be refused with a documented 400 (2026-02-31, a range longer than
 # 90 days, a cursor the core did not make); the spec cannot express those rules, so that check is off.
 EXCLUDED_CHECKS = [checks.positive_data_acceptance]
@@ -46,6 +47,7 @@ def api_schema(stack: RestStack) -> OpenApiSchema:
     return schema
 
 
+@pytest.mark.timeout(OPERATION_TIMEOUT_S)
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.name for op in OPERATIONS])
 def test_every_route_conforms_and_never_fails(
     api_schema: OpenApiSchema, stack: RestStack, operation: Operation
