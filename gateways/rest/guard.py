@@ -1,9 +1,9 @@
-"""The door of every keyed REST route: who is asking (the key), may they (tier), can they afford it (limit).
+"""The door of every public REST route: who is asking (the key), what they ask, can they afford it (limit).
 
 :func:`admit` authenticates the request's key through the cached
-:class:`~gateways.common.auth.KeyCache`, checks the tier for internal routes,
-spends the request's cost from the key's shared limit and leaves the
-``X-RateLimit-*`` headers on ```request.ctx`` for :func:`add_limit_headers`, the
+:class:`~gateways.common.auth.KeyCache` (401 first), parses the operation's
+parameters (then 400), spends the request's cost from the key's shared limit
+(then 429) and leaves the ``X-RateLimit-*`` headers on ``request.ctx`` for :func:`add_limit_headers`, the
 response middleware, to put on whatever response follows (errors included).
 Responses that no key paid for (open routes, a missing key) carry the
 "not limited" values, all three 0.
