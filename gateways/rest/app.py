@@ -19,7 +19,7 @@ from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
 from gateways.rest import candles, ingest, market, prices, signals
-from gateways.rest.candle_cache import CandleCache
+from gateways.rest.candle_cache import CandleCache, cache_counter
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
 from gateways.rest.directory import Directory
@@ -49,6 +49,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
     app: RestApp = create_gateway_app(APP_NAME, settings, context_type=RestContext)  # type: ignore[assignment]
     ctx = app.ctx
     ctx.limit_fallbacks = fallback_counter(ctx.metrics.registry)
+    ctx.candle_results = cache_counter(ctx.metrics.registry)
     document = openapi_document(OPERATIONS, version=ctx.version)
     ctx.openapi = openapi_bytes(OPERATIONS, version=ctx.version)
     ctx.docs = docs_html(document, spec_path=SPEC_PATH)
@@ -66,10 +67,11 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
 async def open_rest_clients(app: RestApp) -> None:
     """After the shared clients (registered first): the limiter, the directory and the candle cache."""
     ctx = app.ctx
-    assert ctx.redis is not None and ctx.core is not None and ctx.limit_fallbacks is not None
+    assert ctx.redis is not None and ctx.core is not None
+    assert ctx.limit_fallbacks is not None and ctx.candle_results is not None
     prefix = ctx.settings.redis_prefix
     ctx.limiter = RateLimiter(ctx.redis, prefix, ctx.limit_fallbacks)
-    ctx.candles = CandleCache(ctx.redis, prefix)
+    ctx.candles = CandleCache(ctx.redis, prefix, ctx.candle_results)
     core = ctx.core
 
     async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:

@@ -13,14 +13,17 @@ An answer to "the newest ``limit``" is kept only when its newest candle *is*
 the probe's member: the core may itself answer from a cache that a candle
 close reaches a moment after the window (it drops answers on the
 ``candle_close`` event), and such an answer is passed on but never kept.
-Entries also expire after :data:`MAX_AGE_S`, which bounds how long a rewrite of
-an older candle inside the window could go unseen. When Redis does not answer
+Entries also expire after :data:`MAX_AGE_S`. Closed candles are final (the
+core never rewrites one, and a rewrite of the newest would change the probe),
+so the expiry is only a bound for the unexpected. When Redis does not answer
 the probe, nothing is cached or served from the cache.
 
 Requests for the same window that arrive while its probe is in flight share
 that probe (one ``ZRANGE`` for all of them), so under load the probe costs a
 fraction of a round trip per request; what they are served is then at most
-one Redis round trip older than their arrival.
+one Redis round trip older than their arrival. Likewise, requests that miss
+with the same probe share one core call (:meth:`CandleCache.answer`), so an
+expiry or a close does not send every waiting request to the core.
 
 The window's key is the core's (``P candles:{exchange:SYMBOL}:tf``);
 ``tests/unit/test_candle_cache.py`` checks it against
@@ -32,14 +35,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
-MAX_AGE_S = 1.0
+# A fetch gives the body and whether it may be kept (it saw the window the probe saw).
+Fetch = Callable[[], Awaitable[tuple[bytes, bool]]]
+
+MAX_AGE_S = 5.0
 MAX_ENTRIES = 2_048
 PROBE_TIMEOUT_S = 0.25
+
+
+def cache_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "perseus_rest_candle_cache",
+        "Candle reads by how they were answered: hit, miss (one core call), shared (joined a miss), bypass",
+        ["result"],
+        registry=registry,
+    )
 
 
 def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
@@ -51,6 +67,7 @@ class CandleCache:
         self,
         redis: aioredis.Redis,
         prefix: str,
+        counter: Counter,
         *,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
@@ -61,6 +78,38 @@ class CandleCache:
         self._clock = clock
         self._entries: OrderedDict[Hashable, tuple[float, bytes, bytes]] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
+        self._fetching: dict[tuple[Hashable, bytes], asyncio.Task[tuple[bytes, bool]]] = {}
+        self._results = {result: counter.labels(result) for result in ("hit", "miss", "shared", "bypass")}
+
+    async def answer(self, key: Hashable, probe: bytes | None, fetch: Fetch) -> bytes:
+        """The body for ``key``: kept under ``probe``, or fetched once for every request missing with it."""
+        if probe is None:  # Redis did not answer: nothing is kept or served from here
+            self._results["bypass"].inc()
+            return (await fetch())[0]
+        body = self.get(key, probe)
+        if body is not None:
+            self._results["hit"].inc()
+            return body
+        slot = (key, probe)
+        task = self._fetching.get(slot)
+        if task is not None:
+            self._results["shared"].inc()
+            return (await asyncio.shield(task))[0]
+        self._results["miss"].inc()
+        task = asyncio.ensure_future(fetch())  # not cancelled with the request that started it
+        self._fetching[slot] = task
+        task.add_done_callback(lambda done: self._fetched(key, probe, slot, done))
+        return (await asyncio.shield(task))[0]
+
+    def _fetched(
+        self, key: Hashable, probe: bytes, slot: tuple[Hashable, bytes], task: asyncio.Task[tuple[bytes, bool]]
+    ) -> None:
+        del self._fetching[slot]
+        if task.cancelled() or task.exception() is not None:
+            return  # the error went to the requests waiting for it
+        body, keep = task.result()
+        if keep:
+            self.put(key, probe, body)
 
     async def probe(self, exchange: str, symbol: str, timeframe: str) -> bytes | None:
         """The newest member of the window with its score; None when Redis does not answer."""

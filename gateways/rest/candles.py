@@ -55,18 +55,18 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     timeframe = TIMEFRAME_NAMES[values["timeframe"]]
     key = (exchange, symbol, values["timeframe"], values["limit"], values["start"], values["end"])
     probe = await ctx.candles.probe(exchange, symbol, timeframe)
-    if probe is not None and (body := ctx.candles.get(key, probe)) is not None:
-        return raw_json(body)
     message = md.GetCandlesRequest(
         exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
     )
     set_time(message, "start_time", values["start"])
     set_time(message, "end_time", values["end"])
-    reply = await call(request, "GetCandles", message)
-    body = body_of(reply.candles, CANDLES)
-    if probe is not None and _agrees(reply, probe, unbounded=values["start"] is None and values["end"] is None):
-        ctx.candles.put(key, probe, body)
-    return raw_json(body)
+    unbounded = values["start"] is None and values["end"] is None
+
+    async def fetch() -> tuple[bytes, bool]:
+        reply = await call(request, "GetCandles", message)
+        return body_of(reply.candles, CANDLES), probe is not None and _agrees(reply, probe, unbounded=unbounded)
+
+    return raw_json(await ctx.candles.answer(key, probe, fetch))
 
 
 def _agrees(reply: md.GetCandlesResponse, probe: bytes, *, unbounded: bool) -> bool:

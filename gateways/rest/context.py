@@ -24,6 +24,7 @@ class RestContext(GatewayContext):
     directory: Directory | None = None
     candles: CandleCache | None = None
     limit_fallbacks: Counter | None = None
+    candle_results: Counter | None = None
     openapi: bytes = b""
     docs: bytes = b""
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from core.adapters.redis_keys import RedisKeys
-from gateways.rest.candle_cache import MAX_AGE_S, CandleCache, window_key
+from gateways.rest.candle_cache import MAX_AGE_S, CandleCache, cache_counter, window_key
 
 
 class Clock:
@@ -17,7 +21,8 @@ class Clock:
 
 
 def cache(clock: Clock, max_entries: int = 10) -> CandleCache:
-    return CandleCache(aioredis.Redis(), "p:", max_entries=max_entries, clock=clock)  # never connects here
+    counter = cache_counter(CollectorRegistry())
+    return CandleCache(aioredis.Redis(), "p:", counter, max_entries=max_entries, clock=clock)  # never connects here
 
 
 def test_the_window_key_is_the_cores() -> None:
@@ -42,3 +47,45 @@ def test_the_cache_is_bounded() -> None:
     for key in ("a", "b", "c"):
         candles.put(key, b"", key.encode())
     assert candles.get("a", b"") is None and candles.get("c", b"") == b"c"
+
+
+async def test_requests_missing_with_one_probe_share_one_fetch() -> None:
+    candles = cache(Clock())
+    calls = 0
+    release = asyncio.Event()
+
+    async def fetch() -> tuple[bytes, bool]:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return b"body", True
+
+    waiting = [asyncio.ensure_future(candles.answer("k", b"1:m", fetch)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == [b"body"] * 5 and calls == 1
+    assert await candles.answer("k", b"1:m", fetch) == b"body" and calls == 1  # kept
+    assert await candles.answer("k", None, fetch) == b"body" and calls == 2  # no probe: always fetched
+
+
+async def test_an_answer_that_may_not_be_kept_is_served_once() -> None:
+    candles = cache(Clock())
+
+    async def fetch() -> tuple[bytes, bool]:
+        return b"old", False
+
+    assert await candles.answer("k", b"2:m", fetch) == b"old"
+    assert candles.get("k", b"2:m") is None
+
+
+async def test_a_failed_fetch_reaches_every_waiting_request_and_is_not_kept() -> None:
+    candles = cache(Clock())
+
+    async def fetch() -> tuple[bytes, bool]:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("core down")
+
+    results = await asyncio.gather(*(candles.answer("k", b"3:m", fetch) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    with pytest.raises(RuntimeError):
+        await candles.answer("k", b"3:m", fetch)
