@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Hashable
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 # A fetch gives the body and whether it may be kept (it saw the window the probe saw).
@@ -56,6 +57,14 @@ def cache_counter(registry: CollectorRegistry) -> Counter:
         ["result"],
         registry=registry,
     )
+
+
+def probe_of(newest: list[tuple[bytes, float]]) -> bytes:
+    """A probe from the reply of ``ZRANGE key -1 -1 WITHSCORES``: ``b"<score>:<member>"``, or b"" when empty."""
+    if not newest:
+        return b""
+    member, score = newest[0]
+    return b"%d:%b" % (int(score), member)
 
 
 def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
@@ -130,13 +139,14 @@ class CandleCache:
     async def _read(self, key: str) -> bytes | None:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
-                newest = await self._redis.zrange(key, -1, -1, withscores=True)
+                return probe_of(await self._redis.zrange(key, -1, -1, withscores=True))
         except (RedisError, OSError, TimeoutError):
             return None
-        if not newest:
-            return b""
-        member, score = newest[0]
-        return b"%d:%b" % (int(score), member)
+
+    def add_probe(self, exchange: str, symbol: str, timeframe: str) -> Callable[[Pipeline], object]:
+        """The probe as a command for someone else's pipeline (the limiter's); read it with :func:`probe_of`."""
+        key = window_key(self._prefix, exchange, symbol, timeframe)
+        return lambda pipe: pipe.zrange(key, -1, -1, withscores=True)
 
     @staticmethod
     def newest_member(probe: bytes) -> bytes:

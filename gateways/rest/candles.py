@@ -10,9 +10,10 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse
 
 from gateways.rest import ratelimit
-from gateways.rest.candle_cache import CandleCache
+from gateways.rest.candle_cache import CandleCache, probe_of
 from gateways.rest.context import RestRequest
-from gateways.rest.guard import admit
+from gateways.rest.guard import authenticate, parameters, spend
+from gateways.rest.limiter import NOT_READ
 from gateways.rest.operations import Operation
 from gateways.rest.params import PAIR_IN_PATH, TIMEFRAME_NAMES, Param
 from gateways.rest.reads import body_of, call, raw_json, set_time
@@ -47,14 +48,22 @@ CANDLES = Operation(
 
 @CANDLES.register(blueprint)
 async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
-    values = await admit(request, CANDLES, lambda v: ratelimit.candles_cost(v["limit"]))
+    api_key = await authenticate(request)
+    values = parameters(request, CANDLES)
     ctx = request.app.ctx
     assert ctx.directory is not None and ctx.candles is not None
     exchange, symbol = values["exchange"], values["symbol"]
-    await ctx.directory.require(exchange, symbol)
     timeframe = TIMEFRAME_NAMES[values["timeframe"]]
     key = (exchange, symbol, values["timeframe"], values["limit"], values["start"], values["end"])
-    probe = await ctx.candles.probe(exchange, symbol, timeframe)
+    # The limiter's round trip carries the probe; a key that is not limited probes on its own.
+    newest = await spend(
+        request,
+        api_key,
+        ratelimit.candles_cost(values["limit"]),
+        also=ctx.candles.add_probe(exchange, symbol, timeframe),
+    )
+    await ctx.directory.require(exchange, symbol)
+    probe = probe_of(newest) if newest is not NOT_READ else await ctx.candles.probe(exchange, symbol, timeframe)
     message = md.GetCandlesRequest(
         exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
     )

@@ -20,6 +20,7 @@ from sanic import HTTPResponse
 from gateways.common.auth import presented_key
 from gateways.common.errors import RateLimitExceeded
 from gateways.rest.context import RestRequest
+from gateways.rest.limiter import Also
 from gateways.rest.operations import Operation, path_values
 from gateways.rest.ratelimit import BASE_COST, NOT_LIMITED
 from perseus.marketdata.v1 import key_service_pb2
@@ -33,24 +34,32 @@ def flat_cost(values: dict[str, Any]) -> int:
 
 async def admit(request: RestRequest, operation: Operation, cost: Cost = flat_cost) -> dict[str, Any]:
     """The operation's parameter values, once this key may make this request: 401, then 400, then 429."""
-    ctx = request.app.ctx
-    assert ctx.keys is not None and ctx.limiter is not None
-    api_key = await ctx.keys.authenticate(presented_key(request))
-    values = operation.values(path_values(request.match_info), dict(request.args))
+    api_key = await authenticate(request)
+    values = parameters(request, operation)
     await spend(request, api_key, cost(values))
     return values
 
 
-async def spend(request: RestRequest, api_key: key_service_pb2.ApiKey, cost: int) -> None:
-    """Spend ``cost`` of the key's limit; raises 429 when it does not fit."""
+async def authenticate(request: RestRequest) -> key_service_pb2.ApiKey:
+    assert request.app.ctx.keys is not None
+    return await request.app.ctx.keys.authenticate(presented_key(request))
+
+
+def parameters(request: RestRequest, operation: Operation) -> dict[str, Any]:
+    return operation.values(path_values(request.match_info), dict(request.args))
+
+
+async def spend(request: RestRequest, api_key: key_service_pb2.ApiKey, cost: int, *, also: Also | None = None) -> Any:
+    """Spend ``cost`` of the key's limit (429 when it does not fit); the reply of ``also``, or NOT_READ."""
     assert request.app.ctx.limiter is not None
-    decision = await request.app.ctx.limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost)
+    decision, read = await request.app.ctx.limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost, also=also)
     request.ctx.rate_headers = decision.headers()
     if not decision.allowed:
         raise RateLimitExceeded(
             decision.retry_after_s(time.time()),
             f"rate limit of {decision.limit} units per minute exceeded; this request costs {cost}",
         )
+    return read
 
 
 _NOT_LIMITED_HEADERS = NOT_LIMITED.headers()

@@ -103,3 +103,18 @@ def test_with_redis_down_the_limit_is_kept_per_instance(stack: RestStack, privat
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 100 and statuses.count(429) == 10, statuses
     assert "perseus_rest_ratelimit_local_fallbacks_total 110.0" in metrics
+
+
+def test_the_limit_survives_redis_forgetting_its_scripts(stack: RestStack, private_redis) -> None:  # type: ignore[no-untyped-def]
+    url, _ = private_redis
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    key = make_key(stack.env, "free")
+    with running_gateway("rest", {**stack.env, "PERSEUS_REDIS_URL": url}, stack.core.addr) as gateway:
+        wait_for_next_window()
+        first = httpx.get(f"http://{gateway.addr}{HEAVY}", headers={"X-API-Key": key}, timeout=10)
+        subprocess.run(["redis-cli", "-p", port, "script", "flush"], check=True, capture_output=True)
+        second = httpx.get(f"http://{gateway.addr}{HEAVY}", headers={"X-API-Key": key}, timeout=10)
+        metrics = httpx.get(f"http://{gateway.addr}/metrics").text
+    assert first.status_code == second.status_code == 200
+    assert int(first.headers["x-ratelimit-remaining"]) - int(second.headers["x-ratelimit-remaining"]) == 10
+    assert "perseus_rest_ratelimit_local_fallbacks_total 0.0" in metrics
