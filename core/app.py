@@ -22,7 +22,7 @@ from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
-from core.adapters.postgres import create_pool
+from core.adapters.postgres import create_pool, shared_secret
 from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.redis_client import redis_client
@@ -37,7 +37,7 @@ from core.rpc.stream_servicer import StreamServicer
 from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
 from core.services.hot_candles import HotCandles
-from core.services.indicator_queries import IndicatorQueries
+from core.services.indicator_queries import IndicatorQueries, PageTokens
 from core.services.indicators import IndicatorService
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
@@ -139,7 +139,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                     PriceCache(redis, keys), PgPriceHistory(pool, sources=exchange_ids), clock_ms=clock_ms
                 ),
                 indicators=IndicatorQueries(
-                    states=indicator_states, history=candle_history, alerts=alerts, exchange_ids=exchange_ids
+                    states=indicator_states,
+                    history=candle_history,
+                    alerts=alerts,
+                    exchange_ids=exchange_ids,
+                    page_tokens=PageTokens(await shared_secret(pool, "page_token")),
                 ),
                 candles=CandleQueries(CandleRowsReader(pool, redis, keys, exchange_ids), exchange_ids),
                 hot_candles=hot_candles,

@@ -96,3 +96,11 @@ async def check(pool: asyncpg.Pool) -> float:
     started = time.perf_counter()
     await pool.fetchval("SELECT 1")
     return (time.perf_counter() - started) * MS_PER_S
+
+
+async def shared_secret(pool: asyncpg.Pool, name: str) -> bytes:
+    """A secret every core instance shares (made by migration 0003); StartupError when it is missing."""
+    value = await pool.fetchval("SELECT value FROM shared_secrets WHERE name = $1", name)
+    if value is None:
+        raise StartupError(f"PERSEUS_DATABASE_URL: the database has no {name!r} secret; run `perseus migrate`")
+    return bytes(value)

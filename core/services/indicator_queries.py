@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from core.services.indicators import AlertRecord, IndicatorStates, StoredCloses
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
-PAGE_TOKEN_VERSION = 1
-_PAGE_TOKEN = struct.Struct(">Bqq")  # version, triggered_at (epoch ms), id of the last alert served
+PAGE_TOKEN_VERSION = 2
+_PAGE_TOKEN = struct.Struct(">Bqq")  # version, triggered_at (epoch ms), masked id of the last alert served
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,10 @@ class IndicatorQueries:
         history: StoredCloses,
         alerts: AlertReader,
         exchange_ids: Mapping[str, int],
+        page_tokens: PageTokens,
         params: MacdVParams | None = None,
     ) -> None:
+        self._page_tokens = page_tokens
         self._states = states
         self._history = history
         self._alerts = alerts
@@ -123,14 +126,14 @@ class IndicatorQueries:
             symbol=canonical_symbol(symbol) if symbol.strip() else None,
             timeframe=timeframe,
             since_ms=since_ms,
-            after=decode_page_token(page_token) if page_token else None,
+            after=self._page_tokens.decode(page_token) if page_token else None,
             limit=page_size + 1,
         )
         records = await self._alerts.page(query)
         if len(records) <= page_size:
             return AlertPage(records, "")
         last = records[page_size - 1]
-        return AlertPage(records[:page_size], encode_page_token(last.triggered_ms, last.id))
+        return AlertPage(records[:page_size], self._page_tokens.encode(last.triggered_ms, last.id))
 
     def _exchange(self, exchange: str, *, required: bool) -> tuple[str, int | None]:
         name = exchange.strip().lower()
@@ -149,16 +152,42 @@ def _required(timeframe: Timeframe | None) -> Timeframe:
     return timeframe
 
 
-def encode_page_token(triggered_ms: int, alert_id: int) -> str:
-    return base64.urlsafe_b64encode(_PAGE_TOKEN.pack(PAGE_TOKEN_VERSION, triggered_ms, alert_id)).decode()
+class PageTokens:
+    """Opaque cursors of alert pages: ``(time, id)`` of the last alert served, sealed with a secret the
+    core instances share (``shared_secrets`` in PostgreSQL).
+
+    The id is an internal one, and a cursor travels to public clients, so it
+    is masked (XOR with a keyed hash of the time) and the token carries a MAC:
+    a client can neither read the id nor forge a cursor, and any instance can
+    read any instance's cursor.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def encode(self, triggered_ms: int, alert_id: int) -> str:
+        body = _PAGE_TOKEN.pack(PAGE_TOKEN_VERSION, triggered_ms, alert_id ^ self._pad(triggered_ms))
+        return base64.urlsafe_b64encode(body + self._tag(body)).decode().rstrip("=")
+
+    def decode(self, token: str) -> tuple[int, int]:
+        """``(triggered_ms, id)`` of a token :meth:`encode` made; InvalidArgument otherwise."""
+        try:
+            raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
+            body, tag = raw[: _PAGE_TOKEN.size], raw[_PAGE_TOKEN.size :]
+            version, triggered_ms, masked = _PAGE_TOKEN.unpack(body)
+        except (ValueError, binascii.Error, struct.error, UnicodeEncodeError):
+            raise InvalidArgument(_BAD_TOKEN) from None
+        if version != PAGE_TOKEN_VERSION or not hmac.compare_digest(tag, self._tag(body)):
+            raise InvalidArgument(_BAD_TOKEN)
+        return triggered_ms, masked ^ self._pad(triggered_ms)
+
+    def _pad(self, triggered_ms: int) -> int:
+        digest = hmac.digest(self._key, b"pad" + triggered_ms.to_bytes(8, "big", signed=True), "sha256")
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.digest(self._key, b"tag" + body, "sha256")[:_TAG_BYTES]
 
 
-def decode_page_token(token: str) -> tuple[int, int]:
-    """``(triggered_ms, id)`` of a token :func:`encode_page_token` made; InvalidArgument otherwise."""
-    try:
-        version, triggered_ms, alert_id = _PAGE_TOKEN.unpack(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, struct.error, UnicodeEncodeError):
-        raise InvalidArgument("malformed page_token; pass the next_page_token of the previous page") from None
-    if version != PAGE_TOKEN_VERSION:
-        raise InvalidArgument("malformed page_token; pass the next_page_token of the previous page")
-    return triggered_ms, alert_id
+_TAG_BYTES = 12
+_BAD_TOKEN = "malformed page_token; pass the next_page_token of the previous page"

@@ -39,6 +39,7 @@ EXPECTED_COLUMNS = {
         "id exchange_id symbol timeframe alert_type signal_type direction strength trigger_value signal_delta "
         "trigger_label price triggered_at created_at".split()
     ),
+    "shared_secrets": set("name value".split()),
 }
 # index name -> the column list its definition must contain
 EXPECTED_INDEXES = {
