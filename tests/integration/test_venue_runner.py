@@ -132,15 +132,16 @@ async def test_close_and_drop_lead_to_reconnect_and_resubscribe() -> None:
 async def test_idle_timeout_counts_from_the_last_frame_then_reconnects() -> None:
     sink, fake = Sink(), FakeTime()
     heartbeat = SESSION[0]
-    spaced = [heartbeat, Pause(0.2), heartbeat, Pause(0.2), heartbeat, Pause(0.2), heartbeat]
+    # each gap well inside the idle timeout (a loaded machine stretches them), all of them beyond it
+    spaced = [heartbeat, Pause(0.7), heartbeat, Pause(0.7), heartbeat, Pause(0.7), heartbeat]
     async with ReplayServer([Script(expect=SUBSCRIBE, send=spaced), Script(expect=SUBSCRIBE)]) as server:
-        runner = make_runner(server, sink, fake)
+        runner = make_runner(server, sink, fake, idle_timeout_s=2.0)
         async with running(runner):
             await server.wait_connections(2)
-            assert runner.frames == 4  # 0.6 s of heartbeats outlived a 0.5 s idle timeout
+            assert runner.frames == 4  # 2.1 s of heartbeats outlived a 2 s idle timeout
             await asyncio.wait_for(server.connections[0].done.wait(), 5)  # the runner closed the silent one
             await wait_until(lambda: runner.connects == 2)
-            assert subscribed(server, 1) == SUBSCRIBE
+            await wait_until(lambda: subscribed(server, 1) == SUBSCRIBE)  # the new connection subscribes again
 
 
 async def test_error_frame_leads_to_reconnect() -> None:
