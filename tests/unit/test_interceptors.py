@@ -98,7 +98,7 @@ async def test_a_failed_call_is_logged_with_its_method_code_and_request_id(
         await channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(
             b"fail", metadata=(("x-request-id", "log-1"),)
         )
-    for _ in range(100):  # the server logs as its handler unwinds, which may be just after the client has the status
+    for _ in range(500):  # the server logs as its handler unwinds, which may be just after the client has the status
         finished = [r for r in caplog.records if r.getMessage() == "rpc finished"]
         if finished:
             break
