@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import redis.asyncio as aioredis
 import uvloop
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from core import logs
 from core.adapters import apikeys, migrations
@@ -27,10 +27,13 @@ from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.redis_client import redis_client
 from core.adapters.redis_keys import RedisKeys
+from core.adapters.stream_history import StreamHistory
+from core.adapters.stream_hub import StreamHub
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.rpc.stream_servicer import StreamServicer
 from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
@@ -39,6 +42,7 @@ from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService
+from core.services.streams import Streams, default_stream_exchange
 from core.settings import Mode, Settings, StartupError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,18 @@ async def open_redis(url: str) -> aioredis.Redis:
 
 def clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def stream_gauges(registry: CollectorRegistry, hub: StreamHub) -> None:
+    """Open streams, hub channels and live tasks: what a leaking stream would make grow."""
+    loop = asyncio.get_running_loop()
+    gauges = (
+        ("perseus_stream_sessions", "Open Subscribe and Multiplex streams", lambda: hub.subscriber_count),
+        ("perseus_stream_channels", "Channels the stream hub holds in Redis", lambda: hub.channel_count),
+        ("perseus_core_tasks", "asyncio tasks alive in the core", lambda: len(asyncio.all_tasks(loop))),
+    )
+    for name, documentation, read in gauges:
+        Gauge(name, documentation, registry=registry).set_function(read)
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -82,6 +98,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
 
         status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
         publisher = EventPublisher(redis, keys)
+        # one pub/sub connection feeds every Subscribe and Multiplex stream of this process
+        hub = StreamHub(settings.redis_url, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_"))
+        await hub.start()
+        stack.push_async_callback(hub.aclose)
         ticks = TickStore(pool)
         price_updates = PriceUpdates(PriceCache(redis, keys), clock_ms=clock_ms)
         ingestion = Ingestion(
@@ -116,8 +136,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
+            streams=StreamServicer(
+                streams=Streams(
+                    hub,
+                    StreamHistory(redis, keys),
+                    default_exchange=default_stream_exchange(settings.exchanges),
+                    exchanges=exchange_ids,
+                )
+            ),
         )
         registry = CollectorRegistry()
+        stream_gauges(registry, hub)
         core = build_server(servicers, registry)
         try:
             core.server.add_insecure_port(settings.core_addr)
@@ -166,6 +195,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         for task in feeds:  # the feeds stop first (their leases are released)
             task.cancel()
         await asyncio.gather(*feeds, return_exceptions=True)
+        await hub.aclose()  # open streams end now with UNAVAILABLE ("resume from your last seq")
         await core.stop(settings.shutdown_grace_s)
         with contextlib.suppress(TimeoutError):  # publish what ingest already acknowledged
             async with asyncio.timeout(settings.shutdown_grace_s):

@@ -6,7 +6,10 @@ the stream's shard (all three keys share the pair's hash tag):
 
 1. ``INCR`` the stream's sequence counter: ``seq`` grows by one per stream,
    across every core instance, because it is assigned in Redis (``INCRBY`` for the
-   events of one stream in one call);
+   events of one stream in one call). A missing counter (a new stream, or a Redis
+   that lost its data) starts at the current time in milliseconds times 1000, so seqs
+   never go back after a Redis restart and a resume across one is reported as a
+   gap instead of being refused as "from the future";
 2. ``XADD`` the event to the stream's capped history (``MAXLEN ~``) under the
    id ``<seq>-0``, so a resume reads exactly the events after a given seq;
 3. ``SPUBLISH`` ``<seq>:<payload>`` on the stream's sharded channel.
@@ -35,11 +38,16 @@ def publish_lua(first_key: int, maxlen_arg: int, first_payload_arg: int) -> str:
     seq, history, channel = (f"KEYS[{first_key + i}]" for i in range(3))
     return f"""
 local count = #ARGV - {first_payload_arg - 1}
+if redis.call('EXISTS', {seq}) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', {seq}, (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) * 1000)
+end
 local seq = redis.call('INCRBY', {seq}, count) - count
 for i = {first_payload_arg}, #ARGV do
   seq = seq + 1
-  redis.call('XADD', {history}, 'MAXLEN', '~', ARGV[{maxlen_arg}], seq .. '-0', 'p', ARGV[i])
-  redis.call('SPUBLISH', {channel}, seq .. ':' .. ARGV[i])
+  local id = string.format('%.0f', seq)  -- seqs pass 2^31: never let Lua print one as 1.7e+15
+  redis.call('XADD', {history}, 'MAXLEN', '~', ARGV[{maxlen_arg}], id .. '-0', 'p', ARGV[i])
+  redis.call('SPUBLISH', {channel}, id .. ':' .. ARGV[i])
 end
 return seq
 """

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
+from core.rpc.stream_servicer import StreamServicer, stream_service_handler
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -18,6 +19,7 @@ from perseus.marketdata.v1 import (
     key_service_pb2_grpc,
     market_data_service_pb2,
     market_data_service_pb2_grpc,
+    stream_service_pb2,
 )
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -25,6 +27,7 @@ SERVICE_NAMES = (
     market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name,
     ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
 )
 
 
@@ -33,6 +36,7 @@ class Servicers:
     market_data: MarketDataServicer
     ingest: IngestServicer
     keys: KeyServicer
+    streams: StreamServicer
 
 
 @dataclass(slots=True)
@@ -63,6 +67,7 @@ def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServe
     market_data_service_pb2_grpc.add_MarketDataServiceServicer_to_server(servicers.market_data, server)
     ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, server)
+    server.add_generic_rpc_handlers((stream_service_handler(servicers.streams),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

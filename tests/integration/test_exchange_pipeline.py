@@ -97,7 +97,7 @@ async def test_trades_become_stored_ticks_and_candles_that_close_on_the_clock(st
     assert [score for _, score in window] == [T0]
     assert candles_pb2.Candle.FromString(window[0][0]).close == "9"
     history = await client.xrange(keys.stream_history(Channel(ChannelFamily.CANDLES, "sim", "PIPE-USD", Timeframe.M1)))
-    assert [entry for entry, _ in history] == [b"1-0"]
+    assert len(history) == 1  # one candle-close event
     event = stream_service_pb2.StreamEvent.FromString(history[0][1][b"p"])
     assert event.channel == "candles:sim:PIPE-USD:1m" and event.candle_close.high == "12"
 

@@ -1,0 +1,47 @@
+"""Reads of a stream's sequence counter and capped history (written by ``core.adapters.events``).
+
+History entries have the id ``<seq>-0`` and the field ``p`` (the ``StreamEvent``
+bytes without seq), so "the events after seq N" is ``XRANGE (N-0 + COUNT …``.
+Redis errors become :class:`~core.domain.errors.Unavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from core.adapters.redis_keys import RedisKeys
+from core.domain.channels import Channel
+from core.domain.errors import Unavailable
+
+REPLAY_BATCH = 500
+
+
+class StreamHistory:
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    def channel_name(self, channel: Channel) -> str:
+        """The internal sharded channel of a resolved public channel."""
+        return self._keys.stream_channel(channel)
+
+    async def current_seqs(self, channels: Sequence[Channel]) -> list[int | None]:
+        """The last seq published on each channel (None when Redis has no counter for it)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel in channels:
+                    pipe.get(self._keys.stream_sequence(channel))
+                values = await pipe.execute()
+        except (aioredis.RedisError, OSError) as exc:
+            raise Unavailable(f"cannot read stream sequences ({exc}); retry") from None
+        return [int(v) if v is not None else None for v in values]
+
+    async def after(self, channel: Channel, seq: int, count: int = REPLAY_BATCH) -> list[tuple[int, bytes]]:
+        """Up to ``count`` history entries with a seq greater than ``seq``, oldest first."""
+        try:
+            entries = await self._redis.xrange(self._keys.stream_history(channel), f"({seq}-0", "+", count=count)
+        except (aioredis.RedisError, OSError) as exc:
+            raise Unavailable(f"cannot read stream history ({exc}); retry") from None
+        return [(int(entry_id.split(b"-", 1)[0]), fields[b"p"]) for entry_id, fields in entries]

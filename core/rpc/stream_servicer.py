@@ -1,0 +1,172 @@
+"""``StreamService``: ``Subscribe`` (a fixed set of channels) and ``Multiplex`` (channels added and
+removed on the open stream), both over :class:`core.services.streams.StreamSession`.
+
+Events leave as bytes: a published event is already a serialized
+``StreamEvent`` without its seq, so a response is that payload with the seq
+field appended and the response envelope around it, with no parse and no
+re-serialization per event. :func:`stream_service_handler` registers the
+service with an identity response serializer for that reason; every other
+answer is serialized here explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from core.adapters.stream_hub import StreamFellBehind
+from core.domain.errors import DomainError
+from core.rpc.status import status_for
+from core.services.streams import (
+    MAX_MULTIPLEX_CHANNELS,
+    MULTIPLEX_QUEUE_SIZE,
+    Delivery,
+    Item,
+    Rejected,
+    Rejection,
+    RejectReason,
+    ResumeGap,
+    Streams,
+    StreamSession,
+    Subscribed,
+    Unsubscribed,
+)
+from perseus.marketdata.v1 import stream_service_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[Any, Any]
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamService"].full_name
+
+_SUBSCRIBE_EVENT = b"\x0a"  # SubscribeResponse.event: field 1, length-delimited
+_MULTIPLEX_REF = b"\x08"  # MultiplexResponse.ref: field 1, varint
+_MULTIPLEX_EVENT = b"\x12"  # MultiplexResponse.event: field 2, length-delimited
+_EVENT_SEQ = b"\x10"  # StreamEvent.seq: field 2, varint
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def event_bytes(delivery: Delivery) -> bytes:
+    return delivery.payload + _EVENT_SEQ + varint(delivery.seq)
+
+
+def subscribe_response(item: Item) -> bytes:
+    if isinstance(item, Delivery):
+        event = event_bytes(item)
+        return _SUBSCRIBE_EVENT + varint(len(event)) + event
+    if isinstance(item, Subscribed):
+        return pb.SubscribeResponse(subscribed=pb.Subscribed(channels=item.channels)).SerializeToString()
+    if isinstance(item, ResumeGap):
+        return pb.SubscribeResponse(resume_gap=_resume_gap(item)).SerializeToString()
+    raise TypeError(f"no Subscribe answer for {item!r}")
+
+
+def multiplex_response(item: Item) -> bytes:
+    if isinstance(item, Delivery):
+        event = event_bytes(item)
+        ref = _MULTIPLEX_REF + varint(item.ref) if item.ref else b""
+        return ref + _MULTIPLEX_EVENT + varint(len(event)) + event
+    if isinstance(item, Subscribed):
+        response = pb.MultiplexResponse(ref=item.ref, subscribed=pb.Subscribed(channels=item.channels))
+    elif isinstance(item, Unsubscribed):
+        response = pb.MultiplexResponse(ref=item.ref, unsubscribed=pb.Unsubscribed(channels=item.channels))
+    elif isinstance(item, ResumeGap):
+        response = pb.MultiplexResponse(ref=item.ref, resume_gap=_resume_gap(item))
+    elif isinstance(item, Rejected):
+        response = pb.MultiplexResponse(
+            ref=item.ref, rejected=pb.Rejected(reason=int(item.reason), message=item.message)
+        )
+    else:
+        raise TypeError(f"no Multiplex answer for {item!r}")
+    return response.SerializeToString()
+
+
+def _resume_gap(item: ResumeGap) -> pb.ResumeGap:
+    return pb.ResumeGap(
+        channel=item.channel, requested_seq=item.requested_seq, first_available_seq=item.first_available_seq
+    )
+
+
+def stream_status(error: Exception) -> grpc.StatusCode:
+    """The status that ends a stream on ``error``: RESOURCE_EXHAUSTED for a stream that fell behind."""
+    if isinstance(error, StreamFellBehind):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, Rejection) and error.reason is RejectReason.UNAVAILABLE:
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, DomainError):
+        return status_for(error)
+    return grpc.StatusCode.UNAVAILABLE
+
+
+class StreamServicer:
+    def __init__(self, *, streams: Streams) -> None:
+        self._streams = streams
+
+    async def Subscribe(self, request: pb.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
+        session = self._streams.open()
+        try:
+            async for item in session.subscribe(0, list(request.channels), dict(request.resume_from), ack_first=True):
+                yield subscribe_response(item)
+            async for item in session.items():
+                yield subscribe_response(item)
+        except (DomainError, StreamFellBehind) as exc:
+            await context.abort(stream_status(exc), str(exc))
+        finally:
+            session.close()
+
+    async def Multiplex(self, requests: AsyncIterator[pb.MultiplexRequest], context: Context) -> AsyncIterator[bytes]:
+        session = self._streams.open(max_channels=MAX_MULTIPLEX_CHANNELS, queue_size=MULTIPLEX_QUEUE_SIZE)
+        reader = asyncio.create_task(_forward_requests(requests, session), name="multiplex-requests")
+        try:
+            async for item in session.items():
+                yield multiplex_response(item)
+        except (DomainError, StreamFellBehind) as exc:
+            await context.abort(stream_status(exc), str(exc))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            session.close()
+
+
+async def _forward_requests(requests: AsyncIterator[pb.MultiplexRequest], session: StreamSession) -> None:
+    """Queue each request for the session; the caller half-closing leaves the stream open."""
+    try:
+        async for request in requests:
+            session.request(request.ref, request.subscribe, request.resume_from, request.unsubscribe)
+    except DomainError as exc:
+        session.abort(exc)
+    except (grpc.RpcError, aio.AbortError, aio.UsageError) as exc:  # the call is ending anyway
+        logger.debug("multiplex: request stream ended (%s)", exc)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def stream_service_handler(servicer: StreamServicer) -> grpc.GenericRpcHandler:
+    """StreamService with responses that are already bytes (see the module docstring)."""
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                servicer.Subscribe, request_deserializer=pb.SubscribeRequest.FromString, response_serializer=_identity
+            ),
+            "Multiplex": grpc.stream_stream_rpc_method_handler(
+                servicer.Multiplex, request_deserializer=pb.MultiplexRequest.FromString, response_serializer=_identity
+            ),
+        },
+    )
