@@ -145,7 +145,7 @@ class Hub:
             self._routes[canonical].names.setdefault(name, set()).add(client.sink)
         acked = list(channels)
         if not upstream:
-            client.sink.send(protocol.subscribed_message(acked))
+            client.sink.send(protocol.text_frame(protocol.subscribed_message(acked)))
             done(None, "")
             return
         join = Join(next(self._refs), client, upstream, resume_by_canonical, acked, done)
@@ -173,7 +173,7 @@ class Hub:
     def unsubscribe(self, client: Client, channels: dict[str, str]) -> None:
         """Leave ``channels`` (name -> canonical); the acknowledgement lists every name asked for."""
         self._leave(client, [c for c in dict.fromkeys(channels.values()) if c in client.channels])
-        client.sink.send(protocol.unsubscribed_message(list(channels)))
+        client.sink.send(protocol.text_frame(protocol.unsubscribed_message(list(channels))))
 
     def release(self, client: Client) -> None:
         """The connection is gone: drop everything it held."""
@@ -313,7 +313,7 @@ class Hub:
             route = self._routes.get(canonical)
             if route is not None and route.last_seq == 0:  # a new route: resume it from what this client saw
                 route.last_seq = join.replay_last.get(canonical, join.resume.get(canonical, 0))
-        join.client.sink.send(protocol.subscribed_message(join.acked))
+        join.client.sink.send(protocol.text_frame(protocol.subscribed_message(join.acked)))
         join.backlog.extend(join.replayed)
         for canonical, seq, frame in join.live:
             if seq > join.replay_last.get(canonical, join.resume.get(canonical, 0)):

@@ -32,7 +32,7 @@ from gateways.ws.connections import ConnectionCounter
 from gateways.ws.hub import Client, Join
 from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
 from gateways.ws.protocol import CloseCode, ErrorCode, Subscribe, Unsubscribe
-from gateways.ws.settings import DEFAULT_MAX_CONNECTIONS_PER_KEY, WsSettings
+from gateways.ws.settings import WsSettings
 from gateways.ws.sink import ClientSink
 from gateways.ws.upstream import Upstream
 
@@ -43,6 +43,7 @@ CATCH_UP_POLL_S = 0.005
 GC_CHECK_S = 5.0
 GC_REFREEZE_AFTER = 200  # new connections since the last freeze
 MAX_KEY_LENGTH = 256
+UNLIMITED_CONNECTIONS = 2**31 - 1
 API_KEY_PARAM = "apiKey"
 API_KEY_HEADER = "x-api-key"
 
@@ -128,7 +129,7 @@ class WsRuntime:
             await _close(ws, CloseCode.TRY_AGAIN_LATER, "the key cannot be checked now; try again later")
             return
         assert self.counter is not None and self.upstream is not None
-        limit = api_key.max_connections or DEFAULT_MAX_CONNECTIONS_PER_KEY
+        limit = api_key.max_connections or UNLIMITED_CONNECTIONS  # 0: the tier has no limit
         try:
             slot = await self.counter.acquire(api_key.id, limit)
         except (RedisError, OSError):
