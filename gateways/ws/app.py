@@ -21,6 +21,7 @@ from gateways.common.app_base import GatewayApp, GatewayRequest, create_gateway_
 from gateways.common.runner import EXIT_STARTUP_ERROR, run_gateway
 from gateways.common.settings import GatewaySettings, GatewaySettingsError
 from gateways.ws.asyncapi import STREAM_PATH, asyncapi_document
+from gateways.ws.protocol import CloseCode
 from gateways.ws.session import WsRuntime
 from gateways.ws.settings import WsSettings
 
@@ -64,7 +65,10 @@ def _register_metrics(app: GatewayApp, runtime: WsRuntime) -> None:
             "Events skipped for slow clients",
             lambda: runtime.skipped_closed + sum(s.skipped for s in runtime.sinks),
         ),
-        "perseus_ws_slow_closes": ("Clients closed with 4009", lambda: runtime.slow_closes),
+        "perseus_ws_slow_closes": (
+            "Clients closed with 4009",
+            lambda: runtime.slow_closes + sum(s.close_code == CloseCode.TOO_SLOW for s in runtime.sinks),
+        ),
         "perseus_ws_core_streams_opened": (
             "Multiplex streams opened to the core",
             lambda: runtime.upstream.streams_opened if runtime.upstream else 0,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 from websockets.protocol import State
@@ -22,7 +23,10 @@ from gateways.ws.limits import Send, SlowClientRule
 
 logger = logging.getLogger(__name__)
 
-ABORT_AFTER_CLOSE_S = 2.0
+ABORT_AFTER_CLOSE_S = 5.0
+# The kernel's send buffer per connection, fixed instead of auto-tuned (up to 4 MiB each): it bounds
+# kernel memory per client and lets the write buffer, which the rule reads, notice a stalled reader.
+SOCKET_SEND_BUFFER_BYTES = 64 * 1024
 
 
 class ClientSink:
@@ -37,6 +41,12 @@ class ClientSink:
         self.closing = False
         self.close_code: int | None = None
         self._abort: asyncio.TimerHandle | None = None
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER_BYTES)
+            except OSError:  # not a TCP socket (tests, unix sockets): keep the default
+                pass
 
     @property
     def buffered(self) -> int:

@@ -68,9 +68,9 @@ async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[EventPub
     await client.aclose()
 
 
-async def close_code(ws: object, timeout: float = 10.0) -> int | None:
+async def close_code(ws: object, within: float = 10.0) -> int | None:
     """Read until the server closes; the close code it sent."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         try:
             while True:
                 await ws.recv()  # type: ignore[attr-defined]

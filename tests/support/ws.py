@@ -48,9 +48,9 @@ def open_stream(addr: str, key: str | None, **kwargs: Any) -> Any:
     return connect(stream_url(addr, key), open_timeout=10, **kwargs)
 
 
-async def recv(ws: ClientConnection, *, heartbeats: bool = False, timeout: float = RECV_TIMEOUT_S) -> dict[str, Any]:
+async def recv(ws: ClientConnection, *, heartbeats: bool = False, within: float = RECV_TIMEOUT_S) -> dict[str, Any]:
     """The next message as JSON (heartbeats skipped unless asked for)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             message = json.loads(await ws.recv())
             if heartbeats or message.get("type") != "heartbeat":
