@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators
+.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators bench-core
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test: check ## the whole suite: unit and integration tests in parallel
 
 bench-ingest: venv ## ingestion feeds/s and per-batch latency through gRPC and REST
 	$(BIN)/python -m bench.ingest
+
+bench-core: venv ## GetCandles req/s beside redis-benchmark, and Subscribe fan-out to 100 streams
+	$(BIN)/python -m bench.core
 
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators

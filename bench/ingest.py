@@ -113,11 +113,12 @@ async def run_rest(
 
 
 def published_events(redis_url: str, prefix: str) -> int:
-    """How many price_update events the core has published so far (the sum of the price streams' seqs)."""
+    """How many price_update events the core has published so far: the sum of the entries ever added to
+    the price streams' histories (``XINFO STREAM`` counts trimmed ones too; seqs start at a clock value)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}seq:prices:*", count=1000))
-        return sum(int(v) for v in client.mget(keys)) if keys else 0
+        keys = list(client.scan_iter(match=f"{prefix}history:prices:*", count=1000))
+        return sum(int(client.xinfo_stream(key)["entries-added"]) for key in keys)
     finally:
         client.close()
 

@@ -158,6 +158,19 @@ class CandleRowsReader:
             rows = await self._redis.zrangebyscore(key, low, high, start=0, num=span.limit, withscores=True)
         return [(int(score), member) for member, score in rows]
 
+    async def newest_in_window(self, query: CandleQuery, span: Span) -> tuple[int | None, list[bytes]]:
+        """The window's oldest open time and its newest ``span.limit`` candles in ``span`` (oldest first),
+        in one round trip (MULTI: the two reads see the same window)."""
+        low = "-inf" if span.start_ms is None else span.start_ms
+        high = "+inf" if span.end_ms is None else f"({span.end_ms}"
+        key = self._window_key(query)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zrevrangebyscore(key, high, low, start=0, num=span.limit)
+            first, members = await pipe.execute()
+        members.reverse()
+        return (int(first[0][1]) if first else None), members
+
     async def history(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
         order = "DESC" if span.newest else "ASC"
         rows = await self._pool.fetch(

@@ -7,7 +7,8 @@ Redis errors become :class:`~core.domain.errors.Unavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -16,6 +17,7 @@ from core.domain.channels import Channel
 from core.domain.errors import Unavailable
 
 REPLAY_BATCH = 500
+T = TypeVar("T")
 
 
 class StreamHistory:
@@ -29,19 +31,34 @@ class StreamHistory:
 
     async def current_seqs(self, channels: Sequence[Channel]) -> list[int | None]:
         """The last seq published on each channel (None when Redis has no counter for it)."""
-        try:
+
+        async def read() -> list[bytes | None]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
                     pipe.get(self._keys.stream_sequence(channel))
-                values = await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
-            raise Unavailable(f"cannot read stream sequences ({exc}); retry") from None
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        values = await _retried(read, "cannot read stream sequences")
         return [int(v) if v is not None else None for v in values]
 
     async def after(self, channel: Channel, seq: int, count: int = REPLAY_BATCH) -> list[tuple[int, bytes]]:
         """Up to ``count`` history entries with a seq greater than ``seq``, oldest first."""
-        try:
-            entries = await self._redis.xrange(self._keys.stream_history(channel), f"({seq}-0", "+", count=count)
-        except (aioredis.RedisError, OSError) as exc:
-            raise Unavailable(f"cannot read stream history ({exc}); retry") from None
+        key = self._keys.stream_history(channel)
+        entries = await _retried(
+            lambda: self._redis.xrange(key, f"({seq}-0", "+", count=count), "cannot read stream history"
+        )
         return [(int(entry_id.split(b"-", 1)[0]), fields[b"p"]) for entry_id, fields in entries]
+
+
+async def _retried(read: Callable[[], Awaitable[T]], what: str) -> T:
+    """``read()``, once more on a connection error: after a Redis restart the pool's first connection is
+    a dead one, and a stream catching up right then should not end for it."""
+    for attempt in range(2):
+        try:
+            return await read()
+        except (aioredis.ConnectionError, OSError) as exc:
+            if attempt:
+                raise Unavailable(f"{what} ({exc}); retry") from None
+        except aioredis.RedisError as exc:
+            raise Unavailable(f"{what} ({exc}); retry") from None
+    raise AssertionError("unreachable")

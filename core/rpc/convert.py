@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.message import Message
@@ -218,18 +217,3 @@ def macd_v_to_pb(reading: IndicatorReading) -> indicators_pb2.MacdV:
 
 def trade_signal_to_pb(record: AlertRecord) -> signals_pb2.TradeSignal:
     return fill_trade_signal(signals_pb2.TradeSignal(), record)
-
-
-def repeated_field_bytes(field_number: int, messages: Sequence[bytes]) -> bytes:
-    """The wire bytes of a repeated message field holding already-serialized ``messages``."""
-    tag = _varint(field_number << 3 | 2)  # wire type 2: length-delimited
-    return b"".join(tag + _varint(len(m)) + m for m in messages)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)

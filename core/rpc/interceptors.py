@@ -14,8 +14,9 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -32,12 +33,22 @@ MAX_REQUEST_ID_LENGTH = 128
 
 @dataclass(slots=True)
 class Call:
-    """What an interceptor may observe about one RPC while it runs."""
+    """What an interceptor may observe about one RPC while it runs.
+
+    ``peer`` is read when the call starts: a finished call's context must not
+    be asked anything. ``sent`` counts a stream's messages; every interceptor
+    of one call shares it (:func:`wrap_handler`).
+    """
 
     method: str
     context: aio.ServicerContext[Any, Any]
     streaming: bool
-    messages_sent: int = 0
+    peer: str = ""
+    sent: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def messages_sent(self) -> int:
+        return self.sent[0]
 
     def code(self, exc: BaseException | None) -> grpc.StatusCode:
         """The status the client gets, given the exception the handler ended with."""
@@ -61,12 +72,21 @@ Around = Callable[[Call], AbstractAsyncContextManager[None]]
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
-    """Return ``handler`` with every call run inside ``around(call)``."""
+    """Return ``handler`` with every call run inside ``around(call)``.
+
+    A stream runs in its call's own task and writes with ``context.write()``:
+    a client that cancels then raises CancelledError right here while the call
+    still exists, so every ``around`` and the servicer's own ``finally`` run in
+    that task. Wrapping the stream as an async generator instead lets grpc drop
+    the generator unclosed on cancellation; the loop finalizes it later in
+    another task, after the call is gone, and touching the call's context there
+    crashed the process (SIGSEGV).
+    """
     if handler.unary_unary or handler.stream_unary:
         behavior = handler.unary_unary or handler.stream_unary
 
         async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            async with around(Call(method, context, streaming=False)):
+            async with around(Call(method, context, streaming=False, peer=context.peer())):
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
 
@@ -75,19 +95,28 @@ def wrap_handler(handler: grpc.RpcMethodHandler, method: str, around: Around) ->
 
     behavior = handler.unary_stream or handler.stream_stream
 
-    async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        call = Call(method, context, streaming=True)
-        async with around(call):
-            result = behavior(request, context)
-            if inspect.isasyncgen(result):
-                async for message in result:
-                    call.messages_sent += 1
-                    yield message
-            else:  # a handler that writes with context.write() and returns
-                await result
+    async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        sent = _stream_sent.get()
+        token = _stream_sent.set(sent := [0]) if sent is None else None  # the outermost wrapper counts
+        try:
+            async with around(Call(method, context, streaming=True, peer=context.peer(), sent=sent)):
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async with aclosing(result):
+                        async for message in result:
+                            await context.write(message)
+                            sent[0] += 1
+                else:  # an inner wrapper, or a handler that writes with context.write() itself
+                    await result
+        finally:
+            if token is not None:
+                _stream_sent.reset(token)
 
     factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
     return factory(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+_stream_sent: ContextVar[list[int] | None] = ContextVar("stream_messages_sent", default=None)
 
 
 class _AroundInterceptor(aio.ServerInterceptor):
@@ -173,7 +202,7 @@ class LoggingInterceptor(_ObservingInterceptor):
             "method": call.method,
             "code": code.name,
             "duration_ms": round(duration_s * 1000, 3),
-            "peer": call.context.peer(),
+            "peer": call.peer,
         }
         if call.streaming:
             fields["messages_sent"] = call.messages_sent

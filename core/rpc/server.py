@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -12,19 +15,20 @@ from prometheus_client import CollectorRegistry
 from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
+from core.rpc.wire import to_wire
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
     key_service_pb2,
     key_service_pb2_grpc,
     market_data_service_pb2,
-    market_data_service_pb2_grpc,
     stream_service_pb2,
 )
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MARKET_DATA_SERVICE = market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"]
 SERVICE_NAMES = (
-    market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name,
+    MARKET_DATA_SERVICE.full_name,
     ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
@@ -55,6 +59,20 @@ class CoreServer:
         await self.server.stop(grace_s)
 
 
+def unary_service_handler(service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
+    """The unary methods of ``service`` on ``servicer``; a method may answer with wire bytes it built
+    (see ``core.rpc.wire``), which the generated ``add_…_to_server`` would refuse."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+            response_serializer=to_wire,
+        )
+        for method in service.methods
+    }
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServer:
     server = aio.server(
         interceptors=[RequestIdInterceptor(), LoggingInterceptor(), MetricsInterceptor(registry)],
@@ -64,7 +82,7 @@ def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServe
             ("grpc.so_reuseport", 0),
         ],
     )
-    market_data_service_pb2_grpc.add_MarketDataServiceServicer_to_server(servicers.market_data, server)
+    server.add_generic_rpc_handlers((unary_service_handler(MARKET_DATA_SERVICE, servicers.market_data),))
     ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, server)
     server.add_generic_rpc_handlers((stream_service_handler(servicers.streams),))

@@ -14,7 +14,7 @@ from grpc import aio
 
 from core.adapters.apikeys import ApiKeyRecord
 from core.domain.models import Exchange, Symbol
-from core.rpc import convert
+from core.rpc import convert, wire
 from core.rpc.status import translates_errors
 from core.services.candle_queries import CandleQueries
 from core.services.indicator_queries import IndicatorQueries
@@ -74,7 +74,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         return md_pb2.ListExchangesResponse(exchanges=[convert.exchange_to_pb(e) for e in exchanges])
 
     @translates_errors
-    async def GetCandles(self, request: md_pb2.GetCandlesRequest, context: Context) -> md_pb2.GetCandlesResponse:
+    async def GetCandles(self, request: md_pb2.GetCandlesRequest, context: Context) -> bytes:
         query = self._candles.query(
             request.exchange,
             request.symbol,
@@ -84,7 +84,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             convert.timestamp_ms(request, "end_time"),
         )
         # The stored candles are already serialized Candle messages: the response is their concatenation.
-        return md_pb2.GetCandlesResponse.FromString(convert.repeated_field_bytes(1, await self._candles.candles(query)))
+        return wire.repeated_field_bytes(1, await self._candles.candles(query))
 
     @translates_errors
     async def GetLatestPrices(

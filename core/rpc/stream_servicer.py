@@ -5,8 +5,8 @@ Events leave as bytes: a published event is already a serialized
 ``StreamEvent`` without its seq, so a response is that payload with the seq
 field appended and the response envelope around it, with no parse and no
 re-serialization per event. :func:`stream_service_handler` registers the
-service with an identity response serializer for that reason; every other
-answer is serialized here explicitly.
+service with :func:`core.rpc.wire.to_wire` as the response serializer for
+that reason.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from grpc import aio
 from core.adapters.stream_hub import StreamFellBehind
 from core.domain.errors import DomainError
 from core.rpc.status import status_for
+from core.rpc.wire import length_delimited, to_wire, varint
 from core.services.streams import (
     MAX_MULTIPLEX_CHANNELS,
     MULTIPLEX_QUEUE_SIZE,
@@ -44,29 +45,18 @@ logger = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamService"].full_name
 
-_SUBSCRIBE_EVENT = b"\x0a"  # SubscribeResponse.event: field 1, length-delimited
-_MULTIPLEX_REF = b"\x08"  # MultiplexResponse.ref: field 1, varint
-_MULTIPLEX_EVENT = b"\x12"  # MultiplexResponse.event: field 2, length-delimited
 _EVENT_SEQ = b"\x10"  # StreamEvent.seq: field 2, varint
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_MULTIPLEX_REF = b"\x08"  # MultiplexResponse.ref: field 1, varint
 
 
 def event_bytes(delivery: Delivery) -> bytes:
+    """The published StreamEvent with its seq appended (a field may come in any order on the wire)."""
     return delivery.payload + _EVENT_SEQ + varint(delivery.seq)
 
 
 def subscribe_response(item: Item) -> bytes:
     if isinstance(item, Delivery):
-        event = event_bytes(item)
-        return _SUBSCRIBE_EVENT + varint(len(event)) + event
+        return length_delimited(1, event_bytes(item))  # SubscribeResponse.event
     if isinstance(item, Subscribed):
         return pb.SubscribeResponse(subscribed=pb.Subscribed(channels=item.channels)).SerializeToString()
     if isinstance(item, ResumeGap):
@@ -76,9 +66,8 @@ def subscribe_response(item: Item) -> bytes:
 
 def multiplex_response(item: Item) -> bytes:
     if isinstance(item, Delivery):
-        event = event_bytes(item)
         ref = _MULTIPLEX_REF + varint(item.ref) if item.ref else b""
-        return ref + _MULTIPLEX_EVENT + varint(len(event)) + event
+        return ref + length_delimited(2, event_bytes(item))  # MultiplexResponse.event
     if isinstance(item, Subscribed):
         response = pb.MultiplexResponse(ref=item.ref, subscribed=pb.Subscribed(channels=item.channels))
     elif isinstance(item, Unsubscribed):
@@ -153,20 +142,16 @@ async def _forward_requests(requests: AsyncIterator[pb.MultiplexRequest], sessio
         logger.debug("multiplex: request stream ended (%s)", exc)
 
 
-def _identity(data: bytes) -> bytes:
-    return data
-
-
 def stream_service_handler(servicer: StreamServicer) -> grpc.GenericRpcHandler:
     """StreamService with responses that are already bytes (see the module docstring)."""
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
         {
             "Subscribe": grpc.unary_stream_rpc_method_handler(
-                servicer.Subscribe, request_deserializer=pb.SubscribeRequest.FromString, response_serializer=_identity
+                servicer.Subscribe, request_deserializer=pb.SubscribeRequest.FromString, response_serializer=to_wire
             ),
             "Multiplex": grpc.stream_stream_rpc_method_handler(
-                servicer.Multiplex, request_deserializer=pb.MultiplexRequest.FromString, response_serializer=_identity
+                servicer.Multiplex, request_deserializer=pb.MultiplexRequest.FromString, response_serializer=to_wire
             ),
         },
     )

@@ -56,6 +56,8 @@ class CandleRows(Protocol):
 
     async def window(self, query: CandleQuery, span: Span) -> Rows: ...
 
+    async def newest_in_window(self, query: CandleQuery, span: Span) -> tuple[int | None, list[bytes]]: ...
+
     async def history(self, query: CandleQuery, span: Span) -> Rows: ...
 
 
@@ -91,14 +93,14 @@ class CandleQueries:
         return CandleQuery(name, canonical_symbol(symbol), timeframe, limit or DEFAULT_LIMIT, start_ms, end_ms)
 
     async def candles(self, query: CandleQuery) -> Sequence[bytes]:
-        oldest = await self._rows.window_oldest(query)
-        if query.newest:
-            recent = await self._window(query, oldest, query.start_ms, query.end_ms, query.limit, newest=True)
+        if query.newest:  # the common read: the window answers alone when it holds enough
+            oldest, recent = await self._rows.newest_in_window(query, Span(None, query.end_ms, query.limit, True))
             missing = query.limit - len(recent)
-            older: Rows = []
-            if missing:
-                older = await self._rows.history(query, Span(None, _before(query.end_ms, oldest), missing, True))
-            return [c for _, c in older + recent]
+            if not missing:
+                return recent
+            older = await self._rows.history(query, Span(None, _before(query.end_ms, oldest), missing, True))
+            return [c for _, c in older] + recent
+        oldest = await self._rows.window_oldest(query)
         if oldest is not None and query.start_ms is not None and query.start_ms >= oldest:
             return [
                 c for _, c in await self._rows.window(query, Span(query.start_ms, query.end_ms, query.limit, False))
