@@ -36,7 +36,7 @@ def create_app(settings: GatewaySettings, ws_settings: WsSettings | None = None)
     app.config.WEBSOCKET_MAX_SIZE = ws_settings.max_frame_bytes
     app.config.WEBSOCKET_PING_INTERVAL = ws_settings.heartbeat_s
     app.config.WEBSOCKET_PING_TIMEOUT = ws_settings.ping_timeout_s
-    runtime = WsRuntime(ws_settings, redis_prefix=settings.redis_prefix)
+    runtime = WsRuntime(ws_settings, redis_url=settings.redis_url, redis_prefix=settings.redis_prefix)
     app.after_server_start(runtime.start)
     app.before_server_stop(runtime.stop)
     _register_metrics(app, runtime)

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
@@ -39,6 +40,8 @@ from gateways.ws.upstream import Upstream
 logger = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 10.0
+REDIS_CONNECTIONS = 32
+REDIS_WAIT_S = 5.0
 CATCH_UP_POLL_S = 0.005
 GC_CHECK_S = 5.0
 GC_REFREEZE_AFTER = 200  # new connections since the last freeze
@@ -49,10 +52,12 @@ API_KEY_HEADER = "x-api-key"
 
 
 class WsRuntime:
-    def __init__(self, settings: WsSettings, *, redis_prefix: str) -> None:
+    def __init__(self, settings: WsSettings, *, redis_url: str, redis_prefix: str) -> None:
         self.settings = settings
         self.rule = SlowClientRule(grace_s=settings.slow_client_s)
+        self._redis_url = redis_url
         self._redis_prefix = redis_prefix
+        self._redis: aioredis.Redis | None = None
         self.sinks: set[ClientSink] = set()
         self.upstream: Upstream | None = None
         self.counter: ConnectionCounter | None = None
@@ -67,10 +72,15 @@ class WsRuntime:
 
     async def start(self, app: GatewayApp) -> None:
         ctx = app.ctx
-        assert ctx.core is not None and ctx.redis is not None
+        assert ctx.core is not None
         self._keys = ctx.keys
         self.upstream = Upstream(ctx.core.streams)
-        self.counter = ConnectionCounter(ctx.redis, prefix=self._redis_prefix, lease_s=self.settings.lease_s)
+        # Its own pool, which waits for a free connection: thousands of clients may connect at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S, socket_timeout=REDIS_WAIT_S
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self.counter = ConnectionCounter(self._redis, prefix=self._redis_prefix, lease_s=self.settings.lease_s)
         for job in (self.upstream.run(), self._heartbeats(), self._refresh_slots(), self._gc_policy()):
             self._tasks.append(asyncio.create_task(job))
         gc_policy.tune_gc()
@@ -84,6 +94,8 @@ class WsRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     async def _heartbeats(self) -> None:
         while True:
