@@ -147,13 +147,17 @@ def load(url: str, pid: int, label: str, clients: int, rate: int, duration: int,
     return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
-def skipped(url: str) -> float | None:
-    """Perseus's count of events skipped for slow clients (its /metrics)."""
+PERSEUS_COUNTERS = (
+    "skipped_events", "events", "core_streams_opened", "slow_closes", "event_lag_seconds_max", "event_lag_seconds_sum",
+)  # fmt: skip
+
+
+def counters(url: str) -> dict[str, float]:
+    """Perseus's own counters (its /metrics): events skipped for slow clients, events from the core, ..."""
     base = url.split("/public/")[0].replace("ws://", "http://")
-    with contextlib.suppress(httpx.HTTPError):
-        found = re.search(r"^perseus_ws_skipped_events (\S+)$", httpx.get(base + "/metrics").text, re.M)
-        return float(found.group(1)) if found else None
-    return None
+    text = httpx.get(base + "/metrics", timeout=5).text
+    found = (re.search(rf"^perseus_ws_{name} (\S+)$", text, re.M) for name in PERSEUS_COUNTERS)
+    return {name: float(m.group(1)) if m else float("nan") for name, m in zip(PERSEUS_COUNTERS, found, strict=True)}
 
 
 def main() -> int:
@@ -171,10 +175,11 @@ def main() -> int:
             for server in servers:
                 starter = perseus(bench_stack) if server == "perseus" else peer(server, modules)
                 with starter as (url, pid):
-                    before = skipped(url) if server == "perseus" else None
+                    before = counters(url) if server == "perseus" else None
                     result = load(url, pid, server, clients, rate, duration, modules)
                     if before is not None:
-                        result["perseusSkipped"] = (skipped(url) or 0.0) - before
+                        after = counters(url)
+                        result["perseus"] = {name: after[name] - before[name] for name in PERSEUS_COUNTERS}
                 rows.append(result)
                 line = json.dumps(result)
                 print(line, flush=True)
@@ -193,7 +198,8 @@ def table(rows: list[dict[str, object]]) -> str:
     for r in rows:
         lat, rss, cpu = r["latMs"], r["serverRssMiB"], r["cpuPctOfOneCore"]  # type: ignore[index]
         stats = r.get("serverStats") or {}
-        skipped_count = r.get("perseusSkipped", stats.get("skipped") if isinstance(stats, dict) else None)  # type: ignore[union-attr]
+        own = r.get("perseus")
+        skipped_count = own["skipped_events"] if isinstance(own, dict) else stats.get("skipped")  # type: ignore[union-attr]
         out.append(
             f"| {r['clients']} x {r['rate']} | {r['label']} | {r['deliveredPerSec']} ({r['targetDeliveriesPerSec']}) "
             f"| {lat['p50']} / {lat['p99']} / {lat['max']} | {r['dropped']} | {skipped_count} "  # type: ignore[index]
@@ -231,9 +237,10 @@ async def translate(prefix: str) -> None:
             high=str(body["high"]), low=str(body["low"]), close=str(body["close"]), volume=str(body["volume"]),
         )  # fmt: skip
         candle.timestamp.FromMilliseconds(int(body["timestamp"]))
+        event = pb.StreamEvent(channel=f"candles:sim:{symbol}:1m", candle_close=candle)
+        event.publish_time.GetCurrentTime()
         channel = Channel(ChannelFamily.CANDLES, "sim", symbol, Timeframe.M1)
-        name = f"candles:sim:{symbol}:1m"
-        await publisher.publish([Event(channel, pb.StreamEvent(channel=name, candle_close=candle).SerializeToString())])
+        await publisher.publish([Event(channel, event.SerializeToString())])
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ def tune_gc() -> None:
 
 
 def refreeze() -> None:
-    """Freeze the survivors of the young generations (cheap: no full collection)."""
-    gc.collect(1)
+    """Freeze everything tracked now, without collecting (a collection here would be the pause to avoid)."""
     gc.freeze()
 
 

@@ -73,6 +73,14 @@ def _register_metrics(app: GatewayApp, runtime: WsRuntime) -> None:
             "Multiplex streams opened to the core",
             lambda: runtime.upstream.streams_opened if runtime.upstream else 0,
         ),
+        "perseus_ws_event_lag_seconds_max": (
+            "Longest time from an event's publication in the core to its fan-out here",
+            lambda: runtime.upstream.hub.lag.max_s if runtime.upstream else 0.0,
+        ),
+        "perseus_ws_event_lag_seconds_sum": (
+            "Sum of the times from publication to fan-out",
+            lambda: runtime.upstream.hub.lag.total_s if runtime.upstream else 0.0,
+        ),
         "perseus_ws_channels": (
             "Channels carried from the core",
             lambda: len(runtime.upstream.hub.routes) if runtime.upstream else 0,

@@ -92,6 +92,20 @@ class Join:
 
 
 @dataclass(slots=True)
+class Lag:
+    """Publish (the core's ``publish_time``) to fan-out, as the gateway sees it: count, sum and maximum."""
+
+    count: int = 0
+    total_s: float = 0.0
+    max_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+
+
+@dataclass(slots=True)
 class Client:
     """What the hub keeps per connection: canonical channel -> the name it was subscribed under."""
 
@@ -110,6 +124,7 @@ class Hub:
         self._refs = itertools.count(1)
         self.connected = False
         self.events = 0
+        self.lag = Lag()
 
     @property
     def routes(self) -> dict[str, Route]:
@@ -261,6 +276,8 @@ class Hub:
             return
         data = orjson.dumps(to_public(getattr(event, event_type)))
         now = self._clock()
+        if event.HasField("publish_time"):
+            self.lag.observe(time.time() - event.publish_time.seconds - event.publish_time.nanos / 1e9)
         for name, sinks in route.names.items():
             frame = protocol.text_frame(protocol.event_message(event_type, name, event.seq, data))
             for sink in list(sinks):
