@@ -3,7 +3,9 @@
 1. ``GetCandles`` with limit 100 from concurrent gRPC clients (20 series of
    1,000 one-minute candles in their Redis windows, the symbol rotating per
    call): requests/s, P50/P99. In the same run ``redis-benchmark`` does the
-   equivalent ``ZRANGE window -100 -1`` on the same Redis, and the ratio is printed.
+   equivalent ``ZRANGE window -100 -1`` on the same Redis, and the same client
+   calls a bare grpc.aio server that answers the same response bytes from
+   memory (the ceiling of one gRPC hop here); both ratios are printed.
 2. Stream fan-out: 100 concurrent ``Subscribe`` streams on the same 20
    channels, events published at a fixed rate by a separate process; events/s
    delivered and publish-to-receive latency (the publisher stamps each event's
@@ -26,6 +28,7 @@ import subprocess
 import time
 from decimal import Decimal
 
+import grpc
 import redis as sync_redis
 import redis.asyncio as aioredis
 import uvloop
@@ -45,6 +48,7 @@ from perseus.marketdata.v1 import (
     prices_pb2,
     stream_service_pb2 as stream_pb2,
 )
+from tests.support.processes import free_port
 
 SYMBOLS = [f"BC{i}-USD" for i in range(20)]
 WINDOW = 1_000
@@ -99,6 +103,47 @@ async def get_candles_load(addr: str, seconds: float, clients: int) -> tuple[int
         await asyncio.gather(*(client(i) for i in range(clients)))
     assert candles == len(latencies) * LIMIT, "a GetCandles answer had fewer than 100 candles"
     return len(latencies), latencies
+
+
+def echo_server(port: int, response: bytes) -> None:
+    """A bare grpc.aio server answering GetCandles with ``response`` from memory: no core behind it."""
+
+    async def serve() -> None:
+        async def answer(request: bytes, context: object) -> bytes:
+            return response
+
+        method = grpc.unary_unary_rpc_method_handler(answer)
+        server = aio.server()
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("perseus.marketdata.v1.MarketDataService", {"GetCandles": method}),)
+        )
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    uvloop.run(serve())
+
+
+async def one_response(addr: str) -> bytes:
+    async with aio.insecure_channel(addr) as channel:
+        call = channel.unary_unary(GET_CANDLES)
+        request = md_pb2.GetCandlesRequest(exchange=EXCHANGE, symbol=SYMBOLS[0], timeframe=common_pb2.TIMEFRAME_1M)
+        return await call(request.SerializeToString(), timeout=5)  # type: ignore[no-any-return]
+
+
+def grpc_ceiling(response: bytes, seconds: float, clients: int) -> float:
+    port = free_port()
+    server = multiprocessing.get_context("spawn").Process(target=echo_server, args=(port, response), daemon=True)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        uvloop.run(get_candles_load(f"127.0.0.1:{port}", 1.0, clients))
+        count, _ = uvloop.run(get_candles_load(f"127.0.0.1:{port}", seconds, clients))
+        return count / seconds
+    finally:
+        server.terminate()
+        server.join(5)
 
 
 def redis_benchmark(redis_url: str, key: str, clients: int) -> float | None:
@@ -161,16 +206,18 @@ async def fanout(addr: str, redis_url: str, prefix: str, streams: int, rate: flo
             nonlocal received, gaps
             last: dict[str, int] = {}
             while (response := await call.read()) is not aio.EOF:  # read() and async-for must not mix
-                event = response.event
-                if response.WhichOneof("kind") != "event":
+                kind = response.WhichOneof("kind")
+                if kind not in ("event", "events"):
                     gaps += 1
                     continue
-                if last.get(event.channel, event.seq - 1) != event.seq - 1:
-                    gaps += 1
-                last[event.channel] = event.seq
-                if measuring:
-                    received += 1
-                    latencies.append(time.time() - event.publish_time.ToNanoseconds() / 1e9)
+                now = time.time()
+                for event in response.events.events if kind == "events" else (response.event,):
+                    if last.get(event.channel, event.seq - 1) != event.seq - 1:
+                        gaps += 1
+                    last[event.channel] = event.seq
+                    if measuring:
+                        received += 1
+                        latencies.append(now - event.publish_time.ToNanoseconds() / 1e9)
 
         consumers = [asyncio.create_task(consume(call)) for call in calls]
         ctx = multiprocessing.get_context("spawn")
@@ -216,6 +263,8 @@ def main() -> None:
             f"GetCandles limit={LIMIT} c={args.clients}: {rps:8.0f} req/s  "
             f"p50 {figures['p50_ms']:5.1f} ms  p99 {figures['p99_ms']:5.1f} ms"
         )
+        ceiling = grpc_ceiling(uvloop.run(one_response(s.core.addr)), args.seconds, args.clients)
+        print(f"bare grpc.aio, same bytes c={args.clients}: {ceiling:8.0f} req/s  (Perseus/bare = {rps / ceiling:.3f})")
         zrange = redis_benchmark(redis_url, key, 50)
         if zrange:
             print(f"redis-benchmark ZRANGE -100 -1 c=50: {zrange:8.0f} req/s  (Perseus/redis = {rps / zrange:.3f})")

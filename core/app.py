@@ -36,6 +36,7 @@ from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer
 from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
+from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries
 from core.services.indicators import IndicatorService
 from core.services.ingestion import Ingestion
@@ -68,7 +69,11 @@ def stream_gauges(registry: CollectorRegistry, hub: StreamHub) -> None:
     """Open streams, hub channels and live tasks: what a leaking stream would make grow."""
     loop = asyncio.get_running_loop()
     gauges = (
-        ("perseus_stream_sessions", "Open Subscribe and Multiplex streams", lambda: hub.subscriber_count),
+        (
+            "perseus_stream_sessions",
+            "Subscribers of the stream hub: open streams, and the candle cache",
+            lambda: hub.subscriber_count,
+        ),
         ("perseus_stream_channels", "Channels the stream hub holds in Redis", lambda: hub.channel_count),
         ("perseus_core_tasks", "asyncio tasks alive in the core", lambda: len(asyncio.all_tasks(loop))),
     )
@@ -102,6 +107,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         hub = StreamHub(settings.redis_url, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_"))
         await hub.start()
         stack.push_async_callback(hub.aclose)
+        stream_history = StreamHistory(redis, keys)
+        hot_candles = HotCandles(hub, stream_history.channel_name)
+        hot_candles.start()
+        stack.push_async_callback(hot_candles.aclose)
         ticks = TickStore(pool)
         price_updates = PriceUpdates(PriceCache(redis, keys), clock_ms=clock_ms)
         ingestion = Ingestion(
@@ -133,13 +142,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                     states=indicator_states, history=candle_history, alerts=alerts, exchange_ids=exchange_ids
                 ),
                 candles=CandleQueries(CandleRowsReader(pool, redis, keys, exchange_ids), exchange_ids),
+                hot_candles=hot_candles,
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
             streams=StreamServicer(
                 streams=Streams(
                     hub,
-                    StreamHistory(redis, keys),
+                    stream_history,
                     default_exchange=default_stream_exchange(settings.exchanges),
                     exchanges=exchange_ids,
                 )

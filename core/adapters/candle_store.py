@@ -52,6 +52,14 @@ ORDER BY timeframe, open_time DESC
 """
 
 
+# KEYS[1]: a window. ARGV: max score, min score, limit. The window's oldest score, then the newest
+# ``limit`` members between the scores, newest first.
+_NEWEST_IN_WINDOW = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {first[2] or false, redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[3])}
+"""
+
+
 class CandleStore:
     def __init__(
         self, pool: asyncpg.Pool, redis: aioredis.Redis, keys: RedisKeys, *, window_size: int = WINDOW_SIZE
@@ -139,6 +147,7 @@ class CandleRowsReader:
         self._redis = redis
         self._keys = keys
         self._exchange_ids = exchange_ids
+        self._newest = redis.register_script(_NEWEST_IN_WINDOW)
 
     def _window_key(self, query: CandleQuery) -> str:
         return self._keys.candle_window(query.exchange, query.symbol, query.timeframe)
@@ -160,16 +169,12 @@ class CandleRowsReader:
 
     async def newest_in_window(self, query: CandleQuery, span: Span) -> tuple[int | None, list[bytes]]:
         """The window's oldest open time and its newest ``span.limit`` candles in ``span`` (oldest first),
-        in one round trip (MULTI: the two reads see the same window)."""
-        low = "-inf" if span.start_ms is None else span.start_ms
+        in one script call: one round trip, and both reads see the same window."""
         high = "+inf" if span.end_ms is None else f"({span.end_ms}"
-        key = self._window_key(query)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(key, 0, 0, withscores=True)
-            pipe.zrevrangebyscore(key, high, low, start=0, num=span.limit)
-            first, members = await pipe.execute()
+        low = "-inf" if span.start_ms is None else span.start_ms
+        oldest, members = await self._newest(keys=[self._window_key(query)], args=[high, low, span.limit])
         members.reverse()
-        return (int(first[0][1]) if first else None), members
+        return (int(oldest) if oldest is not None else None), members
 
     async def history(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
         order = "DESC" if span.newest else "ASC"

@@ -112,6 +112,12 @@ class Subscriber:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def get_nowait(self) -> Any:
+        """The next item if one is queued, else None; raises StreamFellBehind once the queue overflowed."""
+        if self._overflowed:
+            raise StreamFellBehind()
+        return self._items.popleft() if self._items else None
+
     async def get(self) -> Any:
         """The next item; raises StreamFellBehind or HubClosed when the stream must end."""
         while True:

@@ -16,7 +16,8 @@ from core.adapters.apikeys import ApiKeyRecord
 from core.domain.models import Exchange, Symbol
 from core.rpc import convert, wire
 from core.rpc.status import translates_errors
-from core.services.candle_queries import CandleQueries
+from core.services.candle_queries import CandleQueries, CandleQuery
+from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
@@ -56,6 +57,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         price_queries: PriceQueries,
         indicators: IndicatorQueries,
         candles: CandleQueries,
+        hot_candles: HotCandles,
     ) -> None:
         self._mode = mode
         self._version = version
@@ -65,6 +67,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self._price_queries = price_queries
         self._indicators = indicators
         self._candles = candles
+        self._hot_candles = hot_candles
 
     @translates_errors
     async def ListExchanges(
@@ -83,6 +86,9 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             convert.timestamp_ms(request, "start_time"),
             convert.timestamp_ms(request, "end_time"),
         )
+        return await self._hot_candles.answer(query, self._candles_answer)
+
+    async def _candles_answer(self, query: CandleQuery) -> bytes:
         # The stored candles are already serialized Candle messages: the response is their concatenation.
         return wire.repeated_field_bytes(1, await self._candles.candles(query))
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,8 +24,9 @@ from grpc import aio
 from core.adapters.stream_hub import StreamFellBehind
 from core.domain.errors import DomainError
 from core.rpc.status import status_for
-from core.rpc.wire import length_delimited, to_wire, varint
+from core.rpc.wire import length_delimited, repeated_field_bytes, to_wire, varint
 from core.services.streams import (
+    MAX_BATCH,
     MAX_MULTIPLEX_CHANNELS,
     MULTIPLEX_QUEUE_SIZE,
     Delivery,
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamService"].full_name
 
+MAX_EVENTS_PER_MESSAGE = 256
 _EVENT_SEQ = b"\x10"  # StreamEvent.seq: field 2, varint
 _MULTIPLEX_REF = b"\x08"  # MultiplexResponse.ref: field 1, varint
 
@@ -54,9 +57,7 @@ def event_bytes(delivery: Delivery) -> bytes:
     return delivery.payload + _EVENT_SEQ + varint(delivery.seq)
 
 
-def subscribe_response(item: Item) -> bytes:
-    if isinstance(item, Delivery):
-        return length_delimited(1, event_bytes(item))  # SubscribeResponse.event
+def subscribe_answer(item: Item) -> bytes:
     if isinstance(item, Subscribed):
         return pb.SubscribeResponse(subscribed=pb.Subscribed(channels=item.channels)).SerializeToString()
     if isinstance(item, ResumeGap):
@@ -64,10 +65,7 @@ def subscribe_response(item: Item) -> bytes:
     raise TypeError(f"no Subscribe answer for {item!r}")
 
 
-def multiplex_response(item: Item) -> bytes:
-    if isinstance(item, Delivery):
-        ref = _MULTIPLEX_REF + varint(item.ref) if item.ref else b""
-        return ref + length_delimited(2, event_bytes(item))  # MultiplexResponse.event
+def multiplex_answer(item: Item) -> bytes:
     if isinstance(item, Subscribed):
         response = pb.MultiplexResponse(ref=item.ref, subscribed=pb.Subscribed(channels=item.channels))
     elif isinstance(item, Unsubscribed):
@@ -81,6 +79,54 @@ def multiplex_response(item: Item) -> bytes:
     else:
         raise TypeError(f"no Multiplex answer for {item!r}")
     return response.SerializeToString()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """How one RPC's responses carry items: a single event, a batch of events, or an answer."""
+
+    event_field: int
+    batch_field: int
+    answer: Callable[[Item], bytes]
+
+    def encode(self, items: Iterable[Item]) -> Iterator[bytes]:
+        """Responses for ``items`` in order; consecutive events of the same ref share one message."""
+        run: list[Delivery] = []
+        for item in items:
+            if isinstance(item, Delivery):
+                if run and (run[0].ref != item.ref or len(run) == MAX_EVENTS_PER_MESSAGE):
+                    yield self._events(run)
+                    run = []
+                run.append(item)
+                continue
+            if run:
+                yield self._events(run)
+                run = []
+            yield self.answer(item)
+        if run:
+            yield self._events(run)
+
+    def _events(self, run: list[Delivery]) -> bytes:
+        ref = _MULTIPLEX_REF + varint(run[0].ref) if run[0].ref else b""  # MultiplexResponse.ref
+        if len(run) == 1:
+            return ref + length_delimited(self.event_field, event_bytes(run[0]))
+        return ref + length_delimited(self.batch_field, repeated_field_bytes(1, [event_bytes(d) for d in run]))
+
+
+SUBSCRIBE = Envelope(event_field=1, batch_field=4, answer=subscribe_answer)
+MULTIPLEX = Envelope(event_field=2, batch_field=7, answer=multiplex_answer)
+
+
+async def chunks(items: AsyncIterator[Item]) -> AsyncIterator[list[Item]]:
+    """``items`` in lists of at most MAX_BATCH, each answer closing its list so it leaves at once."""
+    chunk: list[Item] = []
+    async for item in items:
+        chunk.append(item)
+        if len(chunk) >= MAX_BATCH or not isinstance(item, Delivery):
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _resume_gap(item: ResumeGap) -> pb.ResumeGap:
@@ -107,10 +153,13 @@ class StreamServicer:
     async def Subscribe(self, request: pb.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
         session = self._streams.open()
         try:
-            async for item in session.subscribe(0, list(request.channels), dict(request.resume_from), ack_first=True):
-                yield subscribe_response(item)
-            async for item in session.items():
-                yield subscribe_response(item)
+            replay = session.subscribe(0, list(request.channels), dict(request.resume_from), ack_first=True)
+            async for items in chunks(replay):
+                for response in SUBSCRIBE.encode(items):
+                    yield response
+            async for items in session.batches():
+                for response in SUBSCRIBE.encode(items):
+                    yield response
         except (DomainError, StreamFellBehind) as exc:
             await context.abort(stream_status(exc), str(exc))
         finally:
@@ -120,8 +169,9 @@ class StreamServicer:
         session = self._streams.open(max_channels=MAX_MULTIPLEX_CHANNELS, queue_size=MULTIPLEX_QUEUE_SIZE)
         reader = asyncio.create_task(_forward_requests(requests, session), name="multiplex-requests")
         try:
-            async for item in session.items():
-                yield multiplex_response(item)
+            async for items in session.batches():
+                for response in MULTIPLEX.encode(items):
+                    yield response
         except (DomainError, StreamFellBehind) as exc:
             await context.abort(stream_status(exc), str(exc))
         finally:

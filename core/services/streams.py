@@ -15,7 +15,8 @@ history no longer holds is reported as a :class:`ResumeGap`, never skipped
 silently.
 
 Requests of a multiplexed stream travel through the same queue as its events
-(:meth:`StreamSession.request`), so answers and events leave in one order: a
+(:meth:`StreamSession.request`), so answers and events leave in one order
+(:meth:`StreamSession.batches`): a
 replay for a channel the stream already carries covers exactly the seqs up to
 the stream's position on that channel, and the live events after it follow.
 """
@@ -36,6 +37,7 @@ MAX_CHANNELS = 50  # per Subscribe stream, as per WebSocket connection
 MAX_MULTIPLEX_CHANNELS = 20_000  # per Multiplex stream: a gateway carries every channel of its clients
 MULTIPLEX_QUEUE_SIZE = 50_000
 MAX_PENDING_REQUESTS = 1_000
+MAX_BATCH = 256  # items handed to the RPC edge at once (events it may send in one message)
 # Short channel names (``prices:BTC-USD``) mean this exchange when the core has none configured
 # (pw-host mode); in exchange mode the default is the first of PERSEUS_EXCHANGES.
 DEFAULT_STREAM_EXCHANGE = "sim"
@@ -238,35 +240,45 @@ class StreamSession:
         self._hub.release(self._subscriber, internals)
         return Unsubscribed(ref, [explicit_name(channel) for channel in resolved])
 
-    async def items(self) -> AsyncIterator[Item]:
-        """Live events of every channel held, and the answers to queued requests, until the stream ends."""
-        get = self._subscriber.get
+    async def batches(self) -> AsyncIterator[list[Item]]:
+        """Live events of every channel held, and the answers to queued requests, until the stream ends:
+        each batch is everything that was ready when the stream woke (at most ``MAX_BATCH`` items), so a
+        stream under load sends fewer, larger messages and a quiet one sends each event at once."""
+        get, ready = self._subscriber.get, self._subscriber.get_nowait
         positions = self._positions
+        out: list[Item] = []
+        item = await get()
         while True:
-            item = await get()
-            if isinstance(item, _Request):
+            if isinstance(item, tuple):
+                internal, seq, payload = item
+                position = positions.get(internal)
+                if position is not None:
+                    if position.fresh and seq != RESYNC:
+                        position.fresh = False
+                        position.last = seq - 1
+                    if seq == RESYNC or seq > position.last + 1:
+                        async for replayed in self._catch_up(position, 0, up_to=None):
+                            out.append(replayed)
+                    if seq > position.last + 1:  # neither the history nor the live channel has the events between
+                        out.append(ResumeGap(0, position.name, position.last, seq))
+                    if seq > position.last:
+                        position.last = seq
+                        out.append(Delivery(0, seq, payload))
+            elif isinstance(item, _Request):
                 self._pending -= 1
                 async for answer in self._apply(item):
-                    yield answer
-                continue
-            if isinstance(item, _Abort):
+                    out.append(answer)
+                    if len(out) >= MAX_BATCH:
+                        yield out
+                        out = []
+            elif isinstance(item, _Abort):
                 raise item.error
-            internal, seq, payload = item
-            position = positions.get(internal)
-            if position is None:
+            if len(out) < MAX_BATCH and (item := ready()) is not None:
                 continue
-            if position.fresh and seq != RESYNC:
-                position.fresh = False
-                position.last = seq - 1
-            if seq == RESYNC or seq > position.last + 1:
-                async for replayed in self._catch_up(position, 0, up_to=None):
-                    yield replayed
-            if seq <= position.last:
-                continue
-            if seq > position.last + 1:  # neither the history nor the live channel has the events between
-                yield ResumeGap(0, position.name, position.last, seq)
-            position.last = seq
-            yield Delivery(0, seq, payload)
+            if out:
+                yield out
+                out = []
+            item = await get()
 
     async def _apply(self, request: _Request) -> AsyncIterator[Item]:
         if not request.subscribe and not request.unsubscribe:

@@ -25,7 +25,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2 as pb,
     stream_service_pb2_grpc as stream_grpc,
 )
-from tests.integration.test_streams import fresh_channel, name_of, payload
+from tests.integration.test_streams import fresh_channel, name_of, payload, unbatched
 from tests.support.processes import running_core
 
 pytestmark = pytest.mark.integration
@@ -46,9 +46,10 @@ async def read_events(call: aio.UnaryStreamCall, count: int) -> list[pb.StreamEv
         while len(out) < count:
             response = await call.read()
             assert response is not aio.EOF, f"stream ended after {out}"
-            assert response.WhichOneof("kind") in ("event", "subscribed"), response
-            if response.WhichOneof("kind") == "event":
-                out.append(response.event)
+            for single in unbatched(response):
+                assert single.WhichOneof("kind") in ("event", "subscribed"), single
+                if single.WhichOneof("kind") == "event":
+                    out.append(single.event)
     return out
 
 
@@ -143,7 +144,7 @@ async def test_streams_survive_a_redis_restart(
         responses: list[pb.SubscribeResponse] = []
         async with asyncio.timeout(READ_TIMEOUT_S):
             while sum(r.WhichOneof("kind") == "event" for r in responses) < 3:
-                responses.append(await call.read())
+                responses += unbatched(await call.read())
         after = [r.event for r in responses if r.WhichOneof("kind") == "event"]
         gaps = [r.resume_gap for r in responses if r.WhichOneof("kind") == "resume_gap"]
         call.cancel()

@@ -21,7 +21,7 @@ from core.adapters.stream_history import StreamHistory
 from core.adapters.stream_hub import StreamFellBehind, StreamHub
 from core.domain.channels import Channel, ChannelFamily
 from core.rpc.stream_servicer import stream_status
-from core.services.streams import Delivery, Streams, Subscribed
+from core.services.streams import Delivery, Item, Streams, Subscribed
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc
 from tests.support.processes import Process, free_port, running_core
 
@@ -85,9 +85,22 @@ async def publish_one_by_one(publisher: EventPublisher, channel: Channel, prices
     return last
 
 
+def unbatched(response):  # type: ignore[no-untyped-def]
+    """A response carrying an EventBatch as one response per event (the same type and ref)."""
+    if response.WhichOneof("kind") != "events":
+        return [response]
+    ref = {"ref": response.ref} if "ref" in response.DESCRIPTOR.fields_by_name else {}
+    return [type(response)(event=event, **ref) for event in response.events.events]
+
+
 async def read(call: aio.Call, count: int) -> list:  # type: ignore[type-arg]
+    """The next ``count`` responses, batches of events counted per event."""
+    out: list = []  # type: ignore[type-arg]
     async with asyncio.timeout(READ_TIMEOUT_S):
-        return [await call.read() for _ in range(count)]  # type: ignore[attr-defined]
+        while len(out) < count:
+            out += unbatched(await call.read())  # type: ignore[attr-defined]
+    assert len(out) == count, f"more than {count} responses: {out}"
+    return out
 
 
 def events(responses: list) -> list[tuple[int, str]]:  # type: ignore[type-arg]
@@ -361,6 +374,12 @@ async def test_the_hub_ends_a_slow_consumer_with_resource_exhausted(
         await hub.aclose()
 
 
+async def flattened(batches: AsyncIterator[list[Item]]) -> AsyncIterator[Item]:
+    async for batch in batches:
+        for item in batch:
+            yield item
+
+
 async def test_after_a_redis_disconnect_the_stream_catches_up_from_history(
     redis_url: str, redis: aioredis.Redis, redis_prefix: str, publisher: EventPublisher
 ) -> None:
@@ -376,7 +395,7 @@ async def test_after_a_redis_disconnect_the_stream_catches_up_from_history(
         async with asyncio.timeout(READ_TIMEOUT_S):
             answers = [item async for item in session.subscribe(0, [name_of(channel)], {})]
             assert isinstance(answers[-1], Subscribed)
-            items = session.items()
+            items = flattened(session.batches())
             last = await publish(publisher, channel, range(2))
             assert [(await anext(items)).seq for _ in range(2)] == [last - 1, last]  # type: ignore[union-attr]
             [hub_connection] = [c for c in await redis.client_list(_type="pubsub") if c["name"] == client_name]

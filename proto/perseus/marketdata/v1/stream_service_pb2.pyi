@@ -76,15 +76,23 @@ class ResumeGap(_message.Message):
     first_available_seq: int
     def __init__(self, channel: _Optional[str] = ..., requested_seq: _Optional[int] = ..., first_available_seq: _Optional[int] = ...) -> None: ...
 
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[StreamEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[StreamEvent, _Mapping]]] = ...) -> None: ...
+
 class SubscribeResponse(_message.Message):
-    __slots__ = ("event", "subscribed", "resume_gap")
+    __slots__ = ("event", "subscribed", "resume_gap", "events")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     RESUME_GAP_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     event: StreamEvent
     subscribed: Subscribed
     resume_gap: ResumeGap
-    def __init__(self, event: _Optional[_Union[StreamEvent, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., resume_gap: _Optional[_Union[ResumeGap, _Mapping]] = ...) -> None: ...
+    events: EventBatch
+    def __init__(self, event: _Optional[_Union[StreamEvent, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., resume_gap: _Optional[_Union[ResumeGap, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...
 
 class MultiplexRequest(_message.Message):
     __slots__ = ("ref", "subscribe", "resume_from", "unsubscribe")
@@ -120,17 +128,19 @@ class Rejected(_message.Message):
     def __init__(self, reason: _Optional[_Union[RejectReason, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class MultiplexResponse(_message.Message):
-    __slots__ = ("ref", "event", "subscribed", "unsubscribed", "resume_gap", "rejected")
+    __slots__ = ("ref", "event", "subscribed", "unsubscribed", "resume_gap", "rejected", "events")
     REF_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     RESUME_GAP_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     ref: int
     event: StreamEvent
     subscribed: Subscribed
     unsubscribed: Unsubscribed
     resume_gap: ResumeGap
     rejected: Rejected
-    def __init__(self, ref: _Optional[int] = ..., event: _Optional[_Union[StreamEvent, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., unsubscribed: _Optional[_Union[Unsubscribed, _Mapping]] = ..., resume_gap: _Optional[_Union[ResumeGap, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ...) -> None: ...
+    events: EventBatch
+    def __init__(self, ref: _Optional[int] = ..., event: _Optional[_Union[StreamEvent, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., unsubscribed: _Optional[_Union[Unsubscribed, _Mapping]] = ..., resume_gap: _Optional[_Union[ResumeGap, _Mapping]] = ..., rejected: _Optional[_Union[Rejected, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...

@@ -11,6 +11,7 @@ __all__ = (
     "ConsensusPrice",
     "DependencyState",
     "DependencyStatus",
+    "EventBatch",
     "Exchange",
     "ExchangeStatus",
     "FeedError",
@@ -685,6 +686,22 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class EventBatch(betterproto2.Message):
+    """
+    Consecutive live events of a stream in one message, in order. A stream
+    that has several events ready sends them together (one write instead of
+    one per event); a quiet stream sends single events.
+    """
+
+    events: "list[StreamEvent]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("perseus.marketdata.v1", "EventBatch", EventBatch)
+
+
+@dataclass(eq=False, repr=False)
 class Exchange(betterproto2.Message):
     """
     A venue Perseus takes market data from. `sim` is the simulated exchange.
@@ -1274,6 +1291,13 @@ class MultiplexResponse(betterproto2.Message):
         6, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
     )
 
+    events: "EventBatch | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+    """
+    Consecutive live events (ref 0).
+    """
+
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "MultiplexResponse", MultiplexResponse
@@ -1501,6 +1525,10 @@ class SubscribeResponse(betterproto2.Message):
 
     resume_gap: "ResumeGap | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
+    )
+
+    events: "EventBatch | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
     )
 
 
