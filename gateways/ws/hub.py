@@ -54,8 +54,8 @@ REJECT_CODES: dict[int, ErrorCode] = {
 class Sink(Protocol):
     """One client connection as the hub sees it."""
 
-    def deliver(self, frame: bytes, now: float) -> None:
-        """A live event: written, skipped or the client closed, by the backpressure rule."""
+    def deliver(self, frames: bytes, now: float, count: int = 1) -> None:
+        """``count`` live events' frames: written, skipped or the client closed, by the backpressure rule."""
 
     def send(self, frame: bytes) -> None:
         """A control message (acknowledgement, error, resume gap), written unless the client is gone."""
@@ -257,7 +257,14 @@ class Hub:
             if join is not None and not join.subscribed:
                 self._replayed(join, response.event)
             else:
-                self._live(response.event)
+                self._live((response.event,))
+        elif kind == "events":
+            join = self._joins.get(ref) if ref else None
+            if join is not None and not join.subscribed:
+                for event in response.events.events:
+                    self._replayed(join, event)
+            else:
+                self._live(response.events.events)
         elif kind == "subscribed":
             self._subscribed(ref, list(response.subscribed.channels))
         elif kind == "resume_gap":
@@ -265,34 +272,47 @@ class Hub:
         elif kind == "rejected":
             self._rejected(ref, response.rejected)
 
-    def _live(self, event: pb.StreamEvent) -> None:
-        route = self._routes.get(event.channel)
-        if route is None or event.seq <= route.last_seq:
-            return  # not carried any more, or already delivered (a resubscribe's replay overlaps)
-        route.last_seq = event.seq
-        self.events += 1
-        event_type = event.WhichOneof("payload")
-        if event_type is None:
+    def _live(self, events: Iterable[pb.StreamEvent]) -> None:
+        """Live events (one, or an ``EventBatch``): per channel, one chunk of frames per name, one write per client."""
+        by_channel: dict[str, list[pb.StreamEvent]] = {}
+        for event in events:
+            by_channel.setdefault(event.channel, []).append(event)
+        for channel, batch in by_channel.items():
+            route = self._routes.get(channel)
+            if route is not None:
+                self._fan_out(route, batch)
+
+    def _fan_out(self, route: Route, batch: list[pb.StreamEvent]) -> None:
+        fresh: list[tuple[str, int, bytes]] = []
+        for event in batch:
+            if event.seq <= route.last_seq:
+                continue  # already delivered (a resubscribe's replay overlaps)
+            route.last_seq = event.seq
+            self.events += 1
+            event_type = event.WhichOneof("payload")
+            if event_type is None:
+                continue
+            if event.HasField("publish_time"):
+                self.lag.observe(time.time() - event.publish_time.seconds - event.publish_time.nanos / 1e9)
+            fresh.append((event_type, event.seq, orjson.dumps(to_public(getattr(event, event_type)))))
+        if not fresh:
             return
-        data = orjson.dumps(to_public(getattr(event, event_type)))
         now = self._clock()
-        if event.HasField("publish_time"):
-            self.lag.observe(time.time() - event.publish_time.seconds - event.publish_time.nanos / 1e9)
         for name, sinks in route.names.items():
-            frame = protocol.text_frame(protocol.event_message(event_type, name, event.seq, data))
+            chunk = b"".join(_frames(fresh, name))
             for sink in list(sinks):
-                sink.deliver(frame, now)
+                sink.deliver(chunk, now, len(fresh))
         for join in list(route.gates):
             name = join.names.get(route.canonical)
             if name is None:
                 continue
-            frame = protocol.text_frame(protocol.event_message(event_type, name, event.seq, data))
-            if join.subscribed:
-                self._push(join, frame)
-            else:
-                join.live.append((route.canonical, event.seq, frame))
-                if len(join.live) > MAX_BACKLOG_FRAMES:
-                    join.client.sink.fail(protocol.CloseCode.TOO_SLOW, "too far behind while subscribing")
+            for (_, seq, _), frame in zip(fresh, _frames(fresh, name), strict=True):
+                if join.subscribed:
+                    self._push(join, frame)
+                else:
+                    join.live.append((route.canonical, seq, frame))
+                    if len(join.live) > MAX_BACKLOG_FRAMES:
+                        join.client.sink.fail(protocol.CloseCode.TOO_SLOW, "too far behind while subscribing")
 
     def _replayed(self, join: Join, event: pb.StreamEvent) -> None:
         name = join.names.get(event.channel)
@@ -385,6 +405,10 @@ class Hub:
             canonicals = list(join.names)
             self._leave(client, canonicals)
             client.join = None
+
+
+def _frames(fresh: list[tuple[str, int, bytes]], name: str) -> list[bytes]:
+    return [protocol.text_frame(protocol.event_message(t, name, seq, data)) for t, seq, data in fresh]
 
 
 def _discard(items: list[Join], item: Join) -> None:

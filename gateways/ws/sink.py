@@ -52,17 +52,17 @@ class ClientSink:
     def buffered(self) -> int:
         return int(self._transport.get_write_buffer_size())
 
-    def deliver(self, frame: bytes, now: float) -> None:
+    def deliver(self, frames: bytes, now: float, count: int = 1) -> None:
         if self.closing:
             return
         buffered = self._transport.get_write_buffer_size()
         if buffered <= self._rule.skip_bytes:
-            self._transport.write(frame)
+            self._transport.write(frames)
             self.lagging_since = None
             return
         decision = self._rule.decide(buffered, self.lagging_since, now)
         if decision is Send.SKIP:
-            self.skipped += 1
+            self.skipped += count
             if self.lagging_since is None:
                 self.lagging_since = now
         else:

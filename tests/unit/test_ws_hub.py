@@ -21,9 +21,9 @@ class FakeSink:
         self.live: list[bytes] = []
         self.failed: int | None = None
 
-    def deliver(self, frame: bytes, now: float) -> None:
-        self.live.append(frame)
-        self.frames.append(frame)
+    def deliver(self, frames: bytes, now: float, count: int = 1) -> None:
+        self.live.append(frames)
+        self.frames.append(frames)
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -199,3 +199,28 @@ def test_a_join_that_falls_too_far_behind_is_failed(hub: Hub, sent: list[pb.Mult
         hub.on_response(event(BTC, seq))
     assert b.sink.failed == 4009  # type: ignore[attr-defined]
     assert a.sink.failed is None  # type: ignore[attr-defined]
+
+
+def test_a_batch_of_live_events_is_one_write_per_client_in_seq_order(hub: Hub, sent: list[pb.MultiplexRequest]) -> None:
+    a = Client(FakeSink())
+    join(hub, a, {BTC: BTC, ETH: ETH})
+    hub.on_response(subscribed(sent[0].ref, BTC, ETH))
+    hub.attach(a)
+    batch = pb.EventBatch(events=[event(BTC, 1).event, event(ETH, 1).event, event(BTC, 2).event])
+    hub.on_response(pb.MultiplexResponse(events=batch))
+    assert len(a.sink.live) == 2  # type: ignore[attr-defined]
+    btc, eth = a.sink.live  # type: ignore[attr-defined]
+    assert [json.loads(p)["seq"] for p in _split(btc)] == [1, 2]
+    assert [json.loads(p)["channel"] for p in _split(eth)] == [ETH]
+
+
+def _split(chunk: bytes) -> list[bytes]:
+    """The payloads of the frames in ``chunk`` (each under 64 KiB here)."""
+    out = []
+    while chunk:
+        length, start = chunk[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(chunk[2:4], "big"), 4
+        out.append(chunk[start : start + length])
+        chunk = chunk[start + length :]
+    return out
