@@ -20,6 +20,7 @@ from typing import Any
 from websockets.protocol import State
 
 from gateways.ws.limits import Send, SlowClientRule
+from gateways.ws.protocol import CloseCode
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,15 @@ SOCKET_SEND_BUFFER_BYTES = 64 * 1024
 
 
 class ClientSink:
-    __slots__ = ("_abort", "_rule", "_transport", "_ws", "close_code", "closing", "lagging_since", "skipped")
+    __slots__ = (
+        "_abort", "_rule", "_skip_bytes", "_transport", "_ws", "close_code", "closing", "lagging_since", "skipped",
+    )  # fmt: skip
 
     def __init__(self, ws: Any, rule: SlowClientRule) -> None:
         self._ws = ws
         self._transport = ws.io_proto.transport
         self._rule = rule
+        self._skip_bytes = rule.skip_bytes
         self.lagging_since: float | None = None
         self.skipped = 0
         self.closing = False
@@ -56,7 +60,7 @@ class ClientSink:
         if self.closing:
             return
         buffered = self._transport.get_write_buffer_size()
-        if buffered <= self._rule.skip_bytes:
+        if buffered <= self._skip_bytes:  # the hot path: one call, one write
             self._transport.write(frames)
             self.lagging_since = None
             return
@@ -66,7 +70,7 @@ class ClientSink:
             if self.lagging_since is None:
                 self.lagging_since = now
         else:
-            self.fail(4009, "too slow: events were skipped and the client did not catch up")
+            self.fail(CloseCode.TOO_SLOW, "too slow: events were skipped and the client did not catch up")
 
     def send(self, frame: bytes) -> None:
         if not self.closing and self._ws.ws_proto.state is State.OPEN:

@@ -24,16 +24,16 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import psutil
 import pytest
-import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from core.adapters.events import EventPublisher
-from core.adapters.redis_keys import RedisKeys
-from tests.support.processes import Process, free_port, grpc_serving, run_cli, running_gateway, spawn, wait_until
+from tests.support import ws as support
+from tests.support.processes import Process, free_port, grpc_serving, running_gateway, spawn, wait_until
 from tests.support.ws import (
     events,
     fresh_symbol,
+    make_key,
     open_stream,
     prices_channel,
     publish_prices,
@@ -43,6 +43,8 @@ from tests.support.ws import (
 )
 
 pytestmark = pytest.mark.integration
+key = support.key  # fixtures: an internal key, the core's event publisher
+publisher = support.publisher
 
 SLOW_CLIENT_S = 2.0
 PATIENT_SLOW_CLIENT_S = 6.0  # long enough for the slow client to miss megabytes before it is closed
@@ -53,12 +55,6 @@ FAULT_ENV = {
     "PERSEUS_WS_SLOW_CLIENT_S": str(SLOW_CLIENT_S),
     "PERSEUS_WS_LEASE_S": "3",
 }
-
-
-def make_key(env: dict[str, str], tier: str) -> str:
-    result = run_cli(["keys", "create", "--tier", tier], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +79,6 @@ def patient_gateway(fault_env: dict[str, str], core: Process) -> Iterator[Proces
     }
     with running_gateway("ws", env, core.addr) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def key(migrated_env: dict[str, str]) -> str:
-    return make_key(migrated_env, "internal")
-
-
-@pytest.fixture
-async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[EventPublisher]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield EventPublisher(client, RedisKeys(redis_prefix))
-    await client.aclose()
 
 
 def metric(gateway: Process, name: str) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import jsonschema
@@ -21,10 +21,12 @@ from websockets.exceptions import ConnectionClosed
 
 from core.adapters.events import EventPublisher
 from core.adapters.redis_keys import RedisKeys
-from tests.support.processes import Process, run_cli, running_gateway
+from tests.support import ws as support
+from tests.support.processes import Process, running_gateway
 from tests.support.ws import (
     events,
     fresh_symbol,
+    make_key,
     open_stream,
     prices_channel,
     publish_prices,
@@ -34,15 +36,11 @@ from tests.support.ws import (
 )
 
 pytestmark = pytest.mark.integration
+key = support.key  # fixtures: an internal key, the core's event publisher
+publisher = support.publisher
 
 ASYNCAPI_SCHEMA = "tests/fixtures/asyncapi/asyncapi-3.0.0.schema.json"
 WS_ENV = {"PERSEUS_WS_LEASE_S": "3", "PERSEUS_WS_MESSAGE_BURST": "30"}
-
-
-def make_key(env: dict[str, str], tier: str) -> str:
-    result = run_cli(["keys", "create", "--tier", tier], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +52,6 @@ def ws_env(migrated_env: dict[str, str]) -> dict[str, str]:
 def gateway(ws_env: dict[str, str], core: Process) -> Iterator[Process]:
     with running_gateway("ws", ws_env, core.addr) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def key(migrated_env: dict[str, str]) -> str:
-    return make_key(migrated_env, "internal")
-
-
-@pytest.fixture
-async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[EventPublisher]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield EventPublisher(client, RedisKeys(redis_prefix))
-    await client.aclose()
 
 
 async def close_code(ws: object, within: float = 10.0) -> int | None:

@@ -10,15 +10,40 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from core.adapters.events import Event, EventPublisher
+from core.adapters.redis_keys import RedisKeys
 from core.domain.channels import Channel, ChannelFamily
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb
+from tests.support.processes import run_cli
 
 RECV_TIMEOUT_S = 10.0
+
+
+def make_key(env: dict[str, str], tier: str) -> str:
+    result = run_cli(["keys", "create", "--tier", tier], env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def key(migrated_env: dict[str, str]) -> str:
+    """An internal key: no connection limit."""
+    return make_key(migrated_env, "internal")
+
+
+@pytest.fixture
+async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[EventPublisher]:
+    """The core's own event publisher, on this session's Redis prefix."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield EventPublisher(client, RedisKeys(redis_prefix))
+    await client.aclose()
 
 
 def fresh_symbol() -> str:
