@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 CONNECTIONS_KEY = "ws:connections:{{{key_id}}}"
 DEFAULT_LEASE_S = 30.0
+REFRESH_CHUNK = 500
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -91,10 +92,11 @@ class ConnectionCounter:
             logger.warning("could not release a connection slot (%s)", type(exc).__name__)
 
     async def refresh(self) -> None:
-        """Extend the lease of every connection this instance holds (one pipeline)."""
+        """Extend the lease of every connection this instance holds (one short script per 500)."""
         if not self._held:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, ids in list(self._held.items()):
-                await self._refresh(keys=[key], args=[self._lease_ms, *ids], client=pipe)
-            await pipe.execute()
+        for key, ids in list(self._held.items()):
+            members = list(ids)
+            for start in range(0, len(members), REFRESH_CHUNK):  # short scripts: Redis and this loop stay responsive
+                chunk = members[start : start + REFRESH_CHUNK]
+                await self._refresh(keys=[key], args=[self._lease_ms, *chunk])

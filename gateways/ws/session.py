@@ -44,6 +44,8 @@ REDIS_CONNECTIONS = 32
 REDIS_WAIT_S = 5.0
 CATCH_UP_POLL_S = 0.005
 GC_CHECK_S = 5.0
+# 10,000 writes at once would stall the loop for tens of milliseconds: the heartbeat goes out in chunks.
+HEARTBEAT_CHUNK = 500
 GC_REFREEZE_AFTER = 200  # new connections since the last freeze
 MAX_KEY_LENGTH = 256
 UNLIMITED_CONNECTIONS = 2**31 - 1
@@ -102,8 +104,11 @@ class WsRuntime:
             await asyncio.sleep(self.settings.heartbeat_s)
             now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             frame = protocol.text_frame(protocol.heartbeat_message(now))
-            for sink in list(self.sinks):
-                sink.send(frame)
+            sinks = list(self.sinks)
+            for start in range(0, len(sinks), HEARTBEAT_CHUNK):  # let events through between chunks
+                for sink in sinks[start : start + HEARTBEAT_CHUNK]:
+                    sink.send(frame)
+                await asyncio.sleep(0)
 
     async def _refresh_slots(self) -> None:
         assert self.counter is not None
