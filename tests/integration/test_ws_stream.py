@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from core.adapters.events import EventPublisher
 from core.adapters.redis_keys import RedisKeys
 from tests.support import ws as support
-from tests.support.processes import Process, running_gateway
+from tests.support.processes import Process, run_cli, running_gateway
 from tests.support.ws import (
     events,
     fresh_symbol,
@@ -310,3 +310,9 @@ def test_the_asyncapi_document_is_valid_asyncapi_3(gateway: Process) -> None:
     assert document["channels"]["stream"]["address"] == "/public/v1/stream"
     price = document["components"]["schemas"]["PriceFeed"]
     assert "price" in price["properties"]
+
+
+def test_a_bad_ws_setting_stops_the_gateway_with_one_line(ws_env: dict[str, str]) -> None:
+    result = run_cli(["ws"], {**ws_env, "PERSEUS_WS_HEARTBEAT_S": "often"}, timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "perseus ws: PERSEUS_WS_HEARTBEAT_S: must be a number (got 'often')"
