@@ -143,6 +143,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 ),
                 candles=CandleQueries(CandleRowsReader(pool, redis, keys, exchange_ids), exchange_ids),
                 hot_candles=hot_candles,
+                max_call_s=settings.max_call_s,
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),

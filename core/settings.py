@@ -68,6 +68,7 @@ class Settings:
     log_level: str
     log_format: str
     shutdown_grace_s: float
+    max_call_s: float
     instance_id: str
     venues: Mapping[str, VenueSettings]
     sim_seed: int
@@ -93,6 +94,7 @@ class Settings:
             log_level=env.choice("PERSEUS_LOG_LEVEL", LOG_LEVELS, default="INFO", upper=True),
             log_format=env.choice("PERSEUS_LOG_FORMAT", ("json", "text"), default="json"),
             shutdown_grace_s=env.seconds("PERSEUS_SHUTDOWN_GRACE_S", default=5.0),
+            max_call_s=env.seconds("PERSEUS_CORE_MAX_CALL_S", default=10.0),
             instance_id=environ.get("PERSEUS_INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}",
             venues={name: env.venue(name) for name in exchanges},
             sim_seed=env.integer("PERSEUS_SIM_SEED", default=7, low=0, high=2**63),

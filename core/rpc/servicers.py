@@ -15,7 +15,7 @@ from grpc import aio
 from core.adapters.apikeys import ApiKeyRecord
 from core.domain.models import Exchange, Symbol
 from core.rpc import convert, wire
-from core.rpc.status import translates_errors
+from core.rpc.status import DEFAULT_MAX_CALL_S, translates_errors
 from core.services.candle_queries import CandleQueries, CandleQuery
 from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries
@@ -58,7 +58,9 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         indicators: IndicatorQueries,
         candles: CandleQueries,
         hot_candles: HotCandles,
+        max_call_s: float = DEFAULT_MAX_CALL_S,
     ) -> None:
+        self.max_call_s = max_call_s  # the deadline of a call whose caller sent none (translates_errors)
         self._mode = mode
         self._version = version
         self._exchange_names = list(exchange_names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,17 +33,32 @@ def status_for(error: DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+DEFAULT_MAX_CALL_S = 10.0
+
+
 def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
     """Abort a unary servicer method with the mapped status when it raises a DomainError.
 
-    Driver errors for Redis and PostgreSQL become UNAVAILABLE; anything else
-    is logged with its traceback and the caller sees INTERNAL with a safe message.
+    Every call has a deadline: the caller's, capped by the servicer's
+    ``max_call_s`` (a caller that sent none gets the cap), and a call that
+    outlives it ends with DEADLINE_EXCEEDED naming the method, never a hang on
+    a stalled store. Driver errors for Redis and PostgreSQL become
+    UNAVAILABLE; anything else is logged with its traceback and the caller
+    sees INTERNAL with a safe message.
     """
 
     @functools.wraps(method)
     async def wrapper(self: Servicer, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        cap = getattr(self, "max_call_s", DEFAULT_MAX_CALL_S)
+        remaining = context.time_remaining()
+        budget = cap if remaining is None else min(cap, remaining)
         try:
-            return await method(self, request, context)
+            async with asyncio.timeout(budget):
+                return await method(self, request, context)
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"{method.__name__} did not finish within {budget:.3g} s"
+            )
         except DomainError as exc:
             await context.abort(status_for(exc), str(exc))
         except (OSError, ConnectionError) as exc:

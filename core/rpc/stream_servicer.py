@@ -152,33 +152,41 @@ class StreamServicer:
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
         session = self._streams.open()
-        try:
-            replay = session.subscribe(0, list(request.channels), dict(request.resume_from), ack_first=True)
-            async for items in chunks(replay):
-                for response in SUBSCRIBE.encode(items):
-                    yield response
-            async for items in session.batches():
-                for response in SUBSCRIBE.encode(items):
-                    yield response
-        except (DomainError, StreamFellBehind) as exc:
-            await context.abort(stream_status(exc), str(exc))
-        finally:
-            session.close()
+        opening = session.subscribe(0, list(request.channels), dict(request.resume_from), ack_first=True)
+        async with contextlib.aclosing(_serve(session, SUBSCRIBE, context, opening)) as responses:
+            async for response in responses:
+                yield response
 
     async def Multiplex(self, requests: AsyncIterator[pb.MultiplexRequest], context: Context) -> AsyncIterator[bytes]:
         session = self._streams.open(max_channels=MAX_MULTIPLEX_CHANNELS, queue_size=MULTIPLEX_QUEUE_SIZE)
         reader = asyncio.create_task(_forward_requests(requests, session), name="multiplex-requests")
         try:
-            async for items in session.batches():
-                for response in MULTIPLEX.encode(items):
+            async with contextlib.aclosing(_serve(session, MULTIPLEX, context)) as responses:
+                async for response in responses:
                     yield response
-        except (DomainError, StreamFellBehind) as exc:
-            await context.abort(stream_status(exc), str(exc))
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            session.close()
+
+
+async def _serve(
+    session: StreamSession, envelope: Envelope, context: Context, opening: AsyncIterator[Item] | None = None
+) -> AsyncIterator[bytes]:
+    """The responses of one stream: its opening (a first subscribe), then batches until it ends; a stream
+    that must end is aborted with its status, and its channels go back to the hub in every case."""
+    try:
+        if opening is not None:
+            async for items in chunks(opening):
+                for response in envelope.encode(items):
+                    yield response
+        async for items in session.batches():
+            for response in envelope.encode(items):
+                yield response
+    except (DomainError, StreamFellBehind) as exc:
+        await context.abort(stream_status(exc), str(exc))
+    finally:
+        session.close()
 
 
 async def _forward_requests(requests: AsyncIterator[pb.MultiplexRequest], session: StreamSession) -> None:

@@ -163,7 +163,7 @@ class StreamSession:
         self._hub.release_all(self._subscriber)
 
     def request(self, ref: int, subscribe: Sequence[str], resume_from: Mapping[str, int], unsub: Sequence[str]) -> None:
-        """Queue a change of channels; its answers come out of :meth:`items` in order with the events."""
+        """Queue a change of channels; its answers come out of :meth:`batches` in order with the events."""
         self._pending += 1
         if self._pending > MAX_PENDING_REQUESTS:
             raise InvalidArgument(f"more than {MAX_PENDING_REQUESTS} requests waiting; slow down")

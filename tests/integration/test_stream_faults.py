@@ -1,10 +1,13 @@
-"""Streams across faults, with real processes: a core restart (resume gives exactly what was missed)
-and a private Redis restarted under open streams, with its data and without it."""
+"""Streams and reads across faults, with real processes: a core restart (resume gives exactly what was
+missed), a private Redis restarted under open streams, with its data and without it, and a read on a
+stalled Redis, which ends with DEADLINE_EXCEEDED instead of hanging."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +22,11 @@ from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
 from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import (
+    common_pb2,
     ingest_service_pb2 as ingest_pb,
     ingest_service_pb2_grpc as ingest_grpc,
+    market_data_service_pb2 as md_pb2,
+    market_data_service_pb2_grpc as md_grpc,
     prices_pb2,
     stream_service_pb2 as pb,
     stream_service_pb2_grpc as stream_grpc,
@@ -155,3 +161,27 @@ async def test_streams_survive_a_redis_restart(
         assert after[0].seq > before[-1].seq + 1
         assert [e.seq for e in after] == [after[0].seq + i for i in (0, 1, 2)]
         assert [(g.requested_seq, g.first_available_seq) for g in gaps] == [(before[-1].seq, after[0].seq)]
+
+
+async def test_a_read_on_a_stalled_redis_ends_within_the_core_deadline(
+    migrated_env: dict[str, str], private_redis: EmbeddedRedis
+) -> None:
+    env = {**migrated_env, "PERSEUS_REDIS_URL": private_redis.url, "PERSEUS_CORE_MAX_CALL_S": "1"}
+    with running_core(env) as core:
+        async with aio.insecure_channel(core.addr) as grpc_channel:
+            market = md_grpc.MarketDataServiceStub(grpc_channel)
+            request = md_pb2.GetCandlesRequest(exchange="sim", symbol="STALL-USD", timeframe=common_pb2.TIMEFRAME_1M)
+            await market.GetCandles(request, timeout=5)  # answers while Redis does
+            assert private_redis.pid is not None
+            os.kill(private_redis.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(aio.AioRpcError) as caught:  # another series: not an answer the core keeps
+                    request.symbol = "STALL2-USD"
+                    await market.GetCandles(request)  # the caller sets no deadline: the core's applies
+                elapsed = time.monotonic() - started
+            finally:
+                os.kill(private_redis.pid, signal.SIGCONT)
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "GetCandles" in (caught.value.details() or "")
+    assert elapsed < 5
