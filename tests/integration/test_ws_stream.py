@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from core.adapters.events import EventPublisher
 from core.adapters.redis_keys import RedisKeys
 from tests.support import ws as support
-from tests.support.processes import Process, run_cli, running_gateway
+from tests.support.processes import Process, free_port, run_cli, running_core, running_gateway
 from tests.support.ws import (
     events,
     fresh_symbol,
@@ -46,6 +46,23 @@ WS_ENV = {"PERSEUS_WS_LEASE_S": "3", "PERSEUS_WS_MESSAGE_BURST": "30"}
 @pytest.fixture(scope="module")
 def ws_env(migrated_env: dict[str, str]) -> dict[str, str]:
     return {**migrated_env, **WS_ENV}
+
+
+@pytest.fixture(scope="module")
+def core_metrics_addr() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def core(migrated_env: dict[str, str], core_metrics_addr: str) -> Iterator[Process]:
+    """A core with its Prometheus endpoint on, to count the gateway's streams."""
+    with running_core(migrated_env, PERSEUS_CORE_METRICS_ADDR=core_metrics_addr) as process:
+        yield process
+
+
+def gauge(addr: str, name: str) -> float:
+    text = httpx.get(f"http://{addr}/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +151,31 @@ async def test_a_duplicate_subscribe_is_acknowledged_and_delivers_once(
         await send(ws, {"action": "unsubscribe", "channels": [channel]})
         assert await recv(ws) == {"type": "unsubscribed", "channels": [channel]}
     assert got[1]["seq"] == got[0]["seq"] + 1
+
+
+async def test_many_clients_share_one_core_stream_and_each_channel_is_held_once(
+    gateway: Process, key: str, core_metrics_addr: str, publisher: EventPublisher
+) -> None:
+    symbols = [fresh_symbol(), fresh_symbol()]
+    names = [f"prices:{s}" for s in symbols]
+    channels_before = gauge(gateway.addr, "perseus_ws_channels")
+    clients = [await open_stream(gateway.addr, key).__aenter__() for _ in range(12)]
+    try:
+        for i, ws in enumerate(clients):
+            await subscribe(ws, [names[i % 2]])
+        assert gauge(gateway.addr, "perseus_ws_channels") == channels_before + 2
+        multiplex = 'perseus_grpc_active_streams{method="/perseus.marketdata.v1.StreamService/Multiplex"}'
+        assert gauge(core_metrics_addr, multiplex) == 1  # one core stream for all the clients
+        await publish_prices(publisher, prices_channel(symbols[0]), range(1, 2))
+        got = [await recv(ws) for ws in clients[::2]]
+        assert {e["channel"] for e in got} == {names[0]}
+    finally:
+        for ws in clients:
+            await ws.close()
+    deadline = asyncio.get_running_loop().time() + 5
+    while gauge(gateway.addr, "perseus_ws_channels") != channels_before:  # the last one out unsubscribed
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
 
 
 # --- bad input -------------------------------------------------------------------------------
