@@ -47,6 +47,10 @@ bench-core: venv ## GetCandles req/s beside redis-benchmark, and Subscribe fan-o
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators
 
+.PHONY: bench-rest
+bench-rest: venv ## hot candle read through the REST gateway beside the two peers of ../shared/peers (wrk, 16/64/256 conns)
+	$(BIN)/python -m bench.rest
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 

@@ -65,9 +65,14 @@ def package_version() -> str:
         return UNKNOWN_VERSION
 
 
-def create_gateway_app(name: str, settings: GatewaySettings) -> GatewayApp:
-    """A Sanic app with the shared lifecycle, middleware, error handler, ``/health`` and ``/metrics``."""
-    context = GatewayContext(settings=settings, metrics=HttpMetrics(settings.process), version=package_version())
+def create_gateway_app(
+    name: str, settings: GatewaySettings, *, context_type: type[GatewayContext] = GatewayContext
+) -> GatewayApp:
+    """A Sanic app with the shared lifecycle, middleware, error handler, ``/health`` and ``/metrics``.
+
+    ``context_type``: a subclass of :class:`GatewayContext` with a gateway's own collaborators.
+    """
+    context = context_type(settings=settings, metrics=HttpMetrics(settings.process), version=package_version())
     app: GatewayApp = Sanic(
         name,
         ctx=context,

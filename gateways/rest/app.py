@@ -1,27 +1,105 @@
 """The REST gateway: ``create_app(settings)`` and the ``perseus rest`` entry point.
 
-It serves the shared ``/health`` and ``/metrics`` and the resource blueprints
-under ``/public/v1`` and ``/internal/v1``. Any other path
-answers 404 in the CONTRACT error format (the shared error handler).
+It serves the shared ``/health`` and ``/metrics``, the public reads under
+``/public/v1`` (:data:`OPERATIONS`), ingest under ``/internal/v1``, the
+OpenAPI document and ``/docs``. Any other path answers 404 in the CONTRACT
+error format (the shared error handler). Every response carries
+``X-Request-ID``, ``X-RateLimit-*`` and, for an allowed ``Origin``, CORS headers;
+a preflight is answered on every route.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sanic import HTTPResponse
+
 from gateways.common.app_base import GatewayApp, create_gateway_app
+from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
-from gateways.rest import ingest
+from gateways.rest import candles, ingest, market, prices, signals
+from gateways.rest.candle_cache import CandleCache, cache_counter
+from gateways.rest.context import RestApp, RestContext, RestRequest
+from gateways.rest.cors import cors_headers
+from gateways.rest.directory import Directory
+from gateways.rest.docs import docs_html
+from gateways.rest.guard import add_limit_headers
+from gateways.rest.limiter import RateLimiter, fallback_counter
+from gateways.rest.openapi import DOCS_PATH, SPEC_PATH, openapi_bytes, openapi_document
+from perseus.marketdata.v1 import market_data_service_pb2 as md
 
 APP_NAME = "perseus_rest"
+OPERATIONS = (
+    market.EXCHANGES,
+    market.SYMBOLS,
+    candles.CANDLES,
+    signals.SIGNAL,
+    signals.ALERTS,
+    prices.LATEST,
+    prices.RANGE,
+    prices.CONSENSUS,
+)
+PREFLIGHT_PATHS = (*(op.sanic_path for op in OPERATIONS), "/internal/v1/ingest", SPEC_PATH)
+CACHEABLE = {"Cache-Control": "public, max-age=60"}
 
 
 def create_app(settings: GatewaySettings) -> GatewayApp:
     """The REST gateway app; its clients open when the server starts."""
-    app = create_gateway_app(APP_NAME, settings)
-    app.blueprint(ingest.blueprint)
-    return app
+    app: RestApp = create_gateway_app(APP_NAME, settings, context_type=RestContext)  # type: ignore[assignment]
+    ctx = app.ctx
+    ctx.limit_fallbacks = fallback_counter(ctx.metrics.registry)
+    ctx.candle_results = cache_counter(ctx.metrics.registry)
+    document = openapi_document(OPERATIONS, version=ctx.version)
+    ctx.openapi = openapi_bytes(OPERATIONS, version=ctx.version)
+    ctx.docs = docs_html(document, spec_path=SPEC_PATH)
+    for blueprint in (market.blueprint, candles.blueprint, signals.blueprint, prices.blueprint, ingest.blueprint):
+        app.blueprint(blueprint)
+    app.add_route(openapi_spec, SPEC_PATH, methods=["GET"], name="openapi")
+    app.add_route(docs_page, DOCS_PATH, methods=["GET"], name="docs")
+    for index, path in enumerate(PREFLIGHT_PATHS):
+        app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight_{index}")
+    app.before_server_start(open_rest_clients)
+    app.on_response(add_edge_headers, priority=-900)
+    return app  # type: ignore[return-value]
+
+
+async def open_rest_clients(app: RestApp) -> None:
+    """After the shared clients (registered first): the limiter, the directory and the candle cache."""
+    ctx = app.ctx
+    assert ctx.redis is not None and ctx.core is not None
+    assert ctx.limit_fallbacks is not None and ctx.candle_results is not None
+    prefix = ctx.settings.redis_prefix
+    ctx.limiter = RateLimiter(ctx.redis, prefix, ctx.limit_fallbacks)
+    ctx.candles = CandleCache(ctx.redis, prefix, ctx.candle_results)
+    core = ctx.core
+
+    async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:
+        exchanges = await core.unary(core.market_data.ListExchanges, md.ListExchangesRequest(), request_id=None)
+        symbols = await core.unary(core.market_data.ListSymbols, md.ListSymbolsRequest(), request_id=None)
+        return exchanges, symbols
+
+    ctx.directory = Directory(fetch)
+
+
+async def add_edge_headers(request: RestRequest, response: HTTPResponse) -> None:
+    await add_limit_headers(request, response)
+    response.headers.update(
+        cors_headers(request.headers.get("origin"), request.app.ctx.settings.cors_origins, preflight=False)
+    )
+
+
+async def preflight(request: RestRequest, **_: str) -> HTTPResponse:
+    headers = cors_headers(request.headers.get("origin"), request.app.ctx.settings.cors_origins, preflight=True)
+    return HTTPResponse(status=204, headers=headers)
+
+
+async def openapi_spec(request: RestRequest) -> HTTPResponse:
+    return HTTPResponse(request.app.ctx.openapi, content_type=JSON_CONTENT_TYPE, headers=CACHEABLE)
+
+
+async def docs_page(request: RestRequest) -> HTTPResponse:
+    return HTTPResponse(request.app.ctx.docs, content_type="text/html; charset=utf-8", headers=CACHEABLE)
 
 
 def run_rest(environ: Mapping[str, str]) -> int:

@@ -1,0 +1,169 @@
+"""Ready public JSON of hot candle reads, valid exactly as long as the candle window it came from.
+
+A candle read costs a gRPC call and the projection of up to 1000 candles;
+the same few (exchange, symbol, timeframe, limit) are read over and over.
+The gateway therefore keeps the finished response body, and before serving it
+reads the *newest member* of the core's Redis candle window (one ``ZRANGE
+-1 -1``): the core adds each closed candle there (a rewrite of a candle
+replaces its member), so the body is served only while that newest member
+is unchanged. The probe is taken *before* the core is called, so a candle
+that closes during the call makes the stored probe old and the next request
+fetches again: a body is never kept under a newer probe than it saw.
+An answer to "the newest ``limit``" is kept only when its newest candle *is*
+the probe's member: the core may itself answer from a cache that a candle
+close reaches a moment after the window (it drops answers on the
+``candle_close`` event), and such an answer is passed on but never kept.
+Entries also expire after :data:`MAX_AGE_S`. Closed candles are final (the
+core never rewrites one, and a rewrite of the newest would change the probe),
+so the expiry is only a bound for the unexpected. When Redis does not answer
+the probe, nothing is cached or served from the cache.
+
+Requests for the same window that arrive while its probe is in flight share
+that probe (one ``ZRANGE`` for all of them), so under load the probe costs a
+fraction of a round trip per request; what they are served is then at most
+one Redis round trip older than their arrival. Likewise, requests that miss
+with the same probe share one core call (:meth:`CandleCache.answer`), so an
+expiry or a close does not send every waiting request to the core.
+
+The window's key is the core's (``P candles:{exchange:SYMBOL}:tf``);
+``tests/unit/test_candle_cache.py`` checks it against
+``core.adapters.redis_keys`` so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+# A fetch gives the body and whether it may be kept (it saw the window the probe saw).
+Fetch = Callable[[], Awaitable[tuple[bytes, bool]]]
+
+MAX_AGE_S = 5.0
+MAX_ENTRIES = 2_048
+PROBE_TIMEOUT_S = 0.25
+
+
+def cache_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "perseus_rest_candle_cache",
+        "Candle reads by how they were answered: hit, miss (one core call), shared (joined a miss), bypass",
+        ["result"],
+        registry=registry,
+    )
+
+
+def probe_of(newest: list[tuple[bytes, float]]) -> bytes:
+    """A probe from the reply of ``ZRANGE key -1 -1 WITHSCORES``: ``b"<score>:<member>"``, or b"" when empty."""
+    if not newest:
+        return b""
+    member, score = newest[0]
+    return b"%d:%b" % (int(score), member)
+
+
+def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
+    return f"{prefix}candles:{{{exchange}:{symbol}}}:{timeframe}"
+
+
+class CandleCache:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        counter: Counter,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, tuple[float, bytes, bytes]] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
+        self._fetching: dict[tuple[Hashable, bytes], asyncio.Task[tuple[bytes, bool]]] = {}
+        self._results = {result: counter.labels(result) for result in ("hit", "miss", "shared", "bypass")}
+
+    async def answer(self, key: Hashable, probe: bytes | None, fetch: Fetch) -> bytes:
+        """The body for ``key``: kept under ``probe``, or fetched once for every request missing with it."""
+        if probe is None:  # Redis did not answer: nothing is kept or served from here
+            self._results["bypass"].inc()
+            return (await fetch())[0]
+        body = self.get(key, probe)
+        if body is not None:
+            self._results["hit"].inc()
+            return body
+        slot = (key, probe)
+        task = self._fetching.get(slot)
+        if task is not None:
+            self._results["shared"].inc()
+            return (await asyncio.shield(task))[0]
+        self._results["miss"].inc()
+        task = asyncio.ensure_future(fetch())  # not cancelled with the request that started it
+        self._fetching[slot] = task
+        task.add_done_callback(lambda done: self._fetched(key, probe, slot, done))
+        return (await asyncio.shield(task))[0]
+
+    def _fetched(
+        self, key: Hashable, probe: bytes, slot: tuple[Hashable, bytes], task: asyncio.Task[tuple[bytes, bool]]
+    ) -> None:
+        del self._fetching[slot]
+        if task.cancelled() or task.exception() is not None:
+            return  # the error went to the requests waiting for it
+        body, keep = task.result()
+        if keep:
+            self.put(key, probe, body)
+
+    async def probe(self, exchange: str, symbol: str, timeframe: str) -> bytes | None:
+        """The newest member of the window with its score; None when Redis does not answer."""
+        key = window_key(self._prefix, exchange, symbol, timeframe)
+        shared = self._in_flight.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        result: bytes | None = None
+        try:
+            result = await self._read(key)
+        finally:
+            del self._in_flight[key]
+            future.set_result(result)  # a cancelled probe leaves its followers uncached, not stuck
+        return result
+
+    async def _read(self, key: str) -> bytes | None:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                return probe_of(await self._redis.zrange(key, -1, -1, withscores=True))
+        except (RedisError, OSError, TimeoutError):
+            return None
+
+    def add_probe(self, exchange: str, symbol: str, timeframe: str) -> Callable[[Pipeline], object]:
+        """The probe as a command for someone else's pipeline (the limiter's); read it with :func:`probe_of`."""
+        key = window_key(self._prefix, exchange, symbol, timeframe)
+        return lambda pipe: pipe.zrange(key, -1, -1, withscores=True)
+
+    @staticmethod
+    def newest_member(probe: bytes) -> bytes:
+        """The window's newest member as a probe saw it (empty for an empty window)."""
+        return probe.partition(b":")[2]
+
+    def get(self, key: Hashable, probe: bytes) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        stored_at, stored_probe, body = entry
+        if stored_probe != probe or self._clock() - stored_at >= MAX_AGE_S:
+            return None
+        return body
+
+    def put(self, key: Hashable, probe: bytes, body: bytes) -> None:
+        self._entries[key] = (self._clock(), probe, body)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)

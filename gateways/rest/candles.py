@@ -1,0 +1,88 @@
+"""``GET /public/v1/candles/{exchange}/{symbol}``: OHLCV candles, oldest first, the hot read.
+
+A body is served from :class:`~gateways.rest.candle_cache.CandleCache` while
+the candle window it came from is unchanged; otherwise the core is asked and
+the new body is kept.
+"""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse
+
+from gateways.rest import ratelimit
+from gateways.rest.candle_cache import CandleCache, probe_of
+from gateways.rest.context import RestRequest
+from gateways.rest.guard import authenticate, parameters, spend
+from gateways.rest.limiter import NOT_READ
+from gateways.rest.operations import Operation
+from gateways.rest.params import PAIR_IN_PATH, TIMEFRAME_NAMES, Param
+from gateways.rest.reads import body_of, call, raw_json, set_time
+from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
+
+MAX_CANDLES = 1000
+DEFAULT_CANDLES = 100
+
+blueprint = Blueprint("candles", url_prefix="/public/v1")
+
+CANDLES = Operation(
+    name="get_candles",
+    path="/public/v1/candles/{exchange}/{symbol}",
+    summary="Candles",
+    description=(
+        "Closed OHLCV candles, oldest first: the newest `limit` ones (before `end` if given), or with `start`"
+        " the first `limit` from it. Ranges are half-open: `start <= timestamp < end`."
+        " Unknown exchange or symbol: 404."
+    ),
+    tag="candles",
+    params=(
+        *PAIR_IN_PATH,
+        Param("timeframe", "timeframe", "Candle timeframe", default="1h"),
+        Param("limit", "integer", "How many candles", default=DEFAULT_CANDLES, maximum=MAX_CANDLES),
+        Param("start", "time", "First open time, inclusive"),
+        Param("end", "time", "Last open time, exclusive"),
+    ),
+    data=candles_pb2.Candle.DESCRIPTOR,
+    cost="ceil(limit / 100)",
+)
+
+
+@CANDLES.register(blueprint)
+async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
+    api_key = await authenticate(request)
+    values = parameters(request, CANDLES)
+    ctx = request.app.ctx
+    assert ctx.directory is not None and ctx.candles is not None
+    exchange, symbol = values["exchange"], values["symbol"]
+    timeframe = TIMEFRAME_NAMES[values["timeframe"]]
+    key = (exchange, symbol, values["timeframe"], values["limit"], values["start"], values["end"])
+    # The limiter's round trip carries the probe; a key that is not limited probes on its own.
+    newest = await spend(
+        request,
+        api_key,
+        ratelimit.candles_cost(values["limit"]),
+        also=ctx.candles.add_probe(exchange, symbol, timeframe),
+    )
+    await ctx.directory.require(exchange, symbol)
+    probe = probe_of(newest) if newest is not NOT_READ else await ctx.candles.probe(exchange, symbol, timeframe)
+    message = md.GetCandlesRequest(
+        exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
+    )
+    set_time(message, "start_time", values["start"])
+    set_time(message, "end_time", values["end"])
+    unbounded = values["start"] is None and values["end"] is None
+
+    async def fetch() -> tuple[bytes, bool]:
+        reply = await call(request, "GetCandles", message)
+        return body_of(reply.candles, CANDLES), probe is not None and _agrees(reply, probe, unbounded=unbounded)
+
+    return raw_json(await ctx.candles.answer(key, probe, fetch))
+
+
+def _agrees(reply: md.GetCandlesResponse, probe: bytes, *, unbounded: bool) -> bool:
+    """Whether the answer saw the window the probe saw: for "the newest", its newest candle is the probe's."""
+    if not unbounded:
+        return True  # a bounded read is not answered from the core's close-invalidated cache
+    member = CandleCache.newest_member(probe)
+    if not member or not reply.candles:
+        return not member and not reply.candles
+    return reply.candles[-1] == candles_pb2.Candle.FromString(member)

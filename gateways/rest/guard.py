@@ -1,0 +1,70 @@
+"""The door of every public REST route: who is asking (the key), what they ask, can they afford it (limit).
+
+:func:`admit` authenticates the request's key through the cached
+:class:`~gateways.common.auth.KeyCache` (401 first), parses the operation's
+parameters (then 400), spends the request's cost from the key's shared limit
+(then 429) and leaves the ``X-RateLimit-*`` headers on ``request.ctx`` for :func:`add_limit_headers`, the
+response middleware, to put on whatever response follows (errors included).
+Responses that no key paid for (open routes, a missing key) carry the
+"not limited" values, all three 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sanic import HTTPResponse
+
+from gateways.common.auth import presented_key
+from gateways.common.errors import RateLimitExceeded
+from gateways.rest.context import RestRequest
+from gateways.rest.limiter import Also
+from gateways.rest.operations import Operation, path_values
+from gateways.rest.ratelimit import BASE_COST, NOT_LIMITED
+from perseus.marketdata.v1 import key_service_pb2
+
+Cost = Callable[[dict[str, Any]], int]
+
+
+def flat_cost(values: dict[str, Any]) -> int:
+    return BASE_COST
+
+
+async def admit(request: RestRequest, operation: Operation, cost: Cost = flat_cost) -> dict[str, Any]:
+    """The operation's parameter values, once this key may make this request: 401, then 400, then 429."""
+    api_key = await authenticate(request)
+    values = parameters(request, operation)
+    await spend(request, api_key, cost(values))
+    return values
+
+
+async def authenticate(request: RestRequest) -> key_service_pb2.ApiKey:
+    assert request.app.ctx.keys is not None
+    return await request.app.ctx.keys.authenticate(presented_key(request))
+
+
+def parameters(request: RestRequest, operation: Operation) -> dict[str, Any]:
+    return operation.values(path_values(request.match_info), dict(request.args))
+
+
+async def spend(request: RestRequest, api_key: key_service_pb2.ApiKey, cost: int, *, also: Also | None = None) -> Any:
+    """Spend ``cost`` of the key's limit (429 when it does not fit); the reply of ``also``, or NOT_READ."""
+    assert request.app.ctx.limiter is not None
+    decision, read = await request.app.ctx.limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost, also=also)
+    request.ctx.rate_headers = decision.headers()
+    if not decision.allowed:
+        raise RateLimitExceeded(
+            decision.retry_after_s(time.time()),
+            f"rate limit of {decision.limit} units per minute exceeded; this request costs {cost}",
+        )
+    return read
+
+
+_NOT_LIMITED_HEADERS = NOT_LIMITED.headers()
+
+
+async def add_limit_headers(request: RestRequest, response: HTTPResponse) -> None:
+    headers = getattr(request.ctx, "rate_headers", None) or _NOT_LIMITED_HEADERS
+    response.headers.update(headers)

@@ -1,0 +1,44 @@
+"""What every public read route does around its core call: parameters, admission, the call, the body.
+
+:func:`body_of` is the only way a route turns a core reply into a response:
+``{"data": …}`` built by :func:`~gateways.common.projection.to_public`, so no
+route names a field and no internal field can slip through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from google.protobuf.message import Message
+from sanic import HTTPResponse
+
+from gateways.common.http import JSON_CONTENT_TYPE, request_id_of
+from gateways.common.projection import projector
+from gateways.rest.context import RestRequest
+from gateways.rest.operations import Operation
+
+
+async def call(request: RestRequest, method_name: str, message: Message) -> Any:
+    core = request.app.ctx.core
+    assert core is not None
+    return await core.unary(getattr(core.market_data, method_name), message, request_id=request_id_of(request))
+
+
+def body_of(items: Message | Iterable[Message], operation: Operation, meta: dict[str, Any] | None = None) -> bytes:
+    project = projector(operation.data)
+    data: Any = [project(item) for item in items] if operation.many else project(items)  # type: ignore[arg-type]
+    document: dict[str, Any] = {"data": data}
+    if meta is not None:
+        document["meta"] = meta
+    return orjson.dumps(document)
+
+
+def raw_json(body: bytes) -> HTTPResponse:
+    return HTTPResponse(body, content_type=JSON_CONTENT_TYPE)
+
+
+def set_time(message: Message, field: str, ms: int | None) -> None:
+    if ms is not None:
+        getattr(message, field).FromMilliseconds(ms)

@@ -1,0 +1,83 @@
+"""``GET /public/v1/signals/{exchange}/{symbol}`` (the current trade signal) and ``GET /public/v1/alerts``.
+
+The alert history is cursor-paginated: ``meta.next_cursor`` is the core's
+page token, null on the last page, and goes back as ``cursor``.
+"""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse
+
+from gateways.rest import ratelimit
+from gateways.rest.context import RestRequest
+from gateways.rest.guard import admit
+from gateways.rest.operations import Operation
+from gateways.rest.params import PAIR_IN_PATH, Param
+from gateways.rest.reads import body_of, call, raw_json, set_time
+from perseus.marketdata.v1 import market_data_service_pb2 as md, signals_pb2
+
+MAX_ALERTS = 1000
+DEFAULT_ALERTS = 100
+
+blueprint = Blueprint("signals", url_prefix="/public/v1")
+
+SIGNAL = Operation(
+    name="get_signal",
+    path="/public/v1/signals/{exchange}/{symbol}",
+    summary="Current trade signal",
+    description="The latest trade signal of a pair and timeframe. Unknown exchange or symbol, or no signal yet: 404.",
+    tag="signals",
+    params=(
+        *PAIR_IN_PATH,
+        Param("timeframe", "timeframe", "Timeframe of the indicator", default="1h"),
+    ),
+    data=signals_pb2.TradeSignal.DESCRIPTOR,
+    many=False,
+)
+ALERTS = Operation(
+    name="list_alerts",
+    path="/public/v1/alerts",
+    summary="Signal history",
+    description=(
+        "Trade signals, newest first, filtered by any of exchange, symbol, timeframe and `since`."
+        " Pass `meta.next_cursor` back as `cursor` for the next page; it is null on the last page."
+    ),
+    tag="signals",
+    params=(
+        Param("exchange", "exchange", "Only this exchange", example="sim"),
+        Param("symbol", "symbol", "Only this pair", example="BTC-USD"),
+        Param("timeframe", "timeframe", "Only this timeframe"),
+        Param("since", "time", "Only signals at or after this time"),
+        Param("limit", "integer", "Page size", default=DEFAULT_ALERTS, maximum=MAX_ALERTS),
+        Param("cursor", "cursor", "`meta.next_cursor` of the previous page"),
+    ),
+    data=signals_pb2.TradeSignal.DESCRIPTOR,
+    paged=True,
+    cost="ceil(limit / 100)",
+)
+
+
+@SIGNAL.register(blueprint)
+async def get_signal(request: RestRequest, **_: str) -> HTTPResponse:
+    values = await admit(request, SIGNAL)
+    assert request.app.ctx.directory is not None
+    await request.app.ctx.directory.require(values["exchange"], values["symbol"])
+    message = md.GetSignalRequest(exchange=values["exchange"], symbol=values["symbol"], timeframe=values["timeframe"])
+    reply = await call(request, "GetSignal", message)
+    return raw_json(body_of(reply.signal, SIGNAL))
+
+
+@ALERTS.register(blueprint)
+async def list_alerts(request: RestRequest) -> HTTPResponse:
+    values = await admit(request, ALERTS, lambda v: ratelimit.alerts_cost(v["limit"]))
+    message = md.ListAlertsRequest(
+        exchange=values["exchange"] or "",
+        symbol=values["symbol"] or "",
+        timeframe=values["timeframe"] or 0,
+        page_size=values["limit"],
+        page_token=values["cursor"] or "",
+    )
+    set_time(message, "since_time", values["since"])
+    reply = await call(request, "ListAlerts", message)
+    meta = {"next_cursor": reply.next_page_token or None, "limit": values["limit"]}
+    return raw_json(body_of(reply.signals, ALERTS, meta))

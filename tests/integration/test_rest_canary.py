@@ -1,0 +1,127 @@
+"""Whitelisting at the REST edge: internal values stored in the real stores never reach a public response.
+
+Every internal field the public routes' data carries is filled, in PostgreSQL
+and in the Redis candle window, with a value found nowhere else (ids, the
+internal alert fields, candle sequence numbers, the worker id, the API key's
+id); the core then reads them through its real paths. Every public route is
+called, and no body or header may contain any canary, nor the name of any
+internal field, nor an internal Redis key or channel name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from gateways.common.projection import is_public
+from perseus.marketdata.v1 import candles_pb2, market_pb2, prices_pb2, signals_pb2
+from tests.support.market_seed import Seed
+from tests.support.rest_stack import RestStack, seeded_rest_stack
+
+pytestmark = pytest.mark.integration
+
+SEED = Seed(
+    exchange="canaryx",
+    exchange_id=91_337_101,
+    symbol_id=91_337_102,
+    symbol="CANARY-USD",
+    sequence_base=91_337_200,
+    alert_id_base=91_337_300,
+    alert_type="canary-alert-type",
+    trigger_label="canary-trigger-label",
+    trigger_value=91_337_401.5,
+    signal_delta=91_337_402.25,
+    worker_id="canary-worker",
+    feed_id_base=91_337_500,
+)
+FIRST_KEY_ID = 91_337_600
+MESSAGES = (
+    market_pb2.Exchange,
+    market_pb2.Symbol,
+    candles_pb2.Candle,
+    signals_pb2.TradeSignal,
+    prices_pb2.PriceFeed,
+    prices_pb2.LatestPrice,
+    prices_pb2.PriceBucket,
+    prices_pb2.ConsensusPrice,
+)
+INTERNAL_FIELD_NAMES = sorted({f.name for m in MESSAGES for f in m.DESCRIPTOR.fields if not is_public(f)})
+
+
+def canaries(stack: RestStack) -> list[str]:
+    values = [
+        str(SEED.exchange_id),
+        str(SEED.symbol_id),
+        *(str(SEED.sequence_base + i) for i in range(SEED.candles)),
+        *(str(SEED.alert_id_base + i) for i in range(SEED.alerts)),
+        *(str(SEED.feed_id_base + i) for i in range(4)),
+        *(str(FIRST_KEY_ID + i) for i in range(3)),
+        SEED.alert_type,
+        SEED.trigger_label,
+        "91337401",  # trigger_value (+ i)
+        "91337402",  # signal_delta (+ i)
+        SEED.worker_id,
+        stack.env["PERSEUS_REDIS_PREFIX"],
+        "ch:candles",
+        "ch:signals",
+        "ch:prices",
+        "ratelimit:",
+        *(f'"{name}"' for name in INTERNAL_FIELD_NAMES),
+    ]
+    return values
+
+
+@pytest.fixture(scope="module")
+def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestStack]:
+    with seeded_rest_stack(base_env, admin_database_url, SEED, first_key_id=FIRST_KEY_ID) as stack:
+        yield stack
+
+
+def public_calls(stack: RestStack) -> list[httpx.Response]:
+    pair = f"{SEED.exchange}/{SEED.symbol}"
+    calls = [
+        ("/public/v1/exchanges", {}),
+        ("/public/v1/symbols", {}),
+        ("/public/v1/symbols", {"exchange": SEED.exchange}),
+        (f"/public/v1/candles/{pair}", {}),
+        (f"/public/v1/candles/{pair}", {"limit": 5}),  # the Redis window only
+        (f"/public/v1/candles/{pair}", {"start": SEED.first_open_ms, "limit": 3}),  # PostgreSQL only
+        (f"/public/v1/signals/{pair}", {"timeframe": "1h"}),
+        ("/public/v1/alerts", {"exchange": SEED.exchange}),
+        ("/public/v1/prices/latest", {"symbols": SEED.symbol}),
+        (
+            "/public/v1/prices/range",
+            {"symbol": SEED.symbol, "from": int(time.time() * 1000) - 86_400_000, "interval": "1d"},
+        ),
+        ("/public/v1/aggregates/consensus", {"symbols": SEED.symbol}),
+        (f"/public/v1/candles/{SEED.exchange}/NONE-USD", {}),  # errors too
+        (f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}", {"timeframe": "1m"}),
+    ]
+    responses = [stack.get(path, params=params) for path, params in calls]
+    first_page = stack.get("/public/v1/alerts", params={"exchange": SEED.exchange, "limit": 2}).json()
+    responses.append(stack.get("/public/v1/alerts", params={"limit": 2, "cursor": first_page["meta"]["next_cursor"]}))
+    for tier in ("free", "internal"):
+        responses.append(stack.get(f"/public/v1/candles/{pair}", tier=tier))
+    responses.append(httpx.get(f"http://{stack.rest.addr}/public/v1/openapi.json"))
+    responses.append(httpx.get(f"http://{stack.rest.addr}/docs"))
+    return responses
+
+
+def test_the_seeded_internal_values_are_really_read(stack: RestStack) -> None:
+    """The canaries sit where the routes read: the data comes back, only the internal parts are gone."""
+    candles = stack.get(f"/public/v1/candles/{SEED.exchange}/{SEED.symbol}").json()["data"]
+    alerts = stack.get("/public/v1/alerts", params={"exchange": SEED.exchange}).json()["data"]
+    assert len(candles) == SEED.candles and len(alerts) == SEED.alerts
+    assert candles[0]["volume"] == "0"  # zero values of public fields still appear
+
+
+def test_no_canary_reaches_any_public_response(stack: RestStack) -> None:
+    wanted = canaries(stack)
+    for response in public_calls(stack):
+        assert response.status_code in (200, 404), (response.url, response.text)
+        text = response.text + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        leaked = [canary for canary in wanted if canary in text]
+        assert not leaked, f"{response.url} leaked {leaked}"

@@ -1,0 +1,58 @@
+"""The OpenAPI document and the /docs page come from the route declarations and the protos' visibility."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from gateways.common.projection import is_public, public_schema
+from gateways.rest.app import OPERATIONS
+from gateways.rest.docs import docs_html
+from gateways.rest.openapi import SPEC_PATH, openapi_document
+from perseus.marketdata.v1 import candles_pb2, market_pb2, prices_pb2, signals_pb2
+
+DOCUMENT = openapi_document(OPERATIONS, version="1.2.3")
+PROJECTED = (
+    market_pb2.Exchange,
+    market_pb2.Symbol,
+    candles_pb2.Candle,
+    signals_pb2.TradeSignal,
+    prices_pb2.LatestPrice,
+)
+
+
+def test_every_route_is_documented_with_its_parameters() -> None:
+    assert DOCUMENT["openapi"] == "3.1.0" and DOCUMENT["info"]["version"] == "1.2.3"
+    for operation in OPERATIONS:
+        documented = DOCUMENT["paths"][operation.path][operation.method.lower()]
+        assert [p["name"] for p in documented["parameters"]] == [p.name for p in operation.params]
+        assert {"200", "400", "401", "404", "429", "503"} <= set(documented["responses"])
+        assert "Retry-After" in documented["responses"]["429"]["headers"]
+        assert operation.cost in documented["description"]
+
+
+def test_schemas_are_the_projection_schemas() -> None:
+    schemas = DOCUMENT["components"]["schemas"]
+    for message in PROJECTED:
+        assert schemas[message.DESCRIPTOR.name] == public_schema(
+            message.DESCRIPTOR, ref=lambda d: {"$ref": f"#/components/schemas/{d.name}"}
+        )
+    candles = DOCUMENT["paths"]["/public/v1/candles/{exchange}/{symbol}"]["get"]["responses"]["200"]
+    body = candles["content"]["application/json"]["schema"]
+    assert body["properties"]["data"] == {"type": "array", "items": {"$ref": "#/components/schemas/Candle"}}
+    alerts = DOCUMENT["paths"]["/public/v1/alerts"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert alerts["schema"]["properties"]["meta"]["properties"]["next_cursor"] == {"type": ["string", "null"]}
+
+
+def test_no_internal_field_is_named_in_the_document() -> None:
+    text = json.dumps(DOCUMENT)
+    internal = {f.name for m in PROJECTED for f in m.DESCRIPTOR.fields if not is_public(f)} - {"id"}
+    assert internal and not [name for name in internal if f'"{name}"' in text]
+    assert '"id"' not in text
+
+
+def test_the_docs_page_is_self_contained() -> None:
+    page = docs_html(DOCUMENT, spec_path=SPEC_PATH).decode()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "<script" not in page
+    for operation in OPERATIONS:
+        assert operation.path in page
