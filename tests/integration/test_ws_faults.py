@@ -47,7 +47,7 @@ key = support.key  # fixtures: an internal key, the core's event publisher
 publisher = support.publisher
 
 SLOW_CLIENT_S = 2.0
-PATIENT_SLOW_CLIENT_S = 6.0  # long enough for the slow client to miss megabytes before it is closed
+PATIENT_SLOW_CLIENT_S = 10.0  # long enough for the slow client to miss megabytes before it is closed
 EVENT_BYTES = 250  # about the size of one price_update frame here
 FAULT_ENV = {
     "PERSEUS_WS_HEARTBEAT_S": "2",
@@ -165,7 +165,7 @@ async def test_a_client_that_stops_reading_is_skipped_then_closed_and_others_are
     assert max(fast_lateness) < 2.0
     # What the slow client missed (megabytes) never accumulated in the gateway.
     grown = psutil.Process(gateway.pid).memory_info().rss - rss_before
-    assert missed_bytes > 4_000_000 and grown < missed_bytes / 2, (grown, missed_bytes)
+    assert missed_bytes > 3_000_000 and grown < missed_bytes / 2, (grown, missed_bytes)
 
 
 async def publish_stamped(publisher: EventPublisher, channel: object, count: int) -> int:
