@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators bench-core
+.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators bench-core bench-ws
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,6 @@ bench-rest: venv ## hot candle read through the REST gateway beside the two peer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench-ws: venv ## WebSocket fan-out: perseus ws beside the two reference bridges (1k and 10k clients, 20 channels)
+	$(BIN)/python -m bench.ws

@@ -23,6 +23,7 @@ from perseus.marketdata.v1 import (
     key_service_pb2_grpc,
     market_data_service_pb2,
     market_data_service_pb2_grpc,
+    stream_service_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class CoreClient:
         self.market_data = market_data_service_pb2_grpc.MarketDataServiceStub(channel)
         self.ingest = ingest_service_pb2_grpc.IngestServiceStub(channel)
         self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
+        self.streams = stream_service_pb2_grpc.StreamServiceStub(channel)
 
     @classmethod
     def connect(cls, addr: str, *, deadline_s: float) -> CoreClient:

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_STARTUP_ERROR = 2
 REDIS_PREFLIGHT_TIMEOUT_S = 3.0
+# Sanic's default (100) drops SYNs when thousands of WebSocket clients connect at once.
+LISTEN_BACKLOG = 4096
 
 AppFactory = Callable[[GatewaySettings], GatewayApp]
 
@@ -61,6 +63,7 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
             single_process=True,
             access_log=False,
             motd=False,
+            backlog=LISTEN_BACKLOG,
         )
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__

@@ -2,7 +2,7 @@
 
 Covers the shared gateway skeleton: /health (mode, per-service status, 200 or
 503), X-Request-ID, the contract error body for unknown routes, /metrics,
-startup failures (bad address, port in use) and the WebSocket placeholder.
+startup failures (bad address, port in use) and that the WebSocket route is served.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 # /health must answer within about 2 s whatever the core does; a hang fails the request.
 HEALTH_TIMEOUT_S = 3.0
-CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INVALID_KEY = 4001
 
 
 def get(process: Process, path: str, **headers: str) -> httpx.Response:
@@ -103,13 +103,13 @@ def test_ws_gateway_health(ws: Process) -> None:
     assert response.headers["x-request-id"] == "it-ws-1"
 
 
-def test_ws_stream_is_a_placeholder_that_closes_with_1013(ws: Process) -> None:
+def test_ws_stream_without_a_key_closes_with_4001(ws: Process) -> None:
+    """The stream itself is covered by test_ws_stream.py; here only that the route is served."""
     with ws_connect(f"ws://{ws.addr}/public/v1/stream", open_timeout=5) as connection:
         with pytest.raises(ConnectionClosed) as closed:
             connection.recv(timeout=5)
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == CLOSE_TRY_AGAIN_LATER
-    assert closed.value.rcvd.reason == "streaming is not available yet"
+    assert closed.value.rcvd.code == CLOSE_INVALID_KEY
 
 
 # --- without a core ------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""The AsyncAPI 3 document of ``/public/v1/stream``, built from the same declarations as the messages.
+
+Event ``data`` schemas come from :func:`gateways.common.projection.public_schema`
+of the payload messages of ``StreamEvent`` (so a field is in the document
+exactly when the proto declares it public), and the resume-gap fields from
+``ResumeGap``. Close codes, error codes and limits come from the protocol
+module's constants. Pure code: ``asyncapi_document(version, host)`` is a dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor
+
+from gateways.common.projection import public_schema
+from gateways.ws import limits, protocol
+from gateways.ws.channels import FAMILIES, TIMEFRAMES
+from gateways.ws.protocol import CloseCode, ErrorCode
+from perseus.marketdata.v1 import stream_service_pb2 as pb
+
+STREAM_PATH = "/public/v1/stream"
+SCHEMAS = "#/components/schemas/"
+MESSAGES = "#/components/messages/"
+
+
+def _schemas(root: Descriptor, into: dict[str, Any]) -> dict[str, Any]:
+    """``root``'s public schema in ``into`` (and its nested messages), referenced by name."""
+
+    def ref(descriptor: Descriptor) -> dict[str, Any]:
+        if descriptor.name not in into:
+            into[descriptor.name] = {}
+            into[descriptor.name] = public_schema(descriptor, ref=ref)
+        return {"$ref": SCHEMAS + descriptor.name}
+
+    return ref(root)
+
+
+def _event_payloads() -> dict[str, Descriptor]:
+    payload = pb.StreamEvent.DESCRIPTOR.oneofs_by_name["payload"]
+    return {field.name: field.message_type for field in payload.fields}
+
+
+def _envelope(properties: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def asyncapi_document(version: str, host: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    channel_name = {
+        "type": "string",
+        "maxLength": 100,
+        "description": "candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, prices:{SYMBOL}; "
+        "optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). "
+        f"Families: {', '.join(FAMILIES)}; timeframes: {', '.join(TIMEFRAMES)}.",
+    }
+    channels_list = {
+        "type": "array",
+        "items": channel_name,
+        "minItems": 1,
+        "maxItems": protocol.MAX_CHANNELS_PER_MESSAGE,
+    }
+    messages: dict[str, Any] = {
+        "subscribe": _envelope(
+            {
+                "action": {"const": "subscribe"},
+                "channels": channels_list,
+                "resume": {
+                    "type": "object",
+                    "description": "last seq seen per channel: what came after it is replayed first",
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                },
+            },
+            "Add channels (a connection holds at most "
+            f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}). Applied whole or not at all.",
+        ),
+        "unsubscribe": _envelope({"action": {"const": "unsubscribe"}, "channels": channels_list}, "Remove channels."),
+        "subscribed": _envelope(
+            {"type": {"const": "subscribed"}, "channels": {"type": "array", "items": channel_name}},
+            "Acknowledges a subscribe; lists the channels as the client named them.",
+        ),
+        "unsubscribed": _envelope(
+            {"type": {"const": "unsubscribed"}, "channels": {"type": "array", "items": channel_name}},
+            "Acknowledges an unsubscribe.",
+        ),
+        "error": _envelope(
+            {
+                "type": {"const": "error"},
+                "code": {"type": "string", "enum": [c.value for c in ErrorCode]},
+                "message": {"type": "string"},
+            },
+            "A message was refused; the connection stays open.",
+        ),
+        "heartbeat": _envelope(
+            {"type": {"const": "heartbeat"}, "timestamp": {"type": "string", "format": "date-time"}},
+            "Sent every 30 s, as well as protocol pings.",
+        ),
+    }
+    gap = public_schema(pb.ResumeGap.DESCRIPTOR)
+    messages["resume_gap"] = _envelope(
+        {"type": {"const": "resume_gap"}, **gap["properties"], "channel": channel_name},
+        "The channel's history no longer reaches back to requested_seq: the events after it and before "
+        "first_available_seq are gone. Sent before the replay that starts at first_available_seq.",
+    )
+    for event_type, descriptor in _event_payloads().items():
+        messages[event_type] = _envelope(
+            {
+                "type": {"const": event_type},
+                "channel": channel_name,
+                "seq": {"type": "integer", "minimum": 1, "description": "increases by one per channel"},
+                "data": _schemas(descriptor, schemas),
+            },
+            f"One {event_type.replace('_', ' ')} event.",
+        )
+    received = ["subscribe", "unsubscribe"]
+    sent = [name for name in messages if name not in received]
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Perseus public stream",
+            "version": version,
+            "description": _description(),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "gateway": {
+                "host": host,
+                "protocol": "ws",
+                "security": [
+                    {"$ref": "#/components/securitySchemes/apiKeyQuery"},
+                    {"$ref": "#/components/securitySchemes/apiKeyHeader"},
+                ],
+            }
+        },
+        "channels": {
+            "stream": {
+                "address": STREAM_PATH,
+                "messages": {name: {"$ref": MESSAGES + name} for name in messages},
+                "bindings": {
+                    "ws": {"method": "GET", "query": {"type": "object", "properties": {"apiKey": {"type": "string"}}}}
+                },
+            }
+        },
+        "operations": {
+            "receiveRequests": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/stream"},
+                "messages": [{"$ref": f"#/channels/stream/messages/{name}"} for name in received],
+            },
+            "sendMessages": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/stream"},
+                "messages": [{"$ref": f"#/channels/stream/messages/{name}"} for name in sent],
+            },
+        },
+        "components": {
+            "messages": {name: {"name": name, "payload": payload} for name, payload in messages.items()},
+            "schemas": schemas,
+            "securitySchemes": {
+                "apiKeyQuery": {"type": "httpApiKey", "name": "apiKey", "in": "query"},
+                "apiKeyHeader": {"type": "httpApiKey", "name": "X-API-Key", "in": "header"},
+            },
+        },
+    }
+
+
+def _description() -> str:
+    codes = {
+        CloseCode.INVALID_KEY: "missing or invalid key",
+        CloseCode.TOO_MANY_CONNECTIONS: "the key already has its maximum number of connections (5 by default)",
+        CloseCode.TOO_SLOW: "the client is too slow (backpressure)",
+        CloseCode.TOO_MANY_MESSAGES: "the client sends too many messages",
+        CloseCode.MESSAGE_TOO_BIG: "a frame is too large",
+    }
+    lines = [f"- {int(code)}: {text}" for code, text in codes.items()]
+    return (
+        "Live candle closes, trade signals and price updates. Authenticate with ?apiKey= or X-API-Key.\n"
+        f"A message names 1 to {protocol.MAX_CHANNELS_PER_MESSAGE} channels; a connection holds at most "
+        f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}. At most {limits.MESSAGE_RATE_PER_S:g} messages/s "
+        f"(bursts of {limits.MESSAGE_BURST}). A client more than {limits.SKIP_BYTES // 1024} KiB behind has "
+        "events skipped (a seq gap) and is then closed. Close codes:\n" + "\n".join(lines)
+    )

@@ -1,0 +1,176 @@
+"""The public stream's message protocol (CONTRACT.md, WebSocket gateway): client frames in, server frames out.
+
+Pure code, no asyncio: :func:`parse_client_message` turns one received frame
+into a :class:`Subscribe`, an :class:`Unsubscribe` or a :class:`ProtocolError`
+(the ``error`` message to send back); the ``*_message`` functions give the
+JSON bytes of each server message, and :func:`text_frame` the WebSocket frame
+that carries them. An event is serialised once per channel
+(:func:`event_message`, from a ``data`` already rendered to JSON) and its frame
+encoded once for every client that receives it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateways.ws.channels import InvalidChannel, canonical_channel
+
+MAX_CHANNELS_PER_MESSAGE = 20
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 50
+MAX_ERROR_TEXT = 300
+_OPCODE_TEXT = 0x81  # FIN + text; server frames are never masked (RFC 6455 5.1)
+
+
+class ErrorCode(enum.StrEnum):
+    INVALID_CHANNEL = "INVALID_CHANNEL"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    SUBSCRIPTION_LIMIT = "SUBSCRIPTION_LIMIT"
+    RATE_LIMITED = "RATE_LIMITED"
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes of CONTRACT.md (1009 is sent by the websockets protocol itself)."""
+
+    INVALID_KEY = 4001
+    TOO_MANY_CONNECTIONS = 4008
+    TOO_SLOW = 4009
+    TOO_MANY_MESSAGES = 4029
+    MESSAGE_TOO_BIG = 1009
+    GOING_AWAY = 1001
+    TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """``channels`` maps each name as the client wrote it to its canonical name, in message order."""
+
+    channels: dict[str, str]
+    resume: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    channels: dict[str, str]
+
+
+ClientMessage = Subscribe | Unsubscribe | ProtocolError
+INVALID = ErrorCode.INVALID_MESSAGE
+_FIELDS = {"subscribe": {"action", "channels", "resume"}, "unsubscribe": {"action", "channels"}}
+
+
+def parse_client_message(frame: str | bytes, *, default_exchange: str) -> ClientMessage:
+    """One received frame as a request, or the error to answer it with."""
+    if not isinstance(frame, str):
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
+    try:
+        message = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, "the message is not valid JSON")
+    if not isinstance(message, dict):
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, 'a message is a JSON object such as {"action":"subscribe"}')
+    action = message.get("action")
+    if action not in ("subscribe", "unsubscribe"):
+        return ProtocolError(INVALID, f"unknown action {_short(action)}; use subscribe or unsubscribe")
+    unknown = sorted(set(message) - _FIELDS[action])
+    if unknown:
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, f"unknown field {_short(unknown[0])} in a {action} message")
+    channels = _channels(message.get("channels"), default_exchange)
+    if isinstance(channels, ProtocolError):
+        return channels
+    if action == "unsubscribe":
+        return Unsubscribe(channels)
+    resume = _resume(message.get("resume"), channels)
+    if isinstance(resume, ProtocolError):
+        return resume
+    return Subscribe(channels, resume)
+
+
+def _channels(value: Any, default_exchange: str) -> dict[str, str] | ProtocolError:
+    if not isinstance(value, list) or not value:
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, '"channels" must be a non-empty list of channel names')
+    if len(value) > MAX_CHANNELS_PER_MESSAGE:
+        return ProtocolError(
+            ErrorCode.SUBSCRIPTION_LIMIT,
+            f"a message names at most {MAX_CHANNELS_PER_MESSAGE} channels (got {len(value)})",
+        )
+    channels: dict[str, str] = {}
+    for name in value:
+        try:
+            canonical = canonical_channel(name, default_exchange)
+        except InvalidChannel as exc:
+            return ProtocolError(ErrorCode.INVALID_CHANNEL, str(exc))
+        channels.setdefault(name, canonical)
+    return channels
+
+
+def _resume(value: Any, channels: dict[str, str]) -> dict[str, int] | ProtocolError:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, '"resume" must be an object {"<channel>": <last seq seen>}')
+    resume: dict[str, int] = {}
+    for name, seq in value.items():
+        if name not in channels:
+            return ProtocolError(ErrorCode.INVALID_MESSAGE, f"resume names {_short(name)}, which is not in channels")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            return ProtocolError(INVALID, f"resume seq of {_short(name)} must be a non-negative integer")
+        resume[name] = seq
+    return resume
+
+
+def _short(value: object) -> str:
+    text = orjson.dumps(value).decode() if isinstance(value, str | int | float | bool | None) else type(value).__name__
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+# --- server messages --------------------------------------------------------------------------
+
+
+def subscribed_message(channels: list[str]) -> bytes:
+    return orjson.dumps({"type": "subscribed", "channels": channels})
+
+
+def unsubscribed_message(channels: list[str]) -> bytes:
+    return orjson.dumps({"type": "unsubscribed", "channels": channels})
+
+
+def error_message(code: ErrorCode, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "code": code.value, "message": message[:MAX_ERROR_TEXT]})
+
+
+def heartbeat_message(timestamp: str) -> bytes:
+    return orjson.dumps({"type": "heartbeat", "timestamp": timestamp})
+
+
+def resume_gap_message(channel: str, gap: dict[str, Any]) -> bytes:
+    """``gap`` is the public projection of the core's ``ResumeGap``; ``channel`` the client's name."""
+    return orjson.dumps({"type": "resume_gap", **gap, "channel": channel})
+
+
+def event_message(event_type: str, channel: str, seq: int, data_json: bytes) -> bytes:
+    """``{"type","channel","seq","data"}`` with ``data`` already JSON: built once per channel and name."""
+    head = orjson.dumps({"type": event_type, "channel": channel, "seq": seq})
+    return b'%s,"data":%s}' % (head[:-1], data_json)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """The unmasked, unfragmented text frame of ``payload`` (written as is to every transport)."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", _OPCODE_TEXT, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", _OPCODE_TEXT, 126, length)
+    else:
+        header = struct.pack("!BBQ", _OPCODE_TEXT, 127, length)
+    return header + payload

@@ -1,0 +1,258 @@
+"""One gateway process's streaming runtime: the core stream, the hub, and each client connection's life.
+
+:class:`WsRuntime` is created by ``create_app`` and started once the server
+runs (the core and Redis clients exist then). :meth:`WsRuntime.serve` is one
+connection, in order: the key (``?apiKey=`` or ``X-API-Key``; 4001), a
+connection slot in Redis (4008), then every frame from the first one, each
+checked against the message rate (4029) and answered in order. Frames that
+arrive while the key is checked wait in the websocket's own buffer, so none is
+lost. Background tasks: the core stream, the heartbeat to every client, the
+connection-slot refresh and the GC policy; all are cancelled on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sanic.exceptions import WebsocketClosed
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from gateways.common import runtime as gc_policy
+from gateways.common.app_base import GatewayApp, GatewayRequest
+from gateways.common.errors import ApiError, Unauthorized
+from gateways.ws import protocol
+from gateways.ws.connections import ConnectionCounter
+from gateways.ws.hub import Client, Join
+from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
+from gateways.ws.protocol import CloseCode, ErrorCode, Subscribe, Unsubscribe
+from gateways.ws.settings import WsSettings
+from gateways.ws.sink import ClientSink
+from gateways.ws.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIBE_TIMEOUT_S = 10.0
+REDIS_CONNECTIONS = 32
+REDIS_WAIT_S = 5.0
+CATCH_UP_POLL_S = 0.005
+GC_CHECK_S = 5.0
+# 10,000 writes at once would stall the loop for tens of milliseconds: the heartbeat goes out in chunks.
+HEARTBEAT_CHUNK = 500
+GC_REFREEZE_AFTER = 200  # new connections since the last freeze
+MAX_KEY_LENGTH = 256
+UNLIMITED_CONNECTIONS = 2**31 - 1
+API_KEY_PARAM = "apiKey"
+API_KEY_HEADER = "x-api-key"
+
+
+class WsRuntime:
+    def __init__(self, settings: WsSettings, *, redis_url: str, redis_prefix: str) -> None:
+        self.settings = settings
+        self.rule = SlowClientRule(grace_s=settings.slow_client_s)
+        self._redis_url = redis_url
+        self._redis_prefix = redis_prefix
+        self._redis: aioredis.Redis | None = None
+        self.sinks: set[ClientSink] = set()
+        self.upstream: Upstream | None = None
+        self.counter: ConnectionCounter | None = None
+        self._keys: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.skipped_closed = 0
+        self.slow_closes = 0
+        self._opened_since_freeze = 0
+        self._closed_since_full = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, app: GatewayApp) -> None:
+        ctx = app.ctx
+        assert ctx.core is not None
+        self._keys = ctx.keys
+        self.upstream = Upstream(ctx.core.streams)
+        # Its own pool, which waits for a free connection: thousands of clients may connect at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S, socket_timeout=REDIS_WAIT_S
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self.counter = ConnectionCounter(self._redis, prefix=self._redis_prefix, lease_s=self.settings.lease_s)
+        for job in (self.upstream.run(), self._heartbeats(), self._refresh_slots(), self._gc_policy()):
+            self._tasks.append(asyncio.create_task(job))
+        gc_policy.tune_gc()
+
+    async def stop(self, app: GatewayApp) -> None:
+        for sink in list(self.sinks):
+            sink.fail(CloseCode.GOING_AWAY, "the gateway is shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            frame = protocol.text_frame(protocol.heartbeat_message(now))
+            sinks = list(self.sinks)
+            for start in range(0, len(sinks), HEARTBEAT_CHUNK):  # let events through between chunks
+                for sink in sinks[start : start + HEARTBEAT_CHUNK]:
+                    sink.send(frame)
+                await asyncio.sleep(0)
+
+    async def _refresh_slots(self) -> None:
+        assert self.counter is not None
+        while True:
+            await asyncio.sleep(self.counter.refresh_interval_s)
+            try:
+                await self.counter.refresh()
+            except (RedisError, OSError) as exc:
+                logger.warning("could not refresh connection slots (%s)", type(exc).__name__)
+
+    async def _gc_policy(self) -> None:
+        """Freeze new long-lived objects; reclaim frozen garbage once as many clients left as are connected."""
+        while True:
+            await asyncio.sleep(GC_CHECK_S)
+            if self._closed_since_full > max(1_000, len(self.sinks)):
+                self._closed_since_full = self._opened_since_freeze = 0
+                gc_policy.collect_frozen()
+            elif self._opened_since_freeze >= GC_REFREEZE_AFTER:
+                self._opened_since_freeze = 0
+                gc_policy.refreeze()
+
+    # --- one connection -----------------------------------------------------------------------
+
+    async def serve(self, request: GatewayRequest, ws: Any) -> None:
+        key = (request.args.get(API_KEY_PARAM) or request.headers.get(API_KEY_HEADER) or "").strip()
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+            await _close(ws, CloseCode.INVALID_KEY, "a valid API key is required: ?apiKey= or X-API-Key")
+            return
+        try:
+            api_key = await self._keys.authenticate(key)
+        except Unauthorized:
+            await _close(ws, CloseCode.INVALID_KEY, "invalid or revoked API key")
+            return
+        except ApiError:
+            await _close(ws, CloseCode.TRY_AGAIN_LATER, "the key cannot be checked now; try again later")
+            return
+        assert self.counter is not None and self.upstream is not None
+        limit = api_key.max_connections or UNLIMITED_CONNECTIONS  # 0: the tier has no limit
+        try:
+            slot = await self.counter.acquire(api_key.id, limit)
+        except (RedisError, OSError):
+            await _close(ws, CloseCode.TRY_AGAIN_LATER, "connections cannot be counted now; try again later")
+            return
+        if slot is None:
+            await _close(ws, CloseCode.TOO_MANY_CONNECTIONS, f"this key already has {limit} connections")
+            return
+        sink = ClientSink(ws, self.rule)
+        client = Client(sink)
+        self.sinks.add(sink)
+        self._opened_since_freeze += 1
+        try:
+            await self._read(ws, client)
+        finally:
+            sink.closed()
+            self.sinks.discard(sink)
+            self.skipped_closed += sink.skipped
+            self.slow_closes += sink.close_code == CloseCode.TOO_SLOW
+            self._closed_since_full += 1
+            self.upstream.hub.release(client)
+            await self.counter.release(api_key.id, slot)
+
+    async def _read(self, ws: Any, client: Client) -> None:
+        sink = client.sink
+        assert isinstance(sink, ClientSink)
+        rate = MessageRateLimit(self.settings.messages_per_s, self.settings.message_burst)
+        while not sink.closing:
+            try:
+                frame = await ws.recv()
+            except (ConnectionClosed, WebsocketClosed):
+                return
+            if frame is None:
+                if ws.ws_proto.state is State.CLOSED:
+                    return
+                continue
+            verdict = rate.check(time.monotonic())
+            if verdict is Verdict.CLOSE:
+                sink.fail(CloseCode.TOO_MANY_MESSAGES, "too many messages")
+                return
+            if verdict is Verdict.REJECT:
+                sink.send(_error(ErrorCode.RATE_LIMITED, "too many messages; this one was dropped"))
+                continue
+            message = protocol.parse_client_message(frame, default_exchange=self.settings.default_exchange)
+            if isinstance(message, Subscribe):
+                await self._subscribe(client, message)
+            elif isinstance(message, Unsubscribe):
+                assert self.upstream is not None
+                self.upstream.hub.unsubscribe(client, message.channels)
+            else:
+                sink.send(_error(message.code, message.message))
+
+    async def _subscribe(self, client: Client, message: Subscribe) -> None:
+        assert self.upstream is not None
+        hub, sink = self.upstream.hub, client.sink
+        adding = {c for c in message.channels.values() if c not in client.channels}
+        if len(client.channels) + len(adding) > protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION:
+            limit = protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION
+            sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, f"a connection holds at most {limit} subscriptions"))
+            return
+        answer: asyncio.Future[tuple[Join | ErrorCode | None, str]] = asyncio.get_running_loop().create_future()
+
+        def done(result: Join | ErrorCode | None, text: str) -> None:
+            if not answer.done():
+                answer.set_result((result, text))
+
+        hub.subscribe(client, message.channels, message.resume, done)
+        try:
+            result, text = await asyncio.wait_for(answer, SUBSCRIBE_TIMEOUT_S)
+        except TimeoutError:
+            if client.join is not None:
+                hub.refuse(client.join)
+            sink.send(_error(ErrorCode.INVALID_MESSAGE, "the stream service did not answer in time; retry"))
+            return
+        if isinstance(result, ErrorCode):
+            sink.send(_error(result, text))
+        elif result is not None:
+            await self._catch_up(client, result)
+
+    async def _catch_up(self, client: Client, join: Join) -> None:
+        """Write the join's backlog at the pace the client reads it, then put it on the live routes."""
+        sink = client.sink
+        assert isinstance(sink, ClientSink)
+        behind_since: float | None = None
+        while join.backlog and not sink.closing:
+            if sink.buffered > self.rule.skip_bytes:
+                now = time.monotonic()
+                behind_since = behind_since or now
+                if now - behind_since > self.rule.grace_s:
+                    sink.fail(CloseCode.TOO_SLOW, "too slow to catch up")
+                    return
+                await asyncio.sleep(CATCH_UP_POLL_S)
+                continue
+            behind_since = None
+            while join.backlog and sink.buffered <= self.rule.skip_bytes:
+                sink.send(join.backlog.popleft())
+        if not sink.closing:
+            assert self.upstream is not None
+            self.upstream.hub.attach(client)
+
+
+def _error(code: ErrorCode, message: str) -> bytes:
+    return protocol.text_frame(protocol.error_message(code, message))
+
+
+async def _close(ws: Any, code: int, reason: str) -> None:
+    with contextlib.suppress(ConnectionClosed, WebsocketClosed, TimeoutError):
+        async with asyncio.timeout(2.0):
+            await ws.close(code=code, reason=reason)

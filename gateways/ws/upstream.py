@@ -1,0 +1,75 @@
+"""The gateway's one ``StreamService.Multiplex`` stream to the core, kept open for the process's life.
+
+:class:`Upstream` owns the call: it feeds every response to the hub and
+writes the hub's requests in order. When the stream ends (the core restarted:
+UNAVAILABLE; the gateway fell behind: RESOURCE_EXHAUSTED; anything else) it
+tells the hub, waits a short backoff and opens a new one; the hub then carries
+every channel again from the last seq it saw, so clients stay connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+import grpc
+from grpc import aio
+
+from gateways.ws.hub import Hub
+from perseus.marketdata.v1 import stream_service_pb2 as pb, stream_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 2.0
+MAX_PENDING_REQUESTS = 100_000
+
+
+class Upstream:
+    def __init__(self, stub: stream_service_pb2_grpc.StreamServiceStub) -> None:
+        self._stub = stub
+        self._outbox: asyncio.Queue[pb.MultiplexRequest] = asyncio.Queue(MAX_PENDING_REQUESTS)
+        self.hub = Hub(self._enqueue)
+        self.streams_opened = 0
+
+    def _enqueue(self, request: pb.MultiplexRequest) -> None:
+        try:
+            self._outbox.put_nowait(request)
+        except asyncio.QueueFull:  # the core is not reading at all: start over on a new stream
+            logger.error("the core stream's request queue is full; reopening the stream")
+            self._outbox = asyncio.Queue(MAX_PENDING_REQUESTS)
+
+    async def run(self) -> None:
+        """Keep a stream open until cancelled."""
+        backoff = INITIAL_BACKOFF_S
+        while True:
+            call = self._stub.Multiplex(wait_for_ready=True)
+            self._outbox = asyncio.Queue(MAX_PENDING_REQUESTS)
+            writer = asyncio.create_task(self._write(call, self._outbox))
+            self.streams_opened += 1
+            self.hub.on_connected()
+            try:
+                async for response in call:
+                    backoff = INITIAL_BACKOFF_S
+                    self.hub.on_response(response)
+                logger.warning("the core ended the stream; opening a new one")
+            except aio.AioRpcError as exc:
+                level = logging.INFO if exc.code() == grpc.StatusCode.UNAVAILABLE else logging.WARNING
+                logger.log(level, "the core stream failed (%s); opening a new one", exc.code().name)
+            finally:
+                writer.cancel()
+                with suppress(asyncio.CancelledError):
+                    await writer
+                call.cancel()
+                self.hub.on_disconnected()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    @staticmethod
+    async def _write(call: aio.StreamStreamCall, outbox: asyncio.Queue[pb.MultiplexRequest]) -> None:
+        try:
+            while True:
+                await call.write(await outbox.get())
+        except (aio.AioRpcError, aio.UsageError) as exc:  # the reader sees the stream end too
+            logger.debug("writing to the core stream stopped (%s)", type(exc).__name__)

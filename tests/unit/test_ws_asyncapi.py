@@ -1,0 +1,44 @@
+"""The AsyncAPI document: valid AsyncAPI 3.0, and its event data is exactly the public projection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from gateways.common.projection import public_fields
+from gateways.ws.asyncapi import asyncapi_document
+from perseus.marketdata.v1 import candles_pb2, signals_pb2
+
+SCHEMA = Path(__file__).parents[1] / "fixtures" / "asyncapi" / "asyncapi-3.0.0.schema.json"
+
+
+def test_the_document_validates_against_the_asyncapi_3_schema() -> None:
+    jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).validate(asyncapi_document("1.0", "localhost:8001"))
+
+
+def test_event_data_schemas_list_only_public_fields() -> None:
+    schemas = asyncapi_document("1.0", "h:1")["components"]["schemas"]
+    for message in (candles_pb2.Candle, signals_pb2.TradeSignal):
+        expected = {f.name for f in public_fields(message.DESCRIPTOR)}
+        assert set(schemas[message.DESCRIPTOR.name]["properties"]) == expected
+    assert "is_synthetic" not in json.dumps(schemas) and "trigger_value" not in json.dumps(schemas)
+
+
+def test_every_message_and_close_code_is_documented() -> None:
+    document = asyncapi_document("1.0", "h:1")
+    assert set(document["components"]["messages"]) == {
+        "subscribe",
+        "unsubscribe",
+        "subscribed",
+        "unsubscribed",
+        "error",
+        "heartbeat",
+        "resume_gap",
+        "candle_close",
+        "trade_signal",
+        "price_update",
+    }
+    for code in ("4001", "4008", "4009", "4029", "1009"):
+        assert code in document["info"]["description"]
