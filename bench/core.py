@@ -105,6 +105,20 @@ async def get_candles_load(addr: str, seconds: float, clients: int) -> tuple[int
     return len(latencies), latencies
 
 
+def _load_in_process(addr: str, seconds: float, clients: int) -> tuple[int, list[float]]:
+    return uvloop.run(get_candles_load(addr, seconds, clients))
+
+
+def load(addr: str, seconds: float, clients: int, procs: int) -> tuple[int, list[float]]:
+    """``clients`` concurrent calls spread over ``procs`` client processes (one Python client process
+    tops out below what the core can serve); returns the calls made and their latencies."""
+    if procs == 1:
+        return _load_in_process(addr, seconds, clients)
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        results = pool.starmap(_load_in_process, [(addr, seconds, max(1, clients // procs))] * procs)
+    return sum(n for n, _ in results), [lat for _, lats in results for lat in lats]
+
+
 def echo_server(port: int, response: bytes) -> None:
     """A bare grpc.aio server answering GetCandles with ``response`` from memory: no core behind it."""
 
@@ -131,15 +145,15 @@ async def one_response(addr: str) -> bytes:
         return await call(request.SerializeToString(), timeout=5)  # type: ignore[no-any-return]
 
 
-def grpc_ceiling(response: bytes, seconds: float, clients: int) -> float:
+def grpc_ceiling(response: bytes, seconds: float, clients: int, procs: int) -> float:
     port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=echo_server, args=(port, response), daemon=True)
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
-        uvloop.run(get_candles_load(f"127.0.0.1:{port}", 1.0, clients))
-        count, _ = uvloop.run(get_candles_load(f"127.0.0.1:{port}", seconds, clients))
+        load(f"127.0.0.1:{port}", 1.0, clients, procs)
+        count, _ = load(f"127.0.0.1:{port}", seconds, clients, procs)
         return count / seconds
     finally:
         server.terminate()
@@ -248,6 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32, help="concurrent GetCandles calls")
+    parser.add_argument("--client-procs", type=int, default=2, help="client processes the calls are spread over")
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--rates", default="5,10,15", help="events/s per channel (20 channels), comma-separated")
     args = parser.parse_args()
@@ -255,16 +270,16 @@ def main() -> None:
     with stack(PERSEUS_MODE="pw-host") as s:
         redis_url, prefix = s.env["PERSEUS_REDIS_URL"], s.env["PERSEUS_REDIS_PREFIX"]
         key = uvloop.run(seed_windows(redis_url, prefix))
-        uvloop.run(get_candles_load(s.core.addr, 1.0, args.clients))  # warm-up
-        count, latencies = uvloop.run(get_candles_load(s.core.addr, args.seconds, args.clients))
+        load(s.core.addr, 1.0, args.clients, args.client_procs)  # warm-up
+        count, latencies = load(s.core.addr, args.seconds, args.clients, args.client_procs)
         figures = summary(latencies)
         rps = count / args.seconds
         print(
-            f"GetCandles limit={LIMIT} c={args.clients}: {rps:8.0f} req/s  "
+            f"GetCandles limit={LIMIT} c={args.clients} in {args.client_procs} client processes: {rps:8.0f} req/s  "
             f"p50 {figures['p50_ms']:5.1f} ms  p99 {figures['p99_ms']:5.1f} ms"
         )
-        ceiling = grpc_ceiling(uvloop.run(one_response(s.core.addr)), args.seconds, args.clients)
-        print(f"bare grpc.aio, same bytes c={args.clients}: {ceiling:8.0f} req/s  (Perseus/bare = {rps / ceiling:.3f})")
+        ceiling = grpc_ceiling(uvloop.run(one_response(s.core.addr)), args.seconds, args.clients, args.client_procs)
+        print(f"bare grpc.aio, same bytes, same clients: {ceiling:8.0f} req/s  (Perseus/bare = {rps / ceiling:.3f})")
         zrange = redis_benchmark(redis_url, key, 50)
         if zrange:
             print(f"redis-benchmark ZRANGE -100 -1 c=50: {zrange:8.0f} req/s  (Perseus/redis = {rps / zrange:.3f})")

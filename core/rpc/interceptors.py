@@ -1,22 +1,28 @@
 """Server interceptors: request id, structured logging and Prometheus metrics.
 
-Each concern is one interceptor, and each wraps unary AND streaming handlers
-the same way: :func:`wrap_handler` turns an interceptor's ``around`` (an
-async context manager entered for the whole call) into a new method handler
-of the same kind.
+Each concern is one class (:class:`RequestIds`, :class:`CallLogging`,
+:class:`CallMetrics`) told when a call starts and when it finishes, for unary
+AND streaming calls alike. :class:`Interceptor` is the one grpc interceptor
+that runs them: it wraps each method's handler once (not once per call) and
+calls the concerns' hooks in order at the start and in reverse order at the
+end. Stacking three grpc interceptors, each with an async context manager per
+call, cost about 30 % of a cached ``GetCandles`` (``make bench-core``: with it
+the core answered at 70 % of a bare grpc.aio server, with this at the same
+rate as one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
+from contextvars import Token
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -33,22 +39,19 @@ MAX_REQUEST_ID_LENGTH = 128
 
 @dataclass(slots=True)
 class Call:
-    """What an interceptor may observe about one RPC while it runs.
+    """What a concern may observe about one RPC while it runs.
 
     ``peer`` is read when the call starts: a finished call's context must not
-    be asked anything. ``sent`` counts a stream's messages; every interceptor
-    of one call shares it (:func:`wrap_handler`).
+    be asked anything. ``messages_sent`` counts a stream's messages.
     """
 
     method: str
     context: aio.ServicerContext[Any, Any]
     streaming: bool
     peer: str = ""
-    sent: list[int] = field(default_factory=lambda: [0])
-
-    @property
-    def messages_sent(self) -> int:
-        return self.sent[0]
+    messages_sent: int = 0
+    request_id: str = ""
+    request_id_token: Token[str] | None = None
 
     def code(self, exc: BaseException | None) -> grpc.StatusCode:
         """The status the client gets, given the exception the handler ended with."""
@@ -68,62 +71,22 @@ def _status_code(code: Any) -> grpc.StatusCode:
     return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
 
 
-Around = Callable[[Call], AbstractAsyncContextManager[None]]
+class Concern:
+    """One cross-cutting concern of every call. Hooks are synchronous and must not raise."""
+
+    def started(self, call: Call) -> None:
+        return None
+
+    def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
+        return None
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
-    """Return ``handler`` with every call run inside ``around(call)``.
+class Interceptor(aio.ServerInterceptor):
+    """Runs ``concerns`` around every call of every method (their ``finished`` in reverse order)."""
 
-    A stream runs in its call's own task and writes with ``context.write()``:
-    a client that cancels then raises CancelledError right here while the call
-    still exists, so every ``around`` and the servicer's own ``finally`` run in
-    that task. Wrapping the stream as an async generator instead lets grpc drop
-    the generator unclosed on cancellation; the loop finalizes it later in
-    another task, after the call is gone, and touching the call's context there
-    crashed the process (SIGSEGV).
-    """
-    if handler.unary_unary or handler.stream_unary:
-        behavior = handler.unary_unary or handler.stream_unary
-
-        async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            async with around(Call(method, context, streaming=False, peer=context.peer())):
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
-
-        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return factory(unary, handler.request_deserializer, handler.response_serializer)
-
-    behavior = handler.unary_stream or handler.stream_stream
-
-    async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-        sent = _stream_sent.get()
-        token = _stream_sent.set(sent := [0]) if sent is None else None  # the outermost wrapper counts
-        try:
-            async with around(Call(method, context, streaming=True, peer=context.peer(), sent=sent)):
-                result = behavior(request, context)
-                if inspect.isasyncgen(result):
-                    async with aclosing(result):
-                        async for message in result:
-                            await context.write(message)
-                            sent[0] += 1
-                else:  # an inner wrapper, or a handler that writes with context.write() itself
-                    await result
-        finally:
-            if token is not None:
-                _stream_sent.reset(token)
-
-    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return factory(streaming, handler.request_deserializer, handler.response_serializer)
-
-
-_stream_sent: ContextVar[list[int] | None] = ContextVar("stream_messages_sent", default=None)
-
-
-class _AroundInterceptor(aio.ServerInterceptor):
-    """Base: subclasses implement ``around``; this applies it to every method."""
-
-    def around(self, call: Call) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+    def __init__(self, concerns: Sequence[Concern]) -> None:
+        self._concerns = tuple(concerns)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -133,23 +96,98 @@ class _AroundInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return wrap_handler(handler, handler_call_details.method, self.around)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, wrap_handler(handler, method, self._concerns))
+        return cached[1]
 
 
-class RequestIdInterceptor(_AroundInterceptor):
+def wrap_handler(handler: grpc.RpcMethodHandler, method: str, concerns: Sequence[Concern]) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with ``concerns`` told of the start and the end of every call.
+
+    A stream runs in its call's own task and writes with ``context.write()``:
+    a client that cancels then raises CancelledError right here while the call
+    still exists, so every concern and the servicer's own ``finally`` run in
+    that task. Wrapping the stream as an async generator instead lets grpc drop
+    the generator unclosed on cancellation; the loop finalizes it later in
+    another task, after the call is gone, and touching the call's context there
+    crashed the process (SIGSEGV).
+    """
+    backwards = tuple(reversed(concerns))
+
+    def start(call: Call) -> float:
+        for concern in concerns:
+            concern.started(call)
+        return time.perf_counter()
+
+    def finish(call: Call, exc: BaseException | None, started: float) -> None:
+        duration, code = time.perf_counter() - started, call.code(exc)
+        for concern in backwards:
+            concern.finished(call, code, exc, duration)
+
+    if handler.unary_unary or handler.stream_unary:
+        behavior = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            call = Call(method, context, streaming=False, peer=context.peer())
+            started = start(call)
+            try:
+                result = behavior(request, context)
+                answer = await result if inspect.isawaitable(result) else result
+            except BaseException as exc:
+                finish(call, exc, started)
+                raise
+            finish(call, None, started)
+            return answer
+
+        factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        return factory(unary, handler.request_deserializer, handler.response_serializer)
+
+    behavior = handler.unary_stream or handler.stream_stream
+
+    async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        call = Call(method, context, streaming=True, peer=context.peer())
+        started = start(call)
+        try:
+            result = behavior(request, context)
+            if inspect.isasyncgen(result):
+                async with aclosing(result):
+                    async for message in result:
+                        await context.write(message)
+                        call.messages_sent += 1
+            else:  # a handler that writes with context.write() itself
+                await result
+        except BaseException as exc:
+            finish(call, exc, started)
+            raise
+        finish(call, None, started)
+
+    factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+    return factory(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+class RequestIds(Concern):
     """Takes the caller's ``x-request-id`` (or makes one), exposes it in a contextvar,
     and returns it in the trailing metadata."""
 
-    @asynccontextmanager
-    async def around(self, call: Call) -> AsyncIterator[None]:
+    def started(self, call: Call) -> None:
         incoming = dict(call.context.invocation_metadata() or ()).get(REQUEST_ID_HEADER, "")
-        request_id = _clean_request_id(incoming) or uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        try:
-            yield
-        finally:
-            call.context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            request_id_var.reset(token)
+        call.request_id = _clean_request_id(incoming) or _new_request_id()
+        call.request_id_token = request_id_var.set(call.request_id)
+
+    def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
+        call.context.set_trailing_metadata(((REQUEST_ID_HEADER, call.request_id),))
+        if call.request_id_token is not None:
+            request_id_var.reset(call.request_id_token)
+
+
+_ID_PREFIX = uuid.uuid4().hex[:16]  # this process's; a counter follows (no random draw, no syscall, per call)
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def _clean_request_id(value: str | bytes) -> str:
@@ -161,33 +199,10 @@ def _clean_request_id(value: str | bytes) -> str:
     return value
 
 
-class _ObservingInterceptor(_AroundInterceptor):
-    """Base of the interceptors that watch a call from start to finish without changing it."""
-
-    def started(self, call: Call) -> None:
-        return None
-
-    def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
-        raise NotImplementedError
-
-    @asynccontextmanager
-    async def around(self, call: Call) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        exc: BaseException | None = None
-        self.started(call)
-        try:
-            yield
-        except BaseException as error:
-            exc = error
-            raise
-        finally:
-            self.finished(call, call.code(exc), exc, time.perf_counter() - started)
-
-
 _LOG_LEVELS = {grpc.StatusCode.OK: logging.DEBUG, grpc.StatusCode.UNKNOWN: logging.ERROR}
 
 
-class LoggingInterceptor(_ObservingInterceptor):
+class CallLogging(Concern):
     """One structured log line per finished call: method, code, duration, messages.
 
     Successful calls log at DEBUG (a busy core must not spend its CPU on them),
@@ -209,7 +224,7 @@ class LoggingInterceptor(_ObservingInterceptor):
         logger.log(level, "rpc finished", extra={"fields": fields}, exc_info=code is grpc.StatusCode.UNKNOWN and exc)
 
 
-class MetricsInterceptor(_ObservingInterceptor):
+class CallMetrics(Concern):
     """Prometheus counters and latency histograms per method and code, for every call kind."""
 
     def __init__(self, registry: CollectorRegistry) -> None:

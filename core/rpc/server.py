@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
+from core.rpc.interceptors import CallLogging, CallMetrics, Interceptor, RequestIds
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
 from core.rpc.wire import to_wire
@@ -75,7 +75,7 @@ def unary_service_handler(service: ServiceDescriptor, servicer: object) -> grpc.
 
 def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServer:
     server = aio.server(
-        interceptors=[RequestIdInterceptor(), LoggingInterceptor(), MetricsInterceptor(registry)],
+        interceptors=[Interceptor([RequestIds(), CallLogging(), CallMetrics(registry)])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -12,7 +12,7 @@ from grpc import aio
 from prometheus_client import CollectorRegistry
 
 from core.logs import request_id_var
-from core.rpc.interceptors import LoggingInterceptor, MetricsInterceptor, RequestIdInterceptor
+from core.rpc.interceptors import CallLogging, CallMetrics, Interceptor, RequestIds
 
 SERVICE = "test.Echo"
 
@@ -35,7 +35,7 @@ async def _stream(request: bytes, context: aio.ServicerContext[bytes, bytes]) ->
 @pytest.fixture
 async def echo() -> AsyncIterator[tuple[aio.Channel, CollectorRegistry]]:
     registry = CollectorRegistry()
-    server = aio.server(interceptors=[RequestIdInterceptor(), LoggingInterceptor(), MetricsInterceptor(registry)])
+    server = aio.server(interceptors=[Interceptor([RequestIds(), CallLogging(), CallMetrics(registry)])])
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary, _identity, _identity),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream, _identity, _identity),
