@@ -313,6 +313,16 @@ async def test_root_copies_binaries_the_postgres_user_cannot_reach(data_dir: Pat
 # ---------------------------------------------------------------- perseus up on embedded servers
 
 
+def _written_env(pid_dir: Path) -> dict[str, str] | None:
+    """The environment the fake core child wrote, once it is there whole."""
+    for path in pid_dir.glob("*.env.json"):
+        try:
+            return dict(json.loads(path.read_text()))
+        except ValueError:
+            return None
+    return None
+
+
 async def test_up_starts_embedded_servers_hands_them_to_children_and_stops_them(
     start_up: StartUp, data_dir: Path
 ) -> None:
@@ -321,7 +331,9 @@ async def test_up_starts_embedded_servers_hands_them_to_children_and_stops_them(
     up = start_up(children, env={}, health_port=port, data_dir=data_dir)
     up.wait_up()
     summary = up.stdout()
-    env = json.loads(next(up.pid_dir.glob("*.env.json")).read_text())
+    up.wait_for(lambda: _written_env(up.pid_dir) is not None, "the core child's environment file")
+    env = _written_env(up.pid_dir)
+    assert env is not None
     server_pids = [json.loads((data_dir / sub / "server.json").read_text())["pid"] for sub in ("postgres", "redis")]
 
     assert f"embedded; data in {data_dir / 'postgres'}" in summary
