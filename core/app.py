@@ -61,6 +61,9 @@ async def open_redis(url: str) -> aioredis.Redis:
     return client
 
 
+FEED_STOP_S = 2.0
+
+
 def clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -209,7 +212,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         logger.info("core stopping", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
         for task in feeds:  # the feeds stop first (their leases are released)
             task.cancel()
-        await asyncio.gather(*feeds, return_exceptions=True)
+        if feeds:  # bounded: a feed stuck in its cleanup must not keep the core from stopping
+            _, stuck = await asyncio.wait(feeds, timeout=FEED_STOP_S)
+            for task in stuck:
+                logger.warning("core stopping: %s did not stop within %s s", task.get_name(), FEED_STOP_S)
         await hub.aclose()  # open streams end now with UNAVAILABLE ("resume from your last seq")
         await core.stop(settings.shutdown_grace_s)
         with contextlib.suppress(TimeoutError):  # publish what ingest already acknowledged

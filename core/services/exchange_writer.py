@@ -63,6 +63,7 @@ class ExchangeWriter:
     async def run(self) -> None:
         """Until cancelled: stand by, lead, and stand by again when the lease is lost."""
         while True:
+            _raise_if_cancelled()
             try:
                 acquired = await self._lock.acquire()
             except (OSError, aioredis.RedisError) as exc:
@@ -96,6 +97,7 @@ class ExchangeWriter:
                 group.create_task(self._keep_lease(feed))
         except* LeaseLost:
             logger.warning("%s: writer lease lost; standing by", self.exchange)
+            _raise_if_cancelled()  # a lease lost while the feed was being stopped must not swallow the stop
         finally:
             self.leading = False
             if self._lock.held():
@@ -124,6 +126,15 @@ class ExchangeWriter:
                 raise
             except Exception:  # storage down: keep the candles in memory and try again next tick
                 logger.warning("%s: closing candles failed; will retry", self.exchange, exc_info=True)
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a TaskGroup turned into a handled ExceptionGroup (Python 3.11):
+    when a child fails while the group is being cancelled, the group raises the child's error, not
+    CancelledError, and the writer would lead again instead of stopping."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _quietly(step: Awaitable[object]) -> None:
