@@ -46,7 +46,10 @@ def seeded_rest_stack(
     manager = scratch_database(admin_database_url, name)
     url = loop.run_until_complete(manager.__aenter__())
     try:
-        env = {**base_env, "PERSEUS_DATABASE_URL": url, "PERSEUS_MODE": "pw-host"}
+        # Its own Redis prefix too: key ids restart at 1 in every private database, and rate-limit
+        # counters of another stack's keys with the same ids must not be this one's.
+        prefix = f"{base_env['PERSEUS_REDIS_PREFIX']}{name}:"
+        env = {**base_env, "PERSEUS_DATABASE_URL": url, "PERSEUS_MODE": "pw-host", "PERSEUS_REDIS_PREFIX": prefix}
         result = run_cli(["migrate"], env)
         assert result.returncode == 0, result.stderr
         loop.run_until_complete(seed_market(url, env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], seed))
