@@ -1,4 +1,4 @@
-"""The one wiring function of the gRPC server: interceptors, servicers, health, reflection."""
+"""The one wiring function of the gRPC server: servicers, health and reflection, every call observed."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as aio_reflection, reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from core.rpc.interceptors import CallLogging, CallMetrics, Interceptor, RequestIds
+from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, RequestIds
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
 from core.rpc.wire import to_wire
@@ -75,21 +75,23 @@ def unary_service_handler(service: ServiceDescriptor, servicer: object) -> grpc.
 
 def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServer:
     server = aio.server(
-        interceptors=[Interceptor([RequestIds(), CallLogging(), CallMetrics(registry)])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((unary_service_handler(MARKET_DATA_SERVICE, servicers.market_data),))
-    ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, server)
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, server)
-    server.add_generic_rpc_handlers((stream_service_handler(servicers.streams),))
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
+    observed = ObservedServer(server, [RequestIds(), CallLogging(), CallMetrics(registry)])
+    observed.add_generic_rpc_handlers(
+        (
+            unary_service_handler(MARKET_DATA_SERVICE, servicers.market_data),
+            stream_service_handler(servicers.streams),
+        )
     )
+    ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, observed)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, observed)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, observed)
+    reflected = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(aio_reflection.ReflectionServicer(reflected), observed)
     return CoreServer(server, health_servicer)

@@ -180,8 +180,13 @@ async def test_a_read_on_a_stalled_redis_ends_within_the_core_deadline(
                     request.symbol = "STALL2-USD"
                     await market.GetCandles(request)  # the caller sets no deadline: the core's applies
                 elapsed = time.monotonic() - started
+                with pytest.raises(aio.AioRpcError) as own_deadline:  # a caller's shorter deadline ends it sooner
+                    request.symbol = "STALL3-USD"
+                    await market.GetCandles(request, timeout=0.3)
+                assert own_deadline.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             finally:
                 os.kill(private_redis.pid, signal.SIGCONT)
+            assert (await market.GetCandles(request, timeout=5)).candles == []  # and it answers again
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "GetCandles" in (caught.value.details() or "")
     assert elapsed < 5

@@ -1,4 +1,4 @@
-"""Interceptors wrap unary and streaming calls alike, on a real in-process grpc.aio server."""
+"""Unary and streaming calls are observed alike, on a real in-process grpc.aio server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from grpc import aio
 from prometheus_client import CollectorRegistry
 
 from core.logs import request_id_var
-from core.rpc.interceptors import CallLogging, CallMetrics, Interceptor, RequestIds
+from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, RequestIds
 
 SERVICE = "test.Echo"
 
@@ -35,12 +35,13 @@ async def _stream(request: bytes, context: aio.ServicerContext[bytes, bytes]) ->
 @pytest.fixture
 async def echo() -> AsyncIterator[tuple[aio.Channel, CollectorRegistry]]:
     registry = CollectorRegistry()
-    server = aio.server(interceptors=[Interceptor([RequestIds(), CallLogging(), CallMetrics(registry)])])
+    server = aio.server()
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary, _identity, _identity),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream, _identity, _identity),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    observed = ObservedServer(server, [RequestIds(), CallLogging(), CallMetrics(registry)])
+    observed.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = aio.insecure_channel(f"127.0.0.1:{port}")
