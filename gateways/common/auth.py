@@ -4,11 +4,14 @@ The key comes from ``X-API-Key`` or ``Authorization: Bearer``. The core's
 KeyService decides; the answer is cached in the process for
 ``CACHE_TTL_S`` (an unknown key for ``NEGATIVE_TTL_S``), so a revoked key
 stops working everywhere within that time. The cache is keyed by the key's
-SHA-256, never the key itself, and bounded.
+SHA-256, never the key itself, and bounded. Requests that miss at the same
+time share one lookup: 10,000 WebSocket clients connecting with one key, or
+a busy key's entry expiring under load, ask the core once, not once each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -48,22 +51,41 @@ class KeyCache:
         self._lookup = lookup
         self._clock = clock
         self._entries: OrderedDict[bytes, tuple[float, key_service_pb2.ApiKey | None]] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Task[key_service_pb2.ApiKey | None]] = {}
 
     async def authenticate(self, key: str) -> key_service_pb2.ApiKey:
         digest = hashlib.sha256(key.encode()).digest()
-        now = self._clock()
         cached = self._entries.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > self._clock():
             api_key = cached[1]
         else:
-            api_key = await self._lookup(key)
-            self._entries[digest] = (now + (CACHE_TTL_S if api_key is not None else NEGATIVE_TTL_S), api_key)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > MAX_CACHED_KEYS:
-                self._entries.popitem(last=False)
+            lookup = self._pending.get(digest)
+            if lookup is None:
+                lookup = self._pending[digest] = asyncio.create_task(self._look_up(digest, key))
+                lookup.add_done_callback(lambda done: _forget(self._pending, digest, done))
+            api_key = await asyncio.shield(lookup)  # a waiter that gives up does not cancel the others' lookup
         if api_key is None:
             raise Unauthorized("invalid or revoked API key")
         return api_key
+
+    async def _look_up(self, digest: bytes, key: str) -> key_service_pb2.ApiKey | None:
+        api_key = await self._lookup(key)
+        ttl = CACHE_TTL_S if api_key is not None else NEGATIVE_TTL_S
+        self._entries[digest] = (self._clock() + ttl, api_key)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > MAX_CACHED_KEYS:
+            self._entries.popitem(last=False)
+        return api_key
+
+
+def _forget(
+    pending: dict[bytes, asyncio.Task[key_service_pb2.ApiKey | None]],
+    digest: bytes,
+    done: asyncio.Task[key_service_pb2.ApiKey | None],
+) -> None:
+    pending.pop(digest, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here: every waiter may have given up already
 
 
 def require_privileged(api_key: key_service_pb2.ApiKey) -> None:

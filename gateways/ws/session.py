@@ -7,7 +7,9 @@ connection slot in Redis (4008), then every frame from the first one, each
 checked against the message rate (4029) and answered in order. Frames that
 arrive while the key is checked wait in the websocket's own buffer, so none is
 lost. Background tasks: the core stream, the heartbeat to every client, the
-connection-slot refresh and the GC policy; all are cancelled on stop.
+connection-slot refresh, the key recheck (an open connection whose key was
+revoked closes with 4001 within seconds, like a REST request would be
+refused) and the GC policy; all are cancelled on stop.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ GC_CHECK_S = 5.0
 # 10,000 writes at once would stall the loop for tens of milliseconds: the heartbeat goes out in chunks.
 HEARTBEAT_CHUNK = 500
 GC_REFREEZE_AFTER = 200  # new connections since the last freeze
+KEY_RECHECK_CHUNK = 100  # keys checked concurrently per recheck round
 MAX_KEY_LENGTH = 256
 UNLIMITED_CONNECTIONS = 2**31 - 1
 API_KEY_PARAM = "apiKey"
@@ -61,6 +64,7 @@ class WsRuntime:
         self._redis_prefix = redis_prefix
         self._redis: aioredis.Redis | None = None
         self.sinks: set[ClientSink] = set()
+        self._holders: dict[str, set[ClientSink]] = {}  # presented key → its open connections
         self.upstream: Upstream | None = None
         self.counter: ConnectionCounter | None = None
         self._keys: Any = None
@@ -83,7 +87,8 @@ class WsRuntime:
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self.counter = ConnectionCounter(self._redis, prefix=self._redis_prefix, lease_s=self.settings.lease_s)
-        for job in (self.upstream.run(), self._heartbeats(), self._refresh_slots(), self._gc_policy()):
+        jobs = (self.upstream.run(), self._heartbeats(), self._refresh_slots(), self._recheck_keys(), self._gc_policy())
+        for job in jobs:
             self._tasks.append(asyncio.create_task(job))
         gc_policy.tune_gc()
 
@@ -118,6 +123,26 @@ class WsRuntime:
                 await self.counter.refresh()
             except (RedisError, OSError) as exc:
                 logger.warning("could not refresh connection slots (%s)", type(exc).__name__)
+
+    async def _recheck_keys(self) -> None:
+        """Ask again about every key with open connections (the key cache keeps answers a few
+        seconds, so a busy key costs one core call per round); close the connections of a revoked one.
+        A core that cannot answer now closes nothing: users are not cut off by an outage."""
+
+        async def recheck(key: str) -> None:
+            try:
+                await self._keys.authenticate(key)
+            except Unauthorized:
+                for sink in list(self._holders.get(key, ())):
+                    sink.fail(CloseCode.INVALID_KEY, "the API key was revoked")
+            except ApiError:
+                pass
+
+        while True:
+            await asyncio.sleep(self.settings.key_recheck_s)
+            keys = list(self._holders)
+            for start in range(0, len(keys), KEY_RECHECK_CHUNK):
+                await asyncio.gather(*(recheck(key) for key in keys[start : start + KEY_RECHECK_CHUNK]))
 
     async def _gc_policy(self) -> None:
         """Freeze new long-lived objects; reclaim frozen garbage once as many clients left as are connected."""
@@ -158,12 +183,17 @@ class WsRuntime:
         sink = ClientSink(ws, self.rule)
         client = Client(sink)
         self.sinks.add(sink)
+        holders = self._holders.setdefault(key, set())
+        holders.add(sink)
         self._opened_since_freeze += 1
         try:
             await self._read(ws, client)
         finally:
             sink.closed()
             self.sinks.discard(sink)
+            holders.discard(sink)
+            if not holders and self._holders.get(key) is holders:
+                del self._holders[key]
             self.skipped_closed += sink.skipped
             self.slow_closes += sink.close_code == CloseCode.TOO_SLOW
             self._closed_since_full += 1

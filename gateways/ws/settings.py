@@ -18,6 +18,7 @@ DEFAULT_HEARTBEAT_S = 30.0
 DEFAULT_PING_TIMEOUT_S = 20.0
 DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024
+DEFAULT_KEY_RECHECK_S = 5.0
 MAX_SECONDS = 3600.0
 
 
@@ -31,6 +32,7 @@ class WsSettings:
     messages_per_s: float = MESSAGE_RATE_PER_S
     message_burst: int = MESSAGE_BURST
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    key_recheck_s: float = DEFAULT_KEY_RECHECK_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WsSettings:
@@ -45,6 +47,7 @@ class WsSettings:
             messages_per_s=_seconds(environ, "PERSEUS_WS_MESSAGES_PER_S", MESSAGE_RATE_PER_S),
             message_burst=int(_seconds(environ, "PERSEUS_WS_MESSAGE_BURST", MESSAGE_BURST)),
             max_frame_bytes=int(_seconds(environ, "PERSEUS_WS_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES, 1 << 24)),
+            key_recheck_s=_seconds(environ, "PERSEUS_WS_KEY_RECHECK_S", DEFAULT_KEY_RECHECK_S),
         )
 
 

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.adapters.events import EventPublisher
 from core.adapters.redis_keys import RedisKeys
+from gateways.common.auth import CACHE_TTL_S
 from tests.support import ws as support
 from tests.support.processes import Process, free_port, run_cli, running_core, running_gateway
 from tests.support.ws import (
@@ -40,7 +41,7 @@ key = support.key  # fixtures: an internal key, the core's event publisher
 publisher = support.publisher
 
 ASYNCAPI_SCHEMA = "tests/fixtures/asyncapi/asyncapi-3.0.0.schema.json"
-WS_ENV = {"PERSEUS_WS_LEASE_S": "3", "PERSEUS_WS_MESSAGE_BURST": "30"}
+WS_ENV = {"PERSEUS_WS_LEASE_S": "3", "PERSEUS_WS_MESSAGE_BURST": "30", "PERSEUS_WS_KEY_RECHECK_S": "0.5"}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,22 @@ async def test_an_unknown_key_closes_with_4001(gateway: Process) -> None:
 async def test_the_key_may_come_in_the_x_api_key_header(gateway: Process, key: str) -> None:
     async with open_stream(gateway.addr, None, additional_headers={"X-API-Key": key}) as ws:
         assert await subscribe(ws, ["prices:BTC-USD"]) == {"type": "subscribed", "channels": ["prices:BTC-USD"]}
+
+
+async def test_an_open_connection_closes_with_4001_within_seconds_of_its_key_being_revoked(
+    gateway: Process, ws_env: dict[str, str], key: str
+) -> None:
+    revoked, kept = make_key(ws_env, "free"), make_key(ws_env, "free")
+    quiet = [f"prices:{fresh_symbol()}" for _ in range(2)]  # no events: every message read is an answer
+    async with open_stream(gateway.addr, revoked) as doomed, open_stream(gateway.addr, kept) as other:
+        assert (await subscribe(doomed, quiet[:1]))["type"] == "subscribed"
+        assert (await subscribe(other, quiet[:1]))["type"] == "subscribed"
+        result = await asyncio.to_thread(run_cli, ["keys", "revoke", revoked], ws_env)
+        assert result.returncode == 0, result.stderr
+        assert await close_code(doomed, within=CACHE_TTL_S + 3) == 4001
+        assert (await subscribe(other, quiet[1:]))["type"] == "subscribed"  # another key's stays open
+    async with open_stream(gateway.addr, revoked) as again:
+        assert await close_code(again) == 4001
 
 
 # --- subscribe, events, unsubscribe ----------------------------------------------------------
