@@ -42,7 +42,7 @@ from perseus.marketdata.v1 import (
     signals_pb2,
     stream_service_pb2,
 )
-from tests.support.processes import running_core
+from tests.support.processes import free_port, running_core
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +70,12 @@ class Stack:
         self.states = IndicatorStore(client, keys)
         self.alerts = AlertStore(pool)
 
-    def service(self) -> IndicatorService:
+    def service(self, publisher: EventPublisher | None = None) -> IndicatorService:
         return IndicatorService(
             states=self.states,
             history=CandleHistory(self.pool),
             alerts=self.alerts,
-            signals=SignalEvents(self.publisher, self.clock),
+            signals=SignalEvents(publisher or self.publisher, self.clock),
             exchange_ids=self.ids,
         )
 
@@ -263,6 +263,33 @@ async def test_a_failing_store_never_breaks_candle_persistence(stack: Stack) -> 
     await pipeline.advance()
     assert await s.pool.fetchval("SELECT count(*) FROM candles WHERE symbol = 'BROKEN-USD'") == 1
     assert service.stats.errors == 1 and pipeline.stats.candles_closed == 1
+
+
+async def test_alerts_stored_while_redis_is_away_are_published_by_a_later_wave(stack: Stack) -> None:
+    s, symbol = stack, "OUTBOX-USD"
+    candles = [
+        Candle("sim", symbol, Timeframe.M1, T0 + m * MIN, p, p + 1, p - 1, p, D(1))
+        for m in range(80)
+        for p in [price(m)]
+    ]
+    unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)  # Redis away for the publisher
+    try:
+        away = s.service(EventPublisher(unreachable, s.keys))
+        stored = await away.process(candles[:60])
+    finally:
+        await unreachable.aclose()
+    assert stored and away.stats.publish_failures == 1 and away.stats.errors == 0
+    assert await signal_events(s, symbol) == []
+    marked = "SELECT count(*) FROM alerts WHERE symbol = $1 AND unpublished"
+    assert await s.pool.fetchval(marked, symbol) == len(stored)  # stored, waiting in the outbox
+
+    back = s.service()  # a restart with Redis back: its first wave publishes what waits, then its own
+    later = await back.process(candles[60:])
+    rows = await alert_rows(s, symbol)
+    assert len(rows) == len(stored) + len(later)
+    assert sorted(e.trade_signal.id for e in await signal_events(s, symbol)) == sorted(r["id"] for r in rows)
+    assert await s.pool.fetchval(marked, symbol) == 0
+    assert back.stats.publish_failures == 0
 
 
 # --- Served by the real core over gRPC ------------------------------------------------------------------------

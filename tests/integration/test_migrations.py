@@ -37,7 +37,7 @@ EXPECTED_COLUMNS = {
     ),
     "alerts": set(
         "id exchange_id symbol timeframe alert_type signal_type direction strength trigger_value signal_delta "
-        "trigger_label price triggered_at created_at".split()
+        "trigger_label price triggered_at created_at unpublished".split()
     ),
     "shared_secrets": set("name value".split()),
 }
@@ -48,6 +48,7 @@ EXPECTED_INDEXES = {
     "candles_pkey": "(exchange_id, symbol, timeframe, open_time)",
     "alerts_history_idx": "(exchange_id, symbol, timeframe, triggered_at DESC, id DESC)",
     "alerts_crossing_key": "(exchange_id, symbol, timeframe, alert_type, trigger_label, triggered_at)",
+    "alerts_unpublished_idx": "(id) WHERE unpublished",
     "api_keys_key_hash_key": "(key_hash)",
     "exchanges_name_key": "(name)",
     "symbols_exchange_symbol_key": "(exchange_id, symbol)",
