@@ -2,9 +2,9 @@
 
 The insert is one statement per wave, ``ON CONFLICT ON CONSTRAINT
 alerts_crossing_key DO NOTHING RETURNING``: only rows this statement stored
-come back, so only they are published. They are stored marked
-``unpublished`` (the outbox, ``0004_alert_outbox.sql``) and the mark is
-cleared once their events are in Redis. Reads serve the newest alert of a
+come back, so only they are published. Each is stored with its
+row in ``alert_outbox`` (``0004_alert_outbox.sql``), deleted once its event is
+in Redis. Reads serve the newest alert of a
 series and the history, newest first, keyset-paginated on
 ``(triggered_at, id)`` (the ``alerts_history_idx`` / ``alerts_triggered_at_idx``
 indexes).
@@ -43,15 +43,17 @@ _COLUMNS = (
 _INSERT = f"""
 WITH stored AS (
     INSERT INTO alerts (exchange_id, symbol, timeframe, alert_type, signal_type, direction, strength, trigger_value,
-                        signal_delta, trigger_label, price, triggered_at, unpublished)
+                        signal_delta, trigger_label, price, triggered_at)
     SELECT n.exchange_id, n.symbol, n.timeframe, n.alert_type, n.signal_type, n.direction, n.strength,
-           n.trigger_value, n.signal_delta, n.trigger_label, n.price::numeric, {_MS.format("n.triggered_ms")}, true
+           n.trigger_value, n.signal_delta, n.trigger_label, n.price::numeric, {_MS.format("n.triggered_ms")}
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                 $8::float8[], $9::float8[], $10::text[], $11::text[], $12::bigint[])
          AS n(exchange_id, symbol, timeframe, alert_type, signal_type, direction, strength, trigger_value,
               signal_delta, trigger_label, price, triggered_ms)
     ON CONFLICT ON CONSTRAINT alerts_crossing_key DO NOTHING
     RETURNING *
+), outbox AS (
+    INSERT INTO alert_outbox (alert_id) SELECT id FROM stored
 )
 SELECT {_COLUMNS} FROM stored a JOIN exchanges e ON e.id = a.exchange_id ORDER BY a.id
 """
@@ -61,8 +63,8 @@ _LATEST = (
     f"{_SELECT} WHERE a.exchange_id = $1 AND a.symbol = $2 AND a.timeframe = $3"
     " ORDER BY a.triggered_at DESC, a.id DESC LIMIT 1"
 )
-_UNPUBLISHED = f"{_SELECT} WHERE a.unpublished ORDER BY a.id LIMIT $1"
-_MARK_PUBLISHED = "UPDATE alerts SET unpublished = false WHERE id = ANY($1::bigint[]) AND unpublished"
+_UNPUBLISHED = f"{_SELECT} JOIN alert_outbox o ON o.alert_id = a.id ORDER BY a.id LIMIT $1"
+_PUBLISHED = "DELETE FROM alert_outbox WHERE alert_id = ANY($1::bigint[])"
 
 
 class AlertStore:
@@ -103,14 +105,15 @@ class AlertStore:
         return _record(rows[0]) if rows else None
 
     async def unpublished(self, limit: int) -> list[AlertRecord]:
-        """The oldest ``limit`` alerts whose events are not known to be published."""
+        """The oldest ``limit`` alerts in the outbox: their events are not known to be published."""
         return [_record(row) for row in await self._fetch(_UNPUBLISHED, limit)]
 
-    async def mark_published(self, ids: Sequence[int]) -> None:
+    async def published(self, ids: Sequence[int]) -> None:
+        """Their events are in Redis: out of the outbox."""
         try:
-            await self._pool.execute(_MARK_PUBLISHED, list(ids), timeout=STATEMENT_TIMEOUT_S)
+            await self._pool.execute(_PUBLISHED, list(ids), timeout=STATEMENT_TIMEOUT_S)
         except UNAVAILABLE_ERRORS as exc:
-            raise Unavailable("PostgreSQL is unavailable; alerts not marked as published") from exc
+            raise Unavailable("PostgreSQL is unavailable; published alerts left in the outbox") from exc
 
     async def page(self, query: AlertQuery) -> list[AlertRecord]:
         """Up to ``query.limit`` alerts matching ``query``, newest first, after its cursor."""

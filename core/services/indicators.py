@@ -14,12 +14,12 @@ the closes after the state's last one are evaluated for alerts then.
 Alerts are inserted with ``ON CONFLICT DO NOTHING`` on their crossing key;
 only the rows this call inserted are published, so the same crossing seen
 again (a restart, a replayed wave, a rebuilt state) is neither stored nor
-published twice. They are stored marked unpublished (an outbox) and the mark
-is cleared once their events are in Redis; after a start, or a wave whose
-publish failed (Redis away, a crash after the commit), the next wave
-publishes every marked alert first, oldest first. So no stored alert goes
-unannounced; a crash between the publish and the clearing announces that
-batch twice (at least once, never zero). A failure of this step is logged and counted, never raised
+published twice. Each is stored with an outbox row, deleted once its event
+is in Redis; after a start, or a wave whose publish failed (Redis away, a
+crash after the commit), the next wave first publishes everything left in the
+outbox, oldest first. So no stored alert goes unannounced; a crash between
+the publish and the delete announces that batch twice (at least once, never
+zero). A failure of this step is logged and counted, never raised
 into candle persistence: the candles are already stored, and the next wave
 rebuilds a state that missed them. Only a lost lease goes up.
 
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # Bars read to rebuild a missing state: the influence of the seed on the ATR (the slowest, alpha 1/26)
 # falls below 1e-6 of its weight after about 360 bars.
 WARMUP_BARS = 400
-OUTBOX_BATCH = 1_000  # marked alerts published per round when the outbox is drained
+OUTBOX_BATCH = 1_000  # alerts published per round when what is left in the outbox is drained
 
 Fenced = Callable[[], AbstractAsyncContextManager[Any]]  # a writer-fenced PostgreSQL connection (or None)
 SeriesKey = tuple[str, str, Timeframe]  # (exchange, canonical symbol, timeframe)
@@ -110,7 +110,7 @@ class StoredCloses(Protocol):
 class AlertWriter(Protocol):
     async def insert(self, alerts: Sequence[NewAlert], *, conn: Any = None) -> list[AlertRecord]: ...
     async def unpublished(self, limit: int) -> list[AlertRecord]: ...
-    async def mark_published(self, ids: Sequence[int]) -> None: ...
+    async def published(self, ids: Sequence[int]) -> None: ...
 
 
 class SignalPublisher(Protocol):
@@ -158,7 +158,7 @@ class IndicatorService:
         self.params = params or MacdVParams()
         self._warmup_bars = warmup_bars
         self.stats = IndicatorStats()
-        self._outbox_clear = False  # unknown at start: the first wave publishes what an earlier run left marked
+        self._outbox_clear = False  # unknown at start: the first wave publishes what an earlier run left
 
     async def on_closed(self, candles: Sequence[Candle], fenced: Fenced | None = None) -> None:
         """The pipeline's hook: like :meth:`process`, but only a lost lease is raised."""
@@ -238,17 +238,17 @@ class IndicatorService:
         return records
 
     async def _publish(self, fresh: list[AlertRecord]) -> None:
-        """Publish ``fresh`` (stored marked unpublished), and first every marked alert when the outbox may
-        hold some; a failure is logged and leaves the marks for the next wave (the alerts are stored)."""
+        """Publish ``fresh`` (just stored, with their outbox rows), and first all the outbox holds when it
+        may hold more; a failure is logged and leaves the rows for the next wave (the alerts are stored)."""
         try:
             if self._outbox_clear:
                 if fresh:
                     await self._signals.publish_signals(fresh)
-                    await self._alerts.mark_published([r.id for r in fresh])
+                    await self._alerts.published([r.id for r in fresh])
                 return
             while batch := await self._alerts.unpublished(OUTBOX_BATCH):
                 await self._signals.publish_signals(batch)
-                await self._alerts.mark_published([r.id for r in batch])
+                await self._alerts.published([r.id for r in batch])
                 if len(batch) < OUTBOX_BATCH:
                     break
             self._outbox_clear = True

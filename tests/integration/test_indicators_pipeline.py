@@ -280,15 +280,15 @@ async def test_alerts_stored_while_redis_is_away_are_published_by_a_later_wave(s
         await unreachable.aclose()
     assert stored and away.stats.publish_failures == 1 and away.stats.errors == 0
     assert await signal_events(s, symbol) == []
-    marked = "SELECT count(*) FROM alerts WHERE symbol = $1 AND unpublished"
-    assert await s.pool.fetchval(marked, symbol) == len(stored)  # stored, waiting in the outbox
+    waiting = "SELECT count(*) FROM alert_outbox o JOIN alerts a ON a.id = o.alert_id WHERE a.symbol = $1"
+    assert await s.pool.fetchval(waiting, symbol) == len(stored)  # stored, waiting in the outbox
 
     back = s.service()  # a restart with Redis back: its first wave publishes what waits, then its own
     later = await back.process(candles[60:])
     rows = await alert_rows(s, symbol)
     assert len(rows) == len(stored) + len(later)
     assert sorted(e.trade_signal.id for e in await signal_events(s, symbol)) == sorted(r["id"] for r in rows)
-    assert await s.pool.fetchval(marked, symbol) == 0
+    assert await s.pool.fetchval(waiting, symbol) == 0
     assert back.stats.publish_failures == 0
 
 

@@ -37,9 +37,10 @@ EXPECTED_COLUMNS = {
     ),
     "alerts": set(
         "id exchange_id symbol timeframe alert_type signal_type direction strength trigger_value signal_delta "
-        "trigger_label price triggered_at created_at unpublished".split()
+        "trigger_label price triggered_at created_at".split()
     ),
     "shared_secrets": set("name value".split()),
+    "alert_outbox": {"alert_id"},
 }
 # index name -> the column list its definition must contain
 EXPECTED_INDEXES = {
@@ -48,7 +49,6 @@ EXPECTED_INDEXES = {
     "candles_pkey": "(exchange_id, symbol, timeframe, open_time)",
     "alerts_history_idx": "(exchange_id, symbol, timeframe, triggered_at DESC, id DESC)",
     "alerts_crossing_key": "(exchange_id, symbol, timeframe, alert_type, trigger_label, triggered_at)",
-    "alerts_unpublished_idx": "(id) WHERE unpublished",
     "api_keys_key_hash_key": "(key_hash)",
     "exchanges_name_key": "(name)",
     "symbols_exchange_symbol_key": "(exchange_id, symbol)",

@@ -1,6 +1,8 @@
--- The alerts' outbox: a stored alert stays marked `unpublished` until its trade_signal event is in
--- Redis. The writer stores alerts inside its fenced transaction and publishes after it commits; a
--- crash or a Redis outage in between leaves the mark, and the next wave publishes what is marked.
--- Rows from before this migration were published when they were stored.
-ALTER TABLE alerts ADD COLUMN unpublished boolean NOT NULL DEFAULT false;
-CREATE INDEX alerts_unpublished_idx ON alerts (id) WHERE unpublished;
+-- The alerts' outbox: the id of every stored alert whose trade_signal event is not yet known to be
+-- in Redis. The writer stores an alert and its outbox row in one statement inside its fenced
+-- transaction, publishes after the commit, then deletes the rows; a crash or a Redis outage in
+-- between leaves them, and the next wave publishes what is left. A table of its own, not a column
+-- of alerts: clearing a column would rewrite every alert row and its five index entries.
+CREATE TABLE alert_outbox (
+    alert_id bigint PRIMARY KEY REFERENCES alerts (id) ON DELETE CASCADE
+);
