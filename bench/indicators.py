@@ -127,6 +127,7 @@ async def run(symbols_count: int, waves: int) -> None:
         verdict = "met" if figures["p95_ms"] < LIMIT_MS else "NOT met"
         print(f"limit {LIMIT_MS:.0f} ms per wave: {verdict} (p95); aim {AIM_MS:.0f} ms")
     finally:
+        await states.aclose()
         await pool.close()
         async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
             await redis.unlink(key)

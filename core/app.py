@@ -124,6 +124,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             read_only=settings.mode is Mode.PW_HOST,
         )
         indicator_states, candle_history, alerts = IndicatorStore(redis, keys), CandleHistory(pool), AlertStore(pool)
+        stack.push_async_callback(indicator_states.aclose)
         indicators = IndicatorService(
             states=indicator_states,
             history=candle_history,

@@ -17,6 +17,7 @@ from decimal import Decimal
 import asyncpg
 import redis.asyncio as aioredis
 
+from core.adapters import resp
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.domain.errors import Unavailable
@@ -32,11 +33,13 @@ class IndicatorStore:
 
     The timeframes of one (exchange, symbol) share a hash tag, hence a cluster slot, so they are read
     with one ``MGET`` and written with one ``MSET``: a wave of 1,000 symbols x 6 timeframes is
-    1,000 commands each way, not 6,000.
+    1,000 commands each way, not 6,000, sent on a connection of their own whose replies hiredis parses
+    (``core.adapters.resp.BulkPipeline``: a third of redis-py's pipeline time per wave).
     """
 
     def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
         self._redis = redis
+        self._bulk = resp.BulkPipeline.beside(redis, "perseus-indicator-states")  # the wave's reads and writes
         self._keys = keys
         self._names: dict[SeriesKey, str] = {}  # key names, built once per series (bounded by the series served)
         # The last value read or written per series and its decoded state: a value equal to it byte for byte
@@ -62,10 +65,7 @@ class IndicatorStore:
         if not series:
             return []
         groups = self._by_pair(series)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for _, names in groups:
-                pipe.mget(names)
-            replies = await pipe.execute()
+        replies = await self._bulk.execute([("MGET", *names) for _, names in groups])
         states: list[MacdVState | None] = [None] * len(series)
         for (positions, _), blobs in zip(groups, replies, strict=True):
             for i, blob in zip(positions, blobs, strict=True):
@@ -76,13 +76,19 @@ class IndicatorStore:
         if not items:
             return
         groups = self._by_pair([key for key, _ in items])
-        async with self._redis.pipeline(transaction=False) as pipe:
-            blobs = [state.to_bytes() for _, state in items]
-            for positions, names in groups:
-                pipe.mset({name: blobs[i] for i, name in zip(positions, names, strict=True)})
-            await pipe.execute()
+        blobs = [state.to_bytes() for _, state in items]
+        commands = []
+        for positions, names in groups:
+            command: list[str | bytes] = ["MSET"]
+            for i, name in zip(positions, names, strict=True):
+                command += (name, blobs[i])
+            commands.append(tuple(command))
+        await self._bulk.execute(commands)
         for (key, state), blob in zip(items, blobs, strict=True):
             self._decoded_last[key] = (blob, state)
+
+    async def aclose(self) -> None:
+        await self._bulk.aclose()
 
     async def latest(self, series: SeriesKey) -> MacdVValue | None:
         """The value of the series' last close (read path; Redis down is Unavailable)."""

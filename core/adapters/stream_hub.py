@@ -31,20 +31,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import ssl
 from collections.abc import Iterable
 from typing import Any
 
 import hiredis
 from redis.connection import SSLConnection, parse_url
 
+from core.adapters import resp
 from core.domain.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1_000
 RESYNC = 0
-CONNECT_TIMEOUT_S = 3.0
 SUBSCRIBE_TIMEOUT_S = 5.0
 PING_INTERVAL_S = 5.0
 IDLE_TIMEOUT_S = 15.0
@@ -257,30 +256,8 @@ class StreamHub:
             await asyncio.sleep(RECONNECT_DELAYS_S[0])
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        params = self._params
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            if "path" in params:
-                reader, writer = await asyncio.open_unix_connection(params["path"])
-            else:
-                tls = ssl.create_default_context() if params.get("connection_class") is SSLConnection else None
-                reader, writer = await asyncio.open_connection(params["host"], params["port"], ssl=tls)
-            try:
-                setup: list[tuple[Any, ...]] = []
-                if params.get("password") is not None:
-                    auth = (params["username"], params["password"]) if params.get("username") else (params["password"],)
-                    setup.append(("AUTH", *auth))
-                setup.append(("CLIENT", "SETNAME", self._client_name))
-                for command in setup:
-                    writer.write(hiredis.pack_command(command))
-                parser = hiredis.Reader()
-                for _ in setup:
-                    reply = await _next_reply(reader, parser)
-                    if isinstance(reply, hiredis.ReplyError):
-                        raise ConnectionError(f"Redis refused the hub's connection setup: {reply}")
-            except BaseException:
-                writer.close()
-                raise
-        return reader, writer
+        tls = self._params.get("connection_class") is SSLConnection
+        return await resp.open_connection(self._params, tls=tls, client_name=self._client_name)
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = hiredis.Reader()
@@ -326,12 +303,3 @@ class StreamHub:
                 for subscriber in entry.subscribers:
                     subscriber.offer((message[1].decode(), RESYNC, b""))
             entry.confirmed.set()
-
-
-async def _next_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
-    while (reply := parser.gets()) is False:
-        data = await reader.read(READ_BYTES)
-        if not data:
-            raise ConnectionError("Redis closed the connection")
-        parser.feed(data)
-    return reply

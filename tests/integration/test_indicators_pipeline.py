@@ -108,10 +108,12 @@ async def connections(database_url: str, redis_url: str) -> AsyncIterator[tuple[
 
 
 @pytest.fixture(scope="module")
-async def stack(connections: tuple[asyncpg.Pool, aioredis.Redis], redis_prefix: str) -> Stack:
+async def stack(connections: tuple[asyncpg.Pool, aioredis.Redis], redis_prefix: str) -> AsyncIterator[Stack]:
     pool, client = connections
     ids = {row["name"]: row["id"] for row in await pool.fetch("SELECT id, name FROM exchanges")}
-    return Stack(pool, client, RedisKeys(redis_prefix), ids)  # the core's prefix: it serves what is written here
+    s = Stack(pool, client, RedisKeys(redis_prefix), ids)  # the core's prefix: it serves what is written here
+    yield s
+    await s.states.aclose()
 
 
 def price(minute: int) -> D:
