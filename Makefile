@@ -26,7 +26,7 @@ gen-check: venv
 
 lint: venv
 	$(BIN)/buf lint
-	$(BIN)/ruff check core gateways clients/perseus_sdk tests scripts bench
+	$(BIN)/ruff check common core gateways clients/perseus_sdk tests scripts bench
 
 breaking: venv ## buf breaking against main (skipped when main has no proto/ yet)
 	@if git rev-parse -q --verify main:proto >/dev/null; then \

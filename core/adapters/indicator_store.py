@@ -17,7 +17,7 @@ from decimal import Decimal
 import asyncpg
 import redis.asyncio as aioredis
 
-from core.adapters import resp
+from common import resp
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.domain.errors import Unavailable
@@ -34,7 +34,7 @@ class IndicatorStore:
     The timeframes of one (exchange, symbol) share a hash tag, hence a cluster slot, so they are read
     with one ``MGET`` and written with one ``MSET``: a wave of 1,000 symbols x 6 timeframes is
     1,000 commands each way, not 6,000, sent on a connection of their own whose replies hiredis parses
-    (``core.adapters.resp.BulkPipeline``: a third of redis-py's pipeline time per wave).
+    (``common.resp.BulkPipeline``: a third of redis-py's pipeline time per wave).
     """
 
     def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import hiredis
 from redis.connection import SSLConnection, parse_url
 
-from core.adapters import resp
+from common import resp
 from core.domain.errors import Unavailable
 
 logger = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from sanic import HTTPResponse
 
+from common.resp import AutoPipeline
 from gateways.common import runtime as gc_policy
 from gateways.common.app_base import GatewayApp, create_gateway_app
 from gateways.common.http import JSON_CONTENT_TYPE
@@ -61,6 +62,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
     for index, path in enumerate(PREFLIGHT_PATHS):
         app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight_{index}")
     app.before_server_start(open_rest_clients)
+    app.after_server_stop(close_rest_clients)
     app.after_server_start(tune_gc)
     app.on_response(add_edge_headers, priority=-900)
     return app  # type: ignore[return-value]
@@ -72,8 +74,9 @@ async def open_rest_clients(app: RestApp) -> None:
     assert ctx.redis is not None and ctx.core is not None
     assert ctx.limit_fallbacks is not None and ctx.candle_results is not None
     prefix = ctx.settings.redis_prefix
-    ctx.limiter = RateLimiter(ctx.redis, prefix, ctx.limit_fallbacks)
-    ctx.candles = CandleCache(ctx.redis, prefix, ctx.candle_results)
+    ctx.pipeline = AutoPipeline.beside(ctx.redis, "perseus-rest")
+    ctx.limiter = RateLimiter(ctx.pipeline, prefix, ctx.limit_fallbacks)
+    ctx.candles = CandleCache(ctx.pipeline, prefix, ctx.candle_results)
     core = ctx.core
 
     async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:
@@ -82,6 +85,12 @@ async def open_rest_clients(app: RestApp) -> None:
         return exchanges, symbols
 
     ctx.directory = Directory(fetch)
+
+
+async def close_rest_clients(app: RestApp) -> None:
+    if app.ctx.pipeline is not None:
+        await app.ctx.pipeline.aclose()
+        app.ctx.pipeline = None
 
 
 async def tune_gc(app: RestApp) -> None:

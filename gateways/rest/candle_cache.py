@@ -36,11 +36,11 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
+
+from common.resp import AutoPipeline
 
 # A fetch gives the body and whether it may be kept (it saw the window the probe saw).
 Fetch = Callable[[], Awaitable[tuple[bytes, bool]]]
@@ -59,12 +59,15 @@ def cache_counter(registry: CollectorRegistry) -> Counter:
     )
 
 
-def probe_of(newest: list[tuple[bytes, float]]) -> bytes:
-    """A probe from the reply of ``ZRANGE key -1 -1 WITHSCORES``: ``b"<score>:<member>"``, or b"" when empty."""
-    if not newest:
+def probe_of(reply: Any) -> bytes | None:
+    """A probe from the reply of :func:`probe_command`: ``b"<score>:<member>"``, b"" for an empty window,
+    None for anything but a list (an error reply)."""
+    if not isinstance(reply, list):
+        return None
+    if not reply:
         return b""
-    member, score = newest[0]
-    return b"%d:%b" % (int(score), member)
+    member, score = reply
+    return b"%b:%b" % (score, member)
 
 
 def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
@@ -74,14 +77,14 @@ def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
 class CandleCache:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        pipeline: AutoPipeline,
         prefix: str,
         counter: Counter,
         *,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis = redis
+        self._pipeline = pipeline
         self._prefix = prefix
         self._max_entries = max_entries
         self._clock = clock
@@ -122,7 +125,8 @@ class CandleCache:
 
     async def probe(self, exchange: str, symbol: str, timeframe: str) -> bytes | None:
         """The newest member of the window with its score; None when Redis does not answer."""
-        key = window_key(self._prefix, exchange, symbol, timeframe)
+        command = self.probe_command(exchange, symbol, timeframe)
+        key = command[1]
         shared = self._in_flight.get(key)
         if shared is not None:
             return await asyncio.shield(shared)
@@ -130,23 +134,24 @@ class CandleCache:
         self._in_flight[key] = future
         result: bytes | None = None
         try:
-            result = await self._read(key)
+            result = await self._read(command)
         finally:
             del self._in_flight[key]
             future.set_result(result)  # a cancelled probe leaves its followers uncached, not stuck
         return result
 
-    async def _read(self, key: str) -> bytes | None:
+    async def _read(self, command: tuple[Any, ...]) -> bytes | None:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
-                return probe_of(await self._redis.zrange(key, -1, -1, withscores=True))
-        except (RedisError, OSError, TimeoutError):
+                (reply,) = await self._pipeline.call(command)
+        except (OSError, TimeoutError):  # ConnectionError included
             return None
+        return probe_of(reply)
 
-    def add_probe(self, exchange: str, symbol: str, timeframe: str) -> Callable[[Pipeline], object]:
-        """The probe as a command for someone else's pipeline (the limiter's); read it with :func:`probe_of`."""
-        key = window_key(self._prefix, exchange, symbol, timeframe)
-        return lambda pipe: pipe.zrange(key, -1, -1, withscores=True)
+    def probe_command(self, exchange: str, symbol: str, timeframe: str) -> tuple[Any, ...]:
+        """``ZRANGE window -1 -1 WITHSCORES``, also for someone else's call (the limiter's); read its reply
+        with :func:`probe_of`."""
+        return ("ZRANGE", window_key(self._prefix, exchange, symbol, timeframe), -1, -1, "WITHSCORES")
 
     @staticmethod
     def newest_member(probe: bytes) -> bytes:

@@ -60,7 +60,7 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
         request,
         api_key,
         ratelimit.candles_cost(values["limit"]),
-        also=ctx.candles.add_probe(exchange, symbol, timeframe),
+        also=ctx.candles.probe_command(exchange, symbol, timeframe),
     )
     await ctx.directory.require(exchange, symbol)
     probe = probe_of(newest) if newest is not NOT_READ else await ctx.candles.probe(exchange, symbol, timeframe)

@@ -10,6 +10,7 @@ from prometheus_client import Counter
 from sanic import Request, Sanic
 from sanic.config import Config
 
+from common.resp import AutoPipeline
 from gateways.common.app_base import GatewayContext
 from gateways.rest.candle_cache import CandleCache
 from gateways.rest.directory import Directory
@@ -18,8 +19,10 @@ from gateways.rest.limiter import RateLimiter
 
 @dataclass(slots=True)
 class RestContext(GatewayContext):
-    """Besides the shared clients: the limiter, the directory and the candle cache (while serving)."""
+    """Besides the shared clients: the Redis pipeline of the limiter and the candle cache, the limiter,
+    the directory and the candle cache (while serving)."""
 
+    pipeline: AutoPipeline | None = None
     limiter: RateLimiter | None = None
     directory: Directory | None = None
     candles: CandleCache | None = None

@@ -20,7 +20,7 @@ from sanic import HTTPResponse
 from gateways.common.auth import presented_key
 from gateways.common.errors import RateLimitExceeded
 from gateways.rest.context import RestRequest
-from gateways.rest.limiter import Also
+from gateways.rest.limiter import Command
 from gateways.rest.operations import Operation, path_values
 from gateways.rest.ratelimit import BASE_COST, NOT_LIMITED
 from perseus.marketdata.v1 import key_service_pb2
@@ -49,7 +49,9 @@ def parameters(request: RestRequest, operation: Operation) -> dict[str, Any]:
     return operation.values(path_values(request.match_info), dict(request.args))
 
 
-async def spend(request: RestRequest, api_key: key_service_pb2.ApiKey, cost: int, *, also: Also | None = None) -> Any:
+async def spend(
+    request: RestRequest, api_key: key_service_pb2.ApiKey, cost: int, *, also: Command | None = None
+) -> Any:
     """Spend ``cost`` of the key's limit (429 when it does not fit); the reply of ``also``, or NOT_READ."""
     assert request.app.ctx.limiter is not None
     decision, read = await request.app.ctx.limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost, also=also)

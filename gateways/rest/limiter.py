@@ -1,12 +1,14 @@
 """The REST rate limiter: one Lua call per request in Redis, shared by every gateway instance.
 
-One call is one pipeline: the script, plus at most one read a route needs
+A request's call carries the script and at most one read the route needs
 anyway (the candle route's window probe), so a limited request still costs a
-single round trip. The counter of a key's current window is ``P ratelimit:{apikey:<id>}:<window>``:
-one key per call, with the key's hash tag, so it works unchanged on Redis
-Cluster. The script (:data:`~gateways.rest.ratelimit.WINDOW_SCRIPT`) reads,
-checks and increments atomically, so two gateways can never both spend the
-last units.
+single round trip; it goes through the gateway's
+:class:`~common.resp.AutoPipeline`, so the calls of concurrent requests
+share one write and their replies are parsed in C. The counter of a key's
+current window is ``P ratelimit:{apikey:<id>}:<window>``: one key per call,
+with the key's hash tag, so it works unchanged on Redis Cluster. The script
+(:data:`~gateways.rest.ratelimit.WINDOW_SCRIPT`) reads, checks and
+increments atomically, so two gateways can never both spend the last units.
 
 **When Redis does not answer** (error or timeout after
 :data:`REDIS_LIMIT_TIMEOUT_S`) the limiter *fails open to a local limit*: it
@@ -21,16 +23,15 @@ instances a client may then get up to N times its limit until Redis is back.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError, RedisError
 
+from common.resp import AutoPipeline, ReplyError
 from gateways.rest.ratelimit import NOT_LIMITED, UNLIMITED, WINDOW_S, WINDOW_SCRIPT, Decision, decide, window_of
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 REDIS_LIMIT_TIMEOUT_S = 0.25
 MAX_LOCAL_COUNTERS = 100_000
 NOT_READ = object()  # the reply of an ``also`` command that was not sent or failed
+WINDOW_SHA = hashlib.sha1(WINDOW_SCRIPT.encode()).hexdigest()
 
-Also = Callable[[Pipeline], object]  # adds one command to the limiter's pipeline
+Command = tuple[Any, ...]
 
 
 def fallback_counter(registry: CollectorRegistry) -> Counter:
@@ -54,16 +56,15 @@ def fallback_counter(registry: CollectorRegistry) -> Counter:
 class RateLimiter:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        pipeline: AutoPipeline,
         prefix: str,
         fallbacks: Counter,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = redis
+        self._pipeline = pipeline
         self._prefix = prefix
         self._clock = clock
-        self._sha = redis.register_script(WINDOW_SCRIPT).sha
         self._local: dict[tuple[int, int], int] = {}
         self._degraded = False
         self._fallbacks = fallbacks
@@ -71,42 +72,36 @@ class RateLimiter:
     def counter_key(self, key_id: int, window: int) -> str:
         return f"{self._prefix}ratelimit:{{apikey:{key_id}}}:{window}"
 
-    async def spend(self, key_id: int, limit: int, cost: int, *, also: Also | None = None) -> tuple[Decision, Any]:
+    async def spend(self, key_id: int, limit: int, cost: int, *, also: Command | None = None) -> tuple[Decision, Any]:
         """Spend ``cost`` units of key ``key_id`` (``limit`` per minute, 0 = unlimited).
 
-        ``also`` adds one more command to the same pipeline (one round trip for both); its reply comes
+        ``also`` is one more command sent with the script (one round trip for both); its reply comes
         back second, or :data:`NOT_READ` when it was not sent (an unlimited key) or Redis failed.
         """
         if limit == UNLIMITED:
             return NOT_LIMITED, NOT_READ
         window = window_of(self._clock())
-        args = (self.counter_key(key_id, window), cost, limit, (WINDOW_S + 5) * 1000)
+        commands = [("EVALSHA", WINDOW_SHA, 1, self.counter_key(key_id, window), cost, limit, (WINDOW_S + 5) * 1000)]
+        if also is not None:
+            commands.append(also)
         try:
             async with asyncio.timeout(REDIS_LIMIT_TIMEOUT_S):
-                replies = await self._send(args, also)
-                if isinstance(replies[0], NoScriptError):  # Redis lost its scripts (a restart): load, once
-                    await self._redis.script_load(WINDOW_SCRIPT)
-                    replies = await self._send(args, also)
-        except (RedisError, OSError, TimeoutError) as exc:
+                replies = await self._pipeline.call(*commands)
+                if _lost_script(replies[0]):  # Redis lost its scripts (a restart, SCRIPT FLUSH): load, once
+                    await self._pipeline.call(("SCRIPT", "LOAD", WINDOW_SCRIPT))
+                    replies = await self._pipeline.call(*commands)
+        except (OSError, TimeoutError) as exc:  # ConnectionError included
             return self._spend_locally(key_id, limit, cost, window, exc), NOT_READ
         spent, read = replies[0], replies[1] if also is not None else NOT_READ
-        if isinstance(read, Exception):
+        if isinstance(read, ReplyError):
             read = NOT_READ
-        if isinstance(spent, Exception):
+        if isinstance(spent, ReplyError):
             return self._spend_locally(key_id, limit, cost, window, spent), read
         if self._degraded:
             self._degraded = False
             logger.warning("rate limits are shared through Redis again")
         allowed, used = spent
         return Decision(bool(allowed), limit, int(used), (window + 1) * WINDOW_S), read
-
-    async def _send(self, args: tuple[str, int, int, int], also: Also | None) -> list[Any]:
-        key, *values = args
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._sha, 1, key, *values)
-            if also is not None:
-                also(pipe)
-            return await pipe.execute(raise_on_error=False)
 
     def _spend_locally(self, key_id: int, limit: int, cost: int, window: int, exc: BaseException) -> Decision:
         if not self._degraded:
@@ -120,3 +115,7 @@ class RateLimiter:
         if decision.allowed:
             self._local[slot] = decision.used
         return decision
+
+
+def _lost_script(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")

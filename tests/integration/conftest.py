@@ -7,11 +7,15 @@ in the test), which takes precedence over these.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
+from core.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, run_cli, running_core, running_gateway
 
 
@@ -42,3 +46,17 @@ def rest(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
     """A ``perseus rest`` gateway in front of ``core``."""
     with running_gateway("rest", migrated_env, core.addr) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def embedded_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis server of the module's own (``perseus up``'s embedded one) for tests that stop,
+    freeze or restart it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="perseus-test-redis-"))
+    server = EmbeddedRedis(data_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

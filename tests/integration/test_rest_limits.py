@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from core.devstack.valkey import EmbeddedRedis
 from tests.support.market_seed import Seed
 from tests.support.processes import free_port, running_gateway
 from tests.support.rest_stack import RestStack, make_key, seeded_rest_stack
@@ -103,6 +104,25 @@ def test_with_redis_down_the_limit_is_kept_per_instance(stack: RestStack, privat
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 100 and statuses.count(429) == 10, statuses
     assert "perseus_rest_ratelimit_local_fallbacks_total 110.0" in metrics
+
+
+def test_once_redis_is_back_the_limit_is_shared_through_it_again(
+    stack: RestStack, embedded_redis: EmbeddedRedis
+) -> None:
+    key = make_key(stack.env, "free")
+    headers = {"X-API-Key": key}
+    with running_gateway("rest", {**stack.env, "PERSEUS_REDIS_URL": embedded_redis.url}, stack.core.addr) as gateway:
+        wait_for_next_window()
+        shared = httpx.get(f"http://{gateway.addr}{HEAVY}", headers=headers, timeout=10)
+        embedded_redis.stop()
+        local = httpx.get(f"http://{gateway.addr}{HEAVY}", headers=headers, timeout=10)
+        embedded_redis.start()  # with its data: the counter of this window is still there
+        again = httpx.get(f"http://{gateway.addr}{HEAVY}", headers=headers, timeout=10)
+        metrics = httpx.get(f"http://{gateway.addr}/metrics").text
+    assert shared.status_code == local.status_code == again.status_code == 200
+    remaining = [int(r.headers["x-ratelimit-remaining"]) for r in (shared, local, again)]
+    assert remaining == [FREE_LIMIT - 10, FREE_LIMIT - 10, FREE_LIMIT - 20]  # local counts alone; Redis goes on
+    assert "perseus_rest_ratelimit_local_fallbacks_total 1.0" in metrics
 
 
 def test_the_limit_survives_redis_forgetting_its_scripts(stack: RestStack, private_redis) -> None:  # type: ignore[no-untyped-def]

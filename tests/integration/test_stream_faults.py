@@ -8,10 +8,8 @@ import asyncio
 import os
 import shutil
 import signal
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -110,27 +108,15 @@ async def test_resume_across_a_core_restart_gives_exactly_the_missed_events(
         await redis.aclose()
 
 
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[EmbeddedRedis]:
-    data_dir = Path(tempfile.mkdtemp(prefix="perseus-stream-faults-"))
-    valkey = EmbeddedRedis(data_dir)
-    try:
-        valkey.start()
-        yield valkey
-    finally:
-        valkey.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 @pytest.fixture
-async def private_core(migrated_env: dict[str, str], private_redis: EmbeddedRedis) -> AsyncIterator[str]:
-    with running_core({**migrated_env, "PERSEUS_REDIS_URL": private_redis.url}) as process:
+async def private_core(migrated_env: dict[str, str], embedded_redis: EmbeddedRedis) -> AsyncIterator[str]:
+    with running_core({**migrated_env, "PERSEUS_REDIS_URL": embedded_redis.url}) as process:
         yield process.addr
 
 
 @pytest.mark.parametrize("keeps_data", [True, False], ids=["redis-keeps-its-data", "redis-loses-its-data"])
 async def test_streams_survive_a_redis_restart(
-    private_core: str, private_redis: EmbeddedRedis, redis_prefix: str, keeps_data: bool
+    private_core: str, embedded_redis: EmbeddedRedis, redis_prefix: str, keeps_data: bool
 ) -> None:
     channel = fresh_channel()
     name = name_of(channel)
@@ -140,11 +126,11 @@ async def test_streams_survive_a_redis_restart(
         await ingest(private_core, channel.symbol, range(1, 4))
         before = await read_events(call, 3)
 
-        private_redis.stop()
+        embedded_redis.stop()
         if not keeps_data:  # its append-only files go; the port file stays, so the URL does too
-            for data in private_redis.dir.glob("appendonly*"):
+            for data in embedded_redis.dir.glob("appendonly*"):
                 shutil.rmtree(data) if data.is_dir() else data.unlink()
-        private_redis.start()
+        embedded_redis.start()
         await ingest(private_core, channel.symbol, range(4, 7))  # published once the core's Redis is back
 
         responses: list[pb.SubscribeResponse] = []
@@ -164,16 +150,16 @@ async def test_streams_survive_a_redis_restart(
 
 
 async def test_a_read_on_a_stalled_redis_ends_within_the_core_deadline(
-    migrated_env: dict[str, str], private_redis: EmbeddedRedis
+    migrated_env: dict[str, str], embedded_redis: EmbeddedRedis
 ) -> None:
-    env = {**migrated_env, "PERSEUS_REDIS_URL": private_redis.url, "PERSEUS_CORE_MAX_CALL_S": "1"}
+    env = {**migrated_env, "PERSEUS_REDIS_URL": embedded_redis.url, "PERSEUS_CORE_MAX_CALL_S": "1"}
     with running_core(env) as core:
         async with aio.insecure_channel(core.addr) as grpc_channel:
             market = md_grpc.MarketDataServiceStub(grpc_channel)
             request = md_pb2.GetCandlesRequest(exchange="sim", symbol="STALL-USD", timeframe=common_pb2.TIMEFRAME_1M)
             await market.GetCandles(request, timeout=5)  # answers while Redis does
-            assert private_redis.pid is not None
-            os.kill(private_redis.pid, signal.SIGSTOP)
+            assert embedded_redis.pid is not None
+            os.kill(embedded_redis.pid, signal.SIGSTOP)
             try:
                 started = time.monotonic()
                 with pytest.raises(aio.AioRpcError) as caught:  # another series: not an answer the core keeps
@@ -185,7 +171,7 @@ async def test_a_read_on_a_stalled_redis_ends_within_the_core_deadline(
                     await market.GetCandles(request, timeout=0.3)
                 assert own_deadline.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             finally:
-                os.kill(private_redis.pid, signal.SIGCONT)
+                os.kill(embedded_redis.pid, signal.SIGCONT)
             assert (await market.GetCandles(request, timeout=5)).candles == []  # and it answers again
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "GetCandles" in (caught.value.details() or "")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from common.resp import AutoPipeline
 from core.adapters.redis_keys import RedisKeys
 from gateways.rest.candle_cache import MAX_AGE_S, CandleCache, cache_counter, window_key
 
@@ -22,7 +22,8 @@ class Clock:
 
 def cache(clock: Clock, max_entries: int = 10) -> CandleCache:
     counter = cache_counter(CollectorRegistry())
-    return CandleCache(aioredis.Redis(), "p:", counter, max_entries=max_entries, clock=clock)  # never connects here
+    pipeline = AutoPipeline({"host": "127.0.0.1", "port": 1}, tls=False, client_name="unused")  # never connects here
+    return CandleCache(pipeline, "p:", counter, max_entries=max_entries, clock=clock)
 
 
 def test_the_window_key_is_the_cores() -> None:
