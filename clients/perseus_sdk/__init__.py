@@ -6,6 +6,13 @@ into ``perseus_sdk._generated``; this module is its curated public surface.
     async with perseus_sdk.connect("127.0.0.1:50051") as channel:
         market = perseus_sdk.MarketDataServiceStub(channel)
         reply = await market.list_exchanges(perseus_sdk.ListExchangesRequest())
+
+The WebSocket gateway's stream, reconnected and resumed (``perseus_sdk.stream``):
+
+    async with perseus_sdk.LiveStream("ws://127.0.0.1:8001", api_key) as stream:
+        await stream.subscribe("prices:BTC-USD")
+        async for item in stream:  # LiveEvent, or SeqGap where events are gone for good
+            ...
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from perseus_sdk._generated.perseus.marketdata.v1 import (
     TradeSignal,
     ValueZone,
 )
+from perseus_sdk.stream import LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused
 
 __all__ = [
     "ApiKey",
@@ -109,6 +117,8 @@ __all__ = [
     "ListExchangesResponse",
     "ListSymbolsRequest",
     "ListSymbolsResponse",
+    "LiveEvent",
+    "LiveStream",
     "MacdV",
     "MarketDataServiceStub",
     "MomentumStage",
@@ -116,9 +126,12 @@ __all__ = [
     "PriceFeed",
     "ResumeGap",
     "RuntimeMode",
+    "SeqGap",
     "SignalDirection",
     "SignalStrength",
+    "StreamClosed",
     "StreamEvent",
+    "StreamRefused",
     "StreamServiceStub",
     "SubscribeRequest",
     "SubscribeResponse",

@@ -135,9 +135,12 @@ def answers_http(addr: str) -> bool:
 
 
 @contextmanager
-def running_gateway(kind: Kind, env: Mapping[str, str], core_addr: str) -> Iterator[Process]:
-    """A real ``perseus rest``/``perseus ws`` on a free port, talking to the core at ``core_addr``."""
-    addr = f"127.0.0.1:{free_port()}"
+def running_gateway(
+    kind: Kind, env: Mapping[str, str], core_addr: str, *, addr: str | None = None
+) -> Iterator[Process]:
+    """A real ``perseus rest``/``perseus ws`` on ``addr`` (a free port by default), talking to the core at
+    ``core_addr``."""
+    addr = addr or f"127.0.0.1:{free_port()}"
     process = spawn([kind], {**env, "PERSEUS_CORE_ADDR": core_addr, ADDR_VARIABLE[kind]: addr}, addr)
     try:
         wait_until(lambda: answers_http(addr), process, f"perseus {kind}")
