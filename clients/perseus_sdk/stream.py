@@ -14,10 +14,12 @@ What it does so that callers do not have to:
   restart, 4008, 4009, 4029, 1013), with backoff and jitter from 0.1 s up to
   ``max_backoff_s``, and subscribes again with ``resume`` = the last ``seq``
   it handed over per channel, so the gateway replays exactly what was missed.
-- **Exactly once, gaps said out loud**: events a resume brings twice are
-  dropped, and every hole in a channel's seqs (history that no longer
-  reaches back, or events the gateway skipped while this client read too
-  slowly) is one :class:`SeqGap` before the next event.
+- **Exactly once, holes refilled**: events a resume brings twice are
+  dropped. When a channel's seqs jump on an open connection (the gateway
+  skipped events while this client read too slowly), the channel is
+  subscribed again with ``resume`` and the missed events are handed over in
+  order; only what the history no longer holds reaches the caller, as one
+  :class:`SeqGap` before the next event.
 - **Limits of the protocol**: subscribes go in messages of at most 20
   channels; more than 50 channels raise ``ValueError`` here.
 - **Final closes end it**: 4001 (key missing, invalid or revoked) and 1009
@@ -92,22 +94,51 @@ class StreamRefused(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """For the stream, not the caller: subscribe ``channel`` again with ``resume`` to fetch a hole."""
+
+    channel: str
+
+
 class SeqTracker:
-    """The last seq handed over per channel: duplicates out, holes as :class:`SeqGap`. No I/O."""
+    """The last seq handed over per channel: duplicates dropped, holes refilled or said. No I/O.
+
+    A jump in a channel's seqs asks for a :class:`Refill` and, until the event
+    right after the last one arrives, drops that channel's events (the resumed
+    subscription brings them again, in order). A ``resume_gap`` from the
+    gateway is a :class:`SeqGap`: the replay then starts at its
+    ``first_available_seq``.
+    """
 
     def __init__(self) -> None:
         self.last: dict[str, int] = {}
+        self.refilling: set[str] = set()
 
-    def accept(self, message: dict[str, Any]) -> list[LiveEvent | SeqGap]:
+    def accept(self, message: dict[str, Any]) -> list[LiveEvent | SeqGap | Refill]:
         channel, seq = message["channel"], int(message["seq"])
         last = self.last.get(channel)
-        if last is not None and seq <= last:
-            return []  # replayed by a resume, already handed over
+        if last is not None and seq != last + 1:
+            if seq <= last or channel in self.refilling:
+                return []  # replayed twice, or past a hole the refill is bringing
+            self.refilling.add(channel)
+            return [Refill(channel)]
+        self.refilling.discard(channel)
         self.last[channel] = seq
-        event = LiveEvent(message["type"], channel, seq, message.get("data") or {})
-        if last is not None and seq > last + 1:
-            return [SeqGap(channel, last, seq), event]
-        return [event]
+        return [LiveEvent(message["type"], channel, seq, message.get("data") or {})]
+
+    def resume_gap(self, message: dict[str, Any]) -> list[SeqGap]:
+        """The history did not reach back to the resume: the replay starts at ``first_available_seq``."""
+        channel, first = message["channel"], int(message["first_available_seq"])
+        last = self.last.get(channel)
+        if last is None or first <= last + 1:
+            return []
+        self.last[channel] = first - 1
+        return [SeqGap(channel, last, first)]
+
+    def resumed(self) -> None:
+        """A new connection resumes every channel from its last seq: no refill is pending any more."""
+        self.refilling.clear()
 
     def resume_of(self, channels: Iterable[str]) -> dict[str, int]:
         return {channel: self.last[channel] for channel in channels if channel in self.last}
@@ -115,6 +146,7 @@ class SeqTracker:
     def forget(self, channels: Iterable[str]) -> None:
         for channel in channels:
             self.last.pop(channel, None)
+            self.refilling.discard(channel)
 
 
 class _Dropped(Exception):
@@ -206,10 +238,9 @@ class LiveStream:
             self._url, additional_headers=self._headers, open_timeout=OPEN_TIMEOUT_S
         )
         self._ws = ws
+        self._tracker.resumed()
         for chunk in _chunks(list(self._channels)):  # again, after a drop: resumed where the caller is
-            self._expect(ws, self._message("subscribe", chunk)).add_done_callback(
-                lambda answer: self._resubscribed(ws, answer)
-            )
+            self._resubscribe(ws, chunk)
         self._ready.set()
         return ws
 
@@ -241,12 +272,18 @@ class LiveStream:
                 kind = message.get("type")
                 if kind in EVENT_TYPES:
                     for item in self._tracker.accept(message):
-                        await self._items.put(item)
+                        if isinstance(item, Refill):
+                            self._refill(ws, item.channel)
+                        else:
+                            await self._items.put(item)
+                elif kind == "resume_gap":
+                    for gap in self._tracker.resume_gap(message):
+                        await self._items.put(gap)
                 elif kind in ANSWER_TYPES and self._answers:
                     answer = self._answers.popleft()
                     if not answer.done():
                         answer.set_result(message)
-                # heartbeats, and resume_gap (the seqs that follow show the gap), need nothing
+                # heartbeats need nothing: websockets' own pings watch the connection
         except ConnectionClosed:
             pass
         finally:
@@ -295,6 +332,17 @@ class LiveStream:
             if answer["type"] == "error":
                 raise StreamRefused(answer["code"], answer["message"])
             return answer
+
+    def _refill(self, ws: ClientConnection, channel: str) -> None:
+        if channel in self._channels:  # not while the caller is leaving it
+            self._expect(ws, self._message("unsubscribe", [channel]))
+            self._resubscribe(ws, [channel])
+
+    def _resubscribe(self, ws: ClientConnection, channels: list[str]) -> None:
+        """Subscribe again, resuming from the last seqs handed over; a refusal drops the connection to retry."""
+        self._expect(ws, self._message("subscribe", channels)).add_done_callback(
+            lambda answer: self._resubscribed(ws, answer)
+        )
 
     def _resubscribed(self, ws: ClientConnection, answer: asyncio.Future[dict[str, Any]]) -> None:
         if answer.cancelled() or answer.exception() is not None:

@@ -1,18 +1,25 @@
 """The SDK's ``LiveStream`` against a real core and WebSocket gateway, as an SDK user runs it.
 
 A gateway restart loses nothing and repeats nothing (the stream reconnects and
-resumes); a history that no longer reaches back arrives as one ``SeqGap``; a
-refused channel raises and the stream goes on; a bad key ends it with 4001.
+resumes); events the gateway skipped while the consumer was slow are refilled
+on the same connection; a history that no longer reaches back arrives as one
+``SeqGap``; a refused channel raises and the stream goes on; a bad key ends it
+with 4001.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import socket
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
 
 from core.adapters.events import EventPublisher
 from core.adapters.redis_keys import RedisKeys
@@ -31,6 +38,13 @@ READ_S = 15.0
 @pytest.fixture(scope="module")
 def gateway(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
     with running_gateway("ws", migrated_env, core.addr) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def patient_gateway(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
+    """A slow client is skipped at once but closed only after 20 s behind."""
+    with running_gateway("ws", {**migrated_env, "PERSEUS_WS_SLOW_CLIENT_S": "20"}, core.addr) as process:
         yield process
 
 
@@ -69,6 +83,57 @@ async def test_a_gateway_restart_loses_nothing_and_repeats_nothing(
     assert [item.data["price"] for item in received] == [f"{p}.5" for p in range(1, 9)]  # type: ignore[union-attr]
     assert consecutive([item.seq for item in received])  # type: ignore[union-attr]
     assert stream.reconnects >= 1
+
+
+def skipped_events(gateway: Process) -> float:
+    text = httpx.get(f"http://{gateway.addr}/metrics", timeout=5).text
+    found = re.search(r"^perseus_ws_skipped_events (\S+)$", text, re.M)
+    assert found
+    return float(found.group(1))
+
+
+def small_buffers(addr: str) -> Any:
+    """websockets' ``connect`` on a socket with a tiny receive buffer and a one-frame queue: a consumer that
+    stops reading backs the gateway up at once."""
+
+    def connect_small(url: str, **kwargs: Any) -> Any:
+        host, port = addr.rsplit(":", 1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.setblocking(False)
+        return connect(url, sock=sock, max_queue=1, **kwargs)
+
+    return connect_small
+
+
+async def test_events_skipped_while_the_consumer_was_slow_are_refilled_in_order(
+    patient_gateway: Process, key: str, publisher: EventPublisher
+) -> None:
+    symbol = fresh_symbol()
+    name, channel = f"prices:{symbol}", prices_channel(symbol)
+    addr = patient_gateway.addr
+    async with LiveStream(f"ws://{addr}", key, buffer=1, connect=small_buffers(addr)) as stream:
+        await stream.subscribe(name)
+        first = await publish_prices(publisher, channel, range(1, 2))
+        await take(stream, 1)
+        skipped = skipped_events(patient_gateway)
+        last = first
+        while skipped_events(patient_gateway) == skipped:  # the consumer reads nothing: the gateway skips
+            last = await publish_prices(publisher, channel, range(500))
+            await asyncio.sleep(0.05)
+        received: list[LiveEvent | SeqGap] = []
+        async with asyncio.timeout(READ_S):  # reads again; a skip shows only once a later event is written
+            while not received or getattr(received[-1], "seq", 0) < last:
+                try:
+                    async with asyncio.timeout(0.2):
+                        received.append(await anext(stream))
+                except TimeoutError:
+                    last = await publish_prices(publisher, channel, range(1))  # the channel moves on, as live ones do
+        reconnects = stream.reconnects
+    assert all(isinstance(item, LiveEvent) for item in received)  # no SeqGap: the history had them all
+    assert [item.seq for item in received] == list(range(first + 1, last + 1))  # type: ignore[union-attr]
+    assert reconnects == 0  # refilled on the same connection, not by a 4009 and a reconnect
 
 
 async def test_history_that_no_longer_reaches_back_is_one_seq_gap(

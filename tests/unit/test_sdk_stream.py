@@ -1,4 +1,4 @@
-"""The SDK stream's seq bookkeeping: what is handed over once, and holes said as SeqGap."""
+"""The SDK stream's seq bookkeeping: each event handed over once, holes refilled, lost history as one SeqGap."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from perseus_sdk.stream import LiveEvent, LiveStream, SeqGap, SeqTracker
+from perseus_sdk.stream import LiveEvent, LiveStream, Refill, SeqGap, SeqTracker
 
 
 def event(channel: str, seq: int) -> dict[str, Any]:
@@ -27,12 +27,31 @@ def test_events_a_resume_brings_twice_are_dropped() -> None:
     assert [item.seq for item in tracker.accept(event("prices:A", 4))] == [4]  # type: ignore[union-attr]
 
 
-def test_a_hole_is_one_gap_before_the_next_event() -> None:
+def test_a_jump_asks_for_a_refill_and_drops_the_channel_until_the_next_seq_arrives() -> None:
     tracker = SeqTracker()
     tracker.accept(event("prices:A", 1))
-    gap, next_event = tracker.accept(event("prices:A", 5))
-    assert gap == SeqGap("prices:A", after_seq=1, next_seq=5)
-    assert isinstance(next_event, LiveEvent) and next_event.seq == 5
+    assert tracker.accept(event("prices:A", 5)) == [Refill("prices:A")]
+    assert tracker.accept(event("prices:A", 6)) == []  # live, past the hole: the refill brings it again
+    assert tracker.accept(event("other:B", 9))[0] == LiveEvent("price_update", "other:B", 9, {"price": "9"})
+    refilled = [*tracker.accept(event("prices:A", 2)), *tracker.accept(event("prices:A", 3))]
+    assert [item.seq for item in refilled] == [2, 3]  # type: ignore[union-attr]
+    assert tracker.accept(event("prices:A", 5)) == [Refill("prices:A")]  # 4 is still missing: refilled again
+    tracker.resumed()  # a new connection resumes everything
+    assert tracker.accept(event("prices:A", 5)) == [Refill("prices:A")]
+
+
+def test_history_that_no_longer_reaches_back_is_one_gap_then_the_replay_goes_on() -> None:
+    tracker = SeqTracker()
+    tracker.accept(event("prices:A", 1))
+    tracker.accept(event("prices:A", 9))  # the jump: a refill is under way
+    gap = tracker.resume_gap(
+        {"type": "resume_gap", "channel": "prices:A", "requested_seq": 1, "first_available_seq": 7}
+    )
+    assert gap == [SeqGap("prices:A", after_seq=1, next_seq=7)]
+    assert [item.seq for item in tracker.accept(event("prices:A", 7))] == [7]  # type: ignore[union-attr]
+    assert [item.seq for item in tracker.accept(event("prices:A", 8))] == [8]  # type: ignore[union-attr]
+    no_gap = {"type": "resume_gap", "channel": "prices:A", "requested_seq": 8, "first_available_seq": 9}
+    assert tracker.resume_gap(no_gap) == []
 
 
 def test_channels_are_tracked_apart_and_resume_names_only_seen_ones() -> None:
