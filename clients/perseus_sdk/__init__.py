@@ -13,6 +13,11 @@ The WebSocket gateway's stream, reconnected and resumed (``perseus_sdk.stream``)
         await stream.subscribe("prices:BTC-USD")
         async for item in stream:  # LiveEvent, or SeqGap where events are gone for good
             ...
+
+The REST gateway, with retries and cursors followed (``perseus_sdk.rest``):
+
+    async with perseus_sdk.RestClient("http://127.0.0.1:8000", api_key) as rest:
+        candles = await rest.candles("coinbase", "BTC-USD", timeframe="1m")
 """
 
 from __future__ import annotations
@@ -78,9 +83,11 @@ from perseus_sdk._generated.perseus.marketdata.v1 import (
     TradeSignal,
     ValueZone,
 )
+from perseus_sdk.rest import ApiError, RateLimit, RestClient
 from perseus_sdk.stream import LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused
 
 __all__ = [
+    "ApiError",
     "ApiKey",
     "AuthenticateKeyRequest",
     "AuthenticateKeyResponse",
@@ -124,6 +131,8 @@ __all__ = [
     "MomentumStage",
     "PriceBucket",
     "PriceFeed",
+    "RateLimit",
+    "RestClient",
     "ResumeGap",
     "RuntimeMode",
     "SeqGap",

@@ -1,0 +1,228 @@
+"""A client of the REST gateway (``/public/v1``) that retries what can be retried and follows cursors.
+
+    async with perseus_sdk.RestClient("http://127.0.0.1:8000", api_key) as rest:
+        candles = await rest.candles("coinbase", "BTC-USD", timeframe="1m", limit=100)
+        async for alert in rest.alerts(symbol="BTC-USD"):   # every page, newest first
+            ...
+
+Every method returns the ``data`` of the answer as JSON (prices and volumes
+stay decimal strings, times ISO-8601 UTC strings). What it does so that
+callers do not have to:
+
+- **Retries** a request when the gateway or the network failed it: a
+  transport error, 502, 503 or 504, up to ``retries`` more times with
+  backoff and jitter (every route is a read, so a retry is safe); a 429 after
+  the ``Retry-After`` it was given, when that is at most ``max_retry_wait_s``.
+  Every attempt carries the same ``X-Request-ID``, so the gateway's and the
+  core's logs show one request.
+- **Pages**: :meth:`alerts` follows ``meta.next_cursor``; a page that fails
+  is retried from its own cursor, so nothing is skipped or repeated.
+- **Errors** that retrying cannot fix raise :class:`ApiError` with the
+  contract's ``code``, ``message``, ``details`` and ``request_id``.
+- :attr:`RestClient.rate_limit` is the ``X-RateLimit-*`` of the last answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+RETRIED_STATUSES = frozenset({502, 503, 504})
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 5.0
+PREFIX = "/public/v1"
+
+Time = dt.datetime | str | int  # a datetime (naive means UTC), ISO-8601 text or epoch milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    limit: int  # units per minute; 0 for a key that is not limited
+    remaining: int
+    reset: int  # epoch second at which the window ends
+
+
+class ApiError(Exception):
+    """An answer that is not a success, with the gateway's error body (``status`` 0: no answer at all)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, details: Any = None, request_id: str = "", retry_after: int = 0
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class RestClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        max_retry_wait_s: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers={"X-API-Key": api_key}, timeout=timeout_s, transport=transport
+        )
+        self._retries = retries
+        self._max_retry_wait_s = max_retry_wait_s
+        self.rate_limit: RateLimit | None = None
+
+    async def __aenter__(self) -> RestClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- the routes --------------------------------------------------------------------------
+
+    async def exchanges(self) -> list[dict[str, Any]]:
+        return await self._data("/exchanges")  # type: ignore[no-any-return]
+
+    async def symbols(self, exchange: str | None = None) -> list[dict[str, Any]]:
+        return await self._data("/symbols", exchange=exchange)  # type: ignore[no-any-return]
+
+    async def candles(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        timeframe: str = "1h",
+        limit: int = 100,
+        start: Time | None = None,
+        end: Time | None = None,
+    ) -> list[dict[str, Any]]:
+        """Closed candles, oldest first: the newest ``limit`` (before ``end``), or the first from ``start``."""
+        path = f"/candles/{_segment(exchange)}/{_segment(symbol)}"
+        return await self._data(path, timeframe=timeframe, limit=limit, start=start, end=end)  # type: ignore[no-any-return]
+
+    async def signal(self, exchange: str, symbol: str, *, timeframe: str = "1h") -> dict[str, Any]:
+        path = f"/signals/{_segment(exchange)}/{_segment(symbol)}"
+        return await self._data(path, timeframe=timeframe)  # type: ignore[no-any-return]
+
+    async def alerts(
+        self,
+        *,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        since: Time | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every trade signal that matches, newest first, page after page."""
+        params: dict[str, Any] = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe, "since": since}
+        cursor: str | None = None
+        while True:
+            body = await self._get("/alerts", {**params, "limit": page_size, "cursor": cursor})
+            for alert in body["data"]:
+                yield alert
+            cursor = (body.get("meta") or {}).get("next_cursor")
+            if not cursor:
+                return
+
+    async def latest_prices(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
+        return await self._data("/prices/latest", symbols=",".join(symbols))  # type: ignore[no-any-return]
+
+    async def price_range(
+        self,
+        symbol: str,
+        *,
+        start: Time,
+        end: Time | None = None,
+        interval: str = "1h",
+        source: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """OHLCV buckets of the price feeds from ``start`` to ``end`` (now), with ``num_feeds``."""
+        params = {"symbol": symbol, "from": start, "to": end, "interval": interval, "source": source, "limit": limit}
+        return (await self._get("/prices/range", params))["data"]  # type: ignore[no-any-return]
+
+    async def consensus(self, symbols: Iterable[str], *, timestamp: Time | None = None) -> list[dict[str, Any]]:
+        return await self._data("/aggregates/consensus", symbols=",".join(symbols), timestamp=timestamp)  # type: ignore[no-any-return]
+
+    # --- one request -------------------------------------------------------------------------
+
+    async def _data(self, path: str, **params: Any) -> Any:
+        return (await self._get(path, params))["data"]
+
+    async def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        query = {name: _param(value) for name, value in params.items() if value is not None}
+        request_id = uuid.uuid4().hex
+        backoff = FIRST_BACKOFF_S
+        for attempt in range(self._retries + 1):
+            wait: float | None = None
+            try:
+                response = await self._http.get(PREFIX + path, params=query, headers={"X-Request-ID": request_id})
+            except httpx.TransportError as exc:
+                error = ApiError(0, "UNREACHABLE", str(exc) or type(exc).__name__, request_id=request_id)
+                error.__cause__ = exc
+                wait = backoff * random.uniform(0.5, 1.0)
+            else:
+                self._note_limit(response)
+                if response.is_success:
+                    return response.json()  # type: ignore[no-any-return]
+                error = _error(response, request_id)
+                if response.status_code == 429 and error.retry_after <= self._max_retry_wait_s:
+                    wait = error.retry_after
+                elif response.status_code in RETRIED_STATUSES:
+                    wait = backoff * random.uniform(0.5, 1.0)
+            if wait is None or attempt == self._retries:
+                raise error
+            await asyncio.sleep(wait)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _note_limit(self, response: httpx.Response) -> None:
+        try:
+            self.rate_limit = RateLimit(
+                int(response.headers["x-ratelimit-limit"]),
+                int(response.headers["x-ratelimit-remaining"]),
+                int(response.headers["x-ratelimit-reset"]),
+            )
+        except (KeyError, ValueError):
+            pass
+
+
+def _error(response: httpx.Response, request_id: str) -> ApiError:
+    try:
+        body = response.json()["error"]
+        code, message, details = body["code"], body["message"], body.get("details")
+        request_id = body.get("request_id") or request_id
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "HTTP_ERROR", response.text[:200] or response.reason_phrase, None
+    try:
+        retry_after = int(response.headers.get("retry-after", "0"))
+    except ValueError:
+        retry_after = 0
+    return ApiError(
+        response.status_code, code, message, details=details, request_id=request_id, retry_after=retry_after
+    )
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return moment.isoformat()
+    return str(value)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")  # BTC/USD stays one path segment
