@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +25,7 @@ from core.adapters.redis_keys import RedisKeys
 from perseus_sdk import LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused
 from tests.support import ws as support
 from tests.support.processes import Process, free_port, running_gateway
-from tests.support.ws import fresh_symbol, prices_channel, publish_prices
+from tests.support.ws import fresh_symbol, prices_channel, publish_prices, small_buffer_socket
 
 pytestmark = pytest.mark.integration
 key = support.key  # fixtures: an internal key, the core's event publisher
@@ -97,12 +96,7 @@ def small_buffers(addr: str) -> Any:
     stops reading backs the gateway up at once."""
 
     def connect_small(url: str, **kwargs: Any) -> Any:
-        host, port = addr.rsplit(":", 1)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((host, int(port)))
-        sock.setblocking(False)
-        return connect(url, sock=sock, max_queue=1, **kwargs)
+        return connect(url, sock=small_buffer_socket(addr), max_queue=1, **kwargs)
 
     return connect_small
 

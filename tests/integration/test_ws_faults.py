@@ -38,6 +38,7 @@ from tests.support.ws import (
     prices_channel,
     publish_prices,
     recv,
+    small_buffer_socket,
     stream_url,
     subscribe,
 )
@@ -93,16 +94,6 @@ async def until(check: object, within: float = 15.0) -> None:
     while not check():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
-
-
-def small_buffer_socket(addr: str) -> socket.socket:
-    """A client socket whose receive buffer is tiny, so a client that stops reading backs up at once."""
-    host, port = addr.rsplit(":", 1)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
-    sock.setblocking(False)
-    return sock
 
 
 # --- backpressure ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,3 +94,13 @@ async def subscribe(ws: ClientConnection, channels: list[str], **extra: Any) -> 
 
 async def events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
     return [await recv(ws) for _ in range(count)]
+
+
+def small_buffer_socket(addr: str) -> socket.socket:
+    """A client socket whose receive buffer is tiny, so a client that stops reading backs up at once."""
+    host, port = addr.rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    return sock
