@@ -95,15 +95,18 @@ async def test_a_failed_call_is_logged_with_its_method_code_and_request_id(
     echo: tuple[aio.Channel, CollectorRegistry], caplog: pytest.LogCaptureFixture
 ) -> None:
     channel, _ = echo
-    with caplog.at_level(logging.INFO, logger="core.rpc.interceptors"), pytest.raises(aio.AioRpcError):
-        await channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(
-            b"fail", metadata=(("x-request-id", "log-1"),)
-        )
-    for _ in range(500):  # the server logs as its handler unwinds, which may be just after the client has the status
-        finished = [r for r in caplog.records if r.getMessage() == "rpc finished"]
-        if finished:
-            break
-        await asyncio.sleep(0.01)
+    with caplog.at_level(logging.INFO, logger="core.rpc.interceptors"):  # until the line is logged
+        with pytest.raises(aio.AioRpcError):
+            await channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(
+                b"fail", metadata=(("x-request-id", "log-1"),)
+            )
+        for _ in range(
+            500
+        ):  # the server logs as its handler unwinds, which may be just after the client has the status
+            finished = [r for r in caplog.records if r.getMessage() == "rpc finished"]
+            if finished:
+                break
+            await asyncio.sleep(0.01)
     (record,) = finished
     assert record.fields["code"] == "NOT_FOUND"  # type: ignore[attr-defined]
     assert record.fields["method"] == f"/{SERVICE}/Unary"  # type: ignore[attr-defined]
