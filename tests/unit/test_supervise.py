@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -17,9 +18,9 @@ def fast() -> TaskSupervisor:
     return supervisor
 
 
-async def wait_for(condition, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(2.0):
+        while not condition():  # noqa: ASYNC110 - polling the supervisor's public state is the point
             await asyncio.sleep(0.005)
 
 
