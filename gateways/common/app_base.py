@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
+from common.supervise import TaskSupervisor
 from gateways.common.auth import KeyCache
 from gateways.common.core_client import CoreClient
 from gateways.common.errors import ContractErrorHandler
@@ -52,6 +53,7 @@ class GatewayContext:
     core: CoreClient | None = None
     keys: KeyCache | None = None
     redis: aioredis.Redis | None = None
+    tasks: TaskSupervisor | None = None  # the gateway's long-lived tasks: restarted, and shown by /health when down
 
 
 GatewayApp: TypeAlias = Sanic[Config, GatewayContext]
@@ -94,6 +96,7 @@ def create_gateway_app(
 
 async def open_clients(app: GatewayApp) -> None:
     settings = app.ctx.settings
+    app.ctx.tasks = TaskSupervisor()
     app.ctx.core = CoreClient.connect(settings.core_addr, deadline_s=settings.core_deadline_s)
     app.ctx.keys = KeyCache(app.ctx.core.lookup_key)
     app.ctx.redis = aioredis.Redis.from_url(
@@ -115,8 +118,10 @@ async def open_clients(app: GatewayApp) -> None:
 
 
 async def close_clients(app: GatewayApp) -> None:
-    core, redis = app.ctx.core, app.ctx.redis
-    app.ctx.core = app.ctx.redis = None
+    core, redis, tasks = app.ctx.core, app.ctx.redis, app.ctx.tasks
+    app.ctx.core = app.ctx.redis = app.ctx.tasks = None
+    if tasks is not None:
+        await tasks.aclose(timeout_s=1.0)
     try:
         if core is not None:
             await core.close()
