@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -74,6 +75,7 @@ class EmbeddedServer(abc.ABC):
         self._detached = detached
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self._log_offset = 0  # where the current run's output starts in the log
 
     # ---- public API
 
@@ -121,6 +123,35 @@ class EmbeddedServer(abc.ABC):
             self.dir,
             self.log_path,
         )
+
+    def exit_code(self) -> int | None:
+        """The exit code of the server this object started, once it has ended; None while it runs."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def last_words(self) -> str:
+        """The most telling line the current (or last) run logged, and where the log is."""
+        return f"{error_line(read_from(self.log_path, self._log_offset))}; log {self.log_path}"
+
+    def restart(self, *, abort: Callable[[], bool] | None = None) -> None:
+        """Start again after the server died: the *same* port and data; StartupError when it cannot.
+
+        Its URL was handed to other processes, which reconnect to it, so a server on another port
+        would be no restart: a port taken meanwhile is a failure, for the caller to retry later or
+        give up on. ``abort`` is polled while waiting for readiness (a stop signal arrived).
+        """
+        port = self.port
+        self._kill_now()  # reap the dead one (anything it left in its group dies by itself)
+        if not port_free(port):
+            raise StartupError(f"embedded {self.kind}: port {port} is taken by another process (log {self.log_path})")
+        try:
+            came_up = self._try_port(port, abort)
+        except BaseException:
+            self._kill_now()
+            raise
+        if not came_up:
+            raise StartupError(f"embedded {self.kind}: port {port} was taken meanwhile (log {self.log_path})")
+        self._write_record()
+        logger.info("embedded %s restarted at %s (pid %d)", self.kind, self.url, self._proc.pid if self._proc else -1)
 
     def stop(self) -> None:
         """Stop gracefully, then kill; idempotent.
@@ -178,10 +209,11 @@ class EmbeddedServer(abc.ABC):
             logger.info("embedded %s: port %d was taken meanwhile; trying another", self.kind, port)
         raise StartupError(f"embedded {self.kind}: no free port after {PORT_ATTEMPTS} attempts (log {self.log_path})")
 
-    def _try_port(self, port: int) -> bool:
+    def _try_port(self, port: int, abort: Callable[[], bool] | None = None) -> bool:
         """Spawn on ``port`` and wait; False when the port turned out to be taken."""
         argv = self._argv(port)
         fd, offset = open_log(self.log_path)
+        self._log_offset = offset
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -197,11 +229,15 @@ class EmbeddedServer(abc.ABC):
             raise StartupError(f"embedded {self.kind}: cannot run {argv[0]} ({exc})") from exc
         finally:
             os.close(fd)
-        return self._wait_ready(self._proc, port, offset)
+        return self._wait_ready(self._proc, port, offset, abort)
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, offset: int) -> bool:
+    def _wait_ready(
+        self, proc: subprocess.Popen[bytes], port: int, offset: int, abort: Callable[[], bool] | None = None
+    ) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
+            if abort is not None and abort():
+                raise StartupError(f"embedded {self.kind}: start interrupted")
             code = proc.poll()
             if code is not None:
                 output = read_from(self.log_path, offset)

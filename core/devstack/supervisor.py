@@ -1,22 +1,35 @@
-"""``perseus up``: everything a developer needs, in one terminal, stopped by one Ctrl-C.
+"""``perseus up``: everything a developer needs, in one terminal, stopped by one Ctrl-C, healing itself.
 
 :func:`run_up` starts the embedded PostgreSQL and Redis for whichever of ``PERSEUS_DATABASE_URL``
 and ``PERSEUS_REDIS_URL`` is unset, runs ``perseus migrate``, creates a development API key, then
 starts ``perseus core``, ``perseus rest`` and ``perseus ws`` and waits until the REST gateway's
 ``/health`` answers 200 before printing a summary.
 
+Healing: once the summary is out, every child is supervised, the embedded servers included. A
+child that exits (whatever its code: nothing here is meant to end on its own) is started again
+after a backoff (:mod:`core.devstack.restarts`: 0.5 s doubling to 10 s, with jitter, reset after
+30 s of running) while the others keep running; each restart is logged as "core exited with
+code -9; restarting in 0.5 s (restart 1)". An embedded server comes back on the same port and
+data directory, because its URL was handed to the other children; a port taken meanwhile is a
+failed restart. Five failures of one child within 60 s stop the stack with one ERROR line naming
+the child, its last exit code and where its output is, and exit code 1. Before the summary,
+failures stay fatal: a child that cannot even start once is a configuration error to report, not
+to retry.
+
 Stopping: SIGINT, SIGTERM and SIGHUP only set a flag that the supervisor polls, so no exception
 lands in the middle of a spawn. Children are stopped first (SIGTERM to each, a shared grace
-period, then SIGKILL to their process groups), then the embedded servers. If a child exits on its
-own, the supervisor says which one and with what code, stops everything and returns 1; a failure
-before the summary (a step fails, a child exits at startup, health never turns 200) raises
+period, then SIGKILL to their process groups), then the embedded servers. A failure before the
+summary (a step fails, a child exits at startup, health never turns 200) raises
 :class:`StartupError` after stopping everything, which ``perseus`` prints as one line.
 
 No orphans: every child runs in its own session (so a terminal's Ctrl-C reaches only the
 supervisor) with a parent-death signal, so even a SIGKILLed supervisor takes its children along.
+Restarts happen on the main thread for that reason (the death signal belongs to the thread that
+started the child).
 
-The commands are collaborators (:class:`UpPlan`); tests pass small fake ones. When unset,
-``PERSEUS_LOG_FORMAT`` defaults to ``text`` here, for a developer's terminal.
+The commands are collaborators (:class:`UpPlan`); tests pass small fake ones and a quicker
+:class:`RestartPolicy`. When unset, ``PERSEUS_LOG_FORMAT`` defaults to ``text`` here, for a
+developer's terminal.
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TextIO
@@ -40,12 +53,14 @@ from urllib.parse import urlsplit, urlunsplit
 from core import logs
 from core.devstack.postgres import EmbeddedPostgres
 from core.devstack.processes import child_preexec, stop_process, wait_or_kill
+from core.devstack.restarts import RestartBudget, RestartPolicy
+from core.devstack.server import EmbeddedServer
 from core.devstack.valkey import EmbeddedRedis
 from core.settings import LOG_LEVELS, EnvReader, StartupError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Child", "StopSignals", "Supervisor", "UpPlan", "default_plan", "run_up"]
+__all__ = ["Child", "RestartPolicy", "StopSignals", "Supervisor", "UpPlan", "default_plan", "run_up"]
 
 POLL_S = 0.1
 HEALTH_TIMEOUT_S = 1.0
@@ -79,6 +94,7 @@ class UpPlan:
     health_url: str
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     grace_s: float = DEFAULT_GRACE_S
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 def default_plan(env: Mapping[str, str]) -> UpPlan:
@@ -182,8 +198,66 @@ def run_step(title: str, argv: Sequence[str], env: Mapping[str, str], signals: S
     return out or ""
 
 
+class _Unit:
+    """One supervised process, a child command or an embedded server, and its restart bookkeeping."""
+
+    def __init__(self, name: str, budget: RestartBudget) -> None:
+        self.name = name
+        self.budget = budget
+        self.due: float | None = None  # when a restart is due; None while it runs
+
+    def launch(self) -> int:
+        """Start it (again); its pid. StartupError when it cannot."""
+        raise NotImplementedError
+
+    def exit_code(self) -> int | None:
+        raise NotImplementedError
+
+    def hint(self) -> str:
+        """Where to look for why it failed."""
+        raise NotImplementedError
+
+
+class _ChildUnit(_Unit):
+    def __init__(self, child: Child, env: Mapping[str, str], budget: RestartBudget) -> None:
+        super().__init__(child.name, budget)
+        self.child = child
+        self._env = env
+        self.proc: subprocess.Popen[str] | None = None
+
+    def launch(self) -> int:
+        try:
+            self.proc = _spawn(self.child.argv, self._env)
+        except OSError as exc:
+            raise StartupError(f"cannot start {self.name} ({exc})") from exc
+        return self.proc.pid
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def hint(self) -> str:
+        return "its output is above"
+
+
+class _ServerUnit(_Unit):
+    def __init__(self, server: EmbeddedServer, signals: StopSignals, budget: RestartBudget) -> None:
+        super().__init__(f"embedded {server.kind}", budget)
+        self.server = server
+        self._signals = signals
+
+    def launch(self) -> int:
+        self.server.restart(abort=lambda: self._signals.received is not None)
+        return self.server.pid or -1
+
+    def exit_code(self) -> int | None:
+        return self.server.exit_code()
+
+    def hint(self) -> str:
+        return self.server.last_words()
+
+
 class Supervisor:
-    """Runs the long-lived children, watches them, and stops them all."""
+    """Runs the long-lived children, restarts whichever dies (embedded servers too), and stops them all."""
 
     def __init__(
         self,
@@ -193,22 +267,30 @@ class Supervisor:
         health_url: str,
         ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
         grace_s: float = DEFAULT_GRACE_S,
+        restart: RestartPolicy | None = None,
     ) -> None:
         self._children = tuple(children)
         self._signals = signals
         self._health_url = health_url
         self._ready_timeout_s = ready_timeout_s
         self._grace_s = grace_s
-        self._running: list[tuple[Child, subprocess.Popen[str]]] = []
+        self._policy = restart or RestartPolicy()
+        self._running: list[_ChildUnit] = []
+        self._servers: list[_ServerUnit] = []
+
+    def adopt(self, server: EmbeddedServer) -> None:
+        """Watch an embedded server that is already running (its own stop stays with the caller)."""
+        unit = _ServerUnit(server, self._signals, RestartBudget(self._policy))
+        unit.budget.started(time.monotonic())
+        self._servers.append(unit)
 
     def start(self, env: Mapping[str, str]) -> None:
         for child in self._children:
-            try:
-                proc = _spawn(child.argv, env)
-            except OSError as exc:
-                raise StartupError(f"cannot start {child.name} ({exc})") from exc
-            self._running.append((child, proc))
-            logger.info("started %s (pid %d)", child.name, proc.pid)
+            unit = _ChildUnit(child, env, RestartBudget(self._policy))
+            pid = unit.launch()
+            unit.budget.started(time.monotonic())
+            self._running.append(unit)
+            logger.info("started %s (pid %d)", child.name, pid)
 
     def wait_ready(self) -> None:
         """Block until health answers 200; StartupError if a child exits or time runs out."""
@@ -216,8 +298,8 @@ class Supervisor:
         while True:
             self._signals.check()
             if exited := self._first_exited():
-                child, code = exited
-                raise StartupError(f"{child.name} exited with code {code} during startup (its message is above)")
+                unit, code = exited
+                raise StartupError(f"{unit.name} exited with code {code} during startup (its message is above)")
             if _http_ok(self._health_url):
                 return
             if time.monotonic() > deadline:
@@ -225,34 +307,84 @@ class Supervisor:
             time.sleep(POLL_S)
 
     def watch(self) -> int:
-        """Until a stop signal (returns 0) or a child's exit (returns 1)."""
+        """Until a stop signal (returns 0), restarting dead children; 1 after one has failed too often."""
         while self._signals.received is None:
-            if exited := self._first_exited():
-                child, code = exited
-                logger.error("%s exited unexpectedly with code %s; stopping everything", child.name, code)
-                return 1
+            for unit in (*self._servers, *self._running):  # the stores first: the others need them
+                if not self._tend(unit):
+                    return 1
+                if self._signals.received is not None:
+                    break
             time.sleep(POLL_S)
         logger.info("received %s; stopping", signal.Signals(self._signals.received).name)
         return 0
 
     def stop(self) -> None:
-        """SIGTERM to every child, one shared grace period, then SIGKILL; idempotent."""
-        alive = [(child, proc) for child, proc in self._running if proc.poll() is None]
-        for _child, proc in alive:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self._grace_s
-        for child, proc in alive:
-            code = wait_or_kill(proc, max(0.0, deadline - time.monotonic()))
-            logger.info("%s stopped (exit code %s)", child.name, code)
-        for _child, proc in self._running:
-            proc.wait()
-        self._running.clear()
+        """SIGTERM to every child, one shared grace period, then SIGKILL; idempotent.
 
-    def _first_exited(self) -> tuple[Child, int] | None:
-        for child, proc in self._running:
-            code = proc.poll()
+        Embedded servers are not stopped here: whoever started them stops them, after the children.
+        """
+        alive = [unit for unit in self._running if unit.proc is not None and unit.proc.poll() is None]
+        for unit in alive:
+            assert unit.proc is not None
+            unit.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._grace_s
+        for unit in alive:
+            assert unit.proc is not None
+            code = wait_or_kill(unit.proc, max(0.0, deadline - time.monotonic()))
+            logger.info("%s stopped (exit code %s)", unit.name, code)
+        for unit in self._running:
+            if unit.proc is not None:
+                unit.proc.wait()
+        self._running.clear()
+        self._servers.clear()
+
+    def _tend(self, unit: _Unit) -> bool:
+        """Look after one unit: notice its death, restart it when due; False when it is time to give up."""
+        now = time.monotonic()
+        if unit.due is None:
+            code = unit.exit_code()
+            if code is None:
+                if unit.budget.check_healthy(now):
+                    logger.info(
+                        "%s has run for %g s; its restart backoff starts over", unit.name, self._policy.healthy_after_s
+                    )
+                return True
+            return self._failed(unit, now, f"exited with code {code}")
+        if now < unit.due:
+            return True
+        try:
+            pid = unit.launch()
+        except StartupError as exc:
+            if self._signals.received is not None:
+                return True
+            return self._failed(unit, time.monotonic(), f"did not come back ({exc})")
+        unit.due = None
+        unit.budget.started(time.monotonic())
+        logger.info("%s restarted (pid %d)", unit.name, pid)
+        return True
+
+    def _failed(self, unit: _Unit, now: float, what: str) -> bool:
+        delay = unit.budget.failed(now)
+        if delay is None:
+            policy = self._policy
+            logger.error(
+                "%s failed %d times within %g s; last: %s (%s); giving up and stopping everything",
+                unit.name,
+                policy.max_failures,
+                policy.window_s,
+                what,
+                unit.hint(),
+            )
+            return False
+        unit.due = now + delay
+        logger.warning("%s %s; restarting in %.2g s (restart %d)", unit.name, what, delay, unit.budget.restarts)
+        return True
+
+    def _first_exited(self) -> tuple[_Unit, int] | None:
+        for unit in self._running:
+            code = unit.exit_code()
             if code is not None:
-                return child, code
+                return unit, code
         return None
 
 
@@ -266,9 +398,10 @@ def _redact(url: str) -> str:
 
 def _start_embedded(
     env: dict[str, str], data_dir: Path, stack: contextlib.ExitStack, signals: StopSignals
-) -> dict[str, str]:
-    """Start the embedded server for each unset URL; returns a summary line per store."""
+) -> tuple[dict[str, str], list[EmbeddedServer]]:
+    """Start the embedded server for each unset URL; returns a summary line per store, and the servers."""
     lines: dict[str, str] = {}
+    servers: list[EmbeddedServer] = []
     for variable, factory, label in (
         ("PERSEUS_DATABASE_URL", EmbeddedPostgres, "PostgreSQL"),
         ("PERSEUS_REDIS_URL", EmbeddedRedis, "Redis"),
@@ -281,9 +414,10 @@ def _start_embedded(
         server = factory(data_dir)
         stack.callback(server.stop)
         server.start()
+        servers.append(server)
         env[variable] = server.url
         lines[label] = f"{server.url}  (embedded; data in {server.dir})"
-    return lines
+    return lines, servers
 
 
 def _dev_key(output: str) -> str:
@@ -316,7 +450,7 @@ def run_up(
     plan: UpPlan | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Run ``perseus up`` until a stop signal (returns 0) or a child's exit (returns 1).
+    """Run ``perseus up`` until a stop signal (returns 0) or a child's repeated failure (returns 1).
 
     Raises StartupError (one line) when something fails before everything is up; by then
     everything it started has been stopped. ``plan`` replaces the real commands (tests).
@@ -329,7 +463,7 @@ def run_up(
     out = out or sys.stdout
     with StopSignals() as signals, contextlib.ExitStack() as stack:
         try:
-            stores = _start_embedded(env, Path(data_dir), stack, signals)
+            stores, servers = _start_embedded(env, Path(data_dir), stack, signals)
             run_step("`perseus migrate`", plan.migrate, env, signals, timeout_s=MIGRATE_TIMEOUT_S)
             key = _dev_key(run_step("`perseus keys create`", plan.create_key, env, signals, timeout_s=KEYS_TIMEOUT_S))
             supervisor = Supervisor(
@@ -338,7 +472,10 @@ def run_up(
                 health_url=plan.health_url,
                 ready_timeout_s=plan.ready_timeout_s,
                 grace_s=plan.grace_s,
+                restart=plan.restart,
             )
+            for server in servers:
+                supervisor.adopt(server)
             stack.callback(supervisor.stop)
             supervisor.start(env)
             supervisor.wait_ready()

@@ -55,7 +55,7 @@ time.sleep(600)
 # ``run_up`` with a plan from JSON, mapping StartupError to exit 2 the way ``perseus`` does.
 HARNESS = r"""
 import json, os, sys
-from core.devstack.supervisor import Child, UpPlan, run_up
+from core.devstack.supervisor import Child, RestartPolicy, UpPlan, run_up
 from core.settings import StartupError
 cfg = json.loads(sys.argv[1])
 plan = UpPlan(
@@ -65,6 +65,7 @@ plan = UpPlan(
     health_url=cfg["health_url"],
     ready_timeout_s=cfg["ready_timeout_s"],
     grace_s=cfg["grace_s"],
+    restart=RestartPolicy(**cfg["restart"]),
 )
 try:
     code = run_up(dict(os.environ), data_dir=cfg["data_dir"], plan=plan)
@@ -81,6 +82,8 @@ GIVEN_URLS = {
 DEV_KEY = "pk_dev_0123456789"
 PRINT_KEY = [sys.executable, "-c", f"print('creating key'); print(); print({DEV_KEY!r}); print()"]
 SUCCEED = [sys.executable, "-c", "pass"]
+# Restarts ten times quicker than ``perseus up``'s defaults, so a test sees a child give up in about a second.
+QUICK_RESTARTS: Mapping[str, float] = {"first_delay_s": 0.05, "max_delay_s": 1.0, "window_s": 20.0}
 
 
 def alive(pid: int) -> bool:
@@ -120,6 +123,9 @@ class UpProcess:
     def child_pid(self, mode: str) -> int:
         return next(int(p.stem) for p in self.pid_dir.glob("*.pid") if p.read_text() == mode)
 
+    def live_pids(self) -> list[int]:
+        return [pid for pid in self.child_pids() if alive(pid)]
+
     def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while not check():
@@ -153,6 +159,7 @@ def up_starter(tmp_path: Path) -> Iterator[StartUp]:
         ready_timeout_s: float = 10.0,
         grace_s: float = 5.0,
         data_dir: Path | None = None,
+        restart: Mapping[str, float] = QUICK_RESTARTS,
     ) -> UpProcess:
         run_dir = tmp_path / f"run{len(started)}"
         pid_dir = run_dir / "pids"
@@ -164,6 +171,7 @@ def up_starter(tmp_path: Path) -> Iterator[StartUp]:
             "health_url": f"http://127.0.0.1:{health_port or free_port()}/health",
             "ready_timeout_s": ready_timeout_s,
             "grace_s": grace_s,
+            "restart": dict(restart),
             "data_dir": str(data_dir or run_dir / "data"),
         }
         base = {k: v for k, v in os.environ.items() if k not in ("PERSEUS_DATABASE_URL", "PERSEUS_REDIS_URL")}

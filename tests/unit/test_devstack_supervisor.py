@@ -1,24 +1,33 @@
 """The ``perseus up`` supervisor with small fake children: real processes and signals, no databases.
 
 ``run_up`` runs in its own process (it installs signal handlers and is signalled like a user
-would). The database and Redis URLs are set, so no embedded server starts here; the embedded
-path is covered in ``tests/integration/test_devstack.py``. Every fake process writes its pid to
-a directory, so a test can prove none of them outlived the supervisor.
+would), with restarts ten times quicker than the defaults (``QUICK_RESTARTS``); the rules
+themselves (backoff, reset, giving up) are checked on :class:`RestartBudget` with a fake clock.
+The database and Redis URLs are set, so no embedded server starts here; the embedded path is
+covered in ``tests/integration/test_devstack.py`` and ``tests/integration/test_up_heals.py``.
+Every fake process writes its pid to a directory, so a test can prove none of them outlived the
+supervisor.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from core.devstack.restarts import RestartBudget, RestartPolicy
 from core.devstack.supervisor import _dev_key, _reachable, _redact, default_plan
 from tests.support.devstack import (
     DEV_KEY,
+    QUICK_RESTARTS,
     SUCCEED,
     StartUp,
     alive,
@@ -32,6 +41,18 @@ from tests.support.processes import free_port
 @pytest.fixture
 def start_up(tmp_path: Path) -> Iterator[StartUp]:
     yield from up_starter(tmp_path)
+
+
+def signal_kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+def _health_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def three_children(health_port: int, ws_mode: str = "sleep", *ws_args: str) -> list[tuple[str, str, list[str]]]:
@@ -98,15 +119,85 @@ def test_children_die_with_a_sigkilled_supervisor(start_up: StartUp) -> None:
 # ---------------------------------------------------------------- failures
 
 
-def test_a_child_that_exits_stops_the_others_and_exits_nonzero(start_up: StartUp) -> None:
-    port = free_port()
-    up = start_up(three_children(port, "exit:3", "1.0"), health_port=port)
-    up.wait_up()
-    pids = up.child_pids()
+RESTART_LINE = re.compile(r"(\w+) exited with code (-?\d+); restarting in ([\d.e-]+) s \(restart (\d+)\)")
 
-    assert up.exit_code() == 1
-    assert "ws exited unexpectedly with code 3" in up.stderr()
-    assert still_alive(pids) == []
+
+def restarts(stderr: str) -> list[tuple[str, int, float, int]]:
+    """(child, exit code, delay, restart number) of every restart the supervisor logged."""
+    return [(name, int(code), float(delay), int(n)) for name, code, delay, n in RESTART_LINE.findall(stderr)]
+
+
+def test_a_killed_child_is_restarted_with_its_environment_and_the_others_keep_running(start_up: StartUp) -> None:
+    port = free_port()
+    up = start_up(three_children(port, "env"), health_port=port)
+    up.wait_up()
+    up.wait_for(lambda: len(up.child_pids()) == 3, "every child's pid file")
+    ws = up.child_pid("env")
+    others = [pid for pid in up.child_pids() if pid != ws]
+    env_before = json.loads((up.pid_dir / f"{ws}.env.json").read_text())
+
+    signal_kill(ws)
+
+    up.wait_for(lambda: len(up.live_pids()) == 3 and ws not in up.live_pids(), "a new ws")
+    assert [(name, code, n) for name, code, _, n in restarts(up.stderr())] == [("ws", -9, 1)]
+    new_ws = next(pid for pid in up.live_pids() if pid not in others)
+    up.wait_for(lambda: (up.pid_dir / f"{new_ws}.env.json").exists(), "the new ws's environment")
+    assert json.loads((up.pid_dir / f"{new_ws}.env.json").read_text()) == env_before
+    assert all(alive(pid) for pid in others)  # core and rest were not touched
+    assert up.proc.poll() is None
+
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.exit_code() == 0, up.stderr()
+    assert still_alive(up.child_pids()) == []
+
+
+def test_a_child_that_keeps_exiting_is_restarted_with_a_growing_backoff(start_up: StartUp) -> None:
+    port = free_port()
+    policy = {"first_delay_s": 0.2, "max_delay_s": 0.8, "jitter": 0.25, "max_failures": 6, "window_s": 30.0}
+    up = start_up(three_children(port, "exit:3", "0.3"), health_port=port, restart=policy)
+    up.wait_up()
+
+    up.wait_for(lambda: len(restarts(up.stderr())) >= 4, "four restarts", timeout=30)
+    logged = restarts(up.stderr())[:4]
+    assert [(name, code, n) for name, code, _, n in logged] == [("ws", 3, n) for n in (1, 2, 3, 4)]
+    delays = [delay for _, _, delay, _ in logged]
+    for delay, ceiling in zip(delays, (0.2, 0.4, 0.8, 0.8), strict=True):  # doubling, capped, jittered down
+        assert 0.75 * ceiling - 0.01 <= delay <= ceiling + 0.01, delays
+    assert up.proc.poll() is None
+
+
+def test_a_child_that_fails_too_often_stops_everything_with_its_name_and_code(start_up: StartUp) -> None:
+    port = free_port()
+    up = start_up(three_children(port, "exit:3", "0.5"), health_port=port)
+    up.wait_up()
+    up.wait_for(lambda: len(up.child_pids()) == 3, "every child's pid file")
+    first = up.child_pids()
+
+    assert up.exit_code(timeout=30) == 1
+    stderr = up.stderr()
+    assert len(restarts(stderr)) == 4  # the fifth failure within the window is the last
+    window = QUICK_RESTARTS["window_s"]
+    assert f"ws failed 5 times within {window:g} s; last: exited with code 3 (its output is above)" in stderr
+    assert "giving up and stopping everything" in stderr
+    assert still_alive(up.child_pids()) == []
+    assert set(first) <= set(up.child_pids())
+
+
+def test_children_killed_together_are_each_restarted(start_up: StartUp) -> None:
+    port = free_port()
+    up = start_up(three_children(port), health_port=port)
+    up.wait_up()
+    up.wait_for(lambda: len(up.child_pids()) == 3, "every child's pid file")
+    first = up.child_pids()
+
+    for pid in first:
+        signal_kill(pid)
+
+    up.wait_for(lambda: len(up.live_pids()) == 3 and not set(first) & set(up.live_pids()), "three new children")
+    assert sorted(name for name, *_ in restarts(up.stderr())) == ["core", "rest", "ws"]
+    up.wait_for(lambda: _health_ok(port), "health from the new rest")
+    up.proc.send_signal(signal.SIGINT)
+    assert up.exit_code() == 0
 
 
 def test_a_child_failing_at_startup_stops_everything_with_one_line(start_up: StartUp) -> None:
@@ -160,6 +251,43 @@ def test_a_stop_signal_during_a_setup_step_stops_the_step_and_exits_0(start_up: 
     assert up.exit_code() == 0, up.stderr()
     assert still_alive([step_pid]) == []
     assert up.child_pids() == []
+
+
+# ---------------------------------------------------------------- restart rules (fake clock)
+
+
+def test_the_default_backoff_doubles_from_half_a_second_to_ten() -> None:
+    policy = RestartPolicy()
+    assert [policy.delay(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def test_jitter_shortens_a_delay_by_at_most_a_quarter() -> None:
+    assert RestartBudget(RestartPolicy(), rand=lambda: 0.0).failed(0.0) == 0.5
+    assert RestartBudget(RestartPolicy(), rand=lambda: 0.999999).failed(0.0) == pytest.approx(0.375)
+
+
+def test_five_failures_within_the_window_give_up_but_spread_out_ones_do_not() -> None:
+    budget = RestartBudget(RestartPolicy(), rand=lambda: 0.0)
+    assert [budget.failed(t) for t in (0, 1, 2, 3)] == [0.5, 1, 2, 4]
+    assert budget.failed(4) is None
+
+    spread = RestartBudget(RestartPolicy(), rand=lambda: 0.0)
+    assert all(spread.failed(t) is not None for t in range(0, 600, 16))  # at most 4 in any 60 s
+
+
+def test_a_healthy_run_starts_the_backoff_over() -> None:
+    budget = RestartBudget(RestartPolicy(), rand=lambda: 0.0)
+    assert [budget.failed(t) for t in (0, 1, 2)] == [0.5, 1, 2]
+    budget.started(5)
+    assert not budget.check_healthy(34)
+    assert budget.check_healthy(35)  # 30 s of running
+    assert budget.failed(100) == 0.5
+    assert budget.restarts == 4
+
+    unhealthy = RestartBudget(RestartPolicy(), rand=lambda: 0.0)
+    unhealthy.failed(0)
+    unhealthy.started(1)
+    assert unhealthy.failed(20) == 1  # 19 s was not long enough
 
 
 # ---------------------------------------------------------------- pure helpers
