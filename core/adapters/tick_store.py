@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -20,17 +21,29 @@ STATEMENT_TIMEOUT_S = 5.0
 # (symbol, source, ts, price, volume) and is not stored again.
 # Numbers travel as their decimal text and times as epoch milliseconds: both convert exactly in
 # PostgreSQL, and encoding text and integers costs the core far less than Decimal and datetime.
-_INSERT = """
+#
+# $12 is the caller's deadline (epoch ms, or NULL for none), checked by PostgreSQL itself when the statement
+# runs, after any lock wait: a statement that reaches a stalled or frozen server and runs once it is back,
+# past the deadline, stores nothing (in_time false) instead of committing a batch its caller gave up on.
+_INSERT = (
+    """
+WITH live AS MATERIALIZED (
+    SELECT $12::bigint IS NULL OR clock_timestamp() < {ms}($12::bigint) AS in_time
+), stored AS (
 INSERT INTO price_feeds (symbol, price, volume, source, ts, bid, ask, exchange_ts, worker_id, batch_id, index_in_batch)
 SELECT f.symbol, f.price::numeric, f.volume::numeric, f.source, {ms}(f.ts), f.bid::numeric, f.ask::numeric,
        {ms}(f.exchange_ts), $9, $10, f.idx
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bigint[],
             $11::int[])
      AS f(symbol, price, volume, source, ts, bid, ask, exchange_ts, idx)
+WHERE (SELECT in_time FROM live)
 ON CONFLICT (symbol, source, ts, price, volume) DO NOTHING
 RETURNING index_in_batch
-""".replace("{ms}(f.ts)", "(timestamptz 'epoch' + f.ts * interval '1 millisecond')").replace(
-    "{ms}(f.exchange_ts)", "(timestamptz 'epoch' + f.exchange_ts * interval '1 millisecond')"
+)
+SELECT (SELECT in_time FROM live) AS in_time, ARRAY(SELECT index_in_batch FROM stored) AS indexes
+""".replace("{ms}(f.ts)", "(timestamptz 'epoch' + f.ts * interval '1 millisecond')")
+    .replace("{ms}(f.exchange_ts)", "(timestamptz 'epoch' + f.exchange_ts * interval '1 millisecond')")
+    .replace("{ms}($12::bigint)", "(timestamptz 'epoch' + $12::bigint * interval '1 millisecond')")
 )
 
 # What a lost or unusable database looks like to asyncpg; the caller may retry.
@@ -59,17 +72,29 @@ class TickStore:
         worker_id: str,
         batch_id: str,
         conn: asyncpg.Connection | None = None,
+        deadline_ms: int | None = None,
     ) -> set[int]:
         """Store ``(index, tick)`` pairs in one statement; returns the indexes newly stored.
 
         With ``conn`` the statement joins that connection's transaction (a
         fenced writer's); otherwise it commits on its own.
 
-        Raises :class:`Unavailable` when PostgreSQL cannot be used: then nothing
-        of the batch was acknowledged, and a retry stores each tick once.
+        ``deadline_ms`` (epoch milliseconds) is the caller's deadline: the
+        statement is bounded by it (asyncpg cancels it then), and PostgreSQL
+        stores nothing if it only gets to run the statement after it (see
+        ``_INSERT``), so a batch whose caller gave up is not committed later.
+
+        Raises :class:`Unavailable` when PostgreSQL cannot be used or the
+        deadline passed first: then nothing of the batch was acknowledged, and
+        a retry stores each tick once.
         """
         if not ticks:
             return set()
+        timeout_s = STATEMENT_TIMEOUT_S
+        if deadline_ms is not None:
+            timeout_s = min(timeout_s, (deadline_ms - time.time_ns() // 1_000_000) / 1000)
+            if timeout_s <= 0:
+                raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
         columns: list[list[object]] = [[] for _ in range(9)]
         for index, tick in ticks:
             row = (
@@ -86,12 +111,15 @@ class TickStore:
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         try:
-            rows = await (conn or self._pool).fetch(
-                _INSERT, *columns[:8], worker_id, batch_id or None, columns[8], timeout=STATEMENT_TIMEOUT_S
+            row = await (conn or self._pool).fetchrow(
+                _INSERT, *columns[:8], worker_id, batch_id or None, columns[8], deadline_ms, timeout=timeout_s
             )
         except UNAVAILABLE_ERRORS as exc:
             logger.warning("price feeds not stored: %s", exc)
             raise Unavailable("PostgreSQL is unavailable; nothing of this batch was stored, retry it") from exc
         except asyncio.CancelledError:
             raise
-        return {row["index_in_batch"] for row in rows}
+        if not row["in_time"]:
+            logger.warning("price feeds not stored: PostgreSQL ran the insert after the caller's deadline")
+            raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
+        return set(row["indexes"])

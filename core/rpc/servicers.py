@@ -171,8 +171,17 @@ class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
     async def IngestPrices(
         self, request: ingest_service_pb2.IngestPricesRequest, context: Context
     ) -> ingest_service_pb2.IngestPricesResponse:
+        # The caller's deadline (capped like every call's) goes down to the insert: a batch the caller gave up
+        # on is not started, and a stalled PostgreSQL does not commit it later (Ingestion.ingest).
+        remaining = context.time_remaining()
+        timeout_s = DEFAULT_MAX_CALL_S if remaining is None else min(remaining, DEFAULT_MAX_CALL_S)
+        if timeout_s <= 0:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed; nothing was stored")
         result = await self._ingestion.ingest(
-            [convert.raw_feed(feed) for feed in request.feeds], worker_id=request.worker_id, batch_id=request.batch_id
+            [convert.raw_feed(feed) for feed in request.feeds],
+            worker_id=request.worker_id,
+            batch_id=request.batch_id,
+            timeout_s=timeout_s,
         )
         return convert.ingest_result_to_pb(result)
 

@@ -9,18 +9,21 @@ outage only delays what readers see, which is logged and counted.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.domain.errors import FailedPrecondition, InvalidArgument
+from core.domain.errors import FailedPrecondition, InvalidArgument, Unavailable
 from core.domain.prices import MAX_BATCH, FeedError, RawFeed, Tick, validate_batch
 
 logger = logging.getLogger(__name__)
 
 
 class TickWriter(Protocol):
-    async def insert(self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str) -> set[int]: ...
+    async def insert(
+        self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str, deadline_ms: int | None = None
+    ) -> set[int]: ...
 
 
 TicksListener = Callable[[Sequence[Tick]], Awaitable[None]]
@@ -54,7 +57,19 @@ class Ingestion:
         self._read_only = read_only
         self.listener_failures = 0
 
-    async def ingest(self, feeds: Sequence[RawFeed], *, worker_id: str = "", batch_id: str = "") -> IngestResult:
+    async def ingest(
+        self, feeds: Sequence[RawFeed], *, worker_id: str = "", batch_id: str = "", timeout_s: float | None = None
+    ) -> IngestResult:
+        """Validate and store one batch; ``timeout_s`` is what is left of the caller's deadline.
+
+        Past that deadline nothing is started, and the store is told the
+        deadline (as wall-clock epoch ms, which PostgreSQL compares with its own
+        clock) so a stall cannot turn into a commit the caller no longer waits
+        for. A commit can still race the deadline by the last milliseconds: the
+        caller then sees a failure for a stored batch, which a retry makes
+        whole, a batch being idempotent.
+        """
+        deadline_ms = None if timeout_s is None else time.time_ns() // 1_000_000 + int(timeout_s * 1000)
         if self._read_only:
             raise FailedPrecondition(
                 "this instance runs in pw-host mode (read-only): send ingest to an exchange-mode instance"
@@ -64,7 +79,9 @@ class Ingestion:
         if len(feeds) > MAX_BATCH:
             raise InvalidArgument(f"the batch has {len(feeds)} feeds; at most {MAX_BATCH} are accepted per call")
         good, errors = validate_batch(feeds, now_ms=self._clock_ms(), known_sources=self._known_sources)
-        stored = await self._store.insert(good, worker_id=worker_id, batch_id=batch_id)
+        if deadline_ms is not None and time.time_ns() // 1_000_000 >= deadline_ms:
+            raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
+        stored = await self._store.insert(good, worker_id=worker_id, batch_id=batch_id, deadline_ms=deadline_ms)
         fresh = [tick for index, tick in good if index in stored]  # a retry republishes nothing
         for listener in self._listeners:
             try:
