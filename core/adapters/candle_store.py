@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from core.adapters.event_codec import candle_to_pb
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
-from core.domain.candles import Candle
+from core.domain.candles import Aggregate, Candle
 from core.domain.errors import Unavailable
 from core.domain.symbols import split_symbol
 from core.domain.timeframes import TIMEFRAMES, Timeframe
@@ -45,11 +45,43 @@ FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::numeric[], $6::numeri
 ON CONFLICT (exchange_id, symbol, timeframe, open_time) DO NOTHING
 """
 
+# One backward primary-key probe per timeframe (a DISTINCT ON over the symbol would read all its candles).
 _LAST = """
-SELECT DISTINCT ON (timeframe) timeframe, open_time, close
-FROM candles WHERE exchange_id = $1 AND symbol = $2
-ORDER BY timeframe, open_time DESC
+SELECT tf AS timeframe, c.open_time, c.close
+FROM unnest($3::text[]) AS tf
+CROSS JOIN LATERAL (
+    SELECT open_time, close FROM candles
+    WHERE exchange_id = $1 AND symbol = $2 AND timeframe = tf
+    ORDER BY open_time DESC LIMIT 1
+) AS c
 """
+
+_MS = "(extract(epoch FROM {}) * 1000)::bigint"
+
+# The stored, not synthetic, 1m candles from $3 on (and before $4 unless NULL): a primary-key range.
+_STORED_MINUTES = f"""
+SELECT {_MS.format("open_time")} AS first_ms, {_MS.format("open_time")} AS last_ms, open, high, low, close, volume
+FROM candles
+WHERE exchange_id = $1 AND symbol = $2 AND timeframe = '1m' AND open_time >= $3
+  AND ($4::timestamptz IS NULL OR open_time < $4) AND NOT is_synthetic
+ORDER BY open_time
+"""
+
+# The stored ticks of one source and symbol from $3 on, aggregated per UTC minute: a range of the
+# (symbol, source, ts) index. Open and close are the prices of the first and last tick by timestamp,
+# ties broken by insertion order (id), the order in which the writer's builder saw them.
+_TICK_MINUTES = f"""
+SELECT {_MS.format("min(ts)")} AS first_ms, {_MS.format("max(ts)")} AS last_ms,
+       (array_agg(price ORDER BY ts, id))[1] AS open, max(price) AS high, min(price) AS low,
+       (array_agg(price ORDER BY ts DESC, id DESC))[1] AS close, sum(volume) AS volume
+FROM price_feeds
+WHERE symbol = $1 AND source = $2 AND ts >= $3
+GROUP BY date_bin('1 minute', ts, timestamptz 'epoch')
+ORDER BY date_bin('1 minute', ts, timestamptz 'epoch')
+"""
+
+# Rebuilding reads more than one statement usually does (the minutes of an outage); it runs once per takeover.
+RESTORE_TIMEOUT_S = 60.0
 
 
 # KEYS[1]: a window. ARGV: max score, min score, limit. The window's oldest score, then the newest
@@ -134,9 +166,30 @@ class CandleStore:
 
     async def last_closed(self, exchange_id: int, symbol: str) -> dict[Timeframe, tuple[int, Decimal]]:
         """Open time (ms) and close of the newest stored candle per timeframe, to resume building."""
-        rows = await self._pool.fetch(_LAST, exchange_id, symbol, timeout=STATEMENT_TIMEOUT_S)
+        timeframes = [tf.value for tf in TIMEFRAMES]
+        rows = await self._pool.fetch(_LAST, exchange_id, symbol, timeframes, timeout=STATEMENT_TIMEOUT_S)
         found = {row["timeframe"]: (int(row["open_time"].timestamp() * 1000), row["close"]) for row in rows}
         return {tf: found[tf.value] for tf in TIMEFRAMES if tf.value in found}
+
+    async def stored_minutes(
+        self, exchange_id: int, symbol: str, since_ms: int, until_ms: int | None = None
+    ) -> list[Aggregate]:
+        """The stored 1m candles with data (not synthetic) from ``since_ms`` (to ``until_ms``), oldest first:
+        what the higher timeframes' candles in progress hold of the minutes already closed."""
+        until = None if until_ms is None else ms_to_datetime(until_ms)
+        return await self._aggregates(_STORED_MINUTES, exchange_id, symbol, ms_to_datetime(since_ms), until)
+
+    async def tick_minutes(self, source: str, symbol: str, since_ms: int) -> list[Aggregate]:
+        """The stored ticks of ``source`` and ``symbol`` from ``since_ms`` on, one aggregate per minute, oldest
+        first: what the candles of the minutes after the stored 1m candles hold."""
+        return await self._aggregates(_TICK_MINUTES, symbol, source, ms_to_datetime(since_ms))
+
+    async def _aggregates(self, query: str, *args: object) -> list[Aggregate]:
+        try:
+            rows = await self._pool.fetch(query, *args, timeout=RESTORE_TIMEOUT_S)
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; candles in progress cannot be rebuilt") from exc
+        return [Aggregate(*row) for row in rows]
 
 
 class CandleRowsReader:

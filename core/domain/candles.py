@@ -11,7 +11,10 @@ The rule for late and out-of-order data, in one place:
   passes ``close_time + close_grace_ms``, whichever comes first. A closed
   candle is final: it has been published and stored.
 * Data for a candle that has already closed is *late*: it is reported (the
-  tick itself is still stored as a tick) but changes no candle.
+  tick itself is still stored as a tick) but changes no candle, in any
+  timeframe: data goes into every timeframe or into none, so a higher
+  timeframe's candle is always the roll-up of its 1m candles (which is also
+  what lets :meth:`CandleBuilder.restore` rebuild it from them).
 * A candle with no data at all between two others, or after the last one once
   its time is over, is *synthetic*: flat at the previous close, volume 0,
   ``is_synthetic`` set. A builder with no history fills nothing, and at most
@@ -20,7 +23,7 @@ The rule for late and out-of-order data, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -54,6 +57,26 @@ class Candle:
         return self.open_time // self.timeframe.ms
 
 
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """OHLCV of data that lies inside one minute, with the timestamps of its first and last datum:
+    what :meth:`CandleBuilder.restore` is fed (stored ticks aggregated per minute, or a stored 1m candle)."""
+
+    first_ts: int
+    last_ts: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+
+    @classmethod
+    def of_minute(cls, candle: Candle) -> Aggregate:
+        """A stored 1m candle, placed at its open time (as :meth:`CandleBuilder.add_minute` places one)."""
+        t = candle.open_time
+        return cls(t, t, candle.open, candle.high, candle.low, candle.close, candle.volume)
+
+
 @dataclass(slots=True)
 class _Bar:
     open_time: int
@@ -65,11 +88,11 @@ class _Bar:
     close: Decimal
     volume: Decimal
 
-    def merge(self, ts: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> None:
-        if ts < self.first_ts:
-            self.first_ts, self.open = ts, o
-        if ts >= self.last_ts:
-            self.last_ts, self.close = ts, c
+    def merge(self, first: int, last: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> None:
+        if first < self.first_ts:
+            self.first_ts, self.open = first, o
+        if last >= self.last_ts:
+            self.last_ts, self.close = last, c
         self.high = max(self.high, h)
         self.low = min(self.low, lo)
         self.volume += v
@@ -116,12 +139,51 @@ class CandleBuilder:
                 series.closed_through = max(series.closed_through, last_open_time + timeframe.ms)
                 series.last_close = last_close
 
+    def restore_window(self, history: Mapping[Timeframe, tuple[int, Decimal]], now_ms: int) -> tuple[int, int]:
+        """What :meth:`restore` needs, as ``(since, ticks_since)`` in epoch ms: the minutes from ``since``
+        on (where the timeframe that stored least ends), and of those, the ones from ``ticks_since`` on
+        (where the stored 1m candles end) come from stored ticks, the earlier ones from the stored 1m
+        candles. A timeframe with nothing stored looks back to the start of the candle before the one in
+        progress at ``now_ms`` (older data would be in a candle it had stored)."""
+        ends = [
+            (s.timeframe.ms, history[s.timeframe][0] + s.timeframe.ms)
+            if s.timeframe in history
+            else (s.timeframe.ms, s.timeframe.open_time(now_ms) - s.timeframe.ms)
+            for s in self._series
+        ]
+        return min(end for _, end in ends), min(ends)[1]
+
+    def restore(self, history: Mapping[Timeframe, tuple[int, Decimal]], minutes: Iterable[Aggregate]) -> list[Candle]:
+        """Rebuild a new builder from storage, e.g. when a writer takes over from one that died.
+
+        ``history``: the newest stored candle per timeframe (open time, close), as for :meth:`resume`.
+        ``minutes``: the data after it, oldest first, one :class:`Aggregate` per minute: the stored
+        (not synthetic) 1m candles, then the stored ticks of the minutes after the last stored 1m
+        candle. Each timeframe takes the minutes it has not stored yet and skips the others, so the
+        builder ends as one that had seen every stored datum: the candles in progress hold what the
+        dead writer had, and the candles it never closed come out here (later data closes them),
+        oldest first, not yet stored. What the clock closes comes from :meth:`advance` after this.
+        """
+        for timeframe, (open_time, close) in history.items():
+            self.resume(timeframe, open_time, close)
+        closed: list[Candle] = []
+        for m in minutes:
+            for series in self._series:
+                bucket = series.timeframe.open_time(m.first_ts)
+                if not self._is_late(series, bucket):  # late here: already in a stored candle of this timeframe
+                    closed += self._merge_into(
+                        series, bucket, m.first_ts, m.last_ts, m.open, m.high, m.low, m.close, m.volume
+                    )
+        closed.sort(key=lambda candle: (candle.close_time, candle.timeframe.ms))
+        return closed
+
     def add_tick(self, price: Decimal, volume: Decimal, ts_ms: int) -> Update:
-        return self._merge(ts_ms, price, price, price, price, volume)
+        return self._merge(ts_ms, ts_ms, price, price, price, price, volume)
 
     def add_minute(self, open_time: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> Update:
         """A closed 1m candle from an exchange's candle feed; it lies inside one candle of every timeframe."""
-        return self._merge(Timeframe.M1.open_time(open_time), o, h, lo, c, v)
+        t = Timeframe.M1.open_time(open_time)
+        return self._merge(t, t, o, h, lo, c, v)
 
     def advance(self, now_ms: int) -> list[Candle]:
         """Close every candle whose time (plus grace) is over, and fill empty ones."""
@@ -134,24 +196,43 @@ class CandleBuilder:
                 closed.extend(self._fill(series, until=tf.open_time(now_ms - self._grace)))
         return closed
 
-    def _merge(self, ts: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> Update:
+    def _merge(self, first: int, last: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, v: Decimal) -> Update:
         update = Update()
-        for series in self._series:
-            bucket = series.timeframe.open_time(ts)
-            bar = series.bar
-            if bucket < series.closed_through or (bar is not None and bucket < bar.open_time):
-                update.late.append(series.timeframe)
-                continue
-            if bar is not None and bucket > bar.open_time:
-                update.closed.append(self._close(series))
-                bar = None
-            if bar is None:
-                update.closed.extend(self._fill(series, until=bucket))
-                series.bar = _Bar(bucket, ts, ts, o, h, lo, c, v)
-            else:
-                bar.merge(ts, o, h, lo, c, v)
+        buckets = [series.timeframe.open_time(first) for series in self._series]
+        if any(self._is_late(series, bucket) for series, bucket in zip(self._series, buckets, strict=True)):
+            update.late = [series.timeframe for series in self._series]  # late for one: late for all
+            return update
+        for series, bucket in zip(self._series, buckets, strict=True):
+            update.closed += self._merge_into(series, bucket, first, last, o, h, lo, c, v)
         update.closed.sort(key=lambda candle: (candle.close_time, candle.timeframe.ms))
         return update
+
+    @staticmethod
+    def _is_late(series: _Series, bucket: int) -> bool:
+        return bucket < series.closed_through or (series.bar is not None and bucket < series.bar.open_time)
+
+    def _merge_into(
+        self,
+        series: _Series,
+        bucket: int,
+        first: int,
+        last: int,
+        o: Decimal,
+        h: Decimal,
+        lo: Decimal,
+        c: Decimal,
+        v: Decimal,
+    ) -> list[Candle]:
+        """Merge data of ``bucket`` (not late) into one timeframe; returns what that closes and fills."""
+        closed: list[Candle] = []
+        if series.bar is not None and bucket > series.bar.open_time:
+            closed.append(self._close(series))
+        if series.bar is None:
+            closed.extend(self._fill(series, until=bucket))
+            series.bar = _Bar(bucket, first, last, o, h, lo, c, v)
+        else:
+            series.bar.merge(first, last, o, h, lo, c, v)
+        return closed
 
     def _close(self, series: _Series) -> Candle:
         bar = series.bar

@@ -5,6 +5,13 @@ closed 1-minute candles (Binance, Kraken), never both, so no trade is counted
 twice. A trade feeds the candles only once PostgreSQL has stored it as new:
 the snapshot a venue replays on reconnect therefore changes nothing.
 
+A new pipeline (a writer that starts, restarts or takes over) first rebuilds
+every candle in progress, in every timeframe, from storage (:meth:`start`):
+the stored 1m candles for the minutes already closed and, when candles come
+from trades, the stored ticks aggregated per minute in PostgreSQL for the
+minutes after them. So the candles it closes hold what the writer before it
+had stored, and the minutes that writer never closed come out from its ticks.
+
 Every write first asks ``may_write()`` (the local view of the writer lease),
 then runs in a transaction fenced by the lease's term (``fence``): an instance
 that lost the lease, even one that was paused with a write on its way, raises
@@ -14,7 +21,7 @@ that lost the lease, even one that was paused with a write on its way, raises
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
@@ -77,24 +84,40 @@ class ExchangePipeline:
         self._may_write = may_write
         self._from_trades = build_from_trades
         self._builders: dict[str, CandleBuilder] = {}
+        self._storing_since: int | None = None  # earliest timestamp of the trades being stored right now
         self._pending: list[Candle] = []
         self._fence = fence
         self._term = term
         self._on_closed = on_closed
         self.stats = PipelineStats()
 
-    async def _builder(self, symbol: str) -> CandleBuilder:
-        builder = self._builders.get(symbol)
-        if builder is None:
-            builder = self._builders[symbol] = CandleBuilder(self.exchange, symbol)
-            for tf, (open_time, close) in (await self._candles.last_closed(self._exchange_id, symbol)).items():
-                builder.resume(tf, open_time, close)
-        return builder
-
     async def start(self, symbols: Sequence[str]) -> None:
-        """Before the feed runs: register its symbols (the exchange's symbol list comes from what it carries)."""
+        """Before the feed runs: register its symbols (the exchange's symbol list comes from what it carries),
+        then rebuild their candles in progress from storage and store what that closes, before any new data."""
         async with self._fenced() as conn:
             await self._candles.register_symbols(self._exchange_id, symbols, conn=conn)
+        await self._persist(await self._restore(symbols))
+
+    async def _restore(self, symbols: Iterable[str]) -> list[Candle]:
+        """A builder for each new symbol, rebuilt from storage (see :meth:`CandleBuilder.restore`); returns
+        the candles that closes, with those the clock closes, not yet stored.
+
+        It must run before any new data of the symbol is stored, or that data would count twice.
+        """
+        closed: list[Candle] = []
+        for symbol in dict.fromkeys(s for s in symbols if s not in self._builders):
+            builder = CandleBuilder(self.exchange, symbol)
+            history = await self._candles.last_closed(self._exchange_id, symbol)
+            since, ticks_since = builder.restore_window(history, self._clock_ms())
+            if self._from_trades:
+                minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since, ticks_since)
+                minutes += await self._candles.tick_minutes(self.exchange, symbol, ticks_since)
+            else:  # the venue's 1m candles are the source: the stored ones are all there is
+                minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since)
+            closed += builder.restore(history, minutes)
+            closed += builder.advance(self._clock_ms())
+            self._builders[symbol] = builder
+        return closed
 
     async def deliver(self, events: Sequence[MarketEvent]) -> None:
         """The venue's sink: like :meth:`on_events`, but a storage failure is logged, not raised
@@ -109,12 +132,12 @@ class ExchangePipeline:
     async def on_events(self, events: Sequence[MarketEvent]) -> None:
         self._check_lease()
         trades = sorted((e for e in events if isinstance(e, Trade)), key=lambda t: t.ts_ms)
-        closed: list[Candle] = []
+        closed = await self._restore(e.symbol for e in events if isinstance(e, (Trade, ExchangeCandle)))
         if trades:
             closed += await self._on_trades(trades)
         for event in events:
             if isinstance(event, ExchangeCandle) and event.closed and not self._from_trades:
-                update = (await self._builder(event.symbol)).add_minute(
+                update = self._builders[event.symbol].add_minute(
                     event.open_time_ms, event.open, event.high, event.low, event.close, event.volume
                 )
                 self.stats.late += bool(update.late)
@@ -134,24 +157,33 @@ class ExchangePipeline:
         await self._persist(closed)
 
     async def _on_trades(self, trades: Sequence[Trade]) -> list[Candle]:
+        """Store the trades as ticks, then feed the new ones to the candles. While they are being stored
+        (``_storing_since``), the clock closes no candle they belong to: a slow insert does not make them late."""
         ticks = [(i, Tick(t.symbol, t.price, t.size, self.exchange, t.ts_ms)) for i, t in enumerate(trades)]
-        async with self._fenced() as conn:
-            stored = await self._ticks.insert(ticks, worker_id=self._worker_id, batch_id="", conn=conn)
-        fresh = [tick for i, tick in ticks if i in stored]
-        self.stats.trades += len(fresh)
-        self.stats.duplicate_trades += len(ticks) - len(fresh)
-        await self._after_ticks(fresh)
-        closed: list[Candle] = []
-        if self._from_trades:
-            for tick in fresh:
-                update = (await self._builder(tick.symbol)).add_tick(tick.price, tick.volume, tick.ts_ms)
-                self.stats.late += bool(update.late)
-                closed += update.closed
+        self._storing_since = trades[0].ts_ms
+        try:
+            async with self._fenced() as conn:
+                stored = await self._ticks.insert(ticks, worker_id=self._worker_id, batch_id="", conn=conn)
+            fresh = [tick for i, tick in ticks if i in stored]
+            self.stats.trades += len(fresh)
+            self.stats.duplicate_trades += len(ticks) - len(fresh)
+            await self._after_ticks(fresh)
+            closed: list[Candle] = []
+            if self._from_trades:
+                for tick in fresh:
+                    update = self._builders[tick.symbol].add_tick(tick.price, tick.volume, tick.ts_ms)
+                    self.stats.late += bool(update.late)
+                    closed += update.closed
+        finally:
+            self._storing_since = None
         return closed
 
     async def advance(self) -> None:
-        """Close what the clock says is over (called about once a second)."""
+        """Close what the clock says is over (called about once a second), but nothing that trades being
+        stored at this moment belong to."""
         now = self._clock_ms()
+        if self._storing_since is not None:
+            now = min(now, self._storing_since)
         await self._persist([c for b in self._builders.values() for c in b.advance(now)])
 
     async def _persist(self, closed: list[Candle]) -> None:
