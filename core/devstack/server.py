@@ -151,7 +151,6 @@ class EmbeddedServer(abc.ABC):
         if not came_up:
             raise StartupError(f"embedded {self.kind}: port {port} was taken meanwhile (log {self.log_path})")
         self._write_record()
-        logger.info("embedded %s restarted at %s (pid %d)", self.kind, self.url, self._proc.pid if self._proc else -1)
 
     def stop(self) -> None:
         """Stop gracefully, then kill; idempotent.
