@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import redis.asyncio as aioredis
 import uvloop
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge
 
 from core import logs
 from core.adapters import apikeys, migrations
@@ -31,6 +31,7 @@ from core.adapters.stream_history import StreamHistory
 from core.adapters.stream_hub import StreamHub
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
+from core.metrics_server import start_metrics_server
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer
@@ -82,11 +83,6 @@ def stream_gauges(registry: CollectorRegistry, hub: StreamHub) -> None:
     )
     for name, documentation, read in gauges:
         Gauge(name, documentation, registry=registry).set_function(read)
-
-
-def _split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -166,19 +162,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         )
         registry = CollectorRegistry()
         stream_gauges(registry, hub)
-        core = build_server(servicers, registry)
+        core = build_server(servicers, registry, keepalive_s=settings.grpc_keepalive_s)
         try:
             core.server.add_insecure_port(settings.core_addr)
         except RuntimeError as exc:
             raise StartupError(f"PERSEUS_CORE_ADDR: cannot listen on {settings.core_addr} ({exc})") from exc
-        if settings.metrics_addr:
-            host, port = _split_addr(settings.metrics_addr)
-            try:
-                metrics_server, metrics_thread = start_http_server(port, host, registry=registry)
-            except OSError as exc:
-                raise StartupError(
-                    f"PERSEUS_CORE_METRICS_ADDR: cannot listen on {settings.metrics_addr} ({exc})"
-                ) from exc
+        if settings.metrics_addr:  # unset: the first free port from 9464 up, logged; set: that address or fail
+            metrics_server, metrics_thread, _ = start_metrics_server(
+                settings.metrics_addr, registry, explicit=settings.metrics_addr_explicit
+            )
             stack.callback(metrics_thread.join, 5)
             stack.callback(metrics_server.shutdown)
         stores = Stores(

@@ -17,6 +17,11 @@ from urllib.parse import urlsplit
 from core.domain.symbols import canonical_symbol
 
 KNOWN_EXCHANGES = ("sim", "coinbase", "binance", "kraken")
+DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
+# The gRPC keepalive of every Perseus channel: clients ping this often, the core's server accepts pings
+# from half of it (core.rpc.server); the gateways read the same variable (gateways.common.settings).
+DEFAULT_GRPC_KEEPALIVE_S = 30.0
+MIN_GRPC_KEEPALIVE_S = 0.1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -65,6 +70,7 @@ class Settings:
     redis_prefix: str
     exchanges: tuple[str, ...]
     metrics_addr: str
+    metrics_addr_explicit: bool
     log_level: str
     log_format: str
     shutdown_grace_s: float
@@ -75,6 +81,7 @@ class Settings:
     sim_trades_per_second: float
     sim_backfill_minutes: int
     writer_lease_ms: int
+    grpc_keepalive_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -90,7 +97,9 @@ class Settings:
             core_addr=env.addr("PERSEUS_CORE_ADDR", default="127.0.0.1:50051"),
             redis_prefix=env.prefix("PERSEUS_REDIS_PREFIX", default="perseus:"),
             exchanges=exchanges,
-            metrics_addr=env.addr("PERSEUS_CORE_METRICS_ADDR", default="127.0.0.1:9464", optional=True),
+            metrics_addr=env.addr("PERSEUS_CORE_METRICS_ADDR", default=DEFAULT_METRICS_ADDR, optional=True),
+            # unset: the first free port from 9464 up (core.metrics_server); set: exactly that address or a failure
+            metrics_addr_explicit="PERSEUS_CORE_METRICS_ADDR" in environ,
             log_level=env.choice("PERSEUS_LOG_LEVEL", LOG_LEVELS, default="INFO", upper=True),
             log_format=env.choice("PERSEUS_LOG_FORMAT", ("json", "text"), default="json"),
             shutdown_grace_s=env.seconds("PERSEUS_SHUTDOWN_GRACE_S", default=5.0),
@@ -101,6 +110,9 @@ class Settings:
             sim_trades_per_second=env.number("PERSEUS_SIM_TRADES_PER_S", default=10.0, low=0.0, high=100_000.0),
             sim_backfill_minutes=env.integer("PERSEUS_SIM_BACKFILL_MINUTES", default=0, low=0, high=7 * 24 * 60),
             writer_lease_ms=env.integer("PERSEUS_WRITER_LEASE_MS", default=5_000, low=1_000, high=60_000),
+            grpc_keepalive_s=env.number(
+                "PERSEUS_GRPC_KEEPALIVE_S", default=DEFAULT_GRPC_KEEPALIVE_S, low=MIN_GRPC_KEEPALIVE_S, high=3600.0
+            ),
         )
 
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from grpclib.client import Channel
+from grpclib.config import Configuration
 
 from perseus_sdk._generated.perseus.marketdata.v1 import (
     ApiKey,
@@ -153,11 +154,33 @@ __all__ = [
 ]
 
 
+DEFAULT_KEEPALIVE_S = 30.0
+KEEPALIVE_TIMEOUT_S = 10.0
+
+
+def channel_config(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> Configuration:
+    """The SDK's side of the core's keepalive agreement.
+
+    Ping every ``keepalive_s``, also on an idle channel and with no limit on
+    pings without data, so a dead connection is noticed on an idle stream.
+    The core permits pings from half its ``PERSEUS_GRPC_KEEPALIVE_S`` (30 s by
+    default) on; ping faster than that and it answers GOAWAY
+    ``too_many_pings``, so ``keepalive_s`` should be at least that half.
+    """
+    return Configuration(
+        _keepalive_time=keepalive_s,
+        _keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        _keepalive_permit_without_calls=True,
+        _http2_max_pings_without_data=0,
+        _http2_min_sent_ping_interval_without_data=keepalive_s / 2,  # the timer may fire a hair early
+    )
+
+
 @asynccontextmanager
-async def connect(addr: str) -> AsyncIterator[Channel]:
-    """An async gRPC channel to a Perseus core at ``host:port``, closed on exit."""
+async def connect(addr: str, *, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> AsyncIterator[Channel]:
+    """An async gRPC channel to a Perseus core at ``host:port``, closed on exit; it pings every ``keepalive_s``."""
     host, _, port = addr.rpartition(":")
-    channel = Channel(host=host, port=int(port))
+    channel = Channel(host=host, port=int(port), config=channel_config(keepalive_s))
     try:
         yield channel
     finally:

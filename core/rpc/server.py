@@ -16,6 +16,7 @@ from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, Requ
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
 from core.rpc.wire import to_wire
+from core.settings import DEFAULT_GRPC_KEEPALIVE_S
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -26,6 +27,7 @@ from perseus.marketdata.v1 import (
 )
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_PING_STRIKES = 2  # gRPC's default, stated: pings faster than the agreed interval are still refused
 MARKET_DATA_SERVICE = market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"]
 SERVICE_NAMES = (
     MARKET_DATA_SERVICE.full_name,
@@ -73,12 +75,34 @@ def unary_service_handler(service: ServiceDescriptor, servicer: object) -> grpc.
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def build_server(servicers: Servicers, registry: CollectorRegistry) -> CoreServer:
+def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
+    """The server side of the keepalive agreement with the core's clients (gateways, SDK).
+
+    The clients ping every ``keepalive_s`` (``PERSEUS_GRPC_KEEPALIVE_S``), on
+    idle streams and idle channels alike. gRPC's default server policy takes
+    any ping within 5 minutes of the last one, with no data in between, as a
+    strike, and answers the third strike with GOAWAY ``too_many_pings``,
+    which cancels every call on the connection: a gateway's idle Multiplex
+    stream died after about 3 minutes. So the server accepts pings from half
+    the clients' interval on (the margin covers timer jitter), with or without
+    calls; a peer pinging faster than that still earns strikes.
+    """
+    return [
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", max(1, int(keepalive_s * 1000 / 2))),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
+
+
+def build_server(
+    servicers: Servicers, registry: CollectorRegistry, *, keepalive_s: float = DEFAULT_GRPC_KEEPALIVE_S
+) -> CoreServer:
     server = aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            *keepalive_options(keepalive_s),
         ],
     )
     observed = ObservedServer(server, [RequestIds(), CallLogging(), CallMetrics(registry)])

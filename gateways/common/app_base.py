@@ -97,7 +97,9 @@ def create_gateway_app(
 async def open_clients(app: GatewayApp) -> None:
     settings = app.ctx.settings
     app.ctx.tasks = TaskSupervisor()
-    app.ctx.core = CoreClient.connect(settings.core_addr, deadline_s=settings.core_deadline_s)
+    app.ctx.core = CoreClient.connect(
+        settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
+    )
     app.ctx.keys = KeyCache(app.ctx.core.lookup_key)
     app.ctx.redis = aioredis.Redis.from_url(
         settings.redis_url,

@@ -11,6 +11,7 @@ A failed call is translated here, once, into the gateways' ``ApiError``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -30,15 +31,50 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 CLOSE_GRACE_S = 1.0
-# Reconnect quickly once the core is back: the default backoff grows to 120 s,
-# during which every call would fail fast with UNAVAILABLE.
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+DEFAULT_KEEPALIVE_S = 30.0
+KEEPALIVE_TIMEOUT_S = 10.0
+# What grpc reports, with UNAVAILABLE, for a call lost because its connection went away: a GOAWAY
+# (``too_many_pings``, or a core stopping: "Cancelling all calls"), or a socket that broke under it.
+# "failed to connect" (no core at all) is not among them: that fails fast, as before.
+CONNECTION_GONE_MARKERS = (
+    "goaway",
+    "too many pings",
+    "cancelling all calls",
+    "broken pipe",
+    "connection reset",
+    "socket closed",
 )
+MIN_RETRY_S = 0.01  # less than this left of the deadline: a second attempt could not finish anyway
+
+
+def channel_options(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> tuple[tuple[str, int], ...]:
+    """The gateways' channel options.
+
+    Reconnect quickly once the core is back: the default backoff grows to
+    120 s, during which every call would fail fast with UNAVAILABLE. Ping
+    every ``keepalive_s`` (``PERSEUS_GRPC_KEEPALIVE_S``), also with no call
+    open and with no limit on pings without data, so a dead core is noticed on
+    an idle stream; the core's server permits exactly that
+    (``core.rpc.server.keepalive_options``, from the same variable).
+    """
+    return (
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        ("grpc.keepalive_time_ms", max(1, int(keepalive_s * 1000))),
+        ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+
+
+def connection_went_away(exc: grpc.RpcError) -> bool:
+    """Whether ``exc`` is a call lost with its connection (GOAWAY, reset), which a new connection may serve."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if not callable(code) or not callable(details) or code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    text = details()
+    return isinstance(text, str) and any(marker in text.lower() for marker in CONNECTION_GONE_MARKERS)
 
 
 class CoreClient:
@@ -53,9 +89,9 @@ class CoreClient:
         self.streams = stream_service_pb2_grpc.StreamServiceStub(channel)
 
     @classmethod
-    def connect(cls, addr: str, *, deadline_s: float) -> CoreClient:
+    def connect(cls, addr: str, *, deadline_s: float, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> CoreClient:
         """A client for the core at ``addr``; the channel connects lazily. Call inside the running loop."""
-        return cls(aio.insecure_channel(addr, options=CHANNEL_OPTIONS), deadline_s=deadline_s)
+        return cls(aio.insecure_channel(addr, options=channel_options(keepalive_s)), deadline_s=deadline_s)
 
     @property
     def deadline_s(self) -> float:
@@ -68,9 +104,25 @@ class CoreClient:
         return {"timeout": timeout, "metadata": metadata}
 
     async def unary(self, method: Any, request: Any, *, request_id: str | None, timeout_s: float | None = None) -> Any:
-        """Call a unary stub ``method``; a failure raises the matching :class:`ApiError`."""
+        """Call a unary stub ``method``; a failure raises the matching :class:`ApiError`.
+
+        A call lost because its connection went away (a GOAWAY, a reset: see
+        :func:`connection_went_away`) is sent once more on a new connection,
+        within what is left of the same deadline, so the client never sees the
+        core drop a connection. Every call the gateways make is safe to repeat:
+        reads, key checks, and ingest batches, which are idempotent.
+        """
+        options = self.call_options(request_id, timeout_s)
+        deadline = time.monotonic() + options["timeout"]
         try:
-            return await method(request, **self.call_options(request_id, timeout_s))
+            return await method(request, **options)
+        except grpc.RpcError as exc:
+            remaining = deadline - time.monotonic()
+            if not connection_went_away(exc) or remaining < MIN_RETRY_S:
+                raise error_from_rpc(exc) from exc
+            logger.info("the core connection went away (%s); retrying the call once", exc.details())
+        try:
+            return await method(request, **{**options, "timeout": remaining})
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
 

@@ -24,6 +24,11 @@ LISTEN_ADDR_VARIABLES: Mapping[Process, str] = {"rest": "PERSEUS_REST_ADDR", "ws
 DEFAULT_REDIS_PREFIX = "perseus:"
 DEFAULT_CORE_DEADLINE_S = 2.0
 MAX_CORE_DEADLINE_S = 300.0
+# The gRPC keepalive to the core: the same variable and default as the core's (core.settings), whose server
+# permits pings from half this interval on.
+DEFAULT_GRPC_KEEPALIVE_S = 30.0
+MIN_GRPC_KEEPALIVE_S = 0.1
+MAX_GRPC_KEEPALIVE_S = 3600.0
 DEFAULT_CORS_ORIGINS = "*"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -48,6 +53,7 @@ class GatewaySettings:
     listen_host: str
     listen_port: int
     core_deadline_s: float
+    grpc_keepalive_s: float
     cors_origins: tuple[str, ...]
     log_level: str
     log_format: str
@@ -74,6 +80,13 @@ class GatewaySettings:
             listen_host=listen_host,
             listen_port=listen_port,
             core_deadline_s=_seconds(environ, "PERSEUS_CORE_DEADLINE_S", DEFAULT_CORE_DEADLINE_S),
+            grpc_keepalive_s=_seconds(
+                environ,
+                "PERSEUS_GRPC_KEEPALIVE_S",
+                DEFAULT_GRPC_KEEPALIVE_S,
+                low=MIN_GRPC_KEEPALIVE_S,
+                high=MAX_GRPC_KEEPALIVE_S,
+            ),
             cors_origins=_origins(environ, "PERSEUS_CORS_ORIGINS"),
             log_level=_choice(environ, "PERSEUS_LOG_LEVEL", LOG_LEVELS, "INFO").upper(),
             log_format=_choice(environ, "PERSEUS_LOG_FORMAT", LOG_FORMATS, "json").lower(),
@@ -125,14 +138,17 @@ def _prefix(environ: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(
+    environ: Mapping[str, str], name: str, default: float, *, low: float = 0.0, high: float = MAX_CORE_DEADLINE_S
+) -> float:
     raw = _value(environ, name, str(default))
     try:
         value = float(raw)
     except ValueError:
         raise GatewaySettingsError(name, f"must be a number of seconds (got {raw!r})") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_CORE_DEADLINE_S:
-        raise GatewaySettingsError(name, f"must be more than 0 and at most {MAX_CORE_DEADLINE_S:g} s (got {raw!r})")
+    if not math.isfinite(value) or not (low < value if low == 0 else low <= value) or value > high:
+        least = "more than 0" if low == 0 else f"at least {low:g} s"
+        raise GatewaySettingsError(name, f"must be {least} and at most {high:g} s (got {raw!r})")
     return value
 
 

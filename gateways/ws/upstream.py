@@ -16,6 +16,7 @@ from contextlib import suppress
 import grpc
 from grpc import aio
 
+from gateways.common.core_client import connection_went_away
 from gateways.ws.hub import Hub
 from perseus.marketdata.v1 import stream_service_pb2 as pb, stream_service_pb2_grpc
 
@@ -43,26 +44,37 @@ class Upstream:
     async def run(self) -> None:
         """Keep a stream open until cancelled."""
         backoff = INITIAL_BACKOFF_S
+        # A stream lost with its connection (a GOAWAY, a reset) is reopened at once, on a new connection,
+        # once in a row: the core is most likely fine. Should that stream fail too, the backoff applies.
+        reopened_at_once = False
         while True:
             call = self._stub.Multiplex(wait_for_ready=True)
             self._outbox = asyncio.Queue(MAX_PENDING_REQUESTS)
             writer = asyncio.create_task(self._write(call, self._outbox))
             self.streams_opened += 1
             self.hub.on_connected()
+            reopen_now = False
             try:
                 async for response in call:
-                    backoff = INITIAL_BACKOFF_S
+                    backoff, reopened_at_once = INITIAL_BACKOFF_S, False
                     self.hub.on_response(response)
                 logger.warning("the core ended the stream; opening a new one")
             except aio.AioRpcError as exc:
-                level = logging.INFO if exc.code() == grpc.StatusCode.UNAVAILABLE else logging.WARNING
-                logger.log(level, "the core stream failed (%s); opening a new one", exc.code().name)
+                reopen_now = connection_went_away(exc) and not reopened_at_once
+                if reopen_now:
+                    logger.info("the core connection went away (%s); reopening the stream at once", exc.details())
+                else:
+                    level = logging.INFO if exc.code() == grpc.StatusCode.UNAVAILABLE else logging.WARNING
+                    logger.log(level, "the core stream failed (%s); opening a new one", exc.code().name)
             finally:
                 writer.cancel()
                 with suppress(asyncio.CancelledError):
                     await writer
                 call.cancel()
                 self.hub.on_disconnected()
+            if reopen_now:
+                reopened_at_once = True
+                continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
