@@ -8,22 +8,34 @@ very same candle).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
+from typing import TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from core.adapters.event_codec import candle_to_pb
+from core.adapters.redis_client import REDIS_DOWN_ERRORS
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
 from core.domain.candles import Aggregate, Candle
-from core.domain.errors import Unavailable
+from core.domain.errors import StorageUnavailable, Unavailable
 from core.domain.symbols import split_symbol
 from core.domain.timeframes import TIMEFRAMES, Timeframe
 from core.services.candle_queries import CandleQuery, Span
 
+logger = logging.getLogger(__name__)
+
 WINDOW_SIZE = 1_000
+# A window read that takes longer is given up and the read goes to PostgreSQL (a frozen Redis: the connection
+# is up, no reply comes); after a failed window read, reads skip the window this long (no 0.5 s toll each).
+WINDOW_READ_TIMEOUT_S = 0.5
+WINDOW_SKIP_S = 1.0
+T = TypeVar("T")
 
 # KEYS[1] window. ARGV: max size, then (open_time, member) pairs.
 _WINDOW_ADD = """
@@ -193,23 +205,53 @@ class CandleStore:
 
 
 class CandleRowsReader:
-    """Reads for :mod:`core.services.candle_queries`: the Redis window and the PostgreSQL history."""
+    """Reads for :mod:`core.services.candle_queries`: the Redis window and the PostgreSQL history.
 
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, keys: RedisKeys, exchange_ids: Mapping[str, int]):
+    Driver errors never leave here: a window read that Redis refuses, drops or does not answer within
+    :data:`WINDOW_READ_TIMEOUT_S` raises ``StorageUnavailable("redis")`` (and the next reads within
+    :data:`WINDOW_SKIP_S` raise it at once, without trying), a history read that PostgreSQL cannot serve
+    ``StorageUnavailable("postgresql")``. The service answers the first from PostgreSQL alone.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        keys: RedisKeys,
+        exchange_ids: Mapping[str, int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._pool = pool
         self._redis = redis
         self._keys = keys
         self._exchange_ids = exchange_ids
         self._newest = redis.register_script(_NEWEST_IN_WINDOW)
+        self._clock = clock
+        self._skip_window_until = 0.0
+
+    async def _from_window(self, read: Callable[[], Awaitable[T]]) -> T:
+        if self._clock() < self._skip_window_until:
+            raise StorageUnavailable("redis", "Redis did not answer a moment ago; the candle window is skipped")
+        try:
+            async with asyncio.timeout(WINDOW_READ_TIMEOUT_S):
+                return await read()
+        except REDIS_DOWN_ERRORS as exc:
+            self._skip_window_until = self._clock() + WINDOW_SKIP_S
+            logger.warning("candle window unreadable (%s); candles are read from PostgreSQL", type(exc).__name__)
+            raise StorageUnavailable("redis", f"the candle window cannot be read ({type(exc).__name__})") from exc
 
     def _window_key(self, query: CandleQuery) -> str:
         return self._keys.candle_window(query.exchange, query.symbol, query.timeframe)
 
     async def window_oldest(self, query: CandleQuery) -> int | None:
-        first = await self._redis.zrange(self._window_key(query), 0, 0, withscores=True)
+        first = await self._from_window(lambda: self._redis.zrange(self._window_key(query), 0, 0, withscores=True))
         return int(first[0][1]) if first else None
 
     async def window(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
+        return await self._from_window(lambda: self._read_window(query, span))
+
+    async def _read_window(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
         low = "-inf" if span.start_ms is None else span.start_ms
         high = "+inf" if span.end_ms is None else f"({span.end_ms}"
         key = self._window_key(query)
@@ -225,13 +267,23 @@ class CandleRowsReader:
         in one script call: one round trip, and both reads see the same window."""
         high = "+inf" if span.end_ms is None else f"({span.end_ms}"
         low = "-inf" if span.start_ms is None else span.start_ms
-        oldest, members = await self._newest(keys=[self._window_key(query)], args=[high, low, span.limit])
+        oldest, members = await self._from_window(
+            lambda: self._newest(keys=[self._window_key(query)], args=[high, low, span.limit])
+        )
         members.reverse()
         return (int(oldest) if oldest is not None else None), members
 
     async def history(self, query: CandleQuery, span: Span) -> list[tuple[int, bytes]]:
         order = "DESC" if span.newest else "ASC"
-        rows = await self._pool.fetch(
+        try:
+            rows = await self._history_rows(query, span, order)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable("postgresql", "PostgreSQL is unavailable; candles cannot be read") from exc
+        found = [(int(row["open_time"].timestamp() * 1000), self._encode(query, row)) for row in rows]
+        return found[::-1] if span.newest else found
+
+    async def _history_rows(self, query: CandleQuery, span: Span, order: str) -> list[asyncpg.Record]:
+        return await self._pool.fetch(
             "SELECT open_time, open::text, high::text, low::text, close::text, volume::text, is_synthetic, sequence_num"
             " FROM candles WHERE exchange_id = $1 AND symbol = $2 AND timeframe = $3"
             " AND ($4::timestamptz IS NULL OR open_time >= $4) AND ($5::timestamptz IS NULL OR open_time < $5)"
@@ -244,8 +296,6 @@ class CandleRowsReader:
             span.limit,
             timeout=STATEMENT_TIMEOUT_S,
         )
-        found = [(int(row["open_time"].timestamp() * 1000), self._encode(query, row)) for row in rows]
-        return found[::-1] if span.newest else found
 
     def _encode(self, query: CandleQuery, row: asyncpg.Record) -> bytes:
         candle = Candle(

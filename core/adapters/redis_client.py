@@ -5,6 +5,14 @@ connection already uses ``hiredis.pack_command`` when hiredis is installed.
 The core's hot paths send hundreds of commands per ingest batch, and packing
 them in C cuts a large share of the core's CPU per feed (measured with
 ``make bench-ingest``). Everything else is redis-py unchanged.
+
+Every command has a socket timeout (:data:`COMMAND_TIMEOUT_S`): redis-py's
+default is 5 s, so a frozen Redis (SIGSTOP, a stuck host: the TCP connection
+stays up, no reply comes) held each command 5 s and a read past its caller's
+deadline. The core sends no blocking commands (``BLPOP``, ``XREAD BLOCK``) on
+this client, and the stream hub's subscribed connection is a raw one of its
+own (``common/resp.py``), so no command of ours legitimately waits that long.
+A Redis that is down (refused) fails at once; redis-py does not retry it.
 """
 
 from __future__ import annotations
@@ -13,9 +21,14 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError as RedisConnectionError, DataError, TimeoutError as RedisTimeoutError
 
 CONNECT_TIMEOUT_S = 3.0
+COMMAND_TIMEOUT_S = 2.0
+# What "Redis is down or frozen" looks like from redis-py (refused, reset, timed out: BusyLoadingError is a
+# ConnectionError too) and from an ``asyncio.timeout`` of our own. An error reply (ResponseError) is not here:
+# that is a bug, not an outage.
+REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 class HiredisPackingConnection(aioredis.Connection):
@@ -32,7 +45,9 @@ class HiredisPackingConnection(aioredis.Connection):
 
 def redis_client(url: str) -> aioredis.Redis:
     """A client for ``url`` (TCP URLs use the hiredis packer; ``unix://`` keeps redis-py's own)."""
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=30)
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S, health_check_interval=30
+    )
     if client.connection_pool.connection_class is aioredis.Connection:
         client.connection_pool.connection_class = HiredisPackingConnection
     return client

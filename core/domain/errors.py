@@ -21,5 +21,17 @@ class Unavailable(DomainError):
     """A dependency (Redis, PostgreSQL) is down; the call may be retried."""
 
 
+class StorageUnavailable(Unavailable):
+    """A store did not answer (refused, reset, timed out). ``dependency`` names it ("redis" or "postgresql"),
+    so a log line or a status can say which one; callers see UNAVAILABLE and may retry.
+
+    Adapters raise it in place of driver errors (redis-py's, asyncpg's, ``OSError``): a driver error that
+    reaches the gRPC edge untranslated would be a 500 for what is an outage."""
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+
 class LeaseLost(Exception):
     """This instance is no longer the writer for an exchange (its lease or fencing term is gone)."""

@@ -8,8 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from grpc import aio
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from core.domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
@@ -21,6 +23,17 @@ STATUS_FOR_ERROR: dict[type[DomainError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
+
+# Driver errors that mean "a store is down", should one get past its adapter (adapters raise
+# StorageUnavailable): UNAVAILABLE, which the caller may retry, never INTERNAL (a 500 at the REST edge).
+DRIVER_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 Servicer = TypeVar("Servicer")
 Handler = Callable[[Servicer, Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -42,8 +55,8 @@ def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
     Every call has a deadline: the caller's, capped by the servicer's
     ``max_call_s`` (a caller that sent none gets the cap), and a call that
     outlives it ends with DEADLINE_EXCEEDED naming the method, never a hang on
-    a stalled store. Driver errors for Redis and PostgreSQL become
-    UNAVAILABLE; anything else is logged with its traceback and the caller
+    a stalled store. Driver errors for Redis and PostgreSQL
+    (:data:`DRIVER_UNAVAILABLE`) become UNAVAILABLE; anything else is logged with its traceback and the caller
     sees INTERNAL with a safe message.
     """
 
@@ -62,7 +75,7 @@ def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, message)
         except DomainError as exc:
             await context.abort(status_for(exc), str(exc))
-        except (OSError, ConnectionError) as exc:
+        except DRIVER_UNAVAILABLE as exc:
             logger.warning("dependency unavailable in %s: %s", method.__name__, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "a storage dependency is unavailable; retry")
 

@@ -6,6 +6,12 @@ window has in the requested range, completed by PostgreSQL strictly before
 the window's oldest candle. Candles come back oldest first, at most ``limit``:
 with no ``start`` the newest ones (before ``end`` if given), with ``start``
 the first ones from it. Ranges are half-open: ``start <= open_time < end``.
+
+When the window cannot be read (Redis down or frozen: the reader raises
+``StorageUnavailable("redis")``), the whole answer comes from PostgreSQL: it
+holds every closed candle (the writer stores a candle there before it adds it
+to the window), so the answer is the same, only slower. A read never mixes a
+half-read window with history. PostgreSQL being unavailable is UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.domain.errors import InvalidArgument, NotFound
+from core.domain.errors import InvalidArgument, NotFound, StorageUnavailable
 from core.domain.symbols import canonical_symbol
 from core.domain.timeframes import Timeframe
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 DEFAULT_TIMEFRAME = Timeframe.H1
+REDIS = "redis"  # the dependency named by a window read's StorageUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,9 @@ Rows = list[tuple[int, bytes]]  # (open time, serialized Candle), oldest first
 
 
 class CandleRows(Protocol):
+    """The window reads raise ``StorageUnavailable("redis")`` when Redis cannot answer; ``history`` raises
+    ``StorageUnavailable("postgresql")`` when PostgreSQL cannot."""
+
     async def window_oldest(self, query: CandleQuery) -> int | None: ...
 
     async def window(self, query: CandleQuery, span: Span) -> Rows: ...
@@ -93,6 +103,15 @@ class CandleQueries:
         return CandleQuery(name, canonical_symbol(symbol), timeframe, limit or DEFAULT_LIMIT, start_ms, end_ms)
 
     async def candles(self, query: CandleQuery) -> Sequence[bytes]:
+        try:
+            return await self._merged(query)
+        except StorageUnavailable as exc:
+            if exc.dependency != REDIS:
+                raise
+        history = await self._rows.history(query, Span(query.start_ms, query.end_ms, query.limit, query.newest))
+        return [c for _, c in history]
+
+    async def _merged(self, query: CandleQuery) -> Sequence[bytes]:
         if query.newest:  # the common read: the window answers alone when it holds enough
             oldest, recent = await self._rows.newest_in_window(query, Span(None, query.end_ms, query.limit, True))
             missing = query.limit - len(recent)

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BYTES = 64 * 1024 * 1024
 MAX_SERIES = 5_000
+# A read waits at most this long for its series' watch to be confirmed; longer (Redis down or frozen) and it
+# is answered uncached rather than held until the hub's own subscribe timeout, past its caller's deadline.
+WATCH_WAIT_S = 0.5
 WATCH_QUEUE = 10_000
 
 Series = tuple[str, str, str]  # exchange, symbol, timeframe
@@ -108,8 +111,9 @@ class HotCandles:
             self._by_channel[name] = series
             self._versions[series] = next(self._tick)
             try:
-                await self._hub.acquire(subscriber, [name])
-            except Unavailable:
+                async with asyncio.timeout(WATCH_WAIT_S):
+                    await self._hub.acquire(subscriber, [name])
+            except (Unavailable, TimeoutError):
                 self._forget(series)
                 return None
             if series in self._series:

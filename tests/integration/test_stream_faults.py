@@ -149,10 +149,10 @@ async def test_streams_survive_a_redis_restart(
         assert [(g.requested_seq, g.first_available_seq) for g in gaps] == [(before[-1].seq, after[0].seq)]
 
 
-async def test_a_read_on_a_stalled_redis_ends_within_the_core_deadline(
+async def test_a_read_on_a_stalled_redis_is_answered_from_postgres_within_the_core_deadline(
     migrated_env: dict[str, str], embedded_redis: EmbeddedRedis
 ) -> None:
-    env = {**migrated_env, "PERSEUS_REDIS_URL": embedded_redis.url, "PERSEUS_CORE_MAX_CALL_S": "1"}
+    env = {**migrated_env, "PERSEUS_REDIS_URL": embedded_redis.url, "PERSEUS_CORE_MAX_CALL_S": "2"}
     with running_core(env) as core:
         async with aio.insecure_channel(core.addr) as grpc_channel:
             market = md_grpc.MarketDataServiceStub(grpc_channel)
@@ -162,17 +162,14 @@ async def test_a_read_on_a_stalled_redis_ends_within_the_core_deadline(
             os.kill(embedded_redis.pid, signal.SIGSTOP)
             try:
                 started = time.monotonic()
-                with pytest.raises(aio.AioRpcError) as caught:  # another series: not an answer the core keeps
-                    request.symbol = "STALL2-USD"
-                    await market.GetCandles(request)  # the caller sets no deadline: the core's applies
+                request.symbol = "STALL2-USD"  # another series: not an answer the core keeps
+                answered = await market.GetCandles(request)  # the caller sets no deadline: the core's applies
                 elapsed = time.monotonic() - started
                 with pytest.raises(aio.AioRpcError) as own_deadline:  # a caller's shorter deadline ends it sooner
                     request.symbol = "STALL3-USD"
-                    await market.GetCandles(request, timeout=0.3)
+                    await market.GetCandles(request, timeout=0.2)
                 assert own_deadline.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             finally:
                 os.kill(embedded_redis.pid, signal.SIGCONT)
             assert (await market.GetCandles(request, timeout=5)).candles == []  # and it answers again
-    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "GetCandles" in (caught.value.details() or "")
-    assert elapsed < 5
+    assert answered.candles == [] and elapsed < 2  # the window given up on, PostgreSQL read, within the deadline
