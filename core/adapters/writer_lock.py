@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -51,6 +52,14 @@ return 0
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """Who holds the lease now (``owner`` None: nobody) and the newest term (what a standby reports)."""
+
+    owner: str | None
+    term: int
+
+
 class WriterLock:
     def __init__(
         self,
@@ -70,6 +79,7 @@ class WriterLock:
         self.ttl_ms = ttl_ms
         self._monotonic = monotonic
         self._valid_until = 0.0
+        self._sent = 0.0  # when the last successful acquire or renewal was sent
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -78,6 +88,20 @@ class WriterLock:
     def held(self) -> bool:
         """True while the local lease is valid: check this before every write."""
         return self._monotonic() < self._valid_until
+
+    def renewal_due_in(self) -> float:
+        """Seconds until the next renewal is due (a third of the TTL after the last one was sent; <= 0: now).
+
+        Counted from the acquisition, not from when the holder got round to renewing: whatever the
+        holder does first (a fence claim, rebuilding candles) must not eat into the lease.
+        """
+        return self._sent + self.ttl_ms / 3000 - self._monotonic()
+
+    async def leader(self) -> Leader:
+        """The lease's holder and the newest term, read from Redis."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            owner, term = await pipe.get(self._key).get(self._term_key).execute()
+        return Leader(owner.decode() if isinstance(owner, bytes) else owner, int(term or 0))
 
     async def acquire(self) -> bool:
         """Take the lease if it is free; on success ``term`` is the new fencing token."""
@@ -107,4 +131,5 @@ class WriterLock:
         await self._release(keys=[self._key], args=[self.owner])
 
     def _extend(self, sent: float) -> None:
+        self._sent = sent
         self._valid_until = sent + (self.ttl_ms - SAFETY_MARGIN_MS) / 1000

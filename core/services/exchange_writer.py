@@ -6,7 +6,20 @@ the candle clock, renew the lease every third of its TTL and, while the venue
 is connected, refresh the exchange's heartbeat (what makes it "online"); the
 moment a renewal fails (or the local lease runs out, e.g. after a pause),
 cancel the feed and go back to standby. A standby
-polls every ``poll_s``, so it takes over within TTL + poll after a leader dies.
+polls every ``poll_s``, so it takes over within TTL + poll after a leader dies,
+and contends again as soon as Redis answers after an outage, however long.
+
+Each term (one holding of the lease) runs in a task of its own. On Python 3.11
+a TaskGroup whose child raised (``LeaseLost``) cancels its parent task and
+never takes that cancellation back: the parent's ``cancelling()`` stays at 1.
+When the term's TaskGroup ran in the writer's own task, that leftover count
+read as "we are being stopped" and the writer's task ended silently at the
+first lost lease. Now the leftover lands on the term's task, which ends
+anyway; the writer's own task never runs a TaskGroup, so its count rises only
+when somebody really stops it.
+
+A standby logs one line, "standby for EXCHANGE (leader: OWNER, term N)", when
+it starts standing by and again only when the leader changes.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from core.adapters.writer_fence import StaleTerm, WriterFence
-from core.adapters.writer_lock import WriterLock
+from core.adapters.writer_lock import Leader, WriterLock
 from core.domain.errors import LeaseLost
 from core.services.exchange_pipeline import ExchangePipeline
 
@@ -28,6 +41,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_POLL_S = 1.0
 CLOCK_S = 0.5
 HEARTBEAT_TTL_MS = 15_000
+LEADER_READ_S = 1.0  # a standby's read of who leads: it only feeds a log line
+RETRY_S = 0.05  # the shortest pause between two renewal attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,60 +74,103 @@ class ExchangeWriter:
         self._poll_s = poll_s
         self.leading = False
         self.terms = 0
+        self._shown: Leader | None = None  # the leader the last standby line named
 
     async def run(self) -> None:
         """Until cancelled: stand by, lead, and stand by again when the lease is lost."""
+        unreachable = False
         while True:
-            _raise_if_cancelled()
             try:
-                acquired = await self._lock.acquire()
-            except (OSError, aioredis.RedisError) as exc:
-                logger.warning("%s: cannot reach Redis for the writer lease: %s", self.exchange, exc)
-                acquired = False
-            if not acquired:
-                await asyncio.sleep(self._poll_s)
-                continue
+                async with asyncio.timeout(self._lock.ttl_ms / 1000):  # a frozen Redis must not hold us here
+                    acquired = await self._lock.acquire()
+            except (OSError, aioredis.RedisError) as exc:  # TimeoutError included
+                if not unreachable:  # once per outage, not every poll
+                    logger.warning("%s: cannot reach Redis for the writer lease: %s", self.exchange, exc or "timeout")
+                unreachable, acquired = True, False
+            else:
+                unreachable = False
+            if acquired:
+                self._shown = None  # the next standby is a new one: it logs its line again
+                await self._lead()  # returns when the term is over: we stand by again
+            await self._report_standby(reachable=acquired or not unreachable)
+            await asyncio.sleep(self._poll_s)
+
+    async def _report_standby(self, *, reachable: bool) -> None:
+        """Log "standby for …" when standing by starts, then only when the leader changes."""
+        leader: Leader | None = None
+        if reachable:
             try:
-                await self._lead()
-            except Exception:  # a bug or an unexpected failure: log it, stand by, try again
-                logger.exception("%s: the feed failed; standing by", self.exchange)
-                await asyncio.sleep(self._poll_s)
+                async with asyncio.timeout(min(self._lock.ttl_ms / 1000, LEADER_READ_S)):
+                    leader = await self._lock.leader()
+            except (OSError, aioredis.RedisError):
+                leader = None
+        known = leader is not None
+        if leader is None:
+            if self._shown is not None:
+                return  # Redis does not answer: nothing new to tell
+            leader = Leader(None, self._lock.term)  # what we know: the last term we saw
+        if leader == self._shown:
+            return
+        self._shown = leader
+        owner = leader.owner if leader.owner is not None else ("none" if known else "unknown")
+        logger.info("standby for %s (leader: %s, term %d)", self.exchange, owner, leader.term)
 
     async def _lead(self) -> None:
+        """One term: returns when it ended (lease lost, or the feed failed); raises CancelledError only on a stop."""
         self.leading, self.terms = True, self.terms + 1
         logger.info("%s: this instance is the writer (term %d)", self.exchange, self._lock.term)
-        feed = self._make_feed()
+        term = asyncio.create_task(self._term(), name=f"writer:{self.exchange}:term-{self._lock.term}")
         try:
-            if self._fence is not None:
-                try:
-                    await self._fence.claim(self._lock.term, self._lock.owner)
-                except StaleTerm as stale:  # Redis lost its counter: restart the terms above PostgreSQL's
-                    logger.warning("%s: %s; the next term starts above it", self.exchange, stale)
-                    await self._lock.raise_term_floor(stale.current)
-                    raise
-            await feed.pipeline.start(feed.symbols)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(feed.run_venue())
-                group.create_task(self._clock(feed.pipeline))
-                group.create_task(self._keep_lease(feed))
-        except* LeaseLost:
-            logger.warning("%s: writer lease lost; standing by", self.exchange)
-            _raise_if_cancelled()  # a lease lost while the feed was being stopped must not swallow the stop
+            await term
+        except asyncio.CancelledError:
+            if _stopping():
+                raise
+            # the term's task was cancelled from inside (nobody stopped us): a failure like any other
+            logger.error("%s: the term ended cancelled without a stop; standing by", self.exchange)
+        except Exception:  # a bug or an unexpected failure: log it, stand by, try again
+            logger.exception("%s: the feed failed; standing by", self.exchange)
         finally:
             self.leading = False
+            if not term.done():  # we were stopped while the term ran: stop it too (bounded by the caller)
+                term.cancel()
+                await asyncio.gather(term, return_exceptions=True)
             if self._lock.held():
-                await _quietly(self._lock.release())
+                await _quietly(self._lock.release(), self._lock.ttl_ms / 1000)
+        if _stopping():  # the stop reached the term, which ended normally (a lease lost meanwhile): stop now
+            raise asyncio.CancelledError
+
+    async def _term(self) -> None:
+        feed = self._make_feed()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._keep_lease(feed))  # from the start: a slow start must not lose the lease
+                group.create_task(self._start(feed, group))
+        except* LeaseLost:
+            logger.warning("%s: writer lease lost; standing by", self.exchange)
+
+    async def _start(self, feed: Feed, group: asyncio.TaskGroup) -> None:
+        if self._fence is not None:
+            try:
+                await self._fence.claim(self._lock.term, self._lock.owner)
+            except StaleTerm as stale:  # Redis lost its counter: restart the terms above PostgreSQL's
+                logger.warning("%s: %s; the next term starts above it", self.exchange, stale)
+                await self._lock.raise_term_floor(stale.current)
+                raise
+        await feed.pipeline.start(feed.symbols)
+        group.create_task(feed.run_venue())
+        group.create_task(self._clock(feed.pipeline))
 
     async def _keep_lease(self, feed: Feed) -> None:
         interval = self._lock.ttl_ms / 3000
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(self._lock.renewal_due_in(), RETRY_S))
             try:
-                renewed = await self._lock.renew()
-                if renewed and feed.connected():
-                    await self._heartbeat()
-            except (OSError, aioredis.RedisError) as exc:
-                logger.warning("%s: lease renewal failed: %s", self.exchange, exc)
+                async with asyncio.timeout(interval):  # a frozen Redis: the local lease decides
+                    renewed = await self._lock.renew()
+                    if renewed and feed.connected():
+                        await self._heartbeat()
+            except (OSError, aioredis.RedisError) as exc:  # TimeoutError included
+                logger.warning("%s: lease renewal failed: %s", self.exchange, exc or "timeout")
                 renewed = self._lock.held()
             if not renewed:
                 raise LeaseLost(self.exchange)
@@ -128,17 +186,15 @@ class ExchangeWriter:
                 logger.warning("%s: closing candles failed; will retry", self.exchange, exc_info=True)
 
 
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a TaskGroup turned into a handled ExceptionGroup (Python 3.11):
-    when a child fails while the group is being cancelled, the group raises the child's error, not
-    CancelledError, and the writer would lead again instead of stopping."""
+def _stopping() -> bool:
+    """Whether this task was asked to stop: it runs no TaskGroup, so its count is only ever a real stop."""
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    return task is not None and task.cancelling() > 0
 
 
-async def _quietly(step: Awaitable[object]) -> None:
+async def _quietly(step: Awaitable[object], timeout_s: float) -> None:
     try:
-        await step
-    except (OSError, aioredis.RedisError):
+        async with asyncio.timeout(timeout_s):
+            await step
+    except (OSError, aioredis.RedisError):  # TimeoutError included: the lease then simply runs out
         pass
