@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal as D
 
 import asyncpg
@@ -156,3 +158,119 @@ async def test_without_the_lease_nothing_is_written(stores: Stores) -> None:
     with pytest.raises(LeaseLost):
         await p.on_events([trade("NOLEASE-USD", "1", "1", T0 + 1_000)])
     assert await pool.fetchval("SELECT count(*) FROM price_feeds WHERE symbol = 'NOLEASE-USD'") == 0
+
+
+# A new writer (takeover or restart) rebuilds every candle in progress from storage before it writes one.
+
+DAY = 24 * 60 * MIN
+END = T0 + DAY  # the next UTC day boundary: every timeframe closes there
+
+# The reference: the stored ticks of each interval, by window functions (not the core's query).
+AGGREGATES = """
+SELECT DISTINCT (extract(epoch FROM date_bin($3::interval, ts, timestamptz 'epoch')) * 1000)::bigint AS open_time,
+       first_value(price) OVER w, max(price) OVER w, min(price) OVER w, last_value(price) OVER w, sum(volume) OVER w
+FROM price_feeds WHERE symbol = $1 AND source = $2
+WINDOW w AS (PARTITION BY date_bin($3::interval, ts, timestamptz 'epoch') ORDER BY ts, id
+             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+"""
+
+
+async def candles_of(pool: asyncpg.Pool, symbol: str, tf: Timeframe) -> dict[int, tuple[object, ...]]:
+    rows = await pool.fetch(
+        "SELECT (extract(epoch FROM open_time) * 1000)::bigint, open, high, low, close, volume, is_synthetic"
+        " FROM candles WHERE symbol = $1 AND timeframe = $2",
+        symbol,
+        tf.value,
+    )
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+async def assert_candles_equal_ticks(pool: asyncpg.Pool, symbol: str, source: str, horizon: int) -> None:
+    """Every interval of every timeframe up to ``horizon``: one candle, equal to the aggregate of its
+    stored ticks (synthetic and empty where there are none)."""
+    for tf in Timeframe:
+        ticks = {
+            r[0]: tuple(r[1:]) for r in await pool.fetch(AGGREGATES, symbol, source, timedelta(milliseconds=tf.ms))
+        }
+        candles = await candles_of(pool, symbol, tf)
+        for open_time in range(min(ticks), horizon - tf.ms + 1, tf.ms):
+            assert open_time in candles, f"{tf} candle at {open_time - T0} missing"
+            if open_time in ticks:
+                assert candles[open_time] == (*ticks[open_time], False), f"{tf} at {open_time - T0}"
+            else:
+                assert candles[open_time][4:] == (0, True), f"{tf} at {open_time - T0}"
+
+
+def walk(start: int, end: int, step: int, symbol: str, exchange: str = "sim") -> list[Trade]:
+    rng = random.Random(start)
+    price, out = D("100.00"), []
+    for ts in range(start, end, step):
+        price = (price * (1 + D(rng.randint(-20, 20)) / 10_000)).quantize(D("0.01"))
+        out.append(trade(symbol, str(price), f"{rng.uniform(0.01, 2):.4f}", ts, exchange))
+    return out
+
+
+async def feed(p: ExchangePipeline, clock: Clock, trades: list[Trade], per_batch: int = 3) -> None:
+    """As the writer does: batches of trades with their clock, the candle clock ticking in between."""
+    for i in range(0, len(trades), per_batch):
+        batch = trades[i : i + per_batch]
+        clock.now = batch[-1].ts_ms
+        await p.on_events(batch)
+        await p.advance()
+
+
+@pytest.mark.parametrize(
+    ("died", "stalled_s"),
+    [(END - 2 * MIN + 1_000, 4), (END - 7 * MIN - 2_000, 190)],
+    ids=["killed-1s-after-a-minute", "dead-for-3-minutes-across-a-close"],
+)
+async def test_a_new_writer_rebuilds_the_candles_in_progress_from_the_stored_ticks(
+    stores: Stores, died: int, stalled_s: int
+) -> None:
+    pool, _, _ = stores
+    symbol = f"TK{stalled_s}-USD"
+    clock = Clock()
+    leader = pipeline(stores, "sim", clock)
+    await leader.start([symbol])
+    await feed(leader, clock, walk(END - 75 * MIN, died, 3_100, symbol))  # then it dies: no clock, no close
+
+    clock.now = died + stalled_s * 1_000
+    standby = pipeline(stores, "sim", clock)
+    await standby.start([symbol])  # takes over: rebuilds, and stores what the dead leader never closed
+    await feed(standby, clock, walk(clock.now + 500, END + 2 * MIN, 2_300, symbol))
+    clock.now = END + 2 * MIN + 2_000
+    await standby.advance()
+
+    await assert_candles_equal_ticks(pool, symbol, "sim", horizon=END + 2 * MIN)
+    assert leader.stats.late == standby.stats.late == 0
+
+
+async def test_a_new_writer_rebuilds_higher_timeframes_from_the_venues_stored_minutes(stores: Stores) -> None:
+    pool, _, _ = stores
+    clock = Clock()
+
+    def kline(minute: int) -> ExchangeCandle:
+        o = D(100 + minute % 7)
+        return ExchangeCandle("binance", "KLT-USDT", minute, o, o + 3, o - 2, o + 1, D(minute % 5 + 1), closed=True)
+
+    leader = pipeline(stores, "binance", clock, build_from_trades=False)
+    for minute in range(END - 12 * MIN, END - 3 * MIN, MIN):
+        clock.now = minute + MIN + 500
+        await leader.on_events([kline(minute), trade("KLT-USDT", "1", "1", clock.now, "binance")])
+        await leader.advance()
+    standby = pipeline(stores, "binance", clock, build_from_trades=False)
+    await standby.start(["KLT-USDT"])
+    for minute in range(END - 3 * MIN, END + MIN, MIN):
+        clock.now = minute + MIN + 500
+        await standby.on_events([kline(minute)])
+        await standby.advance()
+    clock.now = END + MIN + 2_000
+    await standby.advance()
+
+    minutes = await candles_of(pool, "KLT-USDT", Timeframe.M1)
+    assert sorted(minutes) == list(range(END - 12 * MIN, END + MIN, MIN))
+    for tf in (Timeframe.M5, Timeframe.M15, Timeframe.H1, Timeframe.D1):
+        for open_time, candle in (await candles_of(pool, "KLT-USDT", tf)).items():
+            inside = [minutes[t] for t in sorted(minutes) if open_time <= t < open_time + tf.ms]
+            rollup = (inside[0][0], max(m[1] for m in inside), min(m[2] for m in inside), inside[-1][3])
+            assert candle[:5] == (*rollup, sum(m[4] for m in inside)), f"{tf} at {open_time - END}"
