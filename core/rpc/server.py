@@ -86,9 +86,15 @@ def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
     stream died after about 3 minutes. So the server accepts pings from half
     the clients' interval on (the margin covers timer jitter), with or without
     calls; a peer pinging faster than that still earns strikes.
+
+    The key is ``grpc.http2.min_ping_interval_without_data_ms``: it is what
+    gRPC's ``GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS`` stands
+    for. The macro's name spelled as a key is silently ignored (unknown keys
+    are), and the default policy stays, which tests/integration/test_keepalive.py
+    would show.
     """
     return [
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", max(1, int(keepalive_s * 1000 / 2))),
+        ("grpc.http2.min_ping_interval_without_data_ms", max(1, int(keepalive_s * 1000 / 2))),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
     ]
