@@ -100,7 +100,7 @@ async def open_clients(app: GatewayApp) -> None:
     app.ctx.core = CoreClient.connect(
         settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
     )
-    app.ctx.keys = KeyCache(app.ctx.core.lookup_key)
+    app.ctx.keys = KeyCache(app.ctx.core.lookup_key, grace_s=settings.key_grace_s)
     app.ctx.redis = aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,

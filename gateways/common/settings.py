@@ -30,6 +30,8 @@ DEFAULT_GRPC_KEEPALIVE_S = 30.0
 MIN_GRPC_KEEPALIVE_S = 0.1
 MAX_GRPC_KEEPALIVE_S = 3600.0
 DEFAULT_CORS_ORIGINS = "*"
+DEFAULT_KEY_GRACE_S = 60.0
+MAX_KEY_GRACE_S = 3600.0
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "text")
@@ -57,6 +59,7 @@ class GatewaySettings:
     cors_origins: tuple[str, ...]
     log_level: str
     log_format: str
+    key_grace_s: float = DEFAULT_KEY_GRACE_S  # a confirmed key keeps working this long while the core cannot answer
 
     @property
     def listen_addr(self) -> str:
@@ -90,6 +93,7 @@ class GatewaySettings:
             cors_origins=_origins(environ, "PERSEUS_CORS_ORIGINS"),
             log_level=_choice(environ, "PERSEUS_LOG_LEVEL", LOG_LEVELS, "INFO").upper(),
             log_format=_choice(environ, "PERSEUS_LOG_FORMAT", LOG_FORMATS, "json").lower(),
+            key_grace_s=_grace(environ, "PERSEUS_KEY_GRACE_S", DEFAULT_KEY_GRACE_S),
         )
 
 
@@ -149,6 +153,18 @@ def _seconds(
     if not math.isfinite(value) or not (low < value if low == 0 else low <= value) or value > high:
         least = "more than 0" if low == 0 else f"at least {low:g} s"
         raise GatewaySettingsError(name, f"must be {least} and at most {high:g} s (got {raw!r})")
+    return value
+
+
+def _grace(environ: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds from 0 (no grace) to :data:`MAX_KEY_GRACE_S`."""
+    raw = _value(environ, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise GatewaySettingsError(name, f"must be a number of seconds (got {raw!r})") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_KEY_GRACE_S:
+        raise GatewaySettingsError(name, f"must be from 0 to {MAX_KEY_GRACE_S:g} s (got {raw!r})")
     return value
 
 

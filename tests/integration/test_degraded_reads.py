@@ -1,37 +1,45 @@
-"""Reads with Redis down or frozen: candles, symbols and exchanges come from PostgreSQL, never a 500.
+"""Degraded, not broken: reads with Redis down or frozen, and API keys while PostgreSQL stalls.
 
 A real core and REST gateway over a seeded database and a Redis of the module's own, which the tests
-kill or freeze (SIGSTOP). Each query here is one the core has not answered before, so no cached answer
-can stand in for PostgreSQL.
+kill or freeze (SIGSTOP): candles, symbols and exchanges then come from PostgreSQL, never a 500. Each
+query is one the core has not answered before, so no cached answer can stand in for PostgreSQL.
+PostgreSQL is stalled for key lookups by an ``ACCESS EXCLUSIVE`` lock on ``api_keys`` held by another
+connection: a key confirmed within the grace keeps reading, the 503s say the key cannot be checked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import signal
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import grpc
+import httpx
 import pytest
 
 from core.devstack.valkey import EmbeddedRedis
+from gateways.common.auth import CACHE_TTL_S, KEY_UNCHECKABLE
 from perseus.marketdata.v1 import common_pb2, market_data_service_pb2 as md, market_data_service_pb2_grpc as md_grpc
 from tests.support.market_seed import Seed
-from tests.support.rest_stack import RestStack, seeded_rest_stack
+from tests.support.rest_stack import RestStack, make_key, seeded_rest_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("embedded-redis-degraded")]
 
 SEED = Seed(exchange="degradex", exchange_id=730_001, symbol_id=730_002, symbol="DGR-USD")
 CANDLES = f"/public/v1/candles/{SEED.exchange}/{SEED.symbol}"
 GATEWAY_DEADLINE_S = 2.0
+KEY_GRACE_S = 9.0
 
 
 @pytest.fixture(scope="module")
 def stack(base_env: dict[str, str], admin_database_url: str, embedded_redis: EmbeddedRedis) -> Iterator[RestStack]:
     env = {**base_env, "PERSEUS_REDIS_URL": embedded_redis.url}
-    with seeded_rest_stack(env, admin_database_url, SEED, PERSEUS_CORE_DEADLINE_S=str(GATEWAY_DEADLINE_S)) as stack:
+    gateway_env = {"PERSEUS_CORE_DEADLINE_S": str(GATEWAY_DEADLINE_S), "PERSEUS_KEY_GRACE_S": str(KEY_GRACE_S)}
+    with seeded_rest_stack(env, admin_database_url, SEED, **gateway_env) as stack:
         yield stack
 
 
@@ -105,3 +113,33 @@ def test_with_redis_frozen_reads_come_from_postgres_within_the_deadline(
     finally:
         os.kill(embedded_redis.pid, signal.SIGCONT)
     assert candles(stack, limit=18) == expected(range(SEED.candles - 18, SEED.candles))
+
+
+async def test_with_key_lookups_stalled_a_confirmed_key_reads_through_the_grace(stack: RestStack) -> None:
+    key, never_used = make_key(stack.env, "pro"), make_key(stack.env, "free")
+
+    def read(api_key: str) -> httpx.Response:
+        return stack.get(CANDLES, headers={"X-API-Key": api_key}, params={"limit": 5})  # the window answers
+
+    assert read(key).status_code == 200
+    confirmed_at = time.monotonic()
+    locker = await asyncpg.connect(stack.env["PERSEUS_DATABASE_URL"])
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")  # every key lookup now waits
+            await asyncio.sleep(max(0.0, confirmed_at + CACHE_TTL_S + 0.5 - time.monotonic()))  # the answer expired
+            assert read(key).status_code == 200  # the lookup went unanswered: the confirmed key still reads
+            for _ in range(3):
+                started = time.monotonic()
+                assert read(key).status_code == 200
+                assert time.monotonic() - started < 1.0  # in grace, no request waits for the stalled lookup
+            refused = read(never_used)  # never confirmed: nothing to fall back on
+            assert refused.status_code == 503 and refused.json()["error"]["message"] == KEY_UNCHECKABLE
+            await asyncio.sleep(max(0.0, confirmed_at + KEY_GRACE_S + 0.5 - time.monotonic()))
+            expired = read(key)  # the grace is over and the core still cannot say
+            assert expired.status_code == 503, expired.text
+            assert expired.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert expired.json()["error"]["message"] == KEY_UNCHECKABLE
+    finally:
+        await locker.close()
+    assert read(key).status_code == 200 and read(never_used).status_code == 200

@@ -1,4 +1,5 @@
-"""The gateways' key cache: brief answers, one lookup for concurrent misses, revocation honoured."""
+"""The gateways' key cache: brief answers, one lookup for concurrent misses, revocation honoured,
+and a grace for confirmed keys while the core cannot answer (a controllable clock, a lookup that fails)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import asyncio
 
 import pytest
 
-from gateways.common.auth import CACHE_TTL_S, KeyCache
-from gateways.common.errors import Unauthorized
+from gateways.common.auth import CACHE_TTL_S, KEY_UNCHECKABLE, KeyCache
+from gateways.common.errors import InternalError, ServiceUnavailable, Unauthorized
 from perseus.marketdata.v1 import key_service_pb2
 
 PRO = key_service_pb2.ApiKey(id=1, tier=key_service_pb2.KEY_TIER_PRO)
@@ -86,3 +87,79 @@ async def test_a_revoked_key_stops_working_once_its_answer_expires() -> None:
     with pytest.raises(Unauthorized):
         await cache.authenticate("pk_good")
     assert core.calls == 2
+
+
+GRACE_S = 60.0
+
+
+async def confirmed_then_unanswered(grace_s: float = GRACE_S) -> tuple[Core, Clock, KeyCache]:
+    """A cache whose key the core confirmed at ``clock.now``; from then on the core does not answer."""
+    core, clock = Core(), Clock()
+    core.release.set()
+    cache = KeyCache(core.lookup, clock=clock, grace_s=grace_s)
+    assert (await cache.authenticate("pk_good")).id == 1
+    core.failure = ServiceUnavailable()  # what the core client raises for UNAVAILABLE and DEADLINE_EXCEEDED
+    return core, clock, cache
+
+
+async def test_a_confirmed_key_keeps_working_while_the_core_does_not_answer_until_the_grace_ends() -> None:
+    core, clock, cache = await confirmed_then_unanswered()
+    confirmed_at = clock.now
+    clock.now += CACHE_TTL_S + 1
+    assert (await cache.authenticate("pk_good")).id == 1  # the lookup failed: the confirmed answer stands
+    assert core.calls == 2
+    core.release.clear()  # lookups now hang (a stalled core): a key in grace must not wait for them
+    for _ in range(20):
+        clock.now += 1
+        async with asyncio.timeout(1):
+            assert (await cache.authenticate("pk_good")).id == 1
+    await asyncio.sleep(0)
+    assert core.calls == 3  # one lookup at a time is retried in the background, not one per request
+    core.release.set()
+    await asyncio.sleep(0)
+    clock.now = confirmed_at + GRACE_S + 0.1
+    with pytest.raises(ServiceUnavailable) as ended:
+        await cache.authenticate("pk_good")
+    assert ended.value.message == KEY_UNCHECKABLE
+
+
+async def test_revocation_reaches_a_key_in_grace_once_the_core_answers_again() -> None:
+    core, clock, cache = await confirmed_then_unanswered()
+    clock.now += CACHE_TTL_S + 1
+    assert (await cache.authenticate("pk_good")).id == 1  # in grace
+    core.failure = None
+    del core.known["pk_good"]  # revoked while the core could not be asked
+    clock.now += 1
+    assert (await cache.authenticate("pk_good")).id == 1  # served from the cache; the core is asked meanwhile
+    await asyncio.sleep(0)
+    with pytest.raises(Unauthorized):
+        await cache.authenticate("pk_good")
+
+
+async def test_a_key_the_core_never_confirmed_is_not_let_in() -> None:
+    core, clock, cache = await confirmed_then_unanswered()
+    with pytest.raises(ServiceUnavailable) as unknown:
+        await cache.authenticate("pk_never_seen")
+    assert unknown.value.message == KEY_UNCHECKABLE
+    core.failure = None
+    with pytest.raises(Unauthorized):
+        await cache.authenticate("pk_bad")  # the core says: unknown
+    core.failure = ServiceUnavailable()
+    clock.now += CACHE_TTL_S
+    with pytest.raises(ServiceUnavailable):  # an "unknown" answer is not turned into a grace
+        await cache.authenticate("pk_bad")
+
+
+async def test_only_an_unanswered_lookup_is_forgiven() -> None:
+    core, clock, cache = await confirmed_then_unanswered()
+    core.failure = InternalError()
+    clock.now += CACHE_TTL_S + 1
+    with pytest.raises(InternalError):
+        await cache.authenticate("pk_good")
+
+
+async def test_no_grace_when_it_is_zero() -> None:
+    _, clock, cache = await confirmed_then_unanswered(grace_s=0)
+    clock.now += CACHE_TTL_S + 0.1
+    with pytest.raises(ServiceUnavailable):
+        await cache.authenticate("pk_good")
