@@ -433,7 +433,7 @@ def _summary(plan: UpPlan, stores: Mapping[str, str], key: str) -> str:
     rows.append(("dev API key", key))
     width = max(len(name) for name, _ in rows)
     body = "\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows)
-    return f"\nPerseus is up.\n{body}\nCtrl-C to stop.\n"
+    return f"\nPerseus is up.\n{body}\nA child that dies is restarted (each restart is logged). Ctrl-C to stop.\n"
 
 
 def _configure_logging(env: Mapping[str, str]) -> None:

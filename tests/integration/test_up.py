@@ -24,7 +24,7 @@ from perseus.marketdata.v1 import (
 )
 from tests.support.processes import free_port, spawn, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("perseus_up")]  # one real stack at a time
 
 UP_TIMEOUT_S = 90.0
 

@@ -170,8 +170,6 @@ def test_a_child_that_fails_too_often_stops_everything_with_its_name_and_code(st
     port = free_port()
     up = start_up(three_children(port, "exit:3", "0.5"), health_port=port)
     up.wait_up()
-    up.wait_for(lambda: len(up.child_pids()) == 3, "every child's pid file")
-    first = up.child_pids()
 
     assert up.exit_code(timeout=30) == 1
     stderr = up.stderr()
@@ -179,8 +177,7 @@ def test_a_child_that_fails_too_often_stops_everything_with_its_name_and_code(st
     window = QUICK_RESTARTS["window_s"]
     assert f"ws failed 5 times within {window:g} s; last: exited with code 3 (its output is above)" in stderr
     assert "giving up and stopping everything" in stderr
-    assert still_alive(up.child_pids()) == []
-    assert set(first) <= set(up.child_pids())
+    assert still_alive(up.child_pids()) == []  # core and rest were stopped too
 
 
 def test_children_killed_together_are_each_restarted(start_up: StartUp) -> None:
