@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -274,3 +275,30 @@ async def test_a_new_writer_rebuilds_higher_timeframes_from_the_venues_stored_mi
             inside = [minutes[t] for t in sorted(minutes) if open_time <= t < open_time + tf.ms]
             rollup = (inside[0][0], max(m[1] for m in inside), min(m[2] for m in inside), inside[-1][3])
             assert candle[:5] == (*rollup, sum(m[4] for m in inside)), f"{tf} at {open_time - END}"
+
+
+async def test_the_clock_closes_no_candle_whose_trades_are_being_stored(stores: Stores) -> None:
+    pool, _, _ = stores
+    clock = Clock()
+    p = pipeline(stores, "sim", clock)
+    await p.start(["SLOW-USD"])
+    store, release = p._ticks, asyncio.Event()  # type: ignore[attr-defined]
+
+    class SlowStore:  # the real insert, reached only once the test lets it (a PostgreSQL stall)
+        async def insert(self, *args: object, **kw: object) -> set[int]:
+            await release.wait()
+            return await store.insert(*args, **kw)  # type: ignore[no-any-return]
+
+    await p.on_events([trade("SLOW-USD", "10", "1", T0 + 1_000)])
+    p._ticks = SlowStore()  # type: ignore[assignment]
+    storing = asyncio.create_task(p.on_events([trade("SLOW-USD", "11", "2", T0 + 59_000)]))
+    await asyncio.sleep(0.05)
+    clock.now = T0 + MIN + 5_000  # past the close and its grace, while the trade is being stored
+    await p.advance()
+    release.set()
+    await storing
+    await p.advance()
+    row = await pool.fetchrow(
+        "SELECT close::text, volume::text FROM candles WHERE symbol = 'SLOW-USD' AND timeframe = '1m'"
+    )
+    assert tuple(row) == ("11", "3") and p.stats.late == 0
