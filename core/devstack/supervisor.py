@@ -34,6 +34,7 @@ developer's terminal.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import http.client
 import logging
@@ -198,7 +199,7 @@ def run_step(title: str, argv: Sequence[str], env: Mapping[str, str], signals: S
     return out or ""
 
 
-class _Unit:
+class _Unit(abc.ABC):
     """One supervised process, a child command or an embedded server, and its restart bookkeeping."""
 
     def __init__(self, name: str, budget: RestartBudget) -> None:
@@ -206,16 +207,17 @@ class _Unit:
         self.budget = budget
         self.due: float | None = None  # when a restart is due; None while it runs
 
+    @abc.abstractmethod
     def launch(self) -> int:
         """Start it (again); its pid. StartupError when it cannot."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def exit_code(self) -> int | None:
-        raise NotImplementedError
+        """None while it runs."""
 
+    @abc.abstractmethod
     def hint(self) -> str:
         """Where to look for why it failed."""
-        raise NotImplementedError
 
 
 class _ChildUnit(_Unit):
