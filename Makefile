@@ -56,3 +56,11 @@ clean:
 
 bench-ws: venv ## WebSocket fan-out: perseus ws beside the two reference bridges (1k and 10k clients, 20 channels)
 	$(BIN)/python -m bench.ws
+
+.PHONY: chaos chaos-short
+CHAOS ?= full
+chaos: venv ## fault drills against a private stack under load, one row per fault, invariants checked (~10 min; CHAOS=short)
+	$(BIN)/python -m tests.chaos $(if $(filter short,$(CHAOS)),--short)
+
+chaos-short: venv ## the CI version of `make chaos` (<= 4 min)
+	$(BIN)/python -m tests.chaos --short
