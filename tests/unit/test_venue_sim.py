@@ -59,9 +59,11 @@ async def test_run_delivers_batches_at_the_configured_rate() -> None:
 
 async def test_backfill_fills_simulated_history_from_where_the_stored_history_ends() -> None:
     received: list[MarketEvent] = []
+    calls: list[set[str]] = []
 
     async def sink(events: list[MarketEvent]) -> None:
         received.extend(events)
+        calls.append({e.symbol for e in events})  # type: ignore[union-attr]
 
     now = 1_800_000_000_000
     ends = {"BTC-USD": None, "ETH-USD": now - 2 * 60_000}
@@ -83,3 +85,17 @@ async def test_backfill_fills_simulated_history_from_where_the_stored_history_en
     assert min(by_symbol["BTC-USD"]) > now - 10 * 60_000 and max(by_symbol["BTC-USD"]) < now
     assert min(by_symbol["ETH-USD"]) > now - 2 * 60_000  # only what is not stored yet
     assert by_symbol["BTC-USD"] == sorted(by_symbol["BTC-USD"])
+    # one batch per symbol: between two batches the pipeline's clock would close the historical candle,
+    # and the rest of the history would be stored as late ticks in no candle
+    assert calls == [{"BTC-USD"}, {"ETH-USD"}]
+
+
+async def test_a_long_backfill_still_comes_as_one_batch_per_symbol() -> None:
+    calls: list[int] = []
+
+    async def sink(events: list[MarketEvent]) -> None:
+        calls.append(len(events))
+
+    venue = SimVenue(sink, symbols=["BTC-USD"], clock_ms=lambda: 1_800_000_000_000, backfill_minutes=600)  # type: ignore[arg-type]
+    await venue.backfill()
+    assert calls == [2_399]

@@ -31,7 +31,6 @@ START = {
 DEFAULT_SYMBOLS = tuple(START)
 MINUTE_MS = 60_000
 BACKFILL_STEP_MS = 15_000  # one simulated trade per symbol every 15 s of history
-BACKFILL_BATCH = 500
 
 
 class SimVenue:
@@ -77,17 +76,17 @@ class SimVenue:
 
     async def backfill(self) -> None:
         """Simulated history up to now, so indicators have data at once: per symbol, from the end of its
-        stored history (``history_end``) or ``backfill_minutes`` ago, whichever is later."""
+        stored history (``history_end``) or ``backfill_minutes`` ago, whichever is later.
+
+        A symbol's history goes to the sink in one batch (2,400 trades for 10 h): the pipeline's clock
+        waits for trades being stored, but between two batches it would close the historical candle and
+        fill up to now, and the rest of the history would be stored as late ticks in no candle."""
         now = self._clock_ms()
         for symbol in self._symbols:
             stored_end = await self._history_end(symbol) if self._history_end is not None else None
             start = max(now - self._backfill_ms, stored_end or 0)
-            trades: list[Trade] = []
-            for ts in range(start - start % BACKFILL_STEP_MS + BACKFILL_STEP_MS, now, BACKFILL_STEP_MS):
-                trades.append(self._trade_for(symbol, ts))
-                if len(trades) == BACKFILL_BATCH:
-                    await self._sink(trades)
-                    trades = []
+            first = start - start % BACKFILL_STEP_MS + BACKFILL_STEP_MS
+            trades = [self._trade_for(symbol, ts) for ts in range(first, now, BACKFILL_STEP_MS)]
             if trades:
                 await self._sink(trades)
 
