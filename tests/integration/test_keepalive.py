@@ -18,6 +18,7 @@ import httpx
 import pytest
 from grpc import aio
 
+import perseus_sdk
 from core.adapters.events import EventPublisher
 from gateways.common.core_client import channel_options, connection_went_away
 from perseus.marketdata.v1 import stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc
@@ -114,3 +115,21 @@ async def test_a_ws_gateway_keeps_its_one_core_stream_through_idle_ping_periods(
             message = await recv(ws)
             assert (message["type"], message["channel"], message["seq"]) == ("price_update", name, seq)
         assert streams_opened(gateway) == 1  # never lost and reopened
+
+
+async def test_an_idle_sdk_stream_outlives_several_ping_periods(core: Process, publisher: EventPublisher) -> None:
+    channel = prices_channel(fresh_symbol())
+    name = f"prices:{channel.exchange}:{channel.symbol}"
+    async with perseus_sdk.connect(core.addr, keepalive_s=KEEPALIVE_S) as sdk_channel:
+        responses = aiter(perseus_sdk.StreamServiceStub(sdk_channel).subscribe(perseus_sdk.SubscribeRequest([name])))
+        first = await anext(responses)
+        assert first.subscribed is not None
+        next_response = asyncio.ensure_future(anext(responses))
+        done, _ = await asyncio.wait([next_response], timeout=IDLE_S)  # idle: only the SDK's pings
+        assert not done, f"the idle stream ended: {next_response.exception()!r}"
+        seq = await publish_prices(publisher, channel, range(1, 2))
+        async with asyncio.timeout(10):
+            response = await next_response
+        events = [response.event] if response.event is not None else list(response.events.events)
+        assert (events[0].channel, events[0].seq) == (name, seq)
+        await responses.aclose()
