@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class Supervised:
     factory: Callable[[], Awaitable[None]]
     restarts: int = 0
     problem: str | None = None
+    stopping: bool = False  # asked to stop (stop() or aclose()): its end is no failure
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -88,16 +89,24 @@ class TaskSupervisor:
         """Whether each supervisor loop is still there (it only ends on :meth:`aclose`)."""
         return {e.name: e.runner is not None and not e.runner.done() for e in self._tasks.values()}
 
-    async def aclose(self, timeout_s: float | None = None) -> list[str]:
-        """Stop every supervised task; returns the names of those that did not stop within ``timeout_s``."""
-        self._closing = True
-        runners = [e.runner for e in self._tasks.values() if e.runner is not None and not e.runner.done()]
+    async def stop(self, names: Iterable[str], timeout_s: float | None = None) -> list[str]:
+        """Stop the named tasks for good (an owner stopping things in order); returns those still running
+        after ``timeout_s``."""
+        entries = [self._tasks[name] for name in names if name in self._tasks]
+        for entry in entries:
+            entry.stopping = True
+        runners = [e.runner for e in entries if e.runner is not None and not e.runner.done()]
         for runner in runners:
             runner.cancel()
         if not runners:
             return []
         _, stuck = await asyncio.wait(runners, timeout=timeout_s)
         return sorted(t.get_name().removeprefix("supervise:") for t in stuck)
+
+    async def aclose(self, timeout_s: float | None = None) -> list[str]:
+        """Stop every supervised task; returns the names of those that did not stop within ``timeout_s``."""
+        self._closing = True
+        return await self.stop(list(self._tasks), timeout_s)
 
     async def _supervise(self, entry: Supervised) -> None:
         backoff = self._min_backoff_s
@@ -108,7 +117,7 @@ class TaskSupervisor:
                 await asyncio.shield(attempt)
             except asyncio.CancelledError as exc:
                 me = asyncio.current_task()
-                if self._closing or (me is not None and me.cancelling()):
+                if self._closing or entry.stopping or (me is not None and me.cancelling()):
                     # we were asked to stop (aclose, or the owner cancelling this loop): stop the attempt too
                     attempt.cancel()
                     await asyncio.gather(attempt, return_exceptions=True)
@@ -122,7 +131,7 @@ class TaskSupervisor:
             else:
                 problem = "ended unexpectedly"
                 logger.error("task %s ended unexpectedly; restarting", entry.name)
-            if self._closing:
+            if self._closing or entry.stopping:
                 return
             entry.problem, entry.restarts = problem, entry.restarts + 1
             if self._on_restart is not None:

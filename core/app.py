@@ -7,14 +7,17 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from importlib.metadata import version
 
 import redis.asyncio as aioredis
 import uvloop
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from common.supervise import TaskSupervisor
 from core import logs
 from core.adapters import apikeys, migrations
 from core.adapters.alert_store import AlertStore, SignalEvents
@@ -43,7 +46,7 @@ from core.services.indicators import IndicatorService
 from core.services.ingestion import Ingestion
 from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
-from core.services.status import StatusService
+from core.services.status import StatusService, supervised_components
 from core.services.streams import Streams, default_stream_exchange
 from core.settings import Mode, Settings, StartupError
 
@@ -85,6 +88,23 @@ def stream_gauges(registry: CollectorRegistry, hub: StreamHub) -> None:
         Gauge(name, documentation, registry=registry).set_function(read)
 
 
+class SupervisionMetrics(Collector):
+    """``perseus_task_restarts_total{task}`` and ``perseus_degraded_tasks``, read from the supervisor at scrape."""
+
+    def __init__(self, tasks: TaskSupervisor) -> None:
+        self._tasks = tasks
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        restarts = CounterMetricFamily(
+            "perseus_task_restarts", "Unexpected ends of a long-lived task, each followed by a restart", labels=["task"]
+        )
+        for name, count in sorted(self._tasks.restarts().items()):
+            restarts.add_metric([name], count)
+        yield restarts
+        degraded = len(self._tasks.degraded())
+        yield GaugeMetricFamily("perseus_degraded_tasks", "Long-lived tasks not running (to be restarted)", degraded)
+
+
 async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Run the core until ``stop`` is set. Raises StartupError when it cannot start."""
     async with AsyncExitStack() as stack:
@@ -100,16 +120,22 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         exchanges = PgExchangeSource(pool, redis, keys)
         exchange_ids = {e.name: e.id for e in await exchanges.list_exchanges()}
 
-        status = StatusService({"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")})
+        # every long-lived task runs under it: restarted with backoff, counted, degraded in GetStatus until it runs
+        tasks = TaskSupervisor()
+        status = StatusService(
+            {"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")},
+            components=supervised_components(tasks),
+        )
         publisher = EventPublisher(redis, keys)
         # one pub/sub connection feeds every Subscribe and Multiplex stream of this process
         hub = StreamHub(settings.redis_url, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_"))
-        await hub.start()
+        tasks.spawn("stream-hub", hub.run)
         stack.push_async_callback(hub.aclose)
         stream_history = StreamHistory(redis, keys)
         hot_candles = HotCandles(hub, stream_history.channel_name)
-        hot_candles.start()
+        tasks.spawn("hot-candles", hot_candles.run)
         stack.push_async_callback(hot_candles.aclose)
+        stack.push_async_callback(tasks.aclose, FEED_STOP_S)  # on any way out, before the hub and the stores
         ticks = TickStore(pool)
         price_updates = PriceUpdates(PriceCache(redis, keys), clock_ms=clock_ms)
         ingestion = Ingestion(
@@ -162,6 +188,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         )
         registry = CollectorRegistry()
         stream_gauges(registry, hub)
+        registry.register(SupervisionMetrics(tasks))
         core = build_server(servicers, registry, keepalive_s=settings.grpc_keepalive_s)
         try:
             core.server.add_insecure_port(settings.core_addr)
@@ -187,8 +214,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         writers = build_writers(settings, stores, clock_ms)
         await core.server.start()
         await core.set_serving(True)
-        publishing = asyncio.create_task(price_updates.run(), name="price-updates")
-        feeds = [asyncio.create_task(w.run(), name=f"writer:{w.exchange}") for w in writers]
+        tasks.spawn("price-updates", price_updates.run)
+        feeds = [tasks.spawn(f"writer:{w.exchange}", w.run).name for w in writers]
         logger.info(
             "core serving",
             extra={
@@ -203,19 +230,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ready.set()
         await stop.wait()
         logger.info("core stopping", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
-        for task in feeds:  # the feeds stop first (their leases are released)
-            task.cancel()
-        if feeds:  # bounded: a feed stuck in its cleanup must not keep the core from stopping
-            _, stuck = await asyncio.wait(feeds, timeout=FEED_STOP_S)
-            for task in stuck:
-                logger.warning("core stopping: %s did not stop within %s s", task.get_name(), FEED_STOP_S)
+        # the feeds stop first (their leases are released); bounded: a feed stuck in its cleanup must not
+        # keep the core from stopping
+        for name in await tasks.stop(feeds, FEED_STOP_S):
+            logger.warning("core stopping: %s did not stop within %s s", name, FEED_STOP_S)
+        await tasks.stop(["hot-candles", "stream-hub"], FEED_STOP_S)
         await hub.aclose()  # open streams end now with UNAVAILABLE ("resume from your last seq")
         await core.stop(settings.shutdown_grace_s)
         with contextlib.suppress(TimeoutError):  # publish what ingest already acknowledged
             async with asyncio.timeout(settings.shutdown_grace_s):
                 await price_updates.drained()
-        publishing.cancel()
-        await asyncio.gather(publishing, return_exceptions=True)
+        await tasks.aclose(FEED_STOP_S)
     logger.info("core stopped")
 
 

@@ -161,8 +161,9 @@ class StreamHub:
         return len(self._subscribers)
 
     async def start(self) -> None:
+        """Read in a task of the hub's own (for owners without a supervisor: tools and tests)."""
         if self._reader_task is None:
-            self._reader_task = asyncio.create_task(self._run(), name="stream-hub")
+            self._reader_task = asyncio.create_task(self.run(), name="stream-hub")
 
     async def aclose(self) -> None:
         """Stop reading and end every subscriber with HubClosed (UNAVAILABLE, retryable)."""
@@ -232,7 +233,9 @@ class StreamHub:
         for start in range(0, len(names), SUBSCRIBE_BATCH):
             writer.write(hiredis.pack_command((command, *names[start : start + SUBSCRIBE_BATCH])))
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Read the connection until cancelled, reconnecting as needed: the core runs this under its
+        supervisor (restarted after a crash: the channels are kept, subscribed again and resynced)."""
         failures = 0
         while True:
             try:

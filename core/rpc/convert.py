@@ -20,6 +20,7 @@ from core.services.indicator_queries import IndicatorReading
 from core.services.indicators import AlertRecord
 from core.services.ingestion import IngestResult
 from core.services.price_queries import LatestQuote, PriceBucket
+from core.services.status import ComponentHealth
 from core.settings import Mode
 from perseus.marketdata.v1 import (
     common_pb2,
@@ -85,6 +86,17 @@ def dependency_to_pb(dep: DependencyHealth) -> market_data_service_pb2.Dependenc
         state=market_data_service_pb2.DEPENDENCY_STATE_UP if dep.up else market_data_service_pb2.DEPENDENCY_STATE_DOWN,
         detail=dep.detail,
         latency_ms=dep.latency_ms,
+    )
+
+
+def component_to_pb(component: ComponentHealth) -> market_data_service_pb2.ComponentStatus:
+    return market_data_service_pb2.ComponentStatus(
+        name=component.name,
+        state=market_data_service_pb2.COMPONENT_STATE_UP
+        if component.up
+        else market_data_service_pb2.COMPONENT_STATE_DEGRADED,
+        detail=component.detail,
+        restarts=component.restarts,
     )
 
 

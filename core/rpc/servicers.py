@@ -160,6 +160,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             dependencies=[convert.dependency_to_pb(d) for d in dependencies],
             version=self._version,
             exchanges=self._exchange_names,
+            components=[convert.component_to_pb(c) for c in self._status.components()],
         )
 
 

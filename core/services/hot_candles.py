@@ -67,8 +67,17 @@ class HotCandles:
         self.hits = self.misses = 0
 
     def start(self) -> None:
+        """Watch in a task of its own (for owners without a supervisor: tools and tests)."""
         self._subscriber = self._hub.subscriber(WATCH_QUEUE)
         self._task = asyncio.create_task(self._invalidate(), name="hot-candles")
+
+    async def run(self) -> None:
+        """Drop answers as their series close, until cancelled or the hub closes; the core runs this under
+        its supervisor. Each run starts from nothing: closes a crashed run did not see must not leave
+        stale answers behind."""
+        self._clear()
+        self._subscriber = self._hub.subscriber(WATCH_QUEUE)
+        await self._invalidate()
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -158,6 +158,7 @@ async def health(request: GatewayRequest) -> HTTPResponse:
         process=ctx.settings.process,
         version=ctx.version,
         request_id=request_id_of(request),
+        tasks=ctx.tasks,
     )
     return json_response(result.body, status=result.http_status, headers=NO_STORE)
 

@@ -7,17 +7,24 @@ its own short bound, so the answer never takes much more than
 reason, reports its service down. The body never carries exception text or
 addresses; the causes go to the log.
 
-Status is 200 ("ok") only when the core answered and every dependency is up;
-otherwise 503 ("degraded"). ``services.redis`` is down when either the gateway
-or the core cannot reach Redis. ``services.postgres`` comes from the core, so it
-is "unknown" while the core does not answer, and ``mode`` is then null.
+Status is 200 ("ok") only when the core answered, every dependency is up and
+no component is degraded; otherwise 503 ("degraded"). ``services.redis`` is
+down when either the gateway or the core cannot reach Redis.
+``services.postgres`` comes from the core, so it is "unknown" while the core
+does not answer, and ``mode`` is then null.
+
+``components`` names every long-lived task, ``"up"`` or ``"degraded"`` (it
+ended unexpectedly and waits for its restart): the core's, from ``GetStatus``,
+as ``core:<name>``, and the gateway's own (its :class:`TaskSupervisor`) as
+``<process>:<name>``. Only names and states: why a task is degraded goes to the
+log, never into the body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -25,6 +32,7 @@ from typing import Literal, Protocol
 import grpc
 from redis.exceptions import RedisError
 
+from common.supervise import TaskSupervisor
 from gateways.common.errors import ApiError
 from perseus.marketdata.v1 import common_pb2, market_data_service_pb2
 
@@ -37,9 +45,10 @@ CORE_PROBE_BOUND_S = CORE_STATUS_TIMEOUT_S + 0.2
 
 HTTP_OK = 200
 HTTP_UNAVAILABLE = 503
-UP, DOWN, UNKNOWN = "up", "down", "unknown"
+UP, DOWN, UNKNOWN, DEGRADED = "up", "down", "unknown", "degraded"
 
 ServiceState = Literal["up", "down", "unknown"]
+ComponentState = Literal["up", "degraded"]
 MODE_NAMES: dict[int, str] = {
     common_pb2.RUNTIME_MODE_EXCHANGE: "exchange",
     common_pb2.RUNTIME_MODE_PW_HOST: "pw-host",
@@ -71,6 +80,8 @@ def build_health(
     core_status: market_data_service_pb2.GetStatusResponse | None,
     gateway_redis_up: bool,
     now: datetime,
+    gateway_degraded: Iterable[str] = (),
+    gateway_tasks: Iterable[str] = (),
 ) -> Health:
     """The health body and status from what the probes saw (``core_status`` None: the core did not answer)."""
     core_deps: dict[str, ServiceState] = {}
@@ -85,7 +96,15 @@ def build_health(
         "redis": UP if redis_up else DOWN,
         "postgres": core_deps.get("postgres", UNKNOWN),
     }
-    healthy = all(state == UP for state in services.values())
+    components: dict[str, ComponentState] = {}
+    if core_status is not None:
+        for component in core_status.components:
+            up = component.state == market_data_service_pb2.COMPONENT_STATE_UP
+            components[f"core:{component.name}"] = UP if up else DEGRADED
+    degraded = set(gateway_degraded)
+    for name in sorted({*gateway_tasks, *degraded}):
+        components[f"{process}:{name}"] = DEGRADED if name in degraded else UP
+    healthy = all(state == UP for state in services.values()) and all(s == UP for s in components.values())
     mode = MODE_NAMES.get(core_status.mode) if core_status is not None else None
     body: dict[str, object] = {
         "status": "ok" if healthy else "degraded",
@@ -93,6 +112,7 @@ def build_health(
         "process": process,
         "version": version,
         "services": services,
+        "components": components,
         "timestamp": _iso_utc(now),
     }
     return Health(HTTP_OK if healthy else HTTP_UNAVAILABLE, body)
@@ -106,11 +126,27 @@ async def check_health(
     version: str,
     request_id: str | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    tasks: TaskSupervisor | None = None,
 ) -> Health:
-    """Probe the core and Redis concurrently and build the answer; never raises, never hangs."""
+    """Probe the core and Redis concurrently and build the answer; never raises, never hangs.
+
+    ``tasks``: the gateway's own supervised tasks, shown as components."""
     core_status, redis_up = await asyncio.gather(_probe_core(core, request_id), _probe_redis(redis_ping))
+    degraded = tasks.degraded() if tasks is not None else {}
+    for name, problem in sorted(degraded.items()):
+        logger.warning("health: task %s is degraded (%s)", name, problem)
+    if core_status is not None:
+        for component in core_status.components:
+            if component.state != market_data_service_pb2.COMPONENT_STATE_UP:
+                logger.warning("health: core task %s is degraded (%s)", component.name, component.detail)
     return build_health(
-        process=process, version=version, core_status=core_status, gateway_redis_up=redis_up, now=clock()
+        process=process,
+        version=version,
+        core_status=core_status,
+        gateway_redis_up=redis_up,
+        now=clock(),
+        gateway_degraded=degraded,
+        gateway_tasks=tasks.restarts() if tasks is not None else (),
     )
 
 

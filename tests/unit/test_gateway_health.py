@@ -6,12 +6,14 @@ No server: the core and Redis are stand-ins.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 import grpc
 import pytest
 from grpc import aio
 
+from common.supervise import TaskSupervisor
 from gateways.common import health as health_module
 from gateways.common.errors import ServiceUnavailable
 from gateways.common.health import build_health, check_health
@@ -45,6 +47,7 @@ def test_all_up_is_200_ok() -> None:
         "process": "rest",
         "version": "1.2.3",
         "services": {"core": "up", "redis": "up", "postgres": "up"},
+        "components": {},
         "timestamp": "2025-01-02T03:04:05.678Z",
     }
 
@@ -85,6 +88,50 @@ def test_internal_details_never_reach_the_body() -> None:
     _, body = build(status(redis=DOWN, postgres=DOWN))
     text = str(body)
     assert "10.1.2.3" not in text and "secret" not in text and "latency" not in text
+
+
+def with_components(**states: int) -> md_pb2.GetStatusResponse:
+    reply = status()
+    for name, state in states.items():
+        reply.components.add(name=name.replace("_", "-"), state=state, detail="OSError: 10.1.2.3 refused", restarts=2)
+    return reply
+
+
+def test_every_core_component_is_named_and_a_degraded_one_is_503_without_its_detail() -> None:
+    code, body = build(with_components(stream_hub=md_pb2.COMPONENT_STATE_UP))
+    assert (code, body["components"]) == (200, {"core:stream-hub": "up"})
+    code, body = build(
+        with_components(stream_hub=md_pb2.COMPONENT_STATE_UP, price_updates=md_pb2.COMPONENT_STATE_DEGRADED)
+    )
+    assert (code, body["status"]) == (503, "degraded")
+    assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}  # the stores are fine
+    assert body["components"] == {"core:stream-hub": "up", "core:price-updates": "degraded"}
+    assert "10.1.2.3" not in str(body) and "OSError" not in str(body) and "restarts" not in str(body)
+
+
+async def test_a_degraded_gateway_task_is_503_named_after_the_gateway(caplog: pytest.LogCaptureFixture) -> None:
+    tasks = TaskSupervisor(min_backoff_s=30.0, max_backoff_s=30.0)  # it stays degraded while we look
+
+    async def refresher() -> None:
+        raise OSError("slot refresh failed at 10.1.2.3")
+
+    async def steady() -> None:
+        await asyncio.Event().wait()
+
+    tasks.spawn("slot-refresher", refresher)
+    tasks.spawn("key-recheck", steady)
+    try:
+        async with asyncio.timeout(2.0):
+            while not tasks.degraded():  # noqa: ASYNC110 - waiting for the supervisor's public state
+                await asyncio.sleep(0.005)
+        with caplog.at_level(logging.WARNING, logger="gateways.common.health"):
+            result = await check_health(FakeCore(), ping_ok, process="ws", version="1", clock=lambda: NOW, tasks=tasks)
+    finally:
+        await tasks.aclose(1.0)
+    assert (result.http_status, result.body["status"]) == (503, "degraded")
+    assert result.body["components"] == {"ws:key-recheck": "up", "ws:slot-refresher": "degraded"}
+    assert "10.1.2.3" not in str(result.body)
+    assert "slot-refresher" in caplog.text and "10.1.2.3" in caplog.text  # the cause is in the log
 
 
 class FakeCore:

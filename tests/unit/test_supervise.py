@@ -131,3 +131,31 @@ def test_names_are_unique() -> None:
         await supervisor.aclose(1.0)
 
     asyncio.run(go())
+
+
+async def test_stop_ends_the_named_tasks_for_good_and_leaves_the_others_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = fast()
+    stopped = asyncio.Event()
+
+    async def feed() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    async def other() -> None:
+        await asyncio.Event().wait()
+
+    supervisor.spawn("writer:sim", feed)
+    supervisor.spawn("price-updates", other)
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger="common.supervise"):
+        assert await supervisor.stop(["writer:sim"], 1.0) == []
+        await asyncio.sleep(0.1)  # longer than the backoff: a restart would have happened
+    assert stopped.is_set()
+    assert supervisor.alive() == {"writer:sim": False, "price-updates": True}
+    assert supervisor.restarts() == {"writer:sim": 0, "price-updates": 0}
+    assert not supervisor.degraded() and not caplog.records  # a stop is no failure
+    assert await supervisor.aclose(1.0) == []

@@ -22,9 +22,18 @@ class DependencyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPENDENCY_STATE_UNSPECIFIED: _ClassVar[DependencyState]
     DEPENDENCY_STATE_UP: _ClassVar[DependencyState]
     DEPENDENCY_STATE_DOWN: _ClassVar[DependencyState]
+
+class ComponentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPONENT_STATE_UNSPECIFIED: _ClassVar[ComponentState]
+    COMPONENT_STATE_UP: _ClassVar[ComponentState]
+    COMPONENT_STATE_DEGRADED: _ClassVar[ComponentState]
 DEPENDENCY_STATE_UNSPECIFIED: DependencyState
 DEPENDENCY_STATE_UP: DependencyState
 DEPENDENCY_STATE_DOWN: DependencyState
+COMPONENT_STATE_UNSPECIFIED: ComponentState
+COMPONENT_STATE_UP: ComponentState
+COMPONENT_STATE_DEGRADED: ComponentState
 
 class ListExchangesRequest(_message.Message):
     __slots__ = ()
@@ -190,14 +199,28 @@ class DependencyStatus(_message.Message):
     latency_ms: float
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[DependencyState, str]] = ..., detail: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
+class ComponentStatus(_message.Message):
+    __slots__ = ("name", "state", "detail", "restarts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: ComponentState
+    detail: str
+    restarts: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ComponentState, str]] = ..., detail: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+
 class GetStatusResponse(_message.Message):
-    __slots__ = ("mode", "dependencies", "version", "exchanges")
+    __slots__ = ("mode", "dependencies", "version", "exchanges", "components")
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EXCHANGES_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     mode: _common_pb2.RuntimeMode
     dependencies: _containers.RepeatedCompositeFieldContainer[DependencyStatus]
     version: str
     exchanges: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, mode: _Optional[_Union[_common_pb2.RuntimeMode, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., exchanges: _Optional[_Iterable[str]] = ...) -> None: ...
+    components: _containers.RepeatedCompositeFieldContainer[ComponentStatus]
+    def __init__(self, mode: _Optional[_Union[_common_pb2.RuntimeMode, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., exchanges: _Optional[_Iterable[str]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ...) -> None: ...

@@ -150,7 +150,8 @@ class MarketDataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStatus(self, request, context):
-        """Mode and dependency status of the answering core instance.
+        """Mode, dependency status and component (long-lived task) status of the
+        answering core instance.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,6 +8,8 @@ __all__ = (
     "AuthenticateKeyRequest",
     "AuthenticateKeyResponse",
     "Candle",
+    "ComponentState",
+    "ComponentStatus",
     "ConsensusPrice",
     "DependencyState",
     "DependencyStatus",
@@ -84,6 +86,40 @@ if TYPE_CHECKING:
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
+
+
+class ComponentState(betterproto2.Enum):
+    """
+    State of one of the core's long-lived tasks (a writer, the stream hub, ...).
+    """
+
+    UNSPECIFIED = 0
+
+    UP = 1
+    """
+    Running.
+    """
+
+    DEGRADED = 2
+    """
+    Ended unexpectedly and not running again yet (it is restarted with backoff).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "COMPONENT_STATE_UNSPECIFIED",
+            1: "COMPONENT_STATE_UP",
+            2: "COMPONENT_STATE_DEGRADED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "COMPONENT_STATE_UNSPECIFIED": 0,
+            "COMPONENT_STATE_UP": 1,
+            "COMPONENT_STATE_DEGRADED": 2,
+        }
 
 
 class DependencyState(betterproto2.Enum):
@@ -627,6 +663,33 @@ default_message_pool.register_message("perseus.marketdata.v1", "Candle", Candle)
 
 
 @dataclass(eq=False, repr=False)
+class ComponentStatus(betterproto2.Message):
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The task's name, e.g. `writer:sim`, `stream-hub`, `price-updates`.
+    """
+
+    state: "ComponentState" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: ComponentState(0)
+    )
+
+    detail: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Why it is degraded (the error); empty when up.
+    """
+
+    restarts: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
+    """
+    How many times it ended unexpectedly and was restarted since the core started.
+    """
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "ComponentStatus", ComponentStatus
+)
+
+
+@dataclass(eq=False, repr=False)
 class ConsensusPrice(betterproto2.Message):
     """
     Cross-source consensus for one symbol over a window ending at `timestamp`.
@@ -990,6 +1053,13 @@ class GetStatusResponse(betterproto2.Message):
     )
     """
     Exchanges this instance runs adapters for (exchange mode only).
+    """
+
+    components: "list[ComponentStatus]" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The core's long-lived tasks, each up or degraded.
     """
 
 
@@ -1884,7 +1954,8 @@ class MarketDataServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "GetStatusResponse":
         """
-        Mode and dependency status of the answering core instance.
+        Mode, dependency status and component (long-lived task) status of the
+        answering core instance.
         """
 
         if message is None:
