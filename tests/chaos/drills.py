@@ -4,7 +4,7 @@ A killed process is started again by the harness after ``RESTART_AFTER_S``, as
 ``perseus up`` does for its children; a frozen one gets SIGCONT. What the
 system does in between is what the drill measures.
 
-PostgreSQL stall: the whole server (postmaster and every backend) gets
+PostgreSQL stall: the whole server (the postmaster and every backend) gets
 SIGSTOP. That is what a storage freeze or a paused VM looks like to the core:
 connections stay open, nothing errors, every query and commit just waits,
 ``SELECT 1`` included. An ACCESS EXCLUSIVE lock on ``price_feeds`` would only
@@ -15,13 +15,14 @@ long migration than to a stall.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tests.chaos.stack import Stack
+from tests.chaos.stack import Stack, children_of
 
 RESTART_AFTER_S = 1.0
 NET_DELAY_S = 0.3
@@ -50,30 +51,22 @@ async def redis_freeze(stack: Stack, hold: float) -> str:
 
 
 async def postgres_stall(stack: Stack, hold: float) -> str:
-    group = stack.postgres_group()
-    os.killpg(group, signal.SIGSTOP)
+    # Every backend calls setsid(), so the server is not one process group: stop the postmaster first (no
+    # new backend can start), then each of its children.
+    postmaster = stack.postgres_pid()
+    os.kill(postmaster, signal.SIGSTOP)
+    stopped = [postmaster]
     try:
-        await asyncio.sleep(0.2)
-        stopped = [pid for pid, state in group_states(group) if state == "T"]
-        await asyncio.sleep(hold - 0.2)
+        for pid in children_of(postmaster):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        await asyncio.sleep(hold)
     finally:
-        os.killpg(group, signal.SIGCONT)
+        for pid in reversed(stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     return f"SIGSTOP of all {len(stopped)} PostgreSQL processes (postmaster and backends), then SIGCONT"
-
-
-def group_states(pgid: int) -> list[tuple[int, str]]:
-    """(pid, state letter) of every process in a process group, from /proc (proof that the stall took)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid:
-                found.append((int(entry), fields[0]))
-    return found
 
 
 async def _kill_and_restart(stack: Stack, names: list[str], hold: float) -> None:

@@ -257,9 +257,10 @@ class Stack:
             self.proxy.stop()
         if self.pg is not None:
             pid = self.pg.pid
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGCONT)  # a stall drill interrupted half-way
+            if pid is not None:  # a stall drill interrupted half-way
+                for stalled in [pid, *children_of(pid)]:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(stalled, signal.SIGCONT)
             try:
                 self.pg.stop()
             except Exception as exc:
@@ -281,10 +282,25 @@ class Stack:
             client.close()
         return value.decode() if value else None
 
-    def postgres_group(self) -> int:
-        """The process group of the postmaster and all its backends (it runs in its own session)."""
+    def postgres_pid(self) -> int:
+        """The postmaster's pid."""
         assert self.pg is not None and self.pg.pid is not None
-        return os.getpgid(self.pg.pid)
+        return self.pg.pid
+
+
+def children_of(parent: int) -> list[int]:
+    """Pids whose parent is ``parent``, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+                found.append(int(entry))
+    return found
 
 
 def _redis_answers(url: str) -> bool:
