@@ -82,7 +82,11 @@ class StatusService:
             return DependencyHealth(name, False, 0.0, "an earlier probe has not finished")
         task = self._running[name] = asyncio.create_task(_call(probe), name=f"probe:{name}")
         task.add_done_callback(_retrieve)
-        done, _ = await asyncio.wait({task}, timeout=self._timeout_s)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._timeout_s)
+        except asyncio.CancelledError:  # the caller gave up (its deadline): the probe must not outlive the check
+            task.cancel()
+            raise
         if not done:
             task.cancel()  # it ends when it can; until then it stays in _running and is not started again
             return DependencyHealth(name, False, _ms_since(started), f"no answer within {self._timeout_s:g} s")
