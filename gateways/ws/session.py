@@ -7,9 +7,13 @@ connection slot in Redis (4008), then every frame from the first one, each
 checked against the message rate (4029) and answered in order. Frames that
 arrive while the key is checked wait in the websocket's own buffer, so none is
 lost. Background tasks: the core stream, the heartbeat to every client, the
-connection-slot refresh, the key recheck (an open connection whose key was
+connection-slot refresh (which also reconciles the slots after a Redis
+outage: ``connections.py``), the key recheck (an open connection whose key was
 revoked closes with 4001 within seconds, like a REST request would be
-refused) and the GC policy; all are cancelled on stop.
+refused; an outage of the core closes nothing) and the GC policy. They run
+under the gateway's :class:`~common.supervise.TaskSupervisor` (``app.ctx.tasks``):
+one that ends is logged, restarted with backoff and shown degraded until it
+runs again; all stop on stop.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from common.supervise import TaskSupervisor
 from gateways.common import runtime as gc_policy
 from gateways.common.app_base import GatewayApp, GatewayRequest
 from gateways.common.errors import ApiError, Unauthorized
@@ -46,6 +51,7 @@ REDIS_CONNECTIONS = 32
 REDIS_WAIT_S = 5.0
 CATCH_UP_POLL_S = 0.005
 GC_CHECK_S = 5.0
+STOP_TIMEOUT_S = 2.0
 # 10,000 writes at once would stall the loop for tens of milliseconds: the heartbeat goes out in chunks.
 HEARTBEAT_CHUNK = 500
 GC_REFREEZE_AFTER = 200  # new connections since the last freeze
@@ -68,7 +74,7 @@ class WsRuntime:
         self.upstream: Upstream | None = None
         self.counter: ConnectionCounter | None = None
         self._keys: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: TaskSupervisor | None = None
         self.skipped_closed = 0
         self.slow_closes = 0
         self._opened_since_freeze = 0
@@ -87,20 +93,26 @@ class WsRuntime:
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self.counter = ConnectionCounter(self._redis, prefix=self._redis_prefix, lease_s=self.settings.lease_s)
-        jobs = (self.upstream.run(), self._heartbeats(), self._refresh_slots(), self._recheck_keys(), self._gc_policy())
-        for job in jobs:
-            self._tasks.append(asyncio.create_task(job))
+        assert ctx.tasks is not None
+        self._tasks = ctx.tasks
+        jobs = {
+            "ws-upstream": self.upstream.run,
+            "ws-heartbeats": self._heartbeats,
+            "ws-slot-refresh": self._refresh_slots,
+            "ws-key-recheck": self._recheck_keys,
+            "ws-gc-policy": self._gc_policy,
+        }
+        for name, job in jobs.items():
+            self._tasks.spawn(name, job)
         gc_policy.tune_gc()
 
     async def stop(self, app: GatewayApp) -> None:
         for sink in list(self.sinks):
             sink.fail(CloseCode.GOING_AWAY, "the gateway is shutting down")
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        if self._tasks is not None:  # before the Redis client goes: no job may use it after
+            stuck = await self._tasks.aclose(timeout_s=STOP_TIMEOUT_S)
+            if stuck:
+                logger.warning("background tasks did not stop in time: %s", ", ".join(stuck))
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -118,7 +130,7 @@ class WsRuntime:
     async def _refresh_slots(self) -> None:
         assert self.counter is not None
         while True:
-            await asyncio.sleep(self.counter.refresh_interval_s)
+            await self.counter.wait_for_refresh()
             try:
                 await self.counter.refresh()
             except (RedisError, OSError) as exc:
