@@ -34,6 +34,7 @@ class Drill:
     what: str
     hold_s: float
     run: Callable[[Stack, float], Awaitable[str]]  # (stack, hold) -> note; returns when the fault has ended
+    prepare: Callable[[], Awaitable[None]] | None = None  # before the fault (not timed)
 
 
 async def redis_kill(stack: Stack, hold: float) -> str:
@@ -83,11 +84,14 @@ async def core_kill(stack: Stack, hold: float) -> str:
     return f"SIGKILL core-a (the gateways' core, {role}), restarted"
 
 
-async def leader_kill(stack: Stack, hold: float) -> str:
-    # Not in the last seconds of a minute: the kill should leave a candle in progress half-built.
+async def not_at_minute_end() -> None:
+    """Not in the last seconds of a minute: a leader kill should leave a candle in progress half-built."""
     second = time.time() % 60
     if second > 50:
         await asyncio.sleep(61 - second)
+
+
+async def leader_kill(stack: Stack, hold: float) -> str:
     holder = stack.lease_holder()
     if holder not in ("core-a", "core-b"):
         return f"no lease holder to kill (lease says {holder!r})"
@@ -112,7 +116,7 @@ def drills(short: bool) -> list[Drill]:
     """The order puts the leader kill early, so the candles it left in progress have closed by the end."""
     if short:
         return [
-            Drill("leader kill", "SIGKILL the writer-lease holder", RESTART_AFTER_S, leader_kill),
+            Drill("leader kill", "SIGKILL the writer-lease holder", RESTART_AFTER_S, leader_kill, not_at_minute_end),
             Drill("redis kill 3s", "Redis down 3 s", 3, redis_kill),
             Drill("core kill", "SIGKILL the gateways' core", RESTART_AFTER_S, core_kill),
             Drill("redis freeze", "Redis SIGSTOP 5 s", 5, redis_freeze),
@@ -122,7 +126,7 @@ def drills(short: bool) -> list[Drill]:
             Drill("net delay", "gateway<->core +300 ms, 10 s", 10, net_delay),
         ]
     return [
-        Drill("leader kill", "SIGKILL the writer-lease holder", RESTART_AFTER_S, leader_kill),
+        Drill("leader kill", "SIGKILL the writer-lease holder", RESTART_AFTER_S, leader_kill, not_at_minute_end),
         Drill("redis kill 3s", "Redis down 3 s", 3, redis_kill),
         Drill("core kill", "SIGKILL the gateways' core", RESTART_AFTER_S, core_kill),
         Drill("redis freeze", "Redis SIGSTOP 15 s", 15, redis_freeze),
@@ -130,5 +134,7 @@ def drills(short: bool) -> list[Drill]:
         Drill("gateway kill", "SIGKILL rest + ws", RESTART_AFTER_S, gateway_kill),
         Drill("redis kill 60s", "Redis down 60 s", 60, redis_kill),
         Drill("net delay", "gateway<->core +300 ms, 30 s", 30, net_delay),
-        Drill("leader kill 2", "SIGKILL the writer-lease holder again", RESTART_AFTER_S, leader_kill),
+        Drill(
+            "leader kill 2", "SIGKILL the writer-lease holder again", RESTART_AFTER_S, leader_kill, not_at_minute_end
+        ),
     ]

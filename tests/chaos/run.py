@@ -140,6 +140,8 @@ class Harness:
     async def run_drill(self, drill: Drill) -> Row:
         row = Row(drill.name, drill.what)
         print(f"chaos: {drill.name}: {drill.what} ...", flush=True)
+        if drill.prepare is not None:
+            await drill.prepare()
         row.started, row.wall_start_ms = time.monotonic(), int(time.time() * 1000)
         row.note = await drill.run(self.stack, drill.hold_s)
         row.ended, row.wall_end_ms = time.monotonic(), int(time.time() * 1000)
@@ -285,17 +287,15 @@ def core_status(addr: str) -> tuple[bool, str]:
             reply = md_grpc.MarketDataServiceStub(channel).GetStatus(md_pb2.GetStatusRequest(), timeout=3)
     except grpc.RpcError as exc:
         return False, f"GetStatus failed: {exc.code().name}"
-    down = [d.name for d in reply.dependencies if d.state != md_pb2.DEPENDENCY_STATE_UP]
-    problems = [f"{name} down" for name in down]
-    if "components" in reply.DESCRIPTOR.fields_by_name:
-        for component in reply.components:  # type: ignore[attr-defined]
-            text = " ".join(str(component).split())
-            if "DEGRADED" in text.upper() or "DEAD" in text.upper():
-                problems.append(f"component {text}")
-    else:
-        problems_note = "(no components field yet: dependencies only)"
-        return (not problems), ", ".join(problems) or f"dependencies up {problems_note}"
-    return (not problems), ", ".join(problems) or "dependencies up, no component degraded"
+    problems = [f"{d.name} down" for d in reply.dependencies if d.state != md_pb2.DEPENDENCY_STATE_UP]
+    if "components" not in reply.DESCRIPTOR.fields_by_name:  # before GetStatus had components
+        return (not problems), ", ".join(problems) or "dependencies up (no components in GetStatus)"
+    up = md_pb2.COMPONENT_STATE_UP  # type: ignore[attr-defined]
+    components = list(reply.components)  # type: ignore[attr-defined]
+    problems += [f"{c.name} {md_pb2.ComponentState.Name(c.state)} ({c.detail})" for c in components if c.state != up]  # type: ignore[attr-defined]
+    restarted = [f"{c.name} x{c.restarts}" for c in components if c.restarts]
+    note = f"{len(components)} components up" + (f", restarted: {', '.join(restarted)}" if restarted else "")
+    return (not problems), ", ".join(problems) or f"dependencies up, {note}"
 
 
 async def check_invariants(h: Harness, outcome: Outcome) -> None:
