@@ -151,12 +151,24 @@ class ConnectionCounter:
             held.discard(connection_id)
             if not held:
                 del self._held[key]
+        # Owed before the command is sent: the handler may be cancelled while the command waits for a Redis
+        # that is down (Sanic cancels a closed connection's handler), and a release forgotten then leaks the
+        # slot until its lease ends. A refresh that removes it meanwhile is harmless (ZREM is idempotent).
+        self._unreleased[key].add(connection_id)
         try:
             await self._redis.zrem(key, connection_id)
         except (RedisError, OSError) as exc:  # removed at the next refresh (and it expires within a lease anyway)
-            self._unreleased[key].add(connection_id)
             self._attention.set()
             logger.warning("could not release a connection slot (%s); retried at the next refresh", type(exc).__name__)
+        except BaseException:
+            self._attention.set()
+            raise
+        else:
+            owed = self._unreleased.get(key)
+            if owed is not None:
+                owed.discard(connection_id)
+                if not owed:
+                    del self._unreleased[key]
 
     async def refresh(self) -> None:
         """Extend the lease of every connection this instance holds, re-adding any that Redis lost, and
