@@ -25,7 +25,7 @@ import pytest
 from core.devstack.postgres import EmbeddedPostgres
 from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
-from tests.support.processes import Process, run_cli, running_core, running_gateway
+from tests.support.processes import Process, free_port, run_cli, running_core, running_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("health-names")]
 
@@ -46,8 +46,13 @@ def private_postgres() -> Iterator[EmbeddedPostgres]:
 
 
 @pytest.fixture(scope="module")
+def metrics() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
 def stack(
-    private_postgres: EmbeddedPostgres, embedded_redis: EmbeddedRedis, redis_prefix: str
+    private_postgres: EmbeddedPostgres, embedded_redis: EmbeddedRedis, redis_prefix: str, metrics: str
 ) -> Iterator[tuple[Process, Process]]:
     env = {
         "PERSEUS_DATABASE_URL": private_postgres.url,
@@ -58,6 +63,7 @@ def stack(
     }
     assert run_cli(["migrate"], env).returncode == 0
     core_env = {**env, "PERSEUS_EXCHANGES": "sim", "PERSEUS_SIM_TRADES_PER_S": "0"}
+    core_env["PERSEUS_CORE_METRICS_ADDR"] = metrics
     with running_core(core_env) as core, running_gateway("rest", env, core.addr) as rest:
         yield core, rest
 
@@ -92,7 +98,7 @@ def frozen(pid: int | None) -> Iterator[None]:
             os.kill(process.pid, signal.SIGCONT)
 
 
-def test_health_names_every_core_task_up(stack: tuple[Process, Process]) -> None:
+def test_health_names_every_core_task_up(stack: tuple[Process, Process], metrics: str) -> None:
     core, rest = stack
     body = eventually_healthy(rest)
     components = body["components"]
@@ -104,6 +110,9 @@ def test_health_names_every_core_task_up(stack: tuple[Process, Process]) -> None
         ("writer:sim", md_pb2.COMPONENT_STATE_UP, 0),
         ("stream-hub", md_pb2.COMPONENT_STATE_UP, 0),
     }
+    metrics = httpx.get(f"http://{metrics}/metrics", timeout=2).text.splitlines()
+    assert 'perseus_task_restarts_total{task="writer:sim"} 0.0' in metrics
+    assert "perseus_degraded_tasks 0.0" in metrics
 
 
 def test_a_frozen_postgres_is_named_and_the_core_stays_up(
