@@ -57,6 +57,8 @@ FROM candles WHERE symbol = $1 AND timeframe = $2 AND exchange_id = (SELECT id F
 """
 
 Ohlcv = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+# Instance names of their own: rows are told apart by writer, and other tests share this database.
+A, B = "takeover-a", "takeover-b"
 
 
 def start_core(env: dict[str, str], instance: str) -> Process:
@@ -140,9 +142,9 @@ def test_candles_equal_the_stored_ticks_after_the_leader_is_killed_mid_minute(
     holder = lambda: (rds.get(RedisKeys(prefix).exchange_writer_lock("sim")) or b"").decode()  # noqa: E731
     a = b = None
     try:
-        a = start_core(env, "a")
-        eventually(lambda: holder() == "a", 10, "a leads")
-        b = start_core(env, "b")
+        a = start_core(env, A)
+        eventually(lambda: holder() == A, 10, "a leads")
+        b = start_core(env, B)
         second = time.time() % 60
         if not KILL_FROM_S <= second < KILL_UNTIL_S:
             time.sleep((KILL_FROM_S - second) % 60)
@@ -150,10 +152,10 @@ def test_candles_equal_the_stored_ticks_after_the_leader_is_killed_mid_minute(
         minute = killed_ms - killed_ms % MIN
         os.kill(a.pid, signal.SIGKILL)
 
-        eventually(lambda: holder() == "b", 10, "b takes over")
+        eventually(lambda: holder() == B, 10, "b takes over")
         eventually(lambda: has_candle(database_url, symbol, minute), 70, "the killed minute's 1m candle")
-        assert ticks_by(database_url, symbol, "a", minute, killed_ms) > 0  # the dead leader's part of the minute
-        assert ticks_by(database_url, symbol, "b", killed_ms, minute + MIN) > 0  # and the new one's
+        assert ticks_by(database_url, symbol, A, minute, killed_ms) > 0  # the dead leader's part of the minute
+        assert ticks_by(database_url, symbol, B, killed_ms, minute + MIN) > 0  # and the new one's
 
         checked = {tf: 0 for tf in Timeframe}
         stored = snapshot(database_url, symbol)
@@ -170,7 +172,7 @@ def test_candles_equal_the_stored_ticks_after_the_leader_is_killed_mid_minute(
                     assert synthetic and ohlcv[4] == 0, f"{tf} at {open_time}: a candle without ticks"
             assert all(t < first or t + tf.ms > horizon or t in aggregates or candles[t][1] for t in candles)
         assert checked[Timeframe.M1] >= 1 and minute in stored[Timeframe.M1][1]
-        assert ticks_by(database_url, symbol, "a", minute, minute + MIN) < sum(  # sanity: not all from a
+        assert ticks_by(database_url, symbol, A, minute, minute + MIN) < sum(  # sanity: not all from a
             ticks_by(database_url, symbol, who, minute, minute + MIN) for who in "ab"
         )
     finally:
