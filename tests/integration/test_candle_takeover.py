@@ -173,7 +173,7 @@ def test_candles_equal_the_stored_ticks_after_the_leader_is_killed_mid_minute(
             assert all(t < first or t + tf.ms > horizon or t in aggregates or candles[t][1] for t in candles)
         assert checked[Timeframe.M1] >= 1 and minute in stored[Timeframe.M1][1]
         assert ticks_by(database_url, symbol, A, minute, minute + MIN) < sum(  # sanity: not all from a
-            ticks_by(database_url, symbol, who, minute, minute + MIN) for who in "ab"
+            ticks_by(database_url, symbol, who, minute, minute + MIN) for who in (A, B)
         )
     finally:
         for process in (a, b):
