@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from core.devstack.postgres import EmbeddedPostgres
 from core.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, run_cli, running_core, running_gateway
 
@@ -54,6 +55,19 @@ def embedded_redis() -> Iterator[EmbeddedRedis]:
     freeze or restart it."""
     data_dir = Path(tempfile.mkdtemp(prefix="perseus-test-redis-"))
     server = EmbeddedRedis(data_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL cluster of the module's own (``perseus up``'s embedded one) for tests that stall it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="perseus-test-postgres-"))
+    server = EmbeddedPostgres(data_dir)
     try:
         server.start()
         yield server

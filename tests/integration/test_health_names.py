@@ -9,40 +9,23 @@ a core on them and a REST gateway in front. While a store does not answer, the c
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import grpc
 import httpx
-import psutil
 import pytest
 
 from core.devstack.postgres import EmbeddedPostgres
 from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
-from tests.support.processes import Process, free_port, run_cli, running_core, running_gateway
+from tests.support.processes import Process, free_port, frozen, run_cli, running_core, running_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("health-names")]
 
 ALL_UP = {"core": "up", "redis": "up", "postgres": "up"}
 CORE_TASKS = {"core:stream-hub", "core:hot-candles", "core:price-updates", "core:writer:sim"}
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    data_dir = Path(tempfile.mkdtemp(prefix="perseus-health-"))
-    postgres = EmbeddedPostgres(data_dir)
-    try:
-        postgres.start()
-        yield postgres
-    finally:
-        postgres.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +64,6 @@ def eventually_healthy(rest: Process, timeout: float = 20.0) -> dict[str, object
             assert (code, body["services"]) == (200, ALL_UP), body
             return body
         time.sleep(0.2)
-
-
-@contextmanager
-def frozen(pid: int | None) -> Iterator[None]:
-    """The process and its children stopped (SIGSTOP), then continued, whatever happens inside."""
-    assert pid is not None
-    root = psutil.Process(pid)
-    processes = [root, *root.children(recursive=True)]
-    for process in processes:
-        os.kill(process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for process in processes:
-            os.kill(process.pid, signal.SIGCONT)
 
 
 def test_health_names_every_core_task_up(stack: tuple[Process, Process], metrics: str) -> None:

@@ -9,24 +9,17 @@ and then released, when a statement still queued or waiting would commit.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import asyncpg
 import grpc
-import psutil
 import pytest
 from grpc import aio
 
 from core.devstack.postgres import EmbeddedPostgres
 from perseus.marketdata.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc, prices_pb2
-from tests.support.processes import Process, run_cli, running_core
+from tests.support.processes import Process, frozen, run_cli, running_core
 
 pytestmark = pytest.mark.integration
 
@@ -91,18 +84,6 @@ async def test_a_batch_whose_deadline_passed_behind_a_table_lock_is_not_committe
 
 
 @pytest.fixture(scope="module")
-def private_postgres() -> Iterator[EmbeddedPostgres]:
-    data_dir = Path(tempfile.mkdtemp(prefix="perseus-deadline-"))
-    postgres = EmbeddedPostgres(data_dir)
-    try:
-        postgres.start()
-        yield postgres
-    finally:
-        postgres.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def frozen_core(private_postgres: EmbeddedPostgres, redis_url: str, redis_prefix: str) -> Iterator[Process]:
     env = {
         "PERSEUS_DATABASE_URL": private_postgres.url,
@@ -117,27 +98,12 @@ def frozen_core(private_postgres: EmbeddedPostgres, redis_url: str, redis_prefix
         yield process
 
 
-@contextmanager
-def frozen(postgres: EmbeddedPostgres) -> Iterator[None]:
-    """Every process of the cluster stopped (SIGSTOP), then continued, whatever happens inside."""
-    assert postgres.pid is not None
-    root = psutil.Process(postgres.pid)
-    processes = [root, *root.children(recursive=True)]
-    for process in processes:
-        os.kill(process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for process in processes:
-            os.kill(process.pid, signal.SIGCONT)
-
-
 async def test_a_batch_whose_deadline_passed_while_postgres_was_frozen_is_not_committed_after_it(
     frozen_core: Process, private_postgres: EmbeddedPostgres
 ) -> None:
     request = batch("frozen-1")
     assert (await ingest(frozen_core.addr, batch("warm-up"))).ingested == 2  # the pool's connections are open
-    with frozen(private_postgres):
+    with frozen(private_postgres.pid):
         started = time.monotonic()
         await ingest_past_deadline(frozen_core.addr, request)
         await asyncio.sleep(STALL_S - (time.monotonic() - started))

@@ -16,6 +16,7 @@ from typing import IO, Literal
 
 import grpc
 import httpx
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 START_TIMEOUT_S = 20.0
@@ -147,3 +148,19 @@ def running_gateway(
         yield process
     finally:
         process.close()
+
+
+@contextmanager
+def frozen(pid: int | None) -> Iterator[None]:
+    """A server and every process it started stopped (SIGSTOP), then continued whatever happens inside:
+    a stall, as a frozen disk or a paused VM would make it (PostgreSQL's backends included)."""
+    assert pid is not None
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    for process in processes:
+        os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in processes:
+            os.kill(process.pid, signal.SIGCONT)
