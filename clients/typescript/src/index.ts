@@ -1,0 +1,6 @@
+export { ApiError, StreamClosed, StreamRefused } from "./errors.js";
+export { RestClient, RETRIED_STATUSES, type RateLimit, type RestClientOptions, type Time } from "./rest.js";
+export { LiveStream, CHANNELS_PER_MESSAGE, FINAL_CLOSE_CODES, MAX_CHANNELS, STREAM_PATH, type LiveStreamOptions } from "./stream.js";
+export { LiveEvent, SeqGap, SeqTracker, type AnyLiveEvent, type StreamItem } from "./tracker.js";
+export type { SocketCloseEvent, SocketFactory, SocketLike, SocketMessageEvent } from "./socket.js";
+export type * from "./types.js";
