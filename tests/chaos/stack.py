@@ -6,10 +6,10 @@ after it read as one story). The harness owns every process it starts and
 stops each by its pid at the end, also after a failure or Ctrl-C.
 
 Redis is the machine's ``redis-server`` binary (or the embedded Valkey's when
-there is none), spawned here rather than through :mod:`core.devstack`, so a
+there is none), spawned here rather than through :mod:`perseus_cli.devstack`, so a
 drill can SIGKILL it and start it again on the *same* port with the same
 append-only file, as a restarted server would come back. PostgreSQL is
-:class:`~core.devstack.postgres.EmbeddedPostgres` (it knows how to run as an
+:class:`~perseus_cli.devstack.postgres.EmbeddedPostgres` (it knows how to run as an
 unprivileged user when we are root); it is started from the main thread
 because its parent-death signal is tied to the thread that forked it.
 
@@ -34,8 +34,8 @@ from pathlib import Path
 import redis
 
 from core.adapters.redis_keys import RedisKeys
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import valkey_binary
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import valkey_binary
 from tests.chaos.delay_proxy import DelayProxy
 from tests.support.processes import answers_http, free_port, grpc_serving
 
@@ -204,13 +204,13 @@ class Stack:
             self._add(kind, [kind], env, lambda addr=addr: answers_http(addr), logs).start()
 
     def _add(self, name: str, args: list[str], env: dict[str, str], ready: Callable[[], bool], logs: Path) -> Child:
-        child = Child(name, [sys.executable, "-m", "core.cli", *args], env, logs / f"{name}.log", ready)
+        child = Child(name, [sys.executable, "-m", "perseus_cli.cli", *args], env, logs / f"{name}.log", ready)
         self.children[name] = child
         return child
 
     def _cli(self, args: list[str]) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "core.cli", *args], env=self.env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "perseus_cli.cli", *args], env=self.env, capture_output=True, text=True, timeout=60
         )
         if result.returncode != 0:
             raise RuntimeError(f"perseus {' '.join(args)} failed: {result.stderr.strip()}")

@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import EmbeddedRedis
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, run_cli, running_core, running_gateway
 
 

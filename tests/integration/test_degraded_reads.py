@@ -21,9 +21,9 @@ import grpc
 import httpx
 import pytest
 
-from core.devstack.valkey import EmbeddedRedis
 from gateways.common.auth import CACHE_TTL_S, KEY_UNCHECKABLE
 from perseus.marketdata.v1 import common_pb2, market_data_service_pb2 as md, market_data_service_pb2_grpc as md_grpc
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.market_seed import Seed
 from tests.support.rest_stack import RestStack, make_key, seeded_rest_stack
 

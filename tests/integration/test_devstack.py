@@ -24,10 +24,10 @@ import asyncpg
 import pytest
 import redis
 
-from core.devstack.pg_install import PgInstall
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import EmbeddedRedis
 from core.settings import StartupError
+from perseus_cli.devstack.pg_install import PgInstall
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.devstack import StartUp, alive, still_alive, up_starter
 from tests.support.processes import free_port
 
@@ -206,8 +206,8 @@ def test_redis_reuses_its_port_when_free_and_moves_when_taken(data_dir: Path) ->
 
 SERVERS_THEN_SLEEP = r"""
 import json, sys, time
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import EmbeddedRedis
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import EmbeddedRedis
 pg, rd = EmbeddedPostgres(sys.argv[1]), EmbeddedRedis(sys.argv[1])
 pg.start(); rd.start()
 print(json.dumps([pg.pid, rd.pid]), flush=True)
@@ -238,7 +238,7 @@ def test_servers_die_with_a_sigkilled_parent(data_dir: Path) -> None:
 
 def devstack(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.devstack", *args],
+        [sys.executable, "-m", "perseus_cli.devstack", *args],
         capture_output=True,
         text=True,
         timeout=60,

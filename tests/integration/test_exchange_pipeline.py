@@ -302,3 +302,60 @@ async def test_the_clock_closes_no_candle_whose_trades_are_being_stored(stores: 
         "SELECT close::text, volume::text FROM candles WHERE symbol = 'SLOW-USD' AND timeframe = '1m'"
     )
     assert tuple(row) == ("11", "3") and p.stats.late == 0
+
+
+@pytest.mark.parametrize("late_ms", [0, 800, 1_999, 2_500], ids=["at-the-end", "0.8s-after", "1.999s-after", "after-grace"])
+async def test_takeovers_within_one_minute_and_one_in_its_close_grace_leave_no_synthetic_candle(
+    stores: Stores, late_ms: int
+) -> None:
+    """The chaos run of issue 13: six terms in two minutes. The minute M gets ticks from three terms that lose
+    the lease mid-minute (one stores a batch its builder never sees: the lease goes while it is being handed
+    on), a term that starts and loses the lease at once, and the last takeover comes after M ended but
+    within its close grace, with M's 1m candle not stored. M's candle must hold every stored tick of M
+    (it came out synthetic, flat at the previous close, when the new writer took M for closed and empty)."""
+    pool, _, _ = stores
+    symbol, clock = f"SIX{late_ms}-USD", Clock()
+    m = END - 3 * MIN  # the minute M
+    leases = {"term": 0}
+
+    def term(n: int) -> ExchangePipeline:
+        leases["term"] = n
+        return pipeline(stores, "sim", clock, may_write=lambda: leases["term"] == n)
+
+    async def lead(n: int, start: int, trades: list[Trade]) -> ExchangePipeline:
+        clock.now = start
+        p = term(n)
+        await p.start([symbol])
+        await feed(p, clock, trades)
+        return p
+
+    def lose_at(p: ExchangePipeline, at: int) -> None:  # the next batch is stored, then the lease is gone
+        async def after_ticks(ticks: list[Tick]) -> None:
+            leases["term"] = -1
+            raise LeaseLost("lost while the batch was handed on")
+
+        p._after_ticks = after_ticks  # type: ignore[attr-defined]
+        clock.now = at
+
+    first = await lead(1, m - 9_000, walk(m - 8_500, m + 1_000, 400, symbol))  # closes M - 1 at M's first trade
+    assert (await candles_of(pool, symbol, Timeframe.M1)).keys() == {m - MIN}  # then SIGKILLed: no more calls
+    second = await lead(2, m + 2_800, walk(m + 3_000, m + 6_000, 330, symbol))
+    lose_at(second, m + 6_100)
+    with pytest.raises(LeaseLost):
+        await second.on_events([trade(symbol, "99.5", "0.7", m + 6_100)])  # stored, in no builder
+    await lead(3, m + 10_000, walk(m + 10_100, m + 19_000, 450, symbol))  # lost to a frozen Redis: no more calls
+    clock.now = m + 23_200
+    await term(4).start([symbol])  # lost at once
+    fifth = await lead(5, m + 25_200, walk(m + 25_300, m + 46_700, 350, symbol))
+    lose_at(fifth, m + 46_700)
+    with pytest.raises(LeaseLost):
+        await fifth.on_events([trade(symbol, "100.5", "0.3", m + 46_700)])
+    # Redis is back: the last takeover as M ends, in its close grace (0.8 s after in the run), or after it
+    last = await lead(6, m + MIN + late_ms, walk(m + MIN + late_ms + 20, m + 3 * MIN + 500, 210, symbol))
+    clock.now = m + 3 * MIN + 2_000
+    await last.advance()
+
+    minute = (await candles_of(pool, symbol, Timeframe.M1))[m]
+    assert minute[-1] is False, f"M stored synthetic: {minute}"
+    await assert_candles_equal_ticks(pool, symbol, "sim", horizon=END)
+    assert first.stats.late == last.stats.late == 0

@@ -17,9 +17,9 @@ import grpc
 import httpx
 import pytest
 
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, free_port, frozen, run_cli, running_core, running_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("health-names")]

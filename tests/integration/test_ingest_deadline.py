@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from core.devstack.postgres import EmbeddedPostgres
 from perseus.marketdata.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc, prices_pb2
+from perseus_cli.devstack.postgres import EmbeddedPostgres
 from tests.support.processes import Process, frozen, run_cli, running_core
 
 pytestmark = pytest.mark.integration

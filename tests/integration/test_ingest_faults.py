@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from core.adapters.redis_keys import RedisKeys
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc, prices_pb2
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, run_cli, running_core
 
 pytestmark = pytest.mark.integration

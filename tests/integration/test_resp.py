@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from common.resp import AutoPipeline, BulkPipeline, ReplyError
 from core.adapters.redis_client import redis_client
-from core.devstack.valkey import EmbeddedRedis
+from perseus_cli.devstack.valkey import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from core.devstack.valkey import EmbeddedRedis
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.market_seed import Seed
 from tests.support.processes import free_port, running_gateway
 from tests.support.rest_stack import RestStack, make_key, seeded_rest_stack

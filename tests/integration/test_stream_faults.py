@@ -18,7 +18,6 @@ from grpc import aio
 
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
-from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import (
     common_pb2,
     ingest_service_pb2 as ingest_pb,
@@ -29,6 +28,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2 as pb,
     stream_service_pb2_grpc as stream_grpc,
 )
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.integration.test_streams import fresh_channel, name_of, payload, unbatched
 from tests.support.processes import running_core
 

@@ -68,7 +68,7 @@ class Stack:
         if child in ("redis", "postgres"):
             return int(json.loads((self.data_dir / child / "server.json").read_text())["pid"])
         for proc in psutil.Process(self.up.pid).children():
-            if proc.cmdline()[-2:] == ["core.cli", child]:
+            if proc.cmdline()[-2:] == ["perseus_cli.cli", child]:
                 return proc.pid
         raise AssertionError(f"no {child} child of perseus up")
 

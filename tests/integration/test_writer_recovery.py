@@ -19,8 +19,8 @@ import asyncpg
 import grpc
 import pytest
 
-from core.devstack.valkey import EmbeddedRedis
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc, market_pb2
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, running_core
 
 pytestmark = pytest.mark.integration

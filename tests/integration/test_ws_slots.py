@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from core.devstack.valkey import EmbeddedRedis
+from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.integration.test_ws_stream import close_code
 from tests.support.processes import Process, running_core, running_gateway
 from tests.support.ws import make_key, open_stream, recv, send, subscribe

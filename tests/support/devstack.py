@@ -55,7 +55,7 @@ time.sleep(600)
 # ``run_up`` with a plan from JSON, mapping StartupError to exit 2 the way ``perseus`` does.
 HARNESS = r"""
 import json, os, sys
-from core.devstack.supervisor import Child, RestartPolicy, UpPlan, run_up
+from perseus_cli.devstack.supervisor import Child, RestartPolicy, UpPlan, run_up
 from core.settings import StartupError
 cfg = json.loads(sys.argv[1])
 plan = UpPlan(

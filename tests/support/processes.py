@@ -64,7 +64,7 @@ class Process:
 def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run ``perseus <args>`` to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "perseus_cli.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ def spawn(args: list[str], env: Mapping[str, str], addr: str, *, unset: tuple[st
     log = tempfile.TemporaryFile()
     environ = {k: v for k, v in {**os.environ, **env}.items() if k not in unset}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "perseus_cli.cli", *args],
         env=environ,
         stdout=log,
         stderr=subprocess.STDOUT,

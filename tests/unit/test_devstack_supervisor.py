@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from core.devstack.restarts import RestartBudget, RestartPolicy
-from core.devstack.supervisor import _dev_key, _reachable, _redact, default_plan
+from perseus_cli.devstack.restarts import RestartBudget, RestartPolicy
+from perseus_cli.devstack.supervisor import _dev_key, _reachable, _redact, default_plan
 from tests.support.devstack import (
     DEV_KEY,
     QUICK_RESTARTS,
@@ -292,7 +292,7 @@ def test_a_healthy_run_starts_the_backoff_over() -> None:
 
 def test_default_plan_runs_the_perseus_commands_with_this_python() -> None:
     plan = default_plan({})
-    cli = (sys.executable, "-m", "core.cli")
+    cli = (sys.executable, "-m", "perseus_cli.cli")
     assert [(c.name, c.argv) for c in plan.children] == [
         ("core", (*cli, "core")),
         ("rest", (*cli, "rest")),

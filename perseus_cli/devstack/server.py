@@ -1,7 +1,7 @@
 """The lifecycle both embedded servers share: pick a port, spawn, wait until ready, record, stop.
 
-:class:`EmbeddedServer` is the base of :class:`~core.devstack.postgres.EmbeddedPostgres` and
-:class:`~core.devstack.valkey.EmbeddedRedis`. Each server keeps everything under
+:class:`EmbeddedServer` is the base of :class:`~perseus_cli.devstack.postgres.EmbeddedPostgres` and
+:class:`~perseus_cli.devstack.valkey.EmbeddedRedis`. Each server keeps everything under
 ``<data_dir>/<subdir>/`` and survives restarts::
 
     <subdir>.log    server output, appended
@@ -11,9 +11,9 @@
 A server listens on 127.0.0.1 only, on a free TCP port: the previous run's port when it is still
 free, so URLs stay stable; never 5432 or 6379, which belong to the machine's own servers. It runs
 in its own session (a Ctrl-C in the terminal reaches only the supervisor, which stops things in
-order) and, unless ``detached``, with a parent-death signal (see :mod:`core.devstack.processes`),
+order) and, unless ``detached``, with a parent-death signal (see :mod:`perseus_cli.devstack.processes`),
 so call ``start()`` from a thread that lives as long as the server. ``server.json`` lets ``stop()``
-in another process stop a detached server (``python -m core.devstack stop``).
+in another process stop a detached server (``python -m perseus_cli.devstack stop``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from core.devstack.processes import (
+from core.settings import StartupError
+from perseus_cli.devstack.processes import (
     POLL_S,
     RESERVED_PORTS,
     child_preexec,
@@ -47,7 +48,6 @@ from core.devstack.processes import (
     stop_process,
     wait_gone,
 )
-from core.settings import StartupError
 
 logger = logging.getLogger(__name__)
 

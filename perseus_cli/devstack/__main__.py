@@ -1,7 +1,7 @@
-"""``python -m core.devstack start|stop --data-dir D``: embedded servers for CI, left running detached.
+"""``python -m perseus_cli.devstack start|stop --data-dir D``: embedded servers for CI, left running detached.
 
-``start`` starts embedded PostgreSQL and Redis (see :mod:`core.devstack.postgres` and
-:mod:`core.devstack.valkey`) in their own sessions, without a parent-death signal, so they outlive
+``start`` starts embedded PostgreSQL and Redis (see :mod:`perseus_cli.devstack.postgres` and
+:mod:`perseus_cli.devstack.valkey`) in their own sessions, without a parent-death signal, so they outlive
 this command; it prints shell lines for ``eval``::
 
     export PERSEUS_TEST_REDIS_URL=redis://127.0.0.1:41234/0
@@ -23,15 +23,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.valkey import EmbeddedRedis
 from core.settings import StartupError
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.valkey import EmbeddedRedis
 
-logger = logging.getLogger("core.devstack")
+logger = logging.getLogger("perseus_cli.devstack")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.devstack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m perseus_cli.devstack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start embedded Redis and PostgreSQL, detached; print export lines")
     start.add_argument("--data-dir", required=True, type=Path)

@@ -40,7 +40,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     match args.command:
         case "up":
-            from core.devstack.supervisor import run_up
+            from perseus_cli.devstack.supervisor import run_up
 
             return run_up(environ, data_dir=args.data_dir)
         case "core":

@@ -2,7 +2,7 @@
 
 ``initdb`` and ``postgres`` are run directly; pgserver's Python API is not used because it runs
 ``useradd`` as root. When the binaries are not usable by the service user (see
-:mod:`core.devstack.service_user`; the venv under ``/root``, or installed with umask 077), the
+:mod:`perseus_cli.devstack.service_user`; the venv under ``/root``, or installed with umask 077), the
 needed parts (``initdb``, ``postgres``, ``lib/postgresql``, ``share`` and ``pgserver.libs``,
 about 20 MB, in the wheel's layout that the binaries' RPATH relies on) are copied once to
 ``<data_dir>/postgres/install``, owned by root and readable by all, and re-copied when the
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from core.devstack.service_user import ServiceUser
 from core.settings import StartupError
+from perseus_cli.devstack.service_user import ServiceUser
 
 logger = logging.getLogger(__name__)
 

