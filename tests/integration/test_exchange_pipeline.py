@@ -304,7 +304,9 @@ async def test_the_clock_closes_no_candle_whose_trades_are_being_stored(stores: 
     assert tuple(row) == ("11", "3") and p.stats.late == 0
 
 
-@pytest.mark.parametrize("late_ms", [0, 800, 1_999, 2_500], ids=["at-the-end", "0.8s-after", "1.999s-after", "after-grace"])
+@pytest.mark.parametrize(
+    "late_ms", [0, 800, 1_999, 2_500], ids=["at-the-end", "0.8s-after", "1.999s-after", "after-grace"]
+)
 async def test_takeovers_within_one_minute_and_one_in_its_close_grace_leave_no_synthetic_candle(
     stores: Stores, late_ms: int
 ) -> None:

@@ -221,6 +221,8 @@ def restored(stored: list[Candle], ticks: list[tuple[D, D, int]], now: int) -> t
         (D0 - 37 * MIN - 20_000, D0 - 39 * MIN, D0 - 37 * MIN - 15_000, 2),  # candles not stored for two minutes
         (D0 - 31 * MIN + 59_900, D0 - 31 * MIN + 59_900, D0 - 28 * MIN, 3),  # its last minute never closed
         (D0 - 2 * MIN, D0 - 2 * MIN, D0 + 3 * MIN + 1_500, 4),  # across the day: every timeframe closes at takeover
+        (D0 - 10 * MIN + 46_700, D0 - 10 * MIN + 46_700, D0 - 9 * MIN + 800, 5),  # its minute over, in its grace
+        (D0 - 10 * MIN + 46_700, D0 - 10 * MIN + 46_700, D0 - 9 * MIN, 6),  # the instant its minute ends
     ],
 )
 def test_a_restored_builder_closes_what_an_uninterrupted_one_closes(
