@@ -24,6 +24,7 @@ import uvloop
 
 from bench.stack import ADMIN_URL, REDIS_URL
 from bench.stats import summary
+from common.runtime import tune_gc
 from core.adapters.alert_store import AlertStore, SignalEvents
 from core.adapters.events import EventPublisher
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
@@ -33,7 +34,6 @@ from core.adapters.redis_keys import RedisKeys
 from core.domain.candles import Candle
 from core.domain.indicators import Bar, MacdVState, step
 from core.domain.timeframes import TIMEFRAMES
-from core.runtime import tune_gc
 from core.services.indicators import IndicatorService
 
 HISTORY_BARS = 60  # closes folded into each series before the clock starts (ready from the 35th)
@@ -106,7 +106,7 @@ async def run(symbols_count: int, waves: int) -> None:
                     items.append((("sim", symbol, tf), state))
             await states.save(items)
         print(f"warm states written in {time.perf_counter() - started:.1f} s")
-        tune_gc()  # the core's policy once serving (core/runtime.py), so the waves run as they would there
+        tune_gc()  # the core's policy once serving (common/runtime.py), so the waves run as they would there
         timings: list[float] = []
         alerts: list[int] = []
         for index in range(WARMUP_WAVES + waves):

@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common import logs
+from common.runtime import tune_gc
 from common.supervise import TaskSupervisor
-from core import logs
 from core.adapters import apikeys, migrations
 from core.adapters.alert_store import AlertStore, SignalEvents
 from core.adapters.candle_store import CandleRowsReader, CandleStore
@@ -38,7 +39,6 @@ from core.metrics_server import start_metrics_server
 from core.rpc.server import Servicers, build_server
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer
-from core.runtime import tune_gc
 from core.services.candle_queries import CandleQueries
 from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries, PageTokens

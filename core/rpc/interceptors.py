@@ -28,7 +28,7 @@ import grpc
 from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from core.logs import request_id_var
+from common.logs import request_id_var
 
 logger = logging.getLogger(__name__)
 

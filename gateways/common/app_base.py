@@ -23,13 +23,13 @@ from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
+from common.logs import request_id_var
 from common.supervise import TaskSupervisor
 from gateways.common.auth import KeyCache
 from gateways.common.core_client import CoreClient
 from gateways.common.errors import ContractErrorHandler
 from gateways.common.health import REDIS_PING_TIMEOUT_S, check_health
 from gateways.common.http import REQUEST_ID_HEADER, json_response, request_id_of
-from gateways.common.logs import request_id_var
 from gateways.common.metrics import METRICS_CONTENT_TYPE, HttpMetrics
 from gateways.common.settings import GatewaySettings
 

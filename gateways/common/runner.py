@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 import redis
 
-from gateways.common import logs
+from common import logs
 from gateways.common.app_base import GatewayApp
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, GatewaySettingsError, Process
 

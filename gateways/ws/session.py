@@ -31,8 +31,8 @@ from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from common import runtime as gc_policy
 from common.supervise import TaskSupervisor
-from gateways.common import runtime as gc_policy
 from gateways.common.app_base import GatewayApp, GatewayRequest
 from gateways.common.errors import ApiError, Unauthorized
 from gateways.ws import protocol

@@ -51,7 +51,7 @@ from types import FrameType, TracebackType
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from core import logs
+from common import logs
 from core.settings import LOG_LEVELS, EnvReader, StartupError
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.processes import child_preexec, stop_process, wait_or_kill

@@ -11,7 +11,7 @@ import pytest
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
-from core.logs import request_id_var
+from common.logs import request_id_var
 from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, RequestIds
 
 SERVICE = "test.Echo"

@@ -1,9 +1,10 @@
-"""Structured logging for the core's entry points.
+"""Structured logging of every Perseus process (core, gateways, ``perseus up``, ``migrate``, ``keys``).
 
-Library modules only call ``logging.getLogger(__name__)``; :func:`configure`
-is called once by an entry point. Every record carries the request id of the
-RPC it belongs to (a contextvar set by the request-id interceptor), and the
-``fields`` mapping passed as ``extra={"fields": …}``.
+Library modules only call ``logging.getLogger(__name__)``; :func:`configure` is called once, by an entry
+point. Every record carries the request id of the call it belongs to (:data:`request_id_var`: set by the
+core's request-id hook for an RPC, by the gateways' middleware for an HTTP request) and the ``fields``
+mapping passed as ``extra={"fields": …}``. One module for all processes, so a log shipper parses one
+format: one JSON object per line with the same keys, or ``text`` for a developer's terminal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from datetime import UTC, datetime
 import orjson
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+# Libraries whose INFO lines repeat what Perseus logs itself (Sanic's access log: the gateways count and
+# log requests on their own).
+NOISY_LIBRARY_LOGGERS = ("sanic.access",)
+FORMATS = ("json", "text")
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,11 +56,18 @@ class TextFormatter(logging.Formatter):
         return line + "".join(f" {k}={v}" for k, v in fields.items())
 
 
-def configure(level: str, fmt: str, *, process: str) -> None:
-    """Send every log record to stderr in ``fmt`` ("json" or "text")."""
+def configure(level: str, fmt: str, *, process: str | None = None) -> None:
+    """Send every log record to stderr in ``fmt`` ("json" or "text").
+
+    ``process``: announce it with a "starting <process>" line (the core and ``perseus up`` do; the gateways
+    log "<process> gateway listening" once they serve instead).
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("perseus").info("starting %s", process)
+    for name in NOISY_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if process is not None:
+        logging.getLogger("perseus").info("starting %s", process)
