@@ -1,7 +1,13 @@
-"""The ``perseus`` command: parse arguments, configure logging, delegate.
+"""The ``perseus`` command: parse arguments, delegate, turn known failures into one line.
 
 Every subcommand imports its implementation lazily, so ``perseus migrate``
-does not pay for Sanic and ``perseus rest`` does not import the core.
+does not pay for Sanic, ``perseus rest`` does not import the core, and
+``perseus --help`` and ``perseus --version`` import neither (a unit test
+holds this: help must be instant even where the server's dependencies are
+slow to import).
+
+Exit status means the same for every subcommand (see ``EPILOG``), and an error
+is one line on stderr naming what to do about it.
 """
 
 from __future__ import annotations
@@ -10,30 +16,121 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from typing import NoReturn
 
-from core.settings import SettingsError, StartupError
-
+DISTRIBUTION = "perseus"
+SETTINGS_PAGE = "docs/configuration.md"
 TIERS = ("free", "pro", "internal", "admin")
+EXIT_USAGE = 2  # argparse's own status for a bad command line; settings and connection problems share it
+EXIT_INTERRUPTED = 130
+
+EPILOG = f"""\
+settings:
+  Every PERSEUS_* environment variable (database and Redis URLs, listen
+  addresses, exchanges, limits) is described in {SETTINGS_PAGE}.
+
+exit status:
+  0 done, 1 the command failed, 2 bad usage or settings or an unreachable
+  server, 3 `perseus migrate --status` found pending migrations, 130 interrupted.
+"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perseus", description="Perseus market-data platform")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run everything for a developer (embedded Redis/PostgreSQL when unset)")
-    up.add_argument("--data-dir", default=os.environ.get("PERSEUS_DATA_DIR", ".perseus"))
-    sub.add_parser("core", help="run the gRPC core")
-    sub.add_parser("rest", help="run the REST gateway")
-    sub.add_parser("ws", help="run the WebSocket gateway")
-    sub.add_parser("migrate", help="apply the database schema")
-    keys = sub.add_parser("keys", help="manage API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--tier", choices=TIERS, default="free")
-    create.add_argument("--name", default="")
-    keys_sub.add_parser("list", help="list keys (never the keys themselves)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
-    revoke.add_argument("key_id")
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help (not after a flag's); the epilog keeps its line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default == "":  # "(default: False)" or "(default: )" says nothing
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line ending in where to look.
+
+    Subparsers are built from the parser's own class, so ``perseus keys create
+    --tier gold`` says ``perseus keys create: argument --tier: invalid choice ...;
+    see `perseus keys create --help``` on one line.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def installed_version() -> str:
+    """The installed distribution's version (what ``pip`` sees), not a constant that could drift from it."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed; run `make venv` or `pip install .`)"
+
+
+def _command(sub: argparse._SubParsersAction[_Parser], name: str, summary: str) -> _Parser:
+    """A subcommand whose one-line summary is both its line in ``perseus --help`` and its own description."""
+    return sub.add_parser(name, help=summary, description=summary, formatter_class=_Formatter)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
+        prog="perseus",
+        description="Perseus market-data platform: a gRPC core with REST and WebSocket gateways.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"perseus {installed_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    up = _command(sub, "up", "run core, REST and WS gateways for a developer (embedded Redis/PostgreSQL when unset)")
+    up.add_argument(
+        "--data-dir",
+        default=os.environ.get("PERSEUS_DATA_DIR", ".perseus"),
+        help="where the embedded Redis and PostgreSQL keep their data (env PERSEUS_DATA_DIR)",
+    )
+    _command(sub, "core", "run the gRPC core")
+    _command(sub, "rest", "run the REST gateway")
+    _command(sub, "ws", "run the WebSocket gateway")
+
+    migrate = _command(sub, "migrate", "apply pending database migrations to PERSEUS_DATABASE_URL")
+    migrate.add_argument(
+        "--status",
+        action="store_true",
+        help="list applied and pending migrations and change nothing; "
+        "exit 0 when up to date, 3 when some are pending, 1 when an applied one was changed",
+    )
+
+    keys = _command(sub, "keys", "create, list and revoke API keys in PERSEUS_DATABASE_URL")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, title="commands", metavar="COMMAND")
+    create = _command(keys_sub, "create", "create a key and print it once (only its hash is stored)")
+    create.add_argument("--tier", choices=TIERS, default="free", help="the tier, which sets the key's limits")
+    create.add_argument("--name", default="", help="a label for people, shown by `perseus keys list`")
+    listing = _command(keys_sub, "list", "list keys with tier, prefix and status (never a key or its hash)")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array of {id, name, tier, prefix, created, last_used, revoked} instead of a table",
+    )
+    revoke = _command(keys_sub, "revoke", "revoke a key by id, listed prefix, or the key itself")
+    revoke.add_argument("key_id", help="the id or prefix shown by `perseus keys list`, or the whole key")
     return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse like ``parse_args``, but blame an unknown option on the subcommand it was given to.
+
+    argparse hands a subcommand's unknown options up to the top parser, whose
+    error would point at ``perseus --help`` instead of ``perseus migrate --help``.
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        chosen: argparse.ArgumentParser = parser
+        for dest in ("command", "keys_command"):
+            subparsers = [a for a in chosen._actions if isinstance(a, argparse._SubParsersAction)]
+            if not subparsers or getattr(args, dest, None) is None:
+                break
+            chosen = subparsers[0].choices[getattr(args, dest)]
+        chosen.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -56,9 +153,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             return run_ws(environ)
         case "migrate":
-            from core.adapters.migrations import run_migrate
+            from core.adapters.migrations import run_migrate, run_migrate_status
 
-            return run_migrate(environ)
+            return run_migrate_status(environ) if args.status else run_migrate(environ)
         case "keys":
             from core.adapters.apikeys import run_keys
 
@@ -66,15 +163,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Failures whose ``str()`` is one line naming the variable or the fix.
+
+    Imported only once one has been raised, so ``--help`` never loads the core.
+    """
+    from core.settings import SettingsError, StartupError
+
+    return SettingsError, StartupError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return _dispatch(args)
-    except (SettingsError, StartupError) as exc:
-        print(f"perseus {args.command}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not isinstance(exc, _one_line_errors()):
+            raise
+        print(f"perseus {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

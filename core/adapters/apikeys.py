@@ -22,6 +22,7 @@ import asyncio
 import enum
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -29,7 +30,7 @@ import string
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 import asyncpg
@@ -249,6 +250,33 @@ def format_table(records: Sequence[ApiKeyRecord]) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def records_json(records: Sequence[ApiKeyRecord]) -> str:
+    """``perseus keys list --json``: one JSON array, one object per key, times in ISO 8601 UTC or null.
+
+    The same fields as the table (never a key or a hash); ``revoked`` is null
+    for an active key, so ``jq '.[] | select(.revoked == null)'`` lists those.
+    """
+    return json.dumps(
+        [
+            {
+                "id": r.id,
+                "name": r.name,
+                "tier": r.tier.value,
+                "prefix": r.prefix,
+                "created": _iso(r.created_at),
+                "last_used": _iso(r.last_used_at),
+                "revoked": _iso(r.revoked_at),
+            }
+            for r in records
+        ],
+        indent=2,
+    )
+
+
 async def _run(dsn: str, args: argparse.Namespace) -> int:
     conn = await connect(dsn)
     try:
@@ -258,10 +286,15 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
                 print(f"created {record.tier} key {record.id} ({record.prefix}); it is shown once, store it now:")
                 print(key)  # alone on the last line: `perseus up` parses it
             case "list":
-                print("\n".join(format_table(await list_keys(conn))))
+                records = await list_keys(conn)
+                print(records_json(records) if args.json else "\n".join(format_table(records)))
             case "revoke":
                 if not await revoke_key(conn, args.key_id):
-                    print(f"perseus keys revoke: no active key with id or prefix {args.key_id!r}", file=sys.stderr)
+                    print(
+                        f"perseus keys revoke: no active key with id or prefix {args.key_id!r}; "
+                        "list them with `perseus keys list`",
+                        file=sys.stderr,
+                    )
                     return 1
                 print(f"revoked {args.key_id}")
             case other:

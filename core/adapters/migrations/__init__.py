@@ -1,4 +1,4 @@
-"""Versioned SQL migrations: ``perseus migrate`` and the in-process :func:`migrate`.
+"""Versioned SQL migrations: ``perseus migrate [--status]`` and the in-process :func:`migrate`.
 
 The schema lives in ``NNNN_name.sql`` files beside this module, applied in
 version order. The runner:
@@ -17,6 +17,7 @@ version order. The runner:
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 import re
@@ -24,6 +25,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 
 import asyncpg
@@ -184,6 +186,54 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: Sequence[Migratio
     return newly_applied
 
 
+class MigrationState(enum.StrEnum):
+    APPLIED = "applied"
+    PENDING = "pending"
+    CHANGED = "changed"  # applied, but the file differs from what was applied: `perseus migrate` refuses
+    UNKNOWN = "unknown"  # applied by code newer than this one: harmless here, worth knowing
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """One row of ``perseus migrate --status``: a shipped or recorded migration and its state."""
+
+    version: str
+    name: str
+    state: MigrationState
+    applied_at: datetime | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.name}"
+
+
+async def migration_status(
+    conn: asyncpg.Connection, *, migrations: Sequence[Migration] | None = None
+) -> list[MigrationStatus]:
+    """Every shipped and every recorded migration with its state, in version order.
+
+    Read-only, unlike :func:`migrate`: it creates no table and takes no lock,
+    so it can be pointed at a production database (a database nobody migrated
+    yet simply has every migration pending).
+    """
+    shipped = list(migrations) if migrations is not None else load_migrations()
+    try:
+        rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations")
+    except asyncpg.UndefinedTableError:
+        rows = []
+    applied = {row["version"]: row for row in rows}
+    found: list[MigrationStatus] = []
+    for migration in shipped:
+        row = applied.pop(migration.version, None)
+        if row is None:
+            found.append(MigrationStatus(migration.version, migration.name, MigrationState.PENDING, None))
+            continue
+        state = MigrationState.APPLIED if row["checksum"] == migration.checksum else MigrationState.CHANGED
+        found.append(MigrationStatus(migration.version, migration.name, state, row["applied_at"]))
+    found += [MigrationStatus(v, r["name"], MigrationState.UNKNOWN, r["applied_at"]) for v, r in applied.items()]
+    return sorted(found, key=lambda status: status.version)
+
+
 async def is_current(pool: asyncpg.Pool) -> bool:
     """True when every known migration has been applied (the core refuses to start otherwise)."""
     try:
@@ -208,3 +258,60 @@ def run_migrate(environ: Mapping[str, str]) -> int:
     if not applied:
         print("schema up to date")
     return 0
+
+
+# Exit status of ``perseus migrate --status`` when the schema is behind this code: distinct from an error (1)
+# and a settings or connection problem (2), so a deploy script can tell "run migrate" from "look into it".
+EXIT_PENDING = 3
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+
+
+def format_status(rows: Sequence[MigrationStatus]) -> list[str]:
+    """Lines of ``perseus migrate --status``: state, migration, when it was applied."""
+    width = max((len(row.label) for row in rows), default=0)
+    lines = []
+    for row in rows:
+        when = row.applied_at.astimezone(UTC).strftime(_TIME_FORMAT) if row.applied_at is not None else "-"
+        lines.append(f"{row.state.value:<8} {row.label:<{width}}  {when}".rstrip())
+    return lines
+
+
+def status_verdict(rows: Sequence[MigrationStatus]) -> tuple[int, str]:
+    """Exit status and the closing line of ``perseus migrate --status`` (the line says what to do next)."""
+    changed = [row.label for row in rows if row.state is MigrationState.CHANGED]
+    pending = [row.label for row in rows if row.state is MigrationState.PENDING]
+    if changed:
+        return 1, (
+            f"migration {', '.join(changed)} changed after it was applied; "
+            "restore the released file and add a new migration instead"
+        )
+    if pending:
+        count = f"{len(pending)} migration{'s' if len(pending) > 1 else ''}"
+        return EXIT_PENDING, f"{count} pending; apply with `perseus migrate`"
+    return 0, "schema up to date"
+
+
+async def _status(dsn: str) -> list[MigrationStatus]:
+    conn = await connect(dsn)
+    try:
+        return await migration_status(conn)
+    finally:
+        await conn.close()
+
+
+def run_migrate_status(environ: Mapping[str, str]) -> int:
+    """``perseus migrate --status``: one line per migration, then a verdict; exit 0 current, 3 pending, 1 changed."""
+    dsn = EnvReader(environ).url("PERSEUS_DATABASE_URL", ("postgres", "postgresql"))
+    try:
+        rows = asyncio.run(_status(dsn))
+    except MigrationError as exc:  # a misnamed file shipped with the code
+        print(f"perseus migrate: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
+        print(f"perseus migrate: cannot read schema_migrations: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    for line in format_status(rows):
+        print(line)
+    code, verdict = status_verdict(rows)
+    print(verdict, file=sys.stdout if code in (0, EXIT_PENDING) else sys.stderr)
+    return code
