@@ -64,3 +64,12 @@ chaos: venv ## fault drills against a private stack under load, one row per faul
 
 chaos-short: venv ## the CI version of `make chaos` (<= 4 min)
 	$(BIN)/python -m tests.chaos --short
+
+.PHONY: ts-gen ts-check
+ts-gen: venv ## the TypeScript SDK's spec snapshot (clients/typescript/spec) and the types generated from it
+	$(BIN)/python scripts/export_specs.py
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run gen
+
+ts-check: venv ## the TS SDK: specs and types current, tsc --strict, npm pack contents (CI; installs with npm ci)
+	$(BIN)/python scripts/export_specs.py --check
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run gen:check && npm run typecheck && npm run pack:check
