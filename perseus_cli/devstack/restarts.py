@@ -37,7 +37,7 @@ class RestartPolicy:
 
     def delay(self, consecutive: int) -> float:
         """The un-jittered wait before the restart that follows the ``consecutive``-th failure in a row."""
-        return min(self.max_delay_s, self.first_delay_s * 2 ** max(0, consecutive - 1))
+        return min(self.max_delay_s, self.first_delay_s * 2.0 ** max(0, consecutive - 1))
 
 
 class RestartBudget:

@@ -44,11 +44,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from common import logs
@@ -127,12 +127,16 @@ class _Interrupted(Exception):
     """A stop signal arrived while a setup step was running."""
 
 
+# What ``signal.signal`` takes and returns (None: a handler not installed from Python).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
 class StopSignals:
     """Turns SIGINT/SIGTERM/SIGHUP into ``received`` while active; restores the old handlers after."""
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, SignalHandler] = {}
 
     def __enter__(self) -> StopSignals:
         for signum in STOP_SIGNALS:
@@ -143,18 +147,22 @@ class StopSignals:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
 
     def check(self) -> None:
-        if self.received is not None:
+        if self.arrived():
             raise _Interrupted
 
+    def arrived(self) -> bool:
+        """Whether a stop signal came (a call, so that a type checker does not take ``received`` as constant)."""
+        return self.received is not None
 
-def _spawn(argv: Sequence[str], env: Mapping[str, str], **kwargs: object) -> subprocess.Popen[str]:
+
+def _spawn(argv: Sequence[str], env: Mapping[str, str], *, stdout: int | None = None) -> subprocess.Popen[str]:
     """A child in its own session that dies with us (SIGKILL) even if we are SIGKILLed."""
     return subprocess.Popen(
         list(argv),
@@ -163,7 +171,7 @@ def _spawn(argv: Sequence[str], env: Mapping[str, str], **kwargs: object) -> sub
         text=True,
         start_new_session=True,
         preexec_fn=child_preexec(signal.SIGKILL),
-        **kwargs,  # type: ignore[call-overload]
+        stdout=stdout,
     )
 
 
@@ -314,7 +322,7 @@ class Supervisor:
             for unit in (*self._servers, *self._running):  # the stores first: the others need them
                 if not self._tend(unit):
                     return 1
-                if self._signals.received is not None:
+                if self._signals.arrived():
                     break
             time.sleep(POLL_S)
         logger.info("received %s; stopping", signal.Signals(self._signals.received).name)
