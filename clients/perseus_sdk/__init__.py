@@ -17,7 +17,10 @@ The WebSocket gateway's stream, reconnected and resumed (``perseus_sdk.stream``)
 The REST gateway, with retries and cursors followed (``perseus_sdk.rest``):
 
     async with perseus_sdk.RestClient("http://127.0.0.1:8000", api_key) as rest:
-        candles = await rest.candles("coinbase", "BTC-USD", timeframe="1m")
+        candles = await rest.candles("coinbase", "BTC-USD", timeframe="1m")  # list[perseus_sdk.models.Candle]
+
+``perseus_sdk.models`` holds the REST answers' types (``Candle``, ``TradeSignal``…);
+they share names with the gRPC messages above, so they are not re-exported here.
 """
 
 from __future__ import annotations

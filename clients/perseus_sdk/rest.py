@@ -5,9 +5,10 @@
         async for alert in rest.alerts(symbol="BTC-USD"):   # every page, newest first
             ...
 
-Every method returns the ``data`` of the answer as JSON (prices and volumes
-stay decimal strings, times ISO-8601 UTC strings). What it does so that
-callers do not have to:
+Every method returns the ``data`` of the answer as the typed objects of
+:mod:`perseus_sdk.models` (``Candle``, ``TradeSignal``…: prices and volumes
+as ``Decimal``, times as aware UTC ``datetime``); fields a newer gateway adds
+are ignored. What it does so that callers do not have to:
 
 - **Retries** a request when the gateway or the network failed it: a
   transport error, 502, 503 or 504, up to ``retries`` more times with
@@ -18,7 +19,8 @@ callers do not have to:
 - **Pages**: :meth:`alerts` follows ``meta.next_cursor``; a page that fails
   is retried from its own cursor, so nothing is skipped or repeated.
 - **Errors** that retrying cannot fix raise :class:`ApiError` with the
-  contract's ``code``, ``message``, ``details`` and ``request_id``.
+  contract's ``code``, ``message``, ``details`` and ``request_id``; a success
+  whose body breaks the contract raises it with code ``UNEXPECTED_RESPONSE``.
 - :attr:`RestClient.rate_limit` is the ``X-RateLimit-*`` of the last answer.
 """
 
@@ -28,12 +30,25 @@ import asyncio
 import datetime as dt
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+
+from perseus_sdk.models import (
+    Candle,
+    ConsensusPrice,
+    DecodeError,
+    Exchange,
+    LatestPrice,
+    PriceBucket,
+    Symbol,
+    TradeSignal,
+    decode,
+    decode_all,
+)
 
 RETRIED_STATUSES = frozenset({502, 503, 504})
 FIRST_BACKOFF_S = 0.2
@@ -41,6 +56,8 @@ MAX_BACKOFF_S = 5.0
 PREFIX = "/public/v1"
 
 Time = dt.datetime | str | int  # a datetime (naive means UTC), ISO-8601 text or epoch milliseconds
+R = TypeVar("R")
+M = TypeVar("M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +111,11 @@ class RestClient:
 
     # --- the routes --------------------------------------------------------------------------
 
-    async def exchanges(self) -> list[dict[str, Any]]:
-        return await self._data("/exchanges")  # type: ignore[no-any-return]
+    async def exchanges(self) -> list[Exchange]:
+        return await self._get("/exchanges", {}, _many(Exchange))
 
-    async def symbols(self, exchange: str | None = None) -> list[dict[str, Any]]:
-        return await self._data("/symbols", exchange=exchange)  # type: ignore[no-any-return]
+    async def symbols(self, exchange: str | None = None) -> list[Symbol]:
+        return await self._get("/symbols", {"exchange": exchange}, _many(Symbol))
 
     async def candles(
         self,
@@ -109,14 +126,15 @@ class RestClient:
         limit: int = 100,
         start: Time | None = None,
         end: Time | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Candle]:
         """Closed candles, oldest first: the newest ``limit`` (before ``end``), or the first from ``start``."""
         path = f"/candles/{_segment(exchange)}/{_segment(symbol)}"
-        return await self._data(path, timeframe=timeframe, limit=limit, start=start, end=end)  # type: ignore[no-any-return]
+        params = {"timeframe": timeframe, "limit": limit, "start": start, "end": end}
+        return await self._get(path, params, _many(Candle))
 
-    async def signal(self, exchange: str, symbol: str, *, timeframe: str = "1h") -> dict[str, Any]:
+    async def signal(self, exchange: str, symbol: str, *, timeframe: str = "1h") -> TradeSignal:
         path = f"/signals/{_segment(exchange)}/{_segment(symbol)}"
-        return await self._data(path, timeframe=timeframe)  # type: ignore[no-any-return]
+        return await self._get(path, {"timeframe": timeframe}, _one(TradeSignal))
 
     async def alerts(
         self,
@@ -126,20 +144,19 @@ class RestClient:
         timeframe: str | None = None,
         since: Time | None = None,
         page_size: int = 100,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[TradeSignal]:
         """Every trade signal that matches, newest first, page after page."""
         params: dict[str, Any] = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe, "since": since}
         cursor: str | None = None
         while True:
-            body = await self._get("/alerts", {**params, "limit": page_size, "cursor": cursor})
-            for alert in body["data"]:
+            page, cursor = await self._get("/alerts", {**params, "limit": page_size, "cursor": cursor}, _page)
+            for alert in page:
                 yield alert
-            cursor = (body.get("meta") or {}).get("next_cursor")
             if not cursor:
                 return
 
-    async def latest_prices(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
-        return await self._data("/prices/latest", symbols=",".join(symbols))  # type: ignore[no-any-return]
+    async def latest_prices(self, symbols: Iterable[str]) -> list[LatestPrice]:
+        return await self._get("/prices/latest", {"symbols": ",".join(symbols)}, _many(LatestPrice))
 
     async def price_range(
         self,
@@ -150,20 +167,19 @@ class RestClient:
         interval: str = "1h",
         source: str | None = None,
         limit: int = 1000,
-    ) -> list[dict[str, Any]]:
+    ) -> list[PriceBucket]:
         """OHLCV buckets of the price feeds from ``start`` to ``end`` (now), with ``num_feeds``."""
         params = {"symbol": symbol, "from": start, "to": end, "interval": interval, "source": source, "limit": limit}
-        return (await self._get("/prices/range", params))["data"]  # type: ignore[no-any-return]
+        return await self._get("/prices/range", params, _many(PriceBucket))
 
-    async def consensus(self, symbols: Iterable[str], *, timestamp: Time | None = None) -> list[dict[str, Any]]:
-        return await self._data("/aggregates/consensus", symbols=",".join(symbols), timestamp=timestamp)  # type: ignore[no-any-return]
+    async def consensus(self, symbols: Iterable[str], *, timestamp: Time | None = None) -> list[ConsensusPrice]:
+        params = {"symbols": ",".join(symbols), "timestamp": timestamp}
+        return await self._get("/aggregates/consensus", params, _many(ConsensusPrice))
 
     # --- one request -------------------------------------------------------------------------
 
-    async def _data(self, path: str, **params: Any) -> Any:
-        return (await self._get(path, params))["data"]
-
-    async def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _get(self, path: str, params: dict[str, Any], read: Callable[[dict[str, Any]], R]) -> R:
+        """The answer to ``GET path``, its body read by ``read`` (retried as the module says)."""
         query = {name: _param(value) for name, value in params.items() if value is not None}
         request_id = uuid.uuid4().hex
         backoff = FIRST_BACKOFF_S
@@ -178,7 +194,7 @@ class RestClient:
             else:
                 self._note_limit(response)
                 if response.is_success:
-                    return response.json()  # type: ignore[no-any-return]
+                    return _read(response, read, request_id)
                 error = _error(response, request_id)
                 if response.status_code == 429 and error.retry_after <= self._max_retry_wait_s:
                     wait = error.retry_after
@@ -199,6 +215,34 @@ class RestClient:
             )
         except (KeyError, ValueError):
             pass
+
+
+def _one(model: type[M]) -> Callable[[dict[str, Any]], M]:
+    return lambda body: decode(model, body["data"])
+
+
+def _many(model: type[M]) -> Callable[[dict[str, Any]], list[M]]:
+    return lambda body: decode_all(model, body["data"])
+
+
+def _page(body: dict[str, Any]) -> tuple[list[TradeSignal], str | None]:
+    """One page of alerts and the cursor of the next (None after the last)."""
+    cursor = (body.get("meta") or {}).get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise DecodeError(f"meta.next_cursor: expected a string or null, got {cursor!r}")
+    return decode_all(TradeSignal, body["data"]), cursor
+
+
+def _read(response: httpx.Response, read: Callable[[dict[str, Any]], R], request_id: str) -> R:
+    """A success's body as ``read`` makes it; a body that breaks the contract is an :class:`ApiError`, not retried."""
+    try:
+        body = response.json()
+        if not isinstance(body, dict):
+            raise DecodeError(f"expected a JSON object, got {type(body).__name__}")
+        return read(body)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # DecodeError and JSONDecodeError are ValueErrors
+        message = f"the answer to {response.request.url.path} breaks the contract: {exc!r}"
+        raise ApiError(response.status_code, "UNEXPECTED_RESPONSE", message, request_id=request_id) from exc
 
 
 def _error(response: httpx.Response, request_id: str) -> ApiError:

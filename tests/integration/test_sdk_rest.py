@@ -1,17 +1,32 @@
 """The SDK's ``RestClient`` against a real core and REST gateway over a seeded database, as an SDK user runs it.
 
-Every method answers what its route answers; cursors are followed to the last
-page; errors arrive with the contract's code and request id.
+Every method answers what its route answers, typed (every public field, prices
+as exact decimals); cursors are followed to the last page; errors arrive with
+the contract's code and request id.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 
 from perseus_sdk import ApiError, RestClient
+from perseus_sdk.models import (
+    Candle,
+    ConsensusPrice,
+    Exchange,
+    LatestPrice,
+    PriceBucket,
+    Symbol,
+    TradeSignal,
+    decode,
+    decode_all,
+)
 from tests.support.market_seed import HOUR_MS, Seed
 from tests.support.processes import free_port
 from tests.support.rest_stack import RestStack, seeded_rest_stack
@@ -40,20 +55,28 @@ def raw(stack: RestStack, path: str, **params: object) -> object:
 async def test_every_method_answers_what_its_route_answers(stack: RestStack) -> None:
     since = int(time.time() * 1000) - HOUR_MS  # the seeded feeds are from the last 30 s
     async with rest(stack) as client:
-        assert await client.exchanges() == raw(stack, "/exchanges")
-        assert await client.symbols(SEED.exchange) == raw(stack, "/symbols", exchange=SEED.exchange)
+        assert await client.exchanges() == decode_all(Exchange, raw(stack, "/exchanges"))
+        symbols = await client.symbols(SEED.exchange)
+        assert symbols == decode_all(Symbol, raw(stack, "/symbols", exchange=SEED.exchange))
+        assert SEED.symbol in {s.symbol for s in symbols}
         candles = await client.candles(SEED.exchange, "seed/usd", limit=5)
-        assert candles == raw(stack, f"/candles/{SEED.exchange}/{SEED.symbol}", limit=5)
-        assert [c["close"] for c in candles] == [SEED.price(i) for i in range(SEED.candles - 5, SEED.candles)]
+        assert candles == decode_all(Candle, raw(stack, f"/candles/{SEED.exchange}/{SEED.symbol}", limit=5))
+        assert [c.close for c in candles] == [Decimal(SEED.price(i)) for i in range(SEED.candles - 5, SEED.candles)]
+        assert all(c.timestamp is not None and c.timestamp.utcoffset() == dt.timedelta(0) for c in candles)
         signal = await client.signal(SEED.exchange, SEED.symbol)
-        assert signal == raw(stack, f"/signals/{SEED.exchange}/{SEED.symbol}")
+        assert signal == decode(TradeSignal, raw(stack, f"/signals/{SEED.exchange}/{SEED.symbol}"))
         latest = await client.latest_prices([SEED.symbol])
-        assert latest[0]["price"] == SEED.price(3) and latest[0]["symbol"] == SEED.symbol
+        served = decode_all(LatestPrice, raw(stack, "/prices/latest", symbols=SEED.symbol))
+        assert [replace(p, staleness_ms=0) for p in latest] == [replace(p, staleness_ms=0) for p in served]  # it ages
+        assert latest[0].price == Decimal(SEED.price(3)) and latest[0].symbol == SEED.symbol
         buckets = await client.price_range(SEED.symbol, start=since, interval="1d")
-        assert buckets == raw(stack, "/prices/range", symbol=SEED.symbol, **{"from": since, "interval": "1d"})
-        assert buckets[0]["num_feeds"] == 4
+        ranged = raw(stack, "/prices/range", symbol=SEED.symbol, **{"from": since, "interval": "1d"})
+        assert buckets == decode_all(PriceBucket, ranged)
+        assert buckets[0].num_feeds == 4
         consensus = await client.consensus([SEED.symbol, "BTC-USD"])
-        assert consensus == raw(stack, "/aggregates/consensus", symbols=f"{SEED.symbol},BTC-USD")
+        assert consensus == decode_all(
+            ConsensusPrice, raw(stack, "/aggregates/consensus", symbols=f"{SEED.symbol},BTC-USD")
+        )
         assert client.rate_limit is not None and client.rate_limit.limit == 10_000
         assert client.rate_limit.remaining < 10_000
 
@@ -62,7 +85,7 @@ async def test_alerts_follow_the_cursor_through_every_page(stack: RestStack) -> 
     async with rest(stack) as client:
         alerts = [alert async for alert in client.alerts(exchange=SEED.exchange, page_size=2)]
     everything = raw(stack, "/alerts", exchange=SEED.exchange, limit=100)
-    assert alerts == everything and len(alerts) == SEED.alerts
+    assert alerts == decode_all(TradeSignal, everything) and len(alerts) == SEED.alerts
 
 
 async def test_errors_carry_the_contract_code_and_request_id(stack: RestStack) -> None:
