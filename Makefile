@@ -33,7 +33,11 @@ breaking: venv ## buf breaking against main (skipped when main has no proto/ yet
 		$(BIN)/buf breaking --against '.git#branch=main'; \
 	else echo "buf breaking: main has no proto/ yet, nothing to compare"; fi
 
-check: gen-check lint breaking
+.PHONY: typecheck
+typecheck: venv ## mypy --strict over the packages [tool.mypy] lists in pyproject.toml
+	$(BIN)/mypy
+
+check: gen-check lint breaking typecheck
 
 test: check ## the whole suite: unit and integration tests in parallel
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
