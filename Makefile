@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test venv gen gen-check lint breaking check clean bench-ingest bench-indicators bench-core bench-ws
+.PHONY: run test venv gen gen-config gen-check lint breaking check clean bench-ingest bench-indicators bench-core bench-ws
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ run: venv ## start core + REST + WS (embedded Redis/PostgreSQL unless PERSEUS_*_
 gen: venv ## regenerate grpcio stubs and the betterproto2 SDK from proto/
 	$(BIN)/python scripts/gen_proto.py
 
+gen-config: venv ## regenerate docs/configuration.md from the PERSEUS_* declarations in common/settings.py
+	$(BIN)/python scripts/gen_config_docs.py
+
 gen-check: venv
 	$(BIN)/python scripts/gen_proto.py --check
+	$(BIN)/python scripts/gen_config_docs.py --check
 
 lint: venv
 	$(BIN)/buf lint

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn
 
+from common import settings as variables
+
 DISTRIBUTION = "perseus"
 SETTINGS_PAGE = "docs/configuration.md"
 TIERS = ("free", "pro", "internal", "admin")
@@ -83,7 +85,7 @@ def build_parser() -> _Parser:
     up = _command(sub, "up", "run core, REST and WS gateways for a developer (embedded Redis/PostgreSQL when unset)")
     up.add_argument(
         "--data-dir",
-        default=os.environ.get("PERSEUS_DATA_DIR", ".perseus"),
+        default=variables.DATA_DIR.read(os.environ),
         help="where the embedded Redis and PostgreSQL keep their data (env PERSEUS_DATA_DIR)",
     )
     _command(sub, "core", "run the gRPC core")
@@ -166,11 +168,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _one_line_errors() -> tuple[type[Exception], ...]:
     """Failures whose ``str()`` is one line naming the variable or the fix.
 
-    Imported only once one has been raised, so ``--help`` never loads the core.
+    They live in ``common.settings`` (standard library only), so ``--help`` never loads the core.
     """
-    from core.settings import SettingsError, StartupError
-
-    return SettingsError, StartupError
+    return variables.SettingsError, variables.StartupError
 
 
 def main(argv: Sequence[str] | None = None) -> int:

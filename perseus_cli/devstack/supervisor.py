@@ -49,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
-from common import logs
-from core.settings import LOG_LEVELS, EnvReader, StartupError
+from common import logs, settings as variables
+from common.settings import StartupError, redact_url
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.processes import child_preexec, stop_process, wait_or_kill
 from perseus_cli.devstack.restarts import RestartBudget, RestartPolicy
@@ -71,8 +70,9 @@ STEP_GRACE_S = 5.0
 DEFAULT_READY_TIMEOUT_S = 30.0
 DEFAULT_GRACE_S = 10.0
 # Under `perseus up` the sim exchange starts with 10 h of simulated history (only what is not stored yet),
-# so 1m, 5m and 15m MACD-V values and alerts exist at once instead of after hours of warm-up.
-UP_SIM_BACKFILL_MINUTES = 600
+# so 1m, 5m and 15m MACD-V values and alerts exist at once instead of after hours of warm-up (declared with
+# PERSEUS_SIM_BACKFILL_MINUTES in common/settings.py, so the configuration reference says so).
+UP_SIM_BACKFILL_MINUTES = variables.UP_SIM_BACKFILL_MINUTES
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -100,9 +100,9 @@ class UpPlan:
 
 def default_plan(env: Mapping[str, str]) -> UpPlan:
     cli = (sys.executable, "-m", "perseus_cli.cli")
-    core_addr = env.get("PERSEUS_CORE_ADDR") or "127.0.0.1:50051"
-    rest_addr = env.get("PERSEUS_REST_ADDR") or "127.0.0.1:8000"
-    ws_addr = env.get("PERSEUS_WS_ADDR") or "127.0.0.1:8001"
+    core_addr = variables.CORE_ADDR.read(env)
+    rest_addr = variables.REST_ADDR.read(env)
+    ws_addr = variables.WS_ADDR.read(env)
     rest_url = f"http://{_reachable(rest_addr)}"
     return UpPlan(
         children=(
@@ -398,12 +398,7 @@ class Supervisor:
         return None
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+_redact = redact_url  # the summary shows a store's URL without its password
 
 
 def _start_embedded(
@@ -417,7 +412,8 @@ def _start_embedded(
         ("PERSEUS_REDIS_URL", EmbeddedRedis, "Redis"),
     ):
         signals.check()
-        if env.get(variable, "").strip():
+        if variables.BY_NAME[variable].is_set(env):
+            variables.BY_NAME[variable].read(env)  # a bad URL stops `perseus up` here, with its one line
             logger.info("using %s from the environment", variable)
             lines[label] = f"{_redact(env[variable])}  (from {variable})"
             continue
@@ -447,10 +443,7 @@ def _summary(plan: UpPlan, stores: Mapping[str, str], key: str) -> str:
 
 
 def _configure_logging(env: Mapping[str, str]) -> None:
-    reader = EnvReader(env)
-    level = reader.choice("PERSEUS_LOG_LEVEL", LOG_LEVELS, default="INFO", upper=True)
-    fmt = reader.choice("PERSEUS_LOG_FORMAT", ("json", "text"), default="text")
-    logs.configure(level, fmt, process="up")
+    logs.configure(variables.LOG_LEVEL.read(env), variables.LOG_FORMAT.read(env), process="up")
 
 
 def run_up(
@@ -466,8 +459,10 @@ def run_up(
     everything it started has been stopped. ``plan`` replaces the real commands (tests).
     """
     env = dict(environ)
-    env.setdefault("PERSEUS_LOG_FORMAT", "text")
-    env.setdefault("PERSEUS_SIM_BACKFILL_MINUTES", str(UP_SIM_BACKFILL_MINUTES))
+    # a developer's terminal: text logs, from `perseus up` and from the servers it starts
+    if not variables.LOG_FORMAT.is_set(env):
+        env[variables.LOG_FORMAT.name] = variables.UP_LOG_FORMAT
+    env.setdefault(variables.SIM_BACKFILL_MINUTES.name, str(UP_SIM_BACKFILL_MINUTES))
     _configure_logging(env)
     plan = plan or default_plan(env)
     out = out or sys.stdout

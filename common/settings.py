@@ -1,0 +1,537 @@
+"""Every ``PERSEUS_*`` variable, declared once: name, type, default, meaning, secrecy, and who reads it.
+
+Each process (``perseus core``, ``rest``, ``ws``, ``up``, ``migrate``, ``keys``) builds its own frozen, typed
+settings object from the declarations here (``core/settings.py``, ``gateways/common/settings.py``,
+``gateways/ws/settings.py``, ``perseus_cli``), so a variable has one parser, one default and one error text
+wherever it is read, and ``scripts/gen_config_docs.py`` writes ``docs/configuration.md`` from the same list.
+
+Design note: why a small module of our own and not pydantic-settings. The contract here is the error, not
+the parsing: exactly one line ``<VARIABLE>: <problem>`` (the CLI prefixes ``perseus <cmd>: `` and exits 2),
+secrets never echoed, an empty value meaning the default, and a process reading only its own variables.
+pydantic-settings reports a ``ValidationError`` of several lines keyed by field names and echoes the input
+(``input_value='postgresql://u:secret@h/db'``), so every message would have been re-formatted and re-redacted
+by hand anyway; it also costs pydantic's import (about 100 ms) in every CLI start, and a pinned dependency
+in the SDK-free server. What is left to write is a few typed parsers, which are plain functions below.
+
+A parser takes the raw text and returns the typed value, or raises :class:`Invalid` with the problem.
+:meth:`Variable.read` adds the variable's name and, for a secret, scrubs the value out of the message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+T = TypeVar("T")
+
+Reader = Literal["core", "rest", "ws", "up", "migrate", "keys"]
+READERS: tuple[Reader, ...] = ("core", "rest", "ws", "up", "migrate", "keys")
+PREFIX = "PERSEUS_"
+# Variables of the test suite, CI (``python -m perseus_cli.devstack`` prints them) and the benchmarks; no
+# Perseus process reads them.
+FOREIGN_PREFIXES = ("PERSEUS_TEST_", "PERSEUS_BENCH_")
+MAX_PORT = 65535
+REDACTED = "***"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; ``str()`` is one line ``<VARIABLE>: <problem>``."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class StartupError(RuntimeError):
+    """A dependency or resource is unusable at startup (unreachable server, port in use).
+
+    ``str()`` is one line; the CLI prints it after ``perseus <cmd>: `` and exits 2.
+    """
+
+
+class Invalid(ValueError):
+    """Raised by a parser: the problem with a value, without the variable's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Variable(Generic[T]):
+    """One ``PERSEUS_*`` variable.
+
+    ``default``: the text used when the variable is unset (or blank, unless ``blank_is_value``); ``None``
+    means required. ``shown_default``: what the docs say when the default is computed or contextual.
+    ``blank_is_value``: a set but empty value is passed to the parser (``PERSEUS_CORE_METRICS_ADDR=``
+    turns metrics off) instead of meaning the default.
+    """
+
+    name: str
+    parse: Callable[[str], T]
+    default: str | None
+    help: str
+    readers: tuple[Reader, ...]
+    secret: bool = False
+    blank_is_value: bool = False
+    shown_default: str | None = None
+    topic: str = "General"
+
+    def raw(self, environ: Mapping[str, str]) -> str | None:
+        """The text to parse: the environment's, or the default; ``None`` when required and missing."""
+        value = environ.get(self.name)
+        if value is None or (not value.strip() and not self.blank_is_value):
+            return self.default
+        return value
+
+    def read(self, environ: Mapping[str, str]) -> T:
+        raw = self.raw(environ)
+        if raw is None:
+            raise SettingsError(self.name, "is required and not set")
+        try:
+            return self.parse(raw)
+        except Invalid as exc:
+            problem = str(exc)
+            if self.secret:
+                problem = scrub(problem, raw)
+            raise SettingsError(self.name, problem) from None
+
+    def is_set(self, environ: Mapping[str, str]) -> bool:
+        return bool(environ.get(self.name, "").strip())
+
+
+# --------------------------------------------------------------------------------------------------- redaction
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (user info and ``password=`` query parameters) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return REDACTED if "@" in url or "password" in url.lower() else url
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{hostinfo}"
+    query = "&".join(
+        f"{key}={REDACTED if _is_secret_key(key) else value}" for key, value in parse_qsl(parts.query, True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
+
+
+def _is_secret_key(key: str) -> bool:
+    key = key.lower()
+    return "password" in key or "token" in key or "secret" in key
+
+
+def _secrets_in(raw: str) -> list[str]:
+    found = [raw.strip()] if raw.strip() else []
+    try:
+        parts = urlsplit(raw.strip())
+        if parts.password:
+            found.append(parts.password)
+        found += [value for key, value in parse_qsl(parts.query, True) if _is_secret_key(key) and value]
+    except ValueError:
+        pass
+    return found
+
+
+def scrub(text: str, raw: str) -> str:
+    """``text`` without any secret part of ``raw`` (the whole value, its password): the last line of defence,
+    for a parser message that quoted more than it should."""
+    for secret in sorted(_secrets_in(raw), key=len, reverse=True):
+        if secret in text:
+            whole_url = secret == raw.strip() and "://" in secret
+            text = text.replace(secret, redact_url(secret) if whole_url else REDACTED)
+    # a whole-value replacement above may still spell the password if redact_url could not parse it
+    for secret in _secrets_in(raw)[1:]:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------- parsers
+
+
+def text(raw: str) -> str:
+    return raw.strip()
+
+
+def choice(*allowed: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in allowed:
+            raise Invalid(f"must be one of {', '.join(allowed)} (got {raw.strip()!r})")
+        return value
+
+    return parse
+
+
+def names(*allowed: str) -> Callable[[str], tuple[str, ...]]:
+    """A comma-separated list of ``allowed`` names, lower-cased and deduplicated in order."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        items = [item.strip().lower() for item in raw.split(",") if item.strip()]
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise Invalid(f"must be a comma-separated list of {', '.join(allowed)} (got {unknown or 'nothing'})")
+        return tuple(dict.fromkeys(items))
+
+    return parse
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8000`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT or any(c.isspace() for c in value):
+        raise Invalid(f"must be host:port with a port from 1 to {MAX_PORT} (got {value!r})")
+    return host, int(port)
+
+
+def host_port(raw: str) -> str:
+    value = raw.strip()
+    split_host_port(value)
+    return value
+
+
+def optional_host_port(raw: str) -> str:
+    """``host:port``, or empty for "off"."""
+    return host_port(raw) if raw.strip() else ""
+
+
+def url(*schemes: str, host_in_query: bool = False) -> Callable[[str], str]:
+    """A URL with one of ``schemes`` and a host (``unix://`` needs none; libpq's ``?host=`` counts as one
+    when ``host_in_query``). Messages show the URL redacted."""
+
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        shown = redact_url(value)
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises on a malformed port)
+        except ValueError:
+            raise Invalid(f"is not a valid URL (got {shown!r})") from None
+        if parts.scheme not in schemes:
+            raise Invalid(f"must be a URL with scheme {' or '.join(schemes)} (got {shown!r})")
+        has_host = bool(parts.hostname) or (host_in_query and "host=" in parts.query)
+        if parts.scheme != "unix" and not has_host:
+            raise Invalid(f"has no host (got {shown!r})")
+        return value
+
+    return parse
+
+
+def optional_url(*schemes: str) -> Callable[[str], str]:
+    strict = url(*schemes)
+    return lambda raw: strict(raw) if raw.strip() else ""
+
+
+def key_prefix(raw: str) -> str:
+    """A Redis key prefix: taken as given (not stripped), never braces (cluster hash tags), '*' or spaces."""
+    if any(ch in raw for ch in "{}*") or any(ch.isspace() for ch in raw):
+        raise Invalid(f"must not contain braces, '*' or whitespace (got {raw!r})")
+    return raw
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = raw.strip()
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise Invalid(f"must be an integer from {low} to {high} (got {value!r})")
+        return int(value)
+
+    return parse
+
+
+def number(low: float, high: float, *, above_low: bool = False, unit: str = "") -> Callable[[str], float]:
+    """A finite number from ``low`` (excluded when ``above_low``) to ``high``; ``unit`` (" s") in messages."""
+
+    def parse(raw: str) -> float:
+        value = raw.strip()
+        try:
+            result = float(value)
+        except ValueError:
+            raise Invalid(f"must be a number{' of seconds' if unit == ' s' else ''} (got {value!r})") from None
+        too_low = result <= low if above_low else result < low
+        if not math.isfinite(result) or too_low or result > high:
+            least = f"more than {low:g}" if above_low else f"at least {low:g}{unit}"
+            raise Invalid(f"must be {least} and at most {high:g}{unit} (got {value!r})")
+        return result
+
+    return parse
+
+
+def whole(parse: Callable[[str], float]) -> Callable[[str], int]:
+    """A count given as a number: ``20`` or ``20.0`` (the fraction is dropped, as it always was)."""
+    return lambda raw: int(parse(raw))
+
+
+def origins(raw: str) -> tuple[str, ...]:
+    """``*`` or a comma-separated list of ``https://host[:port]`` origins."""
+    found = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+    if not found:
+        raise Invalid(f"must be '*' or a comma-separated list of origins (got {raw!r})")
+    if "*" in found and len(found) > 1:
+        raise Invalid(f"'*' cannot be combined with other origins (got {raw!r})")
+    for origin in found:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise Invalid(f"origins must look like https://host[:port] (got {origin!r})")
+    return found
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated items, stripped, deduplicated; the reader checks each (symbols: the core's rules)."""
+    return tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+
+
+# --------------------------------------------------------------------------------------------------- catalogue
+
+KNOWN_EXCHANGES = ("sim", "coinbase", "binance", "kraken")
+DEFAULT_SYMBOLS = {
+    "sim": "BTC-USD,ETH-USD,SOL-USD,ADA-USD,DOGE-USD",
+    "coinbase": "BTC-USD,ETH-USD",
+    "binance": "BTC-USDT,ETH-USDT",
+    "kraken": "BTC-USD,ETH-USD",
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("json", "text")
+MODES = ("exchange", "pw-host")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+MAX_SECONDS = 3600.0
+DEFAULT_CORE_ADDR = "127.0.0.1:50051"
+DEFAULT_REST_ADDR = "127.0.0.1:8000"
+DEFAULT_WS_ADDR = "127.0.0.1:8001"
+DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
+# The gRPC keepalive of every Perseus channel: clients ping this often, the core's server accepts pings from
+# half of it (core.rpc.server).
+DEFAULT_GRPC_KEEPALIVE_S = 30.0
+MIN_GRPC_KEEPALIVE_S = 0.1
+MAX_CORE_DEADLINE_S = 300.0
+DEFAULT_KEY_GRACE_S = 60.0
+# perseus up: a developer's terminal, and 10 h of simulated history so MACD-V values exist at once.
+UP_LOG_FORMAT = "text"
+UP_SIM_BACKFILL_MINUTES = 600
+WS_MAX_FRAME_BYTES = 1 << 24
+
+SERVERS: tuple[Reader, ...] = ("core", "rest", "ws")
+GATEWAYS: tuple[Reader, ...] = ("rest", "ws")
+positive_seconds = number(0.0, MAX_SECONDS, above_low=True)
+
+# A table: name, parser, default, meaning and readers lead each declaration (kept compact by hand).
+# fmt: off
+MODE = Variable(
+    "PERSEUS_MODE", choice(*MODES), "exchange",
+    "`exchange` runs the full pipeline (feeds, candles, indicators); `pw-host` is headless and read-only "
+    "(no exchange settings are read).",
+    ("core",),
+)
+EXCHANGES = Variable(
+    "PERSEUS_EXCHANGES", names(*KNOWN_EXCHANGES), "sim",
+    "Exchange adapters the core runs in exchange mode: a comma-separated list of "
+    f"{', '.join(KNOWN_EXCHANGES)}. The first one is the default exchange of short WS channel names.",
+    ("core", "ws"),
+)
+REDIS_URL = Variable(
+    "PERSEUS_REDIS_URL", url(*REDIS_SCHEMES), None,
+    "Redis (or Valkey): `redis://`, `rediss://` or `unix://`. Required by the servers; `perseus up` starts an "
+    "embedded one when unset.",
+    ("core", "rest", "ws", "up"), secret=True, shown_default="required (embedded under `perseus up`)",
+    topic="Stores",
+)
+DATABASE_URL = Variable(
+    "PERSEUS_DATABASE_URL", url(*POSTGRES_SCHEMES, host_in_query=True), None,
+    "PostgreSQL: `postgresql://user:password@host:port/db` (or libpq's `?host=` for a socket). Required by "
+    "the core, `migrate` and `keys`; `perseus up` starts an embedded one when unset.",
+    ("core", "migrate", "keys", "up"), secret=True, shown_default="required (embedded under `perseus up`)",
+    topic="Stores",
+)
+REDIS_PREFIX = Variable(
+    "PERSEUS_REDIS_PREFIX", key_prefix, "perseus:",
+    "Prefix of every Redis key and channel (several deployments can share one Redis). Taken as given; set "
+    "but empty means no prefix.",
+    SERVERS, blank_is_value=True, topic="Stores",
+)
+CORE_ADDR = Variable(
+    "PERSEUS_CORE_ADDR", host_port, DEFAULT_CORE_ADDR,
+    "Where the core's gRPC server listens and the gateways connect (`host:port`, `[::1]:port` for IPv6).",
+    (*SERVERS, "up"), topic="Addresses",
+)
+REST_ADDR = Variable(
+    "PERSEUS_REST_ADDR", host_port, DEFAULT_REST_ADDR, "Where the REST gateway listens.", ("rest", "up"),
+    topic="Addresses",
+)
+WS_ADDR = Variable(
+    "PERSEUS_WS_ADDR", host_port, DEFAULT_WS_ADDR, "Where the WebSocket gateway listens.", ("ws", "up"),
+    topic="Addresses",
+)
+CORE_METRICS_ADDR = Variable(
+    "PERSEUS_CORE_METRICS_ADDR", optional_host_port, DEFAULT_METRICS_ADDR,
+    "The core's Prometheus endpoint. Unset: the first free port from 127.0.0.1:9464 up, logged at startup "
+    "(`core metrics at …`), so several cores share a host; set: exactly that address (taken: the core does not "
+    "start); set but empty: no metrics endpoint.",
+    ("core",), blank_is_value=True, shown_default="first free port from `127.0.0.1:9464` up",
+    topic="Addresses",
+)
+GRPC_KEEPALIVE_S = Variable(
+    "PERSEUS_GRPC_KEEPALIVE_S", number(MIN_GRPC_KEEPALIVE_S, MAX_SECONDS, unit=" s"), "30",
+    "gRPC keepalive, in seconds, read by the core and the gateways alike: clients ping the core this often; "
+    "the core accepts pings from half of it on.",
+    SERVERS, topic="Calls",
+)
+CORE_DEADLINE_S = Variable(
+    "PERSEUS_CORE_DEADLINE_S", number(0.0, MAX_CORE_DEADLINE_S, above_low=True, unit=" s"), "2",
+    "Deadline, in seconds, of every gateway → core call.", GATEWAYS, topic="Calls",
+)
+CORE_MAX_CALL_S = Variable(
+    "PERSEUS_CORE_MAX_CALL_S", number(0.0, MAX_SECONDS, unit=" s"), "10",
+    "The core's cap, in seconds, on any unary call (the caller's deadline when shorter): past it, "
+    "`DEADLINE_EXCEEDED`.",
+    ("core",), topic="Calls",
+)
+SHUTDOWN_GRACE_S = Variable(
+    "PERSEUS_SHUTDOWN_GRACE_S", number(0.0, MAX_SECONDS, unit=" s"), "5",
+    "How long, in seconds, in-flight calls may drain when the core stops.", ("core",), topic="Calls",
+)
+KEY_GRACE_S = Variable(
+    "PERSEUS_KEY_GRACE_S", number(0.0, MAX_SECONDS, unit=" s"), "60",
+    "A key the core confirmed within this many seconds keeps working while key lookups go unanswered (core "
+    "down, PostgreSQL stalled); `0` turns it off.",
+    GATEWAYS, topic="Calls",
+)
+CORS_ORIGINS = Variable(
+    "PERSEUS_CORS_ORIGINS", origins, "*",
+    "Origins allowed to read REST responses: `*` or a comma-separated list of `https://host[:port]` (the WS "
+    "gateway shares the gateways' settings and checks it too).",
+    GATEWAYS, topic="Calls",
+)
+LOG_LEVEL = Variable(
+    "PERSEUS_LOG_LEVEL", choice(*LOG_LEVELS, upper=True), "INFO",
+    f"Least severe log level written: {', '.join(LOG_LEVELS)}.", (*SERVERS, "up"), topic="Logging",
+)
+LOG_FORMAT = Variable(
+    "PERSEUS_LOG_FORMAT", choice(*LOG_FORMATS), "json",
+    "`json` (one object per line: time, level, logger, message, request_id, fields) or `text` for a terminal. "
+    "`perseus up` defaults to `text`, for itself and the servers it starts.",
+    (*SERVERS, "up"), shown_default="`json` (`text` under `perseus up`)", topic="Logging",
+)
+DATA_DIR = Variable(
+    "PERSEUS_DATA_DIR", text, ".perseus",
+    "Where `perseus up` keeps the embedded PostgreSQL's and Redis's data (`--data-dir` overrides it).",
+    ("up",), topic="Development",
+)
+INSTANCE_ID = Variable(
+    "PERSEUS_INSTANCE_ID", text, "",
+    "This core's name in writer leases and logs.", ("core",), shown_default="`<hostname>:<pid>`",
+    topic="Exchange mode",
+)
+WRITER_LEASE_MS = Variable(
+    "PERSEUS_WRITER_LEASE_MS", integer(1_000, 60_000), "5000",
+    "The single-writer lease per exchange, in milliseconds: a standby core takes over this long after the "
+    "writer stops renewing it.",
+    ("core",), topic="Exchange mode",
+)
+SIM_SEED = Variable(
+    "PERSEUS_SIM_SEED", integer(0, 2**63), "7", "Seed of the simulated exchange's random walk.", ("core",),
+    topic="Simulated exchange",
+)
+SIM_TRADES_PER_S = Variable(
+    "PERSEUS_SIM_TRADES_PER_S", number(0.0, 100_000.0), "10", "Trades per second of the simulated exchange.",
+    ("core",), topic="Simulated exchange",
+)
+SIM_BACKFILL_MINUTES = Variable(
+    "PERSEUS_SIM_BACKFILL_MINUTES", integer(0, 7 * 24 * 60), "0",
+    "Minutes of simulated history generated at start, only where none is stored. `perseus up` sets "
+    f"{UP_SIM_BACKFILL_MINUTES} for the core it starts, so indicator values exist at once.",
+    ("core",), shown_default=f"`0` (`{UP_SIM_BACKFILL_MINUTES}` under `perseus up`)", topic="Simulated exchange",
+)
+VENUE_SYMBOLS = {
+    exchange: Variable(
+        f"PERSEUS_{exchange.upper()}_SYMBOLS", comma_list, DEFAULT_SYMBOLS[exchange],
+        f"Symbols the {exchange} feed carries (`BASE-QUOTE`, comma-separated); read when `{exchange}` is in "
+        "`PERSEUS_EXCHANGES`.",
+        ("core",), topic="Exchange mode",
+    )
+    for exchange in KNOWN_EXCHANGES
+}
+VENUE_URLS = {
+    exchange: Variable(
+        f"PERSEUS_{exchange.upper()}_URL", optional_url("ws", "wss"), "",
+        f"Override the {exchange} adapter's WebSocket URL (tests, proxies); `ws://` or `wss://`.",
+        ("core",), secret=True, shown_default="the exchange's public endpoint", topic="Exchange mode",
+    )
+    for exchange in KNOWN_EXCHANGES
+    if exchange != "sim"
+}
+# The WebSocket gateway's own; defaults mirror gateways/ws/limits.py (a test holds them equal).
+WS_HEARTBEAT_S = Variable(
+    "PERSEUS_WS_HEARTBEAT_S", positive_seconds, "30",
+    "Seconds between heartbeat messages and protocol pings to every client.", ("ws",), topic="WebSocket gateway",
+)
+WS_PING_TIMEOUT_S = Variable(
+    "PERSEUS_WS_PING_TIMEOUT_S", positive_seconds, "20",
+    "A client that does not answer a protocol ping within this many seconds is closed.", ("ws",),
+    topic="WebSocket gateway",
+)
+WS_LEASE_S = Variable(
+    "PERSEUS_WS_LEASE_S", positive_seconds, "30",
+    "Lease, in seconds, of a connection slot in Redis (refreshed every third of it; a killed gateway's slots "
+    "expire after it).",
+    ("ws",), topic="WebSocket gateway",
+)
+WS_SLOW_CLIENT_S = Variable(
+    "PERSEUS_WS_SLOW_CLIENT_S", positive_seconds, "5",
+    "How long a client may stay behind (events skipped) before it is closed with 4009.", ("ws",),
+    topic="WebSocket gateway",
+)
+WS_MESSAGES_PER_S = Variable(
+    "PERSEUS_WS_MESSAGES_PER_S", positive_seconds, "10",
+    "Inbound messages per second allowed on one connection.", ("ws",), topic="WebSocket gateway",
+)
+WS_MESSAGE_BURST = Variable(
+    "PERSEUS_WS_MESSAGE_BURST", whole(positive_seconds), "20",
+    "Inbound messages one connection may send at once above the rate.", ("ws",), topic="WebSocket gateway",
+)
+WS_MAX_FRAME_BYTES = Variable(
+    "PERSEUS_WS_MAX_FRAME_BYTES", whole(number(0.0, WS_MAX_FRAME_BYTES, above_low=True)), "16384",
+    "Largest client frame in bytes (1009 beyond it).", ("ws",), topic="WebSocket gateway",
+)
+WS_KEY_RECHECK_S = Variable(
+    "PERSEUS_WS_KEY_RECHECK_S", positive_seconds, "5",
+    "How often, in seconds, the keys of open connections are asked about again; a revoked key's connections "
+    "close with 4001.",
+    ("ws",), topic="WebSocket gateway",
+)
+
+
+# Every variable, in the order of the configuration reference.
+VARIABLES: tuple[Variable[object], ...] = (
+    MODE, EXCHANGES, REDIS_URL, DATABASE_URL, REDIS_PREFIX, CORE_ADDR, REST_ADDR, WS_ADDR, CORE_METRICS_ADDR,
+    GRPC_KEEPALIVE_S, CORE_DEADLINE_S, CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, KEY_GRACE_S, CORS_ORIGINS, LOG_LEVEL,
+    LOG_FORMAT, INSTANCE_ID, WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
+    SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
+    WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, DATA_DIR,
+)
+# fmt: on
+BY_NAME: Mapping[str, Variable[object]] = {variable.name: variable for variable in VARIABLES}
+TOPICS = (
+    "General", "Stores", "Addresses", "Calls", "Logging", "Exchange mode", "Simulated exchange",
+    "WebSocket gateway", "Development",
+)  # fmt: skip
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``PERSEUS_*`` names in ``environ`` that no process reads: most likely typos, worth a warning."""
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(PREFIX) and name not in BY_NAME and not name.startswith(FOREIGN_PREFIXES)
+    )
+
+
+def read_by(reader: Reader) -> list[Variable[object]]:
+    return [variable for variable in VARIABLES if reader in variable.readers]
