@@ -2,15 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
 .PHONY: run test venv gen gen-config gen-check lint breaking check clean bench-ingest bench-indicators bench-core bench-ws
 
-$(STAMP): pyproject.toml
+# The server and the SDK are two distributions (clients/pyproject.toml); the tests use both, editable.
+$(STAMP): pyproject.toml clients/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./clients
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
