@@ -85,7 +85,7 @@ class PriceCache:
                 sources.setdefault(symbol, {})[source] = newest.ts_ms
             for symbol, seen in sources.items():
                 key = self._keys.price_sources(symbol)
-                pipe.zadd(key, seen, gt=True)  # type: ignore[arg-type]
+                pipe.zadd(key, seen, gt=True)
                 pipe.pexpire(key, SOURCES_TTL_MS)
             await pipe.execute()
 

@@ -36,7 +36,7 @@ class StreamHistory:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
                     pipe.get(self._keys.stream_sequence(channel))
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
         values = await _retried(read, "cannot read stream sequences")
         return [int(v) if v is not None else None for v in values]

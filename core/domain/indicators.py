@@ -150,9 +150,10 @@ class MacdVState(NamedTuple):
         if len(data) != _STATE.size or data[0] != STATE_VERSION:
             raise ValueError(f"not a version-{STATE_VERSION} MACD-V state")
         (
-            _, fast, slow, signal, atr, bars, macd_count, prev_close, *sums,
+            _, fast, slow, signal, atr, bars, macd_count, prev_close, fast_sum, slow_sum, atr_sum, signal_sum,
             open_time, macd_v, sig, histogram, fast_ema, slow_ema, atr_value, stage, zone, ready, neutral_bars,
         ) = _STATE.unpack(data)  # fmt: skip
+        sums = (fast_sum, slow_sum, atr_sum, signal_sum)
         numbers = (prev_close, *sums, macd_v, sig, histogram, fast_ema, slow_ema, atr_value)
         if bars < 1 or macd_count < 0 or neutral_bars < 0 or stage >= len(_STAGES) or zone >= len(_ZONES):
             raise ValueError("inconsistent MACD-V state")
@@ -163,7 +164,7 @@ class MacdVState(NamedTuple):
             open_time, macd_v, sig, histogram, fast_ema, slow_ema, atr_value,
             _STAGES[stage], _ZONES[zone], ready, neutral_bars,
         )  # fmt: skip
-        return cls(params, bars, macd_count, prev_close, *sums, last)
+        return cls(params, bars, macd_count, prev_close, fast_sum, slow_sum, atr_sum, signal_sum, last)
 
 
 def _params(fast: int, slow: int, signal: int, atr: int) -> MacdVParams:

@@ -42,7 +42,7 @@ Handler = Callable[[Servicer, Any, aio.ServicerContext[Any, Any]], Awaitable[Any
 def status_for(error: DomainError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_FOR_ERROR:
-            return STATUS_FOR_ERROR[cls]  # type: ignore[index]
+            return STATUS_FOR_ERROR[cls]
     return grpc.StatusCode.INTERNAL
 
 

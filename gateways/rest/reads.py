@@ -28,7 +28,7 @@ async def call(request: RestRequest, method_name: str, message: Message) -> Any:
 
 def body_of(items: Message | Iterable[Message], operation: Operation, meta: dict[str, Any] | None = None) -> bytes:
     project = projector(operation.data)
-    data: Any = [project(item) for item in items] if operation.many else project(items)  # type: ignore[arg-type]
+    data: Any = project(items) if isinstance(items, Message) else [project(item) for item in items]
     document: dict[str, Any] = {"data": data}
     if meta is not None:
         document["meta"] = meta

@@ -73,7 +73,7 @@ async def list_alerts(request: RestRequest) -> HTTPResponse:
     message = md.ListAlertsRequest(
         exchange=values["exchange"] or "",
         symbol=values["symbol"] or "",
-        timeframe=values["timeframe"] or 0,
+        timeframe=values["timeframe"] or None,  # None: unset, every timeframe
         page_size=values["limit"],
         page_token=values["cursor"] or "",
     )
