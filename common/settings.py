@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)  # a Variable[int] is a Variable[object] (VARIABLES holds them all)
 
 Reader = Literal["core", "rest", "ws", "up", "migrate", "keys"]
 READERS: tuple[Reader, ...] = ("core", "rest", "ws", "up", "migrate", "keys")
@@ -316,7 +316,7 @@ DEFAULT_KEY_GRACE_S = 60.0
 # perseus up: a developer's terminal, and 10 h of simulated history so MACD-V values exist at once.
 UP_LOG_FORMAT = "text"
 UP_SIM_BACKFILL_MINUTES = 600
-WS_MAX_FRAME_BYTES = 1 << 24
+WS_FRAME_BYTES_CAP = 1 << 24  # the largest PERSEUS_WS_MAX_FRAME_BYTES accepted
 
 SERVERS: tuple[Reader, ...] = ("core", "rest", "ws")
 GATEWAYS: tuple[Reader, ...] = ("rest", "ws")
@@ -497,7 +497,7 @@ WS_MESSAGE_BURST = Variable(
     "Inbound messages one connection may send at once above the rate.", ("ws",), topic="WebSocket gateway",
 )
 WS_MAX_FRAME_BYTES = Variable(
-    "PERSEUS_WS_MAX_FRAME_BYTES", whole(number(0.0, WS_MAX_FRAME_BYTES, above_low=True)), "16384",
+    "PERSEUS_WS_MAX_FRAME_BYTES", whole(number(0.0, WS_FRAME_BYTES_CAP, above_low=True)), "16384",
     "Largest client frame in bytes (1009 beyond it).", ("ws",), topic="WebSocket gateway",
 )
 WS_KEY_RECHECK_S = Variable(
