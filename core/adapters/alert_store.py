@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from core.adapters.event_codec import TIMEFRAME_TO_PB, explicit_name, set_ms
 from core.adapters.events import Event, EventPublisher
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.codec.events import TIMEFRAME_TO_PB, explicit_name, set_ms
 from core.domain.channels import Channel, ChannelFamily
 from core.domain.errors import Unavailable
 from core.domain.prices import decimal_str

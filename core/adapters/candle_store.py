@@ -18,10 +18,10 @@ from typing import TypeVar
 import asyncpg
 import redis.asyncio as aioredis
 
-from core.adapters.event_codec import candle_to_pb
 from core.adapters.redis_client import REDIS_DOWN_ERRORS
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
+from core.codec.events import candle_to_pb
 from core.domain.candles import Aggregate, Candle
 from core.domain.errors import StorageUnavailable, Unavailable
 from core.domain.symbols import split_symbol

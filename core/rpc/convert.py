@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.adapters.alert_store import fill_trade_signal
 from core.adapters.apikeys import ApiKeyRecord, KeyTier
-from core.adapters.event_codec import TIMEFRAME_TO_PB
+from core.codec.events import TIMEFRAME_TO_PB
 from core.domain.consensus import Consensus
 from core.domain.errors import InvalidArgument
 from core.domain.models import DependencyHealth, Exchange, Symbol

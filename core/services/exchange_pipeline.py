@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from core.adapters.candle_store import CandleStore
-from core.adapters.event_codec import candle_channel, candle_event
 from core.adapters.events import Event, EventPublisher
 from core.adapters.writer_fence import WriterFence
+from core.codec.events import candle_channel, candle_event
 from core.domain.candles import Candle, CandleBuilder
 from core.domain.errors import LeaseLost
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade

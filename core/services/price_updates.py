@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
-from core.adapters.event_codec import price_event
 from core.adapters.price_cache import PriceCache
+from core.codec.events import price_event
 from core.domain.prices import Tick
 
 logger = logging.getLogger(__name__)

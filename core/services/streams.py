@@ -27,9 +27,9 @@ import enum
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from core.adapters.event_codec import explicit_name
 from core.adapters.stream_history import REPLAY_BATCH, StreamHistory
 from core.adapters.stream_hub import RESYNC, StreamHub, Subscriber
+from core.codec.events import explicit_name
 from core.domain.channels import Channel, InvalidChannel, parse_channel
 from core.domain.errors import DomainError, InvalidArgument, Unavailable
 

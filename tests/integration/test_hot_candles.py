@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from grpc import aio
 
 from core.adapters.candle_store import CandleStore
-from core.adapters.event_codec import candle_channel, candle_event
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_history import StreamHistory
 from core.adapters.stream_hub import StreamHub
+from core.codec.events import candle_channel, candle_event
 from core.domain.candles import Candle
 from core.domain.timeframes import Timeframe
 from core.services.candle_queries import CandleQuery

@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.adapters.candle_store import CandleStore
-from core.adapters.event_codec import candle_channel, candle_event
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
+from core.codec.events import candle_channel, candle_event
 from core.domain.candles import Candle
 from core.domain.timeframes import Timeframe
 from tests.support.market_seed import Seed
