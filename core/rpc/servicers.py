@@ -13,8 +13,9 @@ import grpc
 from grpc import aio
 
 from core.adapters.apikeys import ApiKeyRecord
+from core.codec import messages
 from core.domain.models import Exchange, Symbol
-from core.rpc import convert, wire
+from core.rpc import wire
 from core.rpc.status import DEFAULT_MAX_CALL_S, translates_errors
 from core.services.candle_queries import CandleQueries, CandleQuery
 from core.services.hot_candles import HotCandles
@@ -76,17 +77,17 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self, request: md_pb2.ListExchangesRequest, context: Context
     ) -> md_pb2.ListExchangesResponse:
         exchanges = await self._exchanges.list_exchanges()
-        return md_pb2.ListExchangesResponse(exchanges=[convert.exchange_to_pb(e) for e in exchanges])
+        return md_pb2.ListExchangesResponse(exchanges=[messages.exchange_to_pb(e) for e in exchanges])
 
     @translates_errors
     async def GetCandles(self, request: md_pb2.GetCandlesRequest, context: Context) -> bytes:
         query = self._candles.query(
             request.exchange,
             request.symbol,
-            convert.timeframe_from_pb(request.timeframe, field="timeframe"),
+            messages.timeframe_from_pb(request.timeframe, field="timeframe"),
             request.limit,
-            convert.timestamp_ms(request, "start_time"),
-            convert.timestamp_ms(request, "end_time"),
+            messages.timestamp_ms(request, "start_time"),
+            messages.timestamp_ms(request, "end_time"),
         )
         return await self._hot_candles.answer(query, self._candles_answer)
 
@@ -99,7 +100,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self, request: md_pb2.GetLatestPricesRequest, context: Context
     ) -> md_pb2.GetLatestPricesResponse:
         quotes = await self._price_queries.latest(list(request.symbols))
-        return md_pb2.GetLatestPricesResponse(prices=[convert.latest_price_to_pb(q) for q in quotes])
+        return md_pb2.GetLatestPricesResponse(prices=[messages.latest_price_to_pb(q) for q in quotes])
 
     @translates_errors
     async def GetPriceRange(
@@ -107,60 +108,62 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     ) -> md_pb2.GetPriceRangeResponse:
         buckets = await self._price_queries.price_range(
             request.symbol,
-            start_ms=convert.timestamp_ms(request, "start_time"),
-            end_ms=convert.timestamp_ms(request, "end_time"),
-            interval=convert.timeframe_from_pb(request.interval, field="interval"),
+            start_ms=messages.timestamp_ms(request, "start_time"),
+            end_ms=messages.timestamp_ms(request, "end_time"),
+            interval=messages.timeframe_from_pb(request.interval, field="interval"),
             source=request.source,
             limit=request.limit,
         )
-        return md_pb2.GetPriceRangeResponse(buckets=[convert.price_bucket_to_pb(b) for b in buckets])
+        return md_pb2.GetPriceRangeResponse(buckets=[messages.price_bucket_to_pb(b) for b in buckets])
 
     @translates_errors
     async def GetConsensus(self, request: md_pb2.GetConsensusRequest, context: Context) -> md_pb2.GetConsensusResponse:
-        prices = await self._price_queries.consensus(list(request.symbols), at_ms=convert.timestamp_ms(request, "time"))
-        return md_pb2.GetConsensusResponse(prices=[convert.consensus_to_pb(c) for c in prices])
+        prices = await self._price_queries.consensus(
+            list(request.symbols), at_ms=messages.timestamp_ms(request, "time")
+        )
+        return md_pb2.GetConsensusResponse(prices=[messages.consensus_to_pb(c) for c in prices])
 
     @translates_errors
     async def ListSymbols(self, request: md_pb2.ListSymbolsRequest, context: Context) -> md_pb2.ListSymbolsResponse:
         symbols = await self._exchanges.list_symbols(request.exchange)
-        return md_pb2.ListSymbolsResponse(symbols=[convert.symbol_to_pb(s) for s in symbols])
+        return md_pb2.ListSymbolsResponse(symbols=[messages.symbol_to_pb(s) for s in symbols])
 
     @translates_errors
     async def GetIndicator(self, request: md_pb2.GetIndicatorRequest, context: Context) -> md_pb2.GetIndicatorResponse:
         reading = await self._indicators.indicator(
-            request.exchange, request.symbol, convert.timeframe_from_pb(request.timeframe, field="timeframe")
+            request.exchange, request.symbol, messages.timeframe_from_pb(request.timeframe, field="timeframe")
         )
-        return md_pb2.GetIndicatorResponse(indicator=convert.macd_v_to_pb(reading))
+        return md_pb2.GetIndicatorResponse(indicator=messages.macd_v_to_pb(reading))
 
     @translates_errors
     async def GetSignal(self, request: md_pb2.GetSignalRequest, context: Context) -> md_pb2.GetSignalResponse:
         record = await self._indicators.signal(
-            request.exchange, request.symbol, convert.timeframe_from_pb(request.timeframe, field="timeframe")
+            request.exchange, request.symbol, messages.timeframe_from_pb(request.timeframe, field="timeframe")
         )
-        return md_pb2.GetSignalResponse(signal=convert.trade_signal_to_pb(record))
+        return md_pb2.GetSignalResponse(signal=messages.trade_signal_to_pb(record))
 
     @translates_errors
     async def ListAlerts(self, request: md_pb2.ListAlertsRequest, context: Context) -> md_pb2.ListAlertsResponse:
         page = await self._indicators.alert_history(
             exchange=request.exchange,
             symbol=request.symbol,
-            timeframe=convert.timeframe_from_pb(request.timeframe, field="timeframe"),
-            since_ms=convert.timestamp_ms(request, "since_time"),
+            timeframe=messages.timeframe_from_pb(request.timeframe, field="timeframe"),
+            since_ms=messages.timestamp_ms(request, "since_time"),
             page_size=request.page_size,
             page_token=request.page_token,
         )
         return md_pb2.ListAlertsResponse(
-            signals=[convert.trade_signal_to_pb(r) for r in page.records], next_page_token=page.next_page_token
+            signals=[messages.trade_signal_to_pb(r) for r in page.records], next_page_token=page.next_page_token
         )
 
     async def GetStatus(self, request: md_pb2.GetStatusRequest, context: Context) -> md_pb2.GetStatusResponse:
         dependencies = await self._status.check()
         return md_pb2.GetStatusResponse(
-            mode=convert.MODE_TO_PB[self._mode],
-            dependencies=[convert.dependency_to_pb(d) for d in dependencies],
+            mode=messages.MODE_TO_PB[self._mode],
+            dependencies=[messages.dependency_to_pb(d) for d in dependencies],
             version=self._version,
             exchanges=self._exchange_names,
-            components=[convert.component_to_pb(c) for c in self._status.components()],
+            components=[messages.component_to_pb(c) for c in self._status.components()],
         )
 
 
@@ -179,12 +182,12 @@ class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
         if timeout_s <= 0:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed; nothing was stored")
         result = await self._ingestion.ingest(
-            [convert.raw_feed(feed) for feed in request.feeds],
+            [messages.raw_feed(feed) for feed in request.feeds],
             worker_id=request.worker_id,
             batch_id=request.batch_id,
             timeout_s=timeout_s,
         )
-        return convert.ingest_result_to_pb(result)
+        return messages.ingest_result_to_pb(result)
 
 
 class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
@@ -198,4 +201,4 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
         record = await self._authenticate(request.key)
         if record is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
-        return key_service_pb2.AuthenticateKeyResponse(api_key=convert.api_key_to_pb(record))
+        return key_service_pb2.AuthenticateKeyResponse(api_key=messages.api_key_to_pb(record))

@@ -14,9 +14,9 @@ import pytest
 from core.adapters.price_cache import LatestPrice
 from core.adapters.price_queries_pg import PgPriceHistory, bucket_interval, datetime_to_ms
 from core.adapters.tick_store import ms_to_datetime
+from core.codec import messages
 from core.domain.errors import InvalidArgument, Unavailable
 from core.domain.timeframes import Timeframe
-from core.rpc import convert
 from core.services.price_queries import (
     CONSENSUS_WINDOW_MS,
     MAX_RANGE_MS,
@@ -111,10 +111,10 @@ def test_bad_range_queries_are_refused_naming_the_field(fields: dict[str, Any], 
 
 
 def test_interval_enum_values_map_to_timeframes() -> None:
-    assert convert.timeframe_from_pb(common_pb2.TIMEFRAME_UNSPECIFIED, field="interval") is None
-    assert convert.timeframe_from_pb(common_pb2.TIMEFRAME_4H, field="interval") is Timeframe.H4
+    assert messages.timeframe_from_pb(common_pb2.TIMEFRAME_UNSPECIFIED, field="interval") is None
+    assert messages.timeframe_from_pb(common_pb2.TIMEFRAME_4H, field="interval") is Timeframe.H4
     with pytest.raises(InvalidArgument, match="unknown interval 99"):
-        convert.timeframe_from_pb(99, field="interval")
+        messages.timeframe_from_pb(99, field="interval")
 
 
 # --- bucket arithmetic ------------------------------------------------------------------------------------
