@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml clients/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test venv gen gen-config gen-check lint breaking check clean bench-ingest bench-indicators bench-core bench-ws
+.PHONY: run test venv gen gen-config gen-check lint breaking check docs clean bench-ingest bench-indicators bench-core bench-ws
 
 # The server and the SDK are two distributions (clients/pyproject.toml); the tests use both, editable.
 $(STAMP): pyproject.toml clients/pyproject.toml
@@ -38,11 +38,16 @@ breaking: venv ## buf breaking against main (skipped when main has no proto/ yet
 		$(BIN)/buf breaking --against '.git#branch=main'; \
 	else echo "buf breaking: main has no proto/ yet, nothing to compare"; fi
 
+# --strict turns every warning into a failure: a broken link or anchor, a missing snippet, a page left out of
+# the nav. (Never add --quiet: it drops the warnings before --strict can count them.)
+docs: venv ## build the documentation site into site/ (mkdocs-material; open site/index.html, it works offline)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 .PHONY: typecheck
 typecheck: venv ## mypy --strict over the packages [tool.mypy] lists in pyproject.toml
 	$(BIN)/mypy
 
-check: gen-check lint breaking typecheck
+check: gen-check lint breaking typecheck docs
 
 test: check ## the whole suite: unit and integration tests in parallel
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
@@ -61,7 +66,7 @@ bench-rest: venv ## hot candle read through the REST gateway beside the two peer
 	$(BIN)/python -m bench.rest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site
 
 bench-ws: venv ## WebSocket fan-out: perseus ws beside the two reference bridges (1k and 10k clients, 20 channels)
 	$(BIN)/python -m bench.ws
