@@ -2,7 +2,7 @@
 
 Pure and clock-free. Every threshold of the indicator layer lives here, once:
 zone bounds, stage rules, alert levels and the direction/strength rules of the
-public trade signal. README ("Indicators: MACD-V, stages, zones and alerts")
+public trade signal. docs/design/indicators.md ("Zones, stages and alerts")
 gives the rationale.
 
 Conventions: a bound belongs to the zone above it (a reading of exactly +50 is

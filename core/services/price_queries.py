@@ -4,7 +4,7 @@ Use cases over two ports: a cache of the latest price per (symbol, source)
 (Redis) and the tick history (PostgreSQL). Validation and the consensus
 arithmetic are pure functions of their inputs; the clock is injected.
 
-Decisions (also in the README's design notes):
+Decisions (also in docs/design/price-queries.md):
 
 * **Latest price** of a symbol is the freshest source's latest tick, and
   ``source`` names that real source (the seed answered "aggregated"; a

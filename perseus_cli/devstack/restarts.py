@@ -26,7 +26,7 @@ __all__ = ["RestartBudget", "RestartPolicy"]
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
-    """The numbers behind restarts; the defaults are what ``perseus up`` uses (README, ``perseus up``)."""
+    """The numbers behind restarts; the defaults are what ``perseus up`` uses (docs/design/perseus-up-heals.md)."""
 
     first_delay_s: float = 0.5
     max_delay_s: float = 10.0
