@@ -33,7 +33,6 @@ __all__ = [
     "KNOWN_EXCHANGES",
     "LOG_LEVELS",
     "MIN_GRPC_KEEPALIVE_S",
-    "EnvReader",
     "Mode",
     "Settings",
     "SettingsError",
@@ -123,13 +122,3 @@ class Settings:
 def database_url(environ: Mapping[str, str]) -> str:
     """``PERSEUS_DATABASE_URL`` alone (``perseus migrate`` and ``perseus keys``)."""
     return env.DATABASE_URL.read(environ)
-
-
-class EnvReader:
-    """The old per-call reader, kept for callers not moved yet: :meth:`url` reads a declared URL variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def url(self, name: str, schemes: tuple[str, ...] = ()) -> str:
-        return env.BY_NAME[name].read(self._environ)  # type: ignore[return-value]  (every URL variable is a str)

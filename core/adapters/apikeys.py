@@ -36,7 +36,7 @@ from types import MappingProxyType
 import asyncpg
 
 from core.adapters.postgres import connect
-from core.settings import EnvReader
+from core.settings import database_url
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
 
 def run_keys(environ: Mapping[str, str], args: argparse.Namespace) -> int:
     """``perseus keys create|list|revoke``; StartupError when the database is unreachable."""
-    dsn = EnvReader(environ).url("PERSEUS_DATABASE_URL", ("postgres", "postgresql"))
+    dsn = database_url(environ)
     try:
         return asyncio.run(_run(dsn, args))
     except asyncpg.UndefinedTableError:

@@ -1,36 +1,30 @@
 """The shared skeleton of both gateway apps: typed context, lifecycle, request ids, health, metrics.
 
-:func:`create_gateway_app` builds a Sanic app that the REST and WebSocket
-factories then add their own routes to. Nothing lives at module level: the
-core client and the Redis client are opened in ``before_server_start`` (on the
-server's loop) and closed in ``after_server_stop``, and the app's metrics
-registry belongs to the app. The runner checks Redis once before serving; the
-core need not be up for the gateway to start, and ``/health`` reports both.
+:func:`create_gateway_app` builds a Sanic app around a :class:`GatewayContext`, which the REST and
+WebSocket factories then add their own routes to. Nothing lives at module level: the gateway's services
+(:mod:`gateways.common.services`) are built once in ``before_server_start`` (on the server's loop) and
+closed in ``after_server_stop``, and the app's metrics registry belongs to the app. The runner checks Redis
+once before serving; the core need not be up for the gateway to start, and ``/health`` reports both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
-from typing import TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
 from common.logs import request_id_var
-from common.supervise import TaskSupervisor
-from gateways.common.auth import KeyCache
-from gateways.common.core_client import CoreClient
 from gateways.common.errors import ContractErrorHandler
-from gateways.common.health import REDIS_PING_TIMEOUT_S, check_health
+from gateways.common.health import check_health
 from gateways.common.http import REQUEST_ID_HEADER, json_response, request_id_of
 from gateways.common.metrics import METRICS_CONTENT_TYPE, HttpMetrics
+from gateways.common.services import GatewayServices
 from gateways.common.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -38,25 +32,56 @@ logger = logging.getLogger(__name__)
 PACKAGE_NAME = "perseus"
 UNKNOWN_VERSION = "0+unknown"
 MAX_REQUEST_BYTES = 1024 * 1024
-REDIS_CONNECT_TIMEOUT_S = 1.0
-REDIS_COMMAND_TIMEOUT_S = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@dataclass(slots=True)
-class GatewayContext:
-    """Everything a gateway's handlers may use; the clients exist while the server runs."""
+ServicesT = TypeVar("ServicesT", bound=GatewayServices)
+
+
+@dataclass(slots=True, kw_only=True)
+class GatewayContext(Generic[ServicesT]):
+    """Everything a gateway's handlers may use: what exists from the start (settings, metrics, version) and
+    :attr:`services`, built once when the server starts.
+
+    Each gateway subclasses it and says, in :meth:`build_services`, what it builds on the shared services.
+    """
 
     settings: GatewaySettings
     metrics: HttpMetrics
     version: str
-    core: CoreClient | None = None
-    keys: KeyCache | None = None
-    redis: aioredis.Redis | None = None
-    tasks: TaskSupervisor | None = None  # the gateway's long-lived tasks: restarted, and shown by /health when down
+    _services: ServicesT | None = None
+
+    @property
+    def services(self) -> ServicesT:
+        """The gateway's services; they exist from ``before_server_start`` on, so every handler has them."""
+        if self._services is None:
+            raise RuntimeError("the gateway's services are built when its server starts")
+        return self._services
+
+    @property
+    def serving(self) -> bool:
+        return self._services is not None
+
+    async def build_services(self, shared: GatewayServices) -> ServicesT:
+        """The gateway's services on top of the ``shared`` ones (closed by the caller if this fails)."""
+        raise NotImplementedError  # each gateway's context says what it builds
+
+    async def open_services(self) -> None:
+        shared = await GatewayServices.open(self.settings)
+        try:
+            self._services = await self.build_services(shared)
+        except BaseException:
+            await shared.aclose()
+            raise
+
+    async def close_services(self) -> None:
+        """Close them; they stay reachable (closed), so a late metrics scrape or log line still finds them."""
+        if self._services is not None:
+            await self._services.aclose()
 
 
-GatewayApp: TypeAlias = Sanic[Config, GatewayContext]
+ContextT = TypeVar("ContextT", bound=GatewayContext[Any])
+GatewayApp: TypeAlias = Sanic[Config, GatewayContext[Any]]
 GatewayRequest: TypeAlias = Request[GatewayApp, SimpleNamespace]
 
 
@@ -67,15 +92,9 @@ def package_version() -> str:
         return UNKNOWN_VERSION
 
 
-def create_gateway_app(
-    name: str, settings: GatewaySettings, *, context_type: type[GatewayContext] = GatewayContext
-) -> GatewayApp:
-    """A Sanic app with the shared lifecycle, middleware, error handler, ``/health`` and ``/metrics``.
-
-    ``context_type``: a subclass of :class:`GatewayContext` with a gateway's own collaborators.
-    """
-    context = context_type(settings=settings, metrics=HttpMetrics(settings.process), version=package_version())
-    app: GatewayApp = Sanic(
+def create_gateway_app(name: str, context: ContextT) -> Sanic[Config, ContextT]:
+    """A Sanic app with the shared lifecycle, middleware, error handler, ``/health`` and ``/metrics``."""
+    app: Sanic[Config, ContextT] = Sanic(
         name,
         ctx=context,
         error_handler=ContractErrorHandler(),
@@ -85,8 +104,8 @@ def create_gateway_app(
     app.config.MOTD = False
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_MAX_SIZE = MAX_REQUEST_BYTES
-    app.before_server_start(open_clients)
-    app.after_server_stop(close_clients)
+    app.before_server_start(open_services)
+    app.after_server_stop(close_services)
     app.on_request(begin_request, priority=1000)
     app.on_response(finish_request, priority=-1000)
     app.add_route(health, "/health", methods=["GET"], name="health")
@@ -94,24 +113,9 @@ def create_gateway_app(
     return app
 
 
-async def open_clients(app: GatewayApp) -> None:
+async def open_services(app: GatewayApp) -> None:
+    await app.ctx.open_services()
     settings = app.ctx.settings
-    app.ctx.tasks = TaskSupervisor()
-    app.ctx.core = CoreClient.connect(
-        settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
-    )
-    app.ctx.keys = KeyCache(app.ctx.core.lookup_key, grace_s=settings.key_grace_s)
-    app.ctx.redis = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=REDIS_COMMAND_TIMEOUT_S,
-        health_check_interval=30,
-    )
-    try:
-        async with asyncio.timeout(REDIS_PING_TIMEOUT_S):
-            await app.ctx.redis.ping()
-    except (TimeoutError, RedisError, OSError) as exc:
-        logger.warning("Redis is not reachable yet; /health reports it down (%s)", type(exc).__name__)
     logger.info(
         "%s gateway listening",
         settings.process,
@@ -119,17 +123,8 @@ async def open_clients(app: GatewayApp) -> None:
     )
 
 
-async def close_clients(app: GatewayApp) -> None:
-    core, redis, tasks = app.ctx.core, app.ctx.redis, app.ctx.tasks
-    app.ctx.core = app.ctx.redis = app.ctx.tasks = None
-    if tasks is not None:
-        await tasks.aclose(timeout_s=1.0)
-    try:
-        if core is not None:
-            await core.close()
-    finally:
-        if redis is not None:
-            await redis.aclose()
+async def close_services(app: GatewayApp) -> None:
+    await app.ctx.close_services()
     logger.info("%s gateway stopped", app.ctx.settings.process)
 
 
@@ -151,14 +146,14 @@ async def finish_request(request: GatewayRequest, response: HTTPResponse) -> Non
 
 async def health(request: GatewayRequest) -> HTTPResponse:
     ctx = request.app.ctx
-    redis = ctx.redis
+    services = ctx.services
     result = await check_health(
-        ctx.core,
-        redis.ping if redis is not None else None,
+        services.core,
+        services.redis.ping,
         process=ctx.settings.process,
         version=ctx.version,
         request_id=request_id_of(request),
-        tasks=ctx.tasks,
+        tasks=services.tasks,
     )
     return json_response(result.body, status=result.http_status, headers=NO_STORE)
 

@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sanic import Request
 
@@ -49,7 +50,7 @@ KEY_UNCHECKABLE = "the API key cannot be checked now (the key service did not an
 Lookup = Callable[[str], Awaitable[key_service_pb2.ApiKey | None]]
 
 
-def presented_key(request: Request) -> str:  # type: ignore[type-arg]
+def presented_key(request: Request[Any, Any]) -> str:
     """The key a request carries, or raise Unauthorized."""
     key = request.headers.get("x-api-key", "").strip()
     if not key:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import redis
+from sanic import Sanic
 
 from common import logs
-from gateways.common.app_base import GatewayApp
-from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, GatewaySettingsError, Process
+from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, Process, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ REDIS_PREFLIGHT_TIMEOUT_S = 3.0
 # Sanic's default (100) drops SYNs when thousands of WebSocket clients connect at once.
 LISTEN_BACKLOG = 4096
 
-AppFactory = Callable[[GatewaySettings], GatewayApp]
+AppFactory = Callable[[GatewaySettings], Sanic[Any, Any]]  # a gateway app, whatever its context
 
 
 def redis_unreachable(url: str) -> str:
@@ -48,7 +49,7 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
     program = f"perseus {process}"
     try:
         settings = GatewaySettings.from_env(environ, process=process)
-    except GatewaySettingsError as exc:
+    except SettingsError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
     logs.configure(settings.log_level, settings.log_format)

@@ -43,6 +43,7 @@ __all__ = [
     "GatewaySettings",
     "GatewaySettingsError",
     "Process",
+    "SettingsError",
     "split_host_port",
 ]
 

@@ -15,21 +15,19 @@ from collections.abc import Mapping
 from sanic import HTTPResponse
 
 from common import runtime as gc_policy
-from common.resp import AutoPipeline
-from gateways.common.app_base import GatewayApp, create_gateway_app
+from gateways.common.app_base import create_gateway_app, package_version
 from gateways.common.http import JSON_CONTENT_TYPE
+from gateways.common.metrics import HttpMetrics
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
 from gateways.rest import candles, ingest, market, prices, signals
-from gateways.rest.candle_cache import CandleCache, cache_counter
+from gateways.rest.candle_cache import cache_counter
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
-from gateways.rest.directory import Directory
 from gateways.rest.docs import docs_html
 from gateways.rest.guard import add_limit_headers
-from gateways.rest.limiter import RateLimiter, fallback_counter
+from gateways.rest.limiter import fallback_counter
 from gateways.rest.openapi import DOCS_PATH, SPEC_PATH, openapi_bytes, openapi_document
-from perseus.marketdata.v1 import market_data_service_pb2 as md
 
 APP_NAME = "perseus_rest"
 OPERATIONS = (
@@ -46,51 +44,29 @@ PREFLIGHT_PATHS = (*(op.sanic_path for op in OPERATIONS), "/internal/v1/ingest",
 CACHEABLE = {"Cache-Control": "public, max-age=60"}
 
 
-def create_app(settings: GatewaySettings) -> GatewayApp:
-    """The REST gateway app; its clients open when the server starts."""
-    app: RestApp = create_gateway_app(APP_NAME, settings, context_type=RestContext)  # type: ignore[assignment]
-    ctx = app.ctx
-    ctx.limit_fallbacks = fallback_counter(ctx.metrics.registry)
-    ctx.candle_results = cache_counter(ctx.metrics.registry)
-    document = openapi_document(OPERATIONS, version=ctx.version)
-    ctx.openapi = openapi_bytes(OPERATIONS, version=ctx.version)
-    ctx.docs = docs_html(document, spec_path=SPEC_PATH)
+def create_app(settings: GatewaySettings) -> RestApp:
+    """The REST gateway app; its services are built when the server starts (:class:`RestContext`)."""
+    metrics, version = HttpMetrics(settings.process), package_version()
+    document = openapi_document(OPERATIONS, version=version)
+    context = RestContext(
+        settings=settings,
+        metrics=metrics,
+        version=version,
+        limit_fallbacks=fallback_counter(metrics.registry),
+        candle_results=cache_counter(metrics.registry),
+        openapi=openapi_bytes(OPERATIONS, version=version),
+        docs=docs_html(document, spec_path=SPEC_PATH),
+    )
+    app: RestApp = create_gateway_app(APP_NAME, context)
     for blueprint in (market.blueprint, candles.blueprint, signals.blueprint, prices.blueprint, ingest.blueprint):
         app.blueprint(blueprint)
     app.add_route(openapi_spec, SPEC_PATH, methods=["GET"], name="openapi")
     app.add_route(docs_page, DOCS_PATH, methods=["GET"], name="docs")
     for index, path in enumerate(PREFLIGHT_PATHS):
         app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight_{index}")
-    app.before_server_start(open_rest_clients)
-    app.after_server_stop(close_rest_clients)
     app.after_server_start(tune_gc)
     app.on_response(add_edge_headers, priority=-900)
-    return app  # type: ignore[return-value]
-
-
-async def open_rest_clients(app: RestApp) -> None:
-    """After the shared clients (registered first): the limiter, the directory and the candle cache."""
-    ctx = app.ctx
-    assert ctx.redis is not None and ctx.core is not None
-    assert ctx.limit_fallbacks is not None and ctx.candle_results is not None
-    prefix = ctx.settings.redis_prefix
-    ctx.pipeline = AutoPipeline.beside(ctx.redis, "perseus-rest")
-    ctx.limiter = RateLimiter(ctx.pipeline, prefix, ctx.limit_fallbacks)
-    ctx.candles = CandleCache(ctx.pipeline, prefix, ctx.candle_results)
-    core = ctx.core
-
-    async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:
-        exchanges = await core.unary(core.market_data.ListExchanges, md.ListExchangesRequest(), request_id=None)
-        symbols = await core.unary(core.market_data.ListSymbols, md.ListSymbolsRequest(), request_id=None)
-        return exchanges, symbols
-
-    ctx.directory = Directory(fetch)
-
-
-async def close_rest_clients(app: RestApp) -> None:
-    if app.ctx.pipeline is not None:
-        await app.ctx.pipeline.aclose()
-        app.ctx.pipeline = None
+    return app
 
 
 async def tune_gc(app: RestApp) -> None:

@@ -50,8 +50,7 @@ CANDLES = Operation(
 async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     api_key = await authenticate(request)
     values = parameters(request, CANDLES)
-    ctx = request.app.ctx
-    assert ctx.directory is not None and ctx.candles is not None
+    services = request.app.ctx.services
     exchange, symbol = values["exchange"], values["symbol"]
     timeframe = TIMEFRAME_NAMES[values["timeframe"]]
     key = (exchange, symbol, values["timeframe"], values["limit"], values["start"], values["end"])
@@ -60,10 +59,10 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
         request,
         api_key,
         ratelimit.candles_cost(values["limit"]),
-        also=ctx.candles.probe_command(exchange, symbol, timeframe),
+        also=services.candles.probe_command(exchange, symbol, timeframe),
     )
-    await ctx.directory.require(exchange, symbol)
-    probe = probe_of(newest) if newest is not NOT_READ else await ctx.candles.probe(exchange, symbol, timeframe)
+    await services.directory.require(exchange, symbol)
+    probe = probe_of(newest) if newest is not NOT_READ else await services.candles.probe(exchange, symbol, timeframe)
     message = md.GetCandlesRequest(
         exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
     )
@@ -75,7 +74,7 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
         reply = await call(request, "GetCandles", message)
         return body_of(reply.candles, CANDLES), probe is not None and _agrees(reply, probe, unbounded=unbounded)
 
-    return raw_json(await ctx.candles.answer(key, probe, fetch))
+    return raw_json(await services.candles.answer(key, probe, fetch))
 
 
 def _agrees(reply: md.GetCandlesResponse, probe: bytes, *, unbounded: bool) -> bool:

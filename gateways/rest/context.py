@@ -1,4 +1,4 @@
-"""The REST gateway's typed context: the shared gateway clients plus its limiter, caches and spec."""
+"""The REST gateway's typed context and services: the shared gateway services plus its limiter and caches."""
 
 from __future__ import annotations
 
@@ -12,24 +12,59 @@ from sanic.config import Config
 
 from common.resp import AutoPipeline
 from gateways.common.app_base import GatewayContext
+from gateways.common.services import GatewayServices
 from gateways.rest.candle_cache import CandleCache
 from gateways.rest.directory import Directory
 from gateways.rest.limiter import RateLimiter
+from perseus.marketdata.v1 import market_data_service_pb2 as md
+
+PIPELINE_NAME = "perseus-rest"
 
 
-@dataclass(slots=True)
-class RestContext(GatewayContext):
-    """Besides the shared clients: the Redis pipeline of the limiter and the candle cache, the limiter,
-    the directory and the candle cache (while serving)."""
+@dataclass(frozen=True, slots=True)
+class RestServices(GatewayServices):
+    """Besides the shared services: the Redis pipeline the limiter and the candle cache share, the limiter,
+    the exchange/symbol directory and the candle cache."""
 
-    pipeline: AutoPipeline | None = None
-    limiter: RateLimiter | None = None
-    directory: Directory | None = None
-    candles: CandleCache | None = None
-    limit_fallbacks: Counter | None = None
-    candle_results: Counter | None = None
-    openapi: bytes = b""
-    docs: bytes = b""
+    pipeline: AutoPipeline
+    limiter: RateLimiter
+    directory: Directory
+    candles: CandleCache
+
+    async def aclose(self) -> None:
+        try:
+            await self.pipeline.aclose()
+        finally:
+            await GatewayServices.aclose(self)
+
+
+@dataclass(slots=True, kw_only=True)
+class RestContext(GatewayContext[RestServices]):
+    """Besides the shared context: the counters of limiter fallbacks and candle-cache results (they belong to
+    the app's registry, so they exist before the server starts), and the OpenAPI document and docs page."""
+
+    limit_fallbacks: Counter
+    candle_results: Counter
+    openapi: bytes
+    docs: bytes
+
+    async def build_services(self, shared: GatewayServices) -> RestServices:
+        prefix = self.settings.redis_prefix
+        pipeline = AutoPipeline.beside(shared.redis, PIPELINE_NAME)
+        core = shared.core
+
+        async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:
+            exchanges = await core.unary(core.market_data.ListExchanges, md.ListExchangesRequest(), request_id=None)
+            symbols = await core.unary(core.market_data.ListSymbols, md.ListSymbolsRequest(), request_id=None)
+            return exchanges, symbols
+
+        return RestServices(
+            **shared.shared(),
+            pipeline=pipeline,
+            limiter=RateLimiter(pipeline, prefix, self.limit_fallbacks),
+            directory=Directory(fetch),
+            candles=CandleCache(pipeline, prefix, self.candle_results),
+        )
 
 
 RestApp: TypeAlias = Sanic[Config, RestContext]

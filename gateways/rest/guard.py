@@ -41,8 +41,7 @@ async def admit(request: RestRequest, operation: Operation, cost: Cost = flat_co
 
 
 async def authenticate(request: RestRequest) -> key_service_pb2.ApiKey:
-    assert request.app.ctx.keys is not None
-    return await request.app.ctx.keys.authenticate(presented_key(request))
+    return await request.app.ctx.services.keys.authenticate(presented_key(request))
 
 
 def parameters(request: RestRequest, operation: Operation) -> dict[str, Any]:
@@ -53,8 +52,8 @@ async def spend(
     request: RestRequest, api_key: key_service_pb2.ApiKey, cost: int, *, also: Command | None = None
 ) -> Any:
     """Spend ``cost`` of the key's limit (429 when it does not fit); the reply of ``also``, or NOT_READ."""
-    assert request.app.ctx.limiter is not None
-    decision, read = await request.app.ctx.limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost, also=also)
+    limiter = request.app.ctx.services.limiter
+    decision, read = await limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost, also=also)
     request.ctx.rate_headers = decision.headers()
     if not decision.allowed:
         raise RateLimitExceeded(

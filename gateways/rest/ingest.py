@@ -23,10 +23,10 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from sanic import Blueprint, HTTPResponse
 
-from gateways.common.app_base import GatewayRequest
 from gateways.common.auth import presented_key, require_privileged
 from gateways.common.errors import ValidationFailed
 from gateways.common.http import json_response, request_id_of
+from gateways.rest.context import RestRequest
 from perseus.marketdata.v1 import ingest_service_pb2, prices_pb2
 
 MAX_FEEDS = 100
@@ -41,13 +41,12 @@ blueprint = Blueprint("ingest", url_prefix="/internal/v1")
 
 
 @blueprint.post("/ingest")
-async def ingest(request: GatewayRequest) -> HTTPResponse:
-    ctx = request.app.ctx
-    assert ctx.core is not None and ctx.keys is not None
-    require_privileged(await ctx.keys.authenticate(presented_key(request)))
+async def ingest(request: RestRequest) -> HTTPResponse:
+    services = request.app.ctx.services
+    require_privileged(await services.keys.authenticate(presented_key(request)))
     batch = _parse_batch(request.body)
-    reply: ingest_service_pb2.IngestPricesResponse = await ctx.core.unary(
-        ctx.core.ingest.IngestPrices, batch, request_id=request_id_of(request)
+    reply: ingest_service_pb2.IngestPricesResponse = await services.core.unary(
+        services.core.ingest.IngestPrices, batch, request_id=request_id_of(request)
     )
     return json_response(
         {

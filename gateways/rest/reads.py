@@ -21,8 +21,7 @@ from gateways.rest.operations import Operation
 
 
 async def call(request: RestRequest, method_name: str, message: Message) -> Any:
-    core = request.app.ctx.core
-    assert core is not None
+    core = request.app.ctx.services.core
     return await core.unary(getattr(core.market_data, method_name), message, request_id=request_id_of(request))
 
 

@@ -60,8 +60,7 @@ ALERTS = Operation(
 @SIGNAL.register(blueprint)
 async def get_signal(request: RestRequest, **_: str) -> HTTPResponse:
     values = await admit(request, SIGNAL)
-    assert request.app.ctx.directory is not None
-    await request.app.ctx.directory.require(values["exchange"], values["symbol"])
+    await request.app.ctx.services.directory.require(values["exchange"], values["symbol"])
     message = md.GetSignalRequest(exchange=values["exchange"], symbol=values["symbol"], timeframe=values["timeframe"])
     reply = await call(request, "GetSignal", message)
     return raw_json(body_of(reply.signal, SIGNAL))

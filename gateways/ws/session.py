@@ -1,7 +1,9 @@
 """One gateway process's streaming runtime: the core stream, the hub, and each client connection's life.
 
-:class:`WsRuntime` is created by ``create_app`` and started once the server
-runs (the core and Redis clients exist then). :meth:`WsRuntime.serve` is one
+:class:`WsRuntime` is built with the gateway's services when the server
+starts (:meth:`WsRuntime.build`: the hub, the core stream, the connection
+counter and its Redis pool, wired once) and started once the server runs.
+:meth:`WsRuntime.serve` is one
 connection, in order: the key (``?apiKey=`` or ``X-API-Key``; 4001), a
 connection slot in Redis (4008), then every frame from the first one, each
 checked against the message rate (4029) and answered in order. Frames that
@@ -11,7 +13,7 @@ connection-slot refresh (which also reconciles the slots after a Redis
 outage: ``connections.py``), the key recheck (an open connection whose key was
 revoked closes with 4001 within seconds, like a REST request would be
 refused; an outage of the core closes nothing) and the GC policy. They run
-under the gateway's :class:`~common.supervise.TaskSupervisor` (``app.ctx.tasks``):
+under the gateway's :class:`~common.supervise.TaskSupervisor` (``services.tasks``):
 one that ends is logged, restarted with backoff and shown degraded until it
 runs again; all stop on stop.
 """
@@ -27,22 +29,24 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from sanic import Request
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from common import runtime as gc_policy
 from common.supervise import TaskSupervisor
-from gateways.common.app_base import GatewayApp, GatewayRequest
+from gateways.common.auth import KeyCache
 from gateways.common.errors import ApiError, Unauthorized
+from gateways.common.services import GatewayServices
 from gateways.ws import protocol
 from gateways.ws.connections import ConnectionCounter
-from gateways.ws.hub import Client, Join
+from gateways.ws.hub import Client, Hub, Join
 from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
 from gateways.ws.protocol import CloseCode, ErrorCode, Subscribe, Unsubscribe
 from gateways.ws.settings import WsSettings
 from gateways.ws.sink import ClientSink
-from gateways.ws.upstream import Upstream
+from gateways.ws.upstream import Outbox, Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -63,38 +67,48 @@ API_KEY_HEADER = "x-api-key"
 
 
 class WsRuntime:
-    def __init__(self, settings: WsSettings, *, redis_url: str, redis_prefix: str) -> None:
+    def __init__(
+        self,
+        settings: WsSettings,
+        *,
+        keys: KeyCache,
+        tasks: TaskSupervisor,
+        upstream: Upstream,
+        counter: ConnectionCounter,
+        redis: aioredis.Redis,
+    ) -> None:
         self.settings = settings
         self.rule = SlowClientRule(grace_s=settings.slow_client_s)
-        self._redis_url = redis_url
-        self._redis_prefix = redis_prefix
-        self._redis: aioredis.Redis | None = None
+        self.upstream = upstream
+        self.counter = counter
+        self._redis = redis  # the counter's own pool: closed by stop()
+        self._keys = keys
+        self._tasks = tasks
         self.sinks: set[ClientSink] = set()
         self._holders: dict[str, set[ClientSink]] = {}  # presented key → its open connections
-        self.upstream: Upstream | None = None
-        self.counter: ConnectionCounter | None = None
-        self._keys: Any = None
-        self._tasks: TaskSupervisor | None = None
         self.skipped_closed = 0
         self.slow_closes = 0
         self._opened_since_freeze = 0
         self._closed_since_full = 0
 
+    @classmethod
+    def build(cls, settings: WsSettings, services: GatewayServices, *, redis_url: str, redis_prefix: str) -> WsRuntime:
+        """Wire the streaming runtime once: the outbox, the hub sending into it, the core stream on both, and
+        the connection counter on a Redis pool of its own, which waits for a free connection (thousands of
+        clients may connect at once)."""
+        outbox = Outbox()
+        upstream = Upstream(services.core.streams, Hub(outbox.put), outbox)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S, socket_timeout=REDIS_WAIT_S
+        )
+        redis = aioredis.Redis(connection_pool=pool)
+        counter = ConnectionCounter(redis, prefix=redis_prefix, lease_s=settings.lease_s)
+        return cls(settings, keys=services.keys, tasks=services.tasks, upstream=upstream, counter=counter, redis=redis)
+
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, app: GatewayApp) -> None:
-        ctx = app.ctx
-        assert ctx.core is not None
-        self._keys = ctx.keys
-        self.upstream = Upstream(ctx.core.streams)
-        # Its own pool, which waits for a free connection: thousands of clients may connect at once.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S, socket_timeout=REDIS_WAIT_S
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
-        self.counter = ConnectionCounter(self._redis, prefix=self._redis_prefix, lease_s=self.settings.lease_s)
-        assert ctx.tasks is not None
-        self._tasks = ctx.tasks
+    async def start(self) -> None:
+        """Once the server runs: the background jobs under the gateway's supervisor, then the GC policy."""
         jobs = {
             "ws-upstream": self.upstream.run,
             "ws-heartbeats": self._heartbeats,
@@ -106,15 +120,14 @@ class WsRuntime:
             self._tasks.spawn(name, job)
         gc_policy.tune_gc()
 
-    async def stop(self, app: GatewayApp) -> None:
+    async def stop(self) -> None:
         for sink in list(self.sinks):
             sink.fail(CloseCode.GOING_AWAY, "the gateway is shutting down")
-        if self._tasks is not None:  # before the Redis client goes: no job may use it after
-            stuck = await self._tasks.aclose(timeout_s=STOP_TIMEOUT_S)
-            if stuck:
-                logger.warning("background tasks did not stop in time: %s", ", ".join(stuck))
-        if self._redis is not None:
-            await self._redis.aclose()
+        # before the Redis client goes: no job may use it after
+        stuck = await self._tasks.aclose(timeout_s=STOP_TIMEOUT_S)
+        if stuck:
+            logger.warning("background tasks did not stop in time: %s", ", ".join(stuck))
+        await self._redis.aclose()
 
     async def _heartbeats(self) -> None:
         while True:
@@ -128,7 +141,6 @@ class WsRuntime:
                 await asyncio.sleep(0)
 
     async def _refresh_slots(self) -> None:
-        assert self.counter is not None
         while True:
             await self.counter.wait_for_refresh()
             try:
@@ -169,7 +181,7 @@ class WsRuntime:
 
     # --- one connection -----------------------------------------------------------------------
 
-    async def serve(self, request: GatewayRequest, ws: Any) -> None:
+    async def serve(self, request: Request[Any, Any], ws: Any) -> None:
         key = (request.args.get(API_KEY_PARAM) or request.headers.get(API_KEY_HEADER) or "").strip()
         if not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
             await _close(ws, CloseCode.INVALID_KEY, "a valid API key is required: ?apiKey= or X-API-Key")
@@ -182,7 +194,6 @@ class WsRuntime:
         except ApiError:
             await _close(ws, CloseCode.TRY_AGAIN_LATER, "the key cannot be checked now; try again later")
             return
-        assert self.counter is not None and self.upstream is not None
         limit = api_key.max_connections or UNLIMITED_CONNECTIONS  # 0: the tier has no limit
         try:
             slot = await self.counter.acquire(api_key.id, limit)
@@ -236,13 +247,11 @@ class WsRuntime:
             if isinstance(message, Subscribe):
                 await self._subscribe(client, message)
             elif isinstance(message, Unsubscribe):
-                assert self.upstream is not None
                 self.upstream.hub.unsubscribe(client, message.channels)
             else:
                 sink.send(_error(message.code, message.message))
 
     async def _subscribe(self, client: Client, message: Subscribe) -> None:
-        assert self.upstream is not None
         hub, sink = self.upstream.hub, client.sink
         adding = {c for c in message.channels.values() if c not in client.channels}
         if len(client.channels) + len(adding) > protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION:
@@ -286,7 +295,6 @@ class WsRuntime:
             while join.backlog and sink.buffered <= self.rule.skip_bytes:
                 sink.send(join.backlog.popleft())
         if not sink.closing:
-            assert self.upstream is not None
             self.upstream.hub.attach(client)
 
 

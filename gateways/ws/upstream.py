@@ -1,10 +1,15 @@
 """The gateway's one ``StreamService.Multiplex`` stream to the core, kept open for the process's life.
 
 :class:`Upstream` owns the call: it feeds every response to the hub and
-writes the hub's requests in order. When the stream ends (the core restarted:
-UNAVAILABLE; the gateway fell behind: RESOURCE_EXHAUSTED; anything else) it
-tells the hub, waits a short backoff and opens a new one; the hub then carries
-every channel again from the last seq it saw, so clients stay connected.
+writes the hub's requests, queued in order in the :class:`Outbox`, to it. When
+the stream ends (the core restarted: UNAVAILABLE; the gateway fell behind:
+RESOURCE_EXHAUSTED; anything else) it tells the hub, waits a short backoff and
+opens a new one; the hub then carries every channel again from the last seq it
+saw, so clients stay connected.
+
+The hub and the outbox are given, not built here: the hub sends into the
+outbox and the upstream reads from it, so whoever wires the gateway builds the
+outbox first, the hub on it, then the upstream on both.
 """
 
 from __future__ import annotations
@@ -27,19 +32,30 @@ MAX_BACKOFF_S = 2.0
 MAX_PENDING_REQUESTS = 100_000
 
 
-class Upstream:
-    def __init__(self, stub: stream_service_pb2_grpc.StreamServiceStub) -> None:
-        self._stub = stub
-        self._outbox: asyncio.Queue[pb.MultiplexRequest] = asyncio.Queue(MAX_PENDING_REQUESTS)
-        self.hub = Hub(self._enqueue)
-        self.streams_opened = 0
+class Outbox:
+    """The hub's requests for the core stream, in order; each new stream starts with an empty one."""
 
-    def _enqueue(self, request: pb.MultiplexRequest) -> None:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[pb.MultiplexRequest] = asyncio.Queue(MAX_PENDING_REQUESTS)
+
+    def put(self, request: pb.MultiplexRequest) -> None:
         try:
-            self._outbox.put_nowait(request)
+            self.queue.put_nowait(request)
         except asyncio.QueueFull:  # the core is not reading at all: start over on a new stream
             logger.error("the core stream's request queue is full; reopening the stream")
-            self._outbox = asyncio.Queue(MAX_PENDING_REQUESTS)
+            self.renew()
+
+    def renew(self) -> asyncio.Queue[pb.MultiplexRequest]:
+        self.queue = asyncio.Queue(MAX_PENDING_REQUESTS)
+        return self.queue
+
+
+class Upstream:
+    def __init__(self, stub: stream_service_pb2_grpc.StreamServiceStub, hub: Hub, outbox: Outbox) -> None:
+        self._stub = stub
+        self._outbox = outbox
+        self.hub = hub
+        self.streams_opened = 0
 
     async def run(self) -> None:
         """Keep a stream open until cancelled."""
@@ -49,8 +65,7 @@ class Upstream:
         reopened_at_once = False
         while True:
             call = self._stub.Multiplex(wait_for_ready=True)
-            self._outbox = asyncio.Queue(MAX_PENDING_REQUESTS)
-            writer = asyncio.create_task(self._write(call, self._outbox))
+            writer = asyncio.create_task(self._write(call, self._outbox.renew()))
             self.streams_opened += 1
             self.hub.on_connected()
             reopen_now = False
@@ -79,7 +94,10 @@ class Upstream:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     @staticmethod
-    async def _write(call: aio.StreamStreamCall, outbox: asyncio.Queue[pb.MultiplexRequest]) -> None:
+    async def _write(
+        call: aio.StreamStreamCall[pb.MultiplexRequest, pb.MultiplexResponse],
+        outbox: asyncio.Queue[pb.MultiplexRequest],
+    ) -> None:
         try:
             while True:
                 await call.write(await outbox.get())

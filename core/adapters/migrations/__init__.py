@@ -31,7 +31,7 @@ from importlib import resources
 import asyncpg
 
 from core.adapters.postgres import connect
-from core.settings import EnvReader
+from core.settings import database_url
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ async def is_current(pool: asyncpg.Pool) -> bool:
 
 def run_migrate(environ: Mapping[str, str]) -> int:
     """``perseus migrate``: one line per applied version, or "schema up to date"."""
-    dsn = EnvReader(environ).url("PERSEUS_DATABASE_URL", ("postgres", "postgresql"))
+    dsn = database_url(environ)
     try:
         migrations = load_migrations()
         applied = asyncio.run(migrate(dsn, migrations=migrations))
@@ -301,7 +301,7 @@ async def _status(dsn: str) -> list[MigrationStatus]:
 
 def run_migrate_status(environ: Mapping[str, str]) -> int:
     """``perseus migrate --status``: one line per migration, then a verdict; exit 0 current, 3 pending, 1 changed."""
-    dsn = EnvReader(environ).url("PERSEUS_DATABASE_URL", ("postgres", "postgresql"))
+    dsn = database_url(environ)
     try:
         rows = asyncio.run(_status(dsn))
     except MigrationError as exc:  # a misnamed file shipped with the code

@@ -1,0 +1,72 @@
+"""The collaborators of a gateway's handlers, built once when the server starts and closed when it stops.
+
+:class:`GatewayServices` holds what both gateways use: the core client, the API-key cache, the Redis client
+and the supervisor of the gateway's long-lived tasks. Each gateway extends it with its own (the REST
+gateway's limiter and caches, the WebSocket gateway's streaming runtime), so a handler reads one typed
+object, ``app.ctx.services``, whose fields always exist: nothing is optional, nothing is asserted.
+
+Why at server start and not when the app is built: the clients belong to the server's event loop, and a
+gateway whose core is down must still start (``/health`` reports it), so opening them never fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from common.supervise import TaskSupervisor
+from gateways.common.auth import KeyCache
+from gateways.common.core_client import CoreClient
+from gateways.common.health import REDIS_PING_TIMEOUT_S
+from gateways.common.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+REDIS_CONNECT_TIMEOUT_S = 1.0
+REDIS_COMMAND_TIMEOUT_S = 2.0
+TASKS_STOP_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayServices:
+    core: CoreClient
+    keys: KeyCache
+    redis: aioredis.Redis
+    tasks: TaskSupervisor  # the gateway's long-lived tasks: restarted, and shown by /health when down
+
+    @classmethod
+    async def open(cls, settings: GatewaySettings) -> GatewayServices:
+        """Connect (lazily: a core or Redis that is down now is reported by /health, not fatal)."""
+        core = CoreClient.connect(
+            settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
+        )
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=REDIS_COMMAND_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        try:
+            async with asyncio.timeout(REDIS_PING_TIMEOUT_S):
+                await redis.ping()
+        except (TimeoutError, RedisError, OSError) as exc:
+            logger.warning("Redis is not reachable yet; /health reports it down (%s)", type(exc).__name__)
+        keys = KeyCache(core.lookup_key, grace_s=settings.key_grace_s)
+        return cls(core=core, keys=keys, redis=redis, tasks=TaskSupervisor())
+
+    def shared(self) -> dict[str, Any]:
+        """The shared fields by name, for a gateway's subclass built on top of them."""
+        return {f.name: getattr(self, f.name) for f in fields(GatewayServices)}
+
+    async def aclose(self) -> None:
+        """The tasks first (none may use a client after), then the core client, then Redis."""
+        await self.tasks.aclose(timeout_s=TASKS_STOP_S)
+        try:
+            await self.core.close()
+        finally:
+            await self.redis.aclose()
