@@ -19,6 +19,7 @@ A parser takes the raw text and returns the typed value, or raises :class:`Inval
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -531,6 +532,17 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         for name in environ
         if name.startswith(PREFIX) and name not in BY_NAME and not name.startswith(FOREIGN_PREFIXES)
     )
+
+
+def warn_unknown(environ: Mapping[str, str], log: logging.Logger) -> None:
+    """One warning per unknown ``PERSEUS_*`` name (an entry point calls it once logging is configured): a
+    misspelt variable is otherwise silently ignored, and its default used."""
+    for name in unknown_variables(environ):
+        log.warning(
+            "%s is not a Perseus setting and is ignored (misspelt? see docs/configuration.md)",
+            name,
+            extra={"fields": {"variable": name}},
+        )
 
 
 def read_by(reader: Reader) -> list[Variable[object]]:

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from common import logs
 from common.runtime import tune_gc
+from common.settings import warn_unknown
 from common.supervise import TaskSupervisor
 from core.adapters import apikeys, migrations
 from core.adapters.alert_store import AlertStore, SignalEvents
@@ -264,5 +265,6 @@ async def _main(settings: Settings) -> None:
 def run_core(environ: Mapping[str, str]) -> int:
     settings = Settings.from_env(environ)
     logs.configure(settings.log_level, settings.log_format, process="core")
+    warn_unknown(environ, logger)
     uvloop.run(_main(settings))
     return 0

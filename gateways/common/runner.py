@@ -19,6 +19,7 @@ import redis
 from sanic import Sanic
 
 from common import logs
+from common.settings import warn_unknown
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, Process, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
         print(f"{program}: {exc}", file=sys.stderr)
         return EXIT_STARTUP_ERROR
     logs.configure(settings.log_level, settings.log_format)
+    warn_unknown(environ, logger)
     if problem := redis_unreachable(settings.redis_url):
         print(f"{program}: PERSEUS_REDIS_URL: cannot reach Redis ({problem})", file=sys.stderr)
         return EXIT_STARTUP_ERROR

@@ -464,6 +464,7 @@ def run_up(
         env[variables.LOG_FORMAT.name] = variables.UP_LOG_FORMAT
     env.setdefault(variables.SIM_BACKFILL_MINUTES.name, str(UP_SIM_BACKFILL_MINUTES))
     _configure_logging(env)
+    variables.warn_unknown(env, logger)
     plan = plan or default_plan(env)
     out = out or sys.stdout
     with StopSignals() as signals, contextlib.ExitStack() as stack:

@@ -4,6 +4,7 @@ page generated from the declarations."""
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
 from collections.abc import Iterator, Mapping
@@ -225,3 +226,10 @@ def test_a_variable_reads_through_its_parser() -> None:
     required = Variable("PERSEUS_Y", str, None, "test", ("core",))
     with pytest.raises(SettingsError, match=r"^PERSEUS_Y: is required and not set$"):
         required.read({"PERSEUS_Y": "  "})
+
+
+def test_each_misspelt_name_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"PERSEUS_REDIS_ULR": "redis://h", "PERSEUS_LOG_LEVLE": "DEBUG", "PERSEUS_BENCH_REDIS_URL": "x"}
+    with caplog.at_level("WARNING"):
+        variables.warn_unknown(environ, logging.getLogger("perseus.test"))
+    assert [record.getMessage().split()[0] for record in caplog.records] == ["PERSEUS_LOG_LEVLE", "PERSEUS_REDIS_ULR"]
