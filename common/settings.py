@@ -128,28 +128,25 @@ def _is_secret_key(key: str) -> bool:
     return "password" in key or "token" in key or "secret" in key
 
 
-def _secrets_in(raw: str) -> list[str]:
-    found = [raw.strip()] if raw.strip() else []
+def _passwords(value: str) -> list[str]:
+    """The password of a URL and the values of its password-like query parameters."""
     try:
-        parts = urlsplit(raw.strip())
-        if parts.password:
-            found.append(parts.password)
-        found += [value for key, value in parse_qsl(parts.query, True) if _is_secret_key(key) and value]
+        parts = urlsplit(value)
+        found = [parts.password] if parts.password else []
     except ValueError:
-        pass
-    return found
+        return []
+    return found + [v for key, v in parse_qsl(parts.query, True) if _is_secret_key(key) and v]
 
 
 def scrub(text: str, raw: str) -> str:
-    """``text`` without any secret part of ``raw`` (the whole value, its password): the last line of defence,
-    for a parser message that quoted more than it should."""
-    for secret in sorted(_secrets_in(raw), key=len, reverse=True):
-        if secret in text:
-            whole_url = secret == raw.strip() and "://" in secret
-            text = text.replace(secret, redact_url(secret) if whole_url else REDACTED)
-    # a whole-value replacement above may still spell the password if redact_url could not parse it
-    for secret in _secrets_in(raw)[1:]:
-        text = text.replace(secret, REDACTED)
+    """``text`` without the secret ``raw`` in it: the whole value shown redacted (a URL without its password,
+    anything else as ``***``), then any password left. The parsers already quote URLs redacted; this is the
+    last line of defence for a message that quoted more than it should."""
+    value = raw.strip()
+    if value and value in text:
+        text = text.replace(value, redact_url(value) if "://" in value else REDACTED)
+    for password in _passwords(value):
+        text = text.replace(password, REDACTED)
     return text
 
 

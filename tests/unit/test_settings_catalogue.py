@@ -233,3 +233,24 @@ def test_each_misspelt_name_is_warned_about_once(caplog: pytest.LogCaptureFixtur
     with caplog.at_level("WARNING"):
         variables.warn_unknown(environ, logging.getLogger("perseus.test"))
     assert [record.getMessage().split()[0] for record in caplog.records] == ["PERSEUS_LOG_LEVLE", "PERSEUS_REDIS_ULR"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("postgresql://u:pw123@h:x/db", "postgresql://u:***@h:x/db"),
+        ("redis://h/0?password=pw123", "redis://h/0?password=***"),
+        ("tok-pw123", "***"),
+    ],
+)
+def test_a_secret_quoted_whole_by_its_parser_is_scrubbed(raw: str, shown: str) -> None:
+    """The last line of defence: a parser that quotes the raw value of a secret still prints no password."""
+
+    def careless(value: str) -> str:
+        raise variables.Invalid(f"cannot use {value} (got {value!r})")
+
+    secret = Variable("PERSEUS_Z", careless, None, "test", ("core",), secret=True)
+    with pytest.raises(SettingsError) as caught:
+        secret.read({"PERSEUS_Z": raw})
+    assert "pw123" not in str(caught.value)
+    assert str(caught.value).startswith(f"PERSEUS_Z: cannot use {shown} ")
