@@ -25,7 +25,7 @@ import uvloop
 from bench.stack import ADMIN_URL, REDIS_URL
 from bench.stats import summary
 from common.runtime import tune_gc
-from core.adapters.alert_store import AlertStore, SignalEvents
+from core.adapters.alert_store import AlertStore
 from core.adapters.events import EventPublisher
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
 from core.adapters.migrations import migrate
@@ -86,7 +86,7 @@ async def run(symbols_count: int, waves: int) -> None:
             states=states,
             history=CandleHistory(pool),
             alerts=AlertStore(pool),
-            signals=SignalEvents(EventPublisher(redis, keys), lambda: time.time_ns() // 1_000_000),
+            signals=EventPublisher(redis, keys),
             exchange_ids=ids,
         )
         rng = random.Random(7)

@@ -22,7 +22,7 @@ from common.runtime import tune_gc
 from common.settings import warn_unknown
 from common.supervise import TaskSupervisor
 from core.adapters import apikeys, migrations
-from core.adapters.alert_store import AlertStore, SignalEvents
+from core.adapters.alert_store import AlertStore
 from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
@@ -127,7 +127,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             {"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")},
             components=supervised_components(tasks),
         )
-        publisher = EventPublisher(redis, keys)
+        publisher = EventPublisher(redis, keys, clock_ms=clock_ms)
         # one pub/sub connection feeds every Subscribe and Multiplex stream of this process
         hub = StreamHub(settings.redis_url, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_"))
         tasks.spawn("stream-hub", hub.run)
@@ -138,7 +138,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         stack.push_async_callback(hot_candles.aclose)
         stack.push_async_callback(tasks.aclose, FEED_STOP_S)  # on any way out, before the hub and the stores
         ticks = TickStore(pool)
-        price_updates = PriceUpdates(PriceCache(redis, keys), clock_ms=clock_ms)
+        price_updates = PriceUpdates(PriceCache(redis, keys, clock_ms=clock_ms))
         ingestion = Ingestion(
             ticks,
             known_sources=frozenset(exchange_ids),
@@ -152,7 +152,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             states=indicator_states,
             history=candle_history,
             alerts=alerts,
-            signals=SignalEvents(publisher, clock_ms),
+            signals=publisher,
             exchange_ids=exchange_ids,
         )
         servicers = Servicers(

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
+from core.adapters.exchange_directory import Heartbeat
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
 from core.adapters.venues import binance, coinbase, kraken
@@ -111,7 +112,6 @@ def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[]
         return None if last is None else last[0] + Timeframe.M1.ms
 
     start_venue = venue_factory(name, settings, clock_ms, history_end)
-    heartbeat_key = stores.keys.exchange_heartbeat(name)
 
     def make_feed() -> Feed:
         pipeline = ExchangePipeline(
@@ -132,7 +132,5 @@ def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[]
         running = start_venue(pipeline.deliver)
         return Feed(pipeline, running.run, settings.venues[name].symbols, lambda: running.connected)
 
-    async def heartbeat() -> object:
-        return await stores.redis.set(heartbeat_key, clock_ms(), px=HEARTBEAT_TTL_MS)
-
+    heartbeat = Heartbeat(stores.redis, stores.keys, name, clock_ms=clock_ms, ttl_ms=HEARTBEAT_TTL_MS)
     return ExchangeWriter(name, lock, make_feed, heartbeat=heartbeat, fence=fence)

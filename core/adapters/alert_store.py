@@ -1,4 +1,5 @@
-"""Alerts in PostgreSQL (one row per crossing) and on the wire (``TradeSignal`` events on ``signals:…``).
+"""Alerts in PostgreSQL (one row per crossing); their ``TradeSignal`` events are published by
+:class:`core.adapters.events.EventPublisher`.
 
 The insert is one statement per wave, ``ON CONFLICT ON CONSTRAINT
 alerts_crossing_key DO NOTHING RETURNING``: only rows this statement stored
@@ -12,26 +13,19 @@ indexes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from core.adapters.events import Event, EventPublisher
-from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
-from core.codec.events import TIMEFRAME_TO_PB, explicit_name, set_ms
-from core.domain.channels import Channel, ChannelFamily
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.domain.errors import Unavailable
 from core.domain.prices import decimal_str
 from core.domain.signals import Direction, Strength
 from core.domain.timeframes import Timeframe
 from core.services.indicator_queries import AlertQuery
 from core.services.indicators import AlertRecord, NewAlert
-from perseus.marketdata.v1 import signals_pb2, stream_service_pb2
-
-DIRECTION_TO_PB = {d: signals_pb2.SignalDirection.Value(f"SIGNAL_DIRECTION_{d.name}") for d in Direction}
-STRENGTH_TO_PB = {s: signals_pb2.SignalStrength.Value(f"SIGNAL_STRENGTH_{s.name}") for s in Strength}
 
 _MS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
 _COLUMNS = (
@@ -164,45 +158,3 @@ def _record(row: asyncpg.Record) -> AlertRecord:
         price=Decimal(row["price"]),
         triggered_ms=row["triggered_ms"],
     )
-
-
-def signal_channel(record: AlertRecord) -> Channel:
-    return Channel(ChannelFamily.SIGNALS, record.exchange, record.symbol, record.timeframe)
-
-
-def fill_trade_signal(signal: signals_pb2.TradeSignal, record: AlertRecord) -> signals_pb2.TradeSignal:
-    """Every field of the alert, internal ones included: the gateways project the public ones."""
-    signal.id = record.id
-    signal.symbol = record.symbol
-    signal.exchange = record.exchange
-    signal.timeframe = TIMEFRAME_TO_PB[record.timeframe]
-    signal.signal_type = record.signal_type
-    signal.direction = DIRECTION_TO_PB[record.direction]
-    signal.strength = STRENGTH_TO_PB[record.strength]
-    signal.price = decimal_str(record.price)
-    set_ms(signal.timestamp, record.triggered_ms)
-    signal.alert_type = record.alert_type
-    signal.trigger_value = record.trigger_value
-    signal.signal_delta = record.signal_delta
-    signal.trigger_label = record.trigger_label
-    signal.source_exchange_id = record.exchange_id
-    return signal
-
-
-def signal_event(record: AlertRecord, *, now_ms: int) -> bytes:
-    event = stream_service_pb2.StreamEvent(channel=explicit_name(signal_channel(record)))
-    fill_trade_signal(event.trade_signal, record)
-    set_ms(event.publish_time, now_ms)
-    return event.SerializeToString()
-
-
-class SignalEvents:
-    """Publishes stored alerts as ``trade_signal`` events on their ``signals:{exchange}:{SYMBOL}:{TF}`` streams."""
-
-    def __init__(self, publisher: EventPublisher, clock_ms: Callable[[], int]) -> None:
-        self._publisher = publisher
-        self._clock_ms = clock_ms
-
-    async def publish_signals(self, records: Sequence[AlertRecord]) -> None:
-        now = self._clock_ms()
-        await self._publisher.publish([Event(signal_channel(r), signal_event(r, now_ms=now)) for r in records])

@@ -18,10 +18,10 @@ from typing import TypeVar
 import asyncpg
 import redis.asyncio as aioredis
 
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
 from core.adapters.redis_client import REDIS_DOWN_ERRORS
 from core.adapters.redis_keys import RedisKeys
-from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
-from core.codec.events import candle_to_pb
+from core.codec.messages import candle_to_pb
 from core.domain.candles import Aggregate, Candle
 from core.domain.errors import StorageUnavailable, Unavailable
 from core.domain.symbols import split_symbol
@@ -146,16 +146,19 @@ class CandleStore:
             raise Unavailable("PostgreSQL is unavailable; candles not stored") from exc
 
     async def add_to_windows(self, exchange_id: int, candles: Sequence[Candle]) -> None:
-        """The bounded recent windows in Redis."""
+        """The bounded recent windows in Redis (raises ``StorageUnavailable("redis")``)."""
         by_window: dict[str, list[object]] = {}
         for c in candles:
             key = self._keys.candle_window(c.exchange, c.symbol, c.timeframe)
             member = candle_to_pb(c, exchange_id=exchange_id).SerializeToString()
             by_window.setdefault(key, []).extend((c.open_time, member))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, pairs in by_window.items():
-                await self._window_add(keys=[key], args=[self._window_size, *pairs], client=pipe)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, pairs in by_window.items():
+                    await self._window_add(keys=[key], args=[self._window_size, *pairs], client=pipe)
+                await pipe.execute()
+        except (aioredis.RedisError, OSError) as exc:
+            raise StorageUnavailable("redis", f"candle windows not written ({type(exc).__name__}: {exc})") from exc
 
     async def register_symbols(
         self, exchange_id: int, symbols: Sequence[str], *, conn: asyncpg.Connection | None = None
@@ -179,7 +182,10 @@ class CandleStore:
     async def last_closed(self, exchange_id: int, symbol: str) -> dict[Timeframe, tuple[int, Decimal]]:
         """Open time (ms) and close of the newest stored candle per timeframe, to resume building."""
         timeframes = [tf.value for tf in TIMEFRAMES]
-        rows = await self._pool.fetch(_LAST, exchange_id, symbol, timeframes, timeout=STATEMENT_TIMEOUT_S)
+        try:
+            rows = await self._pool.fetch(_LAST, exchange_id, symbol, timeframes, timeout=STATEMENT_TIMEOUT_S)
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; the last candles cannot be read") from exc
         found = {row["timeframe"]: (int(row["open_time"].timestamp() * 1000), row["close"]) for row in rows}
         return {tf: found[tf.value] for tf in TIMEFRAMES if tf.value in found}
 

@@ -17,17 +17,27 @@ the stream's shard (all three keys share the pair's hash tag):
 The payload is the serialized ``StreamEvent`` protobuf without its seq; the
 subscriber side adds the seq it received. Events of one call are sent in one
 pipeline, with one script call per stream.
+
+The services hand over domain records (:meth:`EventPublisher.publish_candles`,
+:meth:`EventPublisher.publish_signals`) and never see an event's bytes: the
+encoding is :mod:`core.codec.events`, stamped with this publisher's clock.
+Redis errors leave as ``StorageUnavailable("redis")``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from core.adapters.redis_keys import RedisKeys
+from core.codec.events import candle_channel, candle_event, signal_channel, signal_event
+from core.domain.candles import Candle
 from core.domain.channels import Channel
+from core.domain.errors import StorageUnavailable
+from core.services.indicators import AlertRecord
 
 HISTORY_MAXLEN = 10_000
 
@@ -63,12 +73,36 @@ class Event:
     payload: bytes
 
 
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class EventPublisher:
-    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, *, history_maxlen: int = HISTORY_MAXLEN) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: RedisKeys,
+        *,
+        history_maxlen: int = HISTORY_MAXLEN,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._maxlen = history_maxlen
+        self._clock_ms = clock_ms  # an event's publish_time
         self._script = redis.register_script(_PUBLISH)
+
+    async def publish_candles(self, exchange_id: int, candles: Sequence[Candle]) -> None:
+        """``candle_close`` events of closed candles on their ``candles:{exchange}:{SYMBOL}:{TF}`` streams."""
+        now = self._clock_ms()
+        await self.publish(
+            [Event(candle_channel(c), candle_event(c, exchange_id=exchange_id, now_ms=now)) for c in candles]
+        )
+
+    async def publish_signals(self, records: Sequence[AlertRecord]) -> None:
+        """``trade_signal`` events of stored alerts on their ``signals:{exchange}:{SYMBOL}:{TF}`` streams."""
+        now = self._clock_ms()
+        await self.publish([Event(signal_channel(r), signal_event(r, now_ms=now)) for r in records])
 
     async def publish(self, events: Sequence[Event]) -> dict[Channel, int]:
         """Publish ``events`` (in order within each stream, one script call per stream);
@@ -78,9 +112,12 @@ class EventPublisher:
             by_channel.setdefault(event.channel, []).append(event.payload)
         if not by_channel:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for channel, payloads in by_channel.items():
-                keys = self._keys.stream_keys(channel)
-                await self._script(keys=keys, args=[self._maxlen, *payloads], client=pipe)
-            last = await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, payloads in by_channel.items():
+                    keys = self._keys.stream_keys(channel)
+                    await self._script(keys=keys, args=[self._maxlen, *payloads], client=pipe)
+                last = await pipe.execute()
+        except (aioredis.RedisError, OSError) as exc:
+            raise StorageUnavailable("redis", f"events not published ({type(exc).__name__}: {exc})") from exc
         return {channel: int(seq) for channel, seq in zip(by_channel, last, strict=True)}

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.adapters.redis_client import REDIS_DOWN_ERRORS
 from core.adapters.redis_keys import RedisKeys
-from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.domain.errors import NotFound, StorageUnavailable
 from core.domain.models import Exchange, Symbol
 
@@ -83,6 +84,25 @@ class PgExchangeSource:
         if not known:
             raise NotFound(f"unknown exchange {exchange!r}")
         return [Symbol(**dict(row)) for row in rows]
+
+
+class Heartbeat:
+    """The writer's side: its wall clock in the exchange's heartbeat key, expiring after ``ttl_ms`` (what makes
+    the exchange online while its venue is connected). Raises ``StorageUnavailable("redis")``."""
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: RedisKeys, exchange: str, *, clock_ms: Callable[[], int], ttl_ms: int
+    ) -> None:
+        self._redis = redis
+        self._key = keys.exchange_heartbeat(exchange)
+        self._clock_ms = clock_ms
+        self._ttl_ms = ttl_ms
+
+    async def __call__(self) -> None:
+        try:
+            await self._redis.set(self._key, self._clock_ms(), px=self._ttl_ms)
+        except (aioredis.RedisError, OSError) as exc:
+            raise StorageUnavailable("redis", f"heartbeat not written ({type(exc).__name__}: {exc})") from exc
 
 
 def _parse_heartbeat(value: bytes | None) -> datetime | None:

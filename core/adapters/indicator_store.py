@@ -18,8 +18,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from common import resp
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.adapters.redis_keys import RedisKeys
-from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.domain.errors import Unavailable
 from core.domain.indicators import Bar, MacdVState, MacdVValue
 from core.domain.timeframes import Timeframe

@@ -1,4 +1,6 @@
-"""PostgreSQL connections: the pool the core uses, single connections for CLI commands, a health probe.
+"""PostgreSQL connections: the pool the core uses, single connections for CLI commands, a health probe,
+and what every store shares: the statement timeout, the errors that mean "the database is unavailable"
+(each store turns them into :class:`~core.domain.errors.Unavailable`), epoch milliseconds as ``timestamptz``.
 
 This is the one place where "cannot reach PostgreSQL" is translated into
 :class:`~core.settings.StartupError`, whose one-line message names the
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -23,6 +26,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_POOL_MIN_SIZE = 1
 DEFAULT_POOL_MAX_SIZE = 10
 MS_PER_S = 1000.0
+STATEMENT_TIMEOUT_S = 5.0  # every statement of a store; rebuilding candles in progress has its own, longer one
 
 # What asyncpg raises when a server is unreachable, refuses us, or the database is missing.
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
@@ -31,6 +35,20 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+
+# What a lost or unusable database looks like to asyncpg once connected; the caller may retry.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
 def describe_dsn(dsn: str) -> str:

@@ -4,20 +4,23 @@ For one (source, symbol) pair, the latest-price hash and the pair's stream
 (sequence, history, sharded channel) share the hash tag ``{source:SYMBOL}``,
 so one script per pair and write does both: the hash is replaced only by a
 tick at least as new (60 s TTL), then each tick is published as a
-``price_update`` event in time order.
+``price_update`` event in time order (encoded by :mod:`core.codec.events`,
+stamped with this cache's clock). A write Redis cannot take raises
+``StorageUnavailable("redis")``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from core.adapters.events import HISTORY_MAXLEN, publish_lua
+from core.adapters.events import HISTORY_MAXLEN, publish_lua, wall_clock_ms
 from core.adapters.redis_keys import RedisKeys
-from core.domain.channels import Channel, ChannelFamily
+from core.codec.events import price_channel, price_event
+from core.domain.errors import StorageUnavailable
 from core.domain.prices import Tick, decimal_str
 
 LATEST_TTL_MS = 60_000
@@ -51,25 +54,34 @@ class PriceCache:
         *,
         ttl_ms: int = LATEST_TTL_MS,
         history_maxlen: int = HISTORY_MAXLEN,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = ttl_ms
         self._maxlen = history_maxlen
+        self._clock_ms = clock_ms  # an event's publish_time
         self._write = redis.register_script(_WRITE)
 
-    async def write(self, updates: Sequence[tuple[Tick, bytes]]) -> None:
-        """Latest prices and one ``price_update`` event (the bytes) per tick, one script per pair."""
+    async def write(self, ticks: Sequence[Tick]) -> None:
+        """Latest prices and one ``price_update`` event per tick, one script per pair."""
+        now = self._clock_ms()
         by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]] = {}
-        for tick, payload in sorted(updates, key=lambda update: update[0].ts_ms):
-            by_pair.setdefault((tick.source, tick.symbol), []).append((tick, payload))
+        for tick in sorted(ticks, key=lambda t: t.ts_ms):
+            by_pair.setdefault((tick.source, tick.symbol), []).append((tick, price_event(tick, now_ms=now)))
         if not by_pair:
             return
+        try:
+            await self._write_pairs(by_pair)
+        except (aioredis.RedisError, OSError) as exc:
+            raise StorageUnavailable("redis", f"latest prices not written ({type(exc).__name__}: {exc})") from exc
+
+    async def _write_pairs(self, by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]]) -> None:
         sources: dict[str, dict[str, int]] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for (source, symbol), pair_updates in by_pair.items():
                 newest = pair_updates[-1][0]
-                channel = Channel(ChannelFamily.PRICES, source, symbol, None)
+                channel = price_channel(newest)
                 await self._write(
                     keys=[self._keys.latest_price(source, symbol), *self._keys.stream_keys(channel)],
                     args=[

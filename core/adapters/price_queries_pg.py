@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
 from core.adapters.price_cache import LatestPrice
-from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
 from core.domain.errors import Unavailable
 from core.domain.timeframes import Timeframe
 from core.services.price_queries import PriceBucket, RangeQuery

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from core.adapters.redis_keys import RedisKeys
 from core.domain.channels import Channel
 from core.domain.errors import Unavailable
+from core.services.streams import REPLAY_BATCH
 
-REPLAY_BATCH = 500
 T = TypeVar("T")
 
 

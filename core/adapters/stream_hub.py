@@ -38,12 +38,12 @@ import hiredis
 from redis.connection import SSLConnection, parse_url
 
 from common import resp
-from core.domain.errors import Unavailable
+from core.domain.errors import HubClosed, StreamFellBehind, Unavailable
+from core.services.ports import RESYNC, HubItem
 
 logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1_000
-RESYNC = 0
 SUBSCRIBE_TIMEOUT_S = 5.0
 PING_INTERVAL_S = 5.0
 IDLE_TIMEOUT_S = 15.0
@@ -51,19 +51,7 @@ RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 READ_BYTES = 256 * 1024
 SUBSCRIBE_BATCH = 500
 
-Item = tuple[str, int, bytes]
-
-
-class StreamFellBehind(Exception):
-    """The subscriber's queue filled up; the stream must end (RESOURCE_EXHAUSTED)."""
-
-    def __init__(self) -> None:
-        super().__init__("the stream fell behind; resume from your last seq")
-
-
-class HubClosed(Unavailable):
-    def __init__(self) -> None:
-        super().__init__("the core is shutting down; resume from your last seq")
+Item = HubItem
 
 
 class Subscriber:

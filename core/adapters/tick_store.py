@@ -6,16 +6,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import asyncpg
 
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.domain.errors import Unavailable
 from core.domain.prices import Tick, decimal_str
 
 logger = logging.getLogger(__name__)
-
-STATEMENT_TIMEOUT_S = 5.0
 
 # A retried batch (or the same tick from two workers) hits the unique identity
 # (symbol, source, ts, price, volume) and is not stored again.
@@ -45,20 +43,6 @@ SELECT (SELECT in_time FROM live) AS in_time, ARRAY(SELECT index_in_batch FROM s
     .replace("{ms}(f.exchange_ts)", "(timestamptz 'epoch' + f.exchange_ts * interval '1 millisecond')")
     .replace("{ms}($12::bigint)", "(timestamptz 'epoch' + $12::bigint * interval '1 millisecond')")
 )
-
-# What a lost or unusable database looks like to asyncpg; the caller may retry.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
 class TickStore:

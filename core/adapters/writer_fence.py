@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from core.adapters.tick_store import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
-from core.domain.errors import LeaseLost, Unavailable
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.domain.errors import LeaseLost, StaleTerm, Unavailable
 
 _CLAIM = """
 INSERT INTO writer_fences (exchange_id, term, holder) VALUES ($1, $2, $3)
@@ -23,14 +23,6 @@ ON CONFLICT (exchange_id) DO UPDATE SET term = excluded.term, holder = excluded.
     WHERE writer_fences.term < excluded.term
 RETURNING term
 """
-
-
-class StaleTerm(LeaseLost):
-    """PostgreSQL already has a newer term (e.g. Redis lost its term counter): ``current`` is that term."""
-
-    def __init__(self, term: int, current: int) -> None:
-        super().__init__(f"writer term {term} is older than term {current} in PostgreSQL")
-        self.current = current
 
 
 class WriterFence:
@@ -42,12 +34,15 @@ class WriterFence:
         """Make ``term`` the one allowed to write; LeaseLost if a newer term already claimed it."""
         try:
             claimed = await self._pool.fetchval(_CLAIM, self._exchange_id, term, holder, timeout=STATEMENT_TIMEOUT_S)
+            if claimed is None:
+                current = await self._pool.fetchval(
+                    "SELECT term FROM writer_fences WHERE exchange_id = $1",
+                    self._exchange_id,
+                    timeout=STATEMENT_TIMEOUT_S,
+                )
         except UNAVAILABLE_ERRORS as exc:
             raise Unavailable("PostgreSQL is unavailable; cannot claim the writer fence") from exc
         if claimed is None:
-            current = await self._pool.fetchval(
-                "SELECT term FROM writer_fences WHERE exchange_id = $1", self._exchange_id, timeout=STATEMENT_TIMEOUT_S
-            )
             raise StaleTerm(term, int(current))
 
     @asynccontextmanager

@@ -11,15 +11,24 @@ that another instance took over.
 Each acquisition also starts a new *term* (a counter in Redis): the fencing
 token that :mod:`core.adapters.writer_fence` checks in PostgreSQL, so even a
 write already on its way when the lease ran out cannot commit.
+
+It is the :class:`~core.services.exchange_writer.Lease` of the writer: a
+Redis that refuses, drops or times out a command raises
+``StorageUnavailable("redis")``, never a redis-py error.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
+
+from core.domain.errors import StorageUnavailable
+from core.services.exchange_writer import Leader
+
+T = TypeVar("T")
 
 DEFAULT_TTL_MS = 5_000
 SAFETY_MARGIN_MS = 500
@@ -50,14 +59,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Leader:
-    """Who holds the lease now (``owner`` None: nobody) and the newest term (what a standby reports)."""
-
-    owner: str | None
-    term: int
 
 
 class WriterLock:
@@ -99,14 +100,20 @@ class WriterLock:
 
     async def leader(self) -> Leader:
         """The lease's holder and the newest term, read from Redis."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            owner, term = await pipe.get(self._key).get(self._term_key).execute()
+
+        async def read() -> list[object]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                found: list[object] = await pipe.get(self._key).get(self._term_key).execute()
+            return found
+
+        owner, term = await _redis(read(), "the writer lease's holder not read")
         return Leader(owner.decode() if isinstance(owner, bytes) else owner, int(term or 0))
 
     async def acquire(self) -> bool:
         """Take the lease if it is free; on success ``term`` is the new fencing token."""
         sent = self._monotonic()
-        term = int(await self._acquire(keys=[self._key, self._term_key], args=[self.owner, self.ttl_ms]))
+        acquiring = self._acquire(keys=[self._key, self._term_key], args=[self.owner, self.ttl_ms])
+        term = int(await _redis(acquiring, "the writer lease not acquired"))
         if term:
             self.term = term
             self._extend(sent)
@@ -116,7 +123,7 @@ class WriterLock:
     async def renew(self) -> bool:
         """Extend the lease if it is still ours; False means another instance may write now."""
         sent = self._monotonic()
-        if await self._renew(keys=[self._key], args=[self.owner, self.ttl_ms]):
+        if await _redis(self._renew(keys=[self._key], args=[self.owner, self.ttl_ms]), "the writer lease not renewed"):
             self._extend(sent)
             return True
         self._valid_until = 0.0
@@ -124,12 +131,19 @@ class WriterLock:
 
     async def raise_term_floor(self, floor: int) -> None:
         """Make the next term start above ``floor`` (the term counter in Redis was lost or is behind)."""
-        await self._raise_floor(keys=[self._term_key], args=[floor])
+        await _redis(self._raise_floor(keys=[self._term_key], args=[floor]), "the writer term floor not raised")
 
     async def release(self) -> None:
         self._valid_until = 0.0
-        await self._release(keys=[self._key], args=[self.owner])
+        await _redis(self._release(keys=[self._key], args=[self.owner]), "the writer lease not released")
 
     def _extend(self, sent: float) -> None:
         self._sent = sent
         self._valid_until = sent + (self.ttl_ms - SAFETY_MARGIN_MS) / 1000
+
+
+async def _redis(call: Awaitable[T], what: str) -> T:
+    try:
+        return await call
+    except (aioredis.RedisError, OSError) as exc:
+        raise StorageUnavailable("redis", f"{what} ({type(exc).__name__}: {exc})") from exc

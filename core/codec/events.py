@@ -2,37 +2,20 @@
 
 The ``channel`` inside an event is the explicit public name
 (``candles:coinbase:BTC-USD:1h``); ``seq`` is left 0 here and set by the
-subscriber side from the sequence the publisher script assigned.
+subscriber side from the sequence the publisher script assigned. The payload
+messages come from :mod:`core.codec.messages`, so an event carries exactly
+what a read of the same record answers.
 """
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from core.codec.messages import candle_to_pb, fill_price_feed, fill_trade_signal
+from core.codec.timestamps import set_ms
 from core.domain.candles import Candle
-from core.domain.channels import Channel, ChannelFamily
-from core.domain.prices import Tick, decimal_str
-from core.domain.timeframes import Timeframe
-from perseus.marketdata.v1 import candles_pb2, common_pb2, prices_pb2, stream_service_pb2
-
-TIMEFRAME_TO_PB = {tf: common_pb2.Timeframe.Value(f"TIMEFRAME_{tf.value.upper()}") for tf in Timeframe}
-
-
-def ms_timestamp(ms: int) -> Timestamp:
-    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-
-
-def set_ms(target: Timestamp, ms: int) -> None:
-    """Fill a Timestamp field in place (much cheaper than building one and copying it in)."""
-    target.seconds = ms // 1000
-    target.nanos = (ms % 1000) * 1_000_000
-
-
-def explicit_name(channel: Channel) -> str:
-    parts = [channel.family.value, channel.exchange or "", channel.symbol]
-    if channel.timeframe is not None:
-        parts.append(channel.timeframe.value)
-    return ":".join(parts)
+from core.domain.channels import Channel, ChannelFamily, explicit_name
+from core.domain.prices import Tick
+from core.services.indicators import AlertRecord
+from perseus.marketdata.v1 import stream_service_pb2
 
 
 def price_channel(tick: Tick) -> Channel:
@@ -43,36 +26,8 @@ def candle_channel(candle: Candle) -> Channel:
     return Channel(ChannelFamily.CANDLES, candle.exchange, candle.symbol, candle.timeframe)
 
 
-def fill_price_feed(feed: prices_pb2.PriceFeed, tick: Tick) -> prices_pb2.PriceFeed:
-    feed.symbol = tick.symbol
-    feed.price = decimal_str(tick.price)
-    feed.volume = decimal_str(tick.volume)
-    feed.source = tick.source
-    set_ms(feed.timestamp, tick.ts_ms)
-    if tick.bid is not None:
-        feed.bid = decimal_str(tick.bid)
-    if tick.ask is not None:
-        feed.ask = decimal_str(tick.ask)
-    if tick.exchange_ts_ms:
-        set_ms(feed.exchange_timestamp, tick.exchange_ts_ms)
-    return feed
-
-
-def candle_to_pb(candle: Candle, *, exchange_id: int = 0) -> candles_pb2.Candle:
-    return candles_pb2.Candle(
-        exchange=candle.exchange,
-        symbol=candle.symbol,
-        timeframe=TIMEFRAME_TO_PB[candle.timeframe],
-        timestamp=ms_timestamp(candle.open_time),
-        open=decimal_str(candle.open),
-        high=decimal_str(candle.high),
-        low=decimal_str(candle.low),
-        close=decimal_str(candle.close),
-        volume=decimal_str(candle.volume),
-        is_synthetic=candle.is_synthetic,
-        sequence_num=candle.sequence_num,
-        exchange_id=exchange_id,
-    )
+def signal_channel(record: AlertRecord) -> Channel:
+    return Channel(ChannelFamily.SIGNALS, record.exchange, record.symbol, record.timeframe)
 
 
 def price_event(tick: Tick, *, now_ms: int) -> bytes:
@@ -84,8 +39,16 @@ def price_event(tick: Tick, *, now_ms: int) -> bytes:
 
 
 def candle_event(candle: Candle, *, exchange_id: int, now_ms: int) -> bytes:
-    return stream_service_pb2.StreamEvent(
+    event = stream_service_pb2.StreamEvent(
         channel=explicit_name(candle_channel(candle)),
         candle_close=candle_to_pb(candle, exchange_id=exchange_id),
-        publish_time=ms_timestamp(now_ms),
-    ).SerializeToString()
+    )
+    set_ms(event.publish_time, now_ms)
+    return event.SerializeToString()
+
+
+def signal_event(record: AlertRecord, *, now_ms: int) -> bytes:
+    event = stream_service_pb2.StreamEvent(channel=explicit_name(signal_channel(record)))
+    fill_trade_signal(event.trade_signal, record)
+    set_ms(event.publish_time, now_ms)
+    return event.SerializeToString()

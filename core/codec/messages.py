@@ -1,20 +1,22 @@
-"""Conversions between domain records and protobuf messages (no logic beyond mapping)."""
+"""Conversions between domain records and protobuf messages (no logic beyond mapping).
+
+The rpc layer answers with these; the stores keep candles as serialized
+``Candle`` messages made here, and the event codec (:mod:`core.codec.events`)
+fills its ``StreamEvent`` payloads with the same functions, so a candle or a
+trade signal has one encoding whether it is read, stored or streamed. Fields
+are filled in place where a message sits on a hot path (``fill_*``).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from core.adapters.alert_store import fill_trade_signal
 from core.adapters.apikeys import ApiKeyRecord, KeyTier
-from core.codec.events import TIMEFRAME_TO_PB
+from core.codec.timestamps import datetime_timestamp, ms_timestamp, set_ms, timestamp_ms
+from core.domain.candles import Candle
 from core.domain.consensus import Consensus
 from core.domain.errors import InvalidArgument
 from core.domain.models import DependencyHealth, Exchange, Symbol
-from core.domain.prices import RawFeed, decimal_str
-from core.domain.signals import Stage, Zone
+from core.domain.prices import RawFeed, Tick, decimal_str
+from core.domain.signals import Direction, Stage, Strength, Zone
 from core.domain.timeframes import TIMEFRAMES, Timeframe
 from core.services.indicator_queries import IndicatorReading
 from core.services.indicators import AlertRecord
@@ -23,6 +25,7 @@ from core.services.price_queries import LatestQuote, PriceBucket
 from core.services.status import ComponentHealth
 from core.settings import Mode
 from perseus.marketdata.v1 import (
+    candles_pb2,
     common_pb2,
     indicators_pb2,
     ingest_service_pb2,
@@ -33,6 +36,9 @@ from perseus.marketdata.v1 import (
     signals_pb2,
 )
 
+TIMEFRAME_TO_PB = {tf: common_pb2.Timeframe.Value(f"TIMEFRAME_{tf.value.upper()}") for tf in Timeframe}
+TIMEFRAME_FROM_PB = {number: timeframe for timeframe, number in TIMEFRAME_TO_PB.items()}
+
 MODE_TO_PB = {
     Mode.EXCHANGE: common_pb2.RUNTIME_MODE_EXCHANGE,
     Mode.PW_HOST: common_pb2.RUNTIME_MODE_PW_HOST,
@@ -40,6 +46,8 @@ MODE_TO_PB = {
 
 STAGE_TO_PB = {s: indicators_pb2.MomentumStage.Value(f"MOMENTUM_STAGE_{s.name}") for s in Stage}
 ZONE_TO_PB = {z: indicators_pb2.ValueZone.Value(f"VALUE_ZONE_{z.name}") for z in Zone}
+DIRECTION_TO_PB = {d: signals_pb2.SignalDirection.Value(f"SIGNAL_DIRECTION_{d.name}") for d in Direction}
+STRENGTH_TO_PB = {s: signals_pb2.SignalStrength.Value(f"SIGNAL_STRENGTH_{s.name}") for s in Strength}
 
 TIER_TO_PB = {
     KeyTier.FREE: key_service_pb2.KEY_TIER_FREE,
@@ -49,14 +57,6 @@ TIER_TO_PB = {
 }
 
 
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def exchange_to_pb(exchange: Exchange) -> market_pb2.Exchange:
     return market_pb2.Exchange(
         id=exchange.id,
@@ -64,7 +64,7 @@ def exchange_to_pb(exchange: Exchange) -> market_pb2.Exchange:
         display_name=exchange.display_name,
         status=market_pb2.EXCHANGE_STATUS_ONLINE if exchange.online else market_pb2.EXCHANGE_STATUS_OFFLINE,
         simulated=exchange.simulated,
-        last_heartbeat_time=timestamp(exchange.last_heartbeat),
+        last_heartbeat_time=datetime_timestamp(exchange.last_heartbeat),
     )
 
 
@@ -109,15 +109,8 @@ def api_key_to_pb(record: ApiKeyRecord) -> key_service_pb2.ApiKey:
         rate_limit_per_minute=limits.requests_per_minute,
         max_connections=limits.max_ws_connections,
         prefix=record.prefix,
-        create_time=timestamp(record.created_at),
+        create_time=datetime_timestamp(record.created_at),
     )
-
-
-def timestamp_ms(message: Message, field: str) -> int | None:
-    if not message.HasField(field):
-        return None
-    value: Timestamp = getattr(message, field)
-    return value.seconds * 1000 + value.nanos // 1_000_000
 
 
 def raw_feed(feed: prices_pb2.PriceFeed) -> RawFeed:
@@ -148,9 +141,6 @@ def ingest_result_to_pb(result: IngestResult) -> ingest_service_pb2.IngestPrices
     )
 
 
-TIMEFRAME_FROM_PB = {number: timeframe for timeframe, number in TIMEFRAME_TO_PB.items()}
-
-
 def timeframe_from_pb(value: int, *, field: str) -> Timeframe | None:
     """The timeframe of an enum number; None for TIMEFRAME_UNSPECIFIED (the caller's default)."""
     if value == common_pb2.TIMEFRAME_UNSPECIFIED:
@@ -160,26 +150,20 @@ def timeframe_from_pb(value: int, *, field: str) -> Timeframe | None:
     return TIMEFRAME_FROM_PB[value]
 
 
-def timestamp_from_ms(ms: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMilliseconds(ms)
-    return ts
-
-
 def latest_price_to_pb(quote: LatestQuote) -> prices_pb2.LatestPrice:
     return prices_pb2.LatestPrice(
         symbol=quote.symbol,
         price=decimal_str(quote.price),
         volume=decimal_str(quote.volume),
         source=quote.source,
-        timestamp=timestamp_from_ms(quote.ts_ms),
+        timestamp=ms_timestamp(quote.ts_ms),
         staleness_ms=quote.staleness_ms,
     )
 
 
 def price_bucket_to_pb(bucket: PriceBucket) -> prices_pb2.PriceBucket:
     return prices_pb2.PriceBucket(
-        timestamp=timestamp_from_ms(bucket.open_ms),
+        timestamp=ms_timestamp(bucket.open_ms),
         open=decimal_str(bucket.open),
         high=decimal_str(bucket.high),
         low=decimal_str(bucket.low),
@@ -198,7 +182,7 @@ def consensus_to_pb(consensus: Consensus) -> prices_pb2.ConsensusPrice:
         std_dev=decimal_str(consensus.std_dev),
         num_sources=len(consensus.sources),
         sources=consensus.sources,
-        timestamp=timestamp_from_ms(consensus.ts_ms),
+        timestamp=ms_timestamp(consensus.ts_ms),
     )
 
 
@@ -209,7 +193,7 @@ def macd_v_to_pb(reading: IndicatorReading) -> indicators_pb2.MacdV:
         exchange=reading.exchange,
         symbol=reading.symbol,
         timeframe=TIMEFRAME_TO_PB[reading.timeframe],
-        timestamp=timestamp_from_ms(reading.timeframe.close_time(value.open_time)),
+        timestamp=ms_timestamp(reading.timeframe.close_time(value.open_time)),
         macd_v=value.macd_v,
         signal=value.signal,
         histogram=value.histogram,
@@ -225,6 +209,58 @@ def macd_v_to_pb(reading: IndicatorReading) -> indicators_pb2.MacdV:
         exchange_id=reading.exchange_id,
         symbol_id=reading.symbol_id,
     )
+
+
+def candle_to_pb(candle: Candle, *, exchange_id: int = 0) -> candles_pb2.Candle:
+    message = candles_pb2.Candle(
+        exchange=candle.exchange,
+        symbol=candle.symbol,
+        timeframe=TIMEFRAME_TO_PB[candle.timeframe],
+        open=decimal_str(candle.open),
+        high=decimal_str(candle.high),
+        low=decimal_str(candle.low),
+        close=decimal_str(candle.close),
+        volume=decimal_str(candle.volume),
+        is_synthetic=candle.is_synthetic,
+        sequence_num=candle.sequence_num,
+        exchange_id=exchange_id,
+    )
+    set_ms(message.timestamp, candle.open_time)
+    return message
+
+
+def fill_price_feed(feed: prices_pb2.PriceFeed, tick: Tick) -> prices_pb2.PriceFeed:
+    feed.symbol = tick.symbol
+    feed.price = decimal_str(tick.price)
+    feed.volume = decimal_str(tick.volume)
+    feed.source = tick.source
+    set_ms(feed.timestamp, tick.ts_ms)
+    if tick.bid is not None:
+        feed.bid = decimal_str(tick.bid)
+    if tick.ask is not None:
+        feed.ask = decimal_str(tick.ask)
+    if tick.exchange_ts_ms:
+        set_ms(feed.exchange_timestamp, tick.exchange_ts_ms)
+    return feed
+
+
+def fill_trade_signal(signal: signals_pb2.TradeSignal, record: AlertRecord) -> signals_pb2.TradeSignal:
+    """Every field of the alert, internal ones included: the gateways project the public ones."""
+    signal.id = record.id
+    signal.symbol = record.symbol
+    signal.exchange = record.exchange
+    signal.timeframe = TIMEFRAME_TO_PB[record.timeframe]
+    signal.signal_type = record.signal_type
+    signal.direction = DIRECTION_TO_PB[record.direction]
+    signal.strength = STRENGTH_TO_PB[record.strength]
+    signal.price = decimal_str(record.price)
+    set_ms(signal.timestamp, record.triggered_ms)
+    signal.alert_type = record.alert_type
+    signal.trigger_value = record.trigger_value
+    signal.signal_delta = record.signal_delta
+    signal.trigger_label = record.trigger_label
+    signal.source_exchange_id = record.exchange_id
+    return signal
 
 
 def trade_signal_to_pb(record: AlertRecord) -> signals_pb2.TradeSignal:

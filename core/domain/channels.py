@@ -83,6 +83,15 @@ class Channel:
         return PART_SEPARATOR.join(parts)
 
 
+def explicit_name(channel: Channel) -> str:
+    """The name with its exchange always spelled out (``candles:coinbase:BTC-USD:1h``): the name inside
+    every published event and every answer of the core, whatever the default exchange of a reader is."""
+    parts = [channel.family.value, channel.exchange or "", channel.symbol]
+    if channel.timeframe is not None:
+        parts.append(channel.timeframe.value)
+    return PART_SEPARATOR.join(parts)
+
+
 def parse_channel(name: str, *, exchanges: Collection[str] | None = None) -> Channel:
     """Parse one public channel name.
 

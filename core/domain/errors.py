@@ -33,5 +33,28 @@ class StorageUnavailable(Unavailable):
         self.dependency = dependency
 
 
+class StreamFellBehind(DomainError):
+    """A stream's reader did not keep up and its bounded queue filled: the stream ends (RESOURCE_EXHAUSTED) and
+    the client resumes from its last seq, instead of the core holding an unbounded backlog for it."""
+
+    def __init__(self) -> None:
+        super().__init__("the stream fell behind; resume from your last seq")
+
+
+class HubClosed(Unavailable):
+    """The core's stream hub stopped (shutdown): open streams end with UNAVAILABLE and resume elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__("the core is shutting down; resume from your last seq")
+
+
 class LeaseLost(Exception):
     """This instance is no longer the writer for an exchange (its lease or fencing term is gone)."""
+
+
+class StaleTerm(LeaseLost):
+    """PostgreSQL already has a newer term (e.g. Redis lost its term counter): ``current`` is that term."""
+
+    def __init__(self, term: int, current: int) -> None:
+        super().__init__(f"writer term {term} is older than term {current} in PostgreSQL")
+        self.current = current

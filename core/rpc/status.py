@@ -13,7 +13,14 @@ import grpc
 from grpc import aio
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
-from core.domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from core.domain.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StreamFellBehind,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +29,7 @@ STATUS_FOR_ERROR: dict[type[DomainError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    StreamFellBehind: grpc.StatusCode.RESOURCE_EXHAUSTED,  # a stream's reader did not keep up: resume
 }
 
 # Driver errors that mean "a store is down", should one get past its adapter (adapters raise

@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from core.adapters.stream_hub import StreamFellBehind
 from core.domain.errors import DomainError
 from core.rpc.status import status_for
 from core.rpc.wire import length_delimited, repeated_field_bytes, to_wire, varint
@@ -136,9 +135,8 @@ def _resume_gap(item: ResumeGap) -> pb.ResumeGap:
 
 
 def stream_status(error: Exception) -> grpc.StatusCode:
-    """The status that ends a stream on ``error``: RESOURCE_EXHAUSTED for a stream that fell behind."""
-    if isinstance(error, StreamFellBehind):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    """The status that ends a stream on ``error``: the one table's (core/rpc/status.py), except that a
+    subscription refused for an outage is UNAVAILABLE (a Rejection is an InvalidArgument otherwise)."""
     if isinstance(error, Rejection) and error.reason is RejectReason.UNAVAILABLE:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, DomainError):
@@ -183,7 +181,7 @@ async def _serve(
         async for items in session.batches():
             for response in envelope.encode(items):
                 yield response
-    except (DomainError, StreamFellBehind) as exc:
+    except DomainError as exc:
         await context.abort(stream_status(exc), str(exc))
     finally:
         session.close()

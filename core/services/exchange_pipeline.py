@@ -24,26 +24,71 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
 
-import asyncpg
-
-from core.adapters.candle_store import CandleStore
-from core.adapters.events import Event, EventPublisher
-from core.adapters.writer_fence import WriterFence
-from core.codec.events import candle_channel, candle_event
-from core.domain.candles import Candle, CandleBuilder
+from core.domain.candles import Aggregate, Candle, CandleBuilder
 from core.domain.errors import LeaseLost
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.prices import Tick
-from core.services.ingestion import TicksListener, TickWriter
+from core.domain.timeframes import Timeframe
+from core.services.ingestion import TicksListener
+from core.services.ports import Connection, Fenced
 
 logger = logging.getLogger(__name__)
 
 MAX_PENDING_CANDLES = 50_000  # closed candles kept while storage is down (about 8 h of 100 symbols x 6 timeframes)
 
-Fenced = Callable[[], AbstractAsyncContextManager[asyncpg.Connection | None]]
 # Told of each wave of closed candles once they are stored and published, with the pipeline's fenced writes.
 ClosedListener = Callable[[Sequence[Candle], Fenced], Awaitable[None]]
+
+
+class FencedTicks(Protocol):
+    """The tick store (``core.adapters.tick_store``); raises ``Unavailable`` when PostgreSQL cannot store."""
+
+    async def insert(
+        self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str, conn: Connection = None
+    ) -> set[int]:
+        """Store ``(index, tick)`` pairs (within ``conn``'s transaction when given); the indexes newly stored."""
+        ...
+
+
+class CandleStorage(Protocol):
+    """Closed candles: the full history in PostgreSQL and the recent windows in Redis
+    (``core.adapters.candle_store``). Every method raises ``Unavailable`` when its store cannot answer."""
+
+    async def register_symbols(self, exchange_id: int, symbols: Sequence[str], *, conn: Connection = None) -> None: ...
+
+    async def last_closed(self, exchange_id: int, symbol: str) -> dict[Timeframe, tuple[int, Decimal]]:
+        """Open time (ms) and close of the newest stored candle per timeframe."""
+        ...
+
+    async def stored_minutes(
+        self, exchange_id: int, symbol: str, since_ms: int, until_ms: int | None = None
+    ) -> list[Aggregate]:
+        """The stored 1m candles with data from ``since_ms`` (to ``until_ms``), oldest first."""
+        ...
+
+    async def tick_minutes(self, source: str, symbol: str, since_ms: int) -> list[Aggregate]:
+        """The stored ticks of ``source`` and ``symbol`` from ``since_ms`` on, one aggregate per minute."""
+        ...
+
+    async def insert(self, exchange_id: int, candles: Sequence[Candle], *, conn: Connection = None) -> None: ...
+
+    async def add_to_windows(self, exchange_id: int, candles: Sequence[Candle]) -> None: ...
+
+
+class CandlePublisher(Protocol):
+    """Publishes ``candle_close`` events (``core.adapters.events``); raises ``Unavailable``."""
+
+    async def publish_candles(self, exchange_id: int, candles: Sequence[Candle]) -> None: ...
+
+
+class Fence(Protocol):
+    """The writer fence (``core.adapters.writer_fence``): a transaction in which ``term`` stays the writer's,
+    raising ``LeaseLost`` when it is not (and ``Unavailable`` when PostgreSQL cannot answer)."""
+
+    def transaction(self, term: int) -> AbstractAsyncContextManager[Connection]: ...
 
 
 @dataclass(slots=True)
@@ -61,15 +106,15 @@ class ExchangePipeline:
         exchange: str,
         exchange_id: int,
         *,
-        ticks: TickWriter,
+        ticks: FencedTicks,
         after_ticks: TicksListener,
-        candles: CandleStore,
-        publisher: EventPublisher,
+        candles: CandleStorage,
+        publisher: CandlePublisher,
         clock_ms: Callable[[], int],
         may_write: Callable[[], bool],
         build_from_trades: bool,
         writer_id: str = "",
-        fence: WriterFence | None = None,
+        fence: Fence | None = None,
         term: Callable[[], int] = lambda: 0,
         on_closed: ClosedListener | None = None,
     ) -> None:
@@ -195,10 +240,7 @@ class ExchangePipeline:
             async with self._fenced() as conn:
                 await self._candles.insert(self._exchange_id, batch, conn=conn)
             await self._candles.add_to_windows(self._exchange_id, batch)
-            now = self._clock_ms()
-            await self._publisher.publish(
-                [Event(candle_channel(c), candle_event(c, exchange_id=self._exchange_id, now_ms=now)) for c in batch]
-            )
+            await self._publisher.publish_candles(self._exchange_id, batch)
         except BaseException:
             self._pending = batch[-MAX_PENDING_CANDLES:]
             raise
@@ -209,7 +251,7 @@ class ExchangePipeline:
             await self._on_closed(batch, self._fenced)
 
     @asynccontextmanager
-    async def _fenced(self) -> AsyncIterator[asyncpg.Connection | None]:
+    async def _fenced(self) -> AsyncIterator[Connection]:
         """Where a write goes: a transaction fenced by this writer's term (None: no fence, plain pool)."""
         self._check_lease()
         if self._fence is None:

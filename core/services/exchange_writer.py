@@ -26,15 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-import redis.asyncio as aioredis
-
-from core.adapters.writer_fence import StaleTerm, WriterFence
-from core.adapters.writer_lock import Leader, WriterLock
-from core.domain.errors import LeaseLost
-from core.services.exchange_pipeline import ExchangePipeline
+from core.domain.errors import LeaseLost, StaleTerm, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +42,58 @@ RETRY_S = 0.05  # the shortest pause between two renewal attempts
 
 
 @dataclass(frozen=True, slots=True)
+class Leader:
+    """Who holds the lease now (``owner`` None: nobody) and the newest term (what a standby reports)."""
+
+    owner: str | None
+    term: int
+
+
+class Lease(Protocol):
+    """The writer lease of one exchange (``core.adapters.writer_lock``). Its reads and writes of Redis raise
+    ``Unavailable`` when Redis cannot answer; ``held()`` is the local view, valid without Redis."""
+
+    owner: str
+    term: int  # the fencing token of the last acquisition
+    ttl_ms: int
+
+    def held(self) -> bool: ...
+
+    def renewal_due_in(self) -> float:
+        """Seconds until the next renewal is due (<= 0: now)."""
+        ...
+
+    async def acquire(self) -> bool: ...
+
+    async def renew(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+    async def leader(self) -> Leader: ...
+
+    async def raise_term_floor(self, floor: int) -> None: ...
+
+
+class FenceClaim(Protocol):
+    """Makes a term the one allowed to write (``core.adapters.writer_fence``); raises ``StaleTerm`` when a newer
+    term already claimed it, ``Unavailable`` when PostgreSQL cannot answer."""
+
+    async def claim(self, term: int, holder: str) -> None: ...
+
+
+class Pipeline(Protocol):
+    """What the writer drives of :class:`~core.services.exchange_pipeline.ExchangePipeline`."""
+
+    async def start(self, symbols: Sequence[str]) -> None: ...
+
+    async def advance(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Feed:
     """What runs while leading: the venue (``run()`` until cancelled) and the pipeline it feeds."""
 
-    pipeline: ExchangePipeline
+    pipeline: Pipeline
     run_venue: Callable[[], Awaitable[None]]
     symbols: tuple[str, ...]
     connected: Callable[[], bool]  # the venue's connection is up: only then is the exchange online
@@ -59,11 +103,11 @@ class ExchangeWriter:
     def __init__(
         self,
         exchange: str,
-        lock: WriterLock,
+        lock: Lease,
         make_feed: Callable[[], Feed],
         *,
         heartbeat: Callable[[], Awaitable[object]],
-        fence: WriterFence | None = None,
+        fence: FenceClaim | None = None,
         poll_s: float = DEFAULT_POLL_S,
     ) -> None:
         self.exchange = exchange
@@ -83,7 +127,7 @@ class ExchangeWriter:
             try:
                 async with asyncio.timeout(self._lock.ttl_ms / 1000):  # a frozen Redis must not hold us here
                     acquired = await self._lock.acquire()
-            except (OSError, aioredis.RedisError) as exc:  # TimeoutError included
+            except (Unavailable, TimeoutError) as exc:
                 if not unreachable:  # once per outage, not every poll
                     logger.warning("%s: cannot reach Redis for the writer lease: %s", self.exchange, exc or "timeout")
                 unreachable, acquired = True, False
@@ -102,7 +146,7 @@ class ExchangeWriter:
             try:
                 async with asyncio.timeout(min(self._lock.ttl_ms / 1000, LEADER_READ_S)):
                     leader = await self._lock.leader()
-            except (OSError, aioredis.RedisError):
+            except (Unavailable, TimeoutError):
                 leader = None
         known = leader is not None
         if leader is None:
@@ -169,13 +213,13 @@ class ExchangeWriter:
                     renewed = await self._lock.renew()
                     if renewed and feed.connected():
                         await self._heartbeat()
-            except (OSError, aioredis.RedisError) as exc:  # TimeoutError included
+            except (Unavailable, TimeoutError) as exc:
                 logger.warning("%s: lease renewal failed: %s", self.exchange, exc or "timeout")
                 renewed = self._lock.held()
             if not renewed:
                 raise LeaseLost(self.exchange)
 
-    async def _clock(self, pipeline: ExchangePipeline) -> None:
+    async def _clock(self, pipeline: Pipeline) -> None:
         while True:
             await asyncio.sleep(CLOCK_S)
             try:
@@ -196,5 +240,5 @@ async def _quietly(step: Awaitable[object], timeout_s: float) -> None:
     try:
         async with asyncio.timeout(timeout_s):
             await step
-    except (OSError, aioredis.RedisError):  # TimeoutError included: the lease then simply runs out
+    except (Unavailable, TimeoutError):  # the lease then simply runs out
         pass

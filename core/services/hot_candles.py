@@ -28,10 +28,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from core.adapters.stream_hub import RESYNC, HubClosed, StreamFellBehind, StreamHub, Subscriber
 from core.domain.channels import Channel, ChannelFamily
-from core.domain.errors import Unavailable
+from core.domain.errors import HubClosed, StreamFellBehind, Unavailable
 from core.services.candle_queries import CandleQuery
+from core.services.ports import RESYNC, Hub, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def cacheable(query: CandleQuery) -> bool:
 
 
 class HotCandles:
-    def __init__(self, hub: StreamHub, channel_name: Callable[[Channel], str]) -> None:
+    def __init__(self, hub: Hub, channel_name: Callable[[Channel], str]) -> None:
         self._hub = hub
         self._channel_name = channel_name
         self._answers: OrderedDict[Key, bytes] = OrderedDict()
@@ -62,7 +62,7 @@ class HotCandles:
         self._versions: dict[Series, int] = {}  # from one counter: never reused, even after a series is dropped
         self._tick = itertools.count(1)
         self._confirmed: set[Series] = set()
-        self._subscriber: Subscriber | None = None
+        self._subscriber: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self.hits = self.misses = 0
 

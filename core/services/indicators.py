@@ -29,8 +29,7 @@ The read path is :mod:`core.services.indicator_queries`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -40,6 +39,7 @@ from core.domain.errors import LeaseLost
 from core.domain.indicators import Bar, MacdVParams, MacdVState, MacdVValue, step
 from core.domain.signals import Alert, Direction, Strength, detect_alerts
 from core.domain.timeframes import Timeframe
+from core.services.ports import Fenced
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 WARMUP_BARS = 400
 OUTBOX_BATCH = 1_000  # alerts published per round when what is left in the outbox is drained
 
-Fenced = Callable[[], AbstractAsyncContextManager[Any]]  # a writer-fenced PostgreSQL connection (or None)
 SeriesKey = tuple[str, str, Timeframe]  # (exchange, canonical symbol, timeframe)
 
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
-import redis.asyncio as aioredis
-
-from core.adapters.price_cache import PriceCache
-from core.codec.events import price_event
+from core.domain.errors import Unavailable
 from core.domain.prices import Tick
 
 logger = logging.getLogger(__name__)
@@ -29,10 +27,17 @@ MAX_PER_WRITE = 5_000
 RETRY_S = (0.1, 0.5, 1.0, 2.0)
 
 
+class LatestPriceWriter(Protocol):
+    """The latest-price cache and the ``prices:`` streams (``core.adapters.price_cache``): each tick replaces
+    its pair's latest price if newer and is published as a ``price_update`` event. Raises ``Unavailable``
+    when Redis cannot take the write (nothing of it may be assumed written)."""
+
+    async def write(self, ticks: Sequence[Tick]) -> None: ...
+
+
 class PriceUpdates:
-    def __init__(self, cache: PriceCache, *, clock_ms: Callable[[], int], max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, cache: LatestPriceWriter, *, max_pending: int = MAX_PENDING) -> None:
         self._cache = cache
-        self._clock_ms = clock_ms
         self._pending: deque[Tick] = deque()
         self._max_pending = max_pending
         self._wake = asyncio.Event()
@@ -64,11 +69,10 @@ class PriceUpdates:
                 self._wake.clear()
                 await self._wake.wait()
             batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_PER_WRITE))]
-            now = self._clock_ms()
             try:
-                await self._cache.write([(tick, price_event(tick, now_ms=now)) for tick in batch])
+                await self._cache.write(batch)
                 attempt = 0
-            except (OSError, aioredis.RedisError) as exc:
+            except Unavailable as exc:
                 self.failures += 1
                 self._pending.extendleft(reversed(batch))
                 delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]

@@ -2,7 +2,7 @@
 with no gap or duplicate that the subscriber is not told about.
 
 A :class:`StreamSession` is one open stream (a ``Subscribe`` or ``Multiplex``
-call). It holds a :class:`~core.adapters.stream_hub.Subscriber` of the
+call). It holds a :class:`~core.services.ports.Subscription` of the
 process's one hub and, per channel, the last seq it delivered.
 
 The order that makes a resume exact: subscribe to the live channels first
@@ -26,18 +26,18 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from core.adapters.stream_history import REPLAY_BATCH, StreamHistory
-from core.adapters.stream_hub import RESYNC, StreamHub, Subscriber
-from core.codec.events import explicit_name
-from core.domain.channels import Channel, InvalidChannel, parse_channel
+from core.domain.channels import Channel, InvalidChannel, explicit_name, parse_channel
 from core.domain.errors import DomainError, InvalidArgument, Unavailable
+from core.services.ports import RESYNC, Hub, Subscription
 
 MAX_CHANNELS = 50  # per Subscribe stream, as per WebSocket connection
 MAX_MULTIPLEX_CHANNELS = 20_000  # per Multiplex stream: a gateway carries every channel of its clients
 MULTIPLEX_QUEUE_SIZE = 50_000
 MAX_PENDING_REQUESTS = 1_000
 MAX_BATCH = 256  # items handed to the RPC edge at once (events it may send in one message)
+REPLAY_BATCH = 500  # history entries read at once; fewer means the history has no more
 # Short channel names (``prices:BTC-USD``) mean this exchange when the core has none configured
 # (pw-host mode); in exchange mode the default is the first of PERSEUS_EXCHANGES.
 DEFAULT_STREAM_EXCHANGE = "sim"
@@ -117,6 +117,23 @@ class _Abort:
     error: DomainError
 
 
+class History(Protocol):
+    """A stream's sequence counter and capped history (``core.adapters.stream_history``); reads raise
+    ``Unavailable`` when Redis cannot answer."""
+
+    def channel_name(self, channel: Channel) -> str:
+        """The hub's internal channel of a resolved public channel."""
+        ...
+
+    async def current_seqs(self, channels: Sequence[Channel]) -> list[int | None]:
+        """The last seq published on each channel (None: no counter, nothing published yet)."""
+        ...
+
+    async def after(self, channel: Channel, seq: int, count: int) -> list[tuple[int, bytes]]:
+        """Up to ``count`` history entries with a seq greater than ``seq``, oldest first."""
+        ...
+
+
 @dataclass(slots=True)
 class _Position:
     channel: Channel
@@ -128,9 +145,7 @@ class _Position:
 
 
 class Streams:
-    def __init__(
-        self, hub: StreamHub, history: StreamHistory, *, default_exchange: str, exchanges: Collection[str]
-    ) -> None:
+    def __init__(self, hub: Hub, history: History, *, default_exchange: str, exchanges: Collection[str]) -> None:
         self.hub = hub
         self.history = history
         self._default = default_exchange
@@ -144,7 +159,7 @@ class Streams:
 
 
 class StreamSession:
-    def __init__(self, streams: Streams, subscriber: Subscriber, *, max_channels: int) -> None:
+    def __init__(self, streams: Streams, subscriber: Subscription, *, max_channels: int) -> None:
         self._streams = streams
         self._history = streams.history
         self._hub = streams.hub
@@ -300,7 +315,7 @@ class StreamSession:
         if it starts later than the next seq; ``position.last`` follows."""
         first = True
         while up_to is None or position.last < up_to:
-            entries = await self._history.after(position.channel, position.last)
+            entries = await self._history.after(position.channel, position.last, REPLAY_BATCH)
             for seq, payload in entries:
                 if up_to is not None and seq > up_to:
                     return

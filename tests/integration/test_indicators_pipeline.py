@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from grpc import aio
 
-from core.adapters.alert_store import AlertStore, SignalEvents
+from core.adapters.alert_store import AlertStore
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
@@ -66,7 +66,7 @@ class Stack:
     def __init__(self, pool: asyncpg.Pool, client: aioredis.Redis, keys: RedisKeys, ids: dict[str, int]) -> None:
         self.pool, self.redis, self.keys, self.ids = pool, client, keys, ids
         self.clock = Clock()
-        self.publisher = EventPublisher(client, keys)
+        self.publisher = EventPublisher(client, keys, clock_ms=self.clock)
         self.states = IndicatorStore(client, keys)
         self.alerts = AlertStore(pool)
 
@@ -75,7 +75,7 @@ class Stack:
             states=self.states,
             history=CandleHistory(self.pool),
             alerts=self.alerts,
-            signals=SignalEvents(publisher or self.publisher, self.clock),
+            signals=publisher or self.publisher,
             exchange_ids=self.ids,
         )
 

@@ -18,8 +18,9 @@ from grpc import aio
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_history import StreamHistory
-from core.adapters.stream_hub import StreamFellBehind, StreamHub
+from core.adapters.stream_hub import StreamHub
 from core.domain.channels import Channel, ChannelFamily
+from core.domain.errors import StreamFellBehind
 from core.rpc.stream_servicer import stream_status
 from core.services.streams import Delivery, Item, Streams, Subscribed
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc

@@ -13,7 +13,7 @@ import pytest
 
 from core.adapters.price_cache import LatestPrice
 from core.adapters.price_queries_pg import PgPriceHistory, bucket_interval, datetime_to_ms
-from core.adapters.tick_store import ms_to_datetime
+from core.adapters.postgres import ms_to_datetime
 from core.codec import messages
 from core.domain.errors import InvalidArgument, Unavailable
 from core.domain.timeframes import Timeframe

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
-import redis.asyncio as aioredis
 
+from core.domain.errors import StorageUnavailable
 from core.domain.prices import Tick
 from core.services import price_updates as module
 from core.services.price_updates import PriceUpdates
@@ -18,15 +19,17 @@ def tick(n: int) -> Tick:
 
 
 class Cache:
+    """The LatestPriceWriter port in memory; down for its first ``failures`` writes, as the adapter reports it."""
+
     def __init__(self, failures: int = 0) -> None:
         self.writes: list[list[Tick]] = []
         self.failures = failures
 
-    async def write(self, updates: list[tuple[Tick, bytes]]) -> None:
+    async def write(self, ticks: Sequence[Tick]) -> None:
         if self.failures:
             self.failures -= 1
-            raise aioredis.ConnectionError("redis is down")
-        self.writes.append([t for t, _ in updates])
+            raise StorageUnavailable("redis", "redis is down")
+        self.writes.append(list(ticks))
 
 
 async def run_until_drained(updates: PriceUpdates) -> None:
@@ -39,7 +42,7 @@ async def run_until_drained(updates: PriceUpdates) -> None:
 
 async def test_ticks_queued_meanwhile_are_written_together_in_order() -> None:
     cache = Cache()
-    updates = PriceUpdates(cache, clock_ms=lambda: 0)  # type: ignore[arg-type]
+    updates = PriceUpdates(cache)
     await updates([tick(1), tick(2)])
     await updates([tick(3)])
     await run_until_drained(updates)
@@ -48,7 +51,7 @@ async def test_ticks_queued_meanwhile_are_written_together_in_order() -> None:
 
 async def test_a_full_queue_drops_the_oldest_and_counts_them() -> None:
     cache = Cache()
-    updates = PriceUpdates(cache, clock_ms=lambda: 0, max_pending=3)  # type: ignore[arg-type]
+    updates = PriceUpdates(cache, max_pending=3)
     await updates([tick(n) for n in range(5)])
     await run_until_drained(updates)
     assert cache.writes == [[tick(2), tick(3), tick(4)]]
@@ -58,7 +61,7 @@ async def test_a_full_queue_drops_the_oldest_and_counts_them() -> None:
 async def test_a_redis_outage_is_retried_without_losing_the_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(module, "RETRY_S", (0.01,))
     cache = Cache(failures=2)
-    updates = PriceUpdates(cache, clock_ms=lambda: 0)  # type: ignore[arg-type]
+    updates = PriceUpdates(cache)
     await updates([tick(1)])
     await run_until_drained(updates)
     assert cache.writes == [[tick(1)]]
