@@ -14,6 +14,7 @@ from grpc import aio
 
 from core.adapters.apikeys import ApiKeyRecord
 from core.codec import messages
+from core.codec.timestamps import timestamp_ms
 from core.domain.models import Exchange, Symbol
 from core.rpc import wire
 from core.rpc.status import DEFAULT_MAX_CALL_S, translates_errors
@@ -86,8 +87,8 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             request.symbol,
             messages.timeframe_from_pb(request.timeframe, field="timeframe"),
             request.limit,
-            messages.timestamp_ms(request, "start_time"),
-            messages.timestamp_ms(request, "end_time"),
+            timestamp_ms(request, "start_time"),
+            timestamp_ms(request, "end_time"),
         )
         return await self._hot_candles.answer(query, self._candles_answer)
 
@@ -108,8 +109,8 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     ) -> md_pb2.GetPriceRangeResponse:
         buckets = await self._price_queries.price_range(
             request.symbol,
-            start_ms=messages.timestamp_ms(request, "start_time"),
-            end_ms=messages.timestamp_ms(request, "end_time"),
+            start_ms=timestamp_ms(request, "start_time"),
+            end_ms=timestamp_ms(request, "end_time"),
             interval=messages.timeframe_from_pb(request.interval, field="interval"),
             source=request.source,
             limit=request.limit,
@@ -118,9 +119,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
 
     @translates_errors
     async def GetConsensus(self, request: md_pb2.GetConsensusRequest, context: Context) -> md_pb2.GetConsensusResponse:
-        prices = await self._price_queries.consensus(
-            list(request.symbols), at_ms=messages.timestamp_ms(request, "time")
-        )
+        prices = await self._price_queries.consensus(list(request.symbols), at_ms=timestamp_ms(request, "time"))
         return md_pb2.GetConsensusResponse(prices=[messages.consensus_to_pb(c) for c in prices])
 
     @translates_errors
@@ -148,7 +147,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             exchange=request.exchange,
             symbol=request.symbol,
             timeframe=messages.timeframe_from_pb(request.timeframe, field="timeframe"),
-            since_ms=messages.timestamp_ms(request, "since_time"),
+            since_ms=timestamp_ms(request, "since_time"),
             page_size=request.page_size,
             page_token=request.page_token,
         )

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from core.adapters.postgres import ms_to_datetime
 from core.adapters.price_cache import LatestPrice
 from core.adapters.price_queries_pg import PgPriceHistory, bucket_interval, datetime_to_ms
-from core.adapters.postgres import ms_to_datetime
 from core.codec import messages
 from core.domain.errors import InvalidArgument, Unavailable
 from core.domain.timeframes import Timeframe
