@@ -89,7 +89,7 @@ test("a consumer that stops reading is closed with 4009, then resumes with nothi
       }
     }
     assert.ok(stream.reconnects >= 1, "resumed on a new connection after the 4009");
-    console.log(`# slow consumer: ${published} events published, ${gaps} gap(s), ${stream.reconnects} reconnect(s)`);
+    console.log(`slow consumer: ${published} events published, ${gaps} gap(s), ${stream.reconnects} reconnect(s)`);
   } finally {
     stream.close();
   }

@@ -15,7 +15,7 @@ export const NO_STACK: string | false =
     ? false
     : "integration tests need a running stack: set PERSEUS_REST_URL, PERSEUS_WS_URL and PERSEUS_API_KEY (e.g. from `make run`)";
 
-if (NO_STACK) console.log(`# skipped: ${NO_STACK}`);
+if (NO_STACK) console.log(`skipped: ${NO_STACK}`);
 
 /** A symbol no other test (or run) publishes on, so its channel's events are this test's alone. */
 export function freshSymbol(): string {
