@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -101,9 +101,11 @@ class WriterLock:
     async def leader(self) -> Leader:
         """The lease's holder and the newest term, read from Redis."""
 
-        async def read() -> list[object]:
+        async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                found: list[object] = await pipe.get(self._key).get(self._term_key).execute()
+                pipe.get(self._key)
+                pipe.get(self._term_key)
+                found: list[Any] = await pipe.execute()
             return found
 
         owner, term = await _redis(read(), "the writer lease's holder not read")

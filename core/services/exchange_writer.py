@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.domain.errors import LeaseLost, StaleTerm, Unavailable
 
@@ -94,7 +94,7 @@ class Feed:
     """What runs while leading: the venue (``run()`` until cancelled) and the pipeline it feeds."""
 
     pipeline: Pipeline
-    run_venue: Callable[[], Awaitable[None]]
+    run_venue: Callable[[], Coroutine[Any, Any, None]]
     symbols: tuple[str, ...]
     connected: Callable[[], bool]  # the venue's connection is up: only then is the exchange online
 

@@ -3,7 +3,8 @@ untold, and requests refused without changing anything (tests/integration/test_s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -42,7 +43,7 @@ def seqs(items: list[Item]) -> list[int]:
 
 
 async def next_batch(session: StreamSession) -> list[Item]:
-    batches = session.batches()
+    batches = cast(AsyncGenerator[list[Item], None], session.batches())
     try:
         return await anext(batches)
     finally:
