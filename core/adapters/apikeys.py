@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import enum
 import hashlib
 import hmac
 import json
@@ -29,46 +28,17 @@ import secrets
 import string
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 import asyncpg
 
 from core.adapters.postgres import connect
+from core.domain.keys import ApiKeyRecord, KeyTier  # the records are domain: the codec maps them too
 from core.settings import database_url
 
 logger = logging.getLogger(__name__)
 
-
-class KeyTier(enum.StrEnum):
-    FREE = "free"
-    PRO = "pro"
-    INTERNAL = "internal"
-    ADMIN = "admin"
-
-
-@dataclass(frozen=True, slots=True)
-class TierLimits:
-    """Limits of one tier; :data:`UNLIMITED` (0) means no limit."""
-
-    requests_per_minute: int
-    max_ws_connections: int
-
-
-UNLIMITED = 0
-FREE_REQUESTS_PER_MINUTE = 1_000
-PRO_REQUESTS_PER_MINUTE = 10_000
-FREE_MAX_WS_CONNECTIONS = 5
-PRO_MAX_WS_CONNECTIONS = 20
-TIER_LIMITS: Mapping[KeyTier, TierLimits] = MappingProxyType(
-    {
-        KeyTier.FREE: TierLimits(FREE_REQUESTS_PER_MINUTE, FREE_MAX_WS_CONNECTIONS),
-        KeyTier.PRO: TierLimits(PRO_REQUESTS_PER_MINUTE, PRO_MAX_WS_CONNECTIONS),
-        KeyTier.INTERNAL: TierLimits(UNLIMITED, UNLIMITED),
-        KeyTier.ADMIN: TierLimits(UNLIMITED, UNLIMITED),
-    }
-)
 
 KEY_MARKER = "pk"
 TIER_MARKERS: Mapping[KeyTier, str] = MappingProxyType(
@@ -88,27 +58,6 @@ _COLUMNS = "id, name, tier, prefix, created_at, revoked_at, last_used_at"
 
 class AmbiguousKey(ValueError):
     """A prefix given to revoke matches more than one active key."""
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyRecord:
-    """A stored key as anyone may see it: no key, no hash."""
-
-    id: int
-    name: str
-    tier: KeyTier
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    @property
-    def limits(self) -> TierLimits:
-        return TIER_LIMITS[self.tier]
 
 
 def generate_key(tier: KeyTier | str) -> str:

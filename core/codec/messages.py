@@ -9,11 +9,11 @@ are filled in place where a message sits on a hot path (``fill_*``).
 
 from __future__ import annotations
 
-from core.adapters.apikeys import ApiKeyRecord, KeyTier
 from core.codec.timestamps import datetime_timestamp, ms_timestamp, set_ms, timestamp_ms
 from core.domain.candles import Candle
 from core.domain.consensus import Consensus
 from core.domain.errors import InvalidArgument
+from core.domain.keys import ApiKeyRecord, KeyTier
 from core.domain.models import DependencyHealth, Exchange, Symbol
 from core.domain.prices import RawFeed, Tick, decimal_str
 from core.domain.signals import Direction, Stage, Strength, Zone

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 import grpc
 from grpc import aio
 
-from core.adapters.apikeys import ApiKeyRecord
 from core.codec import messages
 from core.codec.timestamps import timestamp_ms
+from core.domain.keys import ApiKeyRecord
 from core.domain.models import Exchange, Symbol
 from core.rpc import wire
 from core.rpc.status import DEFAULT_MAX_CALL_S, translates_errors

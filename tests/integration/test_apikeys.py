@@ -10,14 +10,7 @@ import asyncpg
 import pytest
 
 from core.adapters.apikeys import (
-    FREE_MAX_WS_CONNECTIONS,
-    FREE_REQUESTS_PER_MINUTE,
-    PRO_REQUESTS_PER_MINUTE,
-    TIER_LIMITS,
-    UNLIMITED,
     AmbiguousKey,
-    ApiKeyRecord,
-    KeyTier,
     authenticate,
     create_key,
     format_table,
@@ -25,6 +18,15 @@ from core.adapters.apikeys import (
     revoke_key,
 )
 from core.adapters.migrations import migrate
+from core.domain.keys import (
+    FREE_MAX_WS_CONNECTIONS,
+    FREE_REQUESTS_PER_MINUTE,
+    PRO_REQUESTS_PER_MINUTE,
+    TIER_LIMITS,
+    UNLIMITED,
+    ApiKeyRecord,
+    KeyTier,
+)
 from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.integration

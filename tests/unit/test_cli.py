@@ -11,8 +11,9 @@ from importlib import metadata
 
 import pytest
 
-from core.adapters.apikeys import ApiKeyRecord, KeyTier, records_json
+from core.adapters.apikeys import records_json
 from core.adapters.migrations import EXIT_PENDING, MigrationState, MigrationStatus, format_status, status_verdict
+from core.domain.keys import ApiKeyRecord, KeyTier
 from perseus_cli.cli import SETTINGS_PAGE, build_parser, main
 
 # Packages `perseus --help` and `--version` must not import: the whole server behind a help text.

@@ -14,7 +14,7 @@ DRIVERS = ("asyncpg", "redis", "hiredis", "grpc", "google.protobuf", "perseus.ma
 FORBIDDEN = {
     "domain": ("core.services", "core.codec", "core.adapters", "core.rpc", "core.app", "core.exchange_mode", *DRIVERS),
     "services": ("core.codec", "core.adapters", "core.rpc", "core.app", "core.exchange_mode", *DRIVERS),
-    "codec": ("core.adapters.events", "core.adapters.stream_hub", "core.rpc", "core.app", "asyncpg", "redis"),
+    "codec": ("core.adapters", "core.rpc", "core.app", "core.exchange_mode", "asyncpg", "redis"),
 }
 
 
