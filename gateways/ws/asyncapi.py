@@ -41,12 +41,12 @@ def _event_payloads() -> dict[str, Descriptor]:
     return {field.name: field.message_type for field in payload.fields}
 
 
-def _envelope(properties: dict[str, Any], description: str) -> dict[str, Any]:
+def _envelope(properties: dict[str, Any], description: str, *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "type": "object",
         "description": description,
         "properties": properties,
-        "required": list(properties),
+        "required": [name for name in properties if name not in optional],
         "additionalProperties": False,
     }
 
@@ -79,6 +79,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             },
             "Add channels (a connection holds at most "
             f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}). Applied whole or not at all.",
+            optional=("resume",),
         ),
         "unsubscribe": _envelope({"action": {"const": "unsubscribe"}, "channels": channels_list}, "Remove channels."),
         "subscribed": _envelope(

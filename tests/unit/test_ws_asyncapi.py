@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from gateways.common.projection import public_fields
 from gateways.ws.asyncapi import asyncapi_document
@@ -42,3 +43,13 @@ def test_every_message_and_close_code_is_documented() -> None:
     }
     for code in ("4001", "4008", "4009", "4029", "1009"):
         assert code in document["info"]["description"]
+
+
+def test_a_subscribe_without_resume_is_valid_and_a_bad_resume_is_not() -> None:
+    """`resume` is optional: most subscribes carry none, and a client generated from the document must not need one."""
+    subscribe = asyncapi_document("1.0", "localhost:8001")["components"]["messages"]["subscribe"]["payload"]
+    jsonschema.validate({"action": "subscribe", "channels": ["prices:BTC-USD"]}, subscribe)
+    resumed = {"action": "subscribe", "channels": ["prices:BTC-USD"], "resume": {"prices:BTC-USD": 3}}
+    jsonschema.validate(resumed, subscribe)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"action": "subscribe", "channels": ["prices:BTC-USD"], "resume": {"x": -1}}, subscribe)

@@ -81,7 +81,7 @@ export type components = {
             action: "subscribe";
             channels: string[];
             /** @description last seq seen per channel: what came after it is replayed first */
-            resume: {
+            resume?: {
                 [key: string]: number;
             };
         };
