@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection
 from core.domain.errors import Unavailable
 from core.domain.prices import decimal_str
 from core.domain.signals import Direction, Strength
@@ -65,7 +65,7 @@ class AlertStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(self, alerts: Sequence[NewAlert], *, conn: asyncpg.Connection | None = None) -> list[AlertRecord]:
+    async def insert(self, alerts: Sequence[NewAlert], *, conn: Connection | None = None) -> list[AlertRecord]:
         """Store ``alerts``; returns the ones that were not stored before (``conn``: within that transaction)."""
         if not alerts:
             return []
@@ -134,7 +134,7 @@ class AlertStore:
         sql = f"{_SELECT}{where} ORDER BY a.triggered_at DESC, a.id DESC LIMIT {arg(query.limit)}"
         return [_record(row) for row in await self._fetch(sql, *args)]
 
-    async def _fetch(self, sql: str, *args: Any, conn: asyncpg.Connection | None = None) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, *args: Any, conn: Connection | None = None) -> list[asyncpg.Record]:
         try:
             return await (conn or self._pool).fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S)
         except UNAVAILABLE_ERRORS as exc:

@@ -33,7 +33,7 @@ from types import MappingProxyType
 
 import asyncpg
 
-from core.adapters.postgres import connect
+from core.adapters.postgres import Connection, Executor, connect
 from core.domain.keys import ApiKeyRecord, KeyTier  # the records are domain: the codec maps them too
 from core.settings import database_url
 
@@ -90,7 +90,7 @@ def _record(row: asyncpg.Record) -> ApiKeyRecord:
     )
 
 
-async def create_key(conn: asyncpg.Connection, *, tier: KeyTier | str, name: str = "") -> tuple[str, ApiKeyRecord]:
+async def create_key(conn: Executor, *, tier: KeyTier | str, name: str = "") -> tuple[str, ApiKeyRecord]:
     """Create a key; returns the key itself (shown once, never stored) and its record."""
     tier = KeyTier(tier)
     if len(name) > MAX_NAME_LENGTH:
@@ -103,12 +103,13 @@ async def create_key(conn: asyncpg.Connection, *, tier: KeyTier | str, name: str
         hash_key(key),
         key_prefix(key),
     )
+    assert row is not None, "INSERT … RETURNING of one row returns it"
     record = _record(row)
     logger.info("api key created", extra={"fields": {"key_id": record.id, "tier": tier.value}})
     return key, record
 
 
-async def authenticate(conn: asyncpg.Connection, key: str, *, record_use: bool = False) -> ApiKeyRecord | None:
+async def authenticate(conn: Executor, key: str, *, record_use: bool = False) -> ApiKeyRecord | None:
     """The record of an active key; None for an unknown, malformed or revoked key.
 
     ``record_use`` updates ``last_used_at`` (at most once a minute); leave it
@@ -130,13 +131,13 @@ async def authenticate(conn: asyncpg.Connection, key: str, *, record_use: bool =
     return _record(row)
 
 
-async def list_keys(conn: asyncpg.Connection, *, include_revoked: bool = True) -> list[ApiKeyRecord]:
+async def list_keys(conn: Executor, *, include_revoked: bool = True) -> list[ApiKeyRecord]:
     where = "" if include_revoked else " WHERE revoked_at IS NULL"
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys{where} ORDER BY id")
     return [_record(row) for row in rows]
 
 
-async def revoke_key(conn: asyncpg.Connection, key_id_or_prefix: str) -> bool:
+async def revoke_key(conn: Connection, key_id_or_prefix: str) -> bool:
     """Revoke one active key named by numeric id, by its prefix (or a leading part of it), or by the key.
 
     True when a key was revoked; False when no active key matched. Raises

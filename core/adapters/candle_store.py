@@ -18,8 +18,8 @@ from typing import TypeVar
 import asyncpg
 import redis.asyncio as aioredis
 
-from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
-from core.adapters.redis_client import REDIS_DOWN_ERRORS
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection, ms_to_datetime
+from core.adapters.redis_client import REDIS_DOWN_ERRORS, reply_scored
 from core.adapters.redis_keys import RedisKeys
 from core.codec.messages import candle_to_pb
 from core.domain.candles import Aggregate, Candle
@@ -114,9 +114,7 @@ class CandleStore:
         self._window_size = window_size
         self._window_add = redis.register_script(_WINDOW_ADD)
 
-    async def insert(
-        self, exchange_id: int, candles: Sequence[Candle], *, conn: asyncpg.Connection | None = None
-    ) -> None:
+    async def insert(self, exchange_id: int, candles: Sequence[Candle], *, conn: Connection | None = None) -> None:
         """The full history in PostgreSQL (raises Unavailable); ``conn``: within that transaction."""
         if not candles:
             return
@@ -147,7 +145,7 @@ class CandleStore:
 
     async def add_to_windows(self, exchange_id: int, candles: Sequence[Candle]) -> None:
         """The bounded recent windows in Redis (raises ``StorageUnavailable("redis")``)."""
-        by_window: dict[str, list[object]] = {}
+        by_window: dict[str, list[int | bytes]] = {}
         for c in candles:
             key = self._keys.candle_window(c.exchange, c.symbol, c.timeframe)
             member = candle_to_pb(c, exchange_id=exchange_id).SerializeToString()
@@ -161,7 +159,7 @@ class CandleStore:
             raise StorageUnavailable("redis", f"candle windows not written ({type(exc).__name__}: {exc})") from exc
 
     async def register_symbols(
-        self, exchange_id: int, symbols: Sequence[str], *, conn: asyncpg.Connection | None = None
+        self, exchange_id: int, symbols: Sequence[str], *, conn: Connection | None = None
     ) -> None:
         """Record the symbols an exchange's feed carries (idempotent), for ListSymbols."""
         pairs = [split_symbol(symbol) for symbol in symbols]
@@ -266,7 +264,7 @@ class CandleRowsReader:
             rows.reverse()
         else:
             rows = await self._redis.zrangebyscore(key, low, high, start=0, num=span.limit, withscores=True)
-        return [(int(score), member) for member, score in rows]
+        return [(int(score), member) for member, score in reply_scored(rows)]
 
     async def newest_in_window(self, query: CandleQuery, span: Span) -> tuple[int | None, list[bytes]]:
         """The window's oldest open time and its newest ``span.limit`` candles in ``span`` (oldest first),

@@ -20,7 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
-from core.adapters.redis_client import REDIS_DOWN_ERRORS
+from core.adapters.redis_client import REDIS_DOWN_ERRORS, reply_bytes
 from core.adapters.redis_keys import RedisKeys
 from core.domain.errors import NotFound, StorageUnavailable
 from core.domain.models import Exchange, Symbol
@@ -61,11 +61,11 @@ class PgExchangeSource:
             return []
         try:
             async with asyncio.timeout(HEARTBEAT_READ_TIMEOUT_S):
-                beats: list[bytes | None] = await self._redis.mget([self._keys.exchange_heartbeat(n) for n in names])
+                beats = await self._redis.mget([self._keys.exchange_heartbeat(n) for n in names])
         except REDIS_DOWN_ERRORS as exc:
             logger.warning("exchange heartbeats unreadable (%s): every exchange listed offline", type(exc).__name__)
             return [None] * len(names)
-        return beats
+        return [reply_bytes(beat) for beat in beats]
 
     async def list_symbols(self, exchange: str) -> list[Symbol]:
         """Symbols of one exchange (``exchange`` given) or of all; an unknown exchange is NotFound."""

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from common import resp
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.adapters.redis_client import reply_bytes
 from core.adapters.redis_keys import RedisKeys
 from core.domain.errors import Unavailable
 from core.domain.indicators import Bar, MacdVState, MacdVValue
@@ -96,7 +97,7 @@ class IndicatorStore:
             blob = await self._redis.get(self._key(series))
         except (aioredis.RedisError, OSError) as exc:
             raise Unavailable("Redis is unavailable; indicator not read") from exc
-        state = self._decoded(series, blob)
+        state = self._decoded(series, reply_bytes(blob))
         return state.last if state is not None else None
 
     def _decoded(self, series: SeriesKey, blob: bytes | None) -> MacdVState | None:

@@ -13,13 +13,22 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from core.settings import StartupError
 
 logger = logging.getLogger(__name__)
+
+# A connection of one's own or one on loan from a pool (what ``pool.acquire()`` yields): asyncpg-stubs types
+# them apart, and a store given either runs the same statements on it. A pool runs a single statement too
+# (on a connection of its own), but has no ``transaction()``. Strings: asyncpg's classes are not generic at
+# run time.
+Connection: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
+Executor: TypeAlias = "Connection | asyncpg.Pool"
 
 DATABASE_URL_VARIABLE = "PERSEUS_DATABASE_URL"
 DEFAULT_CONNECT_TIMEOUT_S = 5.0

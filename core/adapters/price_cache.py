@@ -18,6 +18,7 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 
 from core.adapters.events import HISTORY_MAXLEN, publish_lua, wall_clock_ms
+from core.adapters.redis_client import reply_members
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import price_channel, price_event
 from core.domain.errors import StorageUnavailable
@@ -103,7 +104,8 @@ class PriceCache:
 
     async def latest(self, symbol: str) -> list[LatestPrice]:
         """The live latest price of every source of ``symbol``, newest first (expired ones are skipped)."""
-        sources = [s.decode() for s in await self._redis.zrevrange(self._keys.price_sources(symbol), 0, -1)]
+        members = reply_members(await self._redis.zrevrange(self._keys.price_sources(symbol), 0, -1))
+        sources = [s.decode() for s in members]
         if not sources:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:

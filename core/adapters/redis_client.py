@@ -17,7 +17,7 @@ A Redis that is down (refused) fails at once; redis-py does not retry it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -37,8 +37,10 @@ class HiredisPackingConnection(aioredis.Connection):
             args = (*args[0].encode().split(), *args[1:])
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
+        # hiredis's stub types the command as a one-element tuple; it packs any length.
+        command: tuple[Any, ...] = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
         try:
-            return [hiredis.pack_command(tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args))]
+            return [hiredis.pack_command(command)]
         except TypeError as exc:
             raise DataError(str(exc)) from exc
 
@@ -51,3 +53,28 @@ def redis_client(url: str) -> aioredis.Redis:
     if client.connection_pool.connection_class is aioredis.Connection:
         client.connection_pool.connection_class = HiredisPackingConnection
     return client
+
+
+# redis-py 8 types a reply for every client at once: ``bytes | str`` (str with decode_responses=True) and
+# either RESP version's shape. The clients made above decode nothing and speak RESP2, so their replies are
+# bytes; these say so to mypy. Casts, not isinstance checks: a read path pays one call, no check per item.
+
+
+def reply_bytes(reply: bytes | str | None) -> bytes | None:
+    """A bulk string reply (``GET``, ``HGET``, an element of ``MGET``)."""
+    return cast("bytes | None", reply)
+
+
+def reply_members(reply: object) -> list[bytes]:
+    """The members of a sorted-set range read without scores."""
+    return cast("list[bytes]", reply)
+
+
+def reply_scored(reply: object) -> list[tuple[bytes, float]]:
+    """The ``(member, score)`` pairs of a range read ``withscores=True``."""
+    return cast("list[tuple[bytes, float]]", reply)
+
+
+def reply_entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The ``(id, fields)`` entries of ``XRANGE``."""
+    return cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)

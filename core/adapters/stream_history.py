@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from core.adapters.redis_client import reply_entries
 from core.adapters.redis_keys import RedisKeys
 from core.domain.channels import Channel
 from core.domain.errors import Unavailable
@@ -47,7 +48,7 @@ class StreamHistory:
         entries = await _retried(
             lambda: self._redis.xrange(key, f"({seq}-0", "+", count=count), "cannot read stream history"
         )
-        return [(int(entry_id.split(b"-", 1)[0]), fields[b"p"]) for entry_id, fields in entries]
+        return [(int(entry_id.split(b"-", 1)[0]), fields[b"p"]) for entry_id, fields in reply_entries(entries)]
 
 
 async def _retried(read: Callable[[], Awaitable[T]], what: str) -> T:

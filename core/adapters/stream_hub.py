@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import hiredis
-from redis.connection import SSLConnection, parse_url
+from redis.asyncio.connection import SSLConnection, parse_url
 
 from common import resp
 from core.domain.errors import HubClosed, StreamFellBehind, Unavailable
@@ -219,7 +219,9 @@ class StreamHub:
         if writer is None or not names:
             return
         for start in range(0, len(names), SUBSCRIBE_BATCH):
-            writer.write(hiredis.pack_command((command, *names[start : start + SUBSCRIBE_BATCH])))
+            # hiredis's stub types the command as a one-element tuple; it packs any length.
+            batch: tuple[Any, ...] = (command, *names[start : start + SUBSCRIBE_BATCH])
+            writer.write(hiredis.pack_command(batch))
 
     async def run(self) -> None:
         """Read the connection until cancelled, reconnecting as needed: the core runs this under its

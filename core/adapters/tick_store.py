@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection
 from core.domain.errors import Unavailable
 from core.domain.prices import Tick, decimal_str
 
@@ -55,7 +55,7 @@ class TickStore:
         *,
         worker_id: str,
         batch_id: str,
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
         deadline_ms: int | None = None,
     ) -> set[int]:
         """Store ``(index, tick)`` pairs in one statement; returns the indexes newly stored.
@@ -81,7 +81,7 @@ class TickStore:
                 raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
         columns: list[list[object]] = [[] for _ in range(9)]
         for index, tick in ticks:
-            row = (
+            values = (
                 tick.symbol,
                 decimal_str(tick.price),
                 decimal_str(tick.volume),
@@ -92,7 +92,7 @@ class TickStore:
                 tick.exchange_ts_ms or None,
                 index,
             )
-            for column, value in zip(columns, row, strict=True):
+            for column, value in zip(columns, values, strict=True):
                 column.append(value)
         try:
             row = await (conn or self._pool).fetchrow(
@@ -103,6 +103,7 @@ class TickStore:
             raise Unavailable("PostgreSQL is unavailable; nothing of this batch was stored, retry it") from exc
         except asyncio.CancelledError:
             raise
+        assert row is not None, "a SELECT of two expressions returns one row"
         if not row["in_time"]:
             logger.warning("price feeds not stored: PostgreSQL ran the insert after the caller's deadline")
             raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection
 from core.domain.errors import LeaseLost, StaleTerm, Unavailable
 
 _CLAIM = """
@@ -46,7 +46,7 @@ class WriterFence:
             raise StaleTerm(term, int(current))
 
     @asynccontextmanager
-    async def transaction(self, term: int) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, term: int) -> AsyncIterator[Connection]:
         """A transaction in which ``term`` is, and stays, the writer's term."""
         try:
             async with self._pool.acquire(timeout=STATEMENT_TIMEOUT_S) as conn, conn.transaction():

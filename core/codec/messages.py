@@ -9,6 +9,11 @@ are filled in place where a message sits on a hot path (``fill_*``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar, cast
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
 from core.codec.timestamps import datetime_timestamp, ms_timestamp, set_ms, timestamp_ms
 from core.domain.candles import Candle
 from core.domain.consensus import Consensus
@@ -23,6 +28,7 @@ from core.services.indicators import AlertRecord
 from core.services.ingestion import IngestResult
 from core.services.price_queries import LatestQuote, PriceBucket
 from core.services.status import ComponentHealth
+from core.services.streams import RejectReason
 from core.settings import Mode
 from perseus.marketdata.v1 import (
     candles_pb2,
@@ -34,20 +40,38 @@ from perseus.marketdata.v1 import (
     market_pb2,
     prices_pb2,
     signals_pb2,
+    stream_service_pb2,
 )
 
-TIMEFRAME_TO_PB = {tf: common_pb2.Timeframe.Value(f"TIMEFRAME_{tf.value.upper()}") for tf in Timeframe}
-TIMEFRAME_FROM_PB = {number: timeframe for timeframe, number in TIMEFRAME_TO_PB.items()}
+_Key = TypeVar("_Key")
+_Enum = TypeVar("_Enum", bound=int)
+
+
+def enum_members(enum: type[_Enum], names: Mapping[_Key, str]) -> dict[_Key, _Enum]:
+    """Each key's member of the proto enum ``enum``, by value name (an unknown name fails at import).
+
+    protoc's .pyi declares a proto enum as an ``int`` subclass whose metaclass, ``EnumTypeWrapper``, gives
+    ``Value()`` the return type ``int``: the number is a member of ``enum``, which the stubs cannot say.
+    """
+    wrapper = cast(EnumTypeWrapper, enum)
+    return {key: cast(_Enum, wrapper.Value(name)) for key, name in names.items()}
+
+
+TIMEFRAME_TO_PB = enum_members(common_pb2.Timeframe, {tf: f"TIMEFRAME_{tf.value.upper()}" for tf in Timeframe})
+TIMEFRAME_FROM_PB: dict[int, Timeframe] = {number: timeframe for timeframe, number in TIMEFRAME_TO_PB.items()}
 
 MODE_TO_PB = {
     Mode.EXCHANGE: common_pb2.RUNTIME_MODE_EXCHANGE,
     Mode.PW_HOST: common_pb2.RUNTIME_MODE_PW_HOST,
 }
 
-STAGE_TO_PB = {s: indicators_pb2.MomentumStage.Value(f"MOMENTUM_STAGE_{s.name}") for s in Stage}
-ZONE_TO_PB = {z: indicators_pb2.ValueZone.Value(f"VALUE_ZONE_{z.name}") for z in Zone}
-DIRECTION_TO_PB = {d: signals_pb2.SignalDirection.Value(f"SIGNAL_DIRECTION_{d.name}") for d in Direction}
-STRENGTH_TO_PB = {s: signals_pb2.SignalStrength.Value(f"SIGNAL_STRENGTH_{s.name}") for s in Strength}
+STAGE_TO_PB = enum_members(indicators_pb2.MomentumStage, {s: f"MOMENTUM_STAGE_{s.name}" for s in Stage})
+ZONE_TO_PB = enum_members(indicators_pb2.ValueZone, {z: f"VALUE_ZONE_{z.name}" for z in Zone})
+DIRECTION_TO_PB = enum_members(signals_pb2.SignalDirection, {d: f"SIGNAL_DIRECTION_{d.name}" for d in Direction})
+STRENGTH_TO_PB = enum_members(signals_pb2.SignalStrength, {s: f"SIGNAL_STRENGTH_{s.name}" for s in Strength})
+REJECT_REASON_TO_PB = enum_members(
+    stream_service_pb2.RejectReason, {r: f"REJECT_REASON_{r.name}" for r in RejectReason}
+)
 
 TIER_TO_PB = {
     KeyTier.FREE: key_service_pb2.KEY_TIER_FREE,

@@ -18,11 +18,11 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from contextvars import Token
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc import aio
@@ -31,6 +31,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.logs import request_id_var
 
 logger = logging.getLogger(__name__)
+
+# Strings: grpc's runtime classes are not generic, only typeshed's are.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+# What an aio server's handler really is: typeshed types RpcMethodHandler's behaviours for the synchronous
+# server (grpc.ServicerContext, Iterator); grpc.aio registers the same class with these coroutine functions
+# and async generators, so one cast (in wrap_handler) says so.
+AioBehavior: TypeAlias = "Callable[[Any, aio.ServicerContext[Any, Any]], Any]"
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
@@ -97,7 +104,7 @@ class ObservedServer:
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(tuple(_ObservedHandler(h, self._concerns) for h in handlers))
 
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         self._server.add_registered_method_handlers(
             service, {name: wrap_handler(h, f"/{service}/{name}", self._concerns) for name, h in handlers.items()}
         )
@@ -109,9 +116,9 @@ class _ObservedHandler(grpc.GenericRpcHandler):
     def __init__(self, inner: grpc.GenericRpcHandler, concerns: tuple[Concern, ...]) -> None:
         self._inner = inner
         self._concerns = concerns
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         handler = self._inner.service(handler_call_details)
         if handler is None:
             return None
@@ -122,7 +129,7 @@ class _ObservedHandler(grpc.GenericRpcHandler):
         return cached[1]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, method: str, concerns: Sequence[Concern]) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern]) -> Handler:
     """Return ``handler`` with ``concerns`` told of the start and the end of every call.
 
     A stream runs in its call's own task and writes with ``context.write()``:
@@ -146,7 +153,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler, method: str, concerns: Sequence
             concern.finished(call, code, exc, duration)
 
     if handler.unary_unary or handler.stream_unary:
-        behavior = handler.unary_unary or handler.stream_unary
+        behavior = cast(AioBehavior, handler.unary_unary or handler.stream_unary)
         awaited = inspect.iscoroutinefunction(behavior)
 
         async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
@@ -163,7 +170,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler, method: str, concerns: Sequence
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return factory(unary, handler.request_deserializer, handler.response_serializer)
 
-    behavior = handler.unary_stream or handler.stream_stream
+    behavior = cast(AioBehavior, handler.unary_stream or handler.stream_stream)
 
     async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
         call = Call(method, context, True)

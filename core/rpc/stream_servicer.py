@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from core.codec.messages import REJECT_REASON_TO_PB
 from core.domain.errors import DomainError
 from core.rpc.status import status_for
 from core.rpc.wire import length_delimited, repeated_field_bytes, to_wire, varint
@@ -73,7 +74,7 @@ def multiplex_answer(item: Item) -> bytes:
         response = pb.MultiplexResponse(ref=item.ref, resume_gap=_resume_gap(item))
     elif isinstance(item, Rejected):
         response = pb.MultiplexResponse(
-            ref=item.ref, rejected=pb.Rejected(reason=int(item.reason), message=item.message)
+            ref=item.ref, rejected=pb.Rejected(reason=REJECT_REASON_TO_PB[item.reason], message=item.message)
         )
     else:
         raise TypeError(f"no Multiplex answer for {item!r}")
@@ -170,7 +171,7 @@ class StreamServicer:
 
 async def _serve(
     session: StreamSession, envelope: Envelope, context: Context, opening: AsyncIterator[Item] | None = None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The responses of one stream: its opening (a first subscribe), then batches until it ends; a stream
     that must end is aborted with its status, and its channels go back to the hub in every case."""
     try:

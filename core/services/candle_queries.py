@@ -126,8 +126,8 @@ class CandleQueries:
             ]
         older = await self._rows.history(query, Span(query.start_ms, _before(query.end_ms, oldest), query.limit, False))
         missing = query.limit - len(older)
-        recent = await self._window(query, oldest, oldest, query.end_ms, missing, newest=False) if missing else []
-        return [c for _, c in older + recent]
+        newer = await self._window(query, oldest, oldest, query.end_ms, missing, newest=False) if missing else []
+        return [c for _, c in older + newer]
 
     async def _window(
         self,

@@ -83,7 +83,7 @@ class IndicatorQueries:
         self._params = params or MacdVParams()
 
     async def indicator(self, exchange: str, symbol: str, timeframe: Timeframe | None) -> IndicatorReading:
-        name, exchange_id = self._exchange(exchange, required=True)
+        name, exchange_id = self._exchange(exchange)
         symbol = canonical_symbol(symbol)
         tf = _required(timeframe)
         value = await self._states.latest((name, symbol, tf))
@@ -96,7 +96,7 @@ class IndicatorQueries:
 
     async def signal(self, exchange: str, symbol: str, timeframe: Timeframe | None) -> AlertRecord:
         """The current trade signal of a series: its most recent alert."""
-        name, exchange_id = self._exchange(exchange, required=True)
+        name, exchange_id = self._exchange(exchange)
         symbol = canonical_symbol(symbol)
         tf = _required(timeframe)
         record = await self._alerts.latest(exchange_id, symbol, tf)
@@ -120,9 +120,8 @@ class IndicatorQueries:
             raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE} (got {page_size})")
         if since_ms is not None and since_ms < 0:
             raise InvalidArgument("since_time must not be before 1970-01-01 UTC")
-        _, exchange_id = self._exchange(exchange, required=False)
         query = AlertQuery(
-            exchange_id=exchange_id,
+            exchange_id=self._exchange(exchange)[1] if exchange.strip() else None,  # empty: every exchange
             symbol=canonical_symbol(symbol) if symbol.strip() else None,
             timeframe=timeframe,
             since_ms=since_ms,
@@ -135,12 +134,11 @@ class IndicatorQueries:
         last = records[page_size - 1]
         return AlertPage(records[:page_size], self._page_tokens.encode(last.triggered_ms, last.id))
 
-    def _exchange(self, exchange: str, *, required: bool) -> tuple[str, int | None]:
+    def _exchange(self, exchange: str) -> tuple[str, int]:
+        """The exchange's name and id: an empty name is InvalidArgument, an unknown one NotFound."""
         name = exchange.strip().lower()
         if not name:
-            if required:
-                raise InvalidArgument("exchange is required")
-            return name, None
+            raise InvalidArgument("exchange is required")
         if name not in self._exchange_ids:
             raise NotFound(f"unknown exchange {exchange!r}")
         return name, self._exchange_ids[name]

@@ -217,25 +217,25 @@ class StreamSession:
         except Unavailable as exc:
             self._hub.release(self._subscriber, new)
             raise Rejection(RejectReason.UNAVAILABLE, str(exc)) from None
-        for internal, seq in zip(by_internal, current, strict=True):
+        for internal, at in zip(by_internal, current, strict=True):
             asked = resume.get(internal)
-            if asked is not None and seq is not None and asked > seq:
+            if asked is not None and at is not None and asked > at:
                 self._hub.release(self._subscriber, new)
                 raise Rejection(
                     RejectReason.INVALID_RESUME,
                     f"resume seq {asked} of channel {explicit_name(by_internal[internal])!r} is from the future "
-                    f"(the channel is at seq {seq})",
+                    f"(the channel is at seq {at})",
                 )
         subscribed = Subscribed(ref, [explicit_name(channel) for channel in resolved])
         if ack_first:
             yield subscribed
-        for internal, seq in zip(by_internal, current, strict=True):
+        for internal, at in zip(by_internal, current, strict=True):
             asked = resume.get(internal)
             position = self._positions.get(internal)
             if position is None:
                 channel = by_internal[internal]
-                start = asked if asked is not None else (seq or 0)
-                fresh = asked is None and seq is None
+                start = asked if asked is not None else (at or 0)
+                fresh = asked is None and at is None
                 position = self._positions[internal] = _Position(channel, explicit_name(channel), start, fresh)
                 if asked is not None:
                     async for item in self._catch_up(position, ref, up_to=None):

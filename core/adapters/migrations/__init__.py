@@ -30,7 +30,7 @@ from importlib import resources
 
 import asyncpg
 
-from core.adapters.postgres import connect
+from core.adapters.postgres import Connection, connect
 from core.settings import database_url
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def load_migrations() -> list[Migration]:
 
 
 async def migrate(
-    dsn_or_conn: str | asyncpg.Connection | asyncpg.Pool,
+    dsn_or_conn: str | Connection | asyncpg.Pool,
     *,
     migrations: Sequence[Migration] | None = None,
 ) -> list[str]:
@@ -105,12 +105,12 @@ async def migrate(
         finally:
             await conn.close()
     if isinstance(dsn_or_conn, asyncpg.Pool):
-        async with dsn_or_conn.acquire() as conn:
-            return await _migrate_locked(conn, pending)
+        async with dsn_or_conn.acquire() as pooled:
+            return await _migrate_locked(pooled, pending)
     return await _migrate_locked(dsn_or_conn, pending)
 
 
-async def _migrate_locked(conn: asyncpg.Connection, migrations: Sequence[Migration]) -> list[str]:
+async def _migrate_locked(conn: Connection, migrations: Sequence[Migration]) -> list[str]:
     try:
         await _acquire_lock(conn)
         try:
@@ -123,7 +123,7 @@ async def _migrate_locked(conn: asyncpg.Connection, migrations: Sequence[Migrati
         raise MigrationError(f"cannot migrate: {_one_line(exc)}") from exc
 
 
-async def _acquire_lock(conn: asyncpg.Connection) -> None:
+async def _acquire_lock(conn: Connection) -> None:
     deadline = time.monotonic() + LOCK_WAIT_S
     while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_ID):
         if time.monotonic() > deadline:
@@ -131,7 +131,7 @@ async def _acquire_lock(conn: asyncpg.Connection) -> None:
         await asyncio.sleep(LOCK_POLL_S)
 
 
-async def _release_lock(conn: asyncpg.Connection) -> None:
+async def _release_lock(conn: Connection) -> None:
     """Best effort: a closed connection has released its session lock already."""
     if conn.is_closed():
         return
@@ -145,7 +145,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-async def _apply_pending(conn: asyncpg.Connection, migrations: Sequence[Migration]) -> list[str]:
+async def _apply_pending(conn: Connection, migrations: Sequence[Migration]) -> list[str]:
     await conn.execute(CREATE_SCHEMA_MIGRATIONS)
     rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
     applied = {row["version"]: row for row in rows}

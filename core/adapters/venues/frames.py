@@ -54,8 +54,9 @@ def decimal_field(
     """A finite decimal, positive (or non-negative for volumes: ``positive=False``), read exactly from a
     decimal string (``strings``) and/or a JSON number parsed by :func:`loads` (``numbers``)."""
     raw = payload.get(key)
-    kinds: tuple[type, ...] = ((str,) if strings else ()) + ((int, Decimal) if numbers else ())
-    if isinstance(raw, bool) or not isinstance(raw, kinds):
+    if isinstance(raw, bool) or not (
+        (strings and isinstance(raw, str)) or (numbers and isinstance(raw, int | Decimal))
+    ):
         kind = "decimal string" if strings else "number"
         raise VenueError(f"{venue} field {key!r} is not a {kind}: {raw!r}")
     try:

@@ -61,7 +61,7 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait before the next attempt after ``failures`` consecutive failures (0 for the first
     reconnect): ``min(cap, base x 2^failures)``, scaled by a jitter factor from ``random_value`` in [0, 1)."""
-    step = min(cap_s, base_s * 2 ** min(failures, 64))
+    step = min(cap_s, base_s * 2.0 ** min(failures, 64))
     return step * (1 - JITTER_FRACTION + JITTER_FRACTION * random_value)
 
 
@@ -146,6 +146,15 @@ class VenueRunner:
         task.cancel()
         await asyncio.wait([task])
 
+    # Two checks as methods: the connection just awaited may have changed both attributes, which a check
+    # written inline would read (to mypy) as still narrowed by the loop's test and the reset above it.
+    def _stopping(self) -> bool:
+        return self._closing
+
+    def _lasted(self) -> bool:
+        """Whether the last connection opened and stayed up long enough to count as healthy."""
+        return self._opened_at is not None and self._monotonic() - self._opened_at > self._healthy_after_s
+
     async def _reconnect_forever(self) -> None:
         failures = 0
         while not self._closing:
@@ -160,9 +169,9 @@ class VenueRunner:
             finally:
                 self.connected = False
                 self._connection = None
-            if self._closing:
+            if self._stopping():
                 return
-            if self._opened_at is not None and self._monotonic() - self._opened_at > self._healthy_after_s:
+            if self._lasted():
                 failures = 0
             delay = backoff_delay(failures, self._random(), base_s=self._backoff_base_s, cap_s=self._backoff_cap_s)
             failures += 1
