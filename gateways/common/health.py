@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 import grpc
 from redis.exceptions import RedisError
@@ -45,7 +45,10 @@ CORE_PROBE_BOUND_S = CORE_STATUS_TIMEOUT_S + 0.2
 
 HTTP_OK = 200
 HTTP_UNAVAILABLE = 503
-UP, DOWN, UNKNOWN, DEGRADED = "up", "down", "unknown", "degraded"
+UP: Final = "up"
+DOWN: Final = "down"
+UNKNOWN: Final = "unknown"
+DEGRADED: Final = "degraded"
 
 ServiceState = Literal["up", "down", "unknown"]
 ComponentState = Literal["up", "degraded"]

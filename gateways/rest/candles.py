@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
 
+from gateways.common.projection import descriptor_of
 from gateways.rest import ratelimit
 from gateways.rest.candle_cache import CandleCache, probe_of
 from gateways.rest.context import RestRequest
@@ -41,7 +42,7 @@ CANDLES = Operation(
         Param("start", "time", "First open time, inclusive"),
         Param("end", "time", "Last open time, exclusive"),
     ),
-    data=candles_pb2.Candle.DESCRIPTOR,
+    data=descriptor_of(candles_pb2.Candle),
     cost="ceil(limit / 100)",
 )
 

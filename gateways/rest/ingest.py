@@ -83,7 +83,8 @@ def _feed(item: Any, index: int) -> prices_pb2.PriceFeed:
     """Shape only; the values themselves are validated by the core, feed by feed."""
     if not isinstance(item, dict):
         raise ValidationFailed(f"feeds[{index}] must be an object", details={"index": index})
-    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    given = item.get("metadata")
+    metadata: dict[str, Any] = given if isinstance(given, dict) else {}
     feed = prices_pb2.PriceFeed(
         symbol=_text(item.get("symbol"), f"feeds[{index}].symbol"),
         price=_number(item.get("price")),

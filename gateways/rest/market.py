@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
 
+from gateways.common.projection import descriptor_of
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
 from gateways.rest.operations import Operation
@@ -20,7 +21,7 @@ EXCHANGES = Operation(
     description="Every exchange Perseus knows, with its online/offline status (from the writer's heartbeat).",
     tag="market",
     params=(),
-    data=market_pb2.Exchange.DESCRIPTOR,
+    data=descriptor_of(market_pb2.Exchange),
 )
 SYMBOLS = Operation(
     name="list_symbols",
@@ -29,7 +30,7 @@ SYMBOLS = Operation(
     description="Trading pairs, of one exchange or of all. An unknown exchange is 404.",
     tag="market",
     params=(Param("exchange", "exchange", "Only this exchange's symbols", example="sim"),),
-    data=market_pb2.Symbol.DESCRIPTOR,
+    data=descriptor_of(market_pb2.Symbol),
 )
 
 

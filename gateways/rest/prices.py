@@ -11,6 +11,7 @@ import time
 
 from sanic import Blueprint, HTTPResponse
 
+from gateways.common.projection import descriptor_of
 from gateways.rest import ratelimit
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
@@ -37,7 +38,7 @@ LATEST = Operation(
     params=(
         Param("symbols", "symbols", "Comma-separated pairs (at most 100)", required=True, example=SYMBOLS_EXAMPLE),
     ),
-    data=prices_pb2.LatestPrice.DESCRIPTOR,
+    data=descriptor_of(prices_pb2.LatestPrice),
     cost="ceil(symbols / 10)",
 )
 RANGE = Operation(
@@ -57,7 +58,7 @@ RANGE = Operation(
         Param("source", "source", "Only ticks of this source"),
         Param("limit", "integer", "How many buckets", default=DEFAULT_BUCKETS, maximum=MAX_BUCKETS),
     ),
-    data=prices_pb2.PriceBucket.DESCRIPTOR,
+    data=descriptor_of(prices_pb2.PriceBucket),
     cost="ceil(limit / 1000) + 1",
 )
 CONSENSUS = Operation(
@@ -73,7 +74,7 @@ CONSENSUS = Operation(
         Param("symbols", "symbols", "Comma-separated pairs (at most 100)", required=True, example=SYMBOLS_EXAMPLE),
         Param("timestamp", "time", "End of the window (default: now)"),
     ),
-    data=prices_pb2.ConsensusPrice.DESCRIPTOR,
+    data=descriptor_of(prices_pb2.ConsensusPrice),
     cost="2 * ceil(symbols / 10)",
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
 
+from gateways.common.projection import descriptor_of
 from gateways.rest import ratelimit
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
@@ -31,7 +32,7 @@ SIGNAL = Operation(
         *PAIR_IN_PATH,
         Param("timeframe", "timeframe", "Timeframe of the indicator", default="1h"),
     ),
-    data=signals_pb2.TradeSignal.DESCRIPTOR,
+    data=descriptor_of(signals_pb2.TradeSignal),
     many=False,
 )
 ALERTS = Operation(
@@ -51,7 +52,7 @@ ALERTS = Operation(
         Param("limit", "integer", "Page size", default=DEFAULT_ALERTS, maximum=MAX_ALERTS),
         Param("cursor", "cursor", "`meta.next_cursor` of the previous page"),
     ),
-    data=signals_pb2.TradeSignal.DESCRIPTOR,
+    data=descriptor_of(signals_pb2.TradeSignal),
     paged=True,
     cost="ceil(limit / 100)",
 )

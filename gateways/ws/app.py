@@ -71,8 +71,11 @@ def create_app(settings: GatewaySettings, ws_settings: WsSettings | None = None)
     )
     app: WsApp = create_gateway_app(APP_NAME, context)
     app.config.WEBSOCKET_MAX_SIZE = ws_settings.max_frame_bytes
-    app.config.WEBSOCKET_PING_INTERVAL = ws_settings.heartbeat_s
-    app.config.WEBSOCKET_PING_TIMEOUT = ws_settings.ping_timeout_s
+    # Sanic's Config annotates the ping settings int; they are seconds, which websockets takes as a float.
+    # update() is what an attribute assignment calls.
+    app.config.update(
+        WEBSOCKET_PING_INTERVAL=ws_settings.heartbeat_s, WEBSOCKET_PING_TIMEOUT=ws_settings.ping_timeout_s
+    )
     app.after_server_start(start_runtime)
     app.before_server_stop(stop_runtime)
     _register_metrics(context)

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
-from gateways.common.projection import public_schema
+from gateways.common.projection import descriptor_of, message_type, public_schema
 from gateways.ws import limits, protocol
 from gateways.ws.channels import FAMILIES, TIMEFRAMES
 from gateways.ws.protocol import CloseCode, ErrorCode
@@ -37,8 +37,8 @@ def _schemas(root: Descriptor, into: dict[str, Any]) -> dict[str, Any]:
 
 
 def _event_payloads() -> dict[str, Descriptor]:
-    payload = pb.StreamEvent.DESCRIPTOR.oneofs_by_name["payload"]
-    return {field.name: field.message_type for field in payload.fields}
+    payload = descriptor_of(pb.StreamEvent).oneofs_by_name["payload"]
+    return {field.name: message_type(field) for field in payload.fields}
 
 
 def _envelope(properties: dict[str, Any], description: str, *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             "Sent every 30 s, as well as protocol pings.",
         ),
     }
-    gap = public_schema(pb.ResumeGap.DESCRIPTOR)
+    gap = public_schema(descriptor_of(pb.ResumeGap))
     messages["resume_gap"] = _envelope(
         {"type": {"const": "resume_gap"}, **gap["properties"], "channel": channel_name},
         "The channel's history no longer reaches back to requested_seq: the events after it and before "

@@ -303,10 +303,10 @@ class Hub:
             for sink in list(sinks):
                 sink.deliver(chunk, now, len(fresh))
         for join in list(route.gates):
-            name = join.names.get(route.canonical)
-            if name is None:
+            joined = join.names.get(route.canonical)
+            if joined is None:
                 continue
-            for (_, seq, _), frame in zip(fresh, _frames(fresh, name), strict=True):
+            for (_, seq, _), frame in zip(fresh, _frames(fresh, joined), strict=True):
                 if join.subscribed:
                     self._push(join, frame)
                 else:
