@@ -104,11 +104,12 @@ class ApiError(SanicException):
 
     code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
     status_code = ERROR_STATUS[ErrorCode.INTERNAL_ERROR]
-    quiet = False
+    quiet = False  # Sanic logs the traceback of an error that is not quiet: only of an internal error
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.status_code = ERROR_STATUS[cls.code]
+        cls.quiet = cls.code is not ErrorCode.INTERNAL_ERROR
 
     def __init__(
         self,
@@ -123,39 +124,32 @@ class ApiError(SanicException):
 
 class ValidationFailed(ApiError):
     code = ErrorCode.VALIDATION_ERROR
-    quiet = True
 
 
 class Unauthorized(ApiError):
     code = ErrorCode.UNAUTHORIZED
-    quiet = True
 
 
 class Forbidden(ApiError):
     code = ErrorCode.FORBIDDEN
-    quiet = True
 
 
 class NotFound(ApiError):
     code = ErrorCode.NOT_FOUND
-    quiet = True
 
 
 class MethodNotAllowed(ApiError):
     code = ErrorCode.METHOD_NOT_ALLOWED
-    quiet = True
 
 
 class PayloadTooLarge(ApiError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
-    quiet = True
 
 
 class RateLimitExceeded(ApiError):
     """429 with ``Retry-After`` in whole seconds, as the contract requires."""
 
     code = ErrorCode.RATE_LIMIT_EXCEEDED
-    quiet = True
 
     def __init__(
         self, retry_after_s: int, message: str | None = None, *, headers: Mapping[str, str] | None = None
@@ -166,12 +160,10 @@ class RateLimitExceeded(ApiError):
 
 class ServiceUnavailable(ApiError):
     code = ErrorCode.SERVICE_UNAVAILABLE
-    quiet = True
 
 
 class InternalError(ApiError):
     code = ErrorCode.INTERNAL_ERROR
-    quiet = False
 
 
 _CLASS_FOR_CODE: Mapping[ErrorCode, type[ApiError]] = MappingProxyType(
