@@ -22,7 +22,7 @@ from perseus.marketdata.v1 import market_data_service_pb2 as md, prices_pb2
 
 MAX_BUCKETS = 10_000
 DEFAULT_BUCKETS = 1_000
-SYMBOLS_EXAMPLE = "BTC-USD,ETH-USD"
+SYMBOLS = Param("symbols", "symbols", "Comma-separated pairs (at most 100)", required=True, example="BTC-USD,ETH-USD")
 
 blueprint = Blueprint("prices", url_prefix="/public/v1")
 
@@ -35,9 +35,7 @@ LATEST = Operation(
         " Symbols with no price are absent."
     ),
     tag="prices",
-    params=(
-        Param("symbols", "symbols", "Comma-separated pairs (at most 100)", required=True, example=SYMBOLS_EXAMPLE),
-    ),
+    params=(SYMBOLS,),
     data=descriptor_of(prices_pb2.LatestPrice),
     cost="ceil(symbols / 10)",
 )
@@ -70,10 +68,7 @@ CONSENSUS = Operation(
         " median, mean, population std_dev, num_sources and sources."
     ),
     tag="prices",
-    params=(
-        Param("symbols", "symbols", "Comma-separated pairs (at most 100)", required=True, example=SYMBOLS_EXAMPLE),
-        Param("timestamp", "time", "End of the window (default: now)"),
-    ),
+    params=(SYMBOLS, Param("timestamp", "time", "End of the window (default: now)")),
     data=descriptor_of(prices_pb2.ConsensusPrice),
     cost="2 * ceil(symbols / 10)",
 )
