@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import grpc
 import pytest
@@ -53,21 +55,30 @@ def rest(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
 def embedded_redis() -> Iterator[EmbeddedRedis]:
     """A Redis server of the module's own (``perseus up``'s embedded one) for tests that stop,
     freeze or restart it."""
-    data_dir = Path(tempfile.mkdtemp(prefix="perseus-test-redis-"))
-    server = EmbeddedRedis(data_dir)
-    try:
-        server.start()
+    with _embedded(EmbeddedRedis, "perseus-test-redis-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def private_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL cluster of the module's own (``perseus up``'s embedded one) for tests that stall it."""
-    data_dir = Path(tempfile.mkdtemp(prefix="perseus-test-postgres-"))
-    server = EmbeddedPostgres(data_dir)
+    with _embedded(EmbeddedPostgres, "perseus-test-postgres-") as server:
+        yield server
+
+
+class _Server(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> object: ...
+
+
+_S = TypeVar("_S", bound=_Server)
+
+
+@contextmanager
+def _embedded(server_of: Callable[[Path], _S], prefix: str) -> Iterator[_S]:
+    """An embedded server in a data directory of its own, started, then stopped and its directory removed."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = server_of(data_dir)
     try:
         server.start()
         yield server
