@@ -112,7 +112,8 @@ def test_standby_takes_over_and_a_paused_leader_stops_writing(
         eventually(lambda: holder() == "a", 5)
         b = start_core(env, "b")
         time.sleep(2 * LEASE_MS / 1000)
-        assert holder() == "a", f"b does not stand by:\n--- a ---\n{a.output()[-4000:]}\n--- b ---\n{b.output()[-4000:]}"
+        logs = f"--- a ---\n{a.output()[-4000:]}\n--- b ---\n{b.output()[-4000:]}"
+        assert holder() == "a", f"b does not stand by:\n{logs}"
         assert rows_by(database_url, "b") == 0
 
         with grpc.insecure_channel(b.addr) as channel:  # any instance reports the exchange online
