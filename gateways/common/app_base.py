@@ -5,6 +5,7 @@ WebSocket factories then add their own routes to. Nothing lives at module level:
 (:mod:`gateways.common.services`) are built once in ``before_server_start`` (on the server's loop) and
 closed in ``after_server_stop``, and the app's metrics registry belongs to the app. The runner checks Redis
 once before serving; the core need not be up for the gateway to start, and ``/health`` reports both.
+``/readyz`` answers as ``/health`` does and ``/livez`` is 200 while the process serves (orchestrator probes).
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def create_gateway_app(name: str, context: ContextT) -> Sanic[Config, ContextT]:
     app.on_request(begin_request, priority=1000)
     app.on_response(finish_request, priority=-1000)
     app.add_route(health, "/health", methods=["GET"], name="health")
+    app.add_route(livez, "/livez", methods=["GET"], name="livez")
+    app.add_route(health, "/readyz", methods=["GET"], name="readyz")
     app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
     return app
 
@@ -156,6 +159,16 @@ async def health(request: GatewayRequest) -> HTTPResponse:
         tasks=services.tasks,
     )
     return json_response(result.body, status=result.http_status, headers=NO_STORE)
+
+
+async def livez(request: GatewayRequest) -> HTTPResponse:
+    """Liveness for an orchestrator: 200 whenever the event loop answers, whatever the core or Redis do.
+
+    It probes nothing on purpose: a liveness probe that followed the dependencies would restart every gateway
+    when the core or Redis blinks, which heals nothing. Readiness (``/readyz``) is ``/health``'s answer, so a
+    gateway that cannot serve is taken out of its Service and put back when it can.
+    """
+    return json_response({"status": "ok"}, headers=NO_STORE)
 
 
 async def metrics(request: GatewayRequest) -> HTTPResponse:

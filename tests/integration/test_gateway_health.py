@@ -94,6 +94,16 @@ def test_health_reports_pw_host_mode_then_degrades_when_that_core_stops(migrated
             assert gateway.proc.poll() is None, "the gateway must keep running without its core"
 
 
+@pytest.mark.parametrize("kind", ["rest", "ws"])
+def test_orchestrator_probes_with_the_core_up_are_both_200(kind: Kind, request: pytest.FixtureRequest) -> None:
+    gateway: Process = request.getfixturevalue(kind)
+    assert get(gateway, "/livez").status_code == 200
+    ready = get(gateway, "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ok"
+    assert ready.headers["cache-control"] == "no-store"
+
+
 def test_ws_gateway_health(ws: Process) -> None:
     response = get(ws, "/health", **{"X-Request-ID": "it-ws-1"})
     assert response.status_code == 200, response.text
@@ -127,6 +137,18 @@ def test_health_is_503_when_nothing_listens_at_the_core_address(coreless_rest: P
     # Still alive, and still answering.
     assert coreless_rest.proc.poll() is None
     assert get(coreless_rest, "/health").status_code == 503
+
+
+def test_orchestrator_probes_without_a_core_live_but_not_ready(coreless_rest: Process) -> None:
+    """A Kubernetes liveness probe must not restart a gateway because its core is away: /livez is 200 while
+    /readyz takes it out of the Service with /health's 503 and body."""
+    live = get(coreless_rest, "/livez", **{"X-Request-ID": "it-livez"})
+    assert live.status_code == 200
+    assert live.json() == {"status": "ok"}
+    assert live.headers["x-request-id"] == "it-livez"
+    ready = get(coreless_rest, "/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["services"] == {"core": "down", "redis": "up", "postgres": "unknown"}
 
 
 def test_an_unknown_route_is_a_contract_404(coreless_rest: Process) -> None:
