@@ -195,6 +195,40 @@ def host_port(raw: str) -> str:
     return value
 
 
+DNS_SCHEME = "dns:"
+
+
+def core_targets(raw: str) -> str:
+    """Where the gateways find the core: one ``host:port``, several (``h1:p1,h2:p2``), or ``dns:///name:port``
+    (``dns://server/name:port``): every record of the name. Normalised: items stripped, duplicates dropped."""
+    value = raw.strip()
+    if value.startswith(DNS_SCHEME):
+        rest = value.removeprefix(DNS_SCHEME)
+        name = rest[2:].partition("/")[2] if rest.startswith("//") else rest
+        try:
+            split_host_port(name)
+        except Invalid:
+            raise Invalid(f"a dns: target must be dns:///host:port (got {value!r})") from None
+        return value
+    items = [item.strip() for item in value.split(",")]
+    if not all(items):
+        raise Invalid(f"must be host:port, a comma-separated list of them, or dns:///host:port (got {value!r})")
+    for item in items:
+        split_host_port(item)
+    return ",".join(dict.fromkeys(items))
+
+
+def core_listen_addr(environ: Mapping[str, str]) -> str:
+    """``PERSEUS_CORE_ADDR`` as the core reads it: the one ``host:port`` it listens on. The gateways read the
+    same variable as a list of cores (:func:`core_targets`); a core given a list or a ``dns:`` name refuses it
+    here, with one line, rather than failing to bind."""
+    value = CORE_ADDR.read(environ)
+    if value.startswith(DNS_SCHEME) or "," in value:
+        problem = f"the core listens on one host:port; a list or a dns: name is for the gateways (got {value!r})"
+        raise SettingsError(CORE_ADDR.name, problem)
+    return value
+
+
 def optional_host_port(raw: str) -> str:
     """``host:port``, or empty for "off"."""
     return host_port(raw) if raw.strip() else ""
@@ -357,8 +391,11 @@ REDIS_PREFIX = Variable(
     SERVERS, blank_is_value=True, topic="Stores",
 )
 CORE_ADDR = Variable(
-    "PERSEUS_CORE_ADDR", host_port, DEFAULT_CORE_ADDR,
-    "Where the core's gRPC server listens and the gateways connect (`host:port`, `[::1]:port` for IPv6).",
+    "PERSEUS_CORE_ADDR", core_targets, DEFAULT_CORE_ADDR,
+    "Where the core's gRPC server listens (one `host:port`, `[::1]:port` for IPv6) and the gateways connect. "
+    "A gateway also takes several cores: a comma-separated list (`10.0.0.1:50051,10.0.0.2:50051`) or "
+    "`dns:///name:port` for every record of a name; it balances calls over the cores whose gRPC health is "
+    "SERVING and stops using one that dies (docs/design/many-cores.md).",
     (*SERVERS, "up"), topic="Addresses",
 )
 REST_ADDR = Variable(

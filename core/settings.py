@@ -99,7 +99,7 @@ class Settings:
             mode=mode,
             redis_url=env.REDIS_URL.read(environ),
             database_url=env.DATABASE_URL.read(environ),
-            core_addr=env.CORE_ADDR.read(environ),
+            core_addr=env.core_listen_addr(environ),
             redis_prefix=env.REDIS_PREFIX.read(environ),
             exchanges=exchanges,
             metrics_addr=env.CORE_METRICS_ADDR.read(environ),

@@ -6,11 +6,20 @@ does not connect: a gateway starts, and answers ``/health`` with 503, while the
 core is down. Every call carries a deadline (the settings' default unless the
 caller asks for a shorter one) and the request's ``x-request-id`` as metadata.
 A failed call is translated here, once, into the gateways' ``ApiError``.
+
+Several cores (``PERSEUS_CORE_ADDR=h1:p1,h2:p2`` or ``dns:///name:port``) share the one channel: grpc's own
+``round_robin`` policy spreads calls over the cores whose gRPC health (``grpc.health.v1``, checked by the
+channel itself) is SERVING, so a core that dies or starts shutting down gets no new call, and a call lost
+with its connection is tried again on another (see :meth:`CoreClient.unary`). With no core ready a call
+fails at once with UNAVAILABLE (503), never waits for one. See docs/design/many-cores.md.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import socket
 import time
 from typing import Any
 
@@ -47,7 +56,7 @@ CONNECTION_GONE_MARKERS = (
 MIN_RETRY_S = 0.01  # less than this left of the deadline: a second attempt could not finish anyway
 
 
-def channel_options(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> tuple[tuple[str, int], ...]:
+def channel_options(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> tuple[tuple[str, int | str], ...]:
     """The gateways' channel options.
 
     Reconnect quickly once the core is back: the default backoff grows to
@@ -65,7 +74,58 @@ def channel_options(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> tuple[tuple[str
         ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.service_config", SERVICE_CONFIG),
     )
+
+
+# The core serves grpc.health.v1 per service (core.rpc.server); the gateways' channel watches this one, which
+# turns NOT_SERVING with the others when a core begins to stop.
+HEALTH_SERVICE = market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": HEALTH_SERVICE}}
+)
+
+
+def channel_target(addr: str) -> str:
+    """The grpc target for ``PERSEUS_CORE_ADDR`` (already checked by ``common.settings.core_targets``).
+
+    ``dns:///name:port`` and a single ``host:port`` go to grpc's DNS resolver as they are, which re-resolves
+    the name when connections fail (every record of the name is a core). A list becomes grpc's static
+    ``ipv4:``/``ipv6:`` target; a host name in a list is resolved here, once, to its addresses (a name whose
+    records change belongs in a ``dns:`` target). Should no address resolve, the first item is kept as given:
+    the gateway starts anyway, and ``/health`` reports the core down.
+    """
+    items = addr.split(",")
+    if addr.startswith("dns:") or len(items) == 1:
+        return addr
+    v4: list[str] = []
+    v6: list[str] = []
+    for item in items:
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        for ip in _addresses(host):
+            bucket, shown = (v6, f"[{ip}]:{port}") if ":" in ip else (v4, f"{ip}:{port}")
+            if shown not in bucket:
+                bucket.append(shown)
+    if not v4 and not v6:
+        logger.warning("no address of PERSEUS_CORE_ADDR resolves; trying %s", items[0])
+        return items[0]
+    if v4 and v6:  # grpc's static targets take one family: IPv4, which every loopback and most LANs have
+        logger.warning("PERSEUS_CORE_ADDR mixes IPv4 and IPv6 cores; only the IPv4 ones are used")
+    return f"ipv4:{','.join(v4)}" if v4 else f"ipv6:{','.join(v6)}"
+
+
+def _addresses(host: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        logger.warning("core host %s does not resolve (%s); left out", host, exc)
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def connection_went_away(exc: grpc.RpcError) -> bool:
@@ -91,7 +151,8 @@ class CoreClient:
     @classmethod
     def connect(cls, addr: str, *, deadline_s: float, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> CoreClient:
         """A client for the core at ``addr``; the channel connects lazily. Call inside the running loop."""
-        return cls(aio.insecure_channel(addr, options=channel_options(keepalive_s)), deadline_s=deadline_s)
+        channel = aio.insecure_channel(channel_target(addr), options=channel_options(keepalive_s))
+        return cls(channel, deadline_s=deadline_s)
 
     @property
     def deadline_s(self) -> float:
