@@ -47,7 +47,22 @@ docs: venv ## build the documentation site into site/ (mkdocs-material; open sit
 typecheck: venv ## mypy --strict over the packages [tool.mypy] lists in pyproject.toml
 	$(BIN)/mypy
 
-check: gen-check lint breaking typecheck docs
+# The deployment files, offline (no Docker engine or cluster needed): hadolint on the Dockerfile, the Compose
+# specification's JSON schema (vendored by check-jsonschema) on deploy/compose.yaml, the Kubernetes schemas
+# bundled in kubernetes-validate on every manifest, and `kubectl kustomize` rendering the base where kubectl
+# is installed (tests/unit/test_deploy_files.py checks the kustomization's resource list either way).
+.PHONY: lint-deploy
+lint-deploy: venv ## lint the Dockerfile, validate deploy/compose.yaml and deploy/kubernetes offline
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(BIN)/kubernetes-validate --strict --quiet $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+	$(BIN)/ruff check deploy
+	@for script in deploy/compose/*.sh; do sh -n "$$script" || exit 1; done
+	@if command -v kubectl >/dev/null 2>&1; then \
+		kubectl kustomize deploy/kubernetes > /dev/null && echo "kubectl kustomize deploy/kubernetes: renders"; \
+	else echo "kubectl not installed: kustomize render skipped"; fi
+
+check: gen-check lint breaking typecheck docs lint-deploy
 
 test: check ## the whole suite: unit and integration tests in parallel
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
