@@ -9,4 +9,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         --pgdata="$PGDATA" --wal-method=stream --write-recovery-conf --create-slot --slot=replica1 --progress
     chmod 0700 "$PGDATA"
 fi
-exec postgres -c hot_standby=on
+# hot_standby_feedback: a long pg_dump on the replica is not cancelled by the primary vacuuming rows it reads.
+exec postgres -c hot_standby=on -c hot_standby_feedback=on
