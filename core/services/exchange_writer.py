@@ -119,6 +119,7 @@ class ExchangeWriter:
         self.leading = False
         self.terms = 0
         self._shown: Leader | None = None  # the leader the last standby line named
+        self._stale = False  # the last term was older than PostgreSQL's fence: contend again at once
 
     async def run(self) -> None:
         """Until cancelled: stand by, lead, and stand by again when the lease is lost."""
@@ -136,6 +137,9 @@ class ExchangeWriter:
             if acquired:
                 self._shown = None  # the next standby is a new one: it logs its line again
                 await self._lead()  # returns when the term is over: we stand by again
+                if self._stale:  # the floor is raised: the next term is valid, and a standby must not win it
+                    self._stale = False
+                    continue
             await self._report_standby(reachable=acquired or not unreachable)
             await asyncio.sleep(self._poll_s)
 
@@ -189,6 +193,8 @@ class ExchangeWriter:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._keep_lease(feed))  # from the start: a slow start must not lose the lease
                 group.create_task(self._start(feed, group))
+        except* StaleTerm:  # (a LeaseLost) logged where it was found; the floor is raised
+            self._stale = True
         except* LeaseLost:
             logger.warning("%s: writer lease lost; standing by", self.exchange)
 

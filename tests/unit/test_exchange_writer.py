@@ -102,7 +102,7 @@ class Venue:
 
 
 class Harness:
-    def __init__(self, fence: Fence | None = None) -> None:
+    def __init__(self, fence: Fence | None = None, poll_s: float = 0.01) -> None:
         self.lease, self.pipeline, self.venue = MemoryLease(), Pipeline(), Venue()
         self.beats = 0
 
@@ -116,7 +116,7 @@ class Harness:
             lambda: Feed(self.pipeline, self.venue.run, SYMBOLS, lambda: True),
             heartbeat=heartbeat,
             fence=fence,
-            poll_s=0.01,
+            poll_s=poll_s,
         )
 
 
@@ -201,5 +201,18 @@ async def test_a_term_older_than_postgresqls_raises_the_floor_and_the_next_term_
         await eventually(lambda: h.venue.running == 1)
         assert fence.claims == [42] and h.lease.floor == 41
         assert h.pipeline.started == [SYMBOLS]  # the stale term never started the feed
+    finally:
+        await stop(task)
+
+
+async def test_after_a_stale_term_the_writer_contends_again_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Not after a poll: the lease was released, and a standby polling meanwhile would win a term this writer
+    had just made valid (seen as the standby leading in a database whose fence was ahead of Redis)."""
+    h = Harness(Fence(current=41), poll_s=30.0)
+    task = await running(h)
+    try:
+        await eventually(lambda: h.venue.running == 1, timeout_s=2.0)
+        assert h.writer.terms == 2 and h.lease.term == 42
+        assert "the feed failed" not in caplog.text  # an expected event, not a crash with a traceback
     finally:
         await stop(task)
