@@ -384,6 +384,13 @@ DATABASE_URL = Variable(
     ("core", "migrate", "keys", "up"), secret=True, shown_default="required (embedded under `perseus up`)",
     topic="Stores",
 )
+TICK_RETENTION_DAYS = Variable(
+    "PERSEUS_TICK_RETENTION_DAYS", integer(0, 36_500), "0",
+    "Days of ticks (`price_feeds`) kept: older day partitions are dropped by the core's hourly maintenance (a "
+    "tick is kept at least this many days, at most one more). `0` keeps every tick. Candles are kept without "
+    "limit either way.",
+    ("core",), topic="Stores",
+)
 REDIS_PREFIX = Variable(
     "PERSEUS_REDIS_PREFIX", key_prefix, "perseus:",
     "Prefix of every Redis key and channel (several deployments can share one Redis). Taken as given; set "
@@ -551,7 +558,7 @@ VARIABLES: tuple[Variable[object], ...] = (
     GRPC_KEEPALIVE_S, CORE_DEADLINE_S, CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, KEY_GRACE_S, CORS_ORIGINS, LOG_LEVEL,
     LOG_FORMAT, INSTANCE_ID, WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
-    WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, DATA_DIR,
+    WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, DATA_DIR, TICK_RETENTION_DAYS,
 )
 # fmt: on
 BY_NAME: Mapping[str, Variable[object]] = {variable.name: variable for variable in VARIABLES}

@@ -34,6 +34,7 @@ from core.adapters.redis_client import redis_client
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_history import StreamHistory
 from core.adapters.stream_hub import StreamHub
+from core.adapters.tick_partitions import TickPartitionMetrics, TickPartitions
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.metrics_server import start_metrics_server
@@ -190,6 +191,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         registry = CollectorRegistry()
         stream_gauges(registry, hub)
         registry.register(SupervisionMetrics(tasks))
+        # the cores that write ticks keep their partitions (one at a time: an advisory lock in PostgreSQL)
+        tick_partitions = TickPartitions(pool, retention_days=settings.tick_retention_days, clock_ms=clock_ms)
+        registry.register(TickPartitionMetrics(lambda: ticks.unplaced, tick_partitions))
         core = build_server(servicers, registry, keepalive_s=settings.grpc_keepalive_s)
         try:
             core.server.add_insecure_port(settings.core_addr)
@@ -216,6 +220,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         await core.server.start()
         await core.set_serving(True)
         tasks.spawn("price-updates", price_updates.run)
+        if settings.mode is Mode.EXCHANGE:
+            tasks.spawn("tick-partitions", tick_partitions.run)
         feeds = [tasks.spawn(f"writer:{w.exchange}", w.run).name for w in writers]
         logger.info(
             "core serving",

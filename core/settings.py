@@ -90,6 +90,7 @@ class Settings:
     sim_backfill_minutes: int
     writer_lease_ms: int
     grpc_keepalive_s: float
+    tick_retention_days: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -116,6 +117,7 @@ class Settings:
             sim_backfill_minutes=env.SIM_BACKFILL_MINUTES.read(environ),
             writer_lease_ms=env.WRITER_LEASE_MS.read(environ),
             grpc_keepalive_s=env.GRPC_KEEPALIVE_S.read(environ),
+            tick_retention_days=env.TICK_RETENTION_DAYS.read(environ),
         )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection
+from core.adapters.tick_partitions import DEFAULT_PARTITION
 from core.domain.errors import Unavailable
 from core.domain.prices import Tick, decimal_str
 
@@ -19,6 +20,10 @@ logger = logging.getLogger(__name__)
 # (symbol, source, ts, price, volume) and is not stored again.
 # Numbers travel as their decimal text and times as epoch milliseconds: both convert exactly in
 # PostgreSQL, and encoding text and integers costs the core far less than Decimal and datetime.
+#
+# Each stored row says which partition took it (a text comparison, not a regclass constant, so a prepared
+# statement stays right if the partition is ever recreated): one in the DEFAULT partition arrived for a day
+# that has no partition yet (a clock jump, an old backfill). It is stored all the same, and counted.
 #
 # $12 is the caller's deadline (epoch ms, or NULL for none), checked by PostgreSQL itself when the statement
 # runs, after any lock wait: a statement that reaches a stalled or frozen server and runs once it is back,
@@ -36,18 +41,22 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::te
      AS f(symbol, price, volume, source, ts, bid, ask, exchange_ts, idx)
 WHERE (SELECT in_time FROM live)
 ON CONFLICT (symbol, source, ts, price, volume) DO NOTHING
-RETURNING index_in_batch
+RETURNING index_in_batch, tableoid::regclass::text = '{default}' AS unplaced
 )
-SELECT (SELECT in_time FROM live) AS in_time, ARRAY(SELECT index_in_batch FROM stored) AS indexes
+SELECT (SELECT in_time FROM live) AS in_time, ARRAY(SELECT index_in_batch FROM stored) AS indexes,
+       (SELECT count(*) FROM stored WHERE unplaced) AS unplaced
 """.replace("{ms}(f.ts)", "(timestamptz 'epoch' + f.ts * interval '1 millisecond')")
     .replace("{ms}(f.exchange_ts)", "(timestamptz 'epoch' + f.exchange_ts * interval '1 millisecond')")
     .replace("{ms}($12::bigint)", "(timestamptz 'epoch' + $12::bigint * interval '1 millisecond')")
+    .replace("{default}", DEFAULT_PARTITION)
 )
 
 
 class TickStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # ticks stored in the DEFAULT partition since start (perseus_ticks_unpartitioned_total)
+        self.unplaced = 0
 
     async def insert(
         self,
@@ -107,4 +116,10 @@ class TickStore:
         if not row["in_time"]:
             logger.warning("price feeds not stored: PostgreSQL ran the insert after the caller's deadline")
             raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
+        if row["unplaced"]:
+            self.unplaced += row["unplaced"]
+            logger.warning(
+                "ticks stored in the default partition: their day has no partition yet (clock jump?)",
+                extra={"fields": {"ticks": row["unplaced"], "batch_id": batch_id}},
+            )
         return set(row["indexes"])
