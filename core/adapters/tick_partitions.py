@@ -9,7 +9,8 @@ Migration 0005 made ``price_feeds`` a table partitioned by range of ``ts``, one 
    gets its own partition and the rows move into it, so DEFAULT stays small (PostgreSQL scans it
    whenever a partition is added);
 3. with a retention of N days, detaches and drops each day partition older than today - N (a tick
-   is kept at least N and at most N+1 days), and deletes the expired rows of DEFAULT.
+   is kept at least N and at most N+1 days), and deletes the expired rows of DEFAULT. "Today" for
+   expiry is the earlier of the core's and PostgreSQL's clocks: one clock jumping ahead expires nothing.
 
 No long lock on the live table. Adding or detaching a partition briefly takes an ACCESS EXCLUSIVE
 lock on ``price_feeds`` (metadata only, milliseconds), under ``lock_timeout``: a step that would
@@ -47,6 +48,7 @@ AHEAD_DAYS = 7  # today and a week ahead: a core that cannot run maintenance for
 ADOPT_DAYS_PER_RUN = 31  # bounded work per run; the rest waits for the next one
 INTERVAL_S = 3600.0
 RETRY_S = 60.0
+MAINTAIN_TIMEOUT_S = 600.0  # adopting many stray ticks takes a while; a stalled server takes for ever
 LOCK_TIMEOUT_MS = 1000
 # Key of the advisory lock held by the one core running maintenance ("perseus" in ASCII, then 1).
 MAINTENANCE_LOCK_ID = 0x7065727365757301
@@ -98,9 +100,12 @@ class TickPartitions:
         """Maintain at once, then every ``interval_s``; a failed run is logged and tried again next time."""
         while True:
             try:
-                report = await self.maintain()
+                async with asyncio.timeout(MAINTAIN_TIMEOUT_S):  # a stalled server must not hold the lock for ever
+                    report = await self.maintain()
             except UNAVAILABLE_ERRORS as exc:
-                logger.warning("tick partition maintenance failed; next try in %.0f s: %r", self._interval_s, exc)
+                logger.warning("tick partition maintenance failed; next try in %.0f s: %r", RETRY_S, exc)
+            except asyncpg.PostgresError:  # unexpected (a table in the way?): loud, and tried again, not a crash loop
+                logger.exception("tick partition maintenance failed; next try in %.0f s", RETRY_S)
             else:
                 if report.created or report.dropped or report.adopted_ticks or report.purged_ticks or report.deferred:
                     logger.info(
@@ -115,21 +120,25 @@ class TickPartitions:
                             }
                         },
                     )
-                if report.deferred:  # soon again, not in an hour: the long read in the way will have ended
-                    await asyncio.sleep(min(RETRY_S, self._interval_s))
+                if not report.deferred:
+                    await asyncio.sleep(self._interval_s)
                     continue
-            await asyncio.sleep(self._interval_s)
+            # soon again, not in an hour: the long read or the outage in the way will likely have ended
+            await asyncio.sleep(min(RETRY_S, self._interval_s))
 
     async def maintain(self) -> MaintenanceReport:
         report = MaintenanceReport()
         today = datetime.fromtimestamp(self._clock_ms() / 1000, UTC).date()
-        expired_before = today - timedelta(days=self._retention_days) if self._retention_days else None
         async with self._pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_ID):
                 return report
             try:
                 report.ran = True
-                await self._steps(conn, today, expired_before, report)
+                # Expiry deletes data, so it goes by the earlier of two clocks: a core whose clock jumped a
+                # year ahead creates partitions it did not need, but drops nothing the database thinks recent.
+                db_today = (await conn.fetchval("SELECT now()")).astimezone(UTC).date()
+                expired_before = min(today, db_today) - timedelta(days=self._retention_days)
+                await self._steps(conn, today, expired_before if self._retention_days else None, report)
             except _Deferred as deferred:
                 report.deferred.append(str(deferred))
             finally:

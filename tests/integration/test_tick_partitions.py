@@ -6,6 +6,8 @@ clock it pretends to have touch no other test.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -15,6 +17,7 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from core.adapters.candle_store import _TICK_MINUTES
 from core.adapters.migrations import load_migrations, migrate
@@ -23,6 +26,7 @@ from core.adapters.tick_partitions import (
     AHEAD_DAYS,
     DEFAULT_PARTITION,
     MAINTENANCE_LOCK_ID,
+    TickPartitionMetrics,
     TickPartitions,
     partition_name,
 )
@@ -271,3 +275,40 @@ async def test_a_step_that_meets_a_long_read_gives_up_and_a_later_run_does_it(fr
     finally:
         await reader.close()
         await pool.close()
+
+
+async def test_the_supervised_loop_follows_the_clock_and_the_metrics_count(fresh_url: str) -> None:
+    await migrate(fresh_url)
+    pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=3)
+    try:
+        now_ms = [time.time_ns() // 1_000_000]
+        store = TickStore(pool)
+        maintenance = TickPartitions(pool, retention_days=2, clock_ms=lambda: now_ms[0], interval_s=0.05)
+        registry = CollectorRegistry()
+        registry.register(TickPartitionMetrics(lambda: store.unplaced, maintenance))
+        jumped = now_ms[0] + 20 * DAY_MS
+        await store.insert([(0, Tick("LOOP-USD", Decimal(1), Decimal(0), "sim", jumped))], worker_id="w", batch_id="b")
+        task = asyncio.create_task(maintenance.run())
+        try:
+            now_ms[0] = jumped  # the clock jumps: the loop catches up on its own
+            last_day = partition_name(today(jumped).date() + timedelta(days=AHEAD_DAYS))
+            for _ in range(200):  # polled: the loop has no event to wait on
+                if last_day in await partitions_of(pool):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert await pool.fetchval(f"SELECT count(*) FROM {DEFAULT_PARTITION}") == 0
+        assert registry.get_sample_value("perseus_ticks_unpartitioned_total") == 1
+        # the core's clock alone jumped: PostgreSQL's says the days of the migration are recent, so none expired
+        assert registry.get_sample_value("perseus_tick_partitions_dropped_total") == maintenance.dropped_total == 0
+        assert partition_name(today(now_ms[0] - 20 * DAY_MS).date()) in await partitions_of(pool)
+    finally:
+        await pool.close()
+
+
+async def partitions_of(pool: asyncpg.Pool) -> set[str]:
+    async with pool.acquire() as conn:
+        return await partitions(conn)
