@@ -7,6 +7,11 @@ RESOURCE_EXHAUSTED; anything else) it tells the hub, waits a short backoff and
 opens a new one; the hub then carries every channel again from the last seq it
 saw, so clients stay connected.
 
+With several cores (``PERSEUS_CORE_ADDR``, see ``gateways.common.core_client``) the stream is opened on the
+shared balanced channel, which picks a core whose gRPC health is SERVING. A core that dies fails its stream
+with a lost connection, which is reopened at once: the new stream lands on another live core, not on the
+dead one once it is back, and resumes by ``seq`` from the history all cores share (docs/design/many-cores.md).
+
 The hub and the outbox are given, not built here: the hub sends into the
 outbox and the upstream reads from it, so whoever wires the gateway builds the
 outbox first, the hub on it, then the upstream on both.
