@@ -116,6 +116,11 @@ async def test_a_million_ticks_migrate_into_day_partitions_with_the_same_answers
         )
         buckets_before = await history.buckets(query)
         assert len(buckets_before) == 60
+        symbols = [f"S{n}-USD" for n in range(10)]
+        latest_before = await history.latest(symbols)
+        window = (int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+        consensus_before = await history.latest_per_source(symbols, after_ms=window[0], until_ms=window[1])
+        assert len(latest_before) == 10 and len(consensus_before) == 20
 
         assert await migrate(pool) == ["0005"]
 
@@ -147,6 +152,8 @@ async def test_a_million_ticks_migrate_into_day_partitions_with_the_same_answers
                 partition_name(first_day - timedelta(1)),
             }
         assert await history.buckets(query) == buckets_before
+        assert await history.latest(symbols) == latest_before
+        assert await history.latest_per_source(symbols, after_ms=window[0], until_ms=window[1]) == consensus_before
         async with pool.acquire() as conn:
             scans = await explain(conn, _BUCKETS_ALL_SOURCES, "S3-USD", start, end, timedelta(minutes=1), 100)
             assert scans and all(node in BY_INDEX for node, _ in scans), scans
