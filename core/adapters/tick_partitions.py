@@ -73,6 +73,7 @@ class MaintenanceReport:
     adopted_ticks: int = 0
     dropped: list[str] = field(default_factory=list)
     purged_ticks: int = 0
+    more_strays: bool = False  # DEFAULT may hold more days than one run adopts: run again soon
     deferred: list[str] = field(default_factory=list)  # the step that met a lock: it and the rest are retried
 
 
@@ -120,10 +121,11 @@ class TickPartitions:
                             }
                         },
                     )
-                if not report.deferred:
+                if not (report.deferred or report.more_strays):
                     await asyncio.sleep(self._interval_s)
                     continue
-            # soon again, not in an hour: the long read or the outage in the way will likely have ended
+            # soon again, not in an hour: the long read or the outage in the way will likely have ended, or
+            # the rest of the stray days wait
             await asyncio.sleep(min(RETRY_S, self._interval_s))
 
     async def maintain(self) -> MaintenanceReport:
@@ -154,7 +156,9 @@ class TickPartitions:
             day = today + offset * _ONE_DAY
             if day not in existing:
                 await self._create(conn, day, report)
-        for day in await self._stray_days(conn, expired_before):
+        strays = await self._stray_days(conn, expired_before)
+        report.more_strays = len(strays) == ADOPT_DAYS_PER_RUN
+        for day in strays:
             if day not in existing:
                 await self._create(conn, day, report)
         if expired_before is not None:
@@ -179,10 +183,10 @@ class TickPartitions:
         return days
 
     async def _stray_days(self, conn: Connection, expired_before: date | None) -> list[date]:
-        """Days of the ticks waiting in the DEFAULT partition (not expired ones: those are deleted)."""
+        """Days of the ticks waiting in the DEFAULT partition, newest first (the ones reads want); not expired ones."""
         rows = await conn.fetch(
             f"SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date AS day FROM {DEFAULT_PARTITION} "
-            "WHERE $1::timestamptz IS NULL OR ts >= $1 ORDER BY 1 LIMIT $2",
+            "WHERE $1::timestamptz IS NULL OR ts >= $1 ORDER BY 1 DESC LIMIT $2",
             None if expired_before is None else day_start(expired_before),
             ADOPT_DAYS_PER_RUN,
         )

@@ -23,6 +23,7 @@ from core.adapters.candle_store import _TICK_MINUTES
 from core.adapters.migrations import load_migrations, migrate
 from core.adapters.price_queries_pg import _BUCKETS_ALL_SOURCES, PgPriceHistory
 from core.adapters.tick_partitions import (
+    ADOPT_DAYS_PER_RUN,
     AHEAD_DAYS,
     DEFAULT_PARTITION,
     MAINTENANCE_LOCK_ID,
@@ -319,3 +320,25 @@ async def test_the_supervised_loop_follows_the_clock_and_the_metrics_count(fresh
 async def partitions_of(pool: asyncpg.Pool) -> set[str]:
     async with pool.acquire() as conn:
         return await partitions(conn)
+
+
+async def test_many_stray_days_are_adopted_newest_first_over_several_runs(fresh_url: str) -> None:
+    await migrate(fresh_url)
+    pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=3)
+    try:
+        now_ms = time.time_ns() // 1_000_000
+        ticks = [(d, Tick("MANY-USD", Decimal(d), Decimal(0), "sim", now_ms - d * DAY_MS)) for d in range(1, 41)]
+        store = TickStore(pool)
+        assert await store.insert(ticks, worker_id="w", batch_id="b") == set(range(1, 41))
+        assert store.unplaced == 40
+        maintenance = TickPartitions(pool, clock_ms=lambda: now_ms)
+        first = await maintenance.maintain()
+        assert first.more_strays and first.adopted_ticks == ADOPT_DAYS_PER_RUN
+        newest = {partition_name(today(now_ms - d * DAY_MS).date()) for d in range(1, ADOPT_DAYS_PER_RUN + 1)}
+        assert set(first.created) == newest
+        second = await maintenance.maintain()
+        assert not second.more_strays and second.adopted_ticks == 40 - ADOPT_DAYS_PER_RUN
+        assert await pool.fetchval(f"SELECT count(*) FROM {DEFAULT_PARTITION}") == 0
+        assert await pool.fetchval("SELECT count(*) FROM price_feeds WHERE symbol = 'MANY-USD'") == 40
+    finally:
+        await pool.close()
