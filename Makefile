@@ -19,6 +19,10 @@ venv: $(STAMP)
 run: venv ## start core + REST + WS (embedded Redis/PostgreSQL unless PERSEUS_*_URL are set)
 	$(BIN)/perseus up
 
+.PHONY: redis-cluster
+redis-cluster: venv ## a local 3-master / 3-replica Redis Cluster on free ports, in the foreground (prints the URLs; Ctrl-C stops it)
+	$(BIN)/python -m perseus_cli.devstack.redis_cluster
+
 gen: venv ## regenerate grpcio stubs and the betterproto2 SDK from proto/
 	$(BIN)/python scripts/gen_proto.py
 

@@ -316,32 +316,30 @@ def _text(value: object) -> str:
 
 
 def main() -> int:
-    """``make redis-cluster``: start a cluster, print its node URLs, wait for Ctrl-C, stop it."""
+    """``make redis-cluster``: start a cluster, print its node URLs, wait for Ctrl-C (or SIGTERM), stop it."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Explicitly: a shell without job control starts background commands with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     cluster = LocalRedisCluster()
     try:
         cluster.start()
+        print("Redis Cluster (3 masters, 3 replicas) up; any node will do as PERSEUS_REDIS_URL:", flush=True)
+        for node in cluster.nodes:
+            role = "replica" if _role(node) == "slave" else _role(node)
+            print(f"  {node.url}  ({role}, pid {node.pid})", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+        while all(node.alive for node in cluster.nodes):
+            time.sleep(0.5)
+        print("error: a node exited; stopping the cluster", file=sys.stderr)
+        return 1
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        print("Redis Cluster (3 masters, 3 replicas) up; any node will do as PERSEUS_REDIS_URL:", flush=True)
-        for node in cluster.nodes:
-            print(f"  {node.url}  ({_role(node)}, pid {node.pid})", flush=True)
-        print("Ctrl-C stops it.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            _wait_forever(cluster)
+    except KeyboardInterrupt:
+        return 0
     finally:
         cluster.stop()
-    return 0
-
-
-def _wait_forever(cluster: LocalRedisCluster) -> None:
-    """Until Ctrl-C (or SIGTERM), or a node dies of its own accord."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    while all(node.alive for node in cluster.nodes):
-        time.sleep(0.5)
-    print("a node exited; stopping the cluster", file=sys.stderr)
 
 
 if __name__ == "__main__":
