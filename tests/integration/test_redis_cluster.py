@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from common.redis_mode import detect
@@ -22,7 +23,7 @@ from core.adapters.candle_store import _NEWEST_IN_WINDOW, _WINDOW_ADD
 from core.adapters.events import _PUBLISH
 from core.adapters.price_cache import _WRITE
 from core.adapters.redis_keys import RedisKeys
-from core.adapters.writer_lock import _ACQUIRE, _RAISE_FLOOR, _RELEASE, _RENEW
+from core.adapters.writer_lock import _ACQUIRE, _RAISE_FLOOR, _RELEASE, _RENEW, WriterLock
 from core.codec.events import price_channel
 from core.domain.channels import Channel, ChannelFamily
 from core.domain.prices import Tick
@@ -142,6 +143,31 @@ def test_the_rate_limit_and_ws_connection_scripts(client: RedisCluster) -> None:
         assert run_script(client, connections._ACQUIRE, [slots], ["c1", 1, 30_000, 0]) == 1
         assert run_script(client, connections._ACQUIRE, [slots], ["c2", 1, 30_000, 1]) == 0
         assert run_script(client, connections._REFRESH, [slots], [30_000, 1, "c1", "c2"]) == 1
+
+
+async def test_the_writer_lease_and_ws_connection_slots_work_through_a_cluster_client(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    """The real :class:`WriterLock` and :class:`ConnectionCounter` on redis-py's cluster client: their scripts
+    are called one by one (not pipelined), so they are routed by slot and need nothing more."""
+    rc = AsyncRedisCluster.from_url(redis_cluster.url)
+    try:
+        lock = WriterLock(rc, KEYS.exchange_writer_lock("kraken"), KEYS.exchange_writer_term("kraken"), "core-a")  # type: ignore[arg-type]
+        rival = WriterLock(rc, KEYS.exchange_writer_lock("kraken"), KEYS.exchange_writer_term("kraken"), "core-b")  # type: ignore[arg-type]
+        assert await lock.acquire()
+        assert not await rival.acquire()
+        assert await lock.renew()
+        assert (await rival.leader()).owner == "core-a"
+        await lock.release()
+        assert await rival.acquire() and rival.term == lock.term + 1
+        counter = connections.ConnectionCounter(rc, prefix=KEYS.prefix)  # type: ignore[arg-type]
+        held = [await counter.acquire(key_id, 2) for key_id in (11, 11, 11, 12)]
+        assert held[0] and held[1] and held[2] is None and held[3]
+        await counter.refresh()
+        await counter.release(11, held[0])
+        assert await counter.acquire(11, 2) is not None
+    finally:
+        await rc.aclose()
 
 
 def test_killing_a_master_promotes_its_replica(redis_cluster: LocalRedisCluster, client: RedisCluster) -> None:
