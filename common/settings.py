@@ -256,8 +256,8 @@ def url(*schemes: str, host_in_query: bool = False) -> Callable[[str], str]:
     return parse
 
 
-def optional_url(*schemes: str) -> Callable[[str], str]:
-    strict = url(*schemes)
+def optional_url(*schemes: str, host_in_query: bool = False) -> Callable[[str], str]:
+    strict = url(*schemes, host_in_query=host_in_query)
     return lambda raw: strict(raw) if raw.strip() else ""
 
 
@@ -383,6 +383,19 @@ DATABASE_URL = Variable(
     "the core, `migrate` and `keys`; `perseus up` starts an embedded one when unset.",
     ("core", "migrate", "keys", "up"), secret=True, shown_default="required (embedded under `perseus up`)",
     topic="Stores",
+)
+DATABASE_READ_URL = Variable(
+    "PERSEUS_DATABASE_READ_URL", optional_url(*POSTGRES_SCHEMES, host_in_query=True), "",
+    "A streaming replica of `PERSEUS_DATABASE_URL` for the reads that can be a little stale: price range, "
+    "consensus, candle and alert history. Used while it is no staler than `PERSEUS_DATABASE_READ_MAX_LAG_S` and "
+    "answers; otherwise those reads go to the primary. Unset: every read goes to the primary.",
+    ("core",), secret=True, shown_default="unset (primary only)", topic="Stores",
+)
+DATABASE_READ_MAX_LAG_S = Variable(
+    "PERSEUS_DATABASE_READ_MAX_LAG_S", number(0.0, MAX_SECONDS, above_low=True, unit=" s"), "5",
+    "How stale, in seconds, the read replica may be (measured every second against the primary's WAL) before "
+    "its reads go to the primary.",
+    ("core",), topic="Stores",
 )
 TICK_RETENTION_DAYS = Variable(
     "PERSEUS_TICK_RETENTION_DAYS", integer(0, 36_500), "0",
@@ -559,6 +572,7 @@ VARIABLES: tuple[Variable[object], ...] = (
     LOG_FORMAT, INSTANCE_ID, WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
     WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, DATA_DIR, TICK_RETENTION_DAYS,
+    DATABASE_READ_URL, DATABASE_READ_MAX_LAG_S,
 )
 # fmt: on
 BY_NAME: Mapping[str, Variable[object]] = {variable.name: variable for variable in VARIABLES}

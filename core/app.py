@@ -27,9 +27,10 @@ from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
-from core.adapters.postgres import create_pool, shared_secret
+from core.adapters.postgres import DEFAULT_POOL_MAX_SIZE, create_pool, shared_secret
 from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
+from core.adapters.read_replica import ReadPool, open_replica
 from core.adapters.redis_client import redis_client
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_history import StreamHistory
@@ -116,6 +117,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             raise StartupError(
                 "PERSEUS_DATABASE_URL: the database schema is missing or outdated; run `perseus migrate`"
             )
+        # reads that may be a little stale go to PERSEUS_DATABASE_READ_URL while it is fresh enough
+        replica = None
+        if settings.database_read_url:
+            replica = await open_replica(settings.database_read_url, max_size=DEFAULT_POOL_MAX_SIZE)
+            stack.push_async_callback(replica.close)
+        reads = ReadPool(pool, replica, max_lag_s=settings.database_read_max_lag_s)
         redis = await open_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         keys = RedisKeys(settings.redis_prefix)
@@ -147,7 +154,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
-        indicator_states, candle_history, alerts = IndicatorStore(redis, keys), CandleHistory(pool), AlertStore(pool)
+        indicator_states, candle_history = IndicatorStore(redis, keys), CandleHistory(pool)
+        alerts = AlertStore(pool, history=reads)
         stack.push_async_callback(indicator_states.aclose)
         indicators = IndicatorService(
             states=indicator_states,
@@ -164,7 +172,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 exchanges=exchanges,
                 status=status,
                 price_queries=PriceQueries(
-                    PriceCache(redis, keys), PgPriceHistory(pool, sources=exchange_ids), clock_ms=clock_ms
+                    PriceCache(redis, keys), PgPriceHistory(reads, sources=exchange_ids), clock_ms=clock_ms
                 ),
                 indicators=IndicatorQueries(
                     states=indicator_states,
@@ -173,7 +181,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                     exchange_ids=exchange_ids,
                     page_tokens=PageTokens(await shared_secret(pool, "page_token")),
                 ),
-                candles=CandleQueries(CandleRowsReader(pool, redis, keys, exchange_ids), exchange_ids),
+                candles=CandleQueries(CandleRowsReader(reads, redis, keys, exchange_ids), exchange_ids),
                 hot_candles=hot_candles,
                 max_call_s=settings.max_call_s,
             ),
@@ -222,6 +230,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         tasks.spawn("price-updates", price_updates.run)
         if settings.mode is Mode.EXCHANGE:
             tasks.spawn("tick-partitions", tick_partitions.run)
+        if replica is not None:
+            tasks.spawn("read-replica", reads.run)
         feeds = [tasks.spawn(f"writer:{w.exchange}", w.run).name for w in writers]
         logger.info(
             "core serving",

@@ -91,6 +91,8 @@ class Settings:
     writer_lease_ms: int
     grpc_keepalive_s: float
     tick_retention_days: int = 0
+    database_read_url: str = ""
+    database_read_max_lag_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -118,6 +120,8 @@ class Settings:
             writer_lease_ms=env.WRITER_LEASE_MS.read(environ),
             grpc_keepalive_s=env.GRPC_KEEPALIVE_S.read(environ),
             tick_retention_days=env.TICK_RETENTION_DAYS.read(environ),
+            database_read_url=env.DATABASE_READ_URL.read(environ),
+            database_read_max_lag_s=env.DATABASE_READ_MAX_LAG_S.read(environ),
         )
 
 

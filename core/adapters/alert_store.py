@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection
+from core.adapters.read_replica import ReadSource
 from core.domain.errors import Unavailable
 from core.domain.prices import decimal_str
 from core.domain.signals import Direction, Strength
@@ -62,8 +63,10 @@ _PUBLISHED = "DELETE FROM alert_outbox WHERE alert_id = ANY($1::bigint[])"
 
 
 class AlertStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, history: ReadSource | None = None) -> None:
+        """``history``: where :meth:`page` reads (the read replica may serve alert history); else ``pool``."""
         self._pool = pool
+        self._history = history if history is not None else pool
 
     async def insert(self, alerts: Sequence[NewAlert], *, conn: Connection | None = None) -> list[AlertRecord]:
         """Store ``alerts``; returns the ones that were not stored before (``conn``: within that transaction)."""
@@ -132,7 +135,11 @@ class AlertStore:
             conditions.append(f"(a.triggered_at, a.id) < ({bound}, {arg(alert_id)}::bigint)")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"{_SELECT}{where} ORDER BY a.triggered_at DESC, a.id DESC LIMIT {arg(query.limit)}"
-        return [_record(row) for row in await self._fetch(sql, *args)]
+        try:
+            rows = await self._history.fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S)
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; alerts not read") from exc
+        return [_record(row) for row in rows]
 
     async def _fetch(self, sql: str, *args: Any, conn: Connection | None = None) -> list[asyncpg.Record]:
         try:

@@ -19,6 +19,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection, ms_to_datetime
+from core.adapters.read_replica import ReadSource
 from core.adapters.redis_client import REDIS_DOWN_ERRORS, reply_scored
 from core.adapters.redis_keys import RedisKeys
 from core.codec.messages import candle_to_pb
@@ -219,7 +220,7 @@ class CandleRowsReader:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: ReadSource,  # candle history may come from the read replica
         redis: aioredis.Redis,
         keys: RedisKeys,
         exchange_ids: Mapping[str, int],

@@ -29,6 +29,7 @@ import asyncpg
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
 from core.adapters.price_cache import LatestPrice
+from core.adapters.read_replica import ReadSource
 from core.domain.errors import Unavailable
 from core.domain.timeframes import Timeframe
 from core.services.price_queries import PriceBucket, RangeQuery
@@ -107,8 +108,9 @@ def _latest_price(row: asyncpg.Record) -> LatestPrice:
 
 
 class PgPriceHistory:
-    def __init__(self, pool: asyncpg.Pool, *, sources: Iterable[str]) -> None:
-        """``sources``: every source a tick can have (the exchange names ingestion accepts)."""
+    def __init__(self, pool: ReadSource, *, sources: Iterable[str]) -> None:
+        """``sources``: every source a tick can have (the exchange names ingestion accepts); ``pool``: the
+        primary's, or a :class:`~core.adapters.read_replica.ReadPool` (these reads may be a little stale)."""
         self._pool = pool
         self._sources = sorted(sources)
 
