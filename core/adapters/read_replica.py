@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from core.adapters.postgres import UNAVAILABLE_ERRORS
+from core.adapters.postgres import DEFAULT_CONNECT_TIMEOUT_S, UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ _CHECK_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.P
 
 async def open_replica(url: str, *, max_size: int) -> asyncpg.Pool:
     """A pool that connects on first use: a replica down when the core starts is retried by the checks."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=0, max_size=max_size)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url, min_size=0, max_size=max_size, timeout=DEFAULT_CONNECT_TIMEOUT_S
+    )
     return pool
 
 
@@ -68,6 +70,7 @@ class ReadPool:
         # (when, the primary's flushed WAL position), oldest first; bounded: a replica stuck for hours
         # needs no sample older than the one it will eventually pass
         self._seen: deque[tuple[float, int]] = deque(maxlen=SAMPLES)
+        self._probe: asyncio.Future[Any] | None = None
         self._caught_up_at: float | None = None  # when the primary had flushed no more than the replica replayed
         self.staleness_s = math.inf
         self.on_replica = False  # until the first check says it is fresh
@@ -107,7 +110,7 @@ class ReadPool:
         try:
             flushed = await self._primary.fetchval(_LSN.format("pg_current_wal_flush_lsn"), timeout=CHECK_TIMEOUT_S)
             self._seen.append((self._clock(), int(flushed)))
-            replayed = await self._replica.fetchval(_LSN.format("pg_last_wal_replay_lsn"), timeout=CHECK_TIMEOUT_S)
+            replayed = await self._ask_replica()
         except _CHECK_ERRORS as exc:
             self._choose(math.inf, f"{type(exc).__name__}: {exc}")
             return self.staleness_s
@@ -121,6 +124,25 @@ class ReadPool:
             self._caught_up_at = caught_up[0]
         self._choose(math.inf if self._caught_up_at is None else self._clock() - self._caught_up_at, "")
         return self.staleness_s
+
+    async def _ask_replica(self) -> Any:
+        """The replica's replayed position, within :data:`CHECK_TIMEOUT_S` or TimeoutError.
+
+        The probe runs as a task of its own that is left behind, not awaited, when it is late: cancelling a
+        query on a frozen server makes asyncpg wait for that server to hand the connection back, and the check
+        would hang with it. One probe at a time: while a late one is still out, the replica counts as stale.
+        """
+        assert self._replica is not None
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._replica.fetchval(_LSN.format("pg_last_wal_replay_lsn")))
+        else:
+            raise TimeoutError("the previous probe of the replica has not come back")
+        probe = self._probe
+        done, _ = await asyncio.wait({probe}, timeout=CHECK_TIMEOUT_S)
+        if not done:
+            probe.cancel()  # asks; the task ends whenever the server answers or the connection drops
+            raise TimeoutError(f"the replica did not answer within {CHECK_TIMEOUT_S} s")
+        return probe.result()
 
     def _choose(self, staleness_s: float, problem: str) -> None:
         self.staleness_s = staleness_s

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -24,7 +26,7 @@ from core.adapters.tick_store import TickStore
 from core.domain.prices import Tick
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
 from perseus_cli.devstack.postgres import EmbeddedPostgres
-from tests.support.pg_replica import streaming_replica
+from tests.support.pg_replica import Replica, streaming_replica
 from tests.support.processes import free_port, running_core
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("read-replica")]
@@ -38,13 +40,13 @@ def primary(private_postgres: EmbeddedPostgres) -> EmbeddedPostgres:
 
 
 @pytest.fixture
-async def pools(primary: EmbeddedPostgres) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool, str]]:
+async def pools(primary: EmbeddedPostgres) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool, Replica]]:
     await migrate(primary.url)
-    async with streaming_replica(primary) as replica_url:
+    async with streaming_replica(primary) as standby:
         main = await asyncpg.create_pool(primary.url, min_size=1, max_size=3)
-        replica = await open_replica(replica_url, max_size=3)
+        replica = await open_replica(standby.url, max_size=3)
         try:
-            yield main, replica, replica_url
+            yield main, replica, standby
         finally:
             await replica.close()
             await main.close()
@@ -66,9 +68,10 @@ async def caught_up(reads: ReadPool, now: list[float]) -> None:
 
 
 async def test_fresh_replica_serves_reads_a_stale_one_hands_them_to_the_primary(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool, str],
+    pools: tuple[asyncpg.Pool, asyncpg.Pool, Replica],
 ) -> None:
-    main, replica, replica_url = pools
+    main, replica, standby_server = pools
+    replica_url = standby_server.url
     now = [1000.0]
     reads = ReadPool(main, replica, max_lag_s=5.0, clock=lambda: now[0])
     lenient = ReadPool(main, replica, max_lag_s=3600.0, clock=lambda: now[0])
@@ -103,7 +106,7 @@ async def test_fresh_replica_serves_reads_a_stale_one_hands_them_to_the_primary(
 
 
 async def test_an_idle_primary_does_not_make_the_replica_look_stale(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool, str],
+    pools: tuple[asyncpg.Pool, asyncpg.Pool, Replica],
 ) -> None:
     main, replica, _ = pools
     now = [0.0]
@@ -133,9 +136,9 @@ async def test_an_unreachable_or_missing_replica_leaves_every_read_on_the_primar
 
 
 async def test_a_core_with_a_read_url_checks_its_replica_as_a_supervised_task(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool, str], primary: EmbeddedPostgres, redis_url: str, redis_prefix: str
+    pools: tuple[asyncpg.Pool, asyncpg.Pool, Replica], primary: EmbeddedPostgres, redis_url: str, redis_prefix: str
 ) -> None:
-    _, _, replica_url = pools
+    replica_url = pools[2].url
     env = {
         "PERSEUS_DATABASE_URL": primary.url,
         "PERSEUS_DATABASE_READ_URL": replica_url,
@@ -156,3 +159,25 @@ async def test_a_core_with_a_read_url_checks_its_replica_as_a_supervised_task(
             await asyncio.sleep(0.1)
         assert states.get("read-replica") == md_pb2.COMPONENT_STATE_UP, states
         assert "replica reads resume" in core.output()  # fresh: reads went to the replica
+
+
+async def test_a_stalled_replica_loses_its_reads_within_the_check_bound(
+    pools: tuple[asyncpg.Pool, asyncpg.Pool, Replica],
+) -> None:
+    main, replica, standby = pools
+    reads = ReadPool(main, replica, max_lag_s=5.0)
+    for _ in range(100):
+        if await reads.check() <= 0.5:
+            break
+        await asyncio.sleep(0.05)
+    assert reads.on_replica
+    frozen = standby.processes()
+    for pid in frozen:  # the standby freezes: connections stay open, nothing answers
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert math.isinf(await reads.check()) and not reads.on_replica  # bounded, not a hang
+        await store(main, "4.5", time.time_ns() // 1_000_000)
+        assert [p.price for p in await PgPriceHistory(reads, sources=["sim"]).latest([SYMBOL])] == [Decimal("4.5")]
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -86,9 +87,28 @@ def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     log.close()
 
 
+@dataclass(frozen=True)
+class Replica:
+    url: str
+    pid: int  # of the standby's postmaster
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children, from /proc (each backend leads a process group of its own)."""
+        found = [self.pid]
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except (OSError, ValueError):
+                continue
+            if entry.isdigit() and int(stat[stat.rindex(")") + 2 :].split()[1]) == self.pid:
+                found.append(int(entry))
+        return found
+
+
 @asynccontextmanager
-async def streaming_replica(primary: EmbeddedPostgres) -> AsyncIterator[str]:
-    """Start a hot standby streaming from ``primary``; its URL while in use, then it is stopped (by PID)."""
+async def streaming_replica(primary: EmbeddedPostgres) -> AsyncIterator[Replica]:
+    """Start a hot standby streaming from ``primary``; it while in use, then it is stopped (by PID)."""
     proc, port, log = await asyncio.to_thread(_spawn, primary)
     url = f"postgresql://{EmbeddedPostgres.USER}@127.0.0.1:{port}/{EmbeddedPostgres.DATABASE}"
     try:
@@ -106,6 +126,6 @@ async def streaming_replica(primary: EmbeddedPostgres) -> AsyncIterator[str]:
             finally:
                 await conn.close()
             break
-        yield url
+        yield Replica(url, proc.pid)
     finally:
         await asyncio.to_thread(_stop, proc, log)
