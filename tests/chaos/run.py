@@ -27,6 +27,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+import httpx
 
 from core.domain.candles import DEFAULT_CLOSE_GRACE_MS
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
@@ -298,21 +299,42 @@ def core_status(addr: str) -> tuple[bool, str]:
     return (not problems), ", ".join(problems) or f"dependencies up, {note}"
 
 
+async def healthy_within(urls: tuple[str, ...], within_s: float) -> tuple[bool, str]:
+    """Whether every ``/health`` answers 200 within ``within_s``; else what the last round answered."""
+    deadline = time.monotonic() + within_s
+    seen = ""
+    async with httpx.AsyncClient(timeout=3.0) as client:
+        while True:
+            answers = []
+            for url in urls:
+                try:
+                    response = await client.get(url)
+                    answers.append(f"{response.status_code} {response.text[:300]}")
+                except httpx.HTTPError as exc:
+                    answers.append(f"{type(exc).__name__}")
+            if all(a.startswith("200 ") for a in answers):
+                return True, ""
+            seen = " | ".join(answers)
+            if time.monotonic() >= deadline:
+                return False, seen
+            await asyncio.sleep(0.5)
+
+
 async def check_invariants(h: Harness, outcome: Outcome) -> None:
     stack = h.stack
     add = outcome.invariants.append
 
     # no task dead: both gateways healthy, each core's GetStatus clean, and the sim writer still writing
-    health_ok = await h._wait(
-        lambda: all((m := h.journal.last(k)) is not None and m.ok for k in ("health", "ws_health")), 20
-    )
+    # asked afresh: the pollers are stopped by now, so their last answer may be older than the stack's state
+    health_ok, health_seen = await healthy_within((f"{stack.rest_url}/health", f"{stack.ws_http_url}/health"), 20)
     statuses = [(name, *core_status(stack.core_addr(name))) for name in ("core-a", "core-b")]
     recent = await recent_sim_ticks(stack.database_url, 10)
     holder = stack.lease_holder()
     dead = [name for name, child in stack.children.items() if child.died()]
     ok = health_ok and all(s[1] for s in statuses) and recent > 0 and holder is not None and not dead
     detail = "; ".join(f"{n}: {d}" for n, _, d in statuses)
-    detail += f"; /health {'200' if health_ok else 'not 200'}; {recent} sim ticks in the last 10 s; lease: {holder}"
+    detail += f"; /health {'200' if health_ok else 'not 200: ' + health_seen}; {recent} sim ticks in the last 10 s"
+    detail += f"; lease: {holder}"
     if dead:
         detail += f"; exited: {', '.join(dead)}"
     add(("no task dead", ok, detail))
