@@ -12,11 +12,12 @@ through redis-py, 4-6 ms here, measured on this machine).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
@@ -145,6 +146,46 @@ async def _replies(reader: asyncio.StreamReader, count: int) -> list[Any]:
 
 ReplyError = hiredis.ReplyError  # an error reply (``NOSCRIPT …``, ``WRONGTYPE …``): a value in the replies
 STALL_S = 2.0
+Command = tuple[Any, ...]
+_KEYLESS = frozenset({b"PING", b"SCRIPT", b"INFO", b"CLUSTER", b"TIME", b"ECHO"})
+
+
+def script_sha(source: str) -> str:
+    """The SHA1 ``EVALSHA`` names ``source`` by."""
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+def key_of(command: Command) -> Any:
+    """The key a command is routed by: the first key of ``EVALSHA``/``EVAL``/``FCALL``, else its first
+    argument; ``None`` for a command without keys (``PING``, ``SCRIPT LOAD``)."""
+    name = command[0].upper() if isinstance(command[0], bytes) else command[0].upper().encode()
+    if name in (b"EVALSHA", b"EVAL", b"FCALL", b"FCALL_RO", b"EVALSHA_RO", b"EVAL_RO"):
+        return command[3] if int(command[2]) > 0 else None
+    if name in _KEYLESS or len(command) < 2:
+        return None
+    return command[1]
+
+
+class Pipeline(Protocol):
+    """Calls of plain commands, sent with whatever else the loop turn sends: :class:`AutoPipeline` on one
+    server, :class:`~common.resp_cluster.ClusterPipeline` on a Redis Cluster (each command to the node owning
+    its key's slot; the commands of one call need not share a slot, and are not atomic together).
+
+    Replies come back in order; an error reply is a :data:`ReplyError` value in the list. ``EVALSHA`` of a
+    script registered with :meth:`register_script` never answers ``NOSCRIPT``: a server that lost its
+    scripts (a restart, a failover to a replica, ``SCRIPT FLUSH``) is sent the script and the call again.
+    Connection problems raise ``ConnectionError``/``OSError``; callers bound their wait with a timeout.
+    """
+
+    async def call(self, *commands: Command) -> list[Any]: ...
+
+    def register_script(self, source: str) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
+def lost_script(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 class AutoPipeline:
@@ -174,6 +215,7 @@ class AutoPipeline:
         self._stall_s = stall_s
         self._link: _Link | None = None
         self._opening: asyncio.Task[_Link] | None = None
+        self._scripts: dict[str, str] = {}
 
     @classmethod
     def beside(cls, client: aioredis.Redis, client_name: str) -> AutoPipeline:
@@ -181,14 +223,39 @@ class AutoPipeline:
         params, tls = params_of(client)
         return cls(params, tls=tls, client_name=client_name)
 
-    async def call(self, *commands: tuple[Any, ...]) -> list[Any]:
+    def register_script(self, source: str) -> str:
+        """The SHA1 to ``EVALSHA`` ``source`` by; a ``NOSCRIPT`` answer to it loads it and sends the call again."""
+        sha = script_sha(source)
+        self._scripts[sha] = source
+        return sha
+
+    async def call(self, *commands: Command) -> list[Any]:
         """The replies to ``commands``, in order (sent together with whatever else this loop turn sends)."""
+        replies = await self._send(commands)
+        for reply in replies:
+            if lost_script(reply):
+                return await self._reload_and_retry(commands, replies)
+        return replies
+
+    async def _send(self, commands: Sequence[Command]) -> list[Any]:
         link = self._link
         if link is not None and link.late(self._stall_s):
             link.close(f"Redis has not answered for {self._stall_s:g} s")
         if link is None or link.closed:
             link = await self._open()
         return await link.send(commands)
+
+    async def _reload_and_retry(self, commands: Sequence[Command], replies: list[Any]) -> list[Any]:
+        """Load the scripts the server lost, then send again the calls of them (only those: the others ran)."""
+        lost = [i for i, reply in enumerate(replies) if lost_script(reply) and _sha_of(commands[i]) in self._scripts]
+        if not lost:
+            return replies
+        shas = {_sha_of(commands[i]) for i in lost}
+        await self._send([("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas])
+        again = await self._send([commands[i] for i in lost])
+        for i, reply in zip(lost, again, strict=True):
+            replies[i] = reply
+        return replies
 
     async def aclose(self) -> None:
         if self._opening is not None:
@@ -211,6 +278,11 @@ class AutoPipeline:
         self._opening = None
         if not task.cancelled() and task.exception() is None:  # an error went to the callers waiting on it
             self._link = task.result()
+
+
+def _sha_of(command: Command) -> str:
+    sha = command[1] if command[0] in ("EVALSHA", b"EVALSHA", "evalsha") else ""
+    return sha.decode() if isinstance(sha, bytes) else str(sha)
 
 
 class _Link:
