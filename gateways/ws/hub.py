@@ -85,7 +85,10 @@ class Join:
     acked: list[str]  # every name the acknowledgement lists, in message order
     done: Callable[[Join | ErrorCode | None, str], None]
     replay_last: dict[str, int] = field(default_factory=dict)
-    replayed: list[bytes] = field(default_factory=list)
+    replayed: deque[tuple[str, int, bytes]] = field(default_factory=deque)  # (canonical, seq, frame)
+    trimmed: dict[str, int] = field(default_factory=dict)  # canonical -> newest replayed seq dropped (too deep)
+    gaps: dict[str, tuple[int, int]] = field(default_factory=dict)  # canonical -> the core's (requested, first)
+    notices: list[bytes] = field(default_factory=list)  # gap frames of a core restart while subscribing
     live: list[tuple[str, int, bytes]] = field(default_factory=list)
     backlog: deque[bytes] = field(default_factory=deque)
     subscribed: bool = False
@@ -242,6 +245,8 @@ class Hub:
         for join in self._joins.values():
             join.replayed.clear()
             join.replay_last.clear()
+            join.trimmed.clear()
+            join.gaps.clear()
             self._send(self._join_request(join))
 
     def on_disconnected(self) -> None:
@@ -320,10 +325,14 @@ class Hub:
         if name is None or event_type is None:
             return
         data = orjson.dumps(to_public(getattr(event, event_type)))
-        join.replayed.append(protocol.text_frame(protocol.event_message(event_type, name, event.seq, data)))
+        frame = protocol.text_frame(protocol.event_message(event_type, name, event.seq, data))
+        join.replayed.append((event.channel, event.seq, frame))
         join.replay_last[event.channel] = max(join.replay_last.get(event.channel, 0), event.seq)
         if len(join.replayed) > MAX_BACKLOG_FRAMES:
-            join.client.sink.fail(protocol.CloseCode.TOO_SLOW, "too far behind while subscribing")
+            # A resume deeper than the gateway buffers for one client: keep the newest events and report the
+            # oldest as a gap. Failing the client (4009) instead made it resume from the same seq, forever.
+            canonical, seq, _ = join.replayed.popleft()
+            join.trimmed[canonical] = seq
 
     def _push(self, join: Join, frame: bytes) -> None:
         join.backlog.append(frame)
@@ -351,20 +360,34 @@ class Hub:
             if route is not None and route.last_seq == 0:  # a new route: resume it from what this client saw
                 route.last_seq = join.replay_last.get(canonical, join.resume.get(canonical, 0))
         join.client.sink.send(protocol.text_frame(protocol.subscribed_message(join.acked)))
-        join.backlog.extend(join.replayed)
+        join.backlog.extend(join.notices)
+        join.backlog.extend(self._gap_frames(join))
+        join.backlog.extend(frame for _, _, frame in join.replayed)
         for canonical, seq, frame in join.live:
             if seq > join.replay_last.get(canonical, join.resume.get(canonical, 0)):
                 join.backlog.append(frame)
-        join.replayed, join.live = [], []
+        join.replayed, join.live, join.notices = deque(), [], []
         join.done(join, "")
+
+    @staticmethod
+    def _gap_frames(join: Join) -> list[bytes]:
+        """One ``resume_gap`` per channel whose replay misses events: the core's history did not reach back,
+        or the replay was deeper than the gateway buffers (the oldest were dropped), whichever starts later."""
+        frames = []
+        for canonical in sorted(join.gaps.keys() | join.trimmed.keys()):
+            requested, first = join.gaps.get(canonical, (join.resume.get(canonical, 0), 0))
+            if canonical in join.trimmed:
+                first = max(first, join.trimmed[canonical] + 1)
+            gap = pb.ResumeGap(channel=canonical, requested_seq=requested, first_available_seq=first)
+            frames.append(protocol.text_frame(protocol.resume_gap_message(join.names[canonical], to_public(gap))))
+        return frames
 
     def _gap(self, ref: int, gap: pb.ResumeGap) -> None:
         public = to_public(gap)
         join = self._joins.get(ref)
         if join is not None:
-            name = join.names.get(gap.channel)
-            if name is not None:
-                join.replayed.append(protocol.text_frame(protocol.resume_gap_message(name, public)))
+            if gap.channel in join.names:
+                join.gaps[gap.channel] = (gap.requested_seq, gap.first_available_seq)
             return
         route = self._routes.get(gap.channel)
         if route is None:
@@ -378,7 +401,7 @@ class Hub:
             name = join.names.get(gap.channel)
             if name is not None:
                 frame = protocol.text_frame(protocol.resume_gap_message(name, public))
-                (join.backlog if join.subscribed else join.replayed).append(frame)
+                (join.backlog if join.subscribed else join.notices).append(frame)
 
     def _rejected(self, ref: int, rejected: pb.Rejected) -> None:
         batch = self._resubscribes.pop(ref, None)

@@ -224,3 +224,29 @@ def _split(chunk: bytes) -> list[bytes]:
         out.append(chunk[start : start + length])
         chunk = chunk[start + length :]
     return out
+
+
+def test_a_resume_deeper_than_the_backlog_gets_the_newest_events_after_one_gap(
+    hub: Hub, sent: list[pb.MultiplexRequest]
+) -> None:
+    """A client 7,000 events behind (history keeps 10,000) used to be closed 4009, and resumed from the same
+    seq on every reconnect. It now gets the newest MAX_BACKLOG_FRAMES events after an explicit gap."""
+    client = Client(FakeSink())
+    done = join(hub, client, {"prices:BTC-USD": BTC}, resume={"prices:BTC-USD": 100})
+    ref = sent[-1].ref
+    last = 100 + MAX_BACKLOG_FRAMES + 2_000
+    for seq in range(101, last + 1):
+        hub.on_response(event(BTC, seq, ref=ref))
+    hub.on_response(subscribed(ref, BTC))
+    assert client.sink.failed is None  # type: ignore[attr-defined]
+    result = done.results[0][0]
+    assert isinstance(result, Join)
+    gap, *events = (json.loads(_payload(f)) for f in result.backlog)
+    first_kept = last - MAX_BACKLOG_FRAMES + 1
+    assert gap == {
+        "type": "resume_gap",
+        "channel": "prices:BTC-USD",
+        "requested_seq": 100,
+        "first_available_seq": first_kept,
+    }
+    assert [m["seq"] for m in events] == list(range(first_kept, last + 1))
