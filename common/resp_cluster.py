@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 SLOTS = 16384
 REFRESH_TIMEOUT_S = 3.0
+RETRY_S = 2.0  # how long one ClusterPipeline call keeps retrying through a failover or resharding
+BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.25)  # sleeps between retries that wait for the cluster (last one repeats)
 
-__all__ = ["SLOTS", "ClusterUnavailable", "Node", "SlotMap", "slot_of"]
+__all__ = ["RETRY_S", "SLOTS", "ClusterPipeline", "ClusterUnavailable", "Node", "SlotMap", "slot_of"]
 
 
 class ClusterUnavailable(ConnectionError):
@@ -75,6 +78,10 @@ class SlotMap:
 
     def masters(self) -> list[Node]:
         return sorted(set(self._owners))
+
+    def any_master(self) -> Node:
+        """The master keyless commands (``PING``, ``SCRIPT LOAD``) go to: slot 0's."""
+        return self._owners[0]
 
     def params(self, node: Node) -> dict[str, Any]:
         """Connection parameters for ``node``: the seed's, with the node's address."""
@@ -158,3 +165,278 @@ def _ranges(slots: list[int]) -> str:
         start = previous = slot
     shown = ", ".join(ranges[:5])
     return shown + (f" and {len(ranges) - 5} more ranges" if len(ranges) > 5 else "")
+
+
+# Error replies that are the cluster's, not the command's: MOVED and ASK redirect, the others pass (a failover or
+# resharding in progress, a node still loading its data).
+_REDIRECTED = ("MOVED ", "ASK ")
+_PASSING = ("TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN")
+_CLUSTER_ERRORS = _REDIRECTED + _PASSING
+# A node that cannot be reached: refused, reset, timed out (TimeoutError is an OSError), closed, stalled.
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, hiredis.HiredisError)
+
+
+class _Lost:
+    """In place of a reply: the command's node failed before answering (it may or may not have run it)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _unsettled(reply: Any) -> bool:
+    """Whether ``reply`` is the cluster's (a redirect, a passing state, a lost node), so the command goes again."""
+    if isinstance(reply, resp.ReplyError):
+        return str(reply).startswith(_CLUSTER_ERRORS)
+    return reply.__class__ is _Lost
+
+
+def _key_slot(key: Any) -> int:
+    if key.__class__ is bytes:
+        return key_slot(key)
+    if isinstance(key, str):
+        return key_slot(key.encode())
+    if isinstance(key, int | float):
+        return key_slot(repr(key).encode())
+    return key_slot(bytes(key))
+
+
+class ClusterPipeline:
+    """The :class:`~common.resp.Pipeline` of a Redis Cluster: an :class:`~common.resp.AutoPipeline` per master,
+    each command sent to the master owning the slot of its key (:func:`~common.resp.key_of`).
+
+    A call's commands are grouped by node; the groups go out concurrently (each joins whatever its node's
+    pipeline sends in the same loop turn) and the replies come back in the caller's order. A call whose
+    commands all live on one node (most: the REST limiter's single script call) costs one routing lookup per
+    command on top of the node's ``AutoPipeline.call``.
+
+    What the cluster answers instead of a reply is handled inside, within :data:`RETRY_S` per call:
+
+    - ``MOVED slot host:port``: the slot is recorded at its new owner at once, a full refresh of the
+      :class:`SlotMap` is started in the background, and the command is sent to the new owner.
+    - ``ASK slot host:port`` (the slot is being migrated, this key already moved): ``ASKING`` and the command
+      are sent together to the target; the slot stays where it is until a ``MOVED`` says otherwise.
+    - ``TRYAGAIN``, ``CLUSTERDOWN``, ``LOADING``, ``MASTERDOWN``, or a node that cannot be reached (refused,
+      closed, stalled past ``stall_s``): a short sleep (:data:`BACKOFF_S`), a refresh of the slot table (a
+      replica may have been promoted), and the command again.
+
+    When :data:`RETRY_S` has passed, the call raises :class:`ClusterUnavailable` (a ``ConnectionError``) with
+    the last problem seen; the replies of commands that did complete are lost with it, as a ``ConnectionError``
+    of :class:`~common.resp.AutoPipeline` loses them. A command whose node failed mid-call may have run before
+    it is sent again (as with redis-py's cluster client): the commands sent through here are reads,
+    idempotent writes, or counters for which one extra count in a failover is acceptable.
+
+    ``EVALSHA`` of a registered script is loaded on the node that answers ``NOSCRIPT`` (every node's pipeline
+    knows every registered script), so a promoted replica or a ``SCRIPT FLUSH`` costs one reload per node.
+    The first call reads the slot table (``ClusterUnavailable`` at once when no node answers or slots are
+    uncovered); commands without a key go to slot 0's master.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        *,
+        tls: bool,
+        client_name: str,
+        stall_s: float = resp.STALL_S,
+        retry_s: float = RETRY_S,
+    ) -> None:
+        if params.get("path"):
+            raise ValueError("a Redis Cluster is reached over TCP, not a unix socket")
+        self.slots = SlotMap(params, tls=tls, client_name=client_name)
+        self._tls = tls
+        self._client_name = client_name
+        self._stall_s = stall_s
+        self._retry_s = retry_s
+        self._pipes: dict[Node, resp.AutoPipeline] = {}
+        self._scripts: dict[str, str] = {}
+        self._refreshing: asyncio.Task[None] | None = None
+
+    def register_script(self, source: str) -> str:
+        sha = resp.script_sha(source)
+        self._scripts[sha] = source
+        for pipe in self._pipes.values():
+            pipe.register_script(source)
+        return sha
+
+    async def call(self, *commands: resp.Command) -> list[Any]:
+        """The replies to ``commands``, in order, each from the master owning its key's slot."""
+        slots = self.slots
+        if not slots.ready:
+            await slots.refresh()
+        owner, key_of = slots.owner, resp.key_of
+        nodes: list[Node | None] = []
+        first: Node | None = None
+        single = True
+        for command in commands:
+            key = key_of(command)
+            if key is None:
+                nodes.append(None)
+                continue
+            node = owner(_key_slot(key))
+            nodes.append(node)
+            if first is None:
+                first = node
+            elif node != first:
+                single = False
+        if first is None:
+            first = slots.any_master()
+        if single:
+            try:
+                replies = await self._pipe(first).call(*commands)
+            except _NETWORK_ERRORS as exc:
+                replies = [_Lost(exc)] * len(commands)
+        else:
+            replies = await self._send_grouped(commands, nodes, first, [])
+        for reply in replies:
+            if _unsettled(reply):
+                return await self._settle(commands, replies)
+        return replies
+
+    async def aclose(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            self._refreshing = None
+        pipes, self._pipes = list(self._pipes.values()), {}
+        for pipe in pipes:
+            await pipe.aclose()
+
+    def _pipe(self, node: Node) -> resp.AutoPipeline:
+        pipe = self._pipes.get(node)
+        if pipe is None:
+            pipe = resp.AutoPipeline(
+                self.slots.params(node), tls=self._tls, client_name=self._client_name, stall_s=self._stall_s
+            )
+            for source in self._scripts.values():
+                pipe.register_script(source)
+            self._pipes[node] = pipe
+        return pipe
+
+    async def _send_grouped(
+        self,
+        commands: Sequence[resp.Command],
+        nodes: Sequence[Node | None],
+        keyless: Node,
+        asks: Sequence[tuple[int, Node]],
+    ) -> list[Any]:
+        """Send each command to its node (``None``: ``keyless``'s; ``asks``: index → ASK target, with ``ASKING``),
+        the nodes concurrently; a node that fails leaves :class:`_Lost` in its commands' places."""
+        asked = {i for i, _ in asks}
+        groups: dict[Node, list[int]] = {}
+        for i, node in enumerate(nodes):
+            if i not in asked:
+                groups.setdefault(node or keyless, []).append(i)
+        calls: list[tuple[list[int], Any]] = [
+            (indices, self._pipe(node).call(*[commands[i] for i in indices])) for node, indices in groups.items()
+        ]
+        calls += [([i], self._asking(node, commands[i])) for i, node in asks]
+        results = await asyncio.gather(*[call for _, call in calls], return_exceptions=True)
+        replies: list[Any] = [None] * len(commands)
+        for (indices, _), result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, _NETWORK_ERRORS):
+                    raise result
+                lost = _Lost(result)
+                for i in indices:
+                    replies[i] = lost
+            else:
+                for i, reply in zip(indices, result, strict=True):
+                    replies[i] = reply
+        return replies
+
+    async def _asking(self, node: Node, command: resp.Command) -> list[Any]:
+        replies = await self._pipe(node).call(("ASKING",), command)
+        return replies[1:]
+
+    async def _settle(self, commands: Sequence[resp.Command], replies: list[Any]) -> list[Any]:
+        """Send again the commands the cluster did not answer, until all are answered or :data:`RETRY_S` passes."""
+        deadline = time.monotonic() + self._retry_s
+        problem = ""
+        rounds = 0
+        while True:
+            pending = [i for i, reply in enumerate(replies) if _unsettled(reply)]
+            if not pending:
+                return replies
+            asks: list[tuple[int, Node]] = []
+            wait = rounds > 1  # a redirect that keeps bouncing waits too
+            for i in pending:
+                reply = replies[i]
+                if reply.__class__ is _Lost:
+                    problem = f"{type(reply.error).__name__}: {reply.error}"
+                    wait = True
+                    continue
+                text = str(reply)
+                if text.startswith(_REDIRECTED):
+                    slot, node = self._redirect(text)
+                    if text.startswith("ASK "):
+                        asks.append((i, node))
+                    else:
+                        self.slots.moved(slot, node)
+                        self._refresh_soon()
+                    problem = text
+                else:
+                    problem = text
+                    wait = True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClusterUnavailable(
+                    f"the Redis Cluster did not answer {len(pending)} of {len(commands)} commands "
+                    f"within {self._retry_s:g} s: {problem}"
+                )
+            if wait:
+                await asyncio.sleep(min(BACKOFF_S[min(rounds, len(BACKOFF_S) - 1)], remaining))
+                problem = await self._refresh_within(deadline) or problem
+            rounds += 1
+            asked = {i for i, _ in asks}
+            again = [i for i in pending if i not in asked]
+            nodes = [self._owner_of(commands[i]) for i in again]
+            sent = [commands[i] for i in again] + [commands[i] for i, _ in asks]
+            positions = again + [i for i, _ in asks]
+            ask_at = [(len(again) + n, node) for n, (_, node) in enumerate(asks)]
+            results = await self._send_grouped(sent, [*nodes, *[None] * len(asks)], self.slots.any_master(), ask_at)
+            for position, reply in zip(positions, results, strict=True):
+                replies[position] = reply
+
+    def _owner_of(self, command: resp.Command) -> Node | None:
+        key = resp.key_of(command)
+        return None if key is None else self.slots.owner(_key_slot(key))
+
+    def _redirect(self, text: str) -> tuple[int, Node]:
+        """The slot and node of ``MOVED 3999 127.0.0.1:6381`` (an empty host: the seed's)."""
+        _, slot, address = text.split(" ", 2)
+        host, _, port = address.rpartition(":")
+        return int(slot), Node(host or self.slots.params(self.slots.any_master())["host"], int(port))
+
+    async def _refresh_within(self, deadline: float) -> str:
+        """Refresh the slot table, waiting no later than ``deadline``; the problem when it failed, else ``""``."""
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                await self.slots.refresh()
+        except ClusterUnavailable as exc:
+            return str(exc)
+        except TimeoutError:
+            return "the slot table refresh did not finish in time"
+        self._prune()
+        return ""
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.slots.refresh()
+            self._prune()
+        except ClusterUnavailable as exc:
+            logger.warning("Redis Cluster slot table refresh after MOVED failed: %s", exc)
+        finally:
+            self._refreshing = None
+
+    def _prune(self) -> None:
+        """Close the pipelines of nodes that are no longer masters (a demoted or dead master)."""
+        masters = set(self.slots.masters())
+        for node in [node for node in self._pipes if node not in masters]:
+            pipe = self._pipes.pop(node)
+            task = asyncio.ensure_future(pipe.aclose())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -1,0 +1,123 @@
+"""The Redis clients every process builds from ``PERSEUS_REDIS_URL``, one kind per mode.
+
+The mode is asked of the server (:func:`open_mode`, see :mod:`common.redis_mode`), never configured; then
+
+- :func:`redis_py` gives redis-py's asyncio client for single commands and single ``Script`` calls:
+  ``redis.asyncio.Redis`` on one server, ``redis.asyncio.RedisCluster`` on a cluster (which routes each
+  command by its key's slot and follows ``MOVED``/``ASK`` itself);
+- :func:`pipeline` gives the raw RESP :class:`~common.resp.Pipeline` for the hot paths that send many small
+  calls or pipelines of script calls (redis-py's cluster pipeline refuses ``EVALSHA``):
+  :class:`~common.resp.AutoPipeline` on one server, unchanged, and
+  :class:`~common.resp_cluster.ClusterPipeline` on a cluster.
+
+Callers keep their own timeouts and pool sizes: this module only picks the class and applies them the same
+way in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.connection import SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+from common import resp
+from common.redis_mode import DETECT_TIMEOUT_S, RedisMode, detect
+from common.resp_cluster import ClusterPipeline
+
+__all__ = ["RedisClient", "open_mode", "pipeline", "redis_py", "url_params"]
+
+RedisClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
+
+
+async def open_mode(url: str, *, timeout_s: float = DETECT_TIMEOUT_S) -> RedisMode:
+    """:func:`~common.redis_mode.detect`, answered within ``timeout_s`` or ``ConnectionError``.
+
+    redis-py's own connection errors are not ``ConnectionError`` (they derive from ``RedisError``); they are
+    turned into one here, naming the address (never the password), so callers retry on one kind of error.
+    """
+    where = _where(url)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await detect(url, timeout_s=timeout_s)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise ConnectionError(f"Redis at {where} did not answer INFO cluster: {exc}") from exc
+    except TimeoutError as exc:
+        raise ConnectionError(f"Redis at {where} did not answer INFO cluster within {timeout_s:g} s") from exc
+
+
+def redis_py(
+    url: str,
+    mode: RedisMode,
+    *,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    health_check_interval: int = 30,
+    max_connections: int | None = None,
+    blocking: bool = False,
+    connection_class: type | None = None,
+) -> RedisClient:
+    """redis-py's asyncio client for ``url`` in ``mode``.
+
+    ``max_connections`` bounds the pool (per node on a cluster). ``blocking`` makes a standalone pool wait
+    (up to ``socket_timeout``) for a free connection instead of failing; redis-py's cluster client has no
+    waiting pool, so on a cluster a caller past ``max_connections`` on one node gets ``MaxConnectionsError``.
+    ``connection_class`` replaces redis-py's plain TCP ``Connection`` (the core's hiredis-packing one); TLS and
+    unix-socket connections keep redis-py's own class.
+    """
+    if mode == "cluster":
+        kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "health_check_interval": health_check_interval,
+        }
+        if max_connections is not None:
+            kwargs["max_connections"] = max_connections
+        cluster = aioredis.RedisCluster.from_url(url, **kwargs)
+        if connection_class is not None and cluster.connection_kwargs.get("connection_class") is aioredis.Connection:
+            # RedisCluster takes no connection_class argument: its nodes are built from these kwargs (the
+            # startup nodes already were, so they are told too).
+            cluster.connection_kwargs["connection_class"] = connection_class
+            for node in cluster.startup_nodes:
+                node.connection_class = connection_class
+        return cluster
+    common = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "health_check_interval": health_check_interval,
+    }
+    pool: aioredis.ConnectionPool
+    if blocking and max_connections is not None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=socket_timeout, **common
+        )
+    else:
+        pool = aioredis.ConnectionPool.from_url(url, max_connections=max_connections, **common)
+    if connection_class is not None and pool.connection_class is aioredis.Connection:
+        pool.connection_class = connection_class
+    return aioredis.Redis(connection_pool=pool)
+
+
+def url_params(url: str) -> tuple[dict[str, Any], bool]:
+    """redis-py's connection parameters for ``url`` and whether it asks for TLS (``rediss://``)."""
+    params = dict(parse_url(url))
+    tls = params.pop("connection_class", None) is SSLConnection
+    return params, tls
+
+
+def pipeline(url: str, mode: RedisMode, *, client_name: str, stall_s: float = resp.STALL_S) -> resp.Pipeline:
+    """The raw RESP pipeline for ``url``: one :class:`~common.resp.AutoPipeline`, or a
+    :class:`~common.resp_cluster.ClusterPipeline` (an ``AutoPipeline`` per master) on a cluster."""
+    params, tls = url_params(url)
+    if mode == "cluster":
+        return ClusterPipeline(params, tls=tls, client_name=client_name, stall_s=stall_s)
+    return resp.AutoPipeline(params, tls=tls, client_name=client_name, stall_s=stall_s)
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
