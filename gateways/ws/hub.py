@@ -398,9 +398,9 @@ class Hub:
             for sink in list(sinks):
                 sink.send(frame)
         for join in route.gates:
-            name = join.names.get(gap.channel)
-            if name is not None:
-                frame = protocol.text_frame(protocol.resume_gap_message(name, public))
+            joined = join.names.get(gap.channel)
+            if joined is not None:
+                frame = protocol.text_frame(protocol.resume_gap_message(joined, public))
                 (join.backlog if join.subscribed else join.notices).append(frame)
 
     def _rejected(self, ref: int, rejected: pb.Rejected) -> None:
