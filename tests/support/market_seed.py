@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from core.adapters.redis_keys import RedisKeys
 from perseus.marketdata.v1 import candles_pb2, common_pb2
+from tests.support.redis_target import redis_client
 
 HOUR_MS = 3_600_000
 
@@ -121,7 +121,7 @@ async def seed_market(database_url: str, redis_url: str, redis_prefix: str, seed
         )
     finally:
         await conn.close()
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     try:
         key = RedisKeys(redis_prefix).candle_window(seed.exchange, seed.symbol, "1h")
         members = {}
