@@ -9,7 +9,6 @@ from decimal import Decimal as D
 import asyncpg
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.migrations import migrate
@@ -24,6 +23,7 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2 as md_pb2,
     market_data_service_pb2_grpc as md_grpc,
 )
+from tests.support.redis_target import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def candle(i: int) -> Candle:
 async def queries(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[CandleQueries]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await migrate(pool)
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     keys = RedisKeys(redis_prefix + "candles:")
     store = CandleStore(pool, client, keys, window_size=WINDOW)
     candles = [candle(i) for i in range(COUNT)]
@@ -111,7 +111,7 @@ async def test_get_candles_over_grpc(
     channel: grpc.Channel, database_url: str, redis_url: str, redis_prefix: str, migrated_env: dict[str, str]
 ) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     try:
         store = CandleStore(pool, client, RedisKeys(redis_prefix), window_size=WINDOW)  # the core's prefix
         candles = [replace(candle(i), symbol="GC-USD") for i in range(COUNT)]

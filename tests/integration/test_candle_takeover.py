@@ -26,11 +26,11 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
-import redis
 
 from core.adapters.redis_keys import RedisKeys
 from core.domain.timeframes import Timeframe
 from tests.support.processes import Process, free_port, grpc_serving, run_cli, spawn, wait_until
+from tests.support.redis_target import sync_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ def test_candles_equal_the_stored_ticks_after_the_leader_is_killed_mid_minute(
         "PERSEUS_SIM_SYMBOLS": symbol,
         "PERSEUS_SIM_TRADES_PER_S": "40",  # 4 trades per 100 ms step: ticks of the same millisecond too
     }
-    rds = redis.Redis.from_url(redis_url)
+    rds = sync_redis_client(redis_url)
     holder = lambda: (rds.get(RedisKeys(prefix).exchange_writer_lock("sim")) or b"").decode()  # noqa: E731
     a = b = None
     try:

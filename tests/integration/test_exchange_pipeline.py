@@ -23,6 +23,7 @@ from core.domain.prices import Tick
 from core.domain.timeframes import Timeframe
 from core.services.exchange_pipeline import ExchangePipeline, LeaseLost
 from perseus.marketdata.v1 import candles_pb2, stream_service_pb2
+from tests.support.redis_target import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ class Clock:
 async def stores(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[Stores]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await migrate(pool)
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield pool, client, RedisKeys(redis_prefix + "pipeline:")
     await client.aclose()
     await pool.close()

@@ -31,6 +31,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2_grpc as stream_grpc,
 )
 from tests.support.processes import Process
+from tests.support.redis_target import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def candle(symbol: str, open_time: int, close: str) -> Candle:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield client
     await client.aclose()
 

@@ -43,6 +43,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2,
 )
 from tests.support.processes import free_port, running_core
+from tests.support.redis_target import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ class Stack:
 async def connections(database_url: str, redis_url: str) -> AsyncIterator[tuple[asyncpg.Pool, aioredis.Redis]]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await migrate(pool)
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield pool, client
     await client.aclose()
     await pool.close()

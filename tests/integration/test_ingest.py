@@ -20,6 +20,7 @@ from perseus.marketdata.v1 import (
     prices_pb2,
     stream_service_pb2,
 )
+from tests.support.redis_target import sync_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def keys(redis_prefix: str) -> RedisKeys:
 
 @pytest.fixture(scope="module")
 def rds(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     yield client
     client.close()
 

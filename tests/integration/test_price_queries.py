@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-import redis
 
 from core.adapters.redis_keys import RedisKeys
 from perseus.marketdata.v1 import (
@@ -19,6 +18,7 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2_grpc as md_grpc,
     prices_pb2,
 )
+from tests.support.redis_target import sync_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_latest_comes_from_postgres_when_the_cache_has_expired(
     ingest(feed("QRY2-USD", "5.5", "sim", now - 60_000), feed("QRY2-USD", "5.25", "kraken", now - 50_000))
     ingest(feed("QRY2-USD", "5.75", "coinbase", now - 50_000))
     keys = RedisKeys(redis_prefix)
-    client = redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     try:
         client.delete(keys.price_sources("QRY2-USD"), *(keys.latest_price(s, "QRY2-USD") for s in ("sim", "kraken")))
     finally:

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 from grpc import aio
 
 from core.adapters.events import Event, EventPublisher
@@ -31,6 +30,7 @@ from perseus.marketdata.v1 import (
 from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.integration.test_streams import fresh_channel, name_of, payload, unbatched
 from tests.support.processes import running_core
+from tests.support.redis_target import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ async def test_resume_across_a_core_restart_gives_exactly_the_missed_events(
 ) -> None:
     channel = fresh_channel()
     name = name_of(channel)
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     publisher = EventPublisher(redis, RedisKeys(redis_prefix))
     try:
         with running_core(migrated_env) as first:
@@ -114,6 +114,7 @@ async def private_core(migrated_env: dict[str, str], embedded_redis: EmbeddedRed
         yield process.addr
 
 
+@pytest.mark.standalone_redis
 @pytest.mark.parametrize("keeps_data", [True, False], ids=["redis-keeps-its-data", "redis-loses-its-data"])
 async def test_streams_survive_a_redis_restart(
     private_core: str, embedded_redis: EmbeddedRedis, redis_prefix: str, keeps_data: bool
@@ -149,6 +150,7 @@ async def test_streams_survive_a_redis_restart(
         assert [(g.requested_seq, g.first_available_seq) for g in gaps] == [(before[-1].seq, after[0].seq)]
 
 
+@pytest.mark.standalone_redis
 async def test_a_read_on_a_stalled_redis_is_answered_from_postgres_within_the_core_deadline(
     migrated_env: dict[str, str], embedded_redis: EmbeddedRedis
 ) -> None:

@@ -25,6 +25,7 @@ from core.rpc.stream_servicer import stream_status
 from core.services.streams import Delivery, Item, Streams, Subscribed
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc
 from tests.support.processes import Process, free_port, running_core
+from tests.support.redis_target import kill_connections_named, on_owner, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def core(migrated_env: dict[str, str], metrics_addr: str) -> Iterator[Process]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield client
     await client.aclose()
 
@@ -118,7 +119,7 @@ async def status_of(call: aio.UnaryStreamCall) -> tuple[grpc.StatusCode, str]:
 
 
 async def shard_subscribers(redis: aioredis.Redis, channel: str) -> int:
-    reply = await redis.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    reply = await on_owner(redis, channel, "PUBSUB", "SHARDNUMSUB", channel)
     return int(reply[1])
 
 
@@ -385,7 +386,7 @@ async def test_after_a_redis_disconnect_the_stream_catches_up_from_history(
     redis_url: str, redis: aioredis.Redis, redis_prefix: str, publisher: EventPublisher
 ) -> None:
     client_name = f"hub-test-{secrets.token_hex(4)}"
-    history_redis = aioredis.Redis.from_url(redis_url)
+    history_redis = redis_client(redis_url)
     hub = StreamHub(redis_url, client_name=client_name)
     await hub.start()
     history = StreamHistory(history_redis, RedisKeys(redis_prefix))
@@ -399,8 +400,7 @@ async def test_after_a_redis_disconnect_the_stream_catches_up_from_history(
             items = flattened(session.batches())
             last = await publish(publisher, channel, range(2))
             assert [(await anext(items)).seq for _ in range(2)] == [last - 1, last]  # type: ignore[union-attr]
-            [hub_connection] = [c for c in await redis.client_list(_type="pubsub") if c["name"] == client_name]
-            assert await redis.client_kill_filter(_id=hub_connection["id"]) == 1
+            assert await kill_connections_named(redis, client_name) >= 1
             last = await publish(publisher, channel, range(2, 6))  # possibly while the hub is reconnecting
             delivered = [await anext(items) for _ in range(4)]
             assert all(isinstance(d, Delivery) for d in delivered)

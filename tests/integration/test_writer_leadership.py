@@ -11,11 +11,11 @@ from collections.abc import Callable
 import asyncpg
 import grpc
 import pytest
-import redis
 
 from core.adapters.redis_keys import RedisKeys
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc, market_pb2
 from tests.support.processes import Process, free_port, grpc_serving, run_cli, spawn, wait_until
+from tests.support.redis_target import sync_redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def test_standby_takes_over_and_a_paused_leader_stops_writing(
     base_env: dict[str, str], database_url: str, redis_url: str
 ) -> None:
     env, keys = leadership_env(base_env, "lead:")
-    rds = redis.Redis.from_url(redis_url)
+    rds = sync_redis_client(redis_url)
     holder = lambda: (rds.get(keys.exchange_writer_lock("sim")) or b"").decode()  # noqa: E731
     a = start_core(env, "a")
     b = c = None
@@ -153,7 +153,7 @@ def test_a_writer_leads_again_after_redis_lost_its_term_counter(
     base_env: dict[str, str], database_url: str, redis_url: str
 ) -> None:
     env, keys = leadership_env(base_env, "termloss:")
-    rds = redis.Redis.from_url(redis_url)
+    rds = sync_redis_client(redis_url)
     try:
         first = start_core(env, "t1")
         eventually(lambda: rows_by(database_url, "t1") > 0, 10)

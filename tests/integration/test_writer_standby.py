@@ -7,10 +7,10 @@ import asyncio
 import logging
 
 import pytest
-import redis.asyncio as aioredis
 
 from core.adapters.writer_lock import WriterLock
 from core.services.exchange_writer import ExchangeWriter, Feed
+from tests.support.redis_target import redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,9 @@ async def nothing() -> None:
 async def test_the_standby_line_names_the_leader_once_per_leader(
     redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    redis = aioredis.Redis.from_url(redis_url)
-    key, term_key = f"{redis_prefix}standby:lock", f"{redis_prefix}standby:term"
+    redis = redis_client(redis_url)
+    # One hash tag, as the real lease keys have: the acquire script and the MULTI below take both.
+    key, term_key = f"{redis_prefix}standby:lock:{{standby}}", f"{redis_prefix}standby:term:{{standby}}"
 
     def lock(owner: str) -> WriterLock:
         return WriterLock(redis, key, term_key, owner, ttl_ms=60_000)

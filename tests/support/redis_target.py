@@ -5,7 +5,8 @@
 to everything that otherwise gets ``PERSEUS_TEST_REDIS_URL``: the ``redis_url`` fixture, hence ``base_env``'s
 ``PERSEUS_REDIS_URL`` for every core and gateway the tests start. The processes find out that it is a cluster
 themselves (``common.redis_mode.detect``), as they would in production; only the clients the tests build
-directly have to be told, which is what :func:`redis_client` and :func:`sync_redis_client` are for. Unset (or
+directly have to be told, which is what :func:`redis_client`, :func:`pipeline` and :func:`sync_redis_client`
+are for. Unset (or
 ``standalone``), nothing changes.
 
 Tests that cannot run on a cluster by nature carry ``@pytest.mark.standalone_redis`` (see
@@ -22,6 +23,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+
+from common import redis_clients, resp
 
 MODE_ENV = "PERSEUS_TEST_REDIS"
 Mode = Literal["standalone", "cluster"]
@@ -47,14 +50,21 @@ def cluster_mode() -> bool:
     return session_mode() == "cluster"
 
 
-def redis_client(url: str, **kwargs: Any) -> AsyncClient:
-    """An asyncio redis-py client for the session's Redis at ``url`` (the ``redis_url`` fixture): a
-    ``RedisCluster`` in cluster mode, so single-key commands and scripts are routed by slot.
+def redis_client(url: str, *, socket_timeout: float = 30.0, socket_connect_timeout: float = 5.0) -> AsyncClient:
+    """An asyncio redis-py client for the session's Redis at ``url`` (the ``redis_url`` fixture), built the way
+    the processes build theirs (:func:`common.redis_clients.redis_py`): a ``RedisCluster`` in cluster mode, so
+    single-key commands and scripts are routed by slot.
 
     Only for the session's Redis: a test's private server (``embedded_redis``) is always standalone."""
-    if cluster_mode():
-        return AsyncRedisCluster.from_url(url, **kwargs)
-    return aioredis.Redis.from_url(url, **kwargs)
+    return redis_clients.redis_py(
+        url, session_mode(), socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
+    )
+
+
+def pipeline(url: str, *, client_name: str = "perseus-test") -> resp.Pipeline:
+    """The raw RESP pipeline the core's adapters take (``EventPublisher``, ...) for the session's Redis at
+    ``url``: an ``AutoPipeline``, or a ``ClusterPipeline`` in cluster mode."""
+    return redis_clients.pipeline(url, session_mode(), client_name=client_name)
 
 
 def sync_redis_client(url: str, **kwargs: Any) -> SyncClient:
@@ -62,3 +72,24 @@ def sync_redis_client(url: str, **kwargs: Any) -> SyncClient:
     if cluster_mode():
         return RedisCluster.from_url(url, **kwargs)
     return redis.Redis.from_url(url, **kwargs)
+
+
+async def on_owner(client: AsyncClient, key: str, *command: Any) -> Any:
+    """``command`` on the node that owns ``key``'s slot, which alone knows about it (``PUBSUB SHARDNUMSUB``
+    counts a shard channel's subscribers on that node only)."""
+    if isinstance(client, AsyncRedisCluster):
+        return await client.execute_command(*command, target_nodes=client.get_node_from_key(key))
+    return await client.execute_command(*command)
+
+
+async def kill_connections_named(client: AsyncClient, name: str, *, kind: str = "pubsub") -> int:
+    """``CLIENT KILL`` every ``kind`` connection called ``name``, on every node (a cluster client holds
+    one per shard); the number killed."""
+    nodes = client.get_nodes() if isinstance(client, AsyncRedisCluster) else [None]
+    killed = 0
+    for node in nodes:
+        target = {} if node is None else {"target_nodes": node}
+        for connection in await client.client_list(_type=kind, **target):
+            if connection["name"] == name:
+                killed += await client.client_kill_filter(_id=connection["id"], **target)
+    return killed
