@@ -4,7 +4,9 @@ Migration 0005 made ``price_feeds`` a table partitioned by range of ``ts``, one 
 (``price_feeds_pYYYYMMDD``) and a DEFAULT partition for a tick whose day has none. One run of
 :meth:`TickPartitions.maintain`:
 
-1. creates the partitions of today and the next :data:`AHEAD_DAYS` days that are missing;
+1. creates the partitions of yesterday, today and the next :data:`AHEAD_DAYS` days that are missing
+   (yesterday: a first start shortly after midnight backfills hours of the day before, which would
+   otherwise all land in DEFAULT and be moved an hour later);
 2. *adopts* the ticks in the DEFAULT partition (a clock jump, an old backfill): each of their days
    gets its own partition and the rows move into it, so DEFAULT stays small (PostgreSQL scans it
    whenever a partition is added);
@@ -152,7 +154,7 @@ class TickPartitions:
         self, conn: Connection, today: date, expired_before: date | None, report: MaintenanceReport
     ) -> None:
         existing = await self._days(conn)
-        for offset in range(AHEAD_DAYS + 1):
+        for offset in range(-1, AHEAD_DAYS + 1):
             day = today + offset * _ONE_DAY
             if day not in existing:
                 await self._create(conn, day, report)

@@ -327,18 +327,38 @@ async def test_many_stray_days_are_adopted_newest_first_over_several_runs(fresh_
     pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=3)
     try:
         now_ms = time.time_ns() // 1_000_000
-        ticks = [(d, Tick("MANY-USD", Decimal(d), Decimal(0), "sim", now_ms - d * DAY_MS)) for d in range(1, 41)]
+        # Days 2..41 back: yesterday's partition is one maintenance creates ahead of any stray.
+        ticks = [(d, Tick("MANY-USD", Decimal(d), Decimal(0), "sim", now_ms - d * DAY_MS)) for d in range(2, 42)]
         store = TickStore(pool)
-        assert await store.insert(ticks, worker_id="w", batch_id="b") == set(range(1, 41))
+        assert await store.insert(ticks, worker_id="w", batch_id="b") == set(range(2, 42))
         assert store.unplaced == 40
         maintenance = TickPartitions(pool, clock_ms=lambda: now_ms)
         first = await maintenance.maintain()
         assert first.more_strays and first.adopted_ticks == ADOPT_DAYS_PER_RUN
-        newest = {partition_name(today(now_ms - d * DAY_MS).date()) for d in range(1, ADOPT_DAYS_PER_RUN + 1)}
-        assert set(first.created) == newest
+        newest = {partition_name(today(now_ms - d * DAY_MS).date()) for d in range(2, ADOPT_DAYS_PER_RUN + 2)}
+        assert set(first.created) == newest | {partition_name(today(now_ms - DAY_MS).date())}
         second = await maintenance.maintain()
         assert not second.more_strays and second.adopted_ticks == 40 - ADOPT_DAYS_PER_RUN
         assert await pool.fetchval(f"SELECT count(*) FROM {DEFAULT_PARTITION}") == 0
         assert await pool.fetchval("SELECT count(*) FROM price_feeds WHERE symbol = 'MANY-USD'") == 40
+    finally:
+        await pool.close()
+
+
+async def test_a_first_start_places_the_backfill_of_the_day_before_in_its_own_partition(fresh_url: str) -> None:
+    """A first ``make run`` shortly after midnight backfills hours of yesterday: they go to yesterday's
+    partition, not DEFAULT (which logged a "clock jump?" warning per batch)."""
+    await migrate(fresh_url)
+    pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=3)
+    try:
+        now_ms = time.time_ns() // 1_000_000
+        assert (await TickPartitions(pool, clock_ms=lambda: now_ms).maintain()).ran
+        midnight = today(now_ms).replace(hour=0, minute=0, second=0, microsecond=0)
+        yesterday_noon = midnight - timedelta(hours=12)
+        store = TickStore(pool)
+        tick = Tick("BACK-USD", Decimal(1), Decimal(0), "sim", int(yesterday_noon.timestamp() * 1000))
+        assert await store.insert([(1, tick)], worker_id="w", batch_id="b") == {1}
+        assert store.unplaced == 0
+        assert await pool.fetchval(f"SELECT count(*) FROM {DEFAULT_PARTITION}") == 0
     finally:
         await pool.close()
