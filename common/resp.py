@@ -1,9 +1,10 @@
 """Raw RESP connections to Redis: opened with redis-py's parameters, replies parsed by hiredis in C.
 
-Three users: the core's stream hub (one long-lived subscribed connection,
-read by one task), :class:`BulkPipeline` for the core's waves of a thousand
-plain commands, and :class:`AutoPipeline` for the REST gateway's many small
-concurrent calls (the rate limiter and the candle probe). redis-py's asyncio
+Two users: the core's stream hub (one long-lived subscribed connection,
+read by one task), and :class:`AutoPipeline` (a :class:`Pipeline`) for many
+concurrent calls: the REST gateway's (the rate limiter and the candle probe)
+and the core's adapters' (publishes, latest prices, candle windows, stream
+history, the indicator waves of a thousand commands). redis-py's asyncio
 pipeline reads each reply through several Python calls (about 18 µs a reply);
 here a reply costs one ``gets()`` (1,000 ``MGET`` of six keys: 18-20 ms
 through redis-py, 4-6 ms here, measured on this machine).
@@ -22,24 +23,31 @@ from typing import Any, Protocol
 import hiredis
 import redis.asyncio as aioredis
 from redis.connection import SSLConnection
-from redis.exceptions import ResponseError
 
 CONNECT_TIMEOUT_S = 3.0
-BULK_TIMEOUT_S = 5.0
 READ_BYTES = 256 * 1024
 
 
 async def open_connection(
     params: Mapping[str, Any], *, tls: bool, client_name: str
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection set up as redis-py would (``AUTH``, ``CLIENT SETNAME``, ``SELECT``), within
-    ``CONNECT_TIMEOUT_S``. ``params`` are redis-py's: ``parse_url`` or a pool's ``connection_kwargs``."""
+    """A connection set up as redis-py would (TLS, ``AUTH`` with the ACL user, ``CLIENT SETNAME``,
+    ``SELECT``), within ``CONNECT_TIMEOUT_S``. ``params`` are redis-py's: ``parse_url`` or a pool's
+    ``connection_kwargs``, so the ``ssl_*`` parameters of a ``rediss://`` URL apply here as they do to
+    redis-py's own connections (:func:`ssl_context`).
+
+    A TLS failure (the server's certificate not signed by a trusted CA or not for this address, a client
+    certificate refused or missing) raises ``ConnectionError`` naming the address and the reason.
+    """
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
         if params.get("path"):
             reader, writer = await asyncio.open_unix_connection(params["path"])
         else:
-            context = ssl.create_default_context() if tls else None
-            reader, writer = await asyncio.open_connection(params["host"], params["port"], ssl=context)
+            context = ssl_context(params) if tls else None
+            try:
+                reader, writer = await asyncio.open_connection(params["host"], params["port"], ssl=context)
+            except ssl.SSLError as exc:
+                raise ConnectionError(_tls_problem(params, exc)) from exc
         try:
             setup: list[tuple[Any, ...]] = []
             if params.get("password") is not None:
@@ -52,13 +60,60 @@ async def open_connection(
                 writer.write(hiredis.pack_command(command))
             parser = hiredis.Reader()
             for _ in setup:
-                reply = await next_reply(reader, parser)
+                try:
+                    reply = await next_reply(reader, parser)
+                except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows on the first read
+                    raise ConnectionError(_tls_problem(params, exc)) from exc
                 if isinstance(reply, hiredis.ReplyError):
                     raise ConnectionError(f"Redis refused the connection setup of {client_name}: {reply}")
         except BaseException:
             writer.close()
             raise
     return reader, writer
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def ssl_context(params: Mapping[str, Any]) -> ssl.SSLContext:
+    """The TLS context redis-py's ``SSLConnection`` would build from the same ``ssl_*`` parameters.
+
+    The same defaults: the system's CAs plus ``ssl_ca_certs`` / ``ssl_ca_path`` / ``ssl_ca_data``, the
+    server's certificate required and its name (or IP address) checked against the host connected to, a
+    client certificate from ``ssl_certfile`` / ``ssl_keyfile`` when given. Built per connection, as redis-py
+    does, so renewed files are read by the next connection.
+    """
+    reqs = params.get("ssl_cert_reqs")
+    cert_reqs = _CERT_REQS[reqs.lower()] if isinstance(reqs, str) else ssl.CERT_REQUIRED if reqs is None else reqs
+    context = ssl.create_default_context()
+    context.check_hostname = cert_reqs != ssl.CERT_NONE and _flag(params.get("ssl_check_hostname", True))
+    context.verify_mode = cert_reqs
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(
+            certfile=params["ssl_certfile"], keyfile=params.get("ssl_keyfile"), password=params.get("ssl_password")
+        )
+    if params.get("ssl_ca_certs") or params.get("ssl_ca_path") or params.get("ssl_ca_data"):
+        context.load_verify_locations(
+            cafile=params.get("ssl_ca_certs"), capath=params.get("ssl_ca_path"), cadata=params.get("ssl_ca_data")
+        )
+    if params.get("ssl_min_version") is not None:
+        context.minimum_version = ssl.TLSVersion(int(params["ssl_min_version"]))
+    if params.get("ssl_ciphers"):
+        context.set_ciphers(params["ssl_ciphers"])
+    return context
+
+
+def _flag(value: Any) -> bool:
+    """A boolean URL parameter as redis-py reads one (``parse_url`` has already converted its own)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "f", "false", "n", "no")
+    return bool(value)
+
+
+def _tls_problem(params: Mapping[str, Any], exc: ssl.SSLError) -> str:
+    where = f"{params.get('host')}:{params.get('port')}"
+    reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    return f"TLS with Redis at {where} failed: {reason} ({type(exc).__name__})"
 
 
 def params_of(client: aioredis.Redis) -> tuple[Mapping[str, Any], bool]:
@@ -74,74 +129,6 @@ async def next_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> An
             raise ConnectionError("Redis closed the connection")
         parser.feed(data)
     return reply
-
-
-class BulkPipeline:
-    """One connection for pipelines of plain commands (no transactions, no pub/sub), one at a time.
-
-    Opened on first use and again after any failure: a pipeline that fails or
-    is cancelled midway leaves replies unread, so its connection is dropped.
-    A reply that is a Redis error raises ``ResponseError`` after all replies
-    are read; connection problems raise ``ConnectionError``/``OSError`` and a
-    pipeline that takes longer than ``BULK_TIMEOUT_S`` ``TimeoutError``.
-    """
-
-    def __init__(self, params: Mapping[str, Any], *, tls: bool, client_name: str) -> None:
-        self._params = dict(params)
-        self._tls = tls
-        self._client_name = client_name
-        self._lock = asyncio.Lock()
-        self._connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    @classmethod
-    def beside(cls, client: aioredis.Redis, client_name: str) -> BulkPipeline:
-        """A pipeline to the server, database and credentials of ``client``."""
-        params, tls = params_of(client)
-        return cls(params, tls=tls, client_name=client_name)
-
-    async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        if not commands:
-            return []
-        async with self._lock:
-            try:
-                async with asyncio.timeout(BULK_TIMEOUT_S):
-                    if self._connection is None:
-                        self._connection = await open_connection(
-                            self._params, tls=self._tls, client_name=self._client_name
-                        )
-                    reader, writer = self._connection
-                    writer.write(b"".join([hiredis.pack_command(command) for command in commands]))
-                    replies = await _replies(reader, len(commands))
-            except BaseException:
-                self._drop()
-                raise
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
-        return replies
-
-    async def aclose(self) -> None:
-        async with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._connection is not None:
-            self._connection[1].close()
-            self._connection = None
-
-
-async def _replies(reader: asyncio.StreamReader, count: int) -> list[Any]:
-    parser = hiredis.Reader()  # a fresh one per pipeline: nothing of an earlier one can be left in it
-    replies: list[Any] = []
-    gets = parser.gets
-    while len(replies) < count:
-        data = await reader.read(READ_BYTES)
-        if not data:
-            raise ConnectionError("Redis closed the connection")
-        parser.feed(data)
-        while len(replies) < count and (reply := gets()) is not False:
-            replies.append(reply)
-    return replies
 
 
 ReplyError = hiredis.ReplyError  # an error reply (``NOSCRIPT …``, ``WRONGTYPE …``): a value in the replies

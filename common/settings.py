@@ -25,8 +25,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, Literal, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 T = TypeVar("T", covariant=True)  # a Variable[int] is a Variable[object] (VARIABLES holds them all)
 
@@ -100,6 +101,22 @@ class Variable(Generic[T]):
 
     def is_set(self, environ: Mapping[str, str]) -> bool:
         return bool(environ.get(self.name, "").strip())
+
+
+@dataclass(frozen=True, slots=True)
+class RedisUrlVariable(Variable[str]):
+    """``PERSEUS_REDIS_URL``, read with the ``PERSEUS_REDIS_TLS_*`` files folded into its query.
+
+    They become redis-py's own URL parameters (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``), which
+    ``parse_url`` hands to every connection it configures; the raw RESP connections of :mod:`common.resp`
+    read the same parameters. So every consumer of the URL (core, gateways, ``perseus up``'s children, the
+    cluster clients and the stream hub) gets TLS files and ACL credentials from one value, with no other
+    plumbing (docs/design/redis-tls.md).
+    """
+
+    def read(self, environ: Mapping[str, str]) -> str:
+        # Variable.read by name: a slotted dataclass has no zero-argument super().
+        return with_tls_files(Variable.read(self, environ), environ)
 
 
 # --------------------------------------------------------------------------------------------------- redaction
@@ -261,6 +278,21 @@ def optional_url(*schemes: str, host_in_query: bool = False) -> Callable[[str], 
     return lambda raw: strict(raw) if raw.strip() else ""
 
 
+def optional_file(raw: str) -> str:
+    """The absolute path of a readable file, or empty for "none". Absolute, so a process started elsewhere
+    (``perseus up``'s children) finds the same file."""
+    value = raw.strip()
+    if not value:
+        return ""
+    path = Path(value).expanduser()
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise Invalid(f"cannot read {value!r} ({exc.strerror or type(exc).__name__})") from None
+    return str(path.resolve())
+
+
 def key_prefix(raw: str) -> str:
     """A Redis key prefix: taken as given (not stripped), never braces (cluster hash tags), '*' or spaces."""
     if any(ch in raw for ch in "{}*") or any(ch.isspace() for ch in raw):
@@ -370,12 +402,37 @@ EXCHANGES = Variable(
     f"{', '.join(KNOWN_EXCHANGES)}. The first one is the default exchange of short WS channel names.",
     ("core", "ws"),
 )
-REDIS_URL = Variable(
+REDIS_URL = RedisUrlVariable(
     "PERSEUS_REDIS_URL", url(*REDIS_SCHEMES), None,
-    "Redis (or Valkey): `redis://`, `rediss://` or `unix://`. Required by the servers; `perseus up` starts an "
-    "embedded one when unset.",
+    "Redis (or Valkey): `redis://`, `rediss://` (TLS) or `unix://`; an ACL user as "
+    "`rediss://user:password@host:port`. Any node of a Redis Cluster will do (the mode is detected). Required "
+    "by the servers; `perseus up` starts an embedded one when unset.",
     ("core", "rest", "ws", "up"), secret=True, shown_default="required (embedded under `perseus up`)",
     topic="Stores",
+)
+REDIS_TLS_CA_FILE = Variable(
+    "PERSEUS_REDIS_TLS_CA_FILE", optional_file, "",
+    "PEM file of the certificate authorities that sign the Redis servers' certificates (a private CA), for a "
+    "`rediss://` `PERSEUS_REDIS_URL`. Unset: the system's trusted CAs. The server's name (or IP address) must "
+    "match its certificate.",
+    ("core", "rest", "ws", "up"), shown_default="unset (system CAs)", topic="Stores",
+)
+REDIS_TLS_CERT_FILE = Variable(
+    "PERSEUS_REDIS_TLS_CERT_FILE", optional_file, "",
+    "PEM client certificate presented to Redis (`tls-auth-clients yes`); it holds the key too unless "
+    "`PERSEUS_REDIS_TLS_KEY_FILE` is set. Only with a `rediss://` URL.",
+    ("core", "rest", "ws", "up"), shown_default="unset (no client certificate)", topic="Stores",
+)
+REDIS_TLS_KEY_FILE = Variable(
+    "PERSEUS_REDIS_TLS_KEY_FILE", optional_file, "",
+    "PEM private key (unencrypted) of `PERSEUS_REDIS_TLS_CERT_FILE`, when the certificate file does not hold it.",
+    ("core", "rest", "ws", "up"), shown_default="unset (in the certificate file)", topic="Stores",
+)
+# Each TLS file setting and the redis-py URL parameter it becomes.
+REDIS_TLS_PARAMETERS = (
+    (REDIS_TLS_CA_FILE, "ssl_ca_certs"),
+    (REDIS_TLS_CERT_FILE, "ssl_certfile"),
+    (REDIS_TLS_KEY_FILE, "ssl_keyfile"),
 )
 DATABASE_URL = Variable(
     "PERSEUS_DATABASE_URL", url(*POSTGRES_SCHEMES, host_in_query=True), None,
@@ -567,15 +624,49 @@ WS_KEY_RECHECK_S = Variable(
 
 # Every variable, in the order of the configuration reference.
 VARIABLES: tuple[Variable[object], ...] = (
-    MODE, EXCHANGES, REDIS_URL, DATABASE_URL, REDIS_PREFIX, CORE_ADDR, REST_ADDR, WS_ADDR, CORE_METRICS_ADDR,
-    GRPC_KEEPALIVE_S, CORE_DEADLINE_S, CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, KEY_GRACE_S, CORS_ORIGINS, LOG_LEVEL,
-    LOG_FORMAT, INSTANCE_ID, WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
+    MODE, EXCHANGES, REDIS_URL, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, DATABASE_URL,
+    REDIS_PREFIX, CORE_ADDR, REST_ADDR, WS_ADDR, CORE_METRICS_ADDR, GRPC_KEEPALIVE_S, CORE_DEADLINE_S,
+    CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, KEY_GRACE_S, CORS_ORIGINS, LOG_LEVEL, LOG_FORMAT, INSTANCE_ID,
+    WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
     WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, DATA_DIR, TICK_RETENTION_DAYS,
     DATABASE_READ_URL, DATABASE_READ_MAX_LAG_S,
 )
 # fmt: on
 BY_NAME: Mapping[str, Variable[object]] = {variable.name: variable for variable in VARIABLES}
+
+
+def with_tls_files(redis_url: str, environ: Mapping[str, str]) -> str:
+    """``redis_url`` with the ``PERSEUS_REDIS_TLS_*`` files of ``environ`` added to its query as redis-py's
+    parameters; unchanged when none is set.
+
+    A file set for a URL without TLS is an error rather than ignored: redis-py's plain connection would refuse
+    the parameters, and a private CA that is silently not used is worse. A parameter the URL already carries
+    may be repeated by the setting (``perseus up`` passes the URL on), not contradicted.
+    """
+    files = [(variable, param, variable.read(environ)) for variable, param in REDIS_TLS_PARAMETERS]
+    files = [(variable, param, path) for variable, param, path in files if path]
+    if not files:
+        return redis_url
+    parts = urlsplit(redis_url)
+    if parts.scheme != "rediss":
+        problem = f"is set, but PERSEUS_REDIS_URL does not use TLS (its scheme is {parts.scheme}://, not rediss://)"
+        raise SettingsError(files[0][0].name, problem)
+    if REDIS_TLS_KEY_FILE.is_set(environ) and not REDIS_TLS_CERT_FILE.is_set(environ):
+        raise SettingsError(REDIS_TLS_KEY_FILE.name, "is set without PERSEUS_REDIS_TLS_CERT_FILE")
+    present = dict(parse_qsl(parts.query, keep_blank_values=True))
+    added: list[tuple[str, str]] = []
+    for variable, param, path in files:
+        if param not in present:
+            added.append((param, path))
+        elif str(Path(present[param]).expanduser().resolve()) != path:
+            raise SettingsError(variable.name, f"names another file than {param}= in PERSEUS_REDIS_URL")
+    if not added:
+        return redis_url
+    query = "&".join(part for part in (parts.query, urlencode(added)) if part)
+    return urlunsplit(parts._replace(query=query))
+
+
 TOPICS = (
     "General", "Stores", "Addresses", "Calls", "Logging", "Exchange mode", "Simulated exchange",
     "WebSocket gateway", "Development",
