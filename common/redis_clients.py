@@ -99,7 +99,7 @@ def redis_py(
         pool = aioredis.ConnectionPool.from_url(url, max_connections=max_connections, **common)
     if connection_class is not None and pool.connection_class is aioredis.Connection:
         pool.connection_class = connection_class
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
 def url_params(url: str) -> tuple[dict[str, Any], bool]:

@@ -352,7 +352,7 @@ class ClusterPipeline:
     async def _settle(self, commands: Sequence[resp.Command], replies: list[Any]) -> list[Any]:
         """Send again the commands the cluster did not answer, until all are answered or :data:`RETRY_S` passes."""
         deadline = time.monotonic() + self._retry_s
-        problem = ""
+        problem = refresh_problem = ""
         rounds = 0
         while True:
             pending = [i for i, reply in enumerate(replies) if _unsettled(reply)]
@@ -382,11 +382,15 @@ class ClusterPipeline:
             if remaining <= 0:
                 raise ClusterUnavailable(
                     f"the Redis Cluster did not answer {len(pending)} of {len(commands)} commands "
-                    f"within {self._retry_s:g} s: {problem}"
+                    f"within {self._retry_s:g} s: {problem}" + (f" ({refresh_problem})" if refresh_problem else "")
                 )
             if wait:
                 await asyncio.sleep(min(BACKOFF_S[min(rounds, len(BACKOFF_S) - 1)], remaining))
-                problem = await self._refresh_within(deadline) or problem
+                outcome = await self._refresh_within(deadline)
+                if outcome is not None:
+                    refresh_problem = outcome
+                elif not refresh_problem:
+                    refresh_problem = "no slot table refresh finished in time"
             rounds += 1
             asked = {i for i, _ in asks}
             again = [i for i in pending if i not in asked]
@@ -408,15 +412,16 @@ class ClusterPipeline:
         host, _, port = address.rpartition(":")
         return int(slot), Node(host or self.slots.params(self.slots.any_master())["host"], int(port))
 
-    async def _refresh_within(self, deadline: float) -> str:
-        """Refresh the slot table, waiting no later than ``deadline``; the problem when it failed, else ``""``."""
+    async def _refresh_within(self, deadline: float) -> str | None:
+        """Refresh the slot table, waiting no later than ``deadline``: the problem when it failed, ``""`` when
+        it succeeded, ``None`` when it did not finish (it goes on, shared with the next caller)."""
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                 await self.slots.refresh()
         except ClusterUnavailable as exc:
             return str(exc)
         except TimeoutError:
-            return "the slot table refresh did not finish in time"
+            return None
         self._prune()
         return ""
 
