@@ -1,13 +1,15 @@
-"""One sharded pub/sub connection per core process, fanned out to every open stream.
+"""The core's sharded pub/sub, fanned out to every open stream: one connection per Redis node it needs.
 
-:class:`StreamHub` owns one raw RESP connection to Redis and the one task that
-reads it. Nothing else ever reads that socket, and commands
-(``SSUBSCRIBE``/``SUNSUBSCRIBE``) are written to it synchronously from the
-event loop, so no two coroutines ever share a parser or wait on the same
-stream: the failure mode of driving redis-py's ``PubSub`` from a reader task
-and from the subscribing tasks at once (its retries and health checks reconnect
-under the reader's feet). Sharded pub/sub (Redis ≥ 7) is required: the
-publisher (``SPUBLISH`` in ``core.adapters.events``) needs it already.
+:class:`StreamHub` owns raw RESP connections to Redis and the tasks that read
+them: one connection on a standalone server, and on a Redis Cluster one per
+master that owns the slot of at least one subscribed channel. Nothing else
+ever reads those sockets, and commands (``SSUBSCRIBE``/``SUNSUBSCRIBE``) are
+written to them synchronously from the event loop, so no two coroutines ever
+share a parser or wait on the same stream: the failure mode of driving
+redis-py's ``PubSub`` from a reader task and from the subscribing tasks at
+once (its retries and health checks reconnect under the reader's feet).
+Sharded pub/sub (Redis ≥ 7) is required: the publisher (``SPUBLISH`` in
+``core.adapters.events``) needs it already.
 
 Channel subscriptions are reference-counted: the first subscriber of a
 channel sends ``SSUBSCRIBE``, the last one leaving sends ``SUNSUBSCRIBE``.
@@ -17,13 +19,18 @@ items; when it is full the subscriber is ended with :class:`StreamFellBehind`
 with ``seq == RESYNC`` (0, never a published seq) tells the subscriber that
 messages of that channel may have been missed, so it reads the history after
 its last delivered seq: the hub sends one whenever a channel's subscription is
-confirmed again, which happens after every reconnect. A connection that stays
-silent past ``PING_INTERVAL_S`` is pinged and one silent for
-``IDLE_TIMEOUT_S`` is dropped and reopened.
+confirmed again, which happens after every reconnect and every move to
+another node. A connection that stays silent past ``PING_INTERVAL_S`` is
+pinged and one silent for ``IDLE_TIMEOUT_S`` is dropped and reopened.
 
-On Redis Cluster a sharded channel lives on its slot's node; this hub holds
-one connection, which is right for one node (or a proxy). A cluster-aware hub
-keeps one such connection per node and routes each channel by its slot.
+On a cluster a sharded channel lives on its slot's master (it hashes like a
+key, hash tag included), so each ``SSUBSCRIBE`` names channels of one slot
+(``CROSSSLOT`` otherwise) and goes to that master's connection, found in a
+:class:`~common.resp_cluster.SlotMap`. A failed connection, a ``MOVED``
+answer, or a ``sunsubscribe`` Redis sends by itself (a slot migrated away)
+makes :meth:`StreamHub.run` refresh the slot table, backing off while a
+failover is in progress, and move the affected channels to their new master,
+where the confirmation brings the ``RESYNC``. See docs/design/streams.md.
 """
 
 from __future__ import annotations
@@ -31,13 +38,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.exceptions import RedisError
 
 from common import resp
+from common.redis_mode import RedisMode, detect
+from common.resp_cluster import Node, SlotMap, slot_of
 from core.domain.errors import HubClosed, StreamFellBehind, Unavailable
 from core.services.ports import RESYNC, HubItem
 
@@ -129,16 +139,88 @@ class _Entry:
         self.confirmed = asyncio.Event()
 
 
+class _Shard:
+    """One connection to one node and the channels subscribed (or to subscribe) on it.
+
+    ``unsubscribing`` counts the ``SUNSUBSCRIBE`` confirmations still due on the live connection, so a
+    ``sunsubscribe`` the hub did not ask for (Redis 7 sends one for every channel of a slot that moved away)
+    is told apart from the answer to its own command.
+    """
+
+    __slots__ = ("channels", "node", "params", "task", "unsubscribing", "writer")
+
+    def __init__(self, node: Node | None, params: Mapping[str, Any]) -> None:
+        self.node = node  # None: the one server of a standalone Redis
+        self.params = params
+        self.channels: set[str] = set()
+        self.unsubscribing: collections.Counter[str] = collections.Counter()
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def __str__(self) -> str:
+        return str(self.node) if self.node is not None else "Redis"
+
+    def send(self, command: str, names: Collection[str]) -> None:
+        """Write a command on the live connection; without one, the connection's next start subscribes.
+
+        On a cluster every command names channels of one slot (a sharded channel hashes like a key, and
+        channels of two slots in one command are refused with ``CROSSSLOT``); one server takes batches.
+        """
+        writer = self.writer
+        if writer is None or not names:
+            return
+        if self.node is None:
+            listed = list(names)
+            groups = [listed[start : start + SUBSCRIBE_BATCH] for start in range(0, len(listed), SUBSCRIBE_BATCH)]
+        else:
+            by_slot: dict[int, list[str]] = {}
+            for name in names:
+                by_slot.setdefault(slot_of(name), []).append(name)
+            groups = list(by_slot.values())
+        if command == "SUNSUBSCRIBE":
+            self.unsubscribing.update(names)
+        for group in groups:
+            # hiredis's stub types the command as a one-element tuple; it packs any length.
+            packed: tuple[Any, ...] = (command, *group)
+            writer.write(hiredis.pack_command(packed))
+
+
 class StreamHub:
-    def __init__(self, url: str, *, client_name: str = "perseus-stream-hub", queue_size: int = QUEUE_SIZE) -> None:
+    """The process's sharded pub/sub: one connection on one server, one per owning master on a cluster.
+
+    ``mode`` is what :func:`common.redis_mode.detect` answered for ``url``; None asks it when :meth:`run`
+    starts (retried until the server answers).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        mode: RedisMode | None = None,
+        client_name: str = "perseus-stream-hub",
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self._url = url
         self._params = parse_url(url)
+        self._tls = self._params.get("connection_class") is SSLConnection
+        self._mode = mode
         self._client_name = client_name
         self._queue_size = queue_size
         self._channels: dict[str, _Entry] = {}
         self._subscribers: set[Subscriber] = set()
-        self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._closed = False
+        # one server: one shard holding every channel
+        self._server = _Shard(None, self._params)
+        # a cluster: the slot table, a shard per master that owns a held channel, the channels not placed
+        # yet (new, or lost to a failover or a slot migration), and the wake-up of the task that places them
+        self._slots: SlotMap | None = None
+        self._shards: dict[Node, _Shard] = {}
+        self._placed: dict[str, _Shard] = {}
+        self._unplaced: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._placing = False  # run() is placing channels (the cluster's shard tasks are its children)
+        self._crash: BaseException | None = None
 
     @property
     def channel_count(self) -> int:
@@ -147,6 +229,21 @@ class StreamHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def connection_count(self) -> int:
+        """Live pub/sub connections: one on one server, one per master owning a held channel on a cluster."""
+        if self._mode == "cluster":
+            return sum(shard.writer is not None for shard in self._shards.values())
+        return int(self._server.writer is not None)
+
+    def node_of(self, name: str) -> str | None:
+        """Where channel ``name`` is subscribed (``host:port``; ``Redis`` on one server), None if nowhere yet."""
+        if self._mode == "cluster":
+            shard = self._placed.get(name)
+        else:
+            shard = self._server if name in self._server.channels else None
+        return str(shard) if shard is not None else None
 
     async def start(self) -> None:
         """Read in a task of the hub's own (for owners without a supervisor: tools and tests)."""
@@ -160,6 +257,7 @@ class StreamHub:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await self._stop_shards()
         for subscriber in self._subscribers:
             subscriber.close()
 
@@ -185,7 +283,7 @@ class StreamHub:
             entry.subscribers.add(subscriber)
             subscriber.channels.add(name)
             waits.append(entry.confirmed)
-        self._send("SSUBSCRIBE", new)
+        self._subscribe(new)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
                 for event in waits:
@@ -206,53 +304,200 @@ class StreamHub:
             if not entry.subscribers:
                 del self._channels[name]
                 gone.append(name)
-        self._send("SUNSUBSCRIBE", gone)
+        self._unsubscribe(gone)
 
     def release_all(self, subscriber: Subscriber) -> None:
         self.release(subscriber, tuple(subscriber.channels))
         self._subscribers.discard(subscriber)
         subscriber.close()
 
-    def _send(self, command: str, names: list[str]) -> None:
-        """Write a command on the live connection; without one, the reader's reconnect catches up."""
-        writer = self._writer
-        if writer is None or not names:
+    # ---- placing channels on connections
+
+    def _subscribe(self, names: list[str]) -> None:
+        if not names:
             return
-        for start in range(0, len(names), SUBSCRIBE_BATCH):
-            # hiredis's stub types the command as a one-element tuple; it packs any length.
-            batch: tuple[Any, ...] = (command, *names[start : start + SUBSCRIBE_BATCH])
-            writer.write(hiredis.pack_command(batch))
+        if self._mode == "standalone":
+            self._server.channels.update(names)
+            self._server.send("SSUBSCRIBE", names)
+        else:  # a cluster, or not known yet: placed once the slot table is
+            self._unplaced.update(names)
+            self._place()
+
+    def _unsubscribe(self, names: list[str]) -> None:
+        if not names:
+            return
+        if self._mode == "standalone":
+            self._server.channels.difference_update(names)
+            self._server.send("SUNSUBSCRIBE", names)
+            return
+        by_shard: dict[_Shard, list[str]] = {}
+        for name in names:
+            self._unplaced.discard(name)
+            shard = self._placed.pop(name, None)
+            if shard is not None:
+                shard.channels.discard(name)
+                by_shard.setdefault(shard, []).append(name)
+        for shard, gone in by_shard.items():
+            shard.send("SUNSUBSCRIBE", gone)
+        self._close_idle()
+
+    def _place(self) -> None:
+        """Subscribe every unplaced channel on the shard of its slot's master (a cluster; run() is placing)."""
+        slots = self._slots
+        if not self._placing or slots is None or not slots.ready or not self._unplaced:
+            return
+        by_shard: dict[_Shard, list[str]] = {}
+        for name in self._unplaced:
+            if name not in self._channels:
+                continue
+            node = slots.owner_of(name)
+            shard = self._shards.get(node)
+            if shard is None:
+                shard = self._shards[node] = _Shard(node, slots.params(node))
+                shard.task = asyncio.create_task(self._run_shard(shard), name=f"stream-hub:{node}")
+                shard.task.add_done_callback(self._shard_ended)
+            shard.channels.add(name)
+            self._placed[name] = shard
+            by_shard.setdefault(shard, []).append(name)
+        self._unplaced.clear()
+        for shard, names in by_shard.items():
+            shard.send("SSUBSCRIBE", names)
+
+    def _replace(self) -> None:
+        """After a refresh of the slot table: channels whose slot has another master now move there."""
+        assert self._slots is not None
+        owner_of = self._slots.owner_of
+        for name, shard in list(self._placed.items()):
+            if owner_of(name) != shard.node:
+                # No SUNSUBSCRIBE on the old node: it is dead, or it dropped the channel with its slot.
+                self._lose(shard, name)
+        self._place()
+        self._close_idle()
+
+    def _lose(self, shard: _Shard, name: str) -> None:
+        """``name`` is no longer subscribed on ``shard``: place it again (after a refresh of the slot table)."""
+        shard.channels.discard(name)
+        if self._placed.get(name) is shard:
+            del self._placed[name]
+        if name in self._channels:
+            self._unplaced.add(name)
+        self._dirty.set()
+
+    def _close_idle(self) -> None:
+        """Close the connections to masters that own no held channel any more."""
+        for node, shard in list(self._shards.items()):
+            if not shard.channels:
+                del self._shards[node]
+                if shard.task is not None:
+                    shard.task.cancel()
+
+    def _shard_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._crash = task.exception()  # run() raises it: the supervisor restarts the hub
+            self._dirty.set()
+
+    async def _stop_shards(self) -> None:
+        tasks = [shard.task for shard in self._shards.values() if shard.task is not None]
+        for shard in self._shards.values():
+            self._unplaced.update(shard.channels)
+        self._shards.clear()
+        self._placed.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- the supervised task
 
     async def run(self) -> None:
-        """Read the connection until cancelled, reconnecting as needed: the core runs this under its
-        supervisor (restarted after a crash: the channels are kept, subscribed again and resynced)."""
+        """Read until cancelled, reconnecting as needed: the core runs this under its supervisor (restarted
+        after a crash: the channels are kept, subscribed again and resynced).
+
+        On one server this is the reading loop of the one connection. On a cluster it keeps the slot table
+        and places channels on the masters' connections (each read by a task of its own, ended with this
+        one): at start, and whenever a connection fails, a node answers ``MOVED`` or Redis drops a
+        channel whose slot moved, it refreshes the table (backing off while the cluster fails over) and
+        moves every channel whose slot has a new master.
+        """
+        if self._mode is None:
+            self._mode = await self._detect()
+            if self._mode == "standalone":
+                self._server.channels.update(self._channels)
+                self._unplaced.clear()
+        if self._mode == "standalone":
+            await self._run_shard(self._server)
+            return
+        if self._slots is None:
+            self._slots = SlotMap(self._params, tls=self._tls, client_name=self._client_name)
+        self._crash = None
+        self._unplaced.update(self._channels)
+        self._placing = True
+        self._dirty.set()
+        refreshes = 0
+        try:
+            while True:
+                if not self._dirty.is_set():
+                    refreshes = 0
+                    await self._dirty.wait()
+                self._dirty.clear()
+                if self._crash is not None:
+                    raise self._crash
+                try:
+                    await self._slots.refresh()
+                except (OSError, TimeoutError, hiredis.HiredisError) as exc:  # ClusterUnavailable included
+                    logger.warning("stream hub: no Redis Cluster slot table (%s); retrying", exc)
+                    self._dirty.set()
+                else:
+                    self._replace()
+                # at most one refresh a delay, longer while each brings another (a failover in progress)
+                await asyncio.sleep(RECONNECT_DELAYS_S[min(refreshes, len(RECONNECT_DELAYS_S) - 1)])
+                refreshes += 1
+        finally:
+            self._placing = False
+            await self._stop_shards()
+
+    async def _detect(self) -> RedisMode:
         failures = 0
         while True:
             try:
-                reader, writer = await self._connect()
+                return await detect(self._url)
+            except (OSError, TimeoutError, RedisError) as exc:
+                delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+                logger.warning("stream hub: Redis does not answer INFO cluster (%s); retrying in %s s", exc, delay)
+                failures += 1
+                await asyncio.sleep(delay)
+
+    def _trouble(self, shard: _Shard) -> None:
+        """A connection failed: on a cluster the slot may have a new master (a failover), so ask."""
+        if shard.node is not None:
+            self._dirty.set()
+
+    async def _run_shard(self, shard: _Shard) -> None:
+        failures = 0
+        while True:
+            try:
+                reader, writer = await resp.open_connection(shard.params, tls=self._tls, client_name=self._client_name)
             except (OSError, TimeoutError, hiredis.HiredisError, ConnectionError) as exc:
                 delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
-                logger.warning("stream hub: cannot connect to Redis (%s); retrying in %s s", exc, delay)
+                logger.warning("stream hub: cannot connect to %s (%s); retrying in %s s", shard, exc, delay)
                 failures += 1
+                self._trouble(shard)
                 await asyncio.sleep(delay)
                 continue
             try:
-                self._writer = writer
-                self._send("SSUBSCRIBE", list(self._channels))
+                shard.writer = writer
+                shard.unsubscribing.clear()
+                shard.send("SSUBSCRIBE", list(shard.channels))
                 failures = 0
-                await self._read(reader, writer)
+                await self._read(shard, reader, writer)
             except (OSError, TimeoutError, hiredis.HiredisError, ConnectionError) as exc:
-                logger.warning("stream hub: Redis connection lost (%s); reconnecting", exc)
+                logger.warning("stream hub: connection to %s lost (%s); reconnecting", shard, exc)
+                self._trouble(shard)
             finally:
-                self._writer = None
+                shard.writer = None
                 writer.close()
             await asyncio.sleep(RECONNECT_DELAYS_S[0])
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        tls = self._params.get("connection_class") is SSLConnection
-        return await resp.open_connection(self._params, tls=tls, client_name=self._client_name)
-
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read(self, shard: _Shard, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = hiredis.Reader()
         gets = parser.gets
         dispatch = self._dispatch
@@ -273,11 +518,29 @@ class StreamHub:
             parser.feed(data)
             while (message := gets()) is not False:
                 if isinstance(message, hiredis.ReplyError):
-                    logger.warning("stream hub: Redis error %s", message)
+                    self._refused(shard, message)
                 elif isinstance(message, list):
-                    dispatch(message)
+                    dispatch(shard, message)
 
-    def _dispatch(self, message: list[Any]) -> None:
+    def _refused(self, shard: _Shard, error: hiredis.ReplyError) -> None:
+        """An error answer to SSUBSCRIBE: ``MOVED`` names its slot, whose channels go to the new master;
+        anything else on a cluster (``CLUSTERDOWN``, ``TRYAGAIN``...) cannot be matched to the command it
+        answers, so the connection starts again and subscribes all its channels. One server: logged."""
+        words = str(error).split()
+        if shard.node is not None and self._slots is not None and len(words) == 3 and words[0] == "MOVED":
+            slot = int(words[1])
+            host, _, port = words[2].rpartition(":")
+            logger.info("stream hub: slot %d moved from %s to %s; subscribing there", slot, shard, words[2])
+            self._slots.moved(slot, Node(host or str(shard.params.get("host")), int(port)))
+            for name in [name for name in shard.channels if slot_of(name) == slot]:
+                self._lose(shard, name)
+            return
+        if shard.node is None:
+            logger.warning("stream hub: Redis error %s", error)
+            return
+        raise ConnectionError(f"Redis refused a subscription: {error}")
+
+    def _dispatch(self, shard: _Shard, message: list[Any]) -> None:
         kind = message[0]
         if kind == b"smessage":
             name = message[1].decode()
@@ -289,10 +552,27 @@ class StreamHub:
             for subscriber in entry.subscribers:
                 subscriber.offer(item)
         elif kind == b"ssubscribe":
-            entry = self._channels.get(message[1].decode())
-            if entry is None:
+            name = message[1].decode()
+            entry = self._channels.get(name)
+            if entry is None or name not in shard.channels:  # released, or moved to another master meanwhile
                 return
             if entry.confirmed.is_set():  # confirmed again: a reconnect, messages may be missing
                 for subscriber in entry.subscribers:
-                    subscriber.offer((message[1].decode(), RESYNC, b""))
+                    subscriber.offer((name, RESYNC, b""))
             entry.confirmed.set()
+        elif kind == b"sunsubscribe":
+            name = message[1].decode() if message[1] is not None else ""
+            if shard.unsubscribing[name] > 0:  # the answer to the hub's own SUNSUBSCRIBE
+                shard.unsubscribing[name] -= 1
+                if not shard.unsubscribing[name]:
+                    del shard.unsubscribing[name]
+                return
+            if name not in shard.channels:
+                return
+            # Redis dropped the channel by itself: its slot moved to another master (Redis 7 tells every
+            # subscriber so). Subscribing again, where the slot lives now, is confirmed with a RESYNC.
+            logger.info("stream hub: %s dropped channel %s (its slot moved); subscribing again", shard, name)
+            if shard.node is None:
+                shard.send("SSUBSCRIBE", [name])
+            else:
+                self._lose(shard, name)
