@@ -90,15 +90,20 @@ bench-core: venv ## GetCandles req/s beside redis-benchmark, and Subscribe fan-o
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators
 
-.PHONY: bench-rest
-bench-rest: venv ## hot candle read through the REST gateway beside the two peers of ../shared/peers (wrk, 16/64/256 conns)
-	$(BIN)/python -m bench.rest
+.PHONY: bench-rest bench-redis-clients
+# REDIS=standalone (the machine's Redis), cluster (a local 3+3 cluster started for the run) or standalone,cluster
+REDIS ?= standalone
+bench-rest: venv ## hot candle read through the REST gateway beside the two peers (wrk, 16/64/256 conns; REDIS=cluster)
+	$(BIN)/python -m bench.rest --redis $(REDIS)
+
+bench-redis-clients: venv ## the REST limiter's round trip through resp and the candidate clients, standalone and cluster
+	$(BIN)/python -m bench.redis_clients
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache site
 
-bench-ws: venv ## WebSocket fan-out: perseus ws beside the two reference bridges (1k and 10k clients, 20 channels)
-	$(BIN)/python -m bench.ws
+bench-ws: venv ## WebSocket fan-out beside the two reference bridges (1k and 10k clients, 20 channels; REDIS=cluster)
+	$(BIN)/python -m bench.ws --redis $(REDIS)
 
 .PHONY: chaos chaos-short
 CHAOS ?= full

@@ -13,17 +13,29 @@ symbols of 1000 one-minute candles each (a cache hit), with wrk at 16, 64 and
   Redis directly) and ``node-fastify``, on a private ``redis-server`` seeded by
   the peers' own ``load/seed.py``.
 
+``--redis cluster`` runs Perseus on a local Redis Cluster started for the run
+(:func:`bench.stack.redis_target`); ``--redis standalone,cluster`` runs both
+stacks side by side and measures them in the same run, point by point, with
+the ratios cluster / standalone. The peers keep their own ``redis-server``.
+
+Then the aggregate of two REST gateway processes against one, on the same
+core and Redis: two wrk processes of ``--aggregate-conns`` connections each,
+both at one gateway, then one at each of two (so the load generator is the
+same in both runs), with the ratio.
+
 It installs wrk (apt-get) and the Node peer's packages (npm, into a copy
 under ``$PERSEUS_BENCH_PEERS``, default /tmp/perseus-bench-peers) when
 missing, starts every server itself and stops each by PID.
 
-    python -m bench.rest [--seconds 10] [--conns 16,64,256]
+    python -m bench.rest [--seconds 10] [--conns 16,64,256] [--redis standalone|cluster|standalone,cluster]
+                         [--no-peers] [--aggregate-conns 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -31,19 +43,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import httpx
-import redis.asyncio as aioredis
 
-from bench.stack import stack
+from bench.stack import RedisKind, Stack, redis_kinds, redis_target, stack
+from common import redis_clients
 from core.adapters.candle_store import CandleStore
 from core.adapters.redis_keys import RedisKeys
 from core.domain.candles import Candle
 from core.domain.timeframes import Timeframe
-from tests.support.processes import free_port
+from tests.support.processes import free_port, running_gateway
 from tests.support.rest_stack import make_key
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +73,7 @@ START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z, as the peers' seed
 SIM_EXCHANGE_ID = 1
 # A pro key has 10,000 units a minute: a short run stays under it (non-200s would show in the table).
 LIMITED_SECONDS = 4
+WRK_WAIT_S = 120.0
 
 
 def ensure_wrk() -> None:
@@ -114,9 +128,10 @@ def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 
 async def seed_perseus(env: dict[str, str]) -> None:
     """20 x 1000 one-minute candles on `sim`, through the core's CandleStore (PostgreSQL and the Redis window)."""
     pool = await asyncpg.create_pool(env["PERSEUS_DATABASE_URL"], min_size=1, max_size=2)
-    client = aioredis.Redis.from_url(env["PERSEUS_REDIS_URL"])
+    url = env["PERSEUS_REDIS_URL"]
+    pipeline = redis_clients.pipeline(url, await redis_clients.open_mode(url), client_name="bench-rest-seed")
     try:
-        store = CandleStore(pool, client, RedisKeys(env["PERSEUS_REDIS_PREFIX"]))
+        store = CandleStore(pool, pipeline, RedisKeys(env["PERSEUS_REDIS_PREFIX"]))
         await store.register_symbols(SIM_EXCHANGE_ID, SYMBOLS)
         for n, symbol in enumerate(SYMBOLS):
             price = Decimal(100 + n)
@@ -128,19 +143,25 @@ async def seed_perseus(env: dict[str, str]) -> None:
             await store.insert(SIM_EXCHANGE_ID, candles)
             await store.add_to_windows(SIM_EXCHANGE_ID, candles)
     finally:
-        await client.aclose()
+        await pipeline.aclose()
         await pool.close()
 
 
-def wrk(url: str, conns: int, seconds: float, env: dict[str, str]) -> dict[str, float]:
-    result = subprocess.run(
+def wrk_start(url: str, conns: int, seconds: float, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(SCRIPT), url],
         env={**os.environ, **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=True,
     )
-    line = next(line for line in result.stdout.splitlines() if line.startswith("WRKJSON "))
+
+
+def wrk_result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    stdout, stderr = proc.communicate(timeout=WRK_WAIT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {stderr[-2000:]}")
+    line = next(line for line in stdout.splitlines() if line.startswith("WRKJSON "))
     figures = json.loads(line.removeprefix("WRKJSON "))
     return {
         "rps": figures["requests"] / (figures["duration_us"] / 1e6),
@@ -150,24 +171,37 @@ def wrk(url: str, conns: int, seconds: float, env: dict[str, str]) -> dict[str, 
     }
 
 
+def wrk(url: str, conns: int, seconds: float, env: dict[str, str]) -> dict[str, float]:
+    return wrk_result(wrk_start(url, conns, seconds, env))
+
+
+def wrk_together(urls: list[str], conns: int, seconds: float, env: dict[str, str]) -> dict[str, float]:
+    """One wrk per URL at the same time (``conns`` each): summed req/s, the worst p50/p99, summed non-200s."""
+    results = [wrk_result(proc) for proc in [wrk_start(url, conns, seconds, env) for url in urls]]
+    return {
+        "rps": sum(r["rps"] for r in results),
+        "p50_ms": max(r["p50_ms"] for r in results),
+        "p99_ms": max(r["p99_ms"] for r in results),
+        "bad": sum(r["bad"] for r in results),
+    }
+
+
 def print_row(name: str, conns: int, figures: dict[str, float]) -> None:
     print(
-        f"{name:22s} {conns:5d} {figures['rps']:8.0f} {figures['p50_ms']:8.1f} "
+        f"{name:30s} {conns:5d} {figures['rps']:8.0f} {figures['p50_ms']:8.1f} "
         f"{figures['p99_ms']:8.1f} {figures['bad']:8.0f}",
         flush=True,
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--conns", default="16,64,256")
-    args = parser.parse_args()
-    levels = [int(c) for c in args.conns.split(",")]
-    ensure_wrk()
+def label(kind: RedisKind) -> str:
+    return "perseus" if kind == "standalone" else f"perseus [{kind}]"
+
+
+@contextlib.contextmanager
+def peers(logs: Path) -> Iterator[dict[str, tuple[str, dict[str, str]]]]:
+    """The two reference servers on a private redis-server seeded by the peers' own seed.py."""
     node_dir = ensure_node_peer()
-    logs = PEERS_HOME / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     redis_port, sanic_port, node_port = free_port(), free_port(), free_port()
     peer_redis = start(
         ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -186,41 +220,100 @@ def main() -> None:
         servers.append(
             start(["node", "server.js"], cwd=node_dir, env={**peer_env, "PORT": str(node_port)}, log=logs / "node.log")
         )
-        with stack(rest=True, PERSEUS_MODE="pw-host") as s:
-            assert s.rest is not None
-            asyncio.run(seed_perseus(s.env))
-            targets = {
-                "perseus": (f"http://{s.rest.addr}", {"PREFIX": "/public/v1/candles/sim", "KEY": s.key}),
-                "python-sanic-direct": (f"http://127.0.0.1:{sanic_port}", {}),
-                "node-fastify": (f"http://127.0.0.1:{node_port}", {}),
-            }
-            wait_http(f"http://{s.rest.addr}/public/v1/candles/sim/BTC-USD?timeframe=1m", {"X-API-Key": s.key})
-            for url, _ in list(targets.values())[1:]:
-                wait_http(f"{url}/public/v1/candles/BTC-USD?timeframe=1m&limit=100")
-            load = os.getloadavg()[0]
-            print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f}; {args.seconds:g} s per point")
-            print(f"{'server':22s} {'conns':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-200':>8s}")
-            results: dict[tuple[str, int], dict[str, float]] = {}
-            for conns in levels:
-                for name, (url, env) in targets.items():
-                    wrk(url, conns, 2, env)  # warm-up
-                    figures = wrk(url, conns, args.seconds, env)
-                    if name == "perseus":  # again with a pro key: the Redis limiter on every request
-                        pro = {**env, "KEY": make_key(s.env, "pro")}
-                        limited = wrk(url, conns, LIMITED_SECONDS, pro)
-                        print_row("perseus (pro key)", conns, limited)
-                    results[name, conns] = figures
-                    print_row(name, conns, figures)
-            for conns in levels:
-                ours = results["perseus", conns]["rps"]
-                print(
-                    f"c={conns}: perseus / sanic-direct {ours / results['python-sanic-direct', conns]['rps']:.2f}, "
-                    f"perseus / node {ours / results['node-fastify', conns]['rps']:.2f}"
-                )
+        targets: dict[str, tuple[str, dict[str, str]]] = {
+            "python-sanic-direct": (f"http://127.0.0.1:{sanic_port}", {}),
+            "node-fastify": (f"http://127.0.0.1:{node_port}", {}),
+        }
+        for url, _ in targets.values():
+            wait_http(f"{url}/public/v1/candles/BTC-USD?timeframe=1m&limit=100")
+        yield targets
     finally:
         for proc in servers:
             stop(proc)
         stop(peer_redis)
+
+
+def aggregate(s: Stack, conns: int, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Two wrk processes of ``conns`` connections each: both at the stack's gateway, then one at it and one at a
+    second gateway process on the same core. The load generator is the same in both runs."""
+    assert s.rest is not None
+    env = {"PREFIX": "/public/v1/candles/sim", "KEY": s.key}
+    first = f"http://{s.rest.addr}"
+    with running_gateway("rest", s.env, s.core.addr) as second_gateway:
+        second = f"http://{second_gateway.addr}"
+        wait_http(f"{second}/public/v1/candles/sim/BTC-USD?timeframe=1m", {"X-API-Key": s.key})
+        wrk_together([first, second], conns, 2, env)  # warm-up of both
+        one = wrk_together([first, first], conns, seconds, env)
+        two = wrk_together([first, second], conns, seconds, env)
+    return one, two
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--conns", default="16,64,256")
+    parser.add_argument(
+        "--redis", default="standalone", help="standalone, cluster (a local cluster started for the run) or both"
+    )
+    parser.add_argument("--no-peers", action="store_true", help="Perseus only, without the two reference servers")
+    parser.add_argument(
+        "--aggregate-conns", type=int, default=32,
+        help="connections per wrk in the 2-gateways-against-1 measurement (two wrk processes); 0 skips it",
+    )  # fmt: skip
+    args = parser.parse_args()
+    levels = [int(c) for c in args.conns.split(",")]
+    kinds = redis_kinds(args.redis)
+    ensure_wrk()
+    logs = PEERS_HOME / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as running:
+        targets: dict[str, tuple[str, dict[str, str]]] = {}
+        stacks: dict[RedisKind, Stack] = {}
+        for kind in kinds:
+            redis_url = running.enter_context(redis_target(kind))
+            s = running.enter_context(stack(rest=True, redis_url=redis_url, redis=kind, PERSEUS_MODE="pw-host"))
+            assert s.rest is not None
+            asyncio.run(seed_perseus(s.env))
+            wait_http(f"http://{s.rest.addr}/public/v1/candles/sim/BTC-USD?timeframe=1m", {"X-API-Key": s.key})
+            targets[label(kind)] = (f"http://{s.rest.addr}", {"PREFIX": "/public/v1/candles/sim", "KEY": s.key})
+            stacks[kind] = s
+        if not args.no_peers:
+            targets.update(running.enter_context(peers(logs)))
+        load = os.getloadavg()[0]
+        print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f}; {args.seconds:g} s per point; redis {kinds}")
+        print(f"{'server':30s} {'conns':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-200':>8s}")
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for conns in levels:
+            for name, (url, env) in targets.items():
+                wrk(url, conns, 2, env)  # warm-up
+                figures = wrk(url, conns, args.seconds, env)
+                if name.startswith("perseus"):  # again with a pro key: the Redis limiter on every request
+                    kind = next(k for k in stacks if label(k) == name)
+                    pro = {**env, "KEY": make_key(stacks[kind].env, "pro")}
+                    limited = wrk(url, conns, LIMITED_SECONDS, pro)
+                    results[f"{name} (pro key)", conns] = limited
+                    print_row(f"{name} (pro key)", conns, limited)
+                results[name, conns] = figures
+                print_row(name, conns, figures)
+        for conns in levels:
+            for kind in kinds:
+                ours = results[label(kind), conns]["rps"]
+                ratios = [f"{label(kind)} / {peer} {ours / results[peer, conns]['rps']:.2f}"
+                          for peer in ("python-sanic-direct", "node-fastify") if (peer, conns) in results]  # fmt: skip
+                if kind != "standalone" and "standalone" in stacks:
+                    for suffix in ("", " (pro key)"):
+                        mine = results[label(kind) + suffix, conns]["rps"]
+                        ratios.append(f"{kind}{suffix} / standalone{suffix} "
+                                      f"{mine / results[label('standalone') + suffix, conns]['rps']:.2f}")  # fmt: skip
+                if ratios:
+                    print(f"c={conns}: " + ", ".join(ratios))
+        if args.aggregate_conns > 0:
+            print(f"2 REST gateway processes against 1, same core, two wrk of {args.aggregate_conns} connections each:")
+            for kind, s in stacks.items():
+                one, two = aggregate(s, args.aggregate_conns, args.seconds)
+                print_row(f"{label(kind)} x 1 gateway", 2 * args.aggregate_conns, one)
+                print_row(f"{label(kind)} x 2 gateways", 2 * args.aggregate_conns, two)
+                print(f"{label(kind)}: 2 gateways / 1 {two['rps'] / one['rps']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

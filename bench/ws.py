@@ -18,6 +18,13 @@ percentiles, undelivered messages, server RSS and CPU.
   ``volume``. So Perseus's figures include one extra hop the peers do not pay
   (Redis pub/sub -> translator -> Redis), plus the core's gRPC stream.
 
+``--redis cluster`` runs Perseus's core and gateway on a local Redis Cluster
+started for the run (:func:`bench.stack.redis_target`): the load tool still
+publishes to the machine's Redis, and the translator republishes into the
+cluster (each channel's events on the shard that owns its hash tag).
+``--redis standalone,cluster`` measures both in the same run, each point
+Perseus on the standalone server, then on the cluster, then the peers.
+
 Knobs: ``BENCH_WS_MATRIX`` (``1000x100,10000x40,10000x100``), ``BENCH_WS_SERVERS``
 (``perseus,node,python``), ``BENCH_WS_DURATION`` (20). The Node packages
 (pinned to the versions the peers were measured with) are installed once
@@ -27,6 +34,7 @@ on stdout and in ``bench/results/ws.jsonl``, then a table.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -38,12 +46,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import redis
 
-from bench.stack import REDIS_URL, stack
+from bench.stack import REDIS_URL, RedisKind, Stack, redis_kinds, redis_target, stack
 from tests.support.processes import free_port, running_gateway
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,11 +129,12 @@ def peer(kind: str, modules: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def perseus(bench_stack: object) -> Iterator[tuple[str, int]]:
-    env, core, key = bench_stack.env, bench_stack.core, bench_stack.key  # type: ignore[attr-defined]
+def perseus(bench_stack: Stack) -> Iterator[tuple[str, int]]:
+    env, core, key = bench_stack.env, bench_stack.core, bench_stack.key
     with running_gateway("ws", env, core.addr) as gateway:
         translator = subprocess.Popen(
-            [sys.executable, "-m", "bench.ws", "translate", env["PERSEUS_REDIS_PREFIX"]], cwd=REPO
+            [sys.executable, "-m", "bench.ws", "translate", env["PERSEUS_REDIS_PREFIX"], env["PERSEUS_REDIS_URL"]],
+            cwd=REPO,
         )
         try:
             time.sleep(1.0)  # the translator's PSUBSCRIBE is in place
@@ -160,26 +170,49 @@ def counters(url: str) -> dict[str, float]:
     return {name: float(m.group(1)) if m else float("nan") for name, m in zip(PERSEUS_COUNTERS, found, strict=True)}
 
 
+def label(kind: RedisKind) -> str:
+    return "perseus" if kind == "standalone" else f"perseus [{kind}]"
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--redis", default="standalone", help="standalone, cluster (a local cluster started for the run) or both"
+    )
+    args = parser.parse_args()
+    kinds = redis_kinds(args.redis)
     limit = raise_file_limit()
     modules = node_modules()
     matrix = [tuple(int(x) for x in point.split("x")) for point in os.environ.get(
         "BENCH_WS_MATRIX", "1000x100,10000x40,10000x100").split(",")]  # fmt: skip
     servers = os.environ.get("BENCH_WS_SERVERS", "perseus,node,python").split(",")
     duration = int(os.environ.get("BENCH_WS_DURATION", "20"))
-    print(f"file limit {limit}; matrix {matrix}; servers {servers}; {duration} s per point", file=sys.stderr)
+    print(
+        f"file limit {limit}; matrix {matrix}; servers {servers}; redis {kinds}; {duration} s per point; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        file=sys.stderr,
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
-    with stack(PERSEUS_MODE="pw-host") as bench_stack:
+    with contextlib.ExitStack() as running:
+        stacks: dict[RedisKind, Stack] = {}
+        for kind in kinds:
+            redis_url = running.enter_context(redis_target(kind))
+            stacks[kind] = running.enter_context(stack(redis_url=redis_url, redis=kind, PERSEUS_MODE="pw-host"))
         for clients, rate in matrix:
-            for server in servers:
-                starter = perseus(bench_stack) if server == "perseus" else peer(server, modules)
+            runs: list[tuple[str, Stack | None]] = (
+                [(label(k), s) for k, s in stacks.items()] if "perseus" in servers else []
+            )
+            runs += [(server, None) for server in servers if server != "perseus"]
+            for name, bench_stack in runs:
+                starter = perseus(bench_stack) if bench_stack is not None else peer(name, modules)
                 with starter as (url, pid):
-                    before = counters(url) if server == "perseus" else None
-                    result = load(url, pid, server, clients, rate, duration, modules)
+                    before = counters(url) if bench_stack is not None else None
+                    result = load(url, pid, name, clients, rate, duration, modules)
                     if before is not None:
                         after = counters(url)
-                        result["perseus"] = {name: after[name] - before[name] for name in PERSEUS_COUNTERS}
+                        result["perseus"] = {n: after[n] - before[n] for n in PERSEUS_COUNTERS}
+                result["loadavg"] = os.getloadavg()[0]
                 rows.append(result)
                 line = json.dumps(result)
                 print(line, flush=True)
@@ -195,15 +228,16 @@ def table(rows: list[dict[str, object]]) -> str:
         "| RSS connected / peak MiB | server CPU % |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lat, rss, cpu = r["latMs"], r["serverRssMiB"], r["cpuPctOfOneCore"]  # type: ignore[index]
+    for row in rows:
+        r: dict[str, Any] = row  # the load tool's JSON
+        lat, rss, cpu = r["latMs"], r["serverRssMiB"], r["cpuPctOfOneCore"]
         stats = r.get("serverStats") or {}
         own = r.get("perseus")
-        skipped_count = own["skipped_events"] if isinstance(own, dict) else stats.get("skipped")  # type: ignore[union-attr]
+        skipped_count = own["skipped_events"] if isinstance(own, dict) else stats.get("skipped")
         out.append(
             f"| {r['clients']} x {r['rate']} | {r['label']} | {r['deliveredPerSec']} ({r['targetDeliveriesPerSec']}) "
-            f"| {lat['p50']} / {lat['p99']} / {lat['max']} | {r['dropped']} | {skipped_count} "  # type: ignore[index]
-            f"| {rss['connected']} / {rss['peak']} | {cpu['server']} |"  # type: ignore[index]
+            f"| {lat['p50']} / {lat['p99']} / {lat['max']} | {r['dropped']} | {skipped_count} "
+            f"| {rss['connected']} / {rss['peak']} | {cpu['server']} |"
         )
     return "\n".join(out)
 
@@ -211,9 +245,11 @@ def table(rows: list[dict[str, object]]) -> str:
 # --- the translator: peer-format candles in, Perseus candle_close events out ---------------------
 
 
-async def translate(prefix: str) -> None:
+async def translate(prefix: str, target_url: str) -> None:
+    """Peer-format candles from the machine's Redis, republished as Perseus events into ``target_url``."""
     import redis.asyncio as aioredis
 
+    from common import redis_clients
     from core.adapters.events import Event, EventPublisher
     from core.adapters.redis_keys import RedisKeys
     from core.domain.channels import Channel, ChannelFamily
@@ -221,7 +257,10 @@ async def translate(prefix: str) -> None:
     from perseus.marketdata.v1 import candles_pb2, common_pb2, stream_service_pb2 as pb
 
     client = aioredis.Redis.from_url(REDIS_URL)
-    publisher = EventPublisher(client, RedisKeys(prefix))
+    pipeline = redis_clients.pipeline(
+        target_url, await redis_clients.open_mode(target_url), client_name="bench-ws-translator"
+    )
+    publisher = EventPublisher(pipeline, RedisKeys(prefix))
     pubsub = client.pubsub()
     await pubsub.psubscribe("channel:exchange:1:candle:close:*")
     async for message in pubsub.listen():
@@ -246,6 +285,6 @@ async def translate(prefix: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["translate"]:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(translate(sys.argv[2]))
+            asyncio.run(translate(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else REDIS_URL))
         sys.exit(0)
     sys.exit(main())
