@@ -64,6 +64,15 @@ async def open_connection(
                     reply = await next_reply(reader, parser)
                 except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows on the first read
                     raise ConnectionError(_tls_problem(params, exc)) from exc
+                except ConnectionError as exc:
+                    if not tls:
+                        raise
+                    # or as a reset without an alert (Redis closes the socket once its check fails)
+                    raise ConnectionError(
+                        f"Redis at {params.get('host')}:{params.get('port')} closed the TLS connection before "
+                        f"answering ({exc}): most likely it requires a client certificate it was not given or "
+                        "does not trust"
+                    ) from exc
                 if isinstance(reply, hiredis.ReplyError):
                     raise ConnectionError(f"Redis refused the connection setup of {client_name}: {reply}")
         except BaseException:
@@ -112,7 +121,10 @@ def _flag(value: Any) -> bool:
 
 def _tls_problem(params: Mapping[str, Any], exc: ssl.SSLError) -> str:
     where = f"{params.get('host')}:{params.get('port')}"
-    reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):  # the server's certificate: its CA, name or dates
+        reason = f"certificate verify failed: {exc.verify_message}"
+    else:  # the server refused ours (missing, or not signed by a CA it trusts), or no common protocol
+        reason = str(exc.reason or exc).replace("_", " ").lower()
     return f"TLS with Redis at {where} failed: {reason} ({type(exc).__name__})"
 
 
