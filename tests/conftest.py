@@ -40,10 +40,11 @@ def pytest_report_header() -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not cluster_mode():
         return
-    skip = pytest.mark.skip(reason=f"PERSEUS_TEST_REDIS=cluster: {STANDALONE_REASON}")
     for item in items:
-        if item.get_closest_marker("standalone_redis") is not None:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("standalone_redis")
+        if marker is not None:
+            why = marker.args[0] if marker.args else STANDALONE_REASON
+            item.add_marker(pytest.mark.skip(reason=f"standalone Redis only: {why}"))
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         proc.wait(5)
 
 
-@pytest.mark.standalone_redis
+@pytest.mark.standalone_redis("stops a private Redis server under the gateway")
 def test_with_redis_down_the_limit_is_kept_per_instance(stack: RestStack, private_redis) -> None:  # type: ignore[no-untyped-def]
     url, redis_proc = private_redis
     key = make_key(stack.env, "free")
@@ -107,7 +107,7 @@ def test_with_redis_down_the_limit_is_kept_per_instance(stack: RestStack, privat
     assert "perseus_rest_ratelimit_local_fallbacks_total 110.0" in metrics
 
 
-@pytest.mark.standalone_redis
+@pytest.mark.standalone_redis("stops and restarts a private Redis server under the gateway")
 def test_once_redis_is_back_the_limit_is_shared_through_it_again(
     stack: RestStack, embedded_redis: EmbeddedRedis
 ) -> None:
@@ -127,7 +127,7 @@ def test_once_redis_is_back_the_limit_is_shared_through_it_again(
     assert "perseus_rest_ratelimit_local_fallbacks_total 1.0" in metrics
 
 
-@pytest.mark.standalone_redis
+@pytest.mark.standalone_redis("SCRIPT FLUSH on a private Redis server through redis-cli")
 def test_the_limit_survives_redis_forgetting_its_scripts(stack: RestStack, private_redis) -> None:  # type: ignore[no-untyped-def]
     url, _ = private_redis
     port = url.rsplit(":", 1)[1].split("/")[0]

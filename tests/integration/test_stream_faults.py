@@ -114,7 +114,7 @@ async def private_core(migrated_env: dict[str, str], embedded_redis: EmbeddedRed
         yield process.addr
 
 
-@pytest.mark.standalone_redis
+@pytest.mark.standalone_redis("restarts a private Redis server, with and without its data")
 @pytest.mark.parametrize("keeps_data", [True, False], ids=["redis-keeps-its-data", "redis-loses-its-data"])
 async def test_streams_survive_a_redis_restart(
     private_core: str, embedded_redis: EmbeddedRedis, redis_prefix: str, keeps_data: bool
@@ -150,7 +150,7 @@ async def test_streams_survive_a_redis_restart(
         assert [(g.requested_seq, g.first_available_seq) for g in gaps] == [(before[-1].seq, after[0].seq)]
 
 
-@pytest.mark.standalone_redis
+@pytest.mark.standalone_redis("freezes a private Redis server with SIGSTOP")
 async def test_a_read_on_a_stalled_redis_is_answered_from_postgres_within_the_core_deadline(
     migrated_env: dict[str, str], embedded_redis: EmbeddedRedis
 ) -> None:

@@ -9,8 +9,8 @@ directly have to be told, which is what :func:`redis_client`, :func:`pipeline` a
 are for. Unset (or
 ``standalone``), nothing changes.
 
-Tests that cannot run on a cluster by nature carry ``@pytest.mark.standalone_redis`` (see
-:data:`STANDALONE_REASON`); they are skipped in cluster mode only.
+Tests that cannot run on a cluster by nature carry ``@pytest.mark.standalone_redis("why")`` (the reason,
+else :data:`STANDALONE_REASON`); they are skipped in cluster mode only.
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ Mode = Literal["standalone", "cluster"]
 AsyncClient: TypeAlias = aioredis.Redis | AsyncRedisCluster
 SyncClient: TypeAlias = redis.Redis | RedisCluster
 
-STANDALONE_REASON = (
-    "needs one Redis server of its own or of the session's (stops or freezes it, SELECTs another database, "
-    "or counts keys with one SCAN): a cluster has database 0 only and its keys spread over three masters"
-)
+STANDALONE_REASON = "needs one Redis server: it stops or freezes it, or SELECTs another database"
 
 
 def session_mode() -> Mode:
@@ -78,6 +75,7 @@ async def on_owner(client: AsyncClient, key: str, *command: Any) -> Any:
     """``command`` on the node that owns ``key``'s slot, which alone knows about it (``PUBSUB SHARDNUMSUB``
     counts a shard channel's subscribers on that node only)."""
     if isinstance(client, AsyncRedisCluster):
+        await client.initialize()  # the slot table; a no-op once read
         return await client.execute_command(*command, target_nodes=client.get_node_from_key(key))
     return await client.execute_command(*command)
 
@@ -85,7 +83,10 @@ async def on_owner(client: AsyncClient, key: str, *command: Any) -> Any:
 async def kill_connections_named(client: AsyncClient, name: str, *, kind: str = "pubsub") -> int:
     """``CLIENT KILL`` every ``kind`` connection called ``name``, on every node (a cluster client holds
     one per shard); the number killed."""
-    nodes = client.get_nodes() if isinstance(client, AsyncRedisCluster) else [None]
+    nodes: list[Any] = [None]
+    if isinstance(client, AsyncRedisCluster):
+        await client.initialize()
+        nodes = client.get_nodes()
     killed = 0
     for node in nodes:
         target = {} if node is None else {"target_nodes": node}
