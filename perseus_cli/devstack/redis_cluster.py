@@ -41,7 +41,7 @@ from perseus_cli.devstack.valkey import valkey_binary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClusterNode", "LocalRedisCluster", "cluster_binary"]
+__all__ = ["ClusterNode", "ClusterTls", "LocalRedisCluster", "cluster_binary"]
 
 SLOTS = 16384
 START_TIMEOUT_S = 60.0
@@ -60,6 +60,36 @@ def cluster_binary() -> Path:
         return Path(found)
 
 
+@dataclass(frozen=True)
+class ClusterTls:
+    """TLS on every connection of the cluster (clients, the cluster bus, replication), with client certificates
+    required (``tls-auth-clients yes``; a node presents its own certificate to the others, so it must not be
+    limited to server use), and an ACL user in place of the disabled default one (replicas sync as it).
+    For the TLS tests; the node URLs become ``rediss://user:password@...``."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    user: str
+    password: str
+
+    def server_args(self) -> list[str]:
+        return [
+            "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "yes",
+            "--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--user", "default", "off",
+            "--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all",
+            "--masteruser", self.user, "--masterauth", self.password,
+        ]  # fmt: skip
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {
+            "ssl": True, "ssl_ca_certs": str(self.ca_file), "ssl_certfile": str(self.cert_file),
+            "ssl_keyfile": str(self.key_file), "username": self.user, "password": self.password,
+        }  # fmt: skip
+
+
 @dataclass
 class ClusterNode:
     """One node: its client port, bus port, directory and process."""
@@ -69,9 +99,12 @@ class ClusterNode:
     dir: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     node_id: str = ""
+    tls: ClusterTls | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://{self.tls.user}:{self.tls.password}@{HOST}:{self.port}"
         return f"redis://{HOST}:{self.port}"
 
     @property
@@ -83,7 +116,8 @@ class ClusterNode:
         return self.proc is not None and self.proc.poll() is None
 
     def client(self, timeout_s: float = 1.0) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **tls)
 
 
 class LocalRedisCluster:
@@ -96,6 +130,7 @@ class LocalRedisCluster:
         replicas_per_master: int = 1,
         node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS,
         binary: Path | None = None,
+        tls: ClusterTls | None = None,
     ) -> None:
         if masters < 1 or replicas_per_master < 0:
             raise ValueError("a cluster needs at least one master and a non-negative number of replicas")
@@ -103,6 +138,7 @@ class LocalRedisCluster:
         self._replicas = replicas_per_master
         self._node_timeout_ms = node_timeout_ms
         self._binary = binary
+        self._tls = tls
         self._root: Path | None = None
         self.nodes: list[ClusterNode] = []
 
@@ -175,7 +211,7 @@ class LocalRedisCluster:
         assert self._root is not None
         for _ in range(self._masters * (1 + self._replicas)):
             for _attempt in range(5):
-                node = ClusterNode(port=free_port(), bus_port=free_port(), dir=Path())
+                node = ClusterNode(port=free_port(), bus_port=free_port(), dir=Path(), tls=self._tls)
                 node.dir = self._root / f"node-{node.port}"
                 node.dir.mkdir()
                 self._spawn(binary, node)
@@ -188,10 +224,13 @@ class LocalRedisCluster:
                 raise StartupError("local Redis Cluster: no free ports after 5 attempts")
 
     def _spawn(self, binary: Path, node: ClusterNode) -> None:
+        listen = ["--port", str(node.port)]
+        if self._tls is not None:  # TLS only: no plain port
+            listen = ["--port", "0", "--tls-port", str(node.port), *self._tls.server_args()]
         argv = [
             str(binary),
             "--bind", HOST,
-            "--port", str(node.port),
+            *listen,
             "--cluster-enabled", "yes",
             "--cluster-port", str(node.bus_port),
             "--cluster-config-file", str(node.dir / "nodes.conf"),
