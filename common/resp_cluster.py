@@ -192,6 +192,15 @@ def _unsettled(reply: Any) -> bool:
     return reply.__class__ is _Lost
 
 
+def _submit(pipe: resp.AutoPipeline, commands: Sequence[resp.Command]) -> asyncio.Future[list[Any]]:
+    """``AutoPipeline._send`` (kept in step with it) as a future, queued now: the link's own future while its
+    connection is open, a task opening one otherwise. ``NOSCRIPT`` replies are left to the caller."""
+    link = pipe._link
+    if link is not None and not link.closed and not link.late(pipe._stall_s):
+        return link.send(commands)
+    return asyncio.ensure_future(pipe._send(commands))
+
+
 def _key_slot(key: Any) -> int:
     if key.__class__ is bytes:
         return key_slot(key)
@@ -327,27 +336,36 @@ class ClusterPipeline:
         for i, node in enumerate(nodes):
             if i not in asked:
                 groups.setdefault(node or keyless, []).append(i)
-        calls: list[tuple[list[int], Any]] = [
-            (indices, self._pipe(node).call(*[commands[i] for i in indices])) for node, indices in groups.items()
-        ]
-        calls += [([i], self._asking(node, commands[i])) for i, node in asks]
-        results = await asyncio.gather(*[call for _, call in calls], return_exceptions=True)
+        # Every group is queued on its node's connection now, in this loop turn, before the first wait: the
+        # nodes work concurrently without a task per group (asyncio.gather cost 30 µs a call more).
+        sent: list[tuple[list[int], resp.AutoPipeline, list[resp.Command], asyncio.Future[list[Any]]]] = []
+        for node, indices in groups.items():
+            pipe = self._pipe(node)
+            batch = [commands[i] for i in indices]
+            sent.append((indices, pipe, batch, _submit(pipe, batch)))
+        for i, node in asks:
+            pipe = self._pipe(node)
+            batch = [("ASKING",), commands[i]]
+            sent.append(([-1, i], pipe, batch, _submit(pipe, batch)))  # -1: ASKING's own reply, dropped
         replies: list[Any] = [None] * len(commands)
-        for (indices, _), result in zip(calls, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, _NETWORK_ERRORS):
-                    raise result
-                lost = _Lost(result)
-                for i in indices:
-                    replies[i] = lost
-            else:
+        try:
+            for indices, pipe, batch, future in sent:
+                try:
+                    result = await future
+                    for reply in result:
+                        if resp.lost_script(reply):
+                            result = await pipe._reload_and_retry(batch, result)
+                            break
+                except _NETWORK_ERRORS as exc:
+                    result = [_Lost(exc)] * len(batch)
                 for i, reply in zip(indices, result, strict=True):
-                    replies[i] = reply
+                    if i >= 0:
+                        replies[i] = reply
+        finally:
+            for *_, future in sent:
+                if not future.done():  # the caller gave up: its replies are read and dropped
+                    future.cancel()
         return replies
-
-    async def _asking(self, node: Node, command: resp.Command) -> list[Any]:
-        replies = await self._pipe(node).call(("ASKING",), command)
-        return replies[1:]
 
     async def _settle(self, commands: Sequence[resp.Command], replies: list[Any]) -> list[Any]:
         """Send again the commands the cluster did not answer, until all are answered or :data:`RETRY_S` passes."""

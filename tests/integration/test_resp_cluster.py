@@ -128,6 +128,38 @@ async def test_a_script_flushed_from_one_node_is_loaded_again_there(redis_cluste
         await pipeline.aclose()
 
 
+async def test_callers_that_give_up_mid_call_never_get_or_shift_anothers_replies(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    pipeline = cluster_pipeline(redis_cluster.url)
+    try:
+        sha = pipeline.register_script(ECHO_SCRIPT)
+        await pipeline.call(("PING",))
+        a, b, c = one_per_master(pipeline, "give-up:")
+        given_up = answered = 0
+
+        async def caller(n: int) -> None:
+            nonlocal given_up, answered
+            for j in range(40):
+                tag = f"{n}:{j}"
+                try:
+                    # Some give up before sending, some while the nodes answer, some never.
+                    async with asyncio.timeout((0, 0.0002, 0.001, 5)[(n + j) % 4]):
+                        replies = await pipeline.call(
+                            ("EVALSHA", sha, 1, a, tag), ("GET", c), ("EVALSHA", sha, 1, b, tag), ("ECHO", tag)
+                        )
+                except TimeoutError:
+                    given_up += 1
+                    continue
+                answered += 1
+                assert replies == [[a.encode(), tag.encode()], None, [b.encode(), tag.encode()], tag.encode()]
+
+        await asyncio.gather(*[caller(n) for n in range(32)])
+        assert given_up >= 32 * 10 and answered >= 32 * 10
+    finally:
+        await pipeline.aclose()
+
+
 async def test_a_stale_slot_table_is_corrected_by_moved(redis_cluster: LocalRedisCluster) -> None:
     pipeline = cluster_pipeline(redis_cluster.url)
     try:
