@@ -8,6 +8,10 @@ table (:class:`~common.resp_cluster.ClusterPipeline`, the core's stream hub) dec
 
 A cluster whose slots are not all covered is an error with the missing ranges in its message: Perseus never
 guesses where a key lives.
+
+:class:`ClusterPipeline` is the :class:`~common.resp.Pipeline` on a cluster: an
+:class:`~common.resp.AutoPipeline` per master, each command sent to the owner of its key's slot, with
+``MOVED``, ``ASK``, failovers and lost scripts handled inside (see docs/design/redis-cluster.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class SlotMap:
         self._seed = Node(str(seed_params.get("host", "127.0.0.1")), int(seed_params.get("port", 6379)))
         self._owners: list[Node] = []  # indexed by slot, empty until the first refresh
         self._known: dict[Node, None] = {self._seed: None}  # every node seen, seed first (ordered set)
+        self._interned: dict[Node, Node] = {}
         self._refreshing: asyncio.Task[None] | None = None
         self.epoch = 0  # bumped by every refresh that changed an owner
 
@@ -90,9 +95,13 @@ class SlotMap:
     def moved(self, slot: int, node: Node) -> None:
         """Record a ``MOVED`` answer at once (a full :meth:`refresh` should follow)."""
         if self._owners and self._owners[slot] != node:
-            self._owners[slot] = node
+            self._owners[slot] = self._intern(node)
             self._known.setdefault(node, None)
             self.epoch += 1
+
+    def _intern(self, node: Node) -> Node:
+        """One object per node, so routing can compare owners by identity."""
+        return self._interned.setdefault(node, node)
 
     async def refresh(self) -> None:
         """Ask the cluster for its slot table; concurrent callers share one attempt (and its error)."""
@@ -140,7 +149,7 @@ class SlotMap:
             start, end, master = int(entry[0]), int(entry[1]), entry[2]
             host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
             # An empty or "?" host means "the address you reached me on" (cluster-preferred-endpoint-type).
-            node = Node(host if host and host != "?" else asked.host, int(master[1]))
+            node = self._intern(Node(host if host and host != "?" else asked.host, int(master[1])))
             self._known.setdefault(node, None)
             for replica in entry[3:]:
                 replica_host = replica[0].decode() if isinstance(replica[0], bytes) else str(replica[0])
@@ -216,9 +225,11 @@ class ClusterPipeline:
     each command sent to the master owning the slot of its key (:func:`~common.resp.key_of`).
 
     A call's commands are grouped by node; the groups go out concurrently (each joins whatever its node's
-    pipeline sends in the same loop turn) and the replies come back in the caller's order. A call whose
-    commands all live on one node (most: the REST limiter's single script call) costs one routing lookup per
-    command on top of the node's ``AutoPipeline.call``.
+    pipeline sends in the same loop turn, with no task per group) and the replies come back in the caller's
+    order. A call whose commands all live on one node costs one routing lookup per command on top of the
+    node's ``AutoPipeline.call``; a call spanning two masters costs more, as two connections write and read.
+    CPU per call with 64 concurrent callers, measured on this machine: one command 5.5 µs (``AutoPipeline``
+    4.0), two on one master 7.4 µs (4.9), two on two masters 12.7 µs.
 
     What the cluster answers instead of a reply is handled inside, within :data:`RETRY_S` per call:
 
@@ -287,7 +298,7 @@ class ClusterPipeline:
             nodes.append(node)
             if first is None:
                 first = node
-            elif node != first:
+            elif node is not first:  # owners are interned: one object per node
                 single = False
         if first is None:
             first = slots.any_master()
