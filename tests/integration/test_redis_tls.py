@@ -28,10 +28,12 @@ import redis.asyncio as aioredis
 from common import resp
 from common.redis_clients import open_mode, pipeline, redis_py
 from common.redis_mode import detect
+from common.resp_cluster import ClusterPipeline
 from common.settings import REDIS_URL, SettingsError
 from core.adapters.stream_hub import StreamHub
 from gateways.common.runner import redis_unreachable
 from perseus_cli.devstack.processes import free_port, stop_process
+from perseus_cli.devstack.redis_cluster import ClusterTls, LocalRedisCluster
 from tests.support.processes import run_cli, running_core, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -256,6 +258,92 @@ async def test_the_stream_hub_receives_over_tls(tls_redis: TlsRedis) -> None:
     finally:
         await bus.aclose()
         await hub.aclose()
+
+
+# -------------------------------------------------------------------------------------------------- cluster
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(pki: Pki) -> Iterator[LocalRedisCluster]:
+    """A 3-master / 3-replica cluster speaking only TLS (bus and replication too), default user disabled."""
+    tls = ClusterTls(pki.ca, pki.server_cert, pki.server_key, USER, PASSWORD)
+    with LocalRedisCluster(tls=tls, binary=Path(redis_server())) as cluster:
+        yield cluster
+
+
+def cluster_url(cluster: LocalRedisCluster, pki: Pki) -> str:
+    env = {
+        "PERSEUS_REDIS_URL": cluster.url,
+        "PERSEUS_REDIS_TLS_CA_FILE": str(pki.ca),
+        "PERSEUS_REDIS_TLS_CERT_FILE": str(pki.client_cert),
+        "PERSEUS_REDIS_TLS_KEY_FILE": str(pki.client_key),
+    }
+    return REDIS_URL.read(env)
+
+
+def channels_on_every_master(count: int = 3) -> list[str]:
+    """Channel names whose slots belong to different masters of a 3-master cluster (a third of the slots each)."""
+    from common.resp_cluster import slot_of
+
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < count:
+        name = f"tls:{{c{i}}}:prices"
+        found.setdefault(slot_of(name) * count // 16384, name)
+        i += 1
+    return [found[third] for third in sorted(found)]
+
+
+async def test_every_cluster_connection_uses_tls_and_the_acl_user_and_survives_a_failover(
+    tls_cluster: LocalRedisCluster, pki: Pki
+) -> None:
+    url = cluster_url(tls_cluster, pki)
+    assert await detect(url) == "cluster"
+    client = redis_py(url, "cluster", socket_timeout=2.0, socket_connect_timeout=2.0)
+    bus = pipeline(url, "cluster", client_name="tls-test-cluster-pipeline")
+    assert isinstance(bus, ClusterPipeline)
+    hub = StreamHub(url, mode="cluster", client_name="tls-test-cluster-hub")
+    await hub.start()
+    try:
+        names = channels_on_every_master()
+        for name in names:  # redis-py's cluster client on every master
+            await client.set(f"{name}:k", "v")
+            assert await client.get(f"{name}:k") == b"v"
+        sha = bus.register_script("return redis.call('INCR', KEYS[1])")
+        assert await bus.call(*[("EVALSHA", sha, 1, f"{name}:n") for name in names]) == [1, 1, 1]
+        subscriber = hub.subscriber()
+        await hub.acquire(subscriber, names)  # one hub connection per master
+        assert hub.connection_count == 3
+        assert await bus.call(*[("SPUBLISH", name, b"1:a") for name in names]) == [1, 1, 1]
+        async with asyncio.timeout(5):
+            got = {await subscriber.get() for _ in names}
+        assert got == {(name, 1, b"a") for name in names}
+
+        # Kill the master of the first channel: its replica takes over, and the pipeline, the hub and
+        # redis-py reach it with the same TLS files and ACL user (SlotMap hands the seed's to every node).
+        victim_port = int(str(hub.node_of(names[0])).rsplit(":", 1)[1])
+        victim = next(node for node in tls_cluster.nodes if node.port == victim_port)
+        tls_cluster.kill(victim)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                replies = await bus.call(("EVALSHA", sha, 1, f"{names[0]}:n"), ("SPUBLISH", names[0], b"2:b"))
+            except ConnectionError:
+                replies = []
+            if replies and not any(isinstance(reply, resp.ReplyError) for reply in replies) and replies[1] == 1:
+                break
+            assert time.monotonic() < deadline, f"no failover over TLS within 30 s: {replies}"
+            await asyncio.sleep(0.2)
+        assert str(hub.node_of(names[0])) != f"127.0.0.1:{victim_port}"
+        async with asyncio.timeout(10):
+            seen = [await subscriber.get() for _ in range(2)]
+        assert (names[0], 2, b"b") in seen  # after a RESYNC marker, the message through the new master
+        assert await client.get(f"{names[0]}:k") == b"v"  # redis-py found the new master (default user is off)
+        hub.release_all(subscriber)
+    finally:
+        await hub.aclose()
+        await bus.aclose()
+        await client.aclose()
 
 
 # ------------------------------------------------------------------------------------------------- failures
