@@ -420,7 +420,14 @@ def test_a_core_and_a_rest_gateway_ingest_and_serve_a_tick_over_tls(
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     symbol = f"TLS{secrets.token_hex(2).upper()}-USD"
-    with running_core(env) as core, running_gateway("rest", env, core.addr) as rest:
+    with (
+        running_core(env) as core,
+        running_gateway("rest", env, core.addr) as rest,
+        running_gateway("ws", env, core.addr) as ws,
+    ):
+        for gateway in (rest, ws):  # each gateway's own Redis ping, and the core's, over TLS as the ACL user
+            health = httpx.get(f"http://{gateway.addr}/health", timeout=5)
+            assert health.json()["services"]["redis"] == "up", health.text
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1)) + ".000Z"
         feed = {"symbol": symbol, "price": "123.45", "volume": "1", "source": "coinbase", "timestamp": stamp}
         ingested = httpx.post(
