@@ -42,10 +42,10 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
 
 from common import resp
+from common.redis_clients import url_params
 from common.redis_mode import RedisMode, detect
 from common.resp_cluster import Node, SlotMap, slot_of
 from core.domain.errors import HubClosed, StreamFellBehind, Unavailable
@@ -201,8 +201,7 @@ class StreamHub:
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self._url = url
-        self._params = parse_url(url)
-        self._tls = self._params.get("connection_class") is SSLConnection
+        self._params, self._tls = url_params(url)  # TLS and ACL credentials as every other connection takes them
         self._mode = mode
         self._client_name = client_name
         self._queue_size = queue_size
