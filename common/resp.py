@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.connection import SSLConnection
+from redis.asyncio.connection import SSLConnection  # not redis.connection's: the asyncio one is no subclass
 
 CONNECT_TIMEOUT_S = 3.0
 READ_BYTES = 256 * 1024

@@ -242,6 +242,16 @@ async def test_the_raw_resp_pipeline_runs_scripts_over_tls_as_the_acl_user(tls_r
         await bus.aclose()
 
 
+async def test_a_pipeline_beside_a_redis_py_client_takes_its_tls_and_acl_user(tls_redis: TlsRedis) -> None:
+    client = redis_py(tls_redis.url(), "standalone", socket_timeout=2.0, socket_connect_timeout=2.0)
+    bus = resp.AutoPipeline.beside(client, "tls-test-beside")
+    try:
+        assert await bus.call(("ACL", "WHOAMI")) == [USER.encode()]
+    finally:
+        await bus.aclose()
+        await client.aclose()
+
+
 async def test_the_stream_hub_receives_over_tls(tls_redis: TlsRedis) -> None:
     url = tls_redis.url()
     hub = StreamHub(url, client_name="tls-test-hub")
