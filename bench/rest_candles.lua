@@ -1,19 +1,28 @@
 -- wrk script for make bench-rest: rotate GET <PREFIX>/<SYMBOL>?timeframe=1m&limit=100 over 20 symbols,
--- with the API key header when KEY is set; count non-200s; print one JSON line (latency in microseconds).
+-- with the API key header when KEY is set (several comma-separated keys: rotated too, so a limited key's
+-- budget is spread over them); count non-200s; print one JSON line (latency in microseconds).
 local symbols = {"BTC-USD","ETH-USD","SOL-USD","XRP-USD","ADA-USD","DOGE-USD","DOT-USD",
   "AVAX-USD","LINK-USD","MATIC-USD","LTC-USD","BCH-USD","ATOM-USD","UNI-USD",
   "XLM-USD","ETC-USD","FIL-USD","APT-USD","NEAR-USD","ARB-USD"}
 local prefix = os.getenv("PREFIX") or "/public/v1/candles"
-local key = os.getenv("KEY")
-local reqs, i, non200, threads = {}, 0, 0, {}
+local keys = {}
+for k in string.gmatch(os.getenv("KEY") or "", "[^,]+") do table.insert(keys, k) end
+local reqs, i, threads = {}, 0, {}
+-- A global, not a local: done() reads it from each thread's Lua state with thread:get("non200"), which sees
+-- globals only (a local here made every run report 0 non-200 answers).
+non200 = 0
 
 function setup(thread) table.insert(threads, thread) end
 
 function init(args)
-  local headers = {}
-  if key and key ~= "" then headers["X-API-Key"] = key end
-  for k, s in ipairs(symbols) do
-    reqs[k] = wrk.format("GET", prefix .. "/" .. s .. "?timeframe=1m&limit=100", headers)
+  for _, s in ipairs(symbols) do
+    if #keys == 0 then
+      table.insert(reqs, wrk.format("GET", prefix .. "/" .. s .. "?timeframe=1m&limit=100"))
+    else
+      for _, key in ipairs(keys) do
+        table.insert(reqs, wrk.format("GET", prefix .. "/" .. s .. "?timeframe=1m&limit=100", {["X-API-Key"] = key}))
+      end
+    end
   end
   i = math.random(0, #reqs - 1)
 end
