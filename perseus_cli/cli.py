@@ -88,6 +88,12 @@ def build_parser() -> _Parser:
         default=variables.DATA_DIR.read(os.environ),
         help="where the embedded Redis and PostgreSQL keep their data (env PERSEUS_DATA_DIR)",
     )
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the multi-node topology: a local 6-node Redis Cluster, PostgreSQL with a streaming read replica, "
+        "2 cores (exchange and pw-host), 2 REST and 2 WS gateways given both cores (docs/guide/cluster.md)",
+    )
     _command(sub, "core", "run the gRPC core")
     _command(sub, "rest", "run the REST gateway")
     _command(sub, "ws", "run the WebSocket gateway")
@@ -141,7 +147,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "up":
             from perseus_cli.devstack.supervisor import run_up
 
-            return run_up(environ, data_dir=args.data_dir)
+            return run_up(environ, data_dir=args.data_dir, cluster=args.cluster)
         case "core":
             from core.app import run_core
 

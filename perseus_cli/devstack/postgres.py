@@ -56,6 +56,11 @@ class EmbeddedPostgres(EmbeddedServer):
         self._install = install
         self._user: ServiceUser | None = None
 
+    @property
+    def install(self) -> PgInstall | None:
+        """The binaries it runs (a private copy when root needs one); None before the first start."""
+        return self._install
+
     def _url(self, port: int) -> str:
         return f"postgresql://{self.USER}@{HOST}:{port}/{self.DATABASE}"
 
@@ -91,6 +96,16 @@ class EmbeddedPostgres(EmbeddedServer):
     # ---- preparation: directories, permissions, binaries, initdb
 
     def _prepare(self) -> None:
+        self._prepare_dir()
+        self._install = self._usable_install(self._install or PgInstall.bundled())
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        elif self._user is not None:
+            chown_tree(self.pgdata, self._user)
+        logger.info("embedded PostgreSQL data in %s", self.pgdata)
+
+    def _prepare_dir(self) -> None:
+        """Create ``<data_dir>/<subdir>``, private, or reachable by the service user when we are root."""
         self._user = ServiceUser.lookup(SERVICE_USER) if os.geteuid() == 0 else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(exist_ok=True)
@@ -98,12 +113,6 @@ class EmbeddedPostgres(EmbeddedServer):
             self.dir.chmod(0o700)
         else:
             open_data_dir(self._user, self.data_dir, self.dir)
-        self._install = self._usable_install(self._install or PgInstall.bundled())
-        if not (self.pgdata / "PG_VERSION").exists():
-            self._initdb()
-        elif self._user is not None:
-            chown_tree(self.pgdata, self._user)
-        logger.info("embedded PostgreSQL data in %s", self.pgdata)
 
     def _usable_install(self, install: PgInstall) -> PgInstall:
         if not install.postgres.exists():

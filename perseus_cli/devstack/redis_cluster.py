@@ -9,12 +9,16 @@ node reports ``cluster_state:ok`` with all slots covered and every replica is in
 master right away sees a real failover.
 
 Each node gets a client port and a cluster-bus port of its own (``cluster-port``: never the client port + 10000,
-which another process may hold), a directory under one temp dir, no persistence (a throwaway cluster) and a
-short ``cluster-node-timeout`` (2 s by default): a dead master's replica takes over within a few seconds.
-Nodes are stopped by PID, and die with the thread that started them (parent-death signal).
+which another process may hold), a directory under one temp dir, no persistence (a throwaway cluster; with
+``persistent=True`` an append-only file that lasts as long as the cluster, so a node restarted in place keeps
+its data) and a short ``cluster-node-timeout`` (2 s by default): a dead master's replica takes over within a
+few seconds. Nodes are stopped by PID, and die with the thread that started them (parent-death signal).
+:meth:`LocalRedisCluster.restart_node` starts a dead node again on its ports and directory: its
+``nodes.conf`` makes it rejoin (as a replica, when its replica has taken over meanwhile).
 
 ``python -m perseus_cli.devstack.redis_cluster`` (``make redis-cluster``) starts one in the foreground, prints
-the node URLs and stops it on Ctrl-C. ``perseus up --cluster`` is meant to reuse :class:`LocalRedisCluster`.
+the node URLs and stops it on Ctrl-C. ``perseus up --cluster`` runs one under its supervisor, each node seen
+as a :class:`NodeServer` (restarted in place when it dies).
 """
 
 from __future__ import annotations
@@ -36,12 +40,21 @@ from typing import Any, Self
 import redis
 
 from core.settings import StartupError
-from perseus_cli.devstack.processes import HOST, POLL_S, child_preexec, free_port, server_env, stop_process
+from perseus_cli.devstack.processes import (
+    HOST,
+    POLL_S,
+    child_preexec,
+    error_line,
+    free_port,
+    port_free,
+    server_env,
+    stop_process,
+)
 from perseus_cli.devstack.valkey import valkey_binary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClusterNode", "ClusterTls", "LocalRedisCluster", "cluster_binary"]
+__all__ = ["ClusterNode", "ClusterTls", "LocalRedisCluster", "NodeServer", "cluster_binary"]
 
 SLOTS = 16384
 START_TIMEOUT_S = 60.0
@@ -130,6 +143,7 @@ class LocalRedisCluster:
         replicas_per_master: int = 1,
         node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS,
         binary: Path | None = None,
+        persistent: bool = False,
         tls: ClusterTls | None = None,
     ) -> None:
         if masters < 1 or replicas_per_master < 0:
@@ -138,6 +152,7 @@ class LocalRedisCluster:
         self._replicas = replicas_per_master
         self._node_timeout_ms = node_timeout_ms
         self._binary = binary
+        self._persistent = persistent
         self._tls = tls
         self._root: Path | None = None
         self.nodes: list[ClusterNode] = []
@@ -152,6 +167,11 @@ class LocalRedisCluster:
     def url(self) -> str:
         """The URL of the first node: any node will do for a cluster client."""
         return self.nodes[0].url
+
+    @property
+    def dir(self) -> Path | None:
+        """The temp dir holding every node's directory while the cluster runs (removed by :meth:`stop`)."""
+        return self._root
 
     def start(self) -> None:
         """Start every node and form the cluster; StartupError (nothing left running) when it cannot."""
@@ -172,6 +192,8 @@ class LocalRedisCluster:
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
                 stop_process(node.proc, graceful=signal.SIGTERM, grace_s=STOP_TIMEOUT_S)
+        if self.nodes:
+            logger.info("local Redis Cluster stopped")
         self.nodes = []
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
@@ -180,6 +202,23 @@ class LocalRedisCluster:
     def masters(self) -> list[ClusterNode]:
         """The live nodes that are masters now (after a failover, a former replica is one)."""
         return [node for node in self.nodes if node.alive and _role(node) == "master"]
+
+    def restart_node(self, node: ClusterNode) -> None:
+        """Start a dead node again on its own ports and directory; StartupError when it cannot.
+
+        Its ``nodes.conf`` keeps its identity, so it rejoins the cluster by itself: as the master of its
+        slots when it is back before its replica took over, else as a replica of the one that did.
+        """
+        if node.alive:
+            return
+        if node.proc is not None:
+            node.proc.wait()
+        taken = [port for port in (node.port, node.bus_port) if not port_free(port)]
+        if taken:
+            raise StartupError(f"local Redis Cluster: port {taken[0]} of node {node.port} is taken by another process")
+        self._spawn(self._binary or cluster_binary(), node)
+        if not self._wait_up(node):
+            raise StartupError(f"local Redis Cluster: node {node.port} exited at once (log {node.dir / 'node.log'})")
 
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL one node (a crash, for failover tests); it stays in :attr:`nodes`, dead."""
@@ -240,7 +279,7 @@ class LocalRedisCluster:
             "--cluster-replica-validity-factor", "0",
             "--dir", str(node.dir),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self._persistent else "no",
             "--daemonize", "no",
             "--logfile", str(node.dir / "node.log"),
         ]  # fmt: skip
@@ -332,6 +371,36 @@ class LocalRedisCluster:
             return _execute(client, *args)
         finally:
             client.close()
+
+
+class NodeServer:
+    """One node of a :class:`LocalRedisCluster` as ``perseus up``'s supervisor sees a server it restarts in place."""
+
+    def __init__(self, cluster: LocalRedisCluster, node: ClusterNode) -> None:
+        self._cluster = cluster
+        self.node = node
+
+    @property
+    def kind(self) -> str:
+        return f"Redis Cluster node {self.node.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.node.pid if self.node.alive else None
+
+    def restart(self, *, abort: Callable[[], bool] | None = None) -> None:
+        self._cluster.restart_node(self.node)
+
+    def exit_code(self) -> int | None:
+        return self.node.proc.poll() if self.node.proc is not None else None
+
+    def last_words(self) -> str:
+        log = self.node.dir / "node.log"
+        try:
+            text = log.read_text(errors="replace")[-4000:]
+        except OSError:
+            text = ""
+        return f"{error_line(text)}; log {log}"
 
 
 def _role(node: ClusterNode) -> str:

@@ -27,6 +27,11 @@ supervisor) with a parent-death signal, so even a SIGKILLed supervisor takes its
 Restarts happen on the main thread for that reason (the death signal belongs to the thread that
 started the child).
 
+``perseus up --cluster`` runs the same machinery with another plan and other stores
+(:mod:`perseus_cli.devstack.cluster_up`): each child may carry environment of its own, readiness may
+need more than one answer (:class:`Probe`), and anything :class:`Restartable` (each node of a local
+Redis Cluster, a PostgreSQL replica) is watched and restarted in place like the embedded servers.
+
 The commands are collaborators (:class:`UpPlan`); tests pass small fake ones and a quicker
 :class:`RestartPolicy`. When unset, ``PERSEUS_LOG_FORMAT`` defaults to ``text`` here, for a
 developer's terminal.
@@ -48,7 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 from common import logs, settings as variables
 from common.settings import StartupError, redact_url
@@ -60,7 +65,18 @@ from perseus_cli.devstack.valkey import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Child", "RestartPolicy", "StopSignals", "Supervisor", "UpPlan", "default_plan", "run_up"]
+__all__ = [
+    "Child",
+    "Probe",
+    "RestartPolicy",
+    "Restartable",
+    "StopSignals",
+    "Supervisor",
+    "UpPlan",
+    "default_plan",
+    "reachable",
+    "run_up",
+]
 
 POLL_S = 0.1
 HEALTH_TIMEOUT_S = 1.0
@@ -78,11 +94,28 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 @dataclass(frozen=True, slots=True)
 class Child:
-    """One long-running process: a name for messages, its argv, and what to show in the summary."""
+    """One long-running process: a name for messages, its argv, and what to show in the summary.
+
+    ``env`` is set over the stack's environment for this child only (``perseus up --cluster`` runs two
+    cores and two of each gateway, each with its own address and mode).
+    """
 
     name: str
     argv: tuple[str, ...]
     listen: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One more thing that must answer before the summary: an HTTP URL's 200, or a core's gRPC health."""
+
+    what: str
+    kind: Literal["http", "grpc"]
+    target: str
+
+    def ok(self) -> bool:
+        return _http_ok(self.target) if self.kind == "http" else _grpc_serving(self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +127,8 @@ class UpPlan:
     create_key: tuple[str, ...]
     health_url: str
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    probes: tuple[Probe, ...] = ()  # besides health_url, what must answer before the summary
+    notes: tuple[tuple[str, str], ...] = ()  # more rows of the summary
     grace_s: float = DEFAULT_GRACE_S
     restart: RestartPolicy = field(default_factory=RestartPolicy)
 
@@ -103,12 +138,12 @@ def default_plan(env: Mapping[str, str]) -> UpPlan:
     core_addr = variables.CORE_ADDR.read(env)
     rest_addr = variables.REST_ADDR.read(env)
     ws_addr = variables.WS_ADDR.read(env)
-    rest_url = f"http://{_reachable(rest_addr)}"
+    rest_url = f"http://{reachable(rest_addr)}"
     return UpPlan(
         children=(
             Child("core", (*cli, "core"), f"gRPC {core_addr}"),
             Child("rest", (*cli, "rest"), f"{rest_url}  (try: curl {rest_url}/health)"),
-            Child("ws", (*cli, "ws"), f"ws://{_reachable(ws_addr)}/public/v1/stream"),
+            Child("ws", (*cli, "ws"), f"ws://{reachable(ws_addr)}/public/v1/stream"),
         ),
         migrate=(*cli, "migrate"),
         create_key=(*cli, "keys", "create", "--tier", "admin", "--name", "dev"),
@@ -116,11 +151,14 @@ def default_plan(env: Mapping[str, str]) -> UpPlan:
     )
 
 
-def _reachable(addr: str) -> str:
+def reachable(addr: str) -> str:
     """A listen address as a client reaches it: a wildcard host becomes loopback."""
     host, _, port = addr.rpartition(":")
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
     return f"{host}:{port}"
+
+
+_reachable = reachable  # the name the unit tests know
 
 
 class _Interrupted(Exception):
@@ -184,6 +222,20 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _grpc_serving(addr: str) -> bool:
+    """Whether the core at ``addr`` answers SERVING to the standard gRPC health check (grpc imported late:
+    plain ``perseus up`` never needs it)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=HEALTH_TIMEOUT_S)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def run_step(title: str, argv: Sequence[str], env: Mapping[str, str], signals: StopSignals, *, timeout_s: float) -> str:
     """Run a setup command to completion and return its stdout (its stderr goes to ours)."""
     logger.info("running %s", title)
@@ -237,7 +289,7 @@ class _ChildUnit(_Unit):
 
     def launch(self) -> int:
         try:
-            self.proc = _spawn(self.child.argv, self._env)
+            self.proc = _spawn(self.child.argv, {**self._env, **dict(self.child.env)})
         except OSError as exc:
             raise StartupError(f"cannot start {self.name} ({exc})") from exc
         return self.proc.pid
@@ -249,8 +301,25 @@ class _ChildUnit(_Unit):
         return "its output is above"
 
 
+class Restartable(Protocol):
+    """A server the supervisor watches and restarts in place: an :class:`EmbeddedServer`, or one node of the
+    local Redis Cluster (:class:`perseus_cli.devstack.redis_cluster.NodeServer`)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def restart(self, *, abort: Callable[[], bool] | None = None) -> None: ...
+
+    def exit_code(self) -> int | None: ...
+
+    def last_words(self) -> str: ...
+
+
 class _ServerUnit(_Unit):
-    def __init__(self, server: EmbeddedServer, signals: StopSignals, budget: RestartBudget) -> None:
+    def __init__(self, server: Restartable, signals: StopSignals, budget: RestartBudget) -> None:
         super().__init__(f"embedded {server.kind}", budget)
         self.server = server
         self._signals = signals
@@ -278,17 +347,19 @@ class Supervisor:
         ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
         grace_s: float = DEFAULT_GRACE_S,
         restart: RestartPolicy | None = None,
+        probes: Sequence[Probe] = (),
     ) -> None:
         self._children = tuple(children)
         self._signals = signals
         self._health_url = health_url
+        self._probes = tuple(probes)
         self._ready_timeout_s = ready_timeout_s
         self._grace_s = grace_s
         self._policy = restart or RestartPolicy()
         self._running: list[_ChildUnit] = []
         self._servers: list[_ServerUnit] = []
 
-    def adopt(self, server: EmbeddedServer) -> None:
+    def adopt(self, server: Restartable) -> None:
         """Watch an embedded server that is already running (its own stop stays with the caller)."""
         unit = _ServerUnit(server, self._signals, RestartBudget(self._policy))
         unit.budget.started(time.monotonic())
@@ -303,16 +374,25 @@ class Supervisor:
             logger.info("started %s (pid %d)", child.name, pid)
 
     def wait_ready(self) -> None:
-        """Block until health answers 200; StartupError if a child exits or time runs out."""
+        """Block until health answers 200 and every probe answers; StartupError if a child exits or time runs out.
+
+        A probe that answered once is not asked again: readiness is each process's first answer, and one
+        that dies afterwards is caught as an exit.
+        """
         deadline = time.monotonic() + self._ready_timeout_s
+        waiting = list(self._probes)
         while True:
             self._signals.check()
             if exited := self._first_exited():
                 unit, code = exited
                 raise StartupError(f"{unit.name} exited with code {code} during startup (its message is above)")
-            if _http_ok(self._health_url):
+            waiting = [probe for probe in waiting if not probe.ok()]
+            if not waiting and _http_ok(self._health_url):
                 return
             if time.monotonic() > deadline:
+                if waiting:
+                    names = "; ".join(f"{probe.what} ({probe.target})" for probe in waiting)
+                    raise StartupError(f"not ready within {self._ready_timeout_s:g} s: {names}")
                 raise StartupError(f"{self._health_url} did not answer 200 within {self._ready_timeout_s:g} s")
             time.sleep(POLL_S)
 
@@ -403,10 +483,14 @@ _redact = redact_url  # the summary shows a store's URL without its password
 
 def _start_embedded(
     env: dict[str, str], data_dir: Path, stack: contextlib.ExitStack, signals: StopSignals
-) -> tuple[dict[str, str], list[EmbeddedServer]]:
-    """Start the embedded server for each unset URL; returns a summary line per store, and the servers."""
+) -> tuple[dict[str, str], list[Restartable]]:
+    """Start the embedded server for each unset URL; returns a summary line per store, and the servers.
+
+    Each URL is decided on its own: with only ``PERSEUS_REDIS_URL`` set, that Redis (or cluster) serves
+    beside the embedded PostgreSQL, and the other way round.
+    """
     lines: dict[str, str] = {}
-    servers: list[EmbeddedServer] = []
+    servers: list[Restartable] = []
     for variable, factory, label in (
         ("PERSEUS_DATABASE_URL", EmbeddedPostgres, "PostgreSQL"),
         ("PERSEUS_REDIS_URL", EmbeddedRedis, "Redis"),
@@ -417,7 +501,7 @@ def _start_embedded(
             logger.info("using %s from the environment", variable)
             lines[label] = f"{_redact(env[variable])}  (from {variable})"
             continue
-        server = factory(data_dir)
+        server: EmbeddedServer = factory(data_dir)
         stack.callback(server.stop)
         server.start()
         servers.append(server)
@@ -435,6 +519,7 @@ def _dev_key(output: str) -> str:
 
 def _summary(plan: UpPlan, stores: Mapping[str, str], key: str) -> str:
     rows = [(child.name, child.listen or " ".join(child.argv)) for child in plan.children]
+    rows += list(plan.notes)
     rows += list(stores.items())
     rows.append(("dev API key", key))
     width = max(len(name) for name, _ in rows)
@@ -452,11 +537,13 @@ def run_up(
     data_dir: str,
     plan: UpPlan | None = None,
     out: TextIO | None = None,
+    cluster: bool = False,
 ) -> int:
     """Run ``perseus up`` until a stop signal (returns 0) or a child's repeated failure (returns 1).
 
     Raises StartupError (one line) when something fails before everything is up; by then
     everything it started has been stopped. ``plan`` replaces the real commands (tests).
+    ``cluster``: the multi-node topology (:mod:`perseus_cli.devstack.cluster_up`) instead of one of each.
     """
     env = dict(environ)
     # a developer's terminal: text logs, from `perseus up` and from the servers it starts
@@ -465,11 +552,17 @@ def run_up(
     env.setdefault(variables.SIM_BACKFILL_MINUTES.name, str(UP_SIM_BACKFILL_MINUTES))
     _configure_logging(env)
     variables.warn_unknown(env, logger)
+    start_stores = _start_embedded
+    if cluster:
+        from perseus_cli.devstack.cluster_up import cluster_plan, start_cluster_stores
+
+        plan = plan or cluster_plan(env)
+        start_stores = start_cluster_stores
     plan = plan or default_plan(env)
     out = out or sys.stdout
     with StopSignals() as signals, contextlib.ExitStack() as stack:
         try:
-            stores, servers = _start_embedded(env, Path(data_dir), stack, signals)
+            stores, servers = start_stores(env, Path(data_dir), stack, signals)
             run_step("`perseus migrate`", plan.migrate, env, signals, timeout_s=MIGRATE_TIMEOUT_S)
             key = _dev_key(run_step("`perseus keys create`", plan.create_key, env, signals, timeout_s=KEYS_TIMEOUT_S))
             supervisor = Supervisor(
@@ -479,6 +572,7 @@ def run_up(
                 ready_timeout_s=plan.ready_timeout_s,
                 grace_s=plan.grace_s,
                 restart=plan.restart,
+                probes=plan.probes,
             )
             for server in servers:
                 supervisor.adopt(server)
