@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
 
 from common import resp
 from common.redis_mode import DETECT_TIMEOUT_S, RedisMode, detect
 from common.resp_cluster import ClusterPipeline
 
-__all__ = ["RedisClient", "open_mode", "pipeline", "redis_py", "url_params"]
+__all__ = ["RedisClient", "WaitingRedisCluster", "open_mode", "pipeline", "redis_py", "url_params"]
 
 RedisClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 
@@ -62,9 +63,9 @@ def redis_py(
 ) -> RedisClient:
     """redis-py's asyncio client for ``url`` in ``mode``.
 
-    ``max_connections`` bounds the pool (per node on a cluster). ``blocking`` makes a standalone pool wait
-    (up to ``socket_timeout``) for a free connection instead of failing; redis-py's cluster client has no
-    waiting pool, so on a cluster a caller past ``max_connections`` on one node gets ``MaxConnectionsError``.
+    ``max_connections`` bounds the pool (per node on a cluster). With ``blocking`` a caller past it waits (up
+    to ``socket_timeout``) for a free connection instead of failing: a ``BlockingConnectionPool`` on one
+    server, a :class:`WaitingRedisCluster` on a cluster (redis-py's cluster pool has no waiting mode).
     ``connection_class`` replaces redis-py's plain TCP ``Connection`` (the core's hiredis-packing one); TLS and
     unix-socket connections keep redis-py's own class.
     """
@@ -76,7 +77,10 @@ def redis_py(
         }
         if max_connections is not None:
             kwargs["max_connections"] = max_connections
-        cluster = aioredis.RedisCluster.from_url(url, **kwargs)
+        cluster_class = WaitingRedisCluster if blocking and max_connections is not None else aioredis.RedisCluster
+        cluster = cluster_class.from_url(url, **kwargs)
+        if isinstance(cluster, WaitingRedisCluster):
+            cluster.wait_for_connections(max_connections or 1, socket_timeout)
         if connection_class is not None and cluster.connection_kwargs.get("connection_class") is aioredis.Connection:
             # RedisCluster takes no connection_class argument: its nodes are built from these kwargs (the
             # startup nodes already were, so they are told too).
@@ -99,6 +103,35 @@ def redis_py(
     if connection_class is not None and pool.connection_class is aioredis.Connection:
         pool.connection_class = connection_class
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+class WaitingRedisCluster(aioredis.RedisCluster):
+    """``RedisCluster`` whose commands wait for one of ``max_connections`` places instead of failing.
+
+    redis-py's cluster client raises ``MaxConnectionsError`` at once when a node's pool is exhausted; the WS
+    gateway's connection counter runs a script per WebSocket connect, and a burst of thousands must queue,
+    as it does on one server's ``BlockingConnectionPool``. Commands in flight are bounded client-wide, so no
+    node ever needs more than ``max_connections``; a caller that waits longer than ``wait_s`` gets redis-py's
+    ``ConnectionError("No connection available.")``, as from the blocking pool.
+    """
+
+    _gate: asyncio.Semaphore
+    _wait_s: float
+
+    def wait_for_connections(self, max_connections: int, wait_s: float) -> None:
+        self._gate = asyncio.Semaphore(max_connections)
+        self._wait_s = wait_s
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._gate.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._gate.release()
 
 
 def url_params(url: str) -> tuple[dict[str, Any], bool]:

@@ -248,6 +248,39 @@ async def test_redis_py_cluster_client_runs_scripts_and_plain_commands(redis_clu
         await client.aclose()
 
 
+async def test_redis_py_cluster_client_with_blocking_queues_a_burst_past_its_connections(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    keys = keys_spread(3, "burst:")
+
+    async def burst(client: redis_clients.RedisClient) -> list[Any]:
+        script = client.register_script(ECHO_SCRIPT)
+        return await asyncio.gather(*[script(keys=[keys[i % 3]], args=[i]) for i in range(300)], return_exceptions=True)
+
+    failing = redis_clients.redis_py(
+        live_url(redis_cluster), "cluster", socket_timeout=2.0, socket_connect_timeout=2.0, max_connections=2
+    )
+    try:
+        results = await burst(failing)  # redis-py's own cluster pool: no waiting
+        assert any(isinstance(r, redis.exceptions.MaxConnectionsError) for r in results)
+    finally:
+        await failing.aclose()
+    waiting = redis_clients.redis_py(
+        live_url(redis_cluster),
+        "cluster",
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        max_connections=2,
+        blocking=True,
+    )
+    assert isinstance(waiting, redis_clients.WaitingRedisCluster)
+    try:
+        assert await burst(waiting) == [[keys[i % 3].encode(), str(i).encode()] for i in range(300)]
+        assert max(len(node._connections) for node in waiting.get_nodes()) <= 2
+    finally:
+        await waiting.aclose()
+
+
 async def test_redis_py_standalone_client_with_a_waiting_pool() -> None:
     client = redis_clients.redis_py(
         STANDALONE_URL,

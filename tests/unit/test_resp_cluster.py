@@ -97,6 +97,12 @@ def test_redis_py_builds_the_client_of_the_mode_with_the_callers_settings() -> N
     assert cluster.connection_kwargs["health_check_interval"] == 30
     assert [node.connection_class for node in cluster.startup_nodes] == [HiredisPackingConnection]
     assert [node.max_connections for node in cluster.startup_nodes] == [7]
+    assert type(cluster) is aioredis.RedisCluster
+    waiting_cluster = redis_clients.redis_py(
+        "redis://h:7000", "cluster", socket_timeout=1.0, socket_connect_timeout=1.0, max_connections=3, blocking=True
+    )
+    assert isinstance(waiting_cluster, redis_clients.WaitingRedisCluster)
+    assert waiting_cluster._gate._value == 3 and waiting_cluster._wait_s == 1.0
     tls = redis_clients.redis_py(
         "rediss://h:7000", "cluster", socket_timeout=1.0, socket_connect_timeout=1.0, connection_class=object
     )
