@@ -282,6 +282,8 @@ class ClusterPipeline:
 
     async def call(self, *commands: resp.Command) -> list[Any]:
         """The replies to ``commands``, in order, each from the master owning its key's slot."""
+        if not commands:
+            return []
         slots = self.slots
         if not slots.ready:
             await slots.refresh()

@@ -120,3 +120,9 @@ def test_redis_py_builds_the_client_of_the_mode_with_the_callers_settings() -> N
     assert isinstance(waiting, aioredis.Redis)
     assert isinstance(waiting.connection_pool, aioredis.BlockingConnectionPool)
     assert waiting.connection_pool.max_connections == 4
+
+
+async def test_an_empty_call_asks_no_node() -> None:
+    pipeline = ClusterPipeline({"host": "127.0.0.1", "port": 1}, tls=False, client_name="t")  # nothing listens
+    assert await pipeline.call() == []
+    await pipeline.aclose()
