@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import httpx
 import psutil
 import pytest
+import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -22,7 +26,8 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2_grpc as md_grpc,
     market_pb2,
 )
-from tests.support.processes import free_port, spawn, wait_until
+from tests.support.databases import scratch_database
+from tests.support.processes import Process, free_port, spawn, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("perseus_up")]  # one real stack at a time
 
@@ -113,3 +118,97 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
         assert alive == [], f"orphans: {[(p.pid, p.name()) for p in alive]}"
     finally:
         up.close()
+
+
+# ---------------------------------------------------------------- one store given, the other embedded
+
+
+def _start_up(data_dir: Path, given: dict[str, str]) -> tuple[Process, dict[str, int]]:
+    """``perseus up`` on free ports with only the ``given`` store URLs set; returns once its summary is out."""
+    ports = {name: free_port() for name in ("core", "rest", "ws")}
+    env = {
+        "PERSEUS_CORE_ADDR": f"127.0.0.1:{ports['core']}",
+        "PERSEUS_REST_ADDR": f"127.0.0.1:{ports['rest']}",
+        "PERSEUS_WS_ADDR": f"127.0.0.1:{ports['ws']}",
+        "PERSEUS_CORE_METRICS_ADDR": "",
+        "PERSEUS_SIM_BACKFILL_MINUTES": "0",
+        "PERSEUS_SIM_SYMBOLS": "BTC-USD",
+        **given,
+    }
+    unset = tuple(v for v in ("PERSEUS_REDIS_URL", "PERSEUS_DATABASE_URL", "PERSEUS_REDIS_PREFIX") if v not in given)
+    up = spawn(["up", "--data-dir", str(data_dir)], env, env["PERSEUS_REST_ADDR"], unset=unset)
+    wait_until(lambda: "Ctrl-C to stop" in up.output(), up, "perseus up summary", timeout=UP_TIMEOUT_S)
+    return up, ports
+
+
+def _serves_a_read(up: Process, ports: dict[str, int]) -> None:
+    """The stack is whole: /health says every service is up, and the printed key reads the sim's latest price."""
+    body = httpx.get(f"http://127.0.0.1:{ports['rest']}/health", timeout=3).json()
+    assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}, body
+    key = next(word for line in up.output().splitlines() for word in line.split() if word.startswith("pk_adm_"))
+
+    def priced() -> bool:
+        response = httpx.get(
+            f"http://127.0.0.1:{ports['rest']}/public/v1/prices/latest",
+            params={"symbols": "BTC-USD"},
+            headers={"X-API-Key": key},
+            timeout=3,
+        )
+        return response.status_code == 200 and [p["source"] for p in response.json()["data"]] == ["sim"]
+
+    wait_until(priced, up, "a latest sim price through REST", timeout=30)
+
+
+def _stops_cleanly(up: Process) -> None:
+    descendants = psutil.Process(up.pid).children(recursive=True)
+    assert up.stop(timeout=60) == 0
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"orphans: {[(p.pid, p.name()) for p in alive]}"
+
+
+@pytest.mark.parametrize("store", ["redis", "cluster"])
+@pytest.mark.timeout(240)
+def test_only_a_redis_url_is_used_beside_the_embedded_postgres(
+    data_dir: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """``PERSEUS_REDIS_URL`` alone: that Redis (the session's server, or a Redis Cluster) serves, PostgreSQL is
+    embedded, and no embedded Redis is started."""
+    url = request.getfixturevalue("redis_url") if store == "redis" else request.getfixturevalue("redis_cluster").url
+    prefix = f"perseus-up-test:{uuid.uuid4().hex[:8]}:"
+    client = redis.RedisCluster.from_url(url) if store == "cluster" else redis.Redis.from_url(url)
+    up, ports = _start_up(data_dir, {"PERSEUS_REDIS_URL": url, "PERSEUS_REDIS_PREFIX": prefix})
+    try:
+        summary = up.output()
+        assert re.search(r"Redis\s+redis://\S+\s+\(from PERSEUS_REDIS_URL\)", summary), summary[-2000:]
+        assert f"embedded; data in {data_dir / 'postgres'}" in summary
+        assert (data_dir / "postgres").is_dir() and not (data_dir / "redis").exists()
+        _serves_a_read(up, ports)
+        assert next(client.scan_iter(match=f"{prefix}*", count=1000), None) is not None, "nothing written there"
+        _stops_cleanly(up)
+    finally:
+        up.close()
+        for key in list(client.scan_iter(match=f"{prefix}*", count=1000)):
+            client.delete(key)
+        client.close()
+
+
+@pytest.mark.timeout(240)
+async def test_only_a_database_url_is_used_beside_the_embedded_redis(data_dir: Path, admin_database_url: str) -> None:
+    """``PERSEUS_DATABASE_URL`` alone: that database is migrated and serves, Redis is embedded, and no embedded
+    PostgreSQL is started."""
+    async with scratch_database(admin_database_url, f"perseus_up_{uuid.uuid4().hex[:8]}") as url:
+        up, ports = _start_up(data_dir, {"PERSEUS_DATABASE_URL": url})
+        try:
+            summary = up.output()
+            assert re.search(r"PostgreSQL\s+postgresql://\S+\s+\(from PERSEUS_DATABASE_URL\)", summary), summary
+            assert f"embedded; data in {data_dir / 'redis'}" in summary
+            assert (data_dir / "redis").is_dir() and not (data_dir / "postgres").exists()
+            _serves_a_read(up, ports)
+            conn = await asyncpg.connect(url)
+            try:  # the dev key `perseus up` printed was created in the given database
+                assert await conn.fetchval("SELECT count(*) FROM api_keys WHERE name = 'dev'") == 1
+            finally:
+                await conn.close()
+            _stops_cleanly(up)
+        finally:
+            up.close()
