@@ -19,6 +19,10 @@ venv: $(STAMP)
 run: venv ## start core + REST + WS (embedded Redis/PostgreSQL unless PERSEUS_*_URL are set)
 	$(BIN)/perseus up
 
+.PHONY: run-cluster
+run-cluster: venv ## perseus up --cluster: a local Redis Cluster, PostgreSQL + streaming replica, 2 cores, 2 REST and 2 WS gateways
+	$(BIN)/perseus up --cluster
+
 .PHONY: redis-cluster
 redis-cluster: venv ## a local 3-master / 3-replica Redis Cluster on free ports, in the foreground (prints the URLs; Ctrl-C stops it)
 	$(BIN)/python -m perseus_cli.devstack.redis_cluster
