@@ -10,6 +10,7 @@ printed summary and check, in order:
 - a real REST read (latest ``BTC-USD`` price, from the ``sim`` writer through the cluster) through each
   REST gateway with the printed dev key;
 - a WS subscribe to ``prices:BTC-USD`` on each WS gateway, and a ``price_update`` on it;
+- a master of the cluster, SIGKILLed, is restarted in place and the cluster is whole again;
 - Ctrl-C (SIGINT) ends ``perseus up`` with 0 and leaves none of its processes running.
 
 Every wait is bounded; the fixture kills whatever is left whatever happens.
@@ -145,14 +146,7 @@ def test_every_address_is_printed_and_every_process_answers(stack: Stack) -> Non
     for gateway in ("rest-1", "rest-2", "ws-1", "ws-2"):
         assert httpx.get(f"http://{addrs[gateway]}/livez", timeout=3).status_code == 200, gateway
 
-    cluster_url = rows["Redis Cluster"].split()[0]
-    client = redis.Redis.from_url(cluster_url, socket_timeout=3)
-    try:
-        info = client.execute_command("CLUSTER", "INFO")
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        facts = dict(line.split(":", 1) for line in text.split() if ":" in line)
-    finally:
-        client.close()
+    facts = _cluster_info(int(rows["Redis Cluster"].split()[0].rpartition(":")[2]))
     assert facts["cluster_state"] == "ok" and facts["cluster_known_nodes"] == "6", facts
     assert facts["cluster_slots_ok"] == "16384", facts
 
@@ -220,11 +214,63 @@ def test_a_ws_subscribe_on_each_ws_gateway(stack: Stack) -> None:
             assert message["channel"] == "prices:BTC-USD"
 
 
+def _latest_price(stack: Stack, gateway: str) -> int | str:
+    try:
+        response = httpx.get(
+            f"http://{stack.addr(gateway)}/public/v1/prices/latest",
+            params={"symbols": "BTC-USD"},
+            headers={"X-API-Key": stack.key},
+            timeout=5,
+        )
+    except httpx.TransportError as exc:
+        return repr(exc)
+    return response.status_code
+
+
+def test_a_killed_cluster_node_is_restarted_in_place(stack: Stack) -> None:
+    """SIGKILL a master of the local cluster: the supervisor restarts it on its port, the cluster is whole
+    again, and REST reads through the cluster still answer."""
+    ports = [int(p) for p in re.findall(r"\d+", stack.rows["Redis Cluster"].split("ports ")[1].split(";")[0])]
+    assert len(ports) == 6, stack.rows["Redis Cluster"]
+    master = next(port for port in ports if _node(port).info("replication")["role"] == "master")
+    pid = int(_node(master).info("server")["process_id"])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: f"Redis Cluster node {master} restarted" in stack.up.output(), stack.up, "the node's restart", 30
+    )
+
+    def whole() -> bool:
+        try:
+            facts = _cluster_info(master)
+        except redis.RedisError:
+            return False
+        return facts["cluster_state"] == "ok" and facts["cluster_slots_ok"] == "16384"
+
+    wait_until(whole, stack.up, "the cluster whole again", timeout=ANSWER_S)
+    assert int(_node(master).info("server")["process_id"]) != pid
+    wait_until(lambda: _latest_price(stack, "rest-1") == 200, stack.up, "a REST read after the restart", ANSWER_S)
+
+
+def _node(port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=3)
+
+
+def _cluster_info(port: int) -> dict[str, str]:
+    client = _node(port)
+    try:
+        info = client.execute_command("CLUSTER", "INFO")
+    finally:
+        client.close()
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
 def test_ctrl_c_stops_everything(stack: Stack) -> None:
     assert len(stack.pids) >= 6 + 6 + 2  # 6 cluster nodes, 2 PostgreSQL postmasters, 6 servers
+    pids = {*stack.pids, *(p.pid for p in psutil.Process(stack.up.pid).children(recursive=True))}
     stack.up.proc.send_signal(signal.SIGINT)
     assert stack.up.proc.wait(90) == 0, stack.up.output()[-3000:]
     deadline = time.monotonic() + 10
-    while (alive := [pid for pid in stack.pids if _alive(pid)]) and time.monotonic() < deadline:
+    while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert alive == [], f"left running: {alive}"
