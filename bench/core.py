@@ -30,12 +30,12 @@ from decimal import Decimal
 
 import grpc
 import redis as sync_redis
-import redis.asyncio as aioredis
 import uvloop
 from grpc import aio
 
 from bench.stack import stack
 from bench.stats import summary
+from common.redis_clients import open_mode, pipeline
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
@@ -61,7 +61,7 @@ FANOUT_CHANNELS = [Channel(ChannelFamily.PRICES, EXCHANGE, f"FO{i}-USD", None) f
 
 async def seed_windows(redis_url: str, prefix: str) -> str:
     """1,000 closed 1m candles per symbol in the Redis windows; returns one window key for redis-benchmark."""
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = pipeline(redis_url, await open_mode(redis_url), client_name="bench-core-seed")
     keys = RedisKeys(prefix)
     store = CandleStore(None, redis, keys, window_size=WINDOW)  # type: ignore[arg-type]  # windows only
     start = (int(time.time()) // 60 - WINDOW - 5) * 60_000
@@ -176,7 +176,7 @@ def publisher_process(redis_url: str, prefix: str, rate_per_channel: float, seco
     """Publish ``rate_per_channel`` events/s on every fan-out channel, each stamped with its publish time."""
 
     async def run() -> None:
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = pipeline(redis_url, await open_mode(redis_url), client_name="bench-core-publisher")
         publisher = EventPublisher(redis, RedisKeys(prefix))
         tick_s = 0.01
         per_tick = rate_per_channel * tick_s

@@ -24,6 +24,7 @@ import uvloop
 
 from bench.stack import ADMIN_URL, REDIS_URL
 from bench.stats import summary
+from common.redis_clients import open_mode, pipeline
 from common.runtime import tune_gc
 from core.adapters.alert_store import AlertStore
 from core.adapters.events import EventPublisher
@@ -75,18 +76,19 @@ async def run(symbols_count: int, waves: int) -> None:
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{database}"')
     prefix = f"perseus-bench:{run_id}:"
-    redis = redis_client(REDIS_URL)
+    mode = await open_mode(REDIS_URL)
+    redis, bus = redis_client(REDIS_URL, mode), pipeline(REDIS_URL, mode, client_name="bench-indicators")
     pool = await asyncpg.create_pool(ADMIN_URL.rsplit("/", 1)[0] + f"/{database}", min_size=1, max_size=4)
     try:
         await migrate(pool)
         ids = {row["name"]: row["id"] for row in await pool.fetch("SELECT id, name FROM exchanges")}
         keys = RedisKeys(prefix)
-        states = IndicatorStore(redis, keys)
+        states = IndicatorStore(bus, keys)
         service = IndicatorService(
             states=states,
             history=CandleHistory(pool),
             alerts=AlertStore(pool),
-            signals=EventPublisher(redis, keys),
+            signals=EventPublisher(bus, keys),
             exchange_ids=ids,
         )
         rng = random.Random(7)
@@ -127,7 +129,7 @@ async def run(symbols_count: int, waves: int) -> None:
         verdict = "met" if figures["p95_ms"] < LIMIT_MS else "NOT met"
         print(f"limit {LIMIT_MS:.0f} ms per wave: {verdict} (p95); aim {AIM_MS:.0f} ms")
     finally:
-        await states.aclose()
+        await bus.aclose()
         await pool.close()
         async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
             await redis.unlink(key)

@@ -11,13 +11,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from importlib.metadata import version
 
-import redis.asyncio as aioredis
 import uvloop
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from common import logs
+from common import logs, resp
+from common.redis_clients import open_mode, pipeline
+from common.redis_mode import RedisMode
 from common.runtime import tune_gc
 from common.settings import warn_unknown
 from common.supervise import TaskSupervisor
@@ -31,7 +32,7 @@ from core.adapters.postgres import DEFAULT_POOL_MAX_SIZE, create_pool, shared_se
 from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.read_replica import ReadPool, open_replica
-from core.adapters.redis_client import redis_client
+from core.adapters.redis_client import REDIS_ERRORS, RedisClient, redis_client
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_history import StreamHistory
 from core.adapters.stream_hub import StreamHub
@@ -58,14 +59,21 @@ logger = logging.getLogger(__name__)
 REDIS_CONNECT_TIMEOUT_S = 3.0
 
 
-async def open_redis(url: str) -> aioredis.Redis:
-    client = redis_client(url)
+async def open_redis(url: str, *, client_name: str) -> tuple[RedisMode, RedisClient, resp.Pipeline]:
+    """The mode of the Redis at ``url`` (asked once, here), redis-py's client for single commands and the
+    pipeline the adapters share for their bulk (``core.adapters.redis_client.call``). A Redis that does not
+    answer stops the start: StartupError naming the variable."""
+    try:
+        mode = await open_mode(url)
+    except REDIS_ERRORS as exc:  # OSError among them: open_mode's ConnectionError
+        raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({exc})") from exc
+    client = redis_client(url, mode)
     try:
         await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
+    except REDIS_ERRORS as exc:
         await client.aclose()
         raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({exc})") from exc
-    return client
+    return mode, client, pipeline(url, mode, client_name=client_name)
 
 
 FEED_STOP_S = 2.0
@@ -123,8 +131,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             replica = await open_replica(settings.database_read_url, max_size=DEFAULT_POOL_MAX_SIZE)
             stack.push_async_callback(replica.close)
         reads = ReadPool(pool, replica, max_lag_s=settings.database_read_max_lag_s)
-        redis = await open_redis(settings.redis_url)
+        instance = settings.instance_id.replace(" ", "_")
+        redis_mode, redis, shared = await open_redis(settings.redis_url, client_name=f"perseus-core:{instance}")
         stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(shared.aclose)  # closed after all that is pushed later (the stack unwinds LIFO)
+        logger.info("redis connected", extra={"fields": {"mode": redis_mode}})
         keys = RedisKeys(settings.redis_prefix)
         exchanges = PgExchangeSource(pool, redis, keys)
         exchange_ids = {e.name: e.id for e in await exchanges.list_exchanges()}
@@ -135,18 +146,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             {"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")},
             components=supervised_components(tasks),
         )
-        publisher = EventPublisher(redis, keys, clock_ms=clock_ms)
+        publisher = EventPublisher(shared, keys, clock_ms=clock_ms)
         # one pub/sub connection feeds every Subscribe and Multiplex stream of this process
-        hub = StreamHub(settings.redis_url, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_"))
+        hub = StreamHub(
+            settings.redis_url, mode=redis_mode, client_name=f"perseus-hub:{settings.instance_id}".replace(" ", "_")
+        )
         tasks.spawn("stream-hub", hub.run)
         stack.push_async_callback(hub.aclose)
-        stream_history = StreamHistory(redis, keys)
+        stream_history = StreamHistory(shared, keys)
         hot_candles = HotCandles(hub, stream_history.channel_name)
         tasks.spawn("hot-candles", hot_candles.run)
         stack.push_async_callback(hot_candles.aclose)
         stack.push_async_callback(tasks.aclose, FEED_STOP_S)  # on any way out, before the hub and the stores
         ticks = TickStore(pool)
-        price_updates = PriceUpdates(PriceCache(redis, keys, clock_ms=clock_ms))
+        price_updates = PriceUpdates(PriceCache(shared, keys, clock_ms=clock_ms))
         ingestion = Ingestion(
             ticks,
             known_sources=frozenset(exchange_ids),
@@ -154,9 +167,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
-        indicator_states, candle_history = IndicatorStore(redis, keys), CandleHistory(pool)
+        indicator_states, candle_history = IndicatorStore(shared, keys), CandleHistory(pool)
         alerts = AlertStore(pool, history=reads)
-        stack.push_async_callback(indicator_states.aclose)
         indicators = IndicatorService(
             states=indicator_states,
             history=candle_history,
@@ -172,7 +184,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 exchanges=exchanges,
                 status=status,
                 price_queries=PriceQueries(
-                    PriceCache(redis, keys), PgPriceHistory(reads, sources=exchange_ids), clock_ms=clock_ms
+                    PriceCache(shared, keys), PgPriceHistory(reads, sources=exchange_ids), clock_ms=clock_ms
                 ),
                 indicators=IndicatorQueries(
                     states=indicator_states,
@@ -220,7 +232,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             exchange_ids,
             ticks,
             price_updates,
-            CandleStore(pool, redis, keys),
+            CandleStore(pool, shared, keys),
             publisher,
             on_closed=indicators.on_closed,
         )

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import Heartbeat
+from core.adapters.redis_client import RedisClient
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
 from core.adapters.venues import binance, coinbase, kraken
@@ -81,7 +81,7 @@ class Stores:
     """The shared storage every exchange's writer uses."""
 
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    redis: RedisClient  # the lease and the heartbeat: single commands and scripts
     keys: RedisKeys
     exchange_ids: Mapping[str, int]
     ticks: TickStore

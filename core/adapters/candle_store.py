@@ -4,6 +4,11 @@ Closed candles are final, so the first write of a candle wins in both
 places: PostgreSQL ignores a conflicting row, and the window replaces any
 member at the same open time (the only way that happens is a rebuild of the
 very same candle).
+
+The windows are written through the core's shared :class:`~common.resp.Pipeline` (one script call per
+window, each to the master owning the window on a Redis Cluster); they are read with redis-py
+(:data:`~core.adapters.redis_client.RedisClient`), one command or script call at a time, which routes
+alike on one server and on a cluster.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ from decimal import Decimal
 from typing import TypeVar
 
 import asyncpg
-import redis.asyncio as aioredis
 
+from common import resp
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection, ms_to_datetime
 from core.adapters.read_replica import ReadSource
-from core.adapters.redis_client import REDIS_DOWN_ERRORS, reply_scored
+from core.adapters.redis_client import REDIS_DOWN_ERRORS, RedisClient, call_or_unavailable, reply_scored
 from core.adapters.redis_keys import RedisKeys
 from core.codec.messages import candle_to_pb
 from core.domain.candles import Aggregate, Candle
@@ -107,13 +112,13 @@ return {first[2] or false, redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSC
 
 class CandleStore:
     def __init__(
-        self, pool: asyncpg.Pool, redis: aioredis.Redis, keys: RedisKeys, *, window_size: int = WINDOW_SIZE
+        self, pool: asyncpg.Pool, pipeline: resp.Pipeline, keys: RedisKeys, *, window_size: int = WINDOW_SIZE
     ) -> None:
         self._pool = pool
-        self._redis = redis
+        self._pipeline = pipeline
         self._keys = keys
         self._window_size = window_size
-        self._window_add = redis.register_script(_WINDOW_ADD)
+        self._window_add = pipeline.register_script(_WINDOW_ADD)
 
     async def insert(self, exchange_id: int, candles: Sequence[Candle], *, conn: Connection | None = None) -> None:
         """The full history in PostgreSQL (raises Unavailable); ``conn``: within that transaction."""
@@ -151,13 +156,12 @@ class CandleStore:
             key = self._keys.candle_window(c.exchange, c.symbol, c.timeframe)
             member = candle_to_pb(c, exchange_id=exchange_id).SerializeToString()
             by_window.setdefault(key, []).extend((c.open_time, member))
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, pairs in by_window.items():
-                    await self._window_add(keys=[key], args=[self._window_size, *pairs], client=pipe)
-                await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
-            raise StorageUnavailable("redis", f"candle windows not written ({type(exc).__name__}: {exc})") from exc
+        if not by_window:
+            return
+        commands = [
+            ("EVALSHA", self._window_add, 1, key, self._window_size, *pairs) for key, pairs in by_window.items()
+        ]
+        await call_or_unavailable(self._pipeline, commands, "candle windows not written")
 
     async def register_symbols(
         self, exchange_id: int, symbols: Sequence[str], *, conn: Connection | None = None
@@ -221,7 +225,7 @@ class CandleRowsReader:
     def __init__(
         self,
         pool: ReadSource,  # candle history may come from the read replica
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: RedisKeys,
         exchange_ids: Mapping[str, int],
         *,

@@ -16,12 +16,15 @@ the stream's shard (all three keys share the pair's hash tag):
 
 The payload is the serialized ``StreamEvent`` protobuf without its seq; the
 subscriber side adds the seq it received. Events of one call are sent in one
-pipeline, with one script call per stream.
+call of the core's shared :class:`~common.resp.Pipeline`, with one script call
+(``EVALSHA``) per stream: on a Redis Cluster each goes to the master owning its
+stream's slot, so the streams of one call need not share one.
 
 The services hand over domain records (:meth:`EventPublisher.publish_candles`,
 :meth:`EventPublisher.publish_signals`) and never see an event's bytes: the
 encoding is :mod:`core.codec.events`, stamped with this publisher's clock.
-Redis errors leave as ``StorageUnavailable("redis")``.
+Redis errors (down, frozen past ``COMMAND_TIMEOUT_S``, an error reply) leave as
+``StorageUnavailable("redis")``.
 """
 
 from __future__ import annotations
@@ -30,13 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
+from common import resp
+from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import candle_channel, candle_event, signal_channel, signal_event
 from core.domain.candles import Candle
 from core.domain.channels import Channel
-from core.domain.errors import StorageUnavailable
 from core.services.indicators import AlertRecord
 
 HISTORY_MAXLEN = 10_000
@@ -80,17 +82,17 @@ def wall_clock_ms() -> int:
 class EventPublisher:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        pipeline: resp.Pipeline,
         keys: RedisKeys,
         *,
         history_maxlen: int = HISTORY_MAXLEN,
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
-        self._redis = redis
+        self._pipeline = pipeline
         self._keys = keys
         self._maxlen = history_maxlen
         self._clock_ms = clock_ms  # an event's publish_time
-        self._script = redis.register_script(_PUBLISH)
+        self._sha = pipeline.register_script(_PUBLISH)
 
     async def publish_candles(self, exchange_id: int, candles: Sequence[Candle]) -> None:
         """``candle_close`` events of closed candles on their ``candles:{exchange}:{SYMBOL}:{TF}`` streams."""
@@ -112,12 +114,9 @@ class EventPublisher:
             by_channel.setdefault(event.channel, []).append(event.payload)
         if not by_channel:
             return {}
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for channel, payloads in by_channel.items():
-                    keys = self._keys.stream_keys(channel)
-                    await self._script(keys=keys, args=[self._maxlen, *payloads], client=pipe)
-                last = await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
-            raise StorageUnavailable("redis", f"events not published ({type(exc).__name__}: {exc})") from exc
+        commands = [
+            ("EVALSHA", self._sha, 3, *self._keys.stream_keys(channel), self._maxlen, *payloads)
+            for channel, payloads in by_channel.items()
+        ]
+        last = await call_or_unavailable(self._pipeline, commands, "events not published")
         return {channel: int(seq) for channel, seq in zip(by_channel, last, strict=True)}

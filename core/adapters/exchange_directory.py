@@ -5,7 +5,8 @@ the exchanges are still listed, every one **offline** with no heartbeat time:
 the status says whether a writer is known to be feeding the exchange, and
 none can be while Redis is gone (a writer holds its lease and publishes its
 events there, and stands by without it). The list never fails for the
-heartbeats alone. PostgreSQL being unavailable is ``StorageUnavailable``
+heartbeats alone (they share the hash tag ``{exchanges}``: one ``MGET`` on one
+slot, on one server or a Redis Cluster alike). PostgreSQL being unavailable is ``StorageUnavailable``
 (UNAVAILABLE at the edge), never a driver error.
 """
 
@@ -17,10 +18,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
-from core.adapters.redis_client import REDIS_DOWN_ERRORS, reply_bytes
+from core.adapters.redis_client import REDIS_DOWN_ERRORS, REDIS_ERRORS, RedisClient, reply_bytes
 from core.adapters.redis_keys import RedisKeys
 from core.domain.errors import NotFound, StorageUnavailable
 from core.domain.models import Exchange, Symbol
@@ -31,7 +31,7 @@ HEARTBEAT_READ_TIMEOUT_S = 0.5
 
 
 class PgExchangeSource:
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, keys: RedisKeys) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: RedisClient, keys: RedisKeys) -> None:
         self._pool = pool
         self._redis = redis
         self._keys = keys
@@ -91,7 +91,7 @@ class Heartbeat:
     the exchange online while its venue is connected). Raises ``StorageUnavailable("redis")``."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: RedisKeys, exchange: str, *, clock_ms: Callable[[], int], ttl_ms: int
+        self, redis: RedisClient, keys: RedisKeys, exchange: str, *, clock_ms: Callable[[], int], ttl_ms: int
     ) -> None:
         self._redis = redis
         self._key = keys.exchange_heartbeat(exchange)
@@ -101,7 +101,7 @@ class Heartbeat:
     async def __call__(self) -> None:
         try:
             await self._redis.set(self._key, self._clock_ms(), px=self._ttl_ms)
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StorageUnavailable("redis", f"heartbeat not written ({type(exc).__name__}: {exc})") from exc
 
 

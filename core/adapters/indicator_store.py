@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from common import resp
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
-from core.adapters.redis_client import reply_bytes
+from core.adapters.redis_client import REDIS_DOWN_ERRORS, call, call_or_unavailable, first_error
 from core.adapters.redis_keys import RedisKeys
 from core.domain.errors import Unavailable
 from core.domain.indicators import Bar, MacdVState, MacdVValue
@@ -34,13 +33,14 @@ class IndicatorStore:
 
     The timeframes of one (exchange, symbol) share a hash tag, hence a cluster slot, so they are read
     with one ``MGET`` and written with one ``MSET``: a wave of 1,000 symbols x 6 timeframes is
-    1,000 commands each way, not 6,000, sent on a connection of their own whose replies hiredis parses
-    (``common.resp.BulkPipeline``: a third of redis-py's pipeline time per wave).
+    1,000 commands each way, not 6,000, sent in one call of the core's shared :class:`~common.resp.Pipeline`
+    (replies parsed by hiredis: a third of redis-py's pipeline time per wave; on a Redis Cluster each
+    command goes to the master owning its pair). A wave Redis cannot take raises
+    ``StorageUnavailable("redis")``; the caller counts it and carries on.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
-        self._redis = redis
-        self._bulk = resp.BulkPipeline.beside(redis, "perseus-indicator-states")  # the wave's reads and writes
+    def __init__(self, pipeline: resp.Pipeline, keys: RedisKeys) -> None:
+        self._pipeline = pipeline
         self._keys = keys
         self._names: dict[SeriesKey, str] = {}  # key names, built once per series (bounded by the series served)
         # The last value read or written per series and its decoded state: a value equal to it byte for byte
@@ -66,7 +66,9 @@ class IndicatorStore:
         if not series:
             return []
         groups = self._by_pair(series)
-        replies = await self._bulk.execute([("MGET", *names) for _, names in groups])
+        replies = await call_or_unavailable(
+            self._pipeline, [("MGET", *names) for _, names in groups], "indicator states not read"
+        )
         states: list[MacdVState | None] = [None] * len(series)
         for (positions, _), blobs in zip(groups, replies, strict=True):
             for i, blob in zip(positions, blobs, strict=True):
@@ -78,26 +80,25 @@ class IndicatorStore:
             return
         groups = self._by_pair([key for key, _ in items])
         blobs = [state.to_bytes() for _, state in items]
-        commands = []
+        commands: list[resp.Command] = []
         for positions, names in groups:
             command: list[str | bytes] = ["MSET"]
             for i, name in zip(positions, names, strict=True):
                 command += (name, blobs[i])
             commands.append(tuple(command))
-        await self._bulk.execute(commands)
+        await call_or_unavailable(self._pipeline, commands, "indicator states not written")
         for (key, state), blob in zip(items, blobs, strict=True):
             self._decoded_last[key] = (blob, state)
-
-    async def aclose(self) -> None:
-        await self._bulk.aclose()
 
     async def latest(self, series: SeriesKey) -> MacdVValue | None:
         """The value of the series' last close (read path; Redis down is Unavailable)."""
         try:
-            blob = await self._redis.get(self._key(series))
-        except (aioredis.RedisError, OSError) as exc:
+            replies = await call(self._pipeline, ("GET", self._key(series)))
+        except REDIS_DOWN_ERRORS as exc:
             raise Unavailable("Redis is unavailable; indicator not read") from exc
-        state = self._decoded(series, reply_bytes(blob))
+        if first_error(replies) is not None:
+            raise Unavailable(f"Redis is unavailable; indicator not read ({replies[0]})")
+        state = self._decoded(series, replies[0])
         return state.last if state is not None else None
 
     def _decoded(self, series: SeriesKey, blob: bytes | None) -> MacdVState | None:

@@ -7,6 +7,11 @@ tick at least as new (60 s TTL), then each tick is published as a
 ``price_update`` event in time order (encoded by :mod:`core.codec.events`,
 stamped with this cache's clock). A write Redis cannot take raises
 ``StorageUnavailable("redis")``.
+
+Writes and reads go through the core's shared :class:`~common.resp.Pipeline`
+(one script call per pair and the sources index of each symbol in one call;
+on a Redis Cluster each command goes to the master owning its key), with the
+wait bounded by ``COMMAND_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -15,13 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-
+from common import resp
 from core.adapters.events import HISTORY_MAXLEN, publish_lua, wall_clock_ms
-from core.adapters.redis_client import reply_members
+from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import price_channel, price_event
-from core.domain.errors import StorageUnavailable
 from core.domain.prices import Tick, decimal_str
 
 LATEST_TTL_MS = 60_000
@@ -50,19 +53,19 @@ class LatestPrice:
 class PriceCache:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        pipeline: resp.Pipeline,
         keys: RedisKeys,
         *,
         ttl_ms: int = LATEST_TTL_MS,
         history_maxlen: int = HISTORY_MAXLEN,
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
-        self._redis = redis
+        self._pipeline = pipeline
         self._keys = keys
         self._ttl_ms = ttl_ms
         self._maxlen = history_maxlen
         self._clock_ms = clock_ms  # an event's publish_time
-        self._write = redis.register_script(_WRITE)
+        self._write_sha = pipeline.register_script(_WRITE)
 
     async def write(self, ticks: Sequence[Tick]) -> None:
         """Latest prices and one ``price_update`` event per tick, one script per pair."""
@@ -72,51 +75,56 @@ class PriceCache:
             by_pair.setdefault((tick.source, tick.symbol), []).append((tick, price_event(tick, now_ms=now)))
         if not by_pair:
             return
-        try:
-            await self._write_pairs(by_pair)
-        except (aioredis.RedisError, OSError) as exc:
-            raise StorageUnavailable("redis", f"latest prices not written ({type(exc).__name__}: {exc})") from exc
+        await call_or_unavailable(self._pipeline, self._write_commands(by_pair), "latest prices not written")
 
-    async def _write_pairs(self, by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]]) -> None:
+    def _write_commands(self, by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]]) -> list[resp.Command]:
+        commands: list[resp.Command] = []
         sources: dict[str, dict[str, int]] = {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for (source, symbol), pair_updates in by_pair.items():
-                newest = pair_updates[-1][0]
-                channel = price_channel(newest)
-                await self._write(
-                    keys=[self._keys.latest_price(source, symbol), *self._keys.stream_keys(channel)],
-                    args=[
-                        newest.ts_ms,
-                        self._ttl_ms,
-                        decimal_str(newest.price),
-                        decimal_str(newest.volume),
-                        self._maxlen,
-                        *(payload for _, payload in pair_updates),
-                    ],
-                    client=pipe,
+        for (source, symbol), pair_updates in by_pair.items():
+            newest = pair_updates[-1][0]
+            commands.append(
+                (
+                    "EVALSHA",
+                    self._write_sha,
+                    4,
+                    self._keys.latest_price(source, symbol),
+                    *self._keys.stream_keys(price_channel(newest)),
+                    newest.ts_ms,
+                    self._ttl_ms,
+                    decimal_str(newest.price),
+                    decimal_str(newest.volume),
+                    self._maxlen,
+                    *(payload for _, payload in pair_updates),
                 )
-                sources.setdefault(symbol, {})[source] = newest.ts_ms
-            for symbol, seen in sources.items():
-                key = self._keys.price_sources(symbol)
-                pipe.zadd(key, seen, gt=True)
-                pipe.pexpire(key, SOURCES_TTL_MS)
-            await pipe.execute()
+            )
+            sources.setdefault(symbol, {})[source] = newest.ts_ms
+        for symbol, seen in sources.items():
+            key = self._keys.price_sources(symbol)
+            commands.append(("ZADD", key, "GT", *(x for source, ts in seen.items() for x in (ts, source))))
+            commands.append(("PEXPIRE", key, SOURCES_TTL_MS))
+        return commands
 
     async def latest(self, symbol: str) -> list[LatestPrice]:
         """The live latest price of every source of ``symbol``, newest first (expired ones are skipped)."""
-        members = reply_members(await self._redis.zrevrange(self._keys.price_sources(symbol), 0, -1))
+        (members,) = await call_or_unavailable(
+            self._pipeline, [("ZREVRANGE", self._keys.price_sources(symbol), 0, -1)], "latest prices not read"
+        )
         sources = [s.decode() for s in members]
         if not sources:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for source in sources:
-                pipe.hgetall(self._keys.latest_price(source, symbol))
-            rows = await pipe.execute()
-        found = [
-            LatestPrice(
-                symbol, source, Decimal(row[b"price"].decode()), Decimal(row[b"volume"].decode()), int(row[b"ts"])
+        rows = await call_or_unavailable(
+            self._pipeline,
+            [("HGETALL", self._keys.latest_price(source, symbol)) for source in sources],
+            "latest prices not read",
+        )
+        found = []
+        for source, flat in zip(sources, rows, strict=True):
+            if not flat:
+                continue
+            row = dict(zip(flat[::2], flat[1::2], strict=True))
+            found.append(
+                LatestPrice(
+                    symbol, source, Decimal(row[b"price"].decode()), Decimal(row[b"volume"].decode()), int(row[b"ts"])
+                )
             )
-            for source, row in zip(sources, rows, strict=True)
-            if row
-        ]
         return sorted(found, key=lambda p: p.ts_ms, reverse=True)

@@ -2,28 +2,28 @@
 
 History entries have the id ``<seq>-0`` and the field ``p`` (the ``StreamEvent``
 bytes without seq), so "the events after seq N" is ``XRANGE (N-0 + COUNT …``.
+The reads go through the core's shared :class:`~common.resp.Pipeline` (the
+sequences of many channels in one call, each ``GET`` to the master owning its
+channel on a Redis Cluster), bounded by ``COMMAND_TIMEOUT_S``.
 Redis errors become :class:`~core.domain.errors.Unavailable`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import redis.asyncio as aioredis
-
-from core.adapters.redis_client import reply_entries
+from common import resp
+from core.adapters.redis_client import REDIS_DOWN_ERRORS, call, first_error
 from core.adapters.redis_keys import RedisKeys
 from core.domain.channels import Channel
 from core.domain.errors import Unavailable
 from core.services.streams import REPLAY_BATCH
 
-T = TypeVar("T")
-
 
 class StreamHistory:
-    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
-        self._redis = redis
+    def __init__(self, pipeline: resp.Pipeline, keys: RedisKeys) -> None:
+        self._pipeline = pipeline
         self._keys = keys
 
     def channel_name(self, channel: Channel) -> str:
@@ -32,34 +32,39 @@ class StreamHistory:
 
     async def current_seqs(self, channels: Sequence[Channel]) -> list[int | None]:
         """The last seq published on each channel (None when Redis has no counter for it)."""
-
-        async def read() -> list[bytes | None]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for channel in channels:
-                    pipe.get(self._keys.stream_sequence(channel))
-                return await pipe.execute()
-
-        values = await _retried(read, "cannot read stream sequences")
+        if not channels:
+            return []
+        commands = [("GET", self._keys.stream_sequence(channel)) for channel in channels]
+        values = await _retried(commands, self._pipeline, "cannot read stream sequences")
         return [int(v) if v is not None else None for v in values]
 
     async def after(self, channel: Channel, seq: int, count: int = REPLAY_BATCH) -> list[tuple[int, bytes]]:
         """Up to ``count`` history entries with a seq greater than ``seq``, oldest first."""
-        key = self._keys.stream_history(channel)
-        entries = await _retried(
-            lambda: self._redis.xrange(key, f"({seq}-0", "+", count=count), "cannot read stream history"
-        )
-        return [(int(entry_id.split(b"-", 1)[0]), fields[b"p"]) for entry_id, fields in reply_entries(entries)]
+        command = ("XRANGE", self._keys.stream_history(channel), f"({seq}-0", "+", "COUNT", count)
+        (entries,) = await _retried([command], self._pipeline, "cannot read stream history")
+        return [(int(entry_id.split(b"-", 1)[0]), _field(fields, b"p")) for entry_id, fields in entries]
 
 
-async def _retried(read: Callable[[], Awaitable[T]], what: str) -> T:
-    """``read()``, once more on a connection error: after a Redis restart the pool's first connection is
-    a dead one, and a stream catching up right then should not end for it."""
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """One field of an entry's ``[field, value, …]``."""
+    return fields[fields.index(name) + 1]
+
+
+async def _retried(commands: list[resp.Command], pipeline: resp.Pipeline, what: str) -> list[Any]:
+    """The replies, once more on a connection error: after a Redis restart (or a failover) the first call may
+    meet the old connection, and a stream catching up right then should not end for it. A timeout is not
+    tried again (the caller has waited long enough), nor is an error reply."""
     for attempt in range(2):
         try:
-            return await read()
-        except (aioredis.ConnectionError, OSError) as exc:
+            replies = await call(pipeline, *commands)
+        except TimeoutError:
+            raise Unavailable(f"{what} (Redis did not answer); retry") from None
+        except REDIS_DOWN_ERRORS as exc:
             if attempt:
                 raise Unavailable(f"{what} ({exc}); retry") from None
-        except aioredis.RedisError as exc:
-            raise Unavailable(f"{what} ({exc}); retry") from None
+            continue
+        error = first_error(replies)
+        if error is not None:
+            raise Unavailable(f"{what} ({error}); retry")
+        return replies
     raise AssertionError("unreachable")

@@ -15,16 +15,20 @@ write already on its way when the lease ran out cannot commit.
 It is the :class:`~core.services.exchange_writer.Lease` of the writer: a
 Redis that refuses, drops or times out a command raises
 ``StorageUnavailable("redis")``, never a redis-py error.
+
+The lease and the term counter share the hash tag ``{exchanges}``, so every
+script here and the read of both in :meth:`WriterLock.leader` (one ``MGET``)
+is one command on one slot: each is sent alone through redis-py's client,
+``Redis`` or ``RedisCluster`` alike, and no pipeline is needed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import redis.asyncio as aioredis
-
+from core.adapters.redis_client import REDIS_ERRORS, RedisClient
 from core.domain.errors import StorageUnavailable
 from core.services.exchange_writer import Leader
 
@@ -64,7 +68,7 @@ return 0
 class WriterLock:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         key: str,
         term_key: str,
         owner: str,
@@ -100,15 +104,7 @@ class WriterLock:
 
     async def leader(self) -> Leader:
         """The lease's holder and the newest term, read from Redis."""
-
-        async def read() -> list[Any]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(self._key)
-                pipe.get(self._term_key)
-                found: list[Any] = await pipe.execute()
-            return found
-
-        owner, term = await _redis(read(), "the writer lease's holder not read")
+        owner, term = await _redis(self._redis.mget(self._key, self._term_key), "the writer lease's holder not read")
         return Leader(owner.decode() if isinstance(owner, bytes) else owner, int(term or 0))
 
     async def acquire(self) -> bool:
@@ -147,5 +143,5 @@ class WriterLock:
 async def _redis(call: Awaitable[T], what: str) -> T:
     try:
         return await call
-    except (aioredis.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise StorageUnavailable("redis", f"{what} ({type(exc).__name__}: {exc})") from exc

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal, Protocol
 
 import grpc
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from common.supervise import TaskSupervisor
 from gateways.common.errors import ApiError
@@ -174,7 +174,7 @@ async def _probe_redis(ping: RedisPing | None) -> bool:
     try:
         async with asyncio.timeout(REDIS_PING_TIMEOUT_S):
             await ping()
-    except (TimeoutError, RedisError, OSError) as exc:
+    except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:  # the last: a cluster none answers
         logger.warning("health: Redis ping failed (%s)", type(exc).__name__)
         return False
     except Exception:  # health must report, never raise: any other failure means "down"

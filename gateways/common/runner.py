@@ -6,6 +6,10 @@ SIGINT/SIGTERM. A Redis that does not answer at startup stops it with one line
 (the gateways need Redis for limits and connection counts; a core that is down
 does not stop it: ``/health`` reports that with 503). A listen address that cannot be bound (port in use, unknown
 host) is reported as one line naming the variable, and nothing is left running.
+
+The pre-flight is a ``PING`` with redis-py's plain client, which any node of a Redis Cluster answers too; the
+services then ask whether it is one (:mod:`gateways.common.services`), and a Redis gone between the two is
+reported with the same line.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sanic import Sanic
 
 from common import logs
 from common.settings import warn_unknown
+from gateways.common.services import RedisUnreachable
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, Process, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +73,9 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
             motd=False,
             backlog=LISTEN_BACKLOG,
         )
+    except RedisUnreachable as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         variable = LISTEN_ADDR_VARIABLES[process]

@@ -1,12 +1,16 @@
 """The collaborators of a gateway's handlers, built once when the server starts and closed when it stops.
 
 :class:`GatewayServices` holds what both gateways use: the core client, the API-key cache, the Redis client
-and the supervisor of the gateway's long-lived tasks. Each gateway extends it with its own (the REST
-gateway's limiter and caches, the WebSocket gateway's streaming runtime), so a handler reads one typed
-object, ``app.ctx.services``, whose fields always exist: nothing is optional, nothing is asserted.
+(and the mode it was built for) and the supervisor of the gateway's long-lived tasks. Each gateway extends
+it with its own (the REST gateway's limiter and caches, the WebSocket gateway's streaming runtime), so a
+handler reads one typed object, ``app.ctx.services``, whose fields always exist: nothing is optional,
+nothing is asserted.
 
 Why at server start and not when the app is built: the clients belong to the server's event loop, and a
-gateway whose core is down must still start (``/health`` reports it), so opening them never fails.
+gateway whose core is down must still start (``/health`` reports it), so opening the core client never fails.
+Redis is asked once here whether it is a cluster (:func:`common.redis_clients.open_mode`): the runner has
+just checked that it answers, and a gateway cannot pick its clients without the answer, so a Redis gone in
+between fails the start with :class:`RedisUnreachable` (one line, exit 2, like the runner's own check).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from common.redis_clients import RedisClient, open_mode, redis_py
+from common.redis_mode import RedisMode
 from common.supervise import TaskSupervisor
 from gateways.common.auth import KeyCache
 from gateways.common.core_client import CoreClient
@@ -32,21 +37,29 @@ REDIS_COMMAND_TIMEOUT_S = 2.0
 TASKS_STOP_S = 1.0
 
 
+class RedisUnreachable(Exception):
+    """Redis did not say whether it is a cluster when the gateway started (its message is the line to print)."""
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayServices:
     core: CoreClient
     keys: KeyCache
-    redis: aioredis.Redis
+    redis: RedisClient  # redis-py's client for single commands: Redis or RedisCluster, by redis_mode
+    redis_mode: RedisMode
     tasks: TaskSupervisor  # the gateway's long-lived tasks: restarted, and shown by /health when down
 
     @classmethod
     async def open(cls, settings: GatewaySettings) -> GatewayServices:
-        """Connect (lazily: a core or Redis that is down now is reported by /health, not fatal)."""
-        core = CoreClient.connect(
-            settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
-        )
-        redis = aioredis.Redis.from_url(
+        """Connect (lazily: a core that is down now is reported by /health, not fatal; Redis is asked its mode,
+        :class:`RedisUnreachable` when it does not answer)."""
+        try:
+            mode = await open_mode(settings.redis_url)
+        except (OSError, RedisError, RedisClusterException) as exc:
+            raise RedisUnreachable(f"PERSEUS_REDIS_URL: cannot reach Redis ({type(exc).__name__})") from exc
+        redis = redis_py(
             settings.redis_url,
+            mode,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=REDIS_COMMAND_TIMEOUT_S,
             health_check_interval=30,
@@ -54,10 +67,13 @@ class GatewayServices:
         try:
             async with asyncio.timeout(REDIS_PING_TIMEOUT_S):
                 await redis.ping()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
             logger.warning("Redis is not reachable yet; /health reports it down (%s)", type(exc).__name__)
+        core = CoreClient.connect(
+            settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
+        )
         keys = KeyCache(core.lookup_key, grace_s=settings.key_grace_s)
-        return cls(core=core, keys=keys, redis=redis, tasks=TaskSupervisor())
+        return cls(core=core, keys=keys, redis=redis, redis_mode=mode, tasks=TaskSupervisor())
 
     def shared(self) -> dict[str, Any]:
         """The shared fields by name, for a gateway's subclass built on top of them."""

@@ -40,7 +40,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from common.resp import AutoPipeline
+from common.resp import Pipeline
 
 # A fetch gives the body and whether it may be kept (it saw the window the probe saw).
 Fetch = Callable[[], Awaitable[tuple[bytes, bool]]]
@@ -77,7 +77,7 @@ def window_key(prefix: str, exchange: str, symbol: str, timeframe: str) -> str:
 class CandleCache:
     def __init__(
         self,
-        pipeline: AutoPipeline,
+        pipeline: Pipeline,
         prefix: str,
         counter: Counter,
         *,

@@ -10,7 +10,8 @@ from prometheus_client import Counter
 from sanic import Request, Sanic
 from sanic.config import Config
 
-from common.resp import AutoPipeline
+from common import resp
+from common.redis_clients import pipeline as redis_pipeline
 from gateways.common.app_base import GatewayContext
 from gateways.common.services import GatewayServices
 from gateways.rest.candle_cache import CandleCache
@@ -24,9 +25,13 @@ PIPELINE_NAME = "perseus-rest"
 @dataclass(frozen=True, slots=True)
 class RestServices(GatewayServices):
     """Besides the shared services: the Redis pipeline the limiter and the candle cache share, the limiter,
-    the exchange/symbol directory and the candle cache."""
+    the exchange/symbol directory and the candle cache.
 
-    pipeline: AutoPipeline
+    The pipeline is :class:`~common.resp.AutoPipeline` on one Redis server (the hot path of every limited
+    request, unchanged) and :class:`~common.resp_cluster.ClusterPipeline` on a Redis Cluster, which sends each
+    command of a call (the limiter's script, the candle probe) to the master owning its key."""
+
+    pipeline: resp.Pipeline
     limiter: RateLimiter
     directory: Directory
     candles: CandleCache
@@ -50,7 +55,7 @@ class RestContext(GatewayContext[RestServices]):
 
     async def build_services(self, shared: GatewayServices) -> RestServices:
         prefix = self.settings.redis_prefix
-        pipeline = AutoPipeline.beside(shared.redis, PIPELINE_NAME)
+        pipeline = redis_pipeline(self.settings.redis_url, shared.redis_mode, client_name=PIPELINE_NAME)
         core = shared.core
 
         async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:

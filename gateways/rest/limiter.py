@@ -2,11 +2,14 @@
 
 A request's call carries the script and at most one read the route needs
 anyway (the candle route's window probe), so a limited request still costs a
-single round trip; it goes through the gateway's
-:class:`~common.resp.AutoPipeline`, so the calls of concurrent requests
-share one write and their replies are parsed in C. The counter of a key's
+single round trip; it goes through the gateway's :class:`~common.resp.Pipeline`
+(:class:`~common.resp.AutoPipeline` on one server), so the calls of concurrent
+requests share one write and their replies are parsed in C. The counter of a key's
 current window is ``P ratelimit:{apikey:<id>}:<window>``: one key per call,
-with the key's hash tag, so it works unchanged on Redis Cluster. The script
+with the key's hash tag, so on a Redis Cluster the script goes to the master
+owning it (and the probe sent with it to its own). The script is registered
+with the pipeline, which loads it again wherever Redis lost it (a restart, a
+failover to a replica, ``SCRIPT FLUSH``). The script
 (:data:`~gateways.rest.ratelimit.WINDOW_SCRIPT`) reads, checks and
 increments atomically, so two gateways can never both spend the last units.
 
@@ -23,7 +26,6 @@ instances a client may then get up to N times its limit until Redis is back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +33,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from common.resp import AutoPipeline, ReplyError
+from common.resp import Pipeline, ReplyError
 from gateways.rest.ratelimit import NOT_LIMITED, UNLIMITED, WINDOW_S, WINDOW_SCRIPT, Decision, decide, window_of
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,6 @@ logger = logging.getLogger(__name__)
 REDIS_LIMIT_TIMEOUT_S = 0.25
 MAX_LOCAL_COUNTERS = 100_000
 NOT_READ = object()  # the reply of an ``also`` command that was not sent or failed
-WINDOW_SHA = hashlib.sha1(WINDOW_SCRIPT.encode()).hexdigest()
 
 Command = tuple[Any, ...]
 
@@ -56,13 +57,14 @@ def fallback_counter(registry: CollectorRegistry) -> Counter:
 class RateLimiter:
     def __init__(
         self,
-        pipeline: AutoPipeline,
+        pipeline: Pipeline,
         prefix: str,
         fallbacks: Counter,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._pipeline = pipeline
+        self._window_sha = pipeline.register_script(WINDOW_SCRIPT)
         self._prefix = prefix
         self._clock = clock
         self._local: dict[tuple[int, int], int] = {}
@@ -81,15 +83,14 @@ class RateLimiter:
         if limit == UNLIMITED:
             return NOT_LIMITED, NOT_READ
         window = window_of(self._clock())
-        commands = [("EVALSHA", WINDOW_SHA, 1, self.counter_key(key_id, window), cost, limit, (WINDOW_S + 5) * 1000)]
+        commands = [
+            ("EVALSHA", self._window_sha, 1, self.counter_key(key_id, window), cost, limit, (WINDOW_S + 5) * 1000)
+        ]
         if also is not None:
             commands.append(also)
         try:
             async with asyncio.timeout(REDIS_LIMIT_TIMEOUT_S):
                 replies = await self._pipeline.call(*commands)
-                if _lost_script(replies[0]):  # Redis lost its scripts (a restart, SCRIPT FLUSH): load, once
-                    await self._pipeline.call(("SCRIPT", "LOAD", WINDOW_SCRIPT))
-                    replies = await self._pipeline.call(*commands)
         except (OSError, TimeoutError) as exc:  # ConnectionError included
             return self._spend_locally(key_id, limit, cost, window, exc), NOT_READ
         spent, read = replies[0], replies[1] if also is not None else NOT_READ
@@ -115,7 +116,3 @@ class RateLimiter:
         if decision.allowed:
             self._local[slot] = decision.used
         return decision
-
-
-def _lost_script(reply: Any) -> bool:
-    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")

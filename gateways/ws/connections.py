@@ -24,6 +24,9 @@ key, so the script touches a single key (Redis Cluster safe).
 Slots other gateway instances hold come back at *their* next refresh; until
 then (at most a third of the lease) a key may be admitted up to that many
 more connections than its limit after Redis lost its data.
+
+On a Redis Cluster the scripts and the ``ZREM`` go through redis-py's cluster
+client to the master owning the key (``common.redis_clients.redis_py``).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ import logging
 import secrets
 from collections import defaultdict
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+
+from common.redis_clients import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ LOST = -1  # the acquire script's answer when the key's set is gone although thi
 class ConnectionCounter:
     """Acquire, refresh and release this instance's connection slots, and reconcile them after an outage."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, lease_s: float = DEFAULT_LEASE_S) -> None:
         self._redis = redis
         self._prefix = prefix
         self._lease_ms = max(1, int(lease_s * 1000))
@@ -157,7 +161,7 @@ class ConnectionCounter:
         self._unreleased[key].add(connection_id)
         try:
             await self._redis.zrem(key, connection_id)
-        except (RedisError, OSError) as exc:  # removed at the next refresh (and it expires within a lease anyway)
+        except (RedisError, RedisClusterException, OSError) as exc:  # removed at the next refresh (it expires anyway)
             self._attention.set()
             logger.warning("could not release a connection slot (%s); retried at the next refresh", type(exc).__name__)
         except BaseException:

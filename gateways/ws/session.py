@@ -27,14 +27,14 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sanic import Request
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from common import runtime as gc_policy
+from common.redis_clients import RedisClient, redis_py
 from common.supervise import TaskSupervisor
 from gateways.common.auth import KeyCache
 from gateways.common.errors import ApiError, Unauthorized
@@ -75,7 +75,7 @@ class WsRuntime:
         tasks: TaskSupervisor,
         upstream: Upstream,
         counter: ConnectionCounter,
-        redis: aioredis.Redis,
+        redis: RedisClient,
     ) -> None:
         self.settings = settings
         self.rule = SlowClientRule(grace_s=settings.slow_client_s)
@@ -94,14 +94,19 @@ class WsRuntime:
     @classmethod
     def build(cls, settings: WsSettings, services: GatewayServices, *, redis_url: str, redis_prefix: str) -> WsRuntime:
         """Wire the streaming runtime once: the outbox, the hub sending into it, the core stream on both, and
-        the connection counter on a Redis pool of its own, which waits for a free connection (thousands of
-        clients may connect at once)."""
+        the connection counter on a Redis client of its own, whose calls wait for a free connection (thousands
+        of clients may connect at once): a blocking pool of :data:`REDIS_CONNECTIONS` on one server, a
+        ``RedisCluster`` that queues its callers past that many on a cluster (``redis_py(blocking=True)``)."""
         outbox = Outbox()
         upstream = Upstream(services.core.streams, Hub(outbox.put), outbox)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S, socket_timeout=REDIS_WAIT_S
+        redis = redis_py(
+            redis_url,
+            services.redis_mode,
+            socket_timeout=REDIS_WAIT_S,
+            socket_connect_timeout=REDIS_WAIT_S,
+            max_connections=REDIS_CONNECTIONS,
+            blocking=True,
         )
-        redis = aioredis.Redis(connection_pool=pool)
         counter = ConnectionCounter(redis, prefix=redis_prefix, lease_s=settings.lease_s)
         return cls(settings, keys=services.keys, tasks=services.tasks, upstream=upstream, counter=counter, redis=redis)
 
@@ -145,7 +150,7 @@ class WsRuntime:
             await self.counter.wait_for_refresh()
             try:
                 await self.counter.refresh()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 logger.warning("could not refresh connection slots (%s)", type(exc).__name__)
 
     async def _recheck_keys(self) -> None:
@@ -197,7 +202,7 @@ class WsRuntime:
         limit = api_key.max_connections or UNLIMITED_CONNECTIONS  # 0: the tier has no limit
         try:
             slot = await self.counter.acquire(api_key.id, limit)
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
             await _close(ws, CloseCode.TRY_AGAIN_LATER, "connections cannot be counted now; try again later")
             return
         if slot is None:

@@ -23,7 +23,7 @@ from perseus.marketdata.v1 import (
     market_data_service_pb2 as md_pb2,
     market_data_service_pb2_grpc as md_grpc,
 )
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,13 @@ def candle(i: int) -> Candle:
 async def queries(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[CandleQueries]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await migrate(pool)
-    client = redis_client(redis_url)
+    client, bus = redis_client(redis_url), pipeline(redis_url)
     keys = RedisKeys(redis_prefix + "candles:")
-    store = CandleStore(pool, client, keys, window_size=WINDOW)
+    store = CandleStore(pool, bus, keys, window_size=WINDOW)
     candles = [candle(i) for i in range(COUNT)]
     await store.insert(EXCHANGE_IDS["coinbase"], candles)
     await store.add_to_windows(EXCHANGE_IDS["coinbase"], candles)
+    await bus.aclose()
     yield CandleQueries(CandleRowsReader(pool, client, keys, EXCHANGE_IDS), EXCHANGE_IDS)
     await client.aclose()
     await pool.close()
@@ -111,7 +112,7 @@ async def test_get_candles_over_grpc(
     channel: grpc.Channel, database_url: str, redis_url: str, redis_prefix: str, migrated_env: dict[str, str]
 ) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    client = redis_client(redis_url)
+    client = pipeline(redis_url)
     try:
         store = CandleStore(pool, client, RedisKeys(redis_prefix), window_size=WINDOW)  # the core's prefix
         candles = [replace(candle(i), symbol="GC-USD") for i in range(COUNT)]

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from common import resp
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.migrations import migrate
@@ -23,7 +24,7 @@ from core.domain.prices import Tick
 from core.domain.timeframes import Timeframe
 from core.services.exchange_pipeline import ExchangePipeline, LeaseLost
 from perseus.marketdata.v1 import candles_pb2, stream_service_pb2
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline as redis_pipeline, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ MIN = 60_000
 T0 = 1_800_000_000_000 - 1_800_000_000_000 % (24 * 3600 * 1000)  # a UTC day boundary in 2027
 
 
-Stores = tuple[asyncpg.Pool, aioredis.Redis, RedisKeys]
+Stores = tuple[asyncpg.Pool, aioredis.Redis, RedisKeys, resp.Pipeline]
 
 
 class Clock:
@@ -46,14 +47,15 @@ class Clock:
 async def stores(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[Stores]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await migrate(pool)
-    client = redis_client(redis_url)
-    yield pool, client, RedisKeys(redis_prefix + "pipeline:")
+    client, bus = redis_client(redis_url), redis_pipeline(redis_url)
+    yield pool, client, RedisKeys(redis_prefix + "pipeline:"), bus
+    await bus.aclose()
     await client.aclose()
     await pool.close()
 
 
 def pipeline(stores: Stores, exchange: str, clock: Clock, **kw: object) -> ExchangePipeline:
-    pool, client, keys = stores
+    pool, _, keys, bus = stores
     after: list[Tick] = []
 
     async def after_ticks(ticks: list[Tick]) -> None:
@@ -64,8 +66,8 @@ def pipeline(stores: Stores, exchange: str, clock: Clock, **kw: object) -> Excha
         {"sim": 1, "coinbase": 2, "binance": 3, "kraken": 4}[exchange],
         ticks=TickStore(pool),
         after_ticks=after_ticks,  # type: ignore[arg-type]
-        candles=CandleStore(pool, client, keys),
-        publisher=EventPublisher(client, keys),
+        candles=CandleStore(pool, bus, keys),
+        publisher=EventPublisher(bus, keys),
         clock_ms=clock,
         may_write=kw.pop("may_write", lambda: True),  # type: ignore[arg-type]
         build_from_trades=bool(kw.pop("build_from_trades", True)),
@@ -79,7 +81,7 @@ def trade(symbol: str, price: str, size: str, ts: int, exchange: str = "sim") ->
 
 
 async def test_trades_become_stored_ticks_and_candles_that_close_on_the_clock(stores: Stores) -> None:
-    pool, client, keys = stores
+    pool, client, keys, _ = stores
     clock = Clock()
     p = pipeline(stores, "sim", clock)
     await p.on_events([trade("PIPE-USD", "10", "1", T0 + 1_000), trade("PIPE-USD", "12", "2", T0 + 20_000)])
@@ -107,7 +109,7 @@ async def test_trades_become_stored_ticks_and_candles_that_close_on_the_clock(st
 
 
 async def test_a_replayed_trade_is_not_counted_twice(stores: Stores) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     clock = Clock()
     p = pipeline(stores, "sim", clock)
     first = [trade("DUP-USD", "5", "1", T0 + 1_000), trade("DUP-USD", "6", "1", T0 + 2_000)]
@@ -120,7 +122,7 @@ async def test_a_replayed_trade_is_not_counted_twice(stores: Stores) -> None:
 
 
 async def test_a_restarted_pipeline_resumes_after_stored_candles(stores: Stores) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     clock = Clock()
     p = pipeline(stores, "coinbase", clock)
     await p.on_events([trade("RES-USD", "100", "1", T0 + 1_000, "coinbase")])
@@ -141,7 +143,7 @@ async def test_a_restarted_pipeline_resumes_after_stored_candles(stores: Stores)
 
 
 async def test_venue_minute_candles_are_the_source_when_configured(stores: Stores) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     clock = Clock()
     p = pipeline(stores, "binance", clock, build_from_trades=False)
     kline = ExchangeCandle("binance", "KL-USDT", T0, D("1.5"), D("2"), D("1"), D("1.75"), D("10"), closed=True)
@@ -155,7 +157,7 @@ async def test_venue_minute_candles_are_the_source_when_configured(stores: Store
 
 
 async def test_without_the_lease_nothing_is_written(stores: Stores) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     p = pipeline(stores, "sim", Clock(), may_write=lambda: False)
     with pytest.raises(LeaseLost):
         await p.on_events([trade("NOLEASE-USD", "1", "1", T0 + 1_000)])
@@ -229,7 +231,7 @@ async def feed(p: ExchangePipeline, clock: Clock, trades: list[Trade], per_batch
 async def test_a_new_writer_rebuilds_the_candles_in_progress_from_the_stored_ticks(
     stores: Stores, died: int, stalled_s: int
 ) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     symbol = f"TK{stalled_s}-USD"
     clock = Clock()
     leader = pipeline(stores, "sim", clock)
@@ -248,7 +250,7 @@ async def test_a_new_writer_rebuilds_the_candles_in_progress_from_the_stored_tic
 
 
 async def test_a_new_writer_rebuilds_higher_timeframes_from_the_venues_stored_minutes(stores: Stores) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     clock = Clock()
 
     def kline(minute: int) -> ExchangeCandle:
@@ -279,7 +281,7 @@ async def test_a_new_writer_rebuilds_higher_timeframes_from_the_venues_stored_mi
 
 
 async def test_the_clock_closes_no_candle_whose_trades_are_being_stored(stores: Stores) -> None:
-    pool, _, _ = stores
+    pool, *_ = stores
     clock = Clock()
     p = pipeline(stores, "sim", clock)
     await p.start(["SLOW-USD"])
@@ -316,7 +318,7 @@ async def test_takeovers_within_one_minute_and_one_in_its_close_grace_leave_no_s
     on), a term that starts and loses the lease at once, and the last takeover comes after M ended but
     within its close grace, with M's 1m candle not stored. M's candle must hold every stored tick of M
     (it came out synthetic, flat at the previous close, when the new writer took M for closed and empty)."""
-    pool, _, _ = stores
+    pool, *_ = stores
     symbol, clock = f"SIX{late_ms}-USD", Clock()
     m = END - 3 * MIN  # the minute M
     leases = {"term": 0}

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-import redis.asyncio as aioredis
 from grpc import aio
 
+from common import resp
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
@@ -31,7 +31,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2_grpc as stream_grpc,
 )
 from tests.support.processes import Process
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +48,15 @@ def candle(symbol: str, open_time: int, close: str) -> Candle:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = redis_client(redis_url)
+async def redis(redis_url: str) -> AsyncIterator[resp.Pipeline]:
+    """The raw pipeline the core's candle store, publisher and stream history take."""
+    client = pipeline(redis_url)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def hot(redis_url: str, redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[HotCandles]:
+async def hot(redis_url: str, redis: resp.Pipeline, redis_prefix: str) -> AsyncIterator[HotCandles]:
     hub = StreamHub(redis_url)
     await hub.start()
     cache = HotCandles(hub, StreamHistory(redis, RedisKeys(redis_prefix)).channel_name)
@@ -65,7 +66,7 @@ async def hot(redis_url: str, redis: aioredis.Redis, redis_prefix: str) -> Async
     await hub.aclose()
 
 
-async def close_candle(redis: aioredis.Redis, prefix: str, c: Candle) -> None:
+async def close_candle(redis: resp.Pipeline, prefix: str, c: Candle) -> None:
     """What the writer does on a close: the window first, then the candle_close event."""
     keys = RedisKeys(prefix)
     await CandleStore(None, redis, keys).add_to_windows(1, [c])  # type: ignore[arg-type]
@@ -82,7 +83,7 @@ async def until(check) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_an_answer_is_reused_until_its_series_closes_a_candle(
-    hot: HotCandles, redis: aioredis.Redis, redis_prefix: str
+    hot: HotCandles, redis: resp.Pipeline, redis_prefix: str
 ) -> None:
     symbol = f"HC{secrets.token_hex(3).upper()}-USD"
     reads: list[int] = []
@@ -103,7 +104,7 @@ async def test_an_answer_is_reused_until_its_series_closes_a_candle(
     assert await hot.answer(query(symbol), read) == b"answer 3"  # the other series' reads changed nothing
 
 
-async def test_a_close_during_the_read_is_never_kept(hot: HotCandles, redis: aioredis.Redis, redis_prefix: str) -> None:
+async def test_a_close_during_the_read_is_never_kept(hot: HotCandles, redis: resp.Pipeline, redis_prefix: str) -> None:
     symbol = f"HC{secrets.token_hex(3).upper()}-USD"
     closes = 0
 
@@ -137,7 +138,7 @@ async def test_unbounded_reads_are_not_kept(hot: HotCandles) -> None:
 
 
 async def test_get_candles_right_after_a_close_has_the_new_candle(
-    core: Process, redis: aioredis.Redis, redis_prefix: str
+    core: Process, redis: resp.Pipeline, redis_prefix: str
 ) -> None:
     symbol = f"HC{secrets.token_hex(3).upper()}-USD"
     start = (int(time.time() * 1000) // MINUTE - 10) * MINUTE

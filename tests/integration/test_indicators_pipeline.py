@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from grpc import aio
 
+from common import resp
 from core.adapters.alert_store import AlertStore
 from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
@@ -43,7 +44,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2,
 )
 from tests.support.processes import free_port, running_core
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +65,13 @@ class Clock:
 class Stack:
     """One test's stores and services; ``service()`` builds a fresh IndicatorService (a restart)."""
 
-    def __init__(self, pool: asyncpg.Pool, client: aioredis.Redis, keys: RedisKeys, ids: dict[str, int]) -> None:
-        self.pool, self.redis, self.keys, self.ids = pool, client, keys, ids
+    def __init__(
+        self, pool: asyncpg.Pool, client: aioredis.Redis, bus: resp.Pipeline, keys: RedisKeys, ids: dict[str, int]
+    ) -> None:
+        self.pool, self.redis, self.bus, self.keys, self.ids = pool, client, bus, keys, ids
         self.clock = Clock()
-        self.publisher = EventPublisher(client, keys, clock_ms=self.clock)
-        self.states = IndicatorStore(client, keys)
+        self.publisher = EventPublisher(bus, keys, clock_ms=self.clock)
+        self.states = IndicatorStore(bus, keys)
         self.alerts = AlertStore(pool)
 
     def service(self, publisher: EventPublisher | None = None) -> IndicatorService:
@@ -89,7 +92,7 @@ class Stack:
             self.ids["sim"],
             ticks=TickStore(self.pool),
             after_ticks=after_ticks,  # type: ignore[arg-type]
-            candles=CandleStore(self.pool, self.redis, self.keys),
+            candles=CandleStore(self.pool, self.bus, self.keys),
             publisher=self.publisher,
             clock_ms=self.clock,
             may_write=lambda: True,
@@ -99,22 +102,25 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-async def connections(database_url: str, redis_url: str) -> AsyncIterator[tuple[asyncpg.Pool, aioredis.Redis]]:
+async def connections(
+    database_url: str, redis_url: str
+) -> AsyncIterator[tuple[asyncpg.Pool, aioredis.Redis, resp.Pipeline]]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     await migrate(pool)
-    client = redis_client(redis_url)
-    yield pool, client
+    client, bus = redis_client(redis_url), pipeline(redis_url)
+    yield pool, client, bus
+    await bus.aclose()
     await client.aclose()
     await pool.close()
 
 
 @pytest.fixture(scope="module")
-async def stack(connections: tuple[asyncpg.Pool, aioredis.Redis], redis_prefix: str) -> AsyncIterator[Stack]:
-    pool, client = connections
+async def stack(
+    connections: tuple[asyncpg.Pool, aioredis.Redis, resp.Pipeline], redis_prefix: str
+) -> AsyncIterator[Stack]:
+    pool, client, bus = connections
     ids = {row["name"]: row["id"] for row in await pool.fetch("SELECT id, name FROM exchanges")}
-    s = Stack(pool, client, RedisKeys(redis_prefix), ids)  # the core's prefix: it serves what is written here
-    yield s
-    await s.states.aclose()
+    yield Stack(pool, client, bus, RedisKeys(redis_prefix), ids)  # the core's prefix: it serves what is written here
 
 
 def price(minute: int) -> D:
@@ -258,7 +264,7 @@ async def test_a_failing_store_never_breaks_candle_persistence(stack: Stack) -> 
             raise ConnectionError("redis gone")
 
     service = s.service()
-    service._states = Broken(s.redis, s.keys)  # type: ignore[assignment]
+    service._states = Broken(s.bus, s.keys)  # type: ignore[assignment]
     pipeline = s.pipeline(service)
     s.clock.now = T0
     await pipeline.on_events([Trade("sim", "BROKEN-USD", D("5"), D("1"), T0 + 1_000, trade_id="x")])
@@ -275,7 +281,8 @@ async def test_alerts_stored_while_redis_is_away_are_published_by_a_later_wave(s
         for m in range(80)
         for p in [price(m)]
     ]
-    unreachable = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)  # Redis away for the publisher
+    # Redis away for the publisher
+    unreachable = resp.AutoPipeline({"host": "127.0.0.1", "port": free_port()}, tls=False, client_name="away")
     try:
         away = s.service(EventPublisher(unreachable, s.keys))
         stored = await away.process(candles[:60])
@@ -321,7 +328,7 @@ def known_alert(i: int, exchange_id: int) -> NewAlert:
 async def test_indicator_signal_and_alerts_through_the_core(stack: Stack, migrated_env: dict[str, str]) -> None:
     s = stack
     sim = s.ids["sim"]
-    await CandleStore(s.pool, s.redis, s.keys).register_symbols(sim, [GRPC_SYMBOL])
+    await CandleStore(s.pool, s.bus, s.keys).register_symbols(sim, [GRPC_SYMBOL])
     candles = [
         Candle("sim", GRPC_SYMBOL, Timeframe.M1, T0 + m * MIN, p, p + 1, p - 1, p, D(1))
         for m in range(60)

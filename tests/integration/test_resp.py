@@ -1,8 +1,8 @@
-"""The raw RESP pipelines on real Redis.
+"""The raw RESP auto-pipeline on one real Redis server.
 
-The bulk pipeline: replies in order, errors, the database of the URL, a dropped connection.
-The auto-pipeline: concurrent callers each get their own replies, also when some give up; a killed
-connection, a restarted and a frozen Redis are survived.
+A thousand commands of one call (an indicator wave) come back in order, on the database of the URL;
+concurrent callers each get their own replies, also when some give up; a killed connection, a restarted
+and a frozen Redis are survived.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from common.resp import AutoPipeline, BulkPipeline, ReplyError
-from core.adapters.redis_client import redis_client
+from common.resp import AutoPipeline, ReplyError
 from perseus_cli.devstack.valkey import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -26,61 +24,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = redis_client(redis_url)
+    redis = aioredis.Redis.from_url(redis_url)
     yield redis
     await redis.aclose()
-
-
-async def test_replies_come_back_in_order_for_a_thousand_commands(client: aioredis.Redis, redis_prefix: str) -> None:
-    bulk = BulkPipeline.beside(client, "perseus-test-bulk")
-    try:
-        names = [f"{redis_prefix}bulk:{{s{i}}}" for i in range(1000)]
-        await bulk.execute(
-            [("MSET", f"{n}:a", f"{i}-a".encode(), f"{n}:b", b"\x00" * 200) for i, n in enumerate(names)]
-        )
-        replies = await bulk.execute([("MGET", f"{n}:a", f"{n}:b", f"{n}:missing") for n in names])
-    finally:
-        await bulk.aclose()
-    assert replies == [[f"{i}-a".encode(), b"\x00" * 200, None] for i in range(1000)]
-    assert await client.get(f"{names[7]}:a") == b"7-a"  # the same server and database as the client
-
-
-async def test_an_error_reply_raises_and_the_pipeline_still_works(client: aioredis.Redis, redis_prefix: str) -> None:
-    bulk = BulkPipeline.beside(client, "perseus-test-bulk")
-    try:
-        await client.set(f"{redis_prefix}text", "x")
-        with pytest.raises(ResponseError):
-            await bulk.execute([("GET", f"{redis_prefix}text"), ("INCR", f"{redis_prefix}text")])
-        assert await bulk.execute([("GET", f"{redis_prefix}text")]) == [b"x"]
-    finally:
-        await bulk.aclose()
-
-
-async def test_a_killed_connection_is_reopened_for_the_next_pipeline(client: aioredis.Redis, redis_prefix: str) -> None:
-    name = f"perseus-test-bulk-{secrets.token_hex(4)}"
-    bulk = BulkPipeline.beside(client, name)
-    try:
-        assert await bulk.execute([("PING",)]) == [b"PONG"]
-        ids = [c["id"] for c in await client.client_list() if c["name"] == name]
-        assert len(ids) == 1 and await client.client_kill_filter(_id=ids[0]) == 1
-        await asyncio.sleep(0.05)
-        with pytest.raises((ConnectionError, OSError)):
-            await bulk.execute([("PING",)])
-        assert await bulk.execute([("PING",)]) == [b"PONG"]
-    finally:
-        await bulk.aclose()
-
-
-async def test_the_database_of_the_url_is_selected(redis_url: str, redis_prefix: str) -> None:
-    other = redis_client(redis_url.rsplit("/", 1)[0] + "/3")
-    bulk = BulkPipeline.beside(other, "perseus-test-bulk-db")
-    try:
-        await bulk.execute([("SET", f"{redis_prefix}db3", b"here")])
-        assert await other.get(f"{redis_prefix}db3") == b"here"
-        await other.delete(f"{redis_prefix}db3")
-    finally:
-        await bulk.aclose()
-        await other.aclose()
 
 
 @pytest.fixture
@@ -88,6 +34,31 @@ async def auto(client: aioredis.Redis) -> AsyncIterator[AutoPipeline]:
     pipeline = AutoPipeline.beside(client, f"perseus-test-auto-{secrets.token_hex(4)}")
     yield pipeline
     await pipeline.aclose()
+
+
+async def test_replies_come_back_in_order_for_a_thousand_commands(
+    auto: AutoPipeline, client: aioredis.Redis, redis_prefix: str
+) -> None:
+    names = [f"{redis_prefix}bulk:{{s{i}}}" for i in range(1000)]
+    written = await auto.call(
+        *[("MSET", f"{n}:a", f"{i}-a".encode(), f"{n}:b", b"\x00" * 200) for i, n in enumerate(names)]
+    )
+    replies = await auto.call(*[("MGET", f"{n}:a", f"{n}:b", f"{n}:missing") for n in names])
+    assert written == [b"OK"] * 1000
+    assert replies == [[f"{i}-a".encode(), b"\x00" * 200, None] for i in range(1000)]
+    assert await client.get(f"{names[7]}:a") == b"7-a"  # the same server and database as the client
+
+
+async def test_the_database_of_the_url_is_selected(redis_url: str, redis_prefix: str) -> None:
+    other = aioredis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    auto = AutoPipeline.beside(other, "perseus-test-auto-db")
+    try:
+        await auto.call(("SET", f"{redis_prefix}db3", b"here"))
+        assert await other.get(f"{redis_prefix}db3") == b"here"
+        await other.delete(f"{redis_prefix}db3")
+    finally:
+        await auto.aclose()
+        await other.aclose()
 
 
 async def test_concurrent_calls_each_get_their_own_replies(auto: AutoPipeline, redis_prefix: str) -> None:
@@ -134,7 +105,7 @@ async def test_a_killed_connection_is_replaced_by_the_next_call(auto: AutoPipeli
 
 
 async def test_calls_go_on_after_a_redis_restart(embedded_redis: EmbeddedRedis) -> None:
-    server = redis_client(embedded_redis.url)
+    server = aioredis.Redis.from_url(embedded_redis.url)
     auto = AutoPipeline.beside(server, "perseus-test-auto-restart")
     try:
         assert await auto.call(("SET", "k", "before")) == [b"OK"]
@@ -151,7 +122,7 @@ async def test_calls_go_on_after_a_redis_restart(embedded_redis: EmbeddedRedis) 
 async def test_a_frozen_redis_fails_the_waiting_calls_and_a_thawed_one_answers_again(
     embedded_redis: EmbeddedRedis,
 ) -> None:
-    server = redis_client(embedded_redis.url)
+    server = aioredis.Redis.from_url(embedded_redis.url)
     auto = AutoPipeline(server.connection_pool.connection_kwargs, tls=False, client_name="t", stall_s=0.3)
     assert embedded_redis.pid is not None
     try:

@@ -17,7 +17,7 @@ from core.codec.events import candle_channel, candle_event
 from core.domain.candles import Candle
 from core.domain.timeframes import Timeframe
 from tests.support.market_seed import Seed
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline
 from tests.support.rest_stack import RestStack, seeded_rest_stack
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestSta
 
 async def add_to_window(stack: RestStack, index: int, close: str) -> None:
     """As the exchange pipeline does when a candle closes: into the window, then ``candle_close`` published."""
-    client = redis_client(stack.env["PERSEUS_REDIS_URL"])
+    client = pipeline(stack.env["PERSEUS_REDIS_URL"])
     try:
         keys = RedisKeys(stack.env["PERSEUS_REDIS_PREFIX"])
         store = CandleStore(None, client, keys)  # type: ignore[arg-type]

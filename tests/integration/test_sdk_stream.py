@@ -24,7 +24,7 @@ from core.adapters.redis_keys import RedisKeys
 from perseus_sdk import LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused
 from tests.support import ws as support
 from tests.support.processes import Process, free_port, running_gateway
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline
 from tests.support.ws import fresh_symbol, prices_channel, publish_prices, small_buffer_socket
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,7 @@ async def test_history_that_no_longer_reaches_back_is_one_seq_gap(
     addr = f"127.0.0.1:{free_port()}"
     symbol = fresh_symbol()
     name, channel = f"prices:{symbol}", prices_channel(symbol)
-    client = redis_client(redis_url)
+    client = pipeline(redis_url)
     short_history = EventPublisher(client, RedisKeys(redis_prefix), history_maxlen=3)
     stream = LiveStream(f"ws://{addr}", key, max_backoff_s=0.5)
     try:

@@ -30,7 +30,7 @@ from perseus.marketdata.v1 import (
 from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.integration.test_streams import fresh_channel, name_of, payload, unbatched
 from tests.support.processes import running_core
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -77,8 +77,8 @@ async def test_resume_across_a_core_restart_gives_exactly_the_missed_events(
 ) -> None:
     channel = fresh_channel()
     name = name_of(channel)
-    redis = redis_client(redis_url)
-    publisher = EventPublisher(redis, RedisKeys(redis_prefix))
+    bus = pipeline(redis_url)
+    publisher = EventPublisher(bus, RedisKeys(redis_prefix))
     try:
         with running_core(migrated_env) as first:
             async with aio.insecure_channel(first.addr) as grpc_channel:
@@ -105,7 +105,7 @@ async def test_resume_across_a_core_restart_gives_exactly_the_missed_events(
         assert [e.price_update.price for e in received] == [str(p) for p in range(100, 108)]
         assert [e.seq for e in received] == list(range(seen[0].seq, seen[0].seq + 8))
     finally:
-        await redis.aclose()
+        await bus.aclose()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from grpc import aio
 
+from common import resp
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_history import StreamHistory
@@ -25,7 +26,7 @@ from core.rpc.stream_servicer import stream_status
 from core.services.streams import Delivery, Item, Streams, Subscribed
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc
 from tests.support.processes import Process, free_port, running_core
-from tests.support.redis_target import kill_connections_named, on_owner, redis_client
+from tests.support.redis_target import kill_connections_named, on_owner, pipeline, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +53,16 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-def publisher(redis: aioredis.Redis, redis_prefix: str) -> EventPublisher:
-    return EventPublisher(redis, RedisKeys(redis_prefix))
+async def bus(redis_url: str) -> AsyncIterator[resp.Pipeline]:
+    """The raw pipeline the core's publisher and stream history take."""
+    bus = pipeline(redis_url)
+    yield bus
+    await bus.aclose()
+
+
+@pytest.fixture
+def publisher(bus: resp.Pipeline, redis_prefix: str) -> EventPublisher:
+    return EventPublisher(bus, RedisKeys(redis_prefix))
 
 
 @pytest.fixture
@@ -200,11 +209,11 @@ async def test_resume_from_the_future_is_invalid(
 
 
 async def test_a_trimmed_history_is_reported_as_a_resume_gap(
-    stub: stream_grpc.StreamServiceStub, redis: aioredis.Redis, redis_prefix: str
+    stub: stream_grpc.StreamServiceStub, redis: aioredis.Redis, bus: resp.Pipeline, redis_prefix: str
 ) -> None:
     channel = fresh_channel()
     keys = RedisKeys(redis_prefix)
-    publisher = EventPublisher(redis, keys, history_maxlen=5)
+    publisher = EventPublisher(bus, keys, history_maxlen=5)
     last = await publish_one_by_one(publisher, channel, range(300))  # one XADD each: "MAXLEN ~" trims
     first_seq = last - 299
     oldest = int((await redis.xrange(keys.stream_history(channel), count=1))[0][0].split(b"-")[0])
@@ -386,7 +395,7 @@ async def test_after_a_redis_disconnect_the_stream_catches_up_from_history(
     redis_url: str, redis: aioredis.Redis, redis_prefix: str, publisher: EventPublisher
 ) -> None:
     client_name = f"hub-test-{secrets.token_hex(4)}"
-    history_redis = redis_client(redis_url)
+    history_redis = pipeline(redis_url, client_name=f"history-test-{secrets.token_hex(4)}")
     hub = StreamHub(redis_url, client_name=client_name)
     await hub.start()
     history = StreamHistory(history_redis, RedisKeys(redis_prefix))

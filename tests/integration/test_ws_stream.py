@@ -23,7 +23,7 @@ from core.adapters.redis_keys import RedisKeys
 from gateways.common.auth import CACHE_TTL_S
 from tests.support import ws as support
 from tests.support.processes import Process, free_port, run_cli, running_core, running_gateway
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline
 from tests.support.ws import (
     events,
     fresh_symbol,
@@ -339,7 +339,7 @@ async def test_resume_replays_exactly_what_was_missed(gateway: Process, key: str
 async def test_resume_beyond_the_history_says_so(gateway: Process, key: str, redis_url: str, redis_prefix: str) -> None:
     symbol = fresh_symbol()
     name = f"prices:{symbol}"
-    client = redis_client(redis_url)
+    client = pipeline(redis_url)
     short_history = EventPublisher(client, RedisKeys(redis_prefix), history_maxlen=3)
     try:
         first = await publish_prices(short_history, prices_channel(symbol), range(1, 2))

@@ -22,7 +22,7 @@ from core.adapters.redis_keys import RedisKeys
 from core.domain.channels import Channel, ChannelFamily
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb
 from tests.support.processes import run_cli
-from tests.support.redis_target import redis_client
+from tests.support.redis_target import pipeline
 
 RECV_TIMEOUT_S = 10.0
 
@@ -42,7 +42,7 @@ def key(migrated_env: dict[str, str]) -> str:
 @pytest.fixture
 async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[EventPublisher]:
     """The core's own event publisher, on this session's Redis prefix."""
-    client = redis_client(redis_url)
+    client = pipeline(redis_url)
     yield EventPublisher(client, RedisKeys(redis_prefix))
     await client.aclose()
 

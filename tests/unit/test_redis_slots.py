@@ -84,8 +84,11 @@ def test_writer_lease_and_every_heartbeat_share_one_slot(prefix: str) -> None:
     assert one_slot(control)
 
 
+UNUSED_PIPELINE = AutoPipeline({"host": "127.0.0.1", "port": 1}, tls=False, client_name="unused")  # never connects
+
+
 async def test_indicator_state_mget_and_mset_groups_are_each_one_slot() -> None:
-    store = IndicatorStore(aioredis.Redis(), RedisKeys())  # never connects: only its grouping is used
+    store = IndicatorStore(UNUSED_PIPELINE, RedisKeys())  # never connects: only its grouping is used
     series = [(e, s, tf) for e, s, tf in itertools.product(EXCHANGES, ("BTC-USD", "ETH-USDT"), Timeframe)]
     groups = store._by_pair(series)
     assert len(groups) == len(EXCHANGES) * 2
@@ -106,7 +109,7 @@ def test_the_gateway_probes_the_window_the_core_writes(exchange: str, symbol: st
 def test_gateway_single_key_scripts_have_a_tagged_key_per_api_key() -> None:
     """The rate limiter's window script and the WS connection scripts take one key; its tag is the key id,
     so one API key's counters stay on one shard however many gateways count it."""
-    limiter = RateLimiter(AutoPipeline.beside(aioredis.Redis(), "test"), "perseus:", fallbacks=None)  # type: ignore[arg-type]
+    limiter = RateLimiter(UNUSED_PIPELINE, "perseus:", fallbacks=None)  # type: ignore[arg-type]
     assert hash_tag(limiter.counter_key(42, 1)) == hash_tag(limiter.counter_key(42, 2)) == "apikey:42"
     counter = ConnectionCounter(aioredis.Redis(), prefix="perseus:")
     assert hash_tag(counter.key_of(42)) == "42"
