@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from grpc import aio
 from redis.asyncio.connection import parse_url
 
+from common import redis_clients
 from common.resp_cluster import Node, SlotMap, slot_of
+from core.adapters.events import Event, EventPublisher
+from core.adapters.redis_keys import RedisKeys
 from core.adapters.stream_hub import StreamHub, Subscriber
+from core.domain.channels import Channel, ChannelFamily
 from core.services.ports import RESYNC
+from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc
 from perseus_cli.devstack.redis_cluster import ClusterNode, LocalRedisCluster
+from tests.support.processes import running_core
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +69,19 @@ async def spublish(url: str, name: str, seq: int, payload: bytes = b"x") -> int:
         return int(await client.execute_command("SPUBLISH", name, f"{seq}:".encode() + payload))
     finally:
         await client.aclose()
+
+
+def payload(channel: Channel, name: str, price: int) -> bytes:
+    feed = prices_pb2.PriceFeed(symbol=channel.symbol, price=str(price), source=channel.exchange)
+    return pb.StreamEvent(channel=name, price_update=feed).SerializeToString()
+
+
+async def until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.05)
 
 
 async def next_item(subscriber: Subscriber) -> tuple[str, int, bytes]:
@@ -202,12 +223,13 @@ async def test_a_migrated_slot_is_subscribed_again_at_its_new_master(private_clu
 async def test_after_a_master_dies_its_channels_are_subscribed_at_the_promoted_replica(
     private_cluster: LocalRedisCluster,
 ) -> None:
-    url = next(node.url for node in private_cluster.nodes[1:] if node.alive)  # not the node about to die
-    slots = await owners(url)
+    slots = await owners(next(node.url for node in private_cluster.nodes if node.alive))
     names = spread(slots, per_master=2)
     victim = slots.owner_of(names[0])
     doomed = [name for name in names if slots.owner_of(name) == victim]
-    hub = StreamHub(url, mode="cluster", client_name="hub-test-failover")
+    url = next(node.url for node in private_cluster.nodes if node.alive and node.port != victim.port)
+    # the hub is given the URL of the node about to die: it knows the others from the slot table
+    hub = StreamHub(f"redis://{victim}", mode="cluster", client_name="hub-test-failover")
     await hub.start()
     try:
         subscriber = hub.subscriber()
@@ -230,3 +252,97 @@ async def test_after_a_master_dies_its_channels_are_subscribed_at_the_promoted_r
         assert hub.connection_count == 3
     finally:
         await hub.aclose()
+
+
+# End to end: a real core on a cluster, a Subscribe stream, a master killed under the publisher
+
+
+async def test_a_core_stream_sees_every_event_or_a_gap_across_a_master_kill(migrated_env: dict[str, str]) -> None:
+    prefix = migrated_env["PERSEUS_REDIS_PREFIX"]
+    keys = RedisKeys(prefix)
+    with LocalRedisCluster() as cluster:
+        url = cluster.nodes[-1].url  # a replica's: the node named in the URL survives
+        slots = await owners(url)
+        victim = slots.masters()[0]
+        channels: list[Channel] = []
+        wanted = {node: 2 for node in slots.masters()}
+        while any(wanted.values()):
+            channel = Channel(ChannelFamily.PRICES, "coinbase", f"E{secrets.token_hex(3).upper()}-USD", None)
+            owner = slots.owner_of(keys.stream_channel(channel))
+            if wanted[owner]:
+                wanted[owner] -= 1
+                channels.append(channel)
+        names = [f"prices:coinbase:{c.symbol}" for c in channels]
+        doomed = {
+            name for name, c in zip(names, channels, strict=True) if slots.owner_of(keys.stream_channel(c)) == victim
+        }
+        bus = redis_clients.pipeline(url, "cluster", client_name="hub-test-publisher")
+        publisher = EventPublisher(bus, keys)
+        published: dict[str, list[tuple[int, str]]] = {name: [] for name in names}  # acknowledged (seq, price)
+        received: dict[str, list[tuple[int, str]]] = {name: [] for name in names}
+        gaps: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
+        failed = 0
+
+        async def publish_until(stop: asyncio.Event) -> None:
+            nonlocal failed
+            price = 0
+            while not stop.is_set():
+                price += 1
+                for name, channel in zip(names, channels, strict=True):
+                    event = Event(channel, payload(channel, name, price))
+                    try:
+                        [seq] = (await publisher.publish([event])).values()
+                    except Exception:  # the master is gone: this event may or may not exist
+                        failed += 1
+                        continue
+                    published[name].append((seq, str(price)))
+                await asyncio.sleep(0.01)
+
+        with running_core({**migrated_env, "PERSEUS_REDIS_URL": url}) as core:
+            async with aio.insecure_channel(core.addr) as grpc_channel:
+                call = stream_grpc.StreamServiceStub(grpc_channel).Subscribe(pb.SubscribeRequest(channels=names))
+                async with asyncio.timeout(WAIT_S):
+                    first = await call.read()
+                assert first.WhichOneof("kind") == "subscribed"
+
+                async def read_stream() -> None:
+                    while True:
+                        response = await call.read()
+                        kind = response.WhichOneof("kind")
+                        if kind == "resume_gap":
+                            gap = response.resume_gap
+                            gaps[gap.channel].append((gap.requested_seq, gap.first_available_seq))
+                        for event in [response.event] if kind == "event" else response.events.events:
+                            received[event.channel].append((event.seq, event.price_update.price))
+
+                reader = asyncio.create_task(read_stream())
+                stop = asyncio.Event()
+                publishing = asyncio.create_task(publish_until(stop))
+                try:
+                    await asyncio.sleep(1.0)
+                    before = {name: len(published[name]) for name in names}
+                    cluster.kill(node_of(cluster, victim))
+                    killed = time.monotonic()
+                    # until the victim's channels publish again, then everything acknowledged has arrived
+                    await until(lambda: all(len(published[name]) > before[name] + 20 for name in doomed))
+                    recovered = time.monotonic() - killed
+                    stop.set()
+                    await publishing
+                    await until(lambda: all(received[n] and received[n][-1][0] >= published[n][-1][0] for n in names))
+                finally:
+                    stop.set()
+                    reader.cancel()
+                    publishing.cancel()
+                    await asyncio.gather(reader, publishing, return_exceptions=True)
+                    call.cancel()
+        await bus.aclose()
+
+    print(f"publishing recovered {recovered:.1f} s after the kill; {failed} publishes failed; gaps {gaps}")
+    assert failed > 0  # the kill happened under the publisher
+    for name in names:
+        seqs = [seq for seq, _ in received[name]]
+        assert seqs == sorted(set(seqs)), f"{name}: out of order or repeated"
+        explained = {seq for start, end in gaps[name] for seq in range(start + 1, end)}
+        missing = [event for event in published[name] if event not in received[name] and event[0] not in explained]
+        assert missing == [], f"{name} ({'on the killed master' if name in doomed else 'elsewhere'}): silently lost"
+        assert received[name][-1] == published[name][-1]
