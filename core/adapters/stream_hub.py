@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -58,6 +59,7 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 PING_INTERVAL_S = 5.0
 IDLE_TIMEOUT_S = 15.0
 RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+STABLE_S = 1.0  # a connection that lived this long starts the reconnect delays over
 READ_BYTES = 256 * 1024
 SUBSCRIBE_BATCH = 500
 
@@ -482,11 +484,11 @@ class StreamHub:
                 self._trouble(shard)
                 await asyncio.sleep(delay)
                 continue
+            opened = time.monotonic()
             try:
                 shard.writer = writer
                 shard.unsubscribing.clear()
                 shard.send("SSUBSCRIBE", list(shard.channels))
-                failures = 0
                 await self._read(shard, reader, writer)
             except (OSError, TimeoutError, hiredis.HiredisError, ConnectionError) as exc:
                 logger.warning("stream hub: connection to %s lost (%s); reconnecting", shard, exc)
@@ -494,7 +496,9 @@ class StreamHub:
             finally:
                 shard.writer = None
                 writer.close()
-            await asyncio.sleep(RECONNECT_DELAYS_S[0])
+            # A connection that ends at once (a cluster node answering CLUSTERDOWN) backs off like a refused one.
+            failures = failures + 1 if time.monotonic() - opened < STABLE_S else 0
+            await asyncio.sleep(RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)])
 
     async def _read(self, shard: _Shard, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = hiredis.Reader()
