@@ -39,6 +39,8 @@ from core.domain.prices import Tick
 from core.domain.timeframes import Timeframe
 from core.services.candle_queries import CandleQuery, Span
 from core.settings import StartupError
+from gateways.common.services import GatewayServices
+from gateways.common.settings import GatewaySettings
 from gateways.rest.limiter import RateLimiter, fallback_counter
 from gateways.ws.connections import ConnectionCounter
 from gateways.ws.session import REDIS_CONNECTIONS, REDIS_WAIT_S
@@ -102,6 +104,15 @@ async def test_the_core_opens_a_cluster_client_and_pipeline_and_says_when_redis_
         await client.aclose()
     with pytest.raises(StartupError, match="PERSEUS_REDIS_URL: cannot reach Redis"):
         await open_redis(f"redis://127.0.0.1:{free_port()}/0", client_name="perseus-test-open")
+
+
+async def test_a_gateway_builds_its_cluster_client_from_what_redis_says(url: str) -> None:
+    services = await GatewayServices.open(GatewaySettings.from_env({"PERSEUS_REDIS_URL": url}, process="rest"))
+    try:
+        assert services.redis_mode == "cluster" and isinstance(services.redis, RedisCluster)
+        assert await services.redis.ping()  # what /health asks
+    finally:
+        await services.aclose()
 
 
 async def test_published_seqs_are_consecutive_per_stream_and_a_resume_reads_them_back(

@@ -7,11 +7,13 @@ import asyncio
 import pytest
 from sanic import Sanic
 
+from gateways.common.services import GatewayServices, RedisUnreachable
 from gateways.common.settings import GatewaySettings
 from gateways.rest.app import create_app as create_rest_app
 from gateways.ws.app import create_app as create_ws_app
 from gateways.ws.upstream import MAX_PENDING_REQUESTS, Outbox
 from perseus.marketdata.v1 import stream_service_pb2 as pb
+from perseus_cli.devstack.processes import free_port
 
 ENV = {"PERSEUS_REDIS_URL": "redis://127.0.0.1:6379/0"}
 
@@ -44,3 +46,10 @@ def test_a_full_outbox_starts_over_empty() -> None:
     assert outbox.queue.qsize() == 0
     fresh = outbox.renew()
     assert fresh is outbox.queue and isinstance(fresh, asyncio.Queue)
+
+
+async def test_services_do_not_open_without_knowing_whether_redis_is_a_cluster() -> None:
+    """The runner checked Redis a moment before; gone since, the start fails with the runner's own line."""
+    env = {"PERSEUS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with pytest.raises(RedisUnreachable, match=r"^PERSEUS_REDIS_URL: cannot reach Redis \(ConnectionError\)$"):
+        await GatewayServices.open(GatewaySettings.from_env(env, process="rest"))
