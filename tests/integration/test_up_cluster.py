@@ -13,6 +13,9 @@ printed summary and check, in order:
 - a master of the cluster, SIGKILLed, is restarted in place and the cluster is whole again;
 - Ctrl-C (SIGINT) ends ``perseus up`` with 0 and leaves none of its processes running.
 
+Last, on a stack of its own: with ``PERSEUS_REDIS_URL`` and ``PERSEUS_DATABASE_URL`` set, ``--cluster`` uses
+them, starts no store, and says so.
+
 Every wait is bounded; the fixture kills whatever is left whatever happens.
 """
 
@@ -25,6 +28,7 @@ import shutil
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,8 @@ import pytest
 import redis
 from websockets.sync.client import connect
 
+from perseus_cli.devstack.redis_cluster import LocalRedisCluster
+from tests.support.databases import scratch_database
 from tests.support.processes import Process, free_port, grpc_serving, spawn, wait_until
 
 pytestmark = [
@@ -274,3 +280,54 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert alive == [], f"left running: {alive}"
+
+
+@pytest.mark.timeout(240)
+async def test_given_urls_are_used_instead_of_starting_stores(
+    redis_cluster: LocalRedisCluster, admin_database_url: str
+) -> None:
+    """``PERSEUS_REDIS_URL`` and ``PERSEUS_DATABASE_URL`` set: ``--cluster`` starts no Redis, no PostgreSQL and no
+    replica, says so, and its six servers serve from the given stores."""
+    data_dir = Path(tempfile.mkdtemp(prefix="perseus-up-cluster-given-"))
+    prefix = f"perseus-up-cluster-test:{uuid.uuid4().hex[:8]}:"
+    async with scratch_database(admin_database_url, f"perseus_up_cluster_{uuid.uuid4().hex[:8]}") as db_url:
+        env = {
+            "PERSEUS_REDIS_URL": redis_cluster.url,
+            "PERSEUS_REDIS_PREFIX": prefix,
+            "PERSEUS_DATABASE_URL": db_url,
+            "PERSEUS_CORE_ADDR": f"127.0.0.1:{free_port()}",
+            "PERSEUS_REST_ADDR": f"127.0.0.1:{free_port()}",
+            "PERSEUS_WS_ADDR": f"127.0.0.1:{free_port()}",
+            "PERSEUS_CORE_METRICS_ADDR": "",
+            "PERSEUS_SIM_BACKFILL_MINUTES": "0",
+            "PERSEUS_SIM_SYMBOLS": "BTC-USD",
+        }
+        up = spawn(
+            ["up", "--cluster", "--data-dir", str(data_dir)],
+            env,
+            env["PERSEUS_REST_ADDR"],
+            unset=("PERSEUS_DATABASE_READ_URL",),
+        )
+        try:
+            wait_until(lambda: "Ctrl-C to stop" in up.output(), up, "perseus up --cluster summary", UP_TIMEOUT_S)
+            given = Stack(up, data_dir, summary_rows(up.output()), [])
+            assert given.rows["Redis"].endswith("(from PERSEUS_REDIS_URL; no local cluster started)"), given.rows
+            assert given.rows["PostgreSQL"].endswith("(from PERSEUS_DATABASE_URL)"), given.rows
+            assert given.rows["PostgreSQL replica"].startswith("none started"), given.rows
+            assert "Redis Cluster" not in given.rows
+            assert not (data_dir / "postgres").exists() and not (data_dir / "postgres-replica").exists()
+            names = [p.name() for p in psutil.Process(up.pid).children()]
+            assert not [n for n in names if "valkey" in n or "redis" in n or "postgres" in n], names
+            for gateway in ("rest-1", "rest-2"):
+                wait_until(lambda g=gateway: _latest_price(given, g) == 200, up, f"a REST read via {gateway}", ANSWER_S)
+            up.proc.send_signal(signal.SIGINT)
+            assert up.proc.wait(90) == 0
+        finally:
+            up.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            client = redis.RedisCluster.from_url(redis_cluster.url)
+            try:
+                for key in list(client.scan_iter(match=f"{prefix}*", count=1000)):
+                    client.delete(key)
+            finally:
+                client.close()
