@@ -39,6 +39,7 @@ from core.domain.prices import Tick
 from core.domain.timeframes import Timeframe
 from core.services.candle_queries import CandleQuery, Span
 from core.settings import StartupError
+from gateways.common.runner import redis_unreachable
 from gateways.common.services import GatewayServices
 from gateways.common.settings import GatewaySettings
 from gateways.rest.limiter import RateLimiter, fallback_counter
@@ -107,6 +108,7 @@ async def test_the_core_opens_a_cluster_client_and_pipeline_and_says_when_redis_
 
 
 async def test_a_gateway_builds_its_cluster_client_from_what_redis_says(url: str) -> None:
+    assert redis_unreachable(url) == ""  # the runner's pre-flight: any node answers PING
     services = await GatewayServices.open(GatewaySettings.from_env({"PERSEUS_REDIS_URL": url}, process="rest"))
     try:
         assert services.redis_mode == "cluster" and isinstance(services.redis, RedisCluster)
