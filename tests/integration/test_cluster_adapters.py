@@ -80,6 +80,7 @@ async def client(url: str) -> AsyncIterator[RedisClient]:
     """The core's redis-py client on a cluster (``RedisCluster``, hiredis packing)."""
     redis = redis_client(url, "cluster")
     assert isinstance(redis, RedisCluster)
+    assert await redis.ping()  # as open_redis does: the slot table is read before the first bounded read
     yield redis
     await redis.aclose()
 
