@@ -457,15 +457,25 @@ class StreamHub:
             await self._stop_shards()
 
     async def _detect(self) -> RedisMode:
+        """The mode, asked until the server answers. redis-py can swallow a cancellation that arrives while
+        it closes its connection, so a cancel requested meanwhile is honoured here (else ``aclose`` waits
+        on a hub that went on to read)."""
         failures = 0
+        task = asyncio.current_task()
         while True:
             try:
-                return await detect(self._url)
+                mode = await detect(self._url)
             except (OSError, TimeoutError, RedisError) as exc:
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError() from exc
                 delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
                 logger.warning("stream hub: Redis does not answer INFO cluster (%s); retrying in %s s", exc, delay)
                 failures += 1
                 await asyncio.sleep(delay)
+                continue
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError()
+            return mode
 
     def _trouble(self, shard: _Shard) -> None:
         """A connection failed: on a cluster the slot may have a new master (a failover), so ask."""

@@ -153,6 +153,20 @@ async def test_releasing_every_channel_of_a_master_closes_its_connection(
     hub.release_all(subscriber)
 
 
+async def test_a_hub_closed_while_it_asks_the_mode_stops_at_once(
+    redis_url: str, redis_cluster: LocalRedisCluster
+) -> None:
+    """Built without a mode, the hub asks ``INFO cluster`` first (through redis-py, which can swallow a
+    cancellation): closing it meanwhile must still end it."""
+    for url in (redis_url, redis_cluster.url):
+        for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.01):
+            hub = StreamHub(url)
+            await hub.start()
+            await asyncio.sleep(delay)
+            async with asyncio.timeout(2):
+                await hub.aclose()
+
+
 # A cluster of the module's own: a slot migration, then a master killed
 
 
