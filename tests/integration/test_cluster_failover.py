@@ -21,10 +21,14 @@ prices from both REST gateways, the master gets SIGKILL. What a user must see:
 - after the failover the limit is shared again: one burst split across both REST gateways admits exactly
   what is left of the key's window in Redis, and the next request is refused;
 - the writer keeps its lease or takes it again (the lease names core ``a``): new ticks are stored in
-  PostgreSQL, ``GetStatus`` shows ``writer:sim`` up, and a "writer lease lost" is followed by a new term.
+  PostgreSQL, ``GetStatus`` of both cores shows every component (``writer:sim`` included) up, and a "writer
+  lease lost" is followed by a new term;
+- all of it within :data:`AFTER_PROMOTION_S` of the cluster's own failover (the killed master's replica
+  saying ``ROLE`` master, timed from the kill).
 
-Recovery times are printed (``pytest -s``) and put in the assertion messages: from the kill to the first
-event of a killed-master channel on each client, and to the first REST 200 counted by the shared limiter.
+Recovery times are printed (``pytest -s``) and put in the assertion messages: from the kill to the replica's
+promotion, to the first event of each channel on each client (those of the killed master marked), and to the
+first REST 200 counted by the shared limiter on each gateway.
 
 How "counted by the shared limiter" is told apart from the fail-open per-instance limit: the polling key's
 Redis counter is raised to :data:`PRESET_USED` for the windows the test spans, so an answer from Redis says
@@ -542,6 +546,9 @@ async def test_a_master_dies_under_load_and_clients_carry_on(
             assert not received.missing(channel, sorted(sent)), (
                 f"{client} {channel}: published seqs silently lost {received.missing(channel, sorted(sent))[:10]}"
             )
+            later = [seq for at, _, seq in published.sent.get(channel, []) if at > killed + promoted]
+            got = {seq for _, seq, _ in received.events[channel]}
+            assert got.intersection(later), f"{client} {channel}: nothing published after the promotion arrived"
             # and no seq carries another event than the one published with it
             wrong = [
                 (seq, price, sent[seq]) for _, seq, price in received.events[channel] if sent.get(seq, price) != price
