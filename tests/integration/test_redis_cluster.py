@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from common import resp
 from common.redis_mode import detect
 from core.adapters.candle_store import _NEWEST_IN_WINDOW, _WINDOW_ADD
 from core.adapters.events import _PUBLISH
@@ -133,7 +134,8 @@ def test_indicator_states_of_a_pair_in_one_mset_and_one_mget(client: RedisCluste
 
 
 def test_the_rate_limit_and_ws_connection_scripts(client: RedisCluster) -> None:
-    limiter = RateLimiter(None, KEYS.prefix, None)  # type: ignore[arg-type]  # only its key names are used
+    unused = resp.AutoPipeline({"host": "127.0.0.1", "port": 1}, tls=False, client_name="unused")  # never connects
+    limiter = RateLimiter(unused, KEYS.prefix, None)  # type: ignore[arg-type]  # only its key names are used
     counter = connections.ConnectionCounter(aioredis.Redis(), prefix=KEYS.prefix)  # only its key names are used
     for key_id in range(1, 8):
         window = limiter.counter_key(key_id, 1)
