@@ -103,6 +103,11 @@ bench-rest: venv ## hot candle read through the REST gateway beside the two peer
 bench-redis-clients: venv ## the REST limiter's round trip through resp and the candidate clients, standalone and cluster
 	$(BIN)/python -m bench.redis_clients
 
+.PHONY: bench-rest-baseline
+BASELINE ?= HEAD~1
+bench-rest-baseline: venv ## the REST hot path of BASELINE (a commit) against this tree's, alternating in one run
+	$(BIN)/python -m bench.rest_baseline $(BASELINE)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache site
 
