@@ -19,7 +19,10 @@ import redis.asyncio as aioredis
 from common.resp import AutoPipeline, ReplyError
 from perseus_cli.devstack.valkey import EmbeddedRedis
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.standalone_redis("tests the one-server AutoPipeline; ClusterPipeline has its own on the local cluster"),
+]
 
 
 @pytest.fixture
