@@ -123,6 +123,13 @@ class WaitingRedisCluster(aioredis.RedisCluster):
         self._wait_s = wait_s
 
     async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        if self._initialize:
+            # redis-py decides a command's route before it reads the slot table on a cold client: the commands of
+            # a first burst that got past the gate went to one node, were answered MOVED by the others, and each
+            # MOVED re-read the table and closed node connections other commands were still setting up
+            # (``AttributeError: 'NoneType' object has no attribute 'writelines'``). Read it once, before any
+            # command is routed (``initialize`` holds redis-py's own lock, so concurrent callers share one read).
+            await self.initialize()
         try:
             async with asyncio.timeout(self._wait_s):
                 await self._gate.acquire()

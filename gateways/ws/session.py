@@ -113,18 +113,7 @@ class WsRuntime:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Once the server runs: the counter's Redis client ready, the background jobs under the gateway's
-        supervisor, then the GC policy.
-
-        On a Redis Cluster the client reads the slot table on its first command, and redis-py's cluster
-        client fails part of a burst of first script calls that arrive while it does (a quarter of 1,000
-        connects at once in ``make bench-ws``); one ``PING`` first makes the clients' connects its later
-        calls. A Redis that does not answer now is not fatal: the counter reconciles when it is back."""
-        try:
-            async with asyncio.timeout(REDIS_WAIT_S):
-                await self._redis.ping()
-        except (RedisError, RedisClusterException, OSError) as exc:
-            logger.warning("the connection counter's Redis did not answer at start (%s)", type(exc).__name__)
+        """Once the server runs: the background jobs under the gateway's supervisor, then the GC policy."""
         jobs = {
             "ws-upstream": self.upstream.run,
             "ws-heartbeats": self._heartbeats,
