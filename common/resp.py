@@ -236,6 +236,27 @@ class AutoPipeline:
                 return await self._reload_and_retry(commands, replies)
         return replies
 
+    def submit(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        """The replies to ``commands`` as a future, the commands queued now, in the caller's loop turn.
+
+        For a caller that sends to several pipelines at once and waits on all (a cluster's nodes): each
+        pipeline's batch joins what its connection sends this turn, with no task per pipeline. While the
+        connection is open the future is the connection's own; otherwise a task opens one. Unlike :meth:`call`,
+        ``NOSCRIPT`` answers are left in the replies: :meth:`reload_lost_scripts` deals with them.
+        """
+        link = self._link
+        if link is not None and not link.closed and not link.late(self._stall_s):
+            return link.send(commands)
+        return asyncio.ensure_future(self._send(commands))
+
+    async def reload_lost_scripts(self, commands: Sequence[Command], replies: list[Any]) -> list[Any]:
+        """``replies`` to ``commands`` (from :meth:`submit`) with each ``NOSCRIPT`` answer to a registered
+        script replaced by the answer after the script was loaded (what :meth:`call` does by itself)."""
+        for reply in replies:
+            if lost_script(reply):
+                return await self._reload_and_retry(commands, replies)
+        return replies
+
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
         link = self._link
         if link is not None and link.late(self._stall_s):

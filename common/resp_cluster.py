@@ -201,15 +201,6 @@ def _unsettled(reply: Any) -> bool:
     return reply.__class__ is _Lost
 
 
-def _submit(pipe: resp.AutoPipeline, commands: Sequence[resp.Command]) -> asyncio.Future[list[Any]]:
-    """``AutoPipeline._send`` (kept in step with it) as a future, queued now: the link's own future while its
-    connection is open, a task opening one otherwise. ``NOSCRIPT`` replies are left to the caller."""
-    link = pipe._link
-    if link is not None and not link.closed and not link.late(pipe._stall_s):
-        return link.send(commands)
-    return asyncio.ensure_future(pipe._send(commands))
-
-
 def _key_slot(key: Any) -> int:
     if key.__class__ is bytes:
         return key_slot(key)
@@ -355,20 +346,16 @@ class ClusterPipeline:
         for node, indices in groups.items():
             pipe = self._pipe(node)
             batch = [commands[i] for i in indices]
-            sent.append((indices, pipe, batch, _submit(pipe, batch)))
+            sent.append((indices, pipe, batch, pipe.submit(batch)))
         for i, node in asks:
             pipe = self._pipe(node)
             batch = [("ASKING",), commands[i]]
-            sent.append(([-1, i], pipe, batch, _submit(pipe, batch)))  # -1: ASKING's own reply, dropped
+            sent.append(([-1, i], pipe, batch, pipe.submit(batch)))  # -1: ASKING's own reply, dropped
         replies: list[Any] = [None] * len(commands)
         try:
             for indices, pipe, batch, future in sent:
                 try:
-                    result = await future
-                    for reply in result:
-                        if resp.lost_script(reply):
-                            result = await pipe._reload_and_retry(batch, result)
-                            break
+                    result = await pipe.reload_lost_scripts(batch, await future)
                 except _NETWORK_ERRORS as exc:
                     result = [_Lost(exc)] * len(batch)
                 for i, reply in zip(indices, result, strict=True):

@@ -146,3 +146,21 @@ async def test_a_frozen_redis_fails_the_waiting_calls_and_a_thawed_one_answers_a
     finally:
         await auto.aclose()
         await server.aclose()
+
+
+async def test_submit_queues_now_and_leaves_lost_scripts_to_reload_lost_scripts(
+    auto: AutoPipeline, redis_prefix: str
+) -> None:
+    """The public half of ``call`` that ``ClusterPipeline`` sends each node's batch with: a future per batch, on
+    a pipeline with no connection yet and on one with a connection; a script the server does not have answers
+    ``NOSCRIPT`` there, and ``reload_lost_scripts`` loads it and gives the real answer (the others untouched)."""
+    sha = auto.register_script(f"-- {secrets.token_hex(8)}, never loaded before\nreturn redis.call('INCR', KEYS[1])")
+    key = f"{redis_prefix}submit:{{n}}"
+    batch = [("EVALSHA", sha, 1, key), ("SET", f"{key}:plain", b"x"), ("GET", f"{key}:plain")]
+    first = auto.submit(batch)  # no connection yet: a task opens one
+    replies = await first
+    assert isinstance(replies[0], ReplyError) and str(replies[0]).startswith("NOSCRIPT")
+    assert replies[1:] == [b"OK", b"x"]
+    assert await auto.reload_lost_scripts(batch, replies) == [1, b"OK", b"x"]
+    both = [auto.submit([("EVALSHA", sha, 1, key)]), auto.submit([("GET", key)])]  # an open connection: queued now
+    assert [await future for future in both] == [[2], [b"2"]]
