@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import redis
 from sanic import Sanic
@@ -39,12 +40,21 @@ AppFactory = Callable[[GatewaySettings], Sanic[Any, Any]]  # a gateway app, what
 
 
 def redis_unreachable(url: str) -> str:
-    """Why Redis at ``url`` does not answer a PING, or "" when it does (the startup pre-flight)."""
+    """Why Redis at ``url`` does not answer a PING, or "" when it does (the startup pre-flight).
+
+    The error's kind and redis-py's text: the address and what failed (refused, a name not resolved, a TLS
+    certificate not trusted, an ACL user refused), which is what an operator needs to fix the setting.
+    redis-py never puts the password in these texts; should one ever appear, it is masked here.
+    """
     client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PREFLIGHT_TIMEOUT_S)
     try:
         client.ping()
     except (OSError, redis.RedisError) as exc:
-        return type(exc).__name__
+        reason = " ".join(str(exc).split()).rstrip(".")
+        password = urlsplit(url).password
+        if password:
+            reason = reason.replace(password, "***").replace(quote(password, safe=""), "***")
+        return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
     finally:
         client.close()
     return ""

@@ -220,5 +220,6 @@ def test_an_unreachable_redis_stops_startup_with_one_line(base_env: dict[str, st
     result = run_cli([kind], {**base_env, "PERSEUS_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"perseus {kind}: PERSEUS_REDIS_URL: cannot reach Redis (ConnectionError)"
+        f"perseus {kind}: PERSEUS_REDIS_URL: cannot reach Redis "
+        "(ConnectionError: Error 111 connecting to 127.0.0.1:1. Connection refused)"
     ]

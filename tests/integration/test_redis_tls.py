@@ -230,6 +230,20 @@ async def test_redis_py_clients_and_mode_detection_use_tls_and_the_acl_user(tls_
     assert redis_unreachable(url) == ""  # the gateways' startup pre-flight (sync redis-py)
 
 
+def test_the_gateways_preflight_names_why_tls_or_the_acl_user_failed_and_never_the_password(
+    tls_redis: TlsRedis,
+) -> None:
+    """The runner prints this after ``cannot reach Redis``: the operator must learn that the server's certificate
+    is not trusted, or that the user was refused, not just ``ConnectionError``."""
+    untrusted = redis_unreachable(tls_redis.url(PERSEUS_REDIS_TLS_CA_FILE=str(tls_redis.pki.other_ca)))
+    assert untrusted.startswith(f"ConnectionError: Error 1 connecting to 127.0.0.1:{tls_redis.port}"), untrusted
+    assert "certificate verify failed" in untrusted
+    refused = redis_unreachable(tls_redis.url().replace(PASSWORD, "wrong-pass-4711"))
+    assert refused == "AuthenticationError: invalid username-password pair or user is disabled"
+    for problem in (untrusted, refused):
+        assert PASSWORD not in problem and "wrong-pass-4711" not in problem
+
+
 async def test_the_raw_resp_pipeline_runs_scripts_over_tls_as_the_acl_user(tls_redis: TlsRedis) -> None:
     bus = pipeline(tls_redis.url(), "standalone", client_name="tls-test-pipeline")
     try:
