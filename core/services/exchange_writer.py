@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from common.bounded import within
 from core.domain.errors import LeaseLost, StaleTerm, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -125,9 +126,8 @@ class ExchangeWriter:
         """Until cancelled: stand by, lead, and stand by again when the lease is lost."""
         unreachable = False
         while True:
-            try:
-                async with asyncio.timeout(self._lock.ttl_ms / 1000):  # a frozen Redis must not hold us here
-                    acquired = await self._lock.acquire()
+            try:  # a frozen Redis (or a client that swallows the timeout's cancel) must not hold us here
+                acquired = await within(self._lock.acquire(), self._lock.ttl_ms / 1000)
             except (Unavailable, TimeoutError) as exc:
                 if not unreachable:  # once per outage, not every poll
                     logger.warning("%s: cannot reach Redis for the writer lease: %s", self.exchange, exc or "timeout")
@@ -148,8 +148,7 @@ class ExchangeWriter:
         leader: Leader | None = None
         if reachable:
             try:
-                async with asyncio.timeout(min(self._lock.ttl_ms / 1000, LEADER_READ_S)):
-                    leader = await self._lock.leader()
+                leader = await within(self._lock.leader(), min(self._lock.ttl_ms / 1000, LEADER_READ_S))
             except (Unavailable, TimeoutError):
                 leader = None
         known = leader is not None
@@ -214,16 +213,19 @@ class ExchangeWriter:
         interval = self._lock.ttl_ms / 3000
         while True:
             await asyncio.sleep(max(self._lock.renewal_due_in(), RETRY_S))
-            try:
-                async with asyncio.timeout(interval):  # a frozen Redis: the local lease decides
-                    renewed = await self._lock.renew()
-                    if renewed and feed.connected():
-                        await self._heartbeat()
+            try:  # a frozen Redis: the local lease decides (common.bounded: even if the client ignores a cancel)
+                renewed = await within(self._renew(feed), interval)
             except (Unavailable, TimeoutError) as exc:
                 logger.warning("%s: lease renewal failed: %s", self.exchange, exc or "timeout")
                 renewed = self._lock.held()
             if not renewed:
                 raise LeaseLost(self.exchange)
+
+    async def _renew(self, feed: Feed) -> bool:
+        renewed = await self._lock.renew()
+        if renewed and feed.connected():
+            await self._heartbeat()
+        return renewed
 
     async def _clock(self, pipeline: Pipeline) -> None:
         while True:
@@ -244,7 +246,6 @@ def _stopping() -> bool:
 
 async def _quietly(step: Awaitable[object], timeout_s: float) -> None:
     try:
-        async with asyncio.timeout(timeout_s):
-            await step
+        await within(step, timeout_s)
     except (Unavailable, TimeoutError):  # the lease then simply runs out
         pass

@@ -216,3 +216,28 @@ async def test_after_a_stale_term_the_writer_contends_again_at_once(caplog: pyte
         assert "the feed failed" not in caplog.text  # an expected event, not a crash with a traceback
     finally:
         await stop(task)
+
+
+async def _deaf_to_cancel(seconds: float) -> bool:
+    """A Redis call that swallows the cancellation of a timeout and keeps waiting (seen once from redis-py's
+    cluster client during a failover): only ``seconds`` later does it answer, with a failed renewal."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            continue
+    return False
+
+
+async def test_a_renewal_that_ignores_its_timeout_still_ends_the_term_when_the_local_lease_runs_out() -> None:
+    h = Harness()
+    task = await running(h)
+    try:
+        await eventually(lambda: h.venue.running == 1)
+        h.lease.renew = lambda: _deaf_to_cancel(3.0)  # type: ignore[method-assign]
+        h.lease._held = False  # the local lease runs out while that renewal hangs
+        await eventually(lambda: h.venue.ended == 1 and not h.writer.leading, timeout_s=1.0)
+        assert not task.done()
+    finally:
+        await stop(task)
