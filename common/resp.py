@@ -180,7 +180,16 @@ class Pipeline(Protocol):
 
     def register_script(self, source: str) -> str: ...
 
+    def placement(self, key: str | bytes) -> object:
+        """Where ``key`` is served now, cheaply (no I/O): a value that changes when the key's slot moves to
+        another node (a failover, a resharding). Compared by identity; ``None`` when not known yet. The event
+        publisher keys its seq jumps on it (``core.adapters.events.SeqGuard``)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+_ONE_SERVER = object()  # AutoPipeline.placement of every key
 
 
 def lost_script(reply: Any) -> bool:
@@ -227,6 +236,10 @@ class AutoPipeline:
         sha = script_sha(source)
         self._scripts[sha] = source
         return sha
+
+    def placement(self, key: str | bytes) -> object:
+        """One server serves every key, always: the same object for all."""
+        return _ONE_SERVER
 
     async def call(self, *commands: Command) -> list[Any]:
         """The replies to ``commands``, in order (sent together with whatever else this loop turn sends)."""

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 SLOTS = 16384
 REFRESH_TIMEOUT_S = 3.0
 RETRY_S = 2.0  # how long one ClusterPipeline call keeps retrying through a failover or resharding
+KEY_SLOTS_KEPT = 100_000  # keys whose slot ClusterPipeline.placement remembers (then it starts over)
 BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.25)  # sleeps between retries that wait for the cluster (last one repeats)
 
 __all__ = ["RETRY_S", "SLOTS", "ClusterPipeline", "ClusterUnavailable", "Node", "SlotMap", "slot_of"]
@@ -263,6 +264,7 @@ class ClusterPipeline:
         self._pipes: dict[Node, resp.AutoPipeline] = {}
         self._scripts: dict[str, str] = {}
         self._refreshing: asyncio.Task[None] | None = None
+        self._key_slots: dict[str | bytes, int] = {}
 
     def register_script(self, source: str) -> str:
         sha = resp.script_sha(source)
@@ -270,6 +272,19 @@ class ClusterPipeline:
         for pipe in self._pipes.values():
             pipe.register_script(source)
         return sha
+
+    def placement(self, key: str | bytes) -> object:
+        """The master serving ``key``'s slot in the table now (one object per node), ``None`` before the table
+        was first read."""
+        slots = self.slots
+        if not slots.ready:
+            return None
+        slot = self._key_slots.get(key)
+        if slot is None:  # the publisher asks twice per stream and call: the CRC16 is remembered (bounded)
+            if len(self._key_slots) >= KEY_SLOTS_KEPT:
+                self._key_slots.clear()
+            slot = self._key_slots[key] = _key_slot(key)
+        return slots.owner(slot)
 
     async def call(self, *commands: resp.Command) -> list[Any]:
         """The replies to ``commands``, in order, each from the master owning its key's slot."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common import resp
-from core.adapters.events import HISTORY_MAXLEN, publish_lua, wall_clock_ms
+from core.adapters.events import HISTORY_MAXLEN, SeqGuard, publish_lua, wall_clock_ms
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import price_channel, price_event
@@ -31,14 +31,15 @@ LATEST_TTL_MS = 60_000
 SOURCES_TTL_MS = 24 * 3600 * 1000
 
 # KEYS: latest hash, then the stream's sequence, history, channel.
-# ARGV: ts, ttl, price, volume, history maxlen, then the event payloads.
+# ARGV: ts, ttl, price, volume, history maxlen, jump (0/1, see events.SeqGuard), then the event payloads.
 _WRITE = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'ts') or '-1')
 if tonumber(ARGV[1]) >= current then
   redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'price', ARGV[3], 'volume', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-""" + publish_lua(first_key=2, maxlen_arg=5, first_payload_arg=6)
+""" + publish_lua(first_key=2, maxlen_arg=5, jump_arg=6, first_payload_arg=7)
+_JUMP = 12  # the jump flag's place in the EVALSHA command
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class PriceCache:
         self._maxlen = history_maxlen
         self._clock_ms = clock_ms  # an event's publish_time
         self._write_sha = pipeline.register_script(_WRITE)
+        self._guard = SeqGuard(pipeline)
 
     async def write(self, ticks: Sequence[Tick]) -> None:
         """Latest prices and one ``price_update`` event per tick, one script per pair."""
@@ -75,12 +77,31 @@ class PriceCache:
             by_pair.setdefault((tick.source, tick.symbol), []).append((tick, price_event(tick, now_ms=now)))
         if not by_pair:
             return
-        await call_or_unavailable(self._pipeline, self._write_commands(by_pair), "latest prices not written")
+        stream_keys = [self._keys.stream_keys(price_channel(updates[-1][0])) for updates in by_pair.values()]
+        seq_keys = [keys[0] for keys in stream_keys]
+        where, flags = self._guard.before(seq_keys)
+        commands = self._write_commands(by_pair, stream_keys, flags)
+        await self._send(commands, seq_keys)
+        if again := self._guard.rerouted(seq_keys, where, flags):  # the pair scripts lead the commands
+            resent = [(*commands[i][:_JUMP], 1, *commands[i][_JUMP + 1 :]) for i in again]
+            await self._send(resent, [seq_keys[i] for i in again])
 
-    def _write_commands(self, by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]]) -> list[resp.Command]:
+    async def _send(self, commands: list[resp.Command], seq_keys: list[str]) -> None:
+        try:
+            await call_or_unavailable(self._pipeline, commands, "latest prices not written")
+        except BaseException:
+            self._guard.failed(seq_keys)
+            raise
+
+    def _write_commands(
+        self,
+        by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]],
+        stream_keys: list[list[str]],
+        flags: list[int],
+    ) -> list[resp.Command]:
         commands: list[resp.Command] = []
         sources: dict[str, dict[str, int]] = {}
-        for (source, symbol), pair_updates in by_pair.items():
+        for ((source, symbol), pair_updates), keys, jump in zip(by_pair.items(), stream_keys, flags, strict=True):
             newest = pair_updates[-1][0]
             commands.append(
                 (
@@ -88,12 +109,13 @@ class PriceCache:
                     self._write_sha,
                     4,
                     self._keys.latest_price(source, symbol),
-                    *self._keys.stream_keys(price_channel(newest)),
+                    *keys,
                     newest.ts_ms,
                     self._ttl_ms,
                     decimal_str(newest.price),
                     decimal_str(newest.volume),
                     self._maxlen,
+                    jump,
                     *(payload for _, payload in pair_updates),
                 )
             )
