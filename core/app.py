@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from importlib.metadata import version
 
@@ -15,8 +15,10 @@ import uvloop
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from redis.asyncio.cluster import RedisCluster
 
 from common import logs, resp
+from common.cluster_watch import ClusterWatch
 from common.redis_clients import open_mode, pipeline
 from common.redis_mode import RedisMode
 from common.runtime import tune_gc
@@ -142,8 +144,14 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
 
         # every long-lived task runs under it: restarted with backoff, counted, degraded in GetStatus until it runs
         tasks = TaskSupervisor()
+        redis_probe: Callable[[], Awaitable[object]] = redis.ping
+        if isinstance(redis, RedisCluster):  # another node down must not stop the start: said once, and in GetStatus
+            watch = ClusterWatch(redis)
+            await watch.check()
+            tasks.spawn("redis-cluster-watch", watch.run)
+            redis_probe = watch.ping
         status = StatusService(
-            {"redis": redis.ping, "postgres": lambda: pool.fetchval("SELECT 1")},
+            {"redis": redis_probe, "postgres": lambda: pool.fetchval("SELECT 1")},
             components=supervised_components(tasks),
         )
         publisher = EventPublisher(shared, keys, clock_ms=clock_ms)

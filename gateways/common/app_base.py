@@ -152,7 +152,7 @@ async def health(request: GatewayRequest) -> HTTPResponse:
     services = ctx.services
     result = await check_health(
         services.core,
-        services.redis.ping,
+        services.redis_ping,
         process=ctx.settings.process,
         version=ctx.version,
         request_id=request_id_of(request),

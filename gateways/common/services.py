@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
+from common.cluster_watch import ClusterWatch
 from common.redis_clients import RedisClient, open_mode, redis_py
 from common.redis_mode import RedisMode
 from common.supervise import TaskSupervisor
@@ -48,6 +51,8 @@ class GatewayServices:
     redis: RedisClient  # redis-py's client for single commands: Redis or RedisCluster, by redis_mode
     redis_mode: RedisMode
     tasks: TaskSupervisor  # the gateway's long-lived tasks: restarted, and shown by /health when down
+    # /health's Redis probe: PING, and on a cluster whether every slot is served (ClusterWatch)
+    redis_ping: Callable[[], Awaitable[object]]
 
     @classmethod
     async def open(cls, settings: GatewaySettings) -> GatewayServices:
@@ -69,11 +74,18 @@ class GatewayServices:
                 await redis.ping()
         except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
             logger.warning("Redis is not reachable yet; /health reports it down (%s)", type(exc).__name__)
+        tasks = TaskSupervisor()
+        redis_ping: Callable[[], Awaitable[object]] = redis.ping
+        if isinstance(redis, RedisCluster):  # another node down must not stop the start: said once, and in /health
+            watch = ClusterWatch(redis)
+            await watch.check()
+            tasks.spawn("redis-cluster-watch", watch.run)
+            redis_ping = watch.ping
         core = CoreClient.connect(
             settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
         )
         keys = KeyCache(core.lookup_key, grace_s=settings.key_grace_s)
-        return cls(core=core, keys=keys, redis=redis, redis_mode=mode, tasks=TaskSupervisor())
+        return cls(core=core, keys=keys, redis=redis, redis_mode=mode, tasks=tasks, redis_ping=redis_ping)
 
     def shared(self) -> dict[str, Any]:
         """The shared fields by name, for a gateway's subclass built on top of them."""
