@@ -10,9 +10,11 @@ back to PostgreSQL), and the clients reconnect by themselves when the node is ba
 :class:`ClusterWatch` asks one live node ``CLUSTER INFO`` (and ``CLUSTER NODES`` to name what is wrong) every
 :data:`POLL_S`, and logs one line per change of what it sees, never one per failed command: e.g.
 ``Redis Cluster: slots 5461-10921 are not covered (node 127.0.0.1:7001 down?); the cluster refuses every
-command until they are; retrying``, then ``Redis Cluster: every slot is served again``. :meth:`ping` is the
-Redis probe of ``GetStatus`` and ``/health``: a plain ``PING`` would answer while the cluster refuses every
-keyed command.
+command until they are; retrying``, then ``Redis Cluster: every slot is served again``. A node that serves no
+slot (a replica, or a master whose replica took over) is a warning only: ``Redis Cluster: cannot connect to
+node 127.0.0.1:7004 (it serves no slots: every slot is served); retrying``, then ``... every node answers
+again``. :meth:`ping` is the Redis probe of ``GetStatus`` and ``/health``: a plain ``PING`` would answer while
+the cluster refuses every keyed command.
 """
 
 from __future__ import annotations
@@ -52,13 +54,17 @@ class ClusterWatch:
         seen = (self.problem, self.warning)
         if seen == self._logged:
             return
+        had_problem, had_any = self._logged[0] is not None, self._logged != (None, None)
+        self._logged = seen
         if self.problem is not None:
             logger.warning(self.problem)
-        elif self.warning is not None:
+            return
+        if had_problem:
+            logger.info("Redis Cluster: every slot is served again")
+        if self.warning is not None:
             logger.warning(self.warning)
-        elif self._logged != (None, None):
-            logger.info("Redis Cluster: every node answers and every slot is served again")
-        self._logged = seen
+        elif had_any:
+            logger.info("Redis Cluster: every node answers again")
 
     async def run(self) -> None:
         """Check every ``poll_s`` until cancelled (a supervised task of the process)."""
@@ -92,16 +98,16 @@ def describe(info: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> tuple[st
     """(problem, warning) from one node's ``CLUSTER INFO`` and ``CLUSTER NODES`` (as redis-py parses them)."""
     owned: list[tuple[int, int]] = []
     down_masters: list[tuple[str, list[tuple[int, int]]]] = []
-    down_replicas: list[str] = []
+    down_others: list[str] = []
     for address, node in nodes.items():
         flags = set(str(node.get("flags", "")).split(","))
         slots = [(int(a), int(b)) for a, b in node.get("slots", [])]
         owned.extend(slots)
         if flags & DOWN_FLAGS or (not node.get("connected", True) and "myself" not in flags):
-            if "master" in flags and slots:
+            if slots:
                 down_masters.append((address, slots))
-            elif "master" not in flags:
-                down_replicas.append(address)
+            else:  # a replica, or a master whose replica took over: nothing to serve until it is back
+                down_others.append(address)
     unassigned = _gaps(owned)
     refuses_all = str(info.get("cluster_state", "ok")) != "ok"
     parts: list[str] = []
@@ -117,8 +123,12 @@ def describe(info: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> tuple[st
         )
         what = "; ".join(parts) if parts else "cluster_state is " + str(info.get("cluster_state"))
         return f"Redis Cluster: {what}; {consequence}; retrying", None
-    if down_replicas:
-        return None, f"Redis Cluster: cannot connect to node {', '.join(sorted(down_replicas))} (a replica); retrying"
+    if down_others:
+        listed = ", ".join(sorted(down_others))
+        return (
+            None,
+            f"Redis Cluster: cannot connect to node {listed} (it serves no slots: every slot is served); retrying",
+        )
     return None, None
 
 

@@ -49,5 +49,5 @@ def test_a_replica_down_is_a_warning_not_a_problem() -> None:
     nodes = {**HEALTHY, "127.0.0.1:7003": node("slave,fail", connected=False)}
     assert describe({"cluster_state": "ok"}, nodes) == (
         None,
-        "Redis Cluster: cannot connect to node 127.0.0.1:7003 (a replica); retrying",
+        "Redis Cluster: cannot connect to node 127.0.0.1:7003 (it serves no slots: every slot is served); retrying",
     )
