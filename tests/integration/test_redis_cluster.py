@@ -85,11 +85,11 @@ def test_the_publish_and_latest_price_scripts_run_on_each_pairs_shard(client: Re
     for venue, symbol in PAIRS:
         channel = Channel(ChannelFamily.CANDLES, venue, symbol, Timeframe.H1)
         keys = KEYS.stream_keys(channel)
-        first = int(run_script(client, _PUBLISH, keys, [100, b"a", b"b"]))  # type: ignore[call-overload]
+        first = int(run_script(client, _PUBLISH, keys, [100, 0, b"a", b"b"]))  # type: ignore[call-overload]
         assert client.xlen(keys[1]) >= 2
         tick = Tick(symbol=symbol, price=Decimal("1.5"), volume=Decimal(2), source=venue, ts_ms=1_000)
         price_keys = [KEYS.latest_price(venue, symbol), *KEYS.stream_keys(price_channel(tick))]
-        run_script(client, _WRITE, price_keys, [tick.ts_ms, 60_000, "1.5", "2", 100, b"p"])
+        run_script(client, _WRITE, price_keys, [tick.ts_ms, 60_000, "1.5", "2", 100, 0, b"p"])
         assert client.hget(price_keys[0], "price") == b"1.5"
         assert first > 0
         shards.add(client.get_node_from_key(keys[0]).name)
