@@ -23,8 +23,11 @@ import asyncio
 import logging
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import RedisError
+
+from common.redis_clients import RedisClient, url_params
 
 __all__ = ["ClusterWatch", "describe"]
 
@@ -36,11 +39,20 @@ DOWN_FLAGS = frozenset({"fail", "fail?"})
 
 
 class ClusterWatch:
-    """The state of a Redis Cluster as seen through ``client``; ``problem`` is None while every slot is served."""
+    """The state of the Redis Cluster at ``url``; ``problem`` is None while every slot is served.
 
-    def __init__(self, client: RedisCluster, *, poll_s: float = POLL_S) -> None:
+    It asks over connections of its own (one per node asked, plain redis-py clients with the URL's credentials
+    and TLS): a command of ``client`` that meets a dead node makes redis-py re-read the slot table before its
+    next command, which the watch must not cause every second. ``client`` only answers :meth:`ping`.
+    """
+
+    def __init__(self, url: str, client: RedisClient, *, poll_s: float = POLL_S) -> None:
+        self._params, self._tls = url_params(url)
+        self._params["db"] = 0  # a cluster node has database 0 only
         self._client = client
         self._poll_s = poll_s
+        self._order: list[str] = [f"{self._params.pop('host', '127.0.0.1')}:{self._params.pop('port', 6379)}"]
+        self._nodes: dict[str, aioredis.Redis] = {}
         self.problem: str | None = None  # a slot is not served: /health says Redis is down
         self.warning: str | None = None  # a node is down, every slot still served (a replica, most often)
         self._logged: tuple[str | None, str | None] = (None, None)
@@ -49,7 +61,7 @@ class ClusterWatch:
         """Ask the cluster once and log the line for what changed since the last check (nothing if nothing)."""
         try:
             self.problem, self.warning = await self._ask()
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             self.problem, self.warning = f"Redis Cluster: no node answers ({type(exc).__name__}); retrying", None
         seen = (self.problem, self.warning)
         if seen == self._logged:
@@ -67,10 +79,18 @@ class ClusterWatch:
             logger.info("Redis Cluster: every node answers again")
 
     async def run(self) -> None:
-        """Check every ``poll_s`` until cancelled (a supervised task of the process)."""
-        while True:
-            await self.check()
-            await asyncio.sleep(self._poll_s)
+        """Check every ``poll_s`` until cancelled (a supervised task of the process); then close its connections."""
+        try:
+            while True:
+                await self.check()
+                await asyncio.sleep(self._poll_s)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for node in nodes:
+            await node.aclose(close_connection_pool=True)
 
     async def ping(self) -> None:
         """The Redis probe: ``ConnectionError`` naming the problem while a slot is not served, else ``PING``."""
@@ -79,19 +99,44 @@ class ClusterWatch:
         await self._client.ping()
 
     async def _ask(self) -> tuple[str | None, str | None]:
-        if not self._client.get_nodes():
-            await self._client.initialize()  # a client nothing has used yet knows no node
         last: BaseException | None = None
-        for node in self._client.get_nodes():  # the first that answers; a dead one is skipped
+        for address in list(self._order):  # the node that answered last first; a dead one is skipped
             try:
-                async with asyncio.timeout(ASK_TIMEOUT_S):
-                    info = await self._client.execute_command("CLUSTER INFO", target_nodes=node)
-                    nodes = await self._client.execute_command("CLUSTER NODES", target_nodes=node)
+                async with asyncio.timeout(ASK_TIMEOUT_S * 2):
+                    info = await self._node(address).cluster("INFO")
+                    nodes = await self._node(address).cluster("NODES")
             except (RedisError, OSError, TimeoutError) as exc:
                 last = exc
                 continue
-            return describe(info, nodes)
+            known = [a.split("@")[0] for a in nodes]
+            self._order = [address, *(a for a in dict.fromkeys([*self._order, *known]) if a != address)]
+            return describe(_parsed_info(info), nodes)
         raise last if last is not None else ConnectionError("no node known")
+
+    def _node(self, address: str) -> aioredis.Redis:
+        client = self._nodes.get(address)
+        if client is None:
+            host, _, port = address.rpartition(":")
+            connection: dict[str, Any] = {"connection_class": SSLConnection} if self._tls else {}
+            pool = aioredis.ConnectionPool(
+                host=host,
+                port=int(port),
+                socket_timeout=ASK_TIMEOUT_S,
+                socket_connect_timeout=ASK_TIMEOUT_S,
+                max_connections=2,
+                **connection,
+                **self._params,
+            )
+            client = self._nodes[address] = aioredis.Redis(connection_pool=pool)
+        return client
+
+
+def _parsed_info(info: Any) -> dict[str, Any]:
+    """``CLUSTER INFO`` as a dict: redis-py parses it for the cluster client, not always for a plain one."""
+    if isinstance(info, dict):
+        return info
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 def describe(info: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> tuple[str | None, str | None]:

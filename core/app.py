@@ -146,8 +146,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         tasks = TaskSupervisor()
         redis_probe: Callable[[], Awaitable[object]] = redis.ping
         if isinstance(redis, RedisCluster):  # another node down must not stop the start: said once, and in GetStatus
-            watch = ClusterWatch(redis)
-            await watch.check()
+            watch = ClusterWatch(settings.redis_url, redis)
+            await watch.check()  # said before serving; its connections are opened again by run
+            await watch.aclose()
             tasks.spawn("redis-cluster-watch", watch.run)
             redis_probe = watch.ping
         status = StatusService(

@@ -77,8 +77,9 @@ class GatewayServices:
         tasks = TaskSupervisor()
         redis_ping: Callable[[], Awaitable[object]] = redis.ping
         if isinstance(redis, RedisCluster):  # another node down must not stop the start: said once, and in /health
-            watch = ClusterWatch(redis)
-            await watch.check()
+            watch = ClusterWatch(settings.redis_url, redis)
+            await watch.check()  # said before serving; its connections are opened again by run
+            await watch.aclose()
             tasks.spawn("redis-cluster-watch", watch.run)
             redis_ping = watch.ping
         core = CoreClient.connect(
