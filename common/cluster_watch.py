@@ -27,15 +27,20 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import RedisError
 
+from common import resp
 from common.redis_clients import RedisClient, url_params
+from common.resp_cluster import ClusterUnavailable
 
-__all__ = ["ClusterWatch", "describe"]
+__all__ = ["ClusterWatch", "WatchedPipeline", "describe"]
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
 ASK_TIMEOUT_S = 1.0
 DOWN_FLAGS = frozenset({"fail", "fail?"})
+# How long the cluster must have refused every command before the shared pipeline stops retrying each call for
+# its 2 s (ClusterPipeline's bound) and fails it at once: longer than a failover's moment of cluster_state:fail
+FAIL_FAST_AFTER_S = 5.0
 
 
 class ClusterWatch:
@@ -56,13 +61,25 @@ class ClusterWatch:
         self.problem: str | None = None  # a slot is not served: /health says Redis is down
         self.warning: str | None = None  # a node is down, every slot still served (a replica, most often)
         self._logged: tuple[str | None, str | None] = (None, None)
+        self._refusing_since: float | None = None  # loop time the cluster was first seen refusing every command
+
+    def refusing_for_s(self) -> float:
+        """How long the cluster has refused every command (``cluster_state`` not ``ok``, or no node answers)."""
+        if self._refusing_since is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._refusing_since
 
     async def check(self) -> None:
         """Ask the cluster once and log the line for what changed since the last check (nothing if nothing)."""
         try:
-            self.problem, self.warning = await self._ask()
+            self.problem, self.warning, refusing = await self._ask()
         except (RedisError, OSError, TimeoutError) as exc:
             self.problem, self.warning = f"Redis Cluster: no node answers ({type(exc).__name__}); retrying", None
+            refusing = True
+        if not refusing:
+            self._refusing_since = None
+        elif self._refusing_since is None:
+            self._refusing_since = asyncio.get_running_loop().time()
         seen = (self.problem, self.warning)
         if seen == self._logged:
             return
@@ -98,7 +115,7 @@ class ClusterWatch:
             raise ConnectionError(self.problem)
         await self._client.ping()
 
-    async def _ask(self) -> tuple[str | None, str | None]:
+    async def _ask(self) -> tuple[str | None, str | None, bool]:
         last: BaseException | None = None
         for address in list(self._order):  # the node that answered last first; a dead one is skipped
             try:
@@ -110,7 +127,8 @@ class ClusterWatch:
                 continue
             known = [a.split("@")[0] for a in nodes]
             self._order = [address, *(a for a in dict.fromkeys([*self._order, *known]) if a != address)]
-            return describe(_parsed_info(info), nodes)
+            parsed = _parsed_info(info)
+            return (*describe(parsed, nodes), str(parsed.get("cluster_state", "ok")) != "ok")
         raise last if last is not None else ConnectionError("no node known")
 
     def _node(self, address: str) -> aioredis.Redis:
@@ -129,6 +147,34 @@ class ClusterWatch:
             )
             client = self._nodes[address] = aioredis.Redis(connection_pool=pool)
         return client
+
+
+class WatchedPipeline:
+    """The core's shared :class:`~common.resp.Pipeline`, failing each call at once (``ClusterUnavailable``
+    naming the problem) once the cluster has refused every command for :data:`FAIL_FAST_AFTER_S`.
+
+    ``ClusterPipeline`` retries ``CLUSTERDOWN`` for up to 2 s per call, which is right through a failover but,
+    while slots stay uncovered, makes every read that would fall back to PostgreSQL (latest prices) wait out
+    its caller's deadline: a REST read answered 503 after 2 s instead of the PostgreSQL row.
+    """
+
+    def __init__(self, pipeline: resp.Pipeline, watch: ClusterWatch) -> None:
+        self._pipeline = pipeline
+        self._watch = watch
+
+    async def call(self, *commands: resp.Command) -> list[Any]:
+        if self._watch.refusing_for_s() > FAIL_FAST_AFTER_S:
+            raise ClusterUnavailable(self._watch.problem or "the Redis Cluster refuses every command")
+        return await self._pipeline.call(*commands)
+
+    def register_script(self, source: str) -> str:
+        return self._pipeline.register_script(source)
+
+    def placement(self, key: str | bytes) -> object:
+        return self._pipeline.placement(key)
+
+    async def aclose(self) -> None:
+        await self._pipeline.aclose()
 
 
 def _parsed_info(info: Any) -> dict[str, Any]:

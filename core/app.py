@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio.cluster import RedisCluster
 
 from common import logs, resp
-from common.cluster_watch import ClusterWatch
+from common.cluster_watch import ClusterWatch, WatchedPipeline
 from common.redis_clients import open_mode, pipeline
 from common.redis_mode import RedisMode
 from common.runtime import tune_gc
@@ -138,6 +138,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         stack.push_async_callback(redis.aclose)
         stack.push_async_callback(shared.aclose)  # closed after all that is pushed later (the stack unwinds LIFO)
         logger.info("redis connected", extra={"fields": {"mode": redis_mode}})
+        watch = None
+        if isinstance(redis, RedisCluster):  # another node down must not stop the start: said once, and in GetStatus
+            watch = ClusterWatch(settings.redis_url, redis)
+            await watch.check()  # said before serving; its connections are opened again by its task
+            await watch.aclose()
+            shared = WatchedPipeline(shared, watch)  # reads fall back to PostgreSQL at once while slots are uncovered
         keys = RedisKeys(settings.redis_prefix)
         exchanges = PgExchangeSource(pool, redis, keys)
         exchange_ids = {e.name: e.id for e in await exchanges.list_exchanges()}
@@ -145,10 +151,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         # every long-lived task runs under it: restarted with backoff, counted, degraded in GetStatus until it runs
         tasks = TaskSupervisor()
         redis_probe: Callable[[], Awaitable[object]] = redis.ping
-        if isinstance(redis, RedisCluster):  # another node down must not stop the start: said once, and in GetStatus
-            watch = ClusterWatch(settings.redis_url, redis)
-            await watch.check()  # said before serving; its connections are opened again by run
-            await watch.aclose()
+        if watch is not None:
             tasks.spawn("redis-cluster-watch", watch.run)
             redis_probe = watch.ping
         status = StatusService(
