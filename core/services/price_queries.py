@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -173,11 +174,18 @@ def votes_by_symbol(rows: Iterable[SourcePrice]) -> dict[str, dict[str, Decimal]
     return votes
 
 
+FALLBACK_LOG_EVERY_S = 5.0
+
+
 class PriceQueries:
     def __init__(self, cache: LatestPriceCache, history: PriceHistory, *, clock_ms: Callable[[], int]) -> None:
         self._cache = cache
         self._history = history
         self._clock_ms = clock_ms
+        # the fallback is said at most every FALLBACK_LOG_EVERY_S, with how many reads it served: a Redis
+        # outage under load otherwise writes one line per request
+        self._fallback_logged_at = -FALLBACK_LOG_EVERY_S
+        self._fallbacks_unlogged = 0
 
     async def latest(self, symbols: Sequence[str]) -> list[LatestQuote]:
         """The freshest source's latest price per known symbol, in request order."""
@@ -230,8 +238,18 @@ class PriceQueries:
             if best is not None:
                 found[symbol] = best
         if failures:
-            first = next(r for r in results if isinstance(r, Exception))
-            logger.warning("latest-price cache unreadable for %d symbols, reading PostgreSQL: %r", failures, first)
+            self._fallbacks_unlogged += 1
+            now = time.monotonic()
+            if now - self._fallback_logged_at >= FALLBACK_LOG_EVERY_S:
+                first = next(r for r in results if isinstance(r, Exception))
+                logger.warning(
+                    "latest-price cache unreadable for %d symbols, reading PostgreSQL (%d reads since the last "
+                    "such line): %r",
+                    failures,
+                    self._fallbacks_unlogged,
+                    first,
+                )
+                self._fallback_logged_at, self._fallbacks_unlogged = now, 0
         return found
 
 
