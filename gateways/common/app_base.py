@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -22,7 +22,7 @@ from sanic.config import Config
 
 from common.logs import request_id_var
 from gateways.common.errors import ContractErrorHandler
-from gateways.common.health import check_health
+from gateways.common.health import HealthCache, check_health
 from gateways.common.http import REQUEST_ID_HEADER, json_response, request_id_of
 from gateways.common.metrics import METRICS_CONTENT_TYPE, HttpMetrics
 from gateways.common.services import GatewayServices
@@ -50,6 +50,7 @@ class GatewayContext(Generic[ServicesT]):
     settings: GatewaySettings
     metrics: HttpMetrics
     version: str
+    health_cache: HealthCache = field(default_factory=HealthCache)  # a flood of /health probes once a second
     _services: ServicesT | None = None
 
     @property
@@ -150,13 +151,15 @@ async def finish_request(request: GatewayRequest, response: HTTPResponse) -> Non
 async def health(request: GatewayRequest) -> HTTPResponse:
     ctx = request.app.ctx
     services = ctx.services
-    result = await check_health(
-        services.core,
-        services.redis_ping,
-        process=ctx.settings.process,
-        version=ctx.version,
-        request_id=request_id_of(request),
-        tasks=services.tasks,
+    result = await ctx.health_cache.get(
+        lambda: check_health(
+            services.core,
+            services.redis_ping,
+            process=ctx.settings.process,
+            version=ctx.version,
+            request_id=request_id_of(request),
+            tasks=services.tasks,
+        )
     )
     return json_response(result.body, status=result.http_status, headers=NO_STORE)
 

@@ -18,12 +18,17 @@ ended unexpectedly and waits for its restart): the core's, from ``GetStatus``,
 as ``core:<name>``, and the gateway's own (its :class:`TaskSupervisor`) as
 ``<process>:<name>``. Only names and states: why a task is degraded goes to the
 log, never into the body.
+
+:class:`HealthCache` keeps one answer for :data:`HEALTH_CACHE_TTL_S` and lets
+concurrent requests share the probe in flight, so a flood of ``/health``
+requests costs at most about one core call and one Redis ping per second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +47,9 @@ CORE_STATUS_TIMEOUT_S = 1.5
 REDIS_PING_TIMEOUT_S = 1.0
 # A little slack over the gRPC deadline, in case the channel itself stalls.
 CORE_PROBE_BOUND_S = CORE_STATUS_TIMEOUT_S + 0.2
+
+# How long one answer is served again: short enough for orchestrators to see a change at once.
+HEALTH_CACHE_TTL_S = 1.0
 
 HTTP_OK = 200
 HTTP_UNAVAILABLE = 503
@@ -151,6 +159,39 @@ async def check_health(
         gateway_degraded=degraded,
         gateway_tasks=tasks.restarts() if tasks is not None else (),
     )
+
+
+class HealthCache:
+    """The last :class:`Health` for ``ttl_s`` seconds, and one shared probe while none is fresh.
+
+    Every caller that finds no fresh answer awaits the same task (shielded, so a
+    caller that goes away does not cancel it for the others); the task stores its
+    answer when it ends. ``check_health`` never raises, so a failed probe is cached
+    like any other answer: a flood during an outage does not hammer the
+    dependencies either.
+    """
+
+    def __init__(self, ttl_s: float = HEALTH_CACHE_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._answer: Health | None = None
+        self._expires = 0.0
+        self._probe: asyncio.Task[Health] | None = None
+
+    async def get(self, probe: Callable[[], Awaitable[Health]]) -> Health:
+        if self._answer is not None and self._clock() < self._expires:
+            return self._answer
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._refresh(probe))
+        return await asyncio.shield(self._probe)
+
+    async def _refresh(self, probe: Callable[[], Awaitable[Health]]) -> Health:
+        try:
+            answer = await probe()
+            self._answer, self._expires = answer, self._clock() + self._ttl_s
+            return answer
+        finally:
+            self._probe = None
 
 
 async def _probe_core(

@@ -3,15 +3,18 @@
 Each app owns its :class:`HttpMetrics` (and so its own ``CollectorRegistry``),
 so two apps in one process never share or collide on collectors. Routes are
 labelled by their template (``/public/v1/candles/<exchange>/<symbol>``), never
-by the raw path, and requests that matched no route share one label, so a
-scanner cannot blow up the label set.
+by the raw path; a request that matched no route is labelled ``OTHER``, and so
+is a method outside the standard ones (``FOOBAR``): the label set is fixed by
+the code, so a scanner sending junk paths or methods cannot grow it.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-UNMATCHED_ROUTE = "<unmatched>"
+OTHER = "OTHER"
+UNMATCHED_ROUTE = OTHER
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -37,7 +40,8 @@ class HttpMetrics:
         self._process = process
 
     def observe(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        labels = (self._process, route or UNMATCHED_ROUTE, method, str(status))
+        method_label = method if method in KNOWN_METHODS else OTHER
+        labels = (self._process, route or UNMATCHED_ROUTE, method_label, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(max(seconds, 0.0))
 

@@ -10,14 +10,18 @@ Body (the seed's shape)::
 Numbers may be JSON strings (recommended) or JSON numbers: the body is parsed
 with every number kept as its exact decimal literal, never a binary float.
 Per-feed problems (a bad price, an unknown source) come back in ``errors``
-by index from the core; only a body that is not a batch at all is a 400.
+by index from the core; only a body that is not a batch at all is a 400, and
+so is a number too big to handle (more than :data:`MAX_SIGNIFICANT_DIGITS`
+digits, or a magnitude at or above ``10**MAX_EXPONENT`` or below
+``10**-MAX_EXPONENT``): it is refused here, before it is formatted, because
+``1e100000000`` written out in full is 100 MB and seconds of CPU.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -31,6 +35,10 @@ from perseus.marketdata.v1 import ingest_service_pb2, prices_pb2
 
 MAX_FEEDS = 100
 MAX_TEXT = 256
+# The core's bounds (core.domain.prices), checked here too so a huge number never gets formatted.
+MAX_SIGNIFICANT_DIGITS = 40
+MAX_EXPONENT = 30
+MAX_EPOCH_MS_DIGITS = 15  # epoch milliseconds stay below 10**16 until the year 318857
 STATUS_NAMES = {
     ingest_service_pb2.INGEST_STATUS_SUCCESS: "success",
     ingest_service_pb2.INGEST_STATUS_PARTIAL: "partial",
@@ -87,14 +95,14 @@ def _feed(item: Any, index: int) -> prices_pb2.PriceFeed:
     metadata: dict[str, Any] = given if isinstance(given, dict) else {}
     feed = prices_pb2.PriceFeed(
         symbol=_text(item.get("symbol"), f"feeds[{index}].symbol"),
-        price=_number(item.get("price")),
-        volume=_number(item.get("volume")),
+        price=_number(item.get("price"), f"feeds[{index}].price"),
+        volume=_number(item.get("volume"), f"feeds[{index}].volume"),
         source=_text(item.get("source"), f"feeds[{index}].source"),
     )
     for name in ("bid", "ask"):
         value = item.get(name, metadata.get(name))
         if value is not None:
-            setattr(feed, name, _number(value))
+            setattr(feed, name, _number(value, f"feeds[{index}].{name}"))
     _set_time(feed.timestamp, item.get("timestamp"), f"feeds[{index}].timestamp", required=False)
     exchange_ts = item.get("exchange_timestamp", metadata.get("exchange_timestamp"))
     _set_time(feed.exchange_timestamp, exchange_ts, f"feeds[{index}].exchange_timestamp", required=False)
@@ -113,13 +121,42 @@ def _text(value: Any, field: str) -> str:
     return value
 
 
-def _number(value: Any) -> str:
-    """A decimal string from a JSON string or an exact JSON number; anything else goes to the core as-is."""
+def _number(value: Any, field: str) -> str:
+    """A decimal string from a JSON string or an exact JSON number; anything else goes to the core as-is.
+
+    A number out of bounds (JSON number or numeric string) is a 400 before anything formats it; a string
+    that is no number at all (``"bad"``) is the core's to report, by index."""
     if isinstance(value, Decimal):
+        _check_bounds(value, field)
         return format(value, "f")
     if isinstance(value, str):
-        return value[:MAX_TEXT]
+        if len(value) > MAX_TEXT:
+            raise ValidationFailed(f"`{field}` is too long to be a number", details={"field": field})
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            return value
+        _check_bounds(parsed, field)
+        return value
     return "" if value is None else json.dumps(value)[:MAX_TEXT]
+
+
+def _check_bounds(value: Decimal, field: str) -> None:
+    """Digits and exponent from the tuple (cheap whatever the exponent), never the formatted value."""
+    if not value.is_finite():
+        return  # NaN and Infinity are the core's to refuse, per feed
+    digits = value.as_tuple()
+    exponent = digits.exponent if isinstance(digits.exponent, int) else 0
+    if (
+        len(digits.digits) > MAX_SIGNIFICANT_DIGITS
+        or (value != 0 and not -MAX_EXPONENT <= value.adjusted() < MAX_EXPONENT)
+        or exponent < -2 * MAX_EXPONENT  # 0E-100000000 is zero, but 100 MB once formatted
+    ):
+        raise ValidationFailed(
+            f"`{field}` is out of range: at most {MAX_SIGNIFICANT_DIGITS} significant digits, "
+            f"magnitude between 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT}",
+            details={"field": field},
+        )
 
 
 def _set_time(target: Timestamp, value: Any, field: str, *, required: bool) -> None:
@@ -130,6 +167,8 @@ def _set_time(target: Timestamp, value: Any, field: str, *, required: bool) -> N
         return
     try:
         if isinstance(value, Decimal):
+            if not value.is_finite() or value.adjusted() > MAX_EPOCH_MS_DIGITS:
+                raise ValueError("out of range")  # checked before int(): int(Decimal("1e100000000")) burns minutes
             target.FromMilliseconds(int(value))
         elif isinstance(value, str):
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))

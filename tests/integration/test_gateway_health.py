@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from gateways.common.health import HEALTH_CACHE_TTL_S
 from tests.support.processes import (
     ADDR_VARIABLE,
     Kind,
@@ -88,6 +90,7 @@ def test_health_reports_pw_host_mode_then_degrades_when_that_core_stops(migrated
             assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}
 
             pw_core.stop()
+            time.sleep(HEALTH_CACHE_TTL_S)  # the answer is cached for that long
             response = get(gateway, "/health")
             assert response.status_code == 503
             assert response.json()["services"] == {"core": "down", "redis": "up", "postgres": "unknown"}

@@ -17,6 +17,7 @@ import grpc
 import httpx
 import pytest
 
+from gateways.common.health import HEALTH_CACHE_TTL_S
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.valkey import EmbeddedRedis
@@ -89,6 +90,7 @@ def test_a_frozen_postgres_is_named_and_the_core_stays_up(
     _, rest = stack
     eventually_healthy(rest)
     with frozen(private_postgres.pid):
+        time.sleep(HEALTH_CACHE_TTL_S)  # past the healthy answer still cached
         answers = [health(rest) for _ in range(3)]  # the later ones while the first probe still hangs
     for code, body in answers:
         assert (code, body["status"]) == (503, "degraded")
@@ -102,6 +104,7 @@ def test_a_frozen_redis_is_named_and_the_core_stays_up(
     _, rest = stack
     eventually_healthy(rest)
     with frozen(embedded_redis.pid):
+        time.sleep(HEALTH_CACHE_TTL_S)  # past the healthy answer still cached
         answers = [health(rest) for _ in range(2)]
     for code, body in answers:
         assert (code, body["services"]) == (503, {"core": "up", "redis": "down", "postgres": "up"})
@@ -116,7 +119,7 @@ def test_a_dead_redis_is_named_and_the_core_stays_up(
     assert embedded_redis.pid is not None
     os.kill(embedded_redis.pid, signal.SIGKILL)
     try:
-        time.sleep(0.5)
+        time.sleep(HEALTH_CACHE_TTL_S + 0.5)  # past the healthy answer still cached
         code, body = health(rest)
         assert (code, body["services"]) == (503, {"core": "up", "redis": "down", "postgres": "up"})
     finally:
