@@ -165,8 +165,9 @@ class LocalRedisCluster:
 
     @property
     def url(self) -> str:
-        """The URL of the first node: any node will do for a cluster client."""
-        return self.nodes[0].url
+        """The URL of the first live node (any node will do for a cluster client; a test that killed the
+        first one leaves the others serving)."""
+        return next((node for node in self.nodes if node.alive), self.nodes[0]).url
 
     @property
     def dir(self) -> Path | None:
