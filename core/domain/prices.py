@@ -64,11 +64,11 @@ def parse_decimal(text: str, field: str, *, positive: bool) -> Decimal:
     try:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):
-        raise FeedRejected(field, f"is not a decimal number (got {text!r})") from None
+        raise FeedRejected(field, f"is not a decimal number (got {_shown(text)})") from None
     if not value.is_finite():
-        raise FeedRejected(field, f"must be finite (got {text!r})")
+        raise FeedRejected(field, f"must be finite (got {_shown(text)})")
     if value < 0 or (positive and value == 0):
-        raise FeedRejected(field, f"must be {'positive' if positive else 'zero or positive'} (got {text!r})")
+        raise FeedRejected(field, f"must be {'positive' if positive else 'zero or positive'} (got {_shown(text)})")
     digits = value.as_tuple()
     exponent = digits.exponent if isinstance(digits.exponent, int) else 0
     if (
@@ -76,8 +76,15 @@ def parse_decimal(text: str, field: str, *, positive: bool) -> Decimal:
         or (value != 0 and not -MAX_EXPONENT <= value.adjusted() < MAX_EXPONENT)
         or exponent < -2 * MAX_EXPONENT
     ):
-        raise FeedRejected(field, f"is out of range (got {text!r})")
+        raise FeedRejected(field, f"is out of range (got {_shown(text)})")
     return value
+
+
+def _shown(text: str, limit: int = 48) -> str:
+    """``text`` as a reason quotes it, cut at ``limit`` characters: a 4 MB price is not echoed back whole."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
 def decimal_str(value: Decimal) -> str:

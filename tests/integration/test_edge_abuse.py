@@ -10,10 +10,12 @@ import re
 import time
 from collections.abc import Iterator
 
+import grpc
 import httpx
 import pytest
 import redis
 
+from perseus.marketdata.v1 import ingest_service_pb2 as ingest_pb2, ingest_service_pb2_grpc as ingest_grpc, prices_pb2
 from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support.processes import Process, run_cli, running_gateway
 
@@ -170,3 +172,31 @@ async def test_a_health_flood_probes_redis_about_once_a_second(
     # Every request got a health answer (200, or 503 if a store blinked under the flood), none an error.
     assert all(answer.json()["process"] == "rest" for answer in answers)
     assert len({answer.json()["timestamp"] for answer in answers}) <= pings
+
+
+# --- the core's IngestService ------------------------------------------------------------------
+
+
+GRPC_HUGE = {
+    "exponent": "1e100000000",
+    "tiny exponent": "1e-100000000",
+    "10,000 digits": TEN_THOUSAND_DIGITS,
+    "a megabyte of digits": "1" * 1_000_000,
+}
+
+
+@pytest.mark.parametrize("price", GRPC_HUGE.values(), ids=GRPC_HUGE.keys())
+def test_the_core_refuses_a_huge_price_by_index_at_once(channel: grpc.Channel, price: str) -> None:
+    feed = prices_pb2.PriceFeed(symbol="ABU-USD", price=price, volume="1", source="binance")
+    feed.timestamp.FromMilliseconds(int(time.time() * 1000) - 5000)
+    started = time.monotonic()
+    reply = ingest_grpc.IngestServiceStub(channel).IngestPrices(
+        ingest_pb2.IngestPricesRequest(worker_id="abuse", feeds=[feed]), timeout=10
+    )
+    elapsed = time.monotonic() - started
+    assert (reply.ingested, reply.failed) == (0, 1)
+    (error,) = reply.errors
+    assert (error.index, error.field) == (0, "price")
+    assert error.reason.startswith("is out of range"), error.reason
+    assert len(error.reason) < 200, f"the reason echoes {len(error.reason)} characters"
+    assert elapsed < QUICK_S, f"{elapsed:.1f} s"
