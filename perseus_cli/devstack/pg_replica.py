@@ -22,13 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import subprocess
 
-from core.settings import StartupError
 from perseus_cli.devstack.pg_install import PgInstall
 from perseus_cli.devstack.postgres import EmbeddedPostgres
-from perseus_cli.devstack.processes import child_preexec, error_line, open_log, read_from, server_env
 
 logger = logging.getLogger(__name__)
 
@@ -62,50 +58,25 @@ class EmbeddedReplica(EmbeddedPostgres):
         self._basebackup()
 
     def _basebackup(self) -> None:
-        """Copy the running primary into ``pgdata.init`` (as a standby: ``-R``) and rename it ``pgdata``."""
+        """Copy the running primary (as a standby: ``-R``) into a staging directory, renamed when complete."""
         assert self._install is not None
+        install = self._install
         primary_url = self.primary.url  # raises when the primary is not running: a replica of nothing
-        staging = self.dir / "pgdata.init"
-        for stale in (staging, self.pgdata):
-            shutil.rmtree(stale, ignore_errors=True)
-        staging.mkdir(mode=0o700)
-        if self._user is not None:
-            os.chown(staging, self._user.uid, self._user.gid)
-        log = self.dir / "basebackup.log"
-        fd, offset = open_log(log)
-        argv = [
-            str(self._install.bin_dir / "pg_basebackup"),
-            "-d",
-            primary_url,
-            "-D",
-            str(staging),
-            "-X",
-            "stream",  # the WAL written during the copy comes along: the copy is consistent by itself
-            "-R",  # standby.signal and primary_conninfo: it starts as a standby of the primary
-            "-c",
-            "fast",  # checkpoint now rather than at the primary's leisure
-        ]
-        logger.info("embedded PostgreSQL replica: copying the primary (%s) into %s", primary_url, self.pgdata)
-        try:
-            result = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                env=server_env(),
-                timeout=BASEBACKUP_TIMEOUT_S,
-                check=False,
-                start_new_session=True,
-                preexec_fn=child_preexec(signal.SIGKILL),
-                **self._spawn_kwargs(),
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise StartupError(f"embedded PostgreSQL replica: pg_basebackup failed ({exc}; log {log})") from exc
-        finally:
-            os.close(fd)
-        if result.returncode != 0:
-            raise StartupError(
-                f"embedded PostgreSQL replica: pg_basebackup failed with code {result.returncode}: "
-                f"{error_line(read_from(log, offset))} (log {log})"
-            )
-        staging.rename(self.pgdata)
+        shutil.rmtree(self.pgdata, ignore_errors=True)  # a replica is copied afresh at every start
+        self._build_pgdata(
+            lambda staging: [
+                str(install.bin_dir / "pg_basebackup"),
+                "-d",
+                primary_url,
+                "-D",
+                str(staging),
+                "-X",
+                "stream",  # the WAL written during the copy comes along: the copy is consistent by itself
+                "-R",  # standby.signal and primary_conninfo: it starts as a standby of the primary
+                "-c",
+                "fast",  # checkpoint now rather than at the primary's leisure
+            ],
+            tool="pg_basebackup",
+            what=f"copying the primary ({primary_url})",
+            timeout_s=BASEBACKUP_TIMEOUT_S,
+        )

@@ -20,6 +20,8 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from core.settings import StartupError
@@ -125,47 +127,58 @@ class EmbeddedPostgres(EmbeddedServer):
         return copy
 
     def _initdb(self) -> None:
-        """Initialise into ``pgdata.init`` and rename, so a failed initdb never leaves half a cluster."""
+        """Initialise a new cluster (into a staging directory, renamed when complete)."""
         assert self._install is not None
+        install = self._install
+        self._build_pgdata(
+            lambda staging: [
+                str(install.initdb),
+                "-D",
+                str(staging),
+                "-U",
+                self.USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ],
+            tool="initdb",
+            what="initialising a new cluster",
+            timeout_s=INITDB_TIMEOUT_S,
+        )
+
+    def _build_pgdata(self, argv_of: Callable[[Path], list[str]], *, tool: str, what: str, timeout_s: float) -> None:
+        """Run ``tool`` (``initdb``, ``pg_basebackup``) into ``pgdata.init`` and rename it ``pgdata``, so a
+        failed run never leaves half a cluster; its output goes to ``<tool>.log``, its last error line into
+        the StartupError."""
         staging = self.dir / "pgdata.init"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
         if self._user is not None:
             os.chown(staging, self._user.uid, self._user.gid)
-        log = self.dir / "initdb.log"
+        log, label = self.dir / f"{tool}.log", f"embedded {self.kind}"
         fd, offset = open_log(log)
-        argv = [
-            str(self._install.initdb),
-            "-D",
-            str(staging),
-            "-U",
-            self.USER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-instructions",
-        ]
-        logger.info("embedded PostgreSQL: initialising a new cluster in %s", self.pgdata)
+        logger.info("%s: %s in %s", label, what, self.pgdata)
         try:
             result = subprocess.run(
-                argv,
+                argv_of(staging),
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=fd,
                 env=server_env(),
-                timeout=INITDB_TIMEOUT_S,
+                timeout=timeout_s,
                 check=False,
                 start_new_session=True,
                 preexec_fn=child_preexec(signal.SIGKILL),
                 **self._spawn_kwargs(),
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            raise StartupError(f"embedded PostgreSQL: initdb failed ({exc}; log {log})") from exc
+            raise StartupError(f"{label}: {tool} failed ({exc}; log {log})") from exc
         finally:
             os.close(fd)
         if result.returncode != 0:
             raise StartupError(
-                f"embedded PostgreSQL: initdb failed with code {result.returncode}: "
+                f"{label}: {tool} failed with code {result.returncode}: "
                 f"{error_line(read_from(log, offset))} (log {log})"
             )
         staging.rename(self.pgdata)
