@@ -2,7 +2,8 @@
 
 It serves the shared ``/health`` and ``/metrics``, the stream
 ``/public/v1/stream`` (``session.py``) and its AsyncAPI 3 document
-``/public/v1/asyncapi.json`` (``asyncapi.py``). Sanic's websocket settings
+``/public/v1/asyncapi.json`` (``asyncapi.py``); the stream's handshake selects
+``perseus.v1`` when offered (``subprotocols.py``). Sanic's websocket settings
 carry the protocol limits: the maximum frame size (1009 beyond it) and the
 protocol ping every heartbeat interval, a peer that does not answer within
 the ping timeout being closed.
@@ -30,6 +31,7 @@ from gateways.ws.asyncapi import STREAM_PATH, asyncapi_document
 from gateways.ws.protocol import CloseCode
 from gateways.ws.session import WsRuntime
 from gateways.ws.settings import WsSettings
+from gateways.ws.subprotocols import SERVER_SUBPROTOCOLS, negotiate
 
 APP_NAME = "perseus_ws"
 ASYNCAPI_PATH = "/public/v1/asyncapi.json"
@@ -79,7 +81,8 @@ def create_app(settings: GatewaySettings, ws_settings: WsSettings | None = None)
     app.after_server_start(start_runtime)
     app.before_server_stop(stop_runtime)
     _register_metrics(context)
-    app.add_websocket_route(stream, STREAM_PATH, name="stream")
+    app.on_request(negotiate_subprotocols)
+    app.add_websocket_route(stream, STREAM_PATH, name="stream", subprotocols=SERVER_SUBPROTOCOLS)
     app.add_route(asyncapi, ASYNCAPI_PATH, methods=["GET"], name="asyncapi")
     return app
 
@@ -90,6 +93,12 @@ async def start_runtime(app: WsApp) -> None:
 
 async def stop_runtime(app: WsApp) -> None:
     await app.ctx.services.runtime.stop()
+
+
+async def negotiate_subprotocols(request: WsRequest) -> None:
+    """Before the stream's handshake: which subprotocol it may select (``subprotocols.py``)."""
+    if request.path == STREAM_PATH:
+        negotiate(request)
 
 
 async def stream(request: WsRequest, ws: Websocket) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 
 from gateways.common.projection import descriptor_of, message_type, public_schema
-from gateways.ws import limits, protocol
+from gateways.ws import limits, protocol, subprotocols
 from gateways.ws.channels import FAMILIES, TIMEFRAMES
 from gateways.ws.protocol import CloseCode, ErrorCode
 from perseus.marketdata.v1 import stream_service_pb2 as pb
@@ -136,6 +136,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
                 "security": [
                     {"$ref": "#/components/securitySchemes/apiKeyQuery"},
                     {"$ref": "#/components/securitySchemes/apiKeyHeader"},
+                    {"$ref": "#/components/securitySchemes/apiKeySubprotocol"},
                 ],
             }
         },
@@ -166,9 +167,24 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             "securitySchemes": {
                 "apiKeyQuery": {"type": "httpApiKey", "name": "apiKey", "in": "query"},
                 "apiKeyHeader": {"type": "httpApiKey", "name": "X-API-Key", "in": "header"},
+                "apiKeySubprotocol": {
+                    "type": "httpApiKey",
+                    "name": "Sec-WebSocket-Protocol",
+                    "in": "header",
+                    "description": _SUBPROTOCOL_KEY,
+                },
             },
         },
     }
+
+
+_SUBPROTOCOL_KEY = (
+    f"For browsers, which cannot set headers: offer the subprotocols {subprotocols.PROTOCOL} and "
+    f'{subprotocols.KEY_PREFIX}<API_KEY>, as in new WebSocket(url, ["{subprotocols.PROTOCOL}", '
+    f'"{subprotocols.KEY_PREFIX}" + apiKey]); the key stays out of the URL. The server selects '
+    f"{subprotocols.PROTOCOL} and never echoes the key. Offering subprotocols without {subprotocols.PROTOCOL} "
+    "is refused with HTTP 400; a key here and a different one in ?apiKey= or X-API-Key closes with 4001."
+)
 
 
 def _description() -> str:
@@ -181,7 +197,8 @@ def _description() -> str:
     }
     lines = [f"- {int(code)}: {text}" for code, text in codes.items()]
     return (
-        "Live candle closes, trade signals and price updates. Authenticate with ?apiKey= or X-API-Key.\n"
+        "Live candle closes, trade signals and price updates. Authenticate with ?apiKey=, X-API-Key, or (browsers) "
+        f"the subprotocols {subprotocols.PROTOCOL} and {subprotocols.KEY_PREFIX}<API_KEY>.\n"
         f"A message names 1 to {protocol.MAX_CHANNELS_PER_MESSAGE} channels; a connection holds at most "
         f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}. At most {limits.MESSAGE_RATE_PER_S:g} messages/s "
         f"(bursts of {limits.MESSAGE_BURST}). A client more than {limits.SKIP_BYTES // 1024} KiB behind has "

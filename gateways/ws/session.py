@@ -4,7 +4,8 @@
 starts (:meth:`WsRuntime.build`: the hub, the core stream, the connection
 counter and its Redis pool, wired once) and started once the server runs.
 :meth:`WsRuntime.serve` is one
-connection, in order: the key (``?apiKey=`` or ``X-API-Key``; 4001), a
+connection, in order: the key (``?apiKey=``, ``X-API-Key``, or for browsers a
+``key.<KEY>`` subprotocol beside ``perseus.v1``: ``subprotocols.py``; 4001), a
 connection slot in Redis (4008), then every frame from the first one, each
 checked against the message rate (4029) and answered in order. Frames that
 arrive while the key is checked wait in the websocket's own buffer, so none is
@@ -39,7 +40,7 @@ from common.supervise import TaskSupervisor
 from gateways.common.auth import KeyCache
 from gateways.common.errors import ApiError, Unauthorized
 from gateways.common.services import GatewayServices
-from gateways.ws import protocol
+from gateways.ws import protocol, subprotocols
 from gateways.ws.connections import ConnectionCounter
 from gateways.ws.hub import Client, Hub, Join
 from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
@@ -188,8 +189,15 @@ class WsRuntime:
 
     async def serve(self, request: Request[Any, Any], ws: Any) -> None:
         key = (request.args.get(API_KEY_PARAM) or request.headers.get(API_KEY_HEADER) or "").strip()
+        in_subprotocol = subprotocols.keys_offered(request)
+        if len(in_subprotocol) > 1 or (key and in_subprotocol and in_subprotocol != {key}):
+            await _close(ws, CloseCode.INVALID_KEY, "two different API keys were sent; send one")
+            return
+        key = key or next(iter(in_subprotocol), "")
         if not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
-            await _close(ws, CloseCode.INVALID_KEY, "a valid API key is required: ?apiKey= or X-API-Key")
+            await _close(
+                ws, CloseCode.INVALID_KEY, "a valid API key is required: ?apiKey=, X-API-Key or subprotocol key.<KEY>"
+            )
             return
         try:
             api_key = await self._keys.authenticate(key)

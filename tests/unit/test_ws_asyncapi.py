@@ -53,3 +53,13 @@ def test_a_subscribe_without_resume_is_valid_and_a_bad_resume_is_not() -> None:
     jsonschema.validate(resumed, subscribe)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"action": "subscribe", "channels": ["prices:BTC-USD"], "resume": {"x": -1}}, subscribe)
+
+
+def test_the_key_in_the_subprotocol_is_documented() -> None:
+    """Browsers send the key as a ``key.<API_KEY>`` subprotocol beside ``perseus.v1`` (issue 16)."""
+    document = asyncapi_document("1.0", "h:1")
+    scheme = document["components"]["securitySchemes"]["apiKeySubprotocol"]
+    assert scheme["name"] == "Sec-WebSocket-Protocol" and scheme["in"] == "header"
+    assert "perseus.v1" in scheme["description"] and "key.<API_KEY>" in scheme["description"]
+    assert {"$ref": "#/components/securitySchemes/apiKeySubprotocol"} in document["servers"]["gateway"]["security"]
+    assert "key.<API_KEY>" in document["info"]["description"]
