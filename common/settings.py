@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 T = TypeVar("T", covariant=True)  # a Variable[int] is a Variable[object] (VARIABLES holds them all)
 
@@ -123,12 +124,16 @@ class RedisUrlVariable(Variable[str]):
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password (user info and ``password=`` query parameters) replaced by ``***``."""
+    """``url`` with its password (user info, and query parameters named like password, token or secret)
+    replaced by ``***``: the one way every message, log line and summary shows a store's URL.
+
+    A URL too malformed to split is masked by pattern instead, so the message still shows the scheme and
+    the host the operator has to correct (``postgresql://u:***@[::1:5432/db``)."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        return REDACTED if "@" in url or "password" in url.lower() else url
+        return _redact_by_pattern(url)
     netloc = parts.netloc
     if password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")
@@ -145,14 +150,36 @@ def _is_secret_key(key: str) -> bool:
     return "password" in key or "token" in key or "secret" in key
 
 
+# user info's password (``scheme://user:PASSWORD@``) and a secret-named parameter's value (``password=X``)
+_USERINFO_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)([^/?#\s]*)@")
+_SECRET_PARAMETER = re.compile(r"([^?&=#\s]*(?:password|token|secret)[^?&=#\s]*=)[^&#\s]*", re.IGNORECASE)
+
+
+def _redact_by_pattern(url: str) -> str:
+    masked = _USERINFO_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", url)
+    return _SECRET_PARAMETER.sub(lambda m: f"{m.group(1)}{REDACTED}", masked)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error from a driver, a probe's failure) with any URL password or ``password=``/``token=``
+    value in it masked, for the places that do not know which URL the text might quote (GetStatus details).
+    Where the URL is known, :func:`scrub` is surer: it also finds the password quoted on its own."""
+    return _redact_by_pattern(text)
+
+
 def _passwords(value: str) -> list[str]:
-    """The password of a URL and the values of its password-like query parameters."""
+    """The password of a URL and the values of its password-like query parameters, each as written and
+    percent-decoded (a driver quotes the password it was given, which is the decoded one)."""
     try:
         parts = urlsplit(value)
         found = [parts.password] if parts.password else []
-    except ValueError:
-        return []
-    return found + [v for key, v in parse_qsl(parts.query, True) if _is_secret_key(key) and v]
+    except ValueError:  # too malformed to split: the password by pattern
+        found = [m.group(2) for m in _USERINFO_PASSWORD.finditer(value)]
+        return [v for v in found if v]
+    found += [v for key, v in parse_qsl(parts.query, True) if _is_secret_key(key) and v]
+    decoded = [unquote(v) for v in found]
+    # longest first: a password that contains another is masked whole
+    return sorted({v for v in found + decoded if v}, key=len, reverse=True)
 
 
 def scrub(text: str, raw: str) -> str:

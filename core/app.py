@@ -22,7 +22,7 @@ from common.cluster_watch import ClusterWatch, WatchedPipeline
 from common.redis_clients import open_mode, pipeline
 from common.redis_mode import RedisMode
 from common.runtime import tune_gc
-from common.settings import warn_unknown
+from common.settings import scrub, warn_unknown
 from common.supervise import TaskSupervisor
 from core.adapters import apikeys, migrations
 from core.adapters.alert_store import AlertStore
@@ -68,13 +68,13 @@ async def open_redis(url: str, *, client_name: str) -> tuple[RedisMode, RedisCli
     try:
         mode = await open_mode(url)
     except REDIS_ERRORS as exc:  # OSError among them: open_mode's ConnectionError
-        raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({exc})") from exc
+        raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({scrub(str(exc), url)})") from exc
     client = redis_client(url, mode)
     try:
         await client.ping()
     except REDIS_ERRORS as exc:
         await client.aclose()
-        raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({exc})") from exc
+        raise StartupError(f"PERSEUS_REDIS_URL: cannot reach Redis ({scrub(str(exc), url)})") from exc
     return mode, client, pipeline(url, mode, client_name=client_name)
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from common.settings import scrub
 from core.settings import StartupError
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ def describe_dsn(dsn: str) -> str:
 
 
 def unreachable(dsn: str, exc: BaseException) -> StartupError:
-    """The StartupError for a failed connection, on one line."""
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    """The StartupError for a failed connection, on one line, without the URL's password (asyncpg's own
+    texts do not quote it today; a driver's next version might)."""
+    reason = scrub(" ".join(str(exc).split()), dsn) or type(exc).__name__
     return StartupError(f"{DATABASE_URL_VARIABLE}: cannot reach PostgreSQL at {describe_dsn(dsn)} ({reason})")
 
 

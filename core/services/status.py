@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from common.settings import redact_text
 from common.supervise import TaskSupervisor
 from core.domain.models import DependencyHealth
 
@@ -95,7 +96,7 @@ class StatusService:
             return DependencyHealth(name, True, _ms_since(started))
         if not isinstance(exc, OSError | ConnectionError):  # a probe must report, never raise
             logger.warning("health probe %s failed", name, exc_info=exc)
-        return DependencyHealth(name, False, _ms_since(started), f"{type(exc).__name__}: {exc}")
+        return DependencyHealth(name, False, _ms_since(started), redact_text(f"{type(exc).__name__}: {exc}"))
 
 
 async def _call(probe: Probe) -> object:

@@ -18,13 +18,12 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import redis
 from sanic import Sanic
 
 from common import logs
-from common.settings import warn_unknown
+from common.settings import scrub, warn_unknown
 from gateways.common.services import RedisUnreachable
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, Process, SettingsError
 
@@ -50,10 +49,7 @@ def redis_unreachable(url: str) -> str:
     try:
         client.ping()
     except (OSError, redis.RedisError) as exc:
-        reason = " ".join(str(exc).split()).rstrip(".")
-        password = urlsplit(url).password
-        if password:
-            reason = reason.replace(password, "***").replace(quote(password, safe=""), "***")
+        reason = scrub(" ".join(str(exc).split()).rstrip("."), url)
         return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
     finally:
         client.close()

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 
+from common.settings import redact_url
 from perseus_cli.devstack.pg_install import PgInstall
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 
@@ -77,6 +78,6 @@ class EmbeddedReplica(EmbeddedPostgres):
                 "fast",  # checkpoint now rather than at the primary's leisure
             ],
             tool="pg_basebackup",
-            what=f"copying the primary ({primary_url})",
+            what=f"copying the primary ({redact_url(primary_url)})",
             timeout_s=BASEBACKUP_TIMEOUT_S,
         )

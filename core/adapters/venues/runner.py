@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from common.settings import redact_url, scrub
 from core.adapters.venues.base import EventSink, Parsed, VenueError, VenueProtocol
 from core.domain.market_events import MarketEvent, SequenceGap
 
@@ -165,7 +166,8 @@ class VenueRunner:
                 await self._one_connection(protocol)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 state = "lost" if self._opened_at is not None else "failed"
-                logger.warning("%s: connection %s: %s", self.name, state, str(exc) or type(exc).__name__)
+                reason = scrub(str(exc), protocol.url()) or type(exc).__name__
+                logger.warning("%s: connection %s: %s", self.name, state, reason)
             finally:
                 self.connected = False
                 self._connection = None
@@ -193,7 +195,8 @@ class VenueRunner:
             self.connects += 1
             self.connected = True
             self._connection = connection
-            logger.info("%s: connected to %s", self.name, protocol.url())
+            # PERSEUS_<VENUE>_URL is a secret: a proxy's URL may carry a token
+            logger.info("%s: connected to %s", self.name, redact_url(protocol.url()))
             for frame in protocol.subscribe_frames():
                 await connection.send(frame)
             while not self._closing and await self._next_frame(protocol, connection):
