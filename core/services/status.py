@@ -49,7 +49,7 @@ def supervised_components(tasks: TaskSupervisor) -> Callable[[], list[ComponentH
         out = []
         for name, restarts in sorted(tasks.restarts().items()):
             problem = degraded.get(name) or (None if alive.get(name) else "its supervisor ended")
-            out.append(ComponentHealth(name, problem is None, problem or "", restarts))
+            out.append(ComponentHealth(name, problem is None, redact_text(problem or ""), restarts))
         return out
 
     return components

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from common.settings import redact_text, redact_url, scrub
+from common.supervise import TaskSupervisor
+from core.services.status import StatusService, supervised_components
 
 PASSWORD = "Zq9-pw7-Secret"
 
@@ -43,3 +47,34 @@ def test_scrub_masks_a_malformed_url_quoted_whole_and_its_password() -> None:
 def test_redact_text_masks_urls_and_secret_parameters_in_free_text() -> None:
     text = f"ConnectionError: redis://u:{PASSWORD}@h:1/0?token={PASSWORD}&db=2; ERR AUTH <password> called"
     assert redact_text(text) == "ConnectionError: redis://u:***@h:1/0?token=***&db=2; ERR AUTH <password> called"
+
+
+async def test_getstatus_details_never_carry_a_url_password() -> None:
+    """A probe or task failing with a driver's error that quotes its URL: GetStatus (and the /health log that
+    repeats it) shows the URL masked."""
+    url = f"redis://acl-user:{PASSWORD}@h:6379/0"
+
+    async def failing() -> None:
+        raise ConnectionError(f"cannot connect to {url}")
+
+    status = StatusService({"redis": failing}, timeout_s=1.0)
+    [redis] = await status.check()
+    assert not redis.up
+    assert PASSWORD not in redis.detail
+    assert "redis://acl-user:***@h:6379/0" in redis.detail
+
+    tasks = TaskSupervisor(min_backoff_s=5.0, max_backoff_s=5.0)  # it stays down, degraded, while asserted
+
+    async def crashing() -> None:
+        raise RuntimeError(f"lost {url}")
+
+    tasks.spawn("feed", crashing)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if tasks.degraded():
+            break
+    [feed] = supervised_components(tasks)()
+    assert not feed.up
+    assert "***" in feed.detail
+    assert PASSWORD not in feed.detail
+    await tasks.aclose()
