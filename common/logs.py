@@ -16,12 +16,28 @@ from datetime import UTC, datetime
 
 import orjson
 
+from common.settings import redact_text
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 # Libraries whose INFO lines repeat what Perseus logs itself (Sanic's access log: the gateways count and
 # log requests on their own).
 NOISY_LIBRARY_LOGGERS = ("sanic.access",)
 FORMATS = ("json", "text")
+# What a URL password or a ``password=``/``token=``/``secret=`` value needs around it: a record without any
+# of these is not run through the masking patterns.
+_SECRET_WORDS = ("password", "token", "secret")
+
+
+def mask(text: str) -> str:
+    """``text`` with any URL password or secret-named parameter masked (:func:`common.settings.redact_text`).
+
+    The last line of defence for what no caller masked: an exception quoting a store's URL, a supervised
+    task's traceback. A cheap substring test first, so a plain log line costs no regular expression.
+    """
+    if "://" in text or ("=" in text and any(word in text.lower() for word in _SECRET_WORDS)):
+        return redact_text(text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,18 +48,19 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask(record.getMessage()),
         }
         if request_id := request_id_var.get():
             entry["request_id"] = request_id
-        entry.update(getattr(record, "fields", None) or {})
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            entry[key] = mask(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = mask(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines for a developer's terminal."""
+    """Human-readable lines for a developer's terminal; the whole line (message, traceback, fields) masked."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -53,7 +70,7 @@ class TextFormatter(logging.Formatter):
         fields = dict(getattr(record, "fields", None) or {})
         if request_id := request_id_var.get():
             fields["request_id"] = request_id
-        return line + "".join(f" {k}={v}" for k, v in fields.items())
+        return mask(line + "".join(f" {k}={v}" for k, v in fields.items()))
 
 
 def configure(level: str, fmt: str, *, process: str | None = None) -> None:
