@@ -300,6 +300,21 @@ def url(*schemes: str, host_in_query: bool = False) -> Callable[[str], str]:
     return parse
 
 
+def redis_url(raw: str) -> str:
+    """A Redis URL that redis-py itself accepts: its ``parse_url`` (used by every client the URL configures)
+    converts the query parameters (``socket_timeout=abc`` fails), so a bad one is a settings error at read
+    time rather than a traceback from the first connection. redis-py is imported here, not at the top: only
+    the processes that read this variable pay for it."""
+    value = url(*REDIS_SCHEMES)(raw)
+    from redis.connection import parse_url
+
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]  # redis-py leaves parse_url unannotated
+    except ValueError as exc:
+        raise Invalid(f"is rejected by redis-py: {str(exc).rstrip('.')} (got {redact_url(value)!r})") from None
+    return value
+
+
 def optional_url(*schemes: str, host_in_query: bool = False) -> Callable[[str], str]:
     strict = url(*schemes, host_in_query=host_in_query)
     return lambda raw: strict(raw) if raw.strip() else ""
@@ -430,7 +445,7 @@ EXCHANGES = Variable(
     ("core", "ws"),
 )
 REDIS_URL = RedisUrlVariable(
-    "PERSEUS_REDIS_URL", url(*REDIS_SCHEMES), None,
+    "PERSEUS_REDIS_URL", redis_url, None,
     "Redis (or Valkey): `redis://`, `rediss://` (TLS) or `unix://`; an ACL user as "
     "`rediss://user:password@host:port`. Any node of a Redis Cluster will do (the mode is detected). Required "
     "by the servers; `perseus up` starts an embedded one when unset.",
