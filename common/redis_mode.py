@@ -12,6 +12,7 @@ retried with a log line, which is a policy this function should not pick.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -34,6 +35,6 @@ async def detect(url: str, *, timeout_s: float = DETECT_TIMEOUT_S) -> RedisMode:
     client = aioredis.Redis(connection_pool=pool)
     try:
         info = await client.info("cluster")
-    finally:
-        await client.aclose(close_connection_pool=True)
+    finally:  # shielded: a caller cancelled meanwhile must not leave the connection open
+        await asyncio.shield(client.aclose(close_connection_pool=True))
     return mode_of_info(info)

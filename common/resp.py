@@ -291,8 +291,11 @@ class AutoPipeline:
         return replies
 
     async def aclose(self) -> None:
-        if self._opening is not None:
-            self._opening.cancel()
+        opening, self._opening = self._opening, None
+        if opening is not None:  # a connection being opened (or opened, its callback still due) is closed too
+            opening.remove_done_callback(self._opened)
+            opening.cancel()
+            opening.add_done_callback(_close_opened)
         if self._link is not None:
             self._link.close("the pipeline was closed")
             self._link = None
@@ -311,6 +314,11 @@ class AutoPipeline:
         self._opening = None
         if not task.cancelled() and task.exception() is None:  # an error went to the callers waiting on it
             self._link = task.result()
+
+
+def _close_opened(task: asyncio.Future[_Link]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close("the pipeline was closed")
 
 
 def _sha_of(command: Command) -> str:

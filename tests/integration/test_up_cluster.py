@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -40,9 +41,10 @@ import pytest
 import redis
 from websockets.sync.client import connect
 
+from perseus_cli.devstack.processes import port_free
 from perseus_cli.devstack.redis_cluster import LocalRedisCluster
 from tests.support.databases import scratch_database
-from tests.support.processes import Process, free_port, grpc_serving, spawn, wait_until
+from tests.support.processes import Process, grpc_serving, spawn, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -84,15 +86,26 @@ def summary_rows(output: str) -> dict[str, str]:
     return rows
 
 
+def base_port() -> int:
+    """A first port for one kind of process, below the ephemeral range (32768-60999 on Linux) and with its
+    next neighbours free: ``perseus up --cluster`` gives the second process of a kind the next free port,
+    and a port in the ephemeral range can be taken by any outgoing connection between that check and the
+    child's bind (it happened under the parallel suite: "cannot listen on … Address already in use")."""
+    while True:
+        port = random.randrange(20_000, 32_000, 10)
+        if all(port_free(p) for p in range(port, port + 4)):
+            return port
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """A data dir directly under the system temp dir: as root, PostgreSQL runs as ``nobody``, which must be able
     to traverse every parent (pytest's own tmp_path parents are private)."""
     data_dir = Path(tempfile.mkdtemp(prefix="perseus-up-cluster-"))
     env = {
-        "PERSEUS_CORE_ADDR": f"127.0.0.1:{free_port()}",
-        "PERSEUS_REST_ADDR": f"127.0.0.1:{free_port()}",
-        "PERSEUS_WS_ADDR": f"127.0.0.1:{free_port()}",
+        "PERSEUS_CORE_ADDR": f"127.0.0.1:{base_port()}",
+        "PERSEUS_REST_ADDR": f"127.0.0.1:{base_port()}",
+        "PERSEUS_WS_ADDR": f"127.0.0.1:{base_port()}",
         "PERSEUS_CORE_METRICS_ADDR": "",
         "PERSEUS_SIM_BACKFILL_MINUTES": "0",  # no simulated history to compute: a quicker start
         "PERSEUS_SIM_SYMBOLS": "BTC-USD",
@@ -295,9 +308,9 @@ async def test_given_urls_are_used_instead_of_starting_stores(
             "PERSEUS_REDIS_URL": redis_cluster.url,
             "PERSEUS_REDIS_PREFIX": prefix,
             "PERSEUS_DATABASE_URL": db_url,
-            "PERSEUS_CORE_ADDR": f"127.0.0.1:{free_port()}",
-            "PERSEUS_REST_ADDR": f"127.0.0.1:{free_port()}",
-            "PERSEUS_WS_ADDR": f"127.0.0.1:{free_port()}",
+            "PERSEUS_CORE_ADDR": f"127.0.0.1:{base_port()}",
+            "PERSEUS_REST_ADDR": f"127.0.0.1:{base_port()}",
+            "PERSEUS_WS_ADDR": f"127.0.0.1:{base_port()}",
             "PERSEUS_CORE_METRICS_ADDR": "",
             "PERSEUS_SIM_BACKFILL_MINUTES": "0",
             "PERSEUS_SIM_SYMBOLS": "BTC-USD",
