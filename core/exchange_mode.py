@@ -24,6 +24,7 @@ from core.adapters.venues.sim import SimVenue
 from core.adapters.writer_fence import WriterFence
 from core.adapters.writer_lock import WriterLock
 from core.domain.errors import LeaseLost
+from core.domain.models import VenueState
 from core.domain.timeframes import Timeframe
 from core.services.exchange_pipeline import ClosedListener, ExchangePipeline
 from core.services.exchange_writer import HEARTBEAT_TTL_MS, ExchangeWriter, Feed
@@ -43,9 +44,12 @@ VenueFactory = Callable[[EventSink], "RunningVenue"]
 
 
 class RunningVenue(Protocol):
-    """What exchange mode needs of a venue: run it, and ask whether it is connected."""
+    """What exchange mode needs of a venue: run it, ask whether it is connected, its state (``GetStatus``) and
+    when it last delivered a message."""
 
     connected: bool
+    state: VenueState
+    last_frame_ms: int | None
 
     async def run(self) -> None: ...
 
@@ -130,7 +134,13 @@ def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[]
             on_closed=stores.on_closed,
         )
         running = start_venue(pipeline.deliver)
-        return Feed(pipeline, running.run, settings.venues[name].symbols, lambda: running.connected)
+        return Feed(
+            pipeline,
+            running.run,
+            settings.venues[name].symbols,
+            lambda: running.connected,
+            status=lambda: (running.state, running.last_frame_ms),
+        )
 
     heartbeat = Heartbeat(stores.redis, stores.keys, name, clock_ms=clock_ms, ttl_ms=HEARTBEAT_TTL_MS)
     return ExchangeWriter(name, lock, make_feed, heartbeat=heartbeat, fence=fence)

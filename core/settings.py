@@ -8,10 +8,11 @@ which the CLI prints as one line. The checks are mode-aware: ``pw-host`` reads n
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common import settings as env
 from common.settings import (
@@ -33,6 +34,7 @@ __all__ = [
     "KNOWN_EXCHANGES",
     "LOG_LEVELS",
     "MIN_GRPC_KEEPALIVE_S",
+    "CoreCredentials",
     "Mode",
     "Settings",
     "SettingsError",
@@ -69,6 +71,79 @@ class VenueSettings:
         return cls(symbols, url)
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether the core's listen address ``host:port`` is reachable from this host only. A host name other
+    than ``localhost`` counts as not loopback (it may resolve anywhere), and so do ``0.0.0.0`` and ``::``."""
+    host = addr.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class CoreCredentials:
+    """Who may call the core (docs/design/core-credentials.md): the accepted service tokens, the tokens
+    allowed on the restricted services (None: every accepted token), the server's TLS files (mutual TLS when
+    ``tls_client_ca``), reflection, and the explicit leave to listen openly beyond loopback."""
+
+    tokens: tuple[str, ...] = ()
+    ingest_tokens: tuple[str, ...] | None = None
+    key_service_tokens: tuple[str, ...] | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    reflection: bool = False
+    insecure: bool = False
+
+    @property
+    def required(self) -> bool:
+        """Whether a caller must prove who it is: a token or a client certificate is asked for."""
+        return bool(self.tokens or self.tls_client_ca)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CoreCredentials:
+        accepted = env.SERVICE_TOKEN.read(environ)
+        restricted: dict[str, tuple[str, ...] | None] = {}
+        for variable in (env.INGEST_TOKENS, env.KEY_SERVICE_TOKENS):
+            listed = variable.read(environ)
+            if listed and not accepted:
+                raise SettingsError(variable.name, f"is set without {env.SERVICE_TOKEN.name}")
+            if any(token not in accepted for token in listed):
+                raise SettingsError(variable.name, f"lists a token that {env.SERVICE_TOKEN.name} does not list")
+            restricted[variable.name] = listed or None
+        cert, key, client_ca = (v.read(environ) for v in (env.CORE_TLS_CERT, env.CORE_TLS_KEY, env.CORE_TLS_CLIENT_CA))
+        if bool(cert) != bool(key):
+            missing, given = (env.CORE_TLS_KEY, env.CORE_TLS_CERT) if cert else (env.CORE_TLS_CERT, env.CORE_TLS_KEY)
+            raise SettingsError(given.name, f"is set without {missing.name}")
+        if client_ca and not cert:
+            raise SettingsError(env.CORE_TLS_CLIENT_CA.name, f"is set without {env.CORE_TLS_CERT.name}")
+        credentials = cls(
+            tokens=accepted,
+            ingest_tokens=restricted[env.INGEST_TOKENS.name],
+            key_service_tokens=restricted[env.KEY_SERVICE_TOKENS.name],
+            tls_cert=cert,
+            tls_key=key,
+            tls_client_ca=client_ca,
+            reflection=env.CORE_REFLECTION.read(environ),
+            insecure=env.CORE_INSECURE.read(environ),
+        )
+        addr = env.core_listen_addr(environ)
+        if not credentials.required and not credentials.insecure and not is_loopback(addr):
+            raise SettingsError(
+                env.CORE_ADDR.name,
+                f"{addr} is not a loopback address and no credential is set: set {env.SERVICE_TOKEN.name} "
+                f"(or mutual TLS, {env.CORE_TLS_CLIENT_CA.name}), or {env.CORE_INSECURE.name}=1 to serve "
+                "anyone who reaches the port",
+            )
+        return credentials
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     mode: Mode
@@ -93,10 +168,14 @@ class Settings:
     tick_retention_days: int = 0
     database_read_url: str = ""
     database_read_max_lag_s: float = 5.0
+    credentials: CoreCredentials = field(default_factory=CoreCredentials)
+    database_heavy_pool_size: int = 4  # heavy reads' own pool (PERSEUS_DATABASE_HEAVY_POOL_SIZE)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         mode = Mode(env.MODE.read(environ))
+        if mode is Mode.PW_HOST:
+            refuse_exchange_settings(environ)
         exchanges = env.EXCHANGES.read(environ) if mode is Mode.EXCHANGE else ()
         return cls(
             mode=mode,
@@ -122,7 +201,26 @@ class Settings:
             tick_retention_days=env.TICK_RETENTION_DAYS.read(environ),
             database_read_url=env.DATABASE_READ_URL.read(environ),
             database_read_max_lag_s=env.DATABASE_READ_MAX_LAG_S.read(environ),
+            credentials=CoreCredentials.from_env(environ),
+            database_heavy_pool_size=env.DATABASE_HEAVY_POOL_SIZE.read(environ),
         )
+
+
+# What makes a core run venue adapters: in pw-host mode they are a mistake (seed 000: refuse to start rather
+# than run headless while the operator expects a feed). The symbols and the simulated exchange's tuning are
+# not among them: a settings file shared by every process may carry them, and alone they start nothing.
+PW_HOST_REFUSED = (env.EXCHANGES, *env.VENUE_URLS.values())
+
+
+def refuse_exchange_settings(environ: Mapping[str, str]) -> None:
+    """Raise SettingsError naming the first exchange setting set in a pw-host core's environment."""
+    for variable in PW_HOST_REFUSED:
+        if variable.is_set(environ):
+            raise SettingsError(
+                variable.name,
+                "is an exchange setting, but PERSEUS_MODE=pw-host runs no exchange adapters: unset it for this "
+                "core, or run it with PERSEUS_MODE=exchange",
+            )
 
 
 def database_url(environ: Mapping[str, str]) -> str:

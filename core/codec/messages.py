@@ -19,12 +19,12 @@ from core.domain.candles import Candle
 from core.domain.consensus import Consensus
 from core.domain.errors import InvalidArgument
 from core.domain.keys import ApiKeyRecord, KeyTier
-from core.domain.models import DependencyHealth, Exchange, Symbol
+from core.domain.models import DependencyHealth, Exchange, Symbol, VenueHealth, VenueState
 from core.domain.prices import RawFeed, Tick, decimal_str
 from core.domain.signals import Direction, Stage, Strength, Zone
 from core.domain.timeframes import TIMEFRAMES, Timeframe
-from core.services.indicator_queries import IndicatorReading
-from core.services.indicators import AlertRecord
+from core.services.indicator_queries import CurrentSignal
+from core.services.indicators import AlertRecord, IndicatorReading
 from core.services.ingestion import IngestResult
 from core.services.price_queries import LatestQuote, PriceBucket
 from core.services.status import ComponentHealth
@@ -111,6 +111,21 @@ def dependency_to_pb(dep: DependencyHealth) -> market_data_service_pb2.Dependenc
         detail=dep.detail,
         latency_ms=dep.latency_ms,
     )
+
+
+VENUE_STATE_TO_PB: dict[VenueState, market_data_service_pb2.VenueState] = {
+    "connecting": market_data_service_pb2.VENUE_STATE_CONNECTING,
+    "connected": market_data_service_pb2.VENUE_STATE_CONNECTED,
+    "reconnecting": market_data_service_pb2.VENUE_STATE_RECONNECTING,
+    "stopped": market_data_service_pb2.VENUE_STATE_STOPPED,
+}
+
+
+def venue_to_pb(venue: VenueHealth) -> market_data_service_pb2.VenueStatus:
+    out = market_data_service_pb2.VenueStatus(exchange=venue.exchange, state=VENUE_STATE_TO_PB[venue.state])
+    if venue.last_message_ms is not None:
+        out.last_message_time.FromMilliseconds(venue.last_message_ms)
+    return out
 
 
 def component_to_pb(component: ComponentHealth) -> market_data_service_pb2.ComponentStatus:
@@ -212,27 +227,52 @@ def consensus_to_pb(consensus: Consensus) -> prices_pb2.ConsensusPrice:
 
 def macd_v_to_pb(reading: IndicatorReading) -> indicators_pb2.MacdV:
     """Every field, internals included (internal callers only; the gateways project the public ones)."""
+    return fill_macd_v(indicators_pb2.MacdV(), reading)
+
+
+def fill_macd_v(message: indicators_pb2.MacdV, reading: IndicatorReading) -> indicators_pb2.MacdV:
     value, params = reading.value, reading.params
-    return indicators_pb2.MacdV(
-        exchange=reading.exchange,
+    message.MergeFrom(
+        indicators_pb2.MacdV(
+            exchange=reading.exchange,
+            symbol=reading.symbol,
+            timeframe=TIMEFRAME_TO_PB[reading.timeframe],
+            timestamp=ms_timestamp(reading.timeframe.close_time(value.open_time)),
+            macd_v=value.macd_v,
+            signal=value.signal,
+            histogram=value.histogram,
+            stage=STAGE_TO_PB[value.stage],
+            zone=ZONE_TO_PB[value.zone],
+            fast_ema=value.fast_ema,
+            slow_ema=value.slow_ema,
+            atr=value.atr,
+            fast_period=params.fast,
+            slow_period=params.slow,
+            signal_period=params.signal,
+            atr_period=params.atr,
+            exchange_id=reading.exchange_id,
+            symbol_id=reading.symbol_id,
+        )
+    )
+    return message
+
+
+def current_signal_to_pb(current: CurrentSignal) -> signals_pb2.CurrentSignal:
+    reading = current.reading
+    message = signals_pb2.CurrentSignal(
         symbol=reading.symbol,
+        exchange=reading.exchange,
         timeframe=TIMEFRAME_TO_PB[reading.timeframe],
-        timestamp=ms_timestamp(reading.timeframe.close_time(value.open_time)),
-        macd_v=value.macd_v,
-        signal=value.signal,
-        histogram=value.histogram,
-        stage=STAGE_TO_PB[value.stage],
-        zone=ZONE_TO_PB[value.zone],
-        fast_ema=value.fast_ema,
-        slow_ema=value.slow_ema,
-        atr=value.atr,
-        fast_period=params.fast,
-        slow_period=params.slow,
-        signal_period=params.signal,
-        atr_period=params.atr,
+        signal_type=current.signal_type,
+        direction=DIRECTION_TO_PB[current.direction],
+        strength=STRENGTH_TO_PB[current.strength],
+        stage=STAGE_TO_PB[current.stage],
+        price=decimal_str(current.price),
         exchange_id=reading.exchange_id,
         symbol_id=reading.symbol_id,
     )
+    set_ms(message.timestamp, current.time_ms)
+    return message
 
 
 def candle_to_pb(candle: Candle, *, exchange_id: int = 0) -> candles_pb2.Candle:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
+
+# The connection of an exchange's venue feed (GetStatus ``venues``, the gateways' ``/health``).
+VenueState = Literal["connecting", "connected", "reconnecting", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,15 @@ class Symbol:
     base: str
     quote: str
     active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VenueHealth:
+    """One exchange's venue feed in this core: its connection state and when it last delivered a message."""
+
+    exchange: str
+    state: VenueState
+    last_message_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

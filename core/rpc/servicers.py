@@ -136,10 +136,13 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
 
     @translates_errors
     async def GetSignal(self, request: md_pb2.GetSignalRequest, context: Context) -> md_pb2.GetSignalResponse:
-        record = await self._indicators.signal(
-            request.exchange, request.symbol, messages.timeframe_from_pb(request.timeframe, field="timeframe")
-        )
-        return md_pb2.GetSignalResponse(signal=messages.trade_signal_to_pb(record))
+        timeframe = messages.timeframe_from_pb(request.timeframe, field="timeframe")
+        current = await self._indicators.signal(request.exchange, request.symbol, timeframe)
+        reply = md_pb2.GetSignalResponse(current=messages.current_signal_to_pb(current))
+        record = await self._indicators.last_alert(request.exchange, request.symbol, timeframe)
+        if record is not None:
+            messages.fill_trade_signal(reply.signal, record)
+        return reply
 
     @translates_errors
     async def ListAlerts(self, request: md_pb2.ListAlertsRequest, context: Context) -> md_pb2.ListAlertsResponse:
@@ -163,6 +166,8 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             version=self._version,
             exchanges=self._exchange_names,
             components=[messages.component_to_pb(c) for c in self._status.components()],
+            uptime_seconds=self._status.uptime_s(),
+            venues=[messages.venue_to_pb(v) for v in self._status.venues()],
         )
 
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from common.bounded import within
 from core.domain.errors import LeaseLost, StaleTerm, Unavailable
+from core.domain.models import VenueHealth, VenueState
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class Feed:
     run_venue: Callable[[], Coroutine[Any, Any, None]]
     symbols: tuple[str, ...]
     connected: Callable[[], bool]  # the venue's connection is up: only then is the exchange online
+    # the venue's connection state and when it last delivered a message (GetStatus); None: not reported
+    status: Callable[[], tuple[VenueState, int | None]] | None = None
 
 
 class ExchangeWriter:
@@ -121,6 +124,19 @@ class ExchangeWriter:
         self.terms = 0
         self._shown: Leader | None = None  # the leader the last standby line named
         self._stale = False  # the last term was older than PostgreSQL's fence: contend again at once
+        self._feed: Feed | None = None  # the feed of the term running now
+        self._last_message_ms: int | None = None  # kept from the last term's feed while standing by
+
+    def venue(self) -> VenueHealth:
+        """The venue feed as ``GetStatus`` shows it: ``stopped`` unless a term runs it here."""
+        feed = self._feed
+        if feed is None or feed.status is None:
+            return VenueHealth(self.exchange, "stopped", self._last_message_ms)
+        state, last_ms = feed.status()
+        if last_ms is not None:
+            self._last_message_ms = last_ms
+        # the venue starts once the fence is claimed and the pipeline started: until then it is connecting
+        return VenueHealth(self.exchange, "connecting" if state == "stopped" else state, self._last_message_ms)
 
     async def run(self) -> None:
         """Until cancelled: stand by, lead, and stand by again when the lease is lost."""
@@ -187,7 +203,7 @@ class ExchangeWriter:
             raise asyncio.CancelledError
 
     async def _term(self) -> None:
-        feed = self._make_feed()
+        feed = self._feed = self._make_feed()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._keep_lease(feed))  # from the start: a slow start must not lose the lease
@@ -196,6 +212,10 @@ class ExchangeWriter:
             self._stale = True
         except* LeaseLost:
             logger.warning("%s: writer lease lost; standing by", self.exchange)
+        finally:
+            if feed.status is not None:
+                self._last_message_ms = feed.status()[1] or self._last_message_ms
+            self._feed = None
 
     async def _start(self, feed: Feed, group: asyncio.TaskGroup) -> None:
         if self._fence is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from common.settings import redact_text
 from common.supervise import TaskSupervisor
-from core.domain.models import DependencyHealth
+from core.domain.models import DependencyHealth, VenueHealth
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,15 @@ class StatusService:
         probes: Mapping[str, Probe],
         *,
         components: Callable[[], list[ComponentHealth]] | None = None,
+        venues: Callable[[], list[VenueHealth]] | None = None,
         timeout_s: float = PROBE_TIMEOUT_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probes = dict(probes)
         self._components = components
+        self._venues = venues
+        self._monotonic = monotonic
+        self._started = monotonic()
         self._timeout_s = timeout_s
         self._running: dict[str, asyncio.Task[object]] = {}  # a probe that has not finished yet, by dependency
 
@@ -75,6 +80,14 @@ class StatusService:
 
     def components(self) -> list[ComponentHealth]:
         return self._components() if self._components is not None else []
+
+    def venues(self) -> list[VenueHealth]:
+        """Each exchange's venue feed (exchange mode; none in pw-host mode)."""
+        return self._venues() if self._venues is not None else []
+
+    def uptime_s(self) -> float:
+        """Seconds since the service was made (the core makes it as it starts)."""
+        return round(self._monotonic() - self._started, 3)
 
     async def _check_one(self, name: str, probe: Probe) -> DependencyHealth:
         started = time.perf_counter()

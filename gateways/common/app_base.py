@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
 
+from common import telemetry
 from common.logs import request_id_var
 from gateways.common.errors import ContractErrorHandler
 from gateways.common.health import HealthCache, check_health
@@ -51,6 +52,7 @@ class GatewayContext(Generic[ServicesT]):
     metrics: HttpMetrics
     version: str
     health_cache: HealthCache = field(default_factory=HealthCache)  # a flood of /health probes once a second
+    started: float = field(default_factory=time.monotonic)  # /health's uptime_seconds
     _services: ServicesT | None = None
 
     @property
@@ -114,6 +116,11 @@ def create_gateway_app(name: str, context: ContextT) -> Sanic[Config, ContextT]:
     app.add_route(livez, "/livez", methods=["GET"], name="livez")
     app.add_route(health, "/readyz", methods=["GET"], name="readyz")
     app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
+    context.metrics.add_cache("health", context.health_cache.counts)
+    if telemetry.enabled and context.settings.process == "rest":  # a span per request (the WS gateway: per subscribe)
+        from gateways.common import tracing
+
+        tracing.install(app)
     return app
 
 
@@ -159,6 +166,7 @@ async def health(request: GatewayRequest) -> HTTPResponse:
             version=ctx.version,
             request_id=request_id_of(request),
             tasks=services.tasks,
+            started=ctx.started,
         )
     )
     return json_response(result.body, status=result.http_status, headers=NO_STORE)

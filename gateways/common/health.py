@@ -13,6 +13,14 @@ down when either the gateway or the core cannot reach Redis.
 ``services.postgres`` comes from the core, so it is "unknown" while the core
 does not answer, and ``mode`` is then null.
 
+``uptime_seconds`` is how long this gateway process has run, ``core_uptime_seconds`` the core's (null while
+it does not answer). In ``exchange`` mode, ``exchanges`` gives each venue feed of the core that answered:
+its ``state`` (``connecting``, ``connected``, ``reconnecting``, ``stopped``: a standby core that does not hold
+the exchange's writer lease shows ``stopped``), ``connected`` and ``last_message_at`` (ISO-8601 UTC, null
+before the first message). A ``pw-host`` core runs no venue, so its answer has no ``exchanges``: only its
+stores (seed 002's mode-specific view). Venue states inform; they do not change the HTTP status (a venue that
+reconnects does not make the gateway unable to serve what is stored).
+
 ``components`` names every long-lived task, ``"up"`` or ``"degraded"`` (it
 ended unexpectedly and waits for its restart): the core's, from ``GetStatus``,
 as ``core:<name>``, and the gateway's own (its :class:`TaskSupervisor`) as
@@ -65,6 +73,12 @@ MODE_NAMES: dict[int, str] = {
     common_pb2.RUNTIME_MODE_PW_HOST: "pw-host",
 }
 CORE_DEPENDENCIES = ("redis", "postgres")
+VENUE_STATE_NAMES: dict[int, str] = {
+    market_data_service_pb2.VENUE_STATE_CONNECTING: "connecting",
+    market_data_service_pb2.VENUE_STATE_CONNECTED: "connected",
+    market_data_service_pb2.VENUE_STATE_RECONNECTING: "reconnecting",
+    market_data_service_pb2.VENUE_STATE_STOPPED: "stopped",
+}
 
 
 class StatusSource(Protocol):
@@ -93,6 +107,7 @@ def build_health(
     now: datetime,
     gateway_degraded: Iterable[str] = (),
     gateway_tasks: Iterable[str] = (),
+    uptime_s: float = 0.0,
 ) -> Health:
     """The health body and status from what the probes saw (``core_status`` None: the core did not answer)."""
     core_deps: dict[str, ServiceState] = {}
@@ -122,11 +137,23 @@ def build_health(
         "mode": mode,
         "process": process,
         "version": version,
+        "uptime_seconds": round(uptime_s, 3),
+        "core_uptime_seconds": round(core_status.uptime_seconds, 3) if core_status is not None else None,
         "services": services,
         "components": components,
-        "timestamp": _iso_utc(now),
     }
+    if core_status is not None and core_status.mode == common_pb2.RUNTIME_MODE_EXCHANGE:
+        body["exchanges"] = {venue.exchange: _venue(venue) for venue in core_status.venues}
+    body["timestamp"] = _iso_utc(now)
     return Health(HTTP_OK if healthy else HTTP_UNAVAILABLE, body)
+
+
+def _venue(venue: market_data_service_pb2.VenueStatus) -> dict[str, object]:
+    state = VENUE_STATE_NAMES.get(venue.state, UNKNOWN)
+    last = None
+    if venue.HasField("last_message_time"):
+        last = _iso_utc(venue.last_message_time.ToDatetime(tzinfo=UTC))
+    return {"state": state, "connected": state == "connected", "last_message_at": last}
 
 
 async def check_health(
@@ -138,10 +165,12 @@ async def check_health(
     request_id: str | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     tasks: TaskSupervisor | None = None,
+    started: float | None = None,
 ) -> Health:
     """Probe the core and Redis concurrently and build the answer; never raises, never hangs.
 
-    ``tasks``: the gateway's own supervised tasks, shown as components."""
+    ``tasks``: the gateway's own supervised tasks, shown as components; ``started``: when the gateway started
+    (``time.monotonic()``), for ``uptime_seconds``."""
     core_status, redis_up = await asyncio.gather(_probe_core(core, request_id), _probe_redis(redis_ping))
     degraded = tasks.degraded() if tasks is not None else {}
     for name, problem in sorted(degraded.items()):
@@ -158,6 +187,7 @@ async def check_health(
         now=clock(),
         gateway_degraded=degraded,
         gateway_tasks=tasks.restarts() if tasks is not None else (),
+        uptime_s=time.monotonic() - started if started is not None else 0.0,
     )
 
 
@@ -177,10 +207,16 @@ class HealthCache:
         self._answer: Health | None = None
         self._expires = 0.0
         self._probe: asyncio.Task[Health] | None = None
+        self.hits = self.misses = 0  # answers served again / requests that waited for a probe (/metrics)
+
+    def counts(self) -> tuple[int, int]:
+        return self.hits, self.misses
 
     async def get(self, probe: Callable[[], Awaitable[Health]]) -> Health:
         if self._answer is not None and self._clock() < self._expires:
+            self.hits += 1
             return self._answer
+        self.misses += 1
         if self._probe is None:
             self._probe = asyncio.ensure_future(self._refresh(probe))
         return await asyncio.shield(self._probe)

@@ -5,8 +5,9 @@ What it adds to plain ``perseus up`` is only *what* runs; how it starts, heals, 
 
 - stores (:func:`start_cluster_stores`): a local 3-master / 3-replica Redis Cluster
   (:class:`~perseus_cli.devstack.redis_cluster.LocalRedisCluster`, an append-only file per node for as long
-  as it runs, every node restarted in place when it dies) unless ``PERSEUS_REDIS_URL`` is set; the embedded
-  PostgreSQL plus a streaming replica made from it with ``pg_basebackup``
+  as it runs, every node restarted in place when it dies, a password made for the run: ``requirepass`` and
+  ``masterauth``) unless ``PERSEUS_REDIS_URL`` is set; the embedded
+  PostgreSQL (its generated password too) plus a streaming replica made from it with ``pg_basebackup``
   (:class:`~perseus_cli.devstack.pg_replica.EmbeddedReplica`), handed to the cores as
   ``PERSEUS_DATABASE_READ_URL``, unless ``PERSEUS_DATABASE_URL`` is set (then no replica is made: a
   replica of someone else's database is theirs to give, as ``PERSEUS_DATABASE_READ_URL``);
@@ -37,9 +38,21 @@ from perseus_cli.devstack.pg_replica import EmbeddedReplica
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.processes import HOST, port_free
 from perseus_cli.devstack.redis_cluster import LocalRedisCluster, NodeServer
-from perseus_cli.devstack.supervisor import Child, Probe, Restartable, StopSignals, UpPlan, reachable
+from perseus_cli.devstack.server import new_password
+from perseus_cli.devstack.supervisor import (
+    Child,
+    Probe,
+    Restartable,
+    StopSignals,
+    UpPlan,
+    dev_key_command,
+    reachable,
+)
 
 logger = logging.getLogger(__name__)
+
+# core-2 runs in pw-host mode: the exchange settings the stack may have been given are blanked for it
+PW_HOST_UNSET = tuple((variable.name, "") for variable in (variables.EXCHANGES, *variables.VENUE_URLS.values()))
 
 __all__ = ["CLUSTER_READY_TIMEOUT_S", "cluster_plan", "start_cluster_stores"]
 
@@ -73,7 +86,8 @@ def cluster_plan(env: Mapping[str, str]) -> UpPlan:
             "core-2",
             (*cli, "core"),
             f"gRPC {cores[1]}  (pw-host mode: serves reads)",
-            (("PERSEUS_CORE_ADDR", cores[1]), ("PERSEUS_MODE", "pw-host"), *metrics[1]),
+            # a pw-host core refuses exchange settings (core.settings.PW_HOST_REFUSED): the stack's are core-1's
+            (("PERSEUS_CORE_ADDR", cores[1]), ("PERSEUS_MODE", "pw-host"), *metrics[1], *PW_HOST_UNSET),
         ),
     ]
     for i, (addr, url) in enumerate(zip(rests, rest_urls, strict=True), start=1):
@@ -97,7 +111,7 @@ def cluster_plan(env: Mapping[str, str]) -> UpPlan:
     return UpPlan(
         children=tuple(children),
         migrate=(*cli, "migrate"),
-        create_key=(*cli, "keys", "create", "--tier", "admin", "--name", "dev"),
+        create_key=dev_key_command(cli),
         health_url=f"{rest_urls[0]}/health",
         ready_timeout_s=CLUSTER_READY_TIMEOUT_S,
         probes=probes,
@@ -158,7 +172,7 @@ def start_cluster_stores(
         logger.info("using PERSEUS_REDIS_URL from the environment; no local Redis Cluster started")
         lines["Redis"] = f"{redact_url(env['PERSEUS_REDIS_URL'])}  (from PERSEUS_REDIS_URL; no local cluster started)"
     else:
-        cluster = LocalRedisCluster(persistent=True)
+        cluster = LocalRedisCluster(persistent=True, password=new_password())  # a new one at each start
         stack.callback(cluster.stop)
         cluster.start()
         servers.extend(NodeServer(cluster, node) for node in cluster.nodes)

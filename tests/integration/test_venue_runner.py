@@ -257,3 +257,47 @@ async def test_aclose_from_the_sink_ends_run_without_reconnecting() -> None:
         assert (runner.connects, runner.reconnects, runner.connected) == (1, 0, False)
         assert sink.trade_ids() == SESSION_TRADE_IDS[:3]  # the snapshot, then nothing
         await asyncio.wait_for(server.connections[0].done.wait(), 5)
+
+
+async def test_state_goes_connecting_reconnecting_connected_stopped() -> None:
+    """What GetStatus shows of a venue: ``reconnecting`` through the backoff after a refused or lost
+    connection, ``connected`` while one is open, ``stopped`` before and after run()."""
+    sink, fake = Sink(), FakeTime()
+    during_backoff: list[str] = []
+    scripts = [
+        Script(then=Reject(503)),
+        Script(expect=SUBSCRIBE, send=SESSION[:1], then=Drop()),
+        Script(expect=SUBSCRIBE, send=SESSION[:1]),
+    ]
+    async with ReplayServer(scripts) as server:
+        runner = make_runner(server, sink, fake, idle_timeout_s=5.0)
+
+        async def sleep(seconds: float) -> None:
+            during_backoff.append(runner.state)
+            await fake.sleep(seconds)
+
+        runner._sleep = sleep
+        assert (runner.state, runner.last_frame_ms) == ("stopped", None)
+        async with running(runner):
+            await wait_until(lambda: runner.connects == 2 and runner.connected)
+            assert runner.state == "connected"
+            assert runner.last_frame_ms == NOW_MS
+        assert runner.state == "stopped"
+    assert during_backoff == ["reconnecting", "reconnecting"]
+
+
+async def test_state_is_connecting_until_the_first_connection_opens() -> None:
+    sink, fake = Sink(), FakeTime()
+    async with ReplayServer([Script(expect=SUBSCRIBE, send=SESSION[:1])]) as server:
+        runner = make_runner(server, sink, fake, idle_timeout_s=5.0)
+        seen: list[str] = []
+        real_factory = runner._factory
+
+        def factory() -> CoinbaseProtocol:
+            seen.append(runner.state)  # asked just before each connection is opened
+            return real_factory()  # type: ignore[return-value]
+
+        runner._factory = factory
+        async with running(runner):
+            await wait_until(lambda: runner.connected)
+        assert seen == ["connecting"]

@@ -46,14 +46,43 @@ def test_all_up_is_200_ok() -> None:
         "mode": "exchange",
         "process": "rest",
         "version": "1.2.3",
+        "uptime_seconds": 0.0,
+        "core_uptime_seconds": 0.0,
         "services": {"core": "up", "redis": "up", "postgres": "up"},
         "components": {},
+        "exchanges": {},
         "timestamp": "2025-01-02T03:04:05.678Z",
     }
 
 
 def test_pw_host_mode() -> None:
     assert build(status(mode=common_pb2.RUNTIME_MODE_PW_HOST))[1]["mode"] == "pw-host"
+
+
+def test_exchange_mode_shows_each_venue_and_a_reconnecting_one_keeps_200() -> None:
+    core = status()
+    core.uptime_seconds = 12.34567
+    core.venues.add(exchange="sim", state=md_pb2.VENUE_STATE_CONNECTED).last_message_time.FromMilliseconds(
+        1_735_787_045_678
+    )
+    core.venues.add(exchange="coinbase", state=md_pb2.VENUE_STATE_RECONNECTING)
+    result = build_health(
+        process="rest", version="1.2.3", core_status=core, gateway_redis_up=True, now=NOW, uptime_s=3.21
+    )
+    assert result.http_status == 200
+    assert result.body["uptime_seconds"] == 3.21
+    assert result.body["core_uptime_seconds"] == 12.346
+    assert result.body["exchanges"] == {
+        "sim": {"state": "connected", "connected": True, "last_message_at": "2025-01-02T03:04:05.678Z"},
+        "coinbase": {"state": "reconnecting", "connected": False, "last_message_at": None},
+    }
+
+
+def test_pw_host_mode_has_no_exchanges_and_a_silent_core_no_core_uptime() -> None:
+    body = build(status(mode=common_pb2.RUNTIME_MODE_PW_HOST))[1]
+    assert "exchanges" not in body
+    assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}
+    assert build(None)[1]["core_uptime_seconds"] is None
 
 
 def test_an_unspecified_mode_is_null() -> None:

@@ -27,10 +27,19 @@ def test_settings_are_frozen() -> None:
         Settings.from_env(BASE).mode = Mode.PW_HOST  # type: ignore[misc]
 
 
-def test_pw_host_needs_no_exchange_settings_and_ignores_them() -> None:
-    settings = Settings.from_env({**BASE, "PERSEUS_MODE": "pw-host", "PERSEUS_EXCHANGES": "nonsense"})
+def test_pw_host_needs_no_exchange_settings_and_tolerates_shared_symbols() -> None:
+    settings = Settings.from_env({**BASE, "PERSEUS_MODE": "pw-host", "PERSEUS_SIM_SYMBOLS": "BTC-USD"})
     assert settings.mode is Mode.PW_HOST
     assert settings.exchanges == ()
+
+
+@pytest.mark.parametrize("variable", ["PERSEUS_EXCHANGES", "PERSEUS_KRAKEN_URL"])
+def test_pw_host_refuses_exchange_settings_naming_the_variable(variable: str) -> None:
+    """Seed 000: a headless core given exchange settings refuses to start rather than run without a feed."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**BASE, "PERSEUS_MODE": "pw-host", variable: "sim"})
+    assert caught.value.variable == variable
+    assert "pw-host" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_exchanges_are_deduplicated_and_lower_cased() -> None:

@@ -91,3 +91,21 @@ def test_readiness_asks_both_cores_and_every_gateway() -> None:
         "ws-1 /health",
         "ws-2 /health",
     ]
+
+
+def test_the_pw_host_core_gets_the_stacks_exchange_settings_blanked() -> None:
+    """A pw-host core refuses PERSEUS_EXCHANGES and venue URLs: core-2 must not inherit the stack's."""
+    from core.settings import Settings
+
+    stack_env = {
+        "PERSEUS_EXCHANGES": "sim,coinbase",
+        "PERSEUS_COINBASE_URL": "wss://proxy.example.invalid/ws",
+        "PERSEUS_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "PERSEUS_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+    }
+    by_name = envs(cluster_plan(stack_env))
+    core2 = {**stack_env, **by_name["core-2"]}
+    assert (core2["PERSEUS_EXCHANGES"], core2["PERSEUS_COINBASE_URL"]) == ("", "")
+    assert Settings.from_env(core2).exchanges == ()
+    core1 = {**stack_env, **by_name["core-1"]}
+    assert Settings.from_env(core1).exchanges == ("sim", "coinbase")

@@ -23,6 +23,11 @@ connection, from the factory); this module only does I/O and lifecycle:
   (then ``run`` returns normally) and waits until the connection is closed.
   Called from within the sink, :meth:`aclose` closes the connection, no
   further frame is handled, and ``run`` returns.
+- **State.** ``state`` is what ``GetStatus`` and ``/health`` show:
+  ``connecting`` until the first connection of a run opens, ``connected``
+  while one is open, ``reconnecting`` from its loss (or a failed attempt after
+  one) until the next one opens, ``stopped`` before and after :meth:`run`.
+  ``last_frame_ms`` is when the last frame arrived (wall clock).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from websockets.exceptions import WebSocketException
 from common.settings import redact_url, scrub
 from core.adapters.venues.base import EventSink, Parsed, VenueError, VenueProtocol
 from core.domain.market_events import MarketEvent, SequenceGap
+from core.domain.models import VenueState
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +112,7 @@ class VenueRunner:
         self._opened_at: float | None = None
         self.name = "?"
         self.connected = False
+        self.state: VenueState = "stopped"
         self.last_frame_ms: int | None = None
         self.connects = 0  # connections opened
         self.reconnects = 0  # reconnections scheduled, after a failed or a lost connection
@@ -122,6 +129,7 @@ class VenueRunner:
         if task is None:
             raise RuntimeError("VenueRunner.run() needs a running task")
         self._task = task
+        self.state = "connecting"
         try:
             await self._reconnect_forever()
         except asyncio.CancelledError:
@@ -132,6 +140,7 @@ class VenueRunner:
             self._task = None
             self._cancelled_by_aclose = False
             self.connected = False
+            self.state = "stopped"
 
     async def aclose(self) -> None:
         """Stop :meth:`run` and close the connection; returns once both are done."""
@@ -173,6 +182,7 @@ class VenueRunner:
                 self._connection = None
             if self._stopping():
                 return
+            self.state = "reconnecting"
             if self._lasted():
                 failures = 0
             delay = backoff_delay(failures, self._random(), base_s=self._backoff_base_s, cap_s=self._backoff_cap_s)
@@ -194,6 +204,7 @@ class VenueRunner:
             self._opened_at = self._monotonic()
             self.connects += 1
             self.connected = True
+            self.state = "connected"
             self._connection = connection
             # PERSEUS_<VENUE>_URL is a secret: a proxy's URL may carry a token
             logger.info("%s: connected to %s", self.name, redact_url(protocol.url()))

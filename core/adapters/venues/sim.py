@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from core.adapters.venues.base import EventSink
 from core.domain.market_events import Trade
+from core.domain.models import VenueState
 
 NAME = "sim"
 DEFAULT_SEED = 7
@@ -60,6 +61,8 @@ class SimVenue:
         self._backfill_ms = backfill_minutes * MINUTE_MS
         self._history_end = history_end
         self.connected = False
+        self.state: VenueState = "stopped"  # no connection to lose: connected while it runs
+        self.last_frame_ms: int | None = None  # when it last delivered trades
 
     def next_trade(self, ts_ms: int) -> Trade:
         """The next simulated trade: a random symbol, a small random move, a random size."""
@@ -91,7 +94,7 @@ class SimVenue:
                 await self._sink(trades)
 
     async def run(self) -> None:
-        self.connected = True
+        self.connected, self.state = True, "connected"
         try:
             if self._backfill_ms:
                 await self.backfill()
@@ -99,8 +102,8 @@ class SimVenue:
                 self._owed += self._trades_per_step
                 count, self._owed = int(self._owed), self._owed - int(self._owed)
                 if count:
-                    now = self._clock_ms()
+                    now = self.last_frame_ms = self._clock_ms()
                     await self._sink([self.next_trade(now) for _ in range(count)])
                 await self._sleep(STEP_S)
         finally:
-            self.connected = False
+            self.connected, self.state = False, "stopped"

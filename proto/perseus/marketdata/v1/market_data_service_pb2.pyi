@@ -28,12 +28,25 @@ class ComponentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPONENT_STATE_UNSPECIFIED: _ClassVar[ComponentState]
     COMPONENT_STATE_UP: _ClassVar[ComponentState]
     COMPONENT_STATE_DEGRADED: _ClassVar[ComponentState]
+
+class VenueState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VENUE_STATE_UNSPECIFIED: _ClassVar[VenueState]
+    VENUE_STATE_CONNECTING: _ClassVar[VenueState]
+    VENUE_STATE_CONNECTED: _ClassVar[VenueState]
+    VENUE_STATE_RECONNECTING: _ClassVar[VenueState]
+    VENUE_STATE_STOPPED: _ClassVar[VenueState]
 DEPENDENCY_STATE_UNSPECIFIED: DependencyState
 DEPENDENCY_STATE_UP: DependencyState
 DEPENDENCY_STATE_DOWN: DependencyState
 COMPONENT_STATE_UNSPECIFIED: ComponentState
 COMPONENT_STATE_UP: ComponentState
 COMPONENT_STATE_DEGRADED: ComponentState
+VENUE_STATE_UNSPECIFIED: VenueState
+VENUE_STATE_CONNECTING: VenueState
+VENUE_STATE_CONNECTED: VenueState
+VENUE_STATE_RECONNECTING: VenueState
+VENUE_STATE_STOPPED: VenueState
 
 class ListExchangesRequest(_message.Message):
     __slots__ = ()
@@ -154,10 +167,12 @@ class GetSignalRequest(_message.Message):
     def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., timeframe: _Optional[_Union[_common_pb2.Timeframe, str]] = ...) -> None: ...
 
 class GetSignalResponse(_message.Message):
-    __slots__ = ("signal",)
+    __slots__ = ("signal", "current")
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
     signal: _signals_pb2.TradeSignal
-    def __init__(self, signal: _Optional[_Union[_signals_pb2.TradeSignal, _Mapping]] = ...) -> None: ...
+    current: _signals_pb2.CurrentSignal
+    def __init__(self, signal: _Optional[_Union[_signals_pb2.TradeSignal, _Mapping]] = ..., current: _Optional[_Union[_signals_pb2.CurrentSignal, _Mapping]] = ...) -> None: ...
 
 class ListAlertsRequest(_message.Message):
     __slots__ = ("exchange", "symbol", "timeframe", "since_time", "page_size", "page_token")
@@ -211,16 +226,30 @@ class ComponentStatus(_message.Message):
     restarts: int
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ComponentState, str]] = ..., detail: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
 
+class VenueStatus(_message.Message):
+    __slots__ = ("exchange", "state", "last_message_time")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    state: VenueState
+    last_message_time: _timestamp_pb2.Timestamp
+    def __init__(self, exchange: _Optional[str] = ..., state: _Optional[_Union[VenueState, str]] = ..., last_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class GetStatusResponse(_message.Message):
-    __slots__ = ("mode", "dependencies", "version", "exchanges", "components")
+    __slots__ = ("mode", "dependencies", "version", "exchanges", "components", "uptime_seconds", "venues")
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     EXCHANGES_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VENUES_FIELD_NUMBER: _ClassVar[int]
     mode: _common_pb2.RuntimeMode
     dependencies: _containers.RepeatedCompositeFieldContainer[DependencyStatus]
     version: str
     exchanges: _containers.RepeatedScalarFieldContainer[str]
     components: _containers.RepeatedCompositeFieldContainer[ComponentStatus]
-    def __init__(self, mode: _Optional[_Union[_common_pb2.RuntimeMode, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., exchanges: _Optional[_Iterable[str]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ...) -> None: ...
+    uptime_seconds: float
+    venues: _containers.RepeatedCompositeFieldContainer[VenueStatus]
+    def __init__(self, mode: _Optional[_Union[_common_pb2.RuntimeMode, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., exchanges: _Optional[_Iterable[str]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., uptime_seconds: _Optional[float] = ..., venues: _Optional[_Iterable[_Union[VenueStatus, _Mapping]]] = ...) -> None: ...

@@ -131,14 +131,19 @@ class MarketDataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetIndicator(self, request, context):
-        """Internal callers get every field, formula internals included.
+        """Internal callers get every field, formula internals included. NOT_FOUND
+        while the indicator is warming up carries the trailing metadata
+        perseus-reason: warming_up.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSignal(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The current signal of a series, from its indicator state: NOT_FOUND while
+        the indicator is warming up, with trailing metadata perseus-reason:
+        warming_up.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

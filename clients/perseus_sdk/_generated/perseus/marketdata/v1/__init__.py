@@ -11,6 +11,7 @@ __all__ = (
     "ComponentState",
     "ComponentStatus",
     "ConsensusPrice",
+    "CurrentSignal",
     "DependencyState",
     "DependencyStatus",
     "EventBatch",
@@ -67,6 +68,8 @@ __all__ = (
     "TradeSignal",
     "Unsubscribed",
     "ValueZone",
+    "VenueState",
+    "VenueStatus",
     "Visibility",
 )
 
@@ -517,6 +520,54 @@ class ValueZone(betterproto2.Enum):
         }
 
 
+class VenueState(betterproto2.Enum):
+    """
+    The connection of one exchange's venue feed, as this core sees it.
+    """
+
+    UNSPECIFIED = 0
+
+    CONNECTING = 1
+    """
+    Opening its first connection of a term.
+    """
+
+    CONNECTED = 2
+    """
+    Connected and reading.
+    """
+
+    RECONNECTING = 3
+    """
+    The connection was lost or failed: waiting (backoff) or opening it again.
+    """
+
+    STOPPED = 4
+    """
+    Not running here: this core does not hold the exchange's writer lease (another core writes), or it stops.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "VENUE_STATE_UNSPECIFIED",
+            1: "VENUE_STATE_CONNECTING",
+            2: "VENUE_STATE_CONNECTED",
+            3: "VENUE_STATE_RECONNECTING",
+            4: "VENUE_STATE_STOPPED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "VENUE_STATE_UNSPECIFIED": 0,
+            "VENUE_STATE_CONNECTING": 1,
+            "VENUE_STATE_CONNECTED": 2,
+            "VENUE_STATE_RECONNECTING": 3,
+            "VENUE_STATE_STOPPED": 4,
+        }
+
+
 class Visibility(betterproto2.Enum):
     """
     Visibility declares who may see a field. Every field of every message in
@@ -724,6 +775,67 @@ class ConsensusPrice(betterproto2.Message):
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "ConsensusPrice", ConsensusPrice
+)
+
+
+@dataclass(eq=False, repr=False)
+class CurrentSignal(betterproto2.Message):
+    """
+    The signal of a series' current MACD-V state, derived from its latest ready
+    reading on every read (not an alert: alerts are the history, ListAlerts).
+    Direction: bullish while MACD-V is at or above its signal line, bearish
+    below; strength: |MACD-V| against the same floors as an alert's; stage: the
+    reading's momentum stage; price: the close of the candle of the reading;
+    timestamp: that candle's close time.
+    """
+
+    symbol: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    exchange: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    timeframe: "Timeframe" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: Timeframe(0)
+    )
+
+    signal_type: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Public kind of the signal: "momentum_state".
+    """
+
+    direction: "SignalDirection" = betterproto2.field(
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: SignalDirection(0)
+    )
+
+    strength: "SignalStrength" = betterproto2.field(
+        6, betterproto2.TYPE_ENUM, default_factory=lambda: SignalStrength(0)
+    )
+
+    stage: "MomentumStage" = betterproto2.field(
+        7, betterproto2.TYPE_ENUM, default_factory=lambda: MomentumStage(0)
+    )
+
+    price: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    Close of the candle of the reading, decimal string.
+    """
+
+    timestamp: "datetime.datetime | None" = betterproto2.field(
+        9,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
+    )
+
+    exchange_id: "int" = betterproto2.field(10, betterproto2.TYPE_INT64)
+    """
+    Internal ids.
+    """
+
+    symbol_id: "int" = betterproto2.field(11, betterproto2.TYPE_INT64)
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "CurrentSignal", CurrentSignal
 )
 
 
@@ -1019,6 +1131,16 @@ class GetSignalResponse(betterproto2.Message):
     signal: "TradeSignal | None" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, optional=True
     )
+    """
+    The most recent alert of the series; unset when it has none.
+    """
+
+    current: "CurrentSignal | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The signal of the current indicator state (what /signals serves).
+    """
 
 
 default_message_pool.register_message(
@@ -1060,6 +1182,18 @@ class GetStatusResponse(betterproto2.Message):
     )
     """
     The core's long-lived tasks, each up or degraded.
+    """
+
+    uptime_seconds: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    Seconds since this core process started serving.
+    """
+
+    venues: "list[VenueStatus]" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    One per exchange of `exchanges`, in that order (exchange mode only; empty in pw-host mode).
     """
 
 
@@ -1526,6 +1660,13 @@ class StreamEvent(betterproto2.Message):
         5, betterproto2.TYPE_MESSAGE, optional=True, group="payload"
     )
 
+    indicator_update: "MacdV | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True, group="payload"
+    )
+    """
+    The MACD-V of a series after each candle close (once it is warm).
+    """
+
     publish_time: "datetime.datetime | None" = betterproto2.field(
         6,
         betterproto2.TYPE_MESSAGE,
@@ -1709,6 +1850,33 @@ class Unsubscribed(betterproto2.Message):
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "Unsubscribed", Unsubscribed
+)
+
+
+@dataclass(eq=False, repr=False)
+class VenueStatus(betterproto2.Message):
+    exchange: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The exchange's name, as in PERSEUS_EXCHANGES.
+    """
+
+    state: "VenueState" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: VenueState(0)
+    )
+
+    last_message_time: "datetime.datetime | None" = betterproto2.field(
+        3,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
+    )
+    """
+    When the feed last delivered a message (a frame, or a simulated trade); unset when none yet.
+    """
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "VenueStatus", VenueStatus
 )
 
 
@@ -1897,7 +2065,9 @@ class MarketDataServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "GetIndicatorResponse":
         """
-        Internal callers get every field, formula internals included.
+        Internal callers get every field, formula internals included. NOT_FOUND
+        while the indicator is warming up carries the trailing metadata
+        perseus-reason: warming_up.
         """
 
         return await self._unary_unary(
@@ -1917,6 +2087,11 @@ class MarketDataServiceStub(betterproto2_grpclib.ServiceStub):
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
     ) -> "GetSignalResponse":
+        """
+        The current signal of a series, from its indicator state: NOT_FOUND while
+        the indicator is warming up, with trailing metadata perseus-reason:
+        warming_up.
+        """
 
         return await self._unary_unary(
             "/perseus.marketdata.v1.MarketDataService/GetSignal",
@@ -1975,7 +2150,7 @@ class StreamServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Live events over server streaming. Channel names are the public ones of
     CONTRACT.md: "candles:{SYMBOL}:{TF}", "signals:{SYMBOL}:{TF}",
-    "prices:{SYMBOL}", optionally with the exchange after the family
+    "indicators:{SYMBOL}:{TF}", "prices:{SYMBOL}", optionally with the exchange after the family
     ("candles:coinbase:BTC-USD:1h").
     """
 
