@@ -17,8 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio.cluster import RedisCluster
 
-from common import logs, resp
+from common import logs, resp, telemetry
 from common.cluster_watch import ClusterWatch, WatchedPipeline
+from common.metrics import process_collectors
 from common.redis_clients import open_mode, pipeline
 from common.redis_mode import RedisMode
 from common.runtime import tune_gc
@@ -30,7 +31,7 @@ from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
-from core.adapters.postgres import DEFAULT_POOL_MAX_SIZE, create_pool, shared_secret
+from core.adapters.postgres import DEFAULT_POOL_MAX_SIZE, HEAVY_POOL, create_pool, shared_secret
 from core.adapters.price_cache import PriceCache
 from core.adapters.price_queries_pg import PgPriceHistory
 from core.adapters.read_replica import ReadPool, open_replica
@@ -42,10 +43,12 @@ from core.adapters.tick_partitions import TickPartitionMetrics, TickPartitions
 from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.metrics_server import start_metrics_server
-from core.rpc.server import Servicers, build_server
+from core.pipeline_metrics import PipelineMetrics, PipelineSources
+from core.rpc.server import Servicers, build_server, server_credentials, service_auth
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer
 from core.services.candle_queries import CandleQueries
+from core.services.exchange_writer import ExchangeWriter
 from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries, PageTokens
 from core.services.indicators import IndicatorService
@@ -132,7 +135,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         if settings.database_read_url:
             replica = await open_replica(settings.database_read_url, max_size=DEFAULT_POOL_MAX_SIZE)
             stack.push_async_callback(replica.close)
-        reads = ReadPool(pool, replica, max_lag_s=settings.database_read_max_lag_s)
+        # heavy reads (price ranges, consensus, candle and alert history) have a pool of their own on the
+        # primary, so however many of them run, ingestion's pool keeps its connections (issue 16)
+        heavy = await create_pool(
+            settings.database_url, min_size=0, max_size=settings.database_heavy_pool_size, application_name=HEAVY_POOL
+        )
+        stack.push_async_callback(heavy.close)
+        reads = ReadPool(heavy, replica, max_lag_s=settings.database_read_max_lag_s)
         instance = settings.instance_id.replace(" ", "_")
         redis_mode, redis, shared = await open_redis(settings.redis_url, client_name=f"perseus-core:{instance}")
         stack.push_async_callback(redis.aclose)
@@ -154,9 +163,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         if watch is not None:
             tasks.spawn("redis-cluster-watch", watch.run)
             redis_probe = watch.ping
+        running_writers: list[ExchangeWriter] = []  # filled once built: their venues are in GetStatus
         status = StatusService(
             {"redis": redis_probe, "postgres": lambda: pool.fetchval("SELECT 1")},
             components=supervised_components(tasks),
+            venues=lambda: [writer.venue() for writer in running_writers],
         )
         publisher = EventPublisher(shared, keys, clock_ms=clock_ms)
         # one pub/sub connection feeds every Subscribe and Multiplex stream of this process
@@ -179,6 +190,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
+        price_queries = PriceQueries(
+            PriceCache(shared, keys), PgPriceHistory(reads, sources=exchange_ids), clock_ms=clock_ms
+        )
         indicator_states, candle_history = IndicatorStore(shared, keys), CandleHistory(pool)
         alerts = AlertStore(pool, history=reads)
         indicators = IndicatorService(
@@ -195,9 +209,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 exchange_names=settings.exchanges,
                 exchanges=exchanges,
                 status=status,
-                price_queries=PriceQueries(
-                    PriceCache(shared, keys), PgPriceHistory(reads, sources=exchange_ids), clock_ms=clock_ms
-                ),
+                price_queries=price_queries,
                 indicators=IndicatorQueries(
                     states=indicator_states,
                     history=candle_history,
@@ -221,14 +233,27 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ),
         )
         registry = CollectorRegistry()
+        registry.register(telemetry.TraceMetrics())
+        process_collectors(registry)
         stream_gauges(registry, hub)
         registry.register(SupervisionMetrics(tasks))
         # the cores that write ticks keep their partitions (one at a time: an advisory lock in PostgreSQL)
         tick_partitions = TickPartitions(pool, retention_days=settings.tick_retention_days, clock_ms=clock_ms)
         registry.register(TickPartitionMetrics(lambda: ticks.unplaced, tick_partitions))
-        core = build_server(servicers, registry, keepalive_s=settings.grpc_keepalive_s)
+        credentials = settings.credentials
+        core = build_server(
+            servicers,
+            registry,
+            keepalive_s=settings.grpc_keepalive_s,
+            auth=service_auth(credentials),
+            reflection_on=credentials.reflection,
+        )
         try:
-            core.server.add_insecure_port(settings.core_addr)
+            tls = server_credentials(credentials)
+            if tls is None:
+                core.server.add_insecure_port(settings.core_addr)
+            else:
+                core.server.add_secure_port(settings.core_addr, tls)
         except RuntimeError as exc:
             raise StartupError(f"PERSEUS_CORE_ADDR: cannot listen on {settings.core_addr} ({exc})") from exc
         if settings.metrics_addr:  # unset: the first free port from 9464 up, logged; set: that address or fail
@@ -249,6 +274,21 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             on_closed=indicators.on_closed,
         )
         writers = build_writers(settings, stores, clock_ms)
+        running_writers.extend(writers)
+        registry.register(
+            PipelineMetrics(
+                PipelineSources(
+                    feeds=lambda: ingestion.feeds,
+                    caches={
+                        "latest_prices": lambda: (price_queries.cache_hits, price_queries.cache_misses),
+                        "candles": lambda: (hot_candles.hits, hot_candles.misses),
+                    },
+                    dropped=lambda: price_updates.dropped,
+                    pending=lambda: price_updates.pending,
+                    venues=status.venues,
+                )
+            )
+        )
         await core.server.start()
         await core.set_serving(True)
         tasks.spawn("price-updates", price_updates.run)
@@ -302,9 +342,24 @@ async def _main(settings: Settings) -> None:
         tuning.cancel()
 
 
+def warn_open(settings: Settings) -> None:
+    """One warning when the core asks no caller for a credential (docs/design/core-credentials.md): on a
+    loopback address that is the development default; elsewhere only ``PERSEUS_CORE_INSECURE=1`` allows it."""
+    if settings.credentials.required:
+        return
+    logger.warning(
+        "the core asks for no service credential: whoever reaches %s may call every service "
+        "(set PERSEUS_SERVICE_TOKEN or PERSEUS_CORE_TLS_CLIENT_CA)",
+        settings.core_addr,
+        extra={"fields": {"addr": settings.core_addr, "insecure": settings.credentials.insecure}},
+    )
+
+
 def run_core(environ: Mapping[str, str]) -> int:
     settings = Settings.from_env(environ)
     logs.configure(settings.log_level, settings.log_format, process="core")
     warn_unknown(environ, logger)
+    telemetry.setup("perseus-core", environ, instrument_postgres=True)
+    warn_open(settings)
     uvloop.run(_main(settings))
     return 0

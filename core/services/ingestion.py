@@ -8,6 +8,7 @@ outage only delays what readers see, which is logged and counted.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,10 @@ class TickWriter(Protocol):
 
 
 TicksListener = Callable[[Sequence[Tick]], Awaitable[None]]
+
+# the status label of perseus_ingested_feeds_total
+STORED, DUPLICATE, REJECTED, FAILED = "stored", "duplicate", "rejected", "failed"
+OTHER_SOURCE = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,10 @@ class Ingestion:
         self._clock_ms = clock_ms
         self._read_only = read_only
         self.listener_failures = 0
+        # feeds by (source, status) for /metrics: stored, duplicate (stored before: a retry), rejected (a bad
+        # feed; its source is "other" when not a known one, so a client cannot grow the label set), failed (the
+        # store did not take the batch)
+        self.feeds: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def ingest(
         self, feeds: Sequence[RawFeed], *, worker_id: str = "", batch_id: str = "", timeout_s: float | None = None
@@ -79,10 +88,20 @@ class Ingestion:
         if len(feeds) > MAX_BATCH:
             raise InvalidArgument(f"the batch has {len(feeds)} feeds; at most {MAX_BATCH} are accepted per call")
         good, errors = validate_batch(feeds, now_ms=self._clock_ms(), known_sources=self._known_sources)
-        if deadline_ms is not None and time.time_ns() // 1_000_000 >= deadline_ms:
-            raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
-        stored = await self._store.insert(good, worker_id=worker_id, batch_id=batch_id, deadline_ms=deadline_ms)
+        for error in errors:
+            source = feeds[error.index].source
+            self.feeds[source if source in self._known_sources else OTHER_SOURCE, REJECTED] += 1
+        try:
+            if deadline_ms is not None and time.time_ns() // 1_000_000 >= deadline_ms:
+                raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
+            stored = await self._store.insert(good, worker_id=worker_id, batch_id=batch_id, deadline_ms=deadline_ms)
+        except BaseException:
+            for _, tick in good:
+                self.feeds[tick.source, FAILED] += 1
+            raise
         fresh = [tick for index, tick in good if index in stored]  # a retry republishes nothing
+        for index, tick in good:
+            self.feeds[tick.source, STORED if index in stored else DUPLICATE] += 1
         for listener in self._listeners:
             try:
                 await listener(fresh)

@@ -186,12 +186,16 @@ class PriceQueries:
         # outage under load otherwise writes one line per request
         self._fallback_logged_at = -FALLBACK_LOG_EVERY_S
         self._fallbacks_unlogged = 0
+        # latest-price reads per symbol the cache answered (hit) or PostgreSQL had to (miss): /metrics
+        self.cache_hits = self.cache_misses = 0
 
     async def latest(self, symbols: Sequence[str]) -> list[LatestQuote]:
         """The freshest source's latest price per known symbol, in request order."""
         wanted = parse_symbols(symbols)
         found = await self._from_cache(wanted)
         missing = [s for s in wanted if s not in found]
+        self.cache_hits += len(wanted) - len(missing)
+        self.cache_misses += len(missing)
         if missing:
             for symbol, row in _freshest_by_symbol(await self._history.latest(missing)).items():
                 found.setdefault(symbol, row)

@@ -80,6 +80,11 @@ class PriceUpdates:
                 logger.warning("price updates not written (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
+    @property
+    def pending(self) -> int:
+        """Ticks queued and not written yet."""
+        return len(self._pending)
+
     async def drained(self) -> None:
         """Wait until everything queued so far has been written (tests, shutdown)."""
         await self._idle.wait()

@@ -12,13 +12,14 @@ the ping timeout being closed.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TypeAlias
 
 import orjson
-from prometheus_client import Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
 from sanic import HTTPResponse, Request, Sanic, Websocket
 from sanic.config import Config
 
@@ -78,6 +79,9 @@ def create_app(settings: GatewaySettings, ws_settings: WsSettings | None = None)
     app.config.update(
         WEBSOCKET_PING_INTERVAL=ws_settings.heartbeat_s, WEBSOCKET_PING_TIMEOUT=ws_settings.ping_timeout_s
     )
+    # The client address of the connection caps: the TCP peer, or behind that many proxies the X-Forwarded-For
+    # entry they appended (Sanic's request.remote_addr).
+    app.config.PROXIES_COUNT = ws_settings.trusted_proxies
     app.after_server_start(start_runtime)
     app.before_server_stop(stop_runtime)
     _register_metrics(context)
@@ -109,38 +113,59 @@ async def asyncapi(request: WsRequest) -> HTTPResponse:
     return HTTPResponse(request.app.ctx.asyncapi, content_type="application/json")
 
 
-def _register_metrics(context: WsContext) -> None:
-    def read(value: Callable[[WsRuntime], float]) -> Callable[[], float]:
-        """Read from the runtime while the gateway serves; 0 before its services exist."""
-        return lambda: value(context.services.runtime) if context.serving else 0
+class WsMetrics(Collector):
+    """The stream's families, read from the runtime at scrape time (zero before its services exist).
 
-    gauges: dict[str, tuple[str, Callable[[WsRuntime], float]]] = {
-        "perseus_ws_connections": ("Open client connections", lambda runtime: len(runtime.sinks)),
-        "perseus_ws_events": ("Events received from the core", lambda runtime: runtime.upstream.hub.events),
-        "perseus_ws_skipped_events": (
-            "Events skipped for slow clients",
-            lambda runtime: runtime.skipped_closed + sum(s.skipped for s in runtime.sinks),
-        ),
-        "perseus_ws_slow_closes": (
-            "Clients closed with 4009",
-            lambda runtime: runtime.slow_closes + sum(s.close_code == CloseCode.TOO_SLOW for s in runtime.sinks),
-        ),
-        "perseus_ws_core_streams_opened": (
-            "Multiplex streams opened to the core",
-            lambda runtime: runtime.upstream.streams_opened,
-        ),
-        "perseus_ws_event_lag_seconds_max": (
-            "Longest time from an event's publication in the core to its fan-out here",
-            lambda runtime: runtime.upstream.hub.lag.max_s,
-        ),
-        "perseus_ws_event_lag_seconds_sum": (
-            "Sum of the times from publication to fan-out",
-            lambda runtime: runtime.upstream.hub.lag.total_s,
-        ),
-        "perseus_ws_channels": ("Channels carried from the core", lambda runtime: len(runtime.upstream.hub.routes)),
-    }
-    for name, (help_text, value) in gauges.items():
-        Gauge(name, help_text, registry=context.metrics.registry).set_function(read(value))
+    Counts that only grow are counter families (``# TYPE counter``, ``_total``), so ``rate()`` is right across a
+    restart; the lag from publication to fan-out is a summary (``_sum`` and ``_count``) beside its maximum."""
+
+    def __init__(self, context: WsContext) -> None:
+        self._context = context
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | SummaryMetricFamily]:
+        runtime = self._context.services.runtime if self._context.serving else None
+        hub = runtime.upstream.hub if runtime is not None else None
+        gauges = (
+            ("perseus_ws_connections", "Open client connections", len(runtime.sinks) if runtime else 0),
+            ("perseus_ws_channels", "Channels carried from the core", len(hub.routes) if hub else 0),
+            (
+                "perseus_ws_event_lag_seconds_max",
+                "Longest time from an event's publication in the core to its fan-out here",
+                hub.lag.max_s if hub else 0.0,
+            ),
+        )
+        for name, help_text, value in gauges:
+            yield GaugeMetricFamily(name, help_text, value=value)
+        counters = (
+            ("perseus_ws_events", "Events received from the core", hub.events if hub else 0),
+            (
+                "perseus_ws_skipped_events",
+                "Events skipped for slow clients",
+                runtime.skipped_closed + sum(s.skipped for s in runtime.sinks) if runtime else 0,
+            ),
+            (
+                "perseus_ws_slow_closes",
+                "Clients closed with 4009",
+                runtime.slow_closes + sum(s.close_code == CloseCode.TOO_SLOW for s in runtime.sinks) if runtime else 0,
+            ),
+            (
+                "perseus_ws_core_streams_opened",
+                "Multiplex streams opened to the core",
+                runtime.upstream.streams_opened if runtime else 0,
+            ),
+        )
+        for name, help_text, value in counters:
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield SummaryMetricFamily(
+            "perseus_ws_event_lag_seconds",
+            "Time from an event's publication in the core to its fan-out here",
+            count_value=hub.lag.count if hub else 0,
+            sum_value=hub.lag.total_s if hub else 0.0,
+        )
+
+
+def _register_metrics(context: WsContext) -> None:
+    context.metrics.registry.register(WsMetrics(context))
 
 
 def run_ws(environ: Mapping[str, str]) -> int:

@@ -98,7 +98,9 @@ async def test_the_same_pings_against_grpcs_default_policy_get_goaway_too_many_p
 def streams_opened(gateway: Process) -> float:
     text = httpx.get(f"http://{gateway.addr}/metrics", timeout=5).text
     return sum(
-        float(line.split()[-1]) for line in text.splitlines() if line.startswith("perseus_ws_core_streams_opened ")
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("perseus_ws_core_streams_opened_total ")
     )
 
 

@@ -86,7 +86,7 @@ async def test_a_gateway_restart_loses_nothing_and_repeats_nothing(
 
 def skipped_events(gateway: Process) -> float:
     text = httpx.get(f"http://{gateway.addr}/metrics", timeout=5).text
-    found = re.search(r"^perseus_ws_skipped_events (\S+)$", text, re.M)
+    found = re.search(r"^perseus_ws_skipped_events_total (\S+)$", text, re.M)
     assert found
     return float(found.group(1))
 

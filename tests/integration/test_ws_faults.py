@@ -123,8 +123,8 @@ async def test_a_client_that_stops_reading_is_skipped_then_closed_and_others_are
         reader = asyncio.create_task(read_fast())
         try:
             # 1. The slow client reads nothing: events pile up until the gateway skips it.
-            skipped_before = metric(gateway, "perseus_ws_skipped_events")
-            while metric(gateway, "perseus_ws_skipped_events") == skipped_before:
+            skipped_before = metric(gateway, "perseus_ws_skipped_events_total")
+            while metric(gateway, "perseus_ws_skipped_events_total") == skipped_before:
                 await publish_stamped(publisher, channel, 500)
             # 2. It reads again: what it gets has a seq gap, and it is still connected.
             seen = [m["seq"] async for m in drain(slow, quiet_s=0.5)]
@@ -133,14 +133,14 @@ async def test_a_client_that_stops_reading_is_skipped_then_closed_and_others_are
             assert any(b > a + 1 for a, b in itertools.pairwise(seen)), "no seq gap seen"
             assert seen == sorted(seen)
             # 3. It stops reading for longer than the grace period while events flow: closed with 4009.
-            closes_before = metric(gateway, "perseus_ws_slow_closes")
-            skipped_before = metric(gateway, "perseus_ws_skipped_events")
+            closes_before = metric(gateway, "perseus_ws_slow_closes_total")
+            skipped_before = metric(gateway, "perseus_ws_skipped_events_total")
             deadline = time.monotonic() + PATIENT_SLOW_CLIENT_S + 10
-            while metric(gateway, "perseus_ws_slow_closes") == closes_before:
+            while metric(gateway, "perseus_ws_slow_closes_total") == closes_before:
                 assert time.monotonic() < deadline, "the slow client was never closed"
                 await publish_stamped(publisher, channel, 500)
                 await asyncio.sleep(0.05)
-            missed_bytes = (metric(gateway, "perseus_ws_skipped_events") - skipped_before) * EVENT_BYTES
+            missed_bytes = (metric(gateway, "perseus_ws_skipped_events_total") - skipped_before) * EVENT_BYTES
             with pytest.raises(ConnectionClosed) as closed:
                 async with asyncio.timeout(10):
                     while True:
@@ -267,7 +267,7 @@ async def test_clients_stay_connected_across_a_core_restart_and_miss_nothing(
                 after = [e["seq"] for e in await events(ws, 5)]
                 last = await publish_prices(publisher, channel, range(9, 11))
                 live = [e["seq"] for e in await events(ws, 2)]
-                assert metric(gateway, "perseus_ws_core_streams_opened") >= 2
+                assert metric(gateway, "perseus_ws_core_streams_opened_total") >= 2
     finally:
         core.close()
     assert before + after + live == list(range(first - 2, last + 1))

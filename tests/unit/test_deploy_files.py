@@ -291,7 +291,7 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "perseus_http_requests_total",
         "perseus_http_request_duration_seconds_bucket",
         "perseus_ws_connections",
-        "perseus_ws_skipped_events",
+        "perseus_ws_skipped_events_total",
         "perseus_ws_event_lag_seconds_sum",
         "perseus_ws_event_lag_seconds_max",
         "perseus_grpc_requests_total",

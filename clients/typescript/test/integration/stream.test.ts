@@ -52,8 +52,8 @@ test("a consumer that stops reading is closed with 4009, then resumes with nothi
     await stream.subscribe(channel);
     await ingest(symbol, [1]);
     const [first] = events(await take(stream, 1, READ_MS));
-    const skipped = await wsMetric("perseus_ws_skipped_events");
-    const slowCloses = await wsMetric("perseus_ws_slow_closes");
+    const skipped = await wsMetric("perseus_ws_skipped_events_total");
+    const slowCloses = await wsMetric("perseus_ws_slow_closes_total");
     // The consumer reads nothing from here: the stream stops reading the socket, the gateway's buffer
     // for it fills, it skips events, then (after its grace) closes the connection with 4009. Events go
     // out quickly until the skipping starts, then slowly: the resume after the 4009 replays what was
@@ -61,11 +61,11 @@ test("a consumer that stops reading is closed with 4009, then resumes with nothi
     let published = 0;
     const deadline = Date.now() + 120_000;
     const next = (count: number): string[] => Array.from({ length: count }, (_, i) => `${published + i + 2}.25`);
-    while ((await wsMetric("perseus_ws_skipped_events")) === skipped) {
+    while ((await wsMetric("perseus_ws_skipped_events_total")) === skipped) {
       assert.ok(Date.now() < deadline, `nothing skipped after ${published} events`);
       published += await ingest(symbol, next(200));
     }
-    while ((await wsMetric("perseus_ws_slow_closes")) === slowCloses) {
+    while ((await wsMetric("perseus_ws_slow_closes_total")) === slowCloses) {
       assert.ok(Date.now() < deadline, `no 4009 after ${published} events`);
       published += await ingest(symbol, next(20));
       await sleep(100);
