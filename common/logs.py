@@ -2,7 +2,8 @@
 
 Library modules only call ``logging.getLogger(__name__)``; :func:`configure` is called once, by an entry
 point. Every record carries the request id of the call it belongs to (:data:`request_id_var`: set by the
-core's request-id hook for an RPC, by the gateways' middleware for an HTTP request) and the ``fields``
+core's request-id hook for an RPC, by the gateways' middleware for an HTTP request), the ``trace_id`` and
+``span_id`` of the span it was written in when traces are on (:mod:`common.telemetry`), and the ``fields``
 mapping passed as ``extra={"fields": …}``. One module for all processes, so a log shipper parses one
 format: one JSON object per line with the same keys, or ``text`` for a developer's terminal.
 """
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from common import telemetry
 from common.settings import redact_text
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -41,7 +43,7 @@ def mask(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, fields."""
+    """One JSON object per line: time, level, logger, message, request_id, trace_id and span_id, fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -52,6 +54,8 @@ class JsonFormatter(logging.Formatter):
         }
         if request_id := request_id_var.get():
             entry["request_id"] = request_id
+        if telemetry.enabled and (ids := telemetry.current_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in (getattr(record, "fields", None) or {}).items():
             entry[key] = mask(value) if isinstance(value, str) else value
         if record.exc_info:
@@ -70,6 +74,8 @@ class TextFormatter(logging.Formatter):
         fields = dict(getattr(record, "fields", None) or {})
         if request_id := request_id_var.get():
             fields["request_id"] = request_id
+        if telemetry.enabled and (ids := telemetry.current_ids()) is not None:
+            fields["trace_id"], fields["span_id"] = ids
         return mask(line + "".join(f" {k}={v}" for k, v in fields.items()))
 
 

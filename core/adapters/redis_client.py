@@ -38,7 +38,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from common import resp
+from common import resp, telemetry
 from common.redis_clients import RedisClient, redis_py
 from common.redis_mode import RedisMode
 from core.domain.errors import StorageUnavailable
@@ -110,9 +110,29 @@ async def call(pipeline: resp.Pipeline, *commands: resp.Command, timeout_s: floa
     and it is the faster one: the calls of one loop turn share a write, replies are parsed by hiredis, and a
     registered script is sent by SHA alone (redis-py's pipeline asks ``SCRIPT EXISTS`` first, a round trip
     per pipeline). Error replies come back as values: see :func:`first_error`.
+
+    With traces on (:mod:`common.telemetry`) each call is one client span, named after its first command as
+    redis-py's instrumentation names its own (``EVALSHA``, ``MGET``).
     """
+    if telemetry.enabled:
+        return await _traced_call(pipeline, commands, timeout_s)
     async with asyncio.timeout(timeout_s):
         return await pipeline.call(*commands)
+
+
+async def _traced_call(pipeline: resp.Pipeline, commands: tuple[resp.Command, ...], timeout_s: float) -> list[Any]:
+    from opentelemetry.trace import SpanKind
+
+    first = commands[0][0] if commands else "PIPELINE"
+    name = first.decode() if isinstance(first, bytes) else str(first)
+    attributes: dict[str, str | int] = {
+        "db.system.name": "redis",
+        "db.operation.name": name,
+        "db.operation.batch.size": len(commands),
+    }
+    with telemetry.tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+        async with asyncio.timeout(timeout_s):
+            return await pipeline.call(*commands)
 
 
 async def call_or_unavailable(pipeline: resp.Pipeline, commands: list[resp.Command], what: str) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from sanic import Sanic
 
-from common import logs
+from common import logs, telemetry
 from common.settings import scrub, warn_unknown
 from gateways.common.services import RedisUnreachable
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, Process, SettingsError
@@ -66,6 +66,7 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
         return EXIT_STARTUP_ERROR
     logs.configure(settings.log_level, settings.log_format)
     warn_unknown(environ, logger)
+    telemetry.setup(f"perseus-{process}", environ)
     if problem := redis_unreachable(settings.redis_url):
         print(f"{program}: PERSEUS_REDIS_URL: cannot reach Redis ({problem})", file=sys.stderr)
         return EXIT_STARTUP_ERROR
