@@ -396,6 +396,35 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
 
 
+MIN_TOKEN_LENGTH = 16
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def flag(raw: str) -> bool:
+    """A switch: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise Invalid(f"must be 1 or 0 (got {raw.strip()!r})")
+
+
+def tokens(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of service tokens, in order, deduplicated; empty for none. Each is at least
+    ``MIN_TOKEN_LENGTH`` printable ASCII characters, no space or comma (a gRPC metadata value). The problem
+    names a token by its position, never by its value."""
+    found = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+    for position, token in enumerate(found, start=1):
+        if len(token) < MIN_TOKEN_LENGTH or not all("!" <= ch <= "~" for ch in token):
+            raise Invalid(
+                f"token {position} of {len(found)} must be at least {MIN_TOKEN_LENGTH} printable ASCII "
+                "characters without spaces or commas (make one: `openssl rand -hex 32`)"
+            )
+    return found
+
+
 # --------------------------------------------------------------------------------------------------- catalogue
 
 KNOWN_EXCHANGES = ("sim", "coinbase", "binance", "kraken")
@@ -565,6 +594,71 @@ CORS_ORIGINS = Variable(
     "gateway shares the gateways' settings and checks it too).",
     GATEWAYS, topic="Calls",
 )
+SERVICE_TOKEN = Variable(
+    "PERSEUS_SERVICE_TOKEN", tokens, "",
+    "The service credential of gRPC calls to the core (docs/design/core-credentials.md). The core accepts each "
+    "token of this comma-separated list as `authorization: Bearer <token>` on every service but "
+    "`grpc.health.v1` (list the new and the old token while rotating); the gateways send the first one. Each "
+    f"token has at least {MIN_TOKEN_LENGTH} printable characters. Unset: no token is asked for or sent.",
+    SERVERS, secret=True, shown_default="unset (no token)", topic="Service credentials",
+)
+INGEST_TOKENS = Variable(
+    "PERSEUS_INGEST_TOKENS", tokens, "",
+    "The tokens of `PERSEUS_SERVICE_TOKEN` that may call `IngestService`; another token gets "
+    "`PERMISSION_DENIED`. Unset: every accepted token may.",
+    ("core",), secret=True, shown_default="unset (every token)", topic="Service credentials",
+)
+KEY_SERVICE_TOKENS = Variable(
+    "PERSEUS_KEY_SERVICE_TOKENS", tokens, "",
+    "The tokens of `PERSEUS_SERVICE_TOKEN` that may call `KeyService` (the gateways' key checks); another token "
+    "gets `PERMISSION_DENIED`. Unset: every accepted token may.",
+    ("core",), secret=True, shown_default="unset (every token)", topic="Service credentials",
+)
+CORE_TLS_CERT = Variable(
+    "PERSEUS_CORE_TLS_CERT", optional_file, "",
+    "PEM certificate (chain) of the core's gRPC server; with `PERSEUS_CORE_TLS_KEY` the core serves TLS only.",
+    ("core",), shown_default="unset (plaintext)", topic="Service credentials",
+)
+CORE_TLS_KEY = Variable(
+    "PERSEUS_CORE_TLS_KEY", optional_file, "",
+    "PEM private key (unencrypted) of `PERSEUS_CORE_TLS_CERT`.",
+    ("core",), shown_default="unset", topic="Service credentials",
+)
+CORE_TLS_CLIENT_CA = Variable(
+    "PERSEUS_CORE_TLS_CLIENT_CA", optional_file, "",
+    "PEM certificate authorities of the clients' certificates: mutual TLS. Every connection must then present a "
+    "certificate they signed (the TLS handshake refuses any other, health checks included). Needs "
+    "`PERSEUS_CORE_TLS_CERT`.",
+    ("core",), shown_default="unset (no client certificate asked)", topic="Service credentials",
+)
+CORE_TLS_CA = Variable(
+    "PERSEUS_CORE_TLS_CA", optional_file, "",
+    "PEM certificate authorities that signed the core's certificate: set, the gateways speak TLS to the core "
+    "(the name in `PERSEUS_CORE_ADDR` must match the certificate).",
+    GATEWAYS, shown_default="unset (plaintext)", topic="Service credentials",
+)
+CORE_TLS_CLIENT_CERT = Variable(
+    "PERSEUS_CORE_TLS_CLIENT_CERT", optional_file, "",
+    "PEM client certificate (chain) the gateways present to a core that asks for one "
+    "(`PERSEUS_CORE_TLS_CLIENT_CA`). Needs `PERSEUS_CORE_TLS_CA` and `PERSEUS_CORE_TLS_CLIENT_KEY`.",
+    GATEWAYS, shown_default="unset", topic="Service credentials",
+)
+CORE_TLS_CLIENT_KEY = Variable(
+    "PERSEUS_CORE_TLS_CLIENT_KEY", optional_file, "",
+    "PEM private key (unencrypted) of `PERSEUS_CORE_TLS_CLIENT_CERT`.",
+    GATEWAYS, shown_default="unset", topic="Service credentials",
+)
+CORE_REFLECTION = Variable(
+    "PERSEUS_CORE_REFLECTION", flag, "0",
+    "`1` serves gRPC server reflection (for grpcurl and the like; it asks for the credential like any service).",
+    ("core",), topic="Service credentials",
+)
+CORE_INSECURE = Variable(
+    "PERSEUS_CORE_INSECURE", flag, "0",
+    "`1` lets a core listen on a non-loopback address with no credential (no token, no client CA), open to "
+    "whoever reaches the port; without it such a core refuses to start.",
+    ("core",), topic="Service credentials",
+)
 LOG_LEVEL = Variable(
     "PERSEUS_LOG_LEVEL", choice(*LOG_LEVELS, upper=True), "INFO",
     f"Least severe log level written: {', '.join(LOG_LEVELS)}.", (*SERVERS, "up"), topic="Logging",
@@ -662,6 +756,77 @@ WS_KEY_RECHECK_S = Variable(
     "close with 4001.",
     ("ws",), topic="WebSocket gateway",
 )
+WS_MAX_CONNECTIONS = Variable(
+    "PERSEUS_WS_MAX_CONNECTIONS", integer(0, 10_000_000), "10000",
+    "Client connections one WebSocket gateway process holds at once (seed 004's `WS_MAX_CONNECTIONS`); one more "
+    "is closed with 1013 (try again later) before its key is looked at. `0`: no cap.",
+    ("ws",), topic="WebSocket gateway",
+)
+WS_MAX_CONNECTIONS_PER_IP = Variable(
+    "PERSEUS_WS_MAX_CONNECTIONS_PER_IP", integer(0, 10_000_000), "10",
+    "Client connections one client address may hold on one WebSocket gateway process (seed 000); one more is "
+    "closed with 4008 before its key is looked at. Behind a proxy set `PERSEUS_TRUSTED_PROXIES`, or every "
+    "client shares the proxy's address; benchmarks and load tests from one host raise it or set `0` (no cap).",
+    ("ws",), topic="WebSocket gateway",
+)
+WS_CHANNELS_PER_KEY = Variable(
+    "PERSEUS_WS_CHANNELS_PER_KEY", integer(0, 10_000_000), "500",
+    "Distinct channels the connections of one API key may hold on one WebSocket gateway process, so a few keys "
+    "cannot fill the gateway's channel table; a subscribe beyond it is answered `SUBSCRIPTION_LIMIT`. `0`: no "
+    "budget.",
+    ("ws",), topic="WebSocket gateway",
+)
+WS_RESUMES_PER_KEY = Variable(
+    "PERSEUS_WS_RESUMES_PER_KEY", integer(1, 10_000), "2",
+    "Resume replays one API key may have in progress at once on one WebSocket gateway process; a further "
+    "subscribe with `resume` waits for one to finish (at most 10 s, then `RATE_LIMITED`).",
+    ("ws",), topic="WebSocket gateway",
+)
+TRUSTED_PROXIES = Variable(
+    "PERSEUS_TRUSTED_PROXIES", integer(0, 10), "0",
+    "How many proxies in front of the WebSocket gateway append to `X-Forwarded-For`: the client address is "
+    "the entry this many places from its right end (`0`: the TCP peer's address, and the header is ignored). "
+    "Set it only behind proxies that overwrite or append that header, or any client can claim any address. "
+    "The REST gateway reads it too (the address `PERSEUS_BAD_KEYS_PER_MINUTE` counts by).",
+    GATEWAYS, topic="WebSocket gateway",
+)
+
+
+# Abuse resistance at the edge (issue 16): what one client, one key or one query may cost.
+BAD_KEYS_PER_MINUTE = Variable(
+    "PERSEUS_BAD_KEYS_PER_MINUTE", integer(0, 1_000_000), "20",
+    "Unknown API keys one client address may have looked up per minute; past it, 429 for any key not known "
+    "good until the minute ends. `0` turns it off (behind a proxy every client has the proxy's address).",
+    GATEWAYS, topic="Edge limits",
+)
+INTERNAL_REQUESTS_PER_MINUTE = Variable(
+    "PERSEUS_INTERNAL_REQUESTS_PER_MINUTE", integer(0, 1_000_000_000), "5000",
+    "Rate limit of an `internal` key on the REST gateway, in units per minute (ingest counted); `0`: not "
+    "limited. Admin keys are never limited.",
+    ("rest",), topic="Edge limits",
+)
+RANGE_MAX_BUCKETS = Variable(
+    "PERSEUS_RANGE_MAX_BUCKETS", integer(1, 1_000_000), "10000",
+    "Longest `/prices/range` span, in intervals: `to - from` may be at most this many `interval`s (400 "
+    "beyond it).",
+    ("rest",), topic="Edge limits",
+)
+HEAVY_READS_PER_KEY = Variable(
+    "PERSEUS_HEAVY_READS_PER_KEY", integer(0, 10_000), "4",
+    "Price range reads one API key may have in flight at once on a REST gateway (429 beyond); `0`: no cap.",
+    ("rest",), topic="Edge limits",
+)
+CANDLE_CACHE_BYTES = Variable(
+    "PERSEUS_CANDLE_CACHE_BYTES", integer(0, 1 << 40), str(64 << 20),
+    "Byte budget of the REST gateway's candle response cache (bodies and keys); `0` turns the cache off.",
+    ("rest",), topic="Edge limits",
+)
+DATABASE_HEAVY_POOL_SIZE = Variable(
+    "PERSEUS_DATABASE_HEAVY_POOL_SIZE", integer(1, 1_000), "4",
+    "Connections of the core's own pool for heavy reads (price ranges, consensus, candle and alert history), "
+    "apart from the pool ingestion writes through, so heavy reads cannot starve it.",
+    ("core",), topic="Edge limits",
+)
 
 
 # Every variable, in the order of the configuration reference.
@@ -671,8 +836,13 @@ VARIABLES: tuple[Variable[object], ...] = (
     CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, KEY_GRACE_S, CORS_ORIGINS, LOG_LEVEL, LOG_FORMAT, INSTANCE_ID,
     WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
-    WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, DATA_DIR, TICK_RETENTION_DAYS,
-    DATABASE_READ_URL, DATABASE_READ_MAX_LAG_S,
+    WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, WS_MAX_CONNECTIONS,
+    WS_MAX_CONNECTIONS_PER_IP, WS_CHANNELS_PER_KEY, WS_RESUMES_PER_KEY, TRUSTED_PROXIES, DATA_DIR,
+    TICK_RETENTION_DAYS,
+    DATABASE_READ_URL, DATABASE_READ_MAX_LAG_S, SERVICE_TOKEN, INGEST_TOKENS, KEY_SERVICE_TOKENS, CORE_TLS_CERT,
+    CORE_TLS_KEY, CORE_TLS_CLIENT_CA, CORE_TLS_CA, CORE_TLS_CLIENT_CERT, CORE_TLS_CLIENT_KEY, CORE_REFLECTION,
+    CORE_INSECURE, BAD_KEYS_PER_MINUTE, INTERNAL_REQUESTS_PER_MINUTE, RANGE_MAX_BUCKETS, HEAVY_READS_PER_KEY,
+    CANDLE_CACHE_BYTES, DATABASE_HEAVY_POOL_SIZE,
 )
 # fmt: on
 BY_NAME: Mapping[str, Variable[object]] = {variable.name: variable for variable in VARIABLES}
@@ -710,8 +880,8 @@ def with_tls_files(redis_url: str, environ: Mapping[str, str]) -> str:
 
 
 TOPICS = (
-    "General", "Stores", "Addresses", "Calls", "Logging", "Exchange mode", "Simulated exchange",
-    "WebSocket gateway", "Development",
+    "General", "Stores", "Addresses", "Calls", "Service credentials", "Logging", "Exchange mode", "Simulated exchange",
+    "WebSocket gateway", "Edge limits", "Development",
 )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.logs import request_id_var
+from core.rpc.auth import Check
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 # server (grpc.ServicerContext, Iterator); grpc.aio registers the same class with these coroutine functions
 # and async generators, so one cast (in wrap_handler) says so.
 AioBehavior: TypeAlias = "Callable[[Any, aio.ServicerContext[Any, Any]], Any]"
+
+# Given a method's full name, the credential check its calls must pass, or None (core.rpc.auth).
+Guard: TypeAlias = Callable[[str], Check | None]
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
@@ -97,25 +101,35 @@ class ObservedServer:
     cached ``GetCandles`` (``make bench-core``).
     """
 
-    def __init__(self, server: aio.Server, concerns: Sequence[Concern]) -> None:
+    def __init__(self, server: aio.Server, concerns: Sequence[Concern], *, guard: Guard | None = None) -> None:
         self._server = server
         self._concerns = tuple(concerns)
+        self._guard = guard
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(tuple(_ObservedHandler(h, self._concerns) for h in handlers))
+        self._server.add_generic_rpc_handlers(tuple(_ObservedHandler(h, self._concerns, self._guard) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         self._server.add_registered_method_handlers(
-            service, {name: wrap_handler(h, f"/{service}/{name}", self._concerns) for name, h in handlers.items()}
+            service,
+            {
+                name: wrap_handler(h, f"/{service}/{name}", self._concerns, _check(self._guard, f"/{service}/{name}"))
+                for name, h in handlers.items()
+            },
         )
+
+
+def _check(guard: Guard | None, method: str) -> Check | None:
+    return guard(method) if guard is not None else None
 
 
 class _ObservedHandler(grpc.GenericRpcHandler):
     """A generic handler whose method handlers come wrapped, each once."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, concerns: tuple[Concern, ...]) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, concerns: tuple[Concern, ...], guard: Guard | None) -> None:
         self._inner = inner
         self._concerns = concerns
+        self._guard = guard
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
@@ -125,12 +139,16 @@ class _ObservedHandler(grpc.GenericRpcHandler):
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, wrap_handler(handler, method, self._concerns))
+            wrapped = wrap_handler(handler, method, self._concerns, _check(self._guard, method))
+            cached = self._wrapped[method] = (handler, wrapped)
         return cached[1]
 
 
-def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern]) -> Handler:
+def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern], check: Check | None = None) -> Handler:
     """Return ``handler`` with ``concerns`` told of the start and the end of every call.
+
+    ``check`` (the service credential's, ``core.rpc.auth``) runs after the concerns' start and before the
+    handler: a refusal aborts the call with its code, which the concerns see as the call's end.
 
     A stream runs in its call's own task and writes with ``context.write()``:
     a client that cancels then raises CancelledError right here while the call
@@ -160,6 +178,8 @@ def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern]) -> 
             call = Call(method, context, False)
             started = start(call)
             try:
+                if check is not None and (refused := check(context)) is not None:
+                    await context.abort(*refused)
                 answer = await behavior(request, context) if awaited else behavior(request, context)
             except BaseException as exc:
                 finish(call, exc, started)
@@ -176,6 +196,8 @@ def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern]) -> 
         call = Call(method, context, True)
         started = start(call)
         try:
+            if check is not None and (refused := check(context)) is not None:
+                await context.abort(*refused)
             result = behavior(request, context)
             if inspect.isasyncgen(result):
                 async with aclosing(result):

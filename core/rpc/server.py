@@ -1,4 +1,5 @@
-"""The one wiring function of the gRPC server: servicers, health and reflection, every call observed."""
+"""The one wiring function of the gRPC server: servicers, health and reflection, every call observed and,
+with a service token configured, authenticated (``core.rpc.auth``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as aio_reflection, reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, RequestIds
+from common import telemetry
+from core.rpc.auth import ServiceAuth
+from core.rpc.interceptors import CallLogging, CallMetrics, Concern, ObservedServer, RequestIds
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
 from core.rpc.wire import to_wire
-from core.settings import DEFAULT_GRPC_KEEPALIVE_S
+from core.settings import DEFAULT_GRPC_KEEPALIVE_S, CoreCredentials
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -101,8 +104,15 @@ def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
 
 
 def build_server(
-    servicers: Servicers, registry: CollectorRegistry, *, keepalive_s: float = DEFAULT_GRPC_KEEPALIVE_S
+    servicers: Servicers,
+    registry: CollectorRegistry,
+    *,
+    keepalive_s: float = DEFAULT_GRPC_KEEPALIVE_S,
+    auth: ServiceAuth | None = None,
+    reflection_on: bool = False,
 ) -> CoreServer:
+    """The core's server: every service, each call observed and, with ``auth``, asked for its credential
+    (health excepted); server reflection only when ``reflection_on`` (``PERSEUS_CORE_REFLECTION``)."""
     server = aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -111,7 +121,13 @@ def build_server(
             *keepalive_options(keepalive_s),
         ],
     )
-    observed = ObservedServer(server, [RequestIds(), CallLogging(), CallMetrics(registry)])
+    guard = auth.check_for if auth is not None and auth.enabled else None
+    concerns: list[Concern] = [RequestIds(), CallLogging(), CallMetrics(registry)]
+    if telemetry.enabled:  # first: its span is current while the others run (core.rpc.tracing)
+        from core.rpc.tracing import CallTracing
+
+        concerns.insert(0, CallTracing())
+    observed = ObservedServer(server, concerns, guard=guard)
     observed.add_generic_rpc_handlers(
         (
             unary_service_handler(MARKET_DATA_SERVICE, servicers.market_data),
@@ -122,6 +138,45 @@ def build_server(
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, observed)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, observed)
-    reflected = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(aio_reflection.ReflectionServicer(reflected), observed)
+    if reflection_on:
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflected = (*SERVICE_NAMES, health_name, reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            aio_reflection.ReflectionServicer(reflected), observed
+        )
     return CoreServer(server, health_servicer)
+
+
+INGEST_SERVICE = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
+
+
+def service_auth(credentials: CoreCredentials) -> ServiceAuth:
+    """The token check of ``credentials``: the accepted tokens, and the restricted services' own lists."""
+    restricted = {
+        service: allowed
+        for service, allowed in (
+            (INGEST_SERVICE, credentials.ingest_tokens),
+            (KEY_SERVICE, credentials.key_service_tokens),
+        )
+        if allowed is not None
+    }
+    return ServiceAuth(credentials.tokens, restricted)
+
+
+def server_credentials(credentials: CoreCredentials) -> grpc.ServerCredentials | None:
+    """TLS for the core's port when its certificate is configured; with ``PERSEUS_CORE_TLS_CLIENT_CA`` every
+    connection must present a client certificate that CA signed (mutual TLS). None: plaintext."""
+    if not credentials.tls_cert:
+        return None
+
+    def read(path: str) -> bytes:
+        with open(path, "rb") as file:
+            return file.read()
+
+    client_ca = read(credentials.tls_client_ca) if credentials.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(credentials.tls_key), read(credentials.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

@@ -26,7 +26,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from gateways.common.errors import Unauthorized, error_from_rpc
+from common import telemetry
+from gateways.common.errors import ApiError, ServiceUnavailable, Unauthorized, error_from_rpc
+from gateways.common.settings import CoreTls
 from perseus.marketdata.v1 import (
     ingest_service_pb2_grpc,
     key_service_pb2,
@@ -128,6 +130,42 @@ def _addresses(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def channel_credentials(tls: CoreTls) -> grpc.ChannelCredentials:
+    """TLS to the core, trusting ``tls.ca``; presenting ``tls``'s client certificate when it has one."""
+
+    def read(path: str) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as file:
+            return file.read()
+
+    return grpc.ssl_channel_credentials(read(tls.ca), read(tls.client_key), read(tls.client_cert))
+
+
+# The start of the core's message when it refuses the gateway's service credential (core.rpc.auth).
+CREDENTIAL_REFUSAL_PREFIX = "service credential"
+CREDENTIAL_REFUSED_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def credential_refused(exc: grpc.RpcError) -> bool:
+    """Whether the core refused this gateway's service credential (PERSEUS_SERVICE_TOKEN, TLS): not the
+    client's fault, so a 503 (with an error logged), never the 401 of an unknown API key."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if not callable(code) or not callable(details) or code() not in CREDENTIAL_REFUSED_CODES:
+        return False
+    text = details()
+    return isinstance(text, str) and text.startswith(CREDENTIAL_REFUSAL_PREFIX)
+
+
+def _api_error(exc: grpc.RpcError) -> ApiError:
+    if credential_refused(exc):
+        logger.error(
+            "the core refused this gateway's service credential (%s): check PERSEUS_SERVICE_TOKEN", exc.details()
+        )
+        return ServiceUnavailable()
+    return error_from_rpc(exc)
+
+
 def connection_went_away(exc: grpc.RpcError) -> bool:
     """Whether ``exc`` is a call lost with its connection (GOAWAY, reset), which a new connection may serve."""
     code, details = getattr(exc, "code", None), getattr(exc, "details", None)
@@ -140,19 +178,35 @@ def connection_went_away(exc: grpc.RpcError) -> bool:
 class CoreClient:
     """Owns one channel to the core and the stubs on it."""
 
-    def __init__(self, channel: aio.Channel, *, deadline_s: float) -> None:
+    def __init__(self, channel: aio.Channel, *, deadline_s: float, token: str = "") -> None:
         self._channel = channel
         self._deadline_s = deadline_s
+        # the service credential (PERSEUS_SERVICE_TOKEN's first value), sent with every call; none when unset
+        self.auth_metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.market_data = market_data_service_pb2_grpc.MarketDataServiceStub(channel)
         self.ingest = ingest_service_pb2_grpc.IngestServiceStub(channel)
         self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
         self.streams = stream_service_pb2_grpc.StreamServiceStub(channel)
 
     @classmethod
-    def connect(cls, addr: str, *, deadline_s: float, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> CoreClient:
-        """A client for the core at ``addr``; the channel connects lazily. Call inside the running loop."""
-        channel = aio.insecure_channel(channel_target(addr), options=channel_options(keepalive_s))
-        return cls(channel, deadline_s=deadline_s)
+    def connect(
+        cls,
+        addr: str,
+        *,
+        deadline_s: float,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        token: str = "",
+        tls: CoreTls | None = None,
+    ) -> CoreClient:
+        """A client for the core at ``addr``; the channel connects lazily. Call inside the running loop.
+        ``token`` goes with every call as ``authorization: Bearer``; ``tls`` makes the channel TLS (with a
+        client certificate for mutual TLS when it has one)."""
+        target, options = channel_target(addr), channel_options(keepalive_s)
+        if tls is None:
+            channel = aio.insecure_channel(target, options=options)
+        else:
+            channel = aio.secure_channel(target, channel_credentials(tls), options=options)
+        return cls(channel, deadline_s=deadline_s, token=token)
 
     @property
     def deadline_s(self) -> float:
@@ -161,7 +215,10 @@ class CoreClient:
     def call_options(self, request_id: str | None, timeout_s: float | None = None) -> dict[str, Any]:
         """Keyword arguments for a stub call: its deadline and the request id metadata."""
         timeout = self._deadline_s if timeout_s is None else min(timeout_s, self._deadline_s)
-        metadata = ((REQUEST_ID_METADATA_KEY, request_id),) if request_id else ()
+        metadata: tuple[tuple[str, str], ...] = ((REQUEST_ID_METADATA_KEY, request_id),) if request_id else ()
+        metadata = self.auth_metadata + metadata
+        if telemetry.enabled:  # the current span's traceparent: the core's span of the call is its child
+            metadata += telemetry.outgoing()
         return {"timeout": timeout, "metadata": metadata}
 
     async def unary(self, method: Any, request: Any, *, request_id: str | None, timeout_s: float | None = None) -> Any:
@@ -180,12 +237,12 @@ class CoreClient:
         except grpc.RpcError as exc:
             remaining = deadline - time.monotonic()
             if not connection_went_away(exc) or remaining < MIN_RETRY_S:
-                raise error_from_rpc(exc) from exc
+                raise _api_error(exc) from exc
             logger.info("the core connection went away (%s); retrying the call once", exc.details())
         try:
             return await method(request, **{**options, "timeout": remaining})
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+            raise _api_error(exc) from exc
 
     async def get_status(
         self, *, request_id: str | None = None, timeout_s: float | None = None

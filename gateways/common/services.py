@@ -83,9 +83,13 @@ class GatewayServices:
             tasks.spawn("redis-cluster-watch", watch.run)
             redis_ping = watch.ping
         core = CoreClient.connect(
-            settings.core_addr, deadline_s=settings.core_deadline_s, keepalive_s=settings.grpc_keepalive_s
+            settings.core_addr,
+            deadline_s=settings.core_deadline_s,
+            keepalive_s=settings.grpc_keepalive_s,
+            token=settings.service_token,
+            tls=settings.core_tls,
         )
-        keys = KeyCache(core.lookup_key, grace_s=settings.key_grace_s)
+        keys = KeyCache(core.lookup_key, grace_s=settings.key_grace_s, bad_keys_per_minute=settings.bad_keys_per_minute)
         return cls(core=core, keys=keys, redis=redis, redis_mode=mode, tasks=tasks, redis_ping=redis_ping)
 
     def shared(self) -> dict[str, Any]:

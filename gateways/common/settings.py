@@ -27,6 +27,12 @@ from common.settings import (
 
 Process = Literal["rest", "ws"]
 
+DEFAULT_BAD_KEYS_PER_MINUTE = int(env.BAD_KEYS_PER_MINUTE.default or 0)
+DEFAULT_INTERNAL_REQUESTS_PER_MINUTE = int(env.INTERNAL_REQUESTS_PER_MINUTE.default or 0)
+DEFAULT_RANGE_MAX_BUCKETS = int(env.RANGE_MAX_BUCKETS.default or 0)
+DEFAULT_HEAVY_READS_PER_KEY = int(env.HEAVY_READS_PER_KEY.default or 0)
+DEFAULT_CANDLE_CACHE_BYTES = int(env.CANDLE_CACHE_BYTES.default or 0)
+
 PROCESSES: tuple[Process, ...] = ("rest", "ws")
 LISTEN_ADDRS: Mapping[Process, Variable[str]] = {"rest": env.REST_ADDR, "ws": env.WS_ADDR}
 DEFAULT_LISTEN_ADDRS: Mapping[Process, str] = {"rest": DEFAULT_REST_ADDR, "ws": DEFAULT_WS_ADDR}
@@ -49,6 +55,27 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
+class CoreTls:
+    """The gateways' TLS to the core: the CA that signed its certificate, and a client certificate and key for a
+    core that asks for one (mutual TLS)."""
+
+    ca: str
+    client_cert: str = ""
+    client_key: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CoreTls | None:
+        variables = (env.CORE_TLS_CA, env.CORE_TLS_CLIENT_CERT, env.CORE_TLS_CLIENT_KEY)
+        ca, cert, key = (variable.read(environ) for variable in variables)
+        if bool(cert) != bool(key):
+            given, missing = variables[1:] if cert else variables[:0:-1]
+            raise SettingsError(given.name, f"is set without {missing.name}")
+        if cert and not ca:
+            raise SettingsError(env.CORE_TLS_CLIENT_CERT.name, f"is set without {env.CORE_TLS_CA.name}")
+        return cls(ca, cert, key) if ca else None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     process: Process
     core_addr: str
@@ -62,6 +89,16 @@ class GatewaySettings:
     log_level: str
     log_format: str
     key_grace_s: float = DEFAULT_KEY_GRACE_S  # a confirmed key keeps working this long while the core cannot answer
+    # edge limits (issue 16); the REST gateway reads all of them, the WS gateway bad_keys_per_minute
+    bad_keys_per_minute: int = DEFAULT_BAD_KEYS_PER_MINUTE
+    internal_requests_per_minute: int = DEFAULT_INTERNAL_REQUESTS_PER_MINUTE
+    range_max_buckets: int = DEFAULT_RANGE_MAX_BUCKETS
+    heavy_reads_per_key: int = DEFAULT_HEAVY_READS_PER_KEY
+    candle_cache_bytes: int = DEFAULT_CANDLE_CACHE_BYTES
+    trusted_proxies: int = 0  # PERSEUS_TRUSTED_PROXIES (the REST gateway's copy; the WS gateway reads its own)
+    # the service credential sent to the core: the first PERSEUS_SERVICE_TOKEN, and the TLS files (CA, client pair)
+    service_token: str = ""
+    core_tls: CoreTls | None = None
 
     @property
     def listen_addr(self) -> str:
@@ -88,7 +125,21 @@ class GatewaySettings:
             log_level=env.LOG_LEVEL.read(environ),
             log_format=env.LOG_FORMAT.read(environ),
             key_grace_s=env.KEY_GRACE_S.read(environ),
+            service_token=next(iter(env.SERVICE_TOKEN.read(environ)), ""),
+            core_tls=CoreTls.from_env(environ),
+            bad_keys_per_minute=env.BAD_KEYS_PER_MINUTE.read(environ),
+            **(_rest_limits(environ) if process == "rest" else {}),
         )
+
+
+def _rest_limits(environ: Mapping[str, str]) -> dict[str, int]:
+    return {
+        "internal_requests_per_minute": env.INTERNAL_REQUESTS_PER_MINUTE.read(environ),
+        "range_max_buckets": env.RANGE_MAX_BUCKETS.read(environ),
+        "heavy_reads_per_key": env.HEAVY_READS_PER_KEY.read(environ),
+        "candle_cache_bytes": env.CANDLE_CACHE_BYTES.read(environ),
+        "trusted_proxies": env.TRUSTED_PROXIES.read(environ),
+    }
 
 
 def split_host_port(name: str, value: str) -> tuple[str, int]:

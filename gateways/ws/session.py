@@ -4,7 +4,8 @@
 starts (:meth:`WsRuntime.build`: the hub, the core stream, the connection
 counter and its Redis pool, wired once) and started once the server runs.
 :meth:`WsRuntime.serve` is one
-connection, in order: the key (``?apiKey=``, ``X-API-Key``, or for browsers a
+connection, in order: the connection caps of the gateway and of the client's address (1013, 4008; before
+the key is looked at, so they cost nothing), the key (``?apiKey=``, ``X-API-Key``, or for browsers a
 ``key.<KEY>`` subprotocol beside ``perseus.v1``: ``subprotocols.py``; 4001), a
 connection slot in Redis (4008), then every frame from the first one, each
 checked against the message rate (4029) and answered in order. Frames that
@@ -17,6 +18,13 @@ refused; an outage of the core closes nothing) and the GC policy. They run
 under the gateway's :class:`~common.supervise.TaskSupervisor` (``services.tasks``):
 one that ends is logged, restarted with backoff and shown degraded until it
 runs again; all stop on stop.
+
+A subscribe is checked before it reaches the hub: the per-connection and per-key channel budgets
+(``SUBSCRIPTION_LIMIT``; a key's distinct channels on this gateway are counted across its connections), then
+each new channel's symbol against the core's lists (``symbols.py``; ``INVALID_CHANNEL``). A subscribe with
+``resume`` fetches its replay on a stream of its own (:meth:`WsRuntime._replay`), never on the shared one, at
+most ``PERSEUS_WS_RESUMES_PER_KEY`` at once per key; the core replays at most 5,000 events per request (the
+rest is a ``resume_gap``), and a client that leaves cancels its replay stream.
 """
 
 from __future__ import annotations
@@ -26,17 +34,22 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from grpc import aio
 from redis.exceptions import RedisClusterException, RedisError
 from sanic import Request
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from common import runtime as gc_policy
+from common import runtime as gc_policy, telemetry
 from common.redis_clients import RedisClient, redis_py
 from common.supervise import TaskSupervisor
+from gateways.common import tracing
 from gateways.common.auth import KeyCache
 from gateways.common.errors import ApiError, Unauthorized
 from gateways.common.services import GatewayServices
@@ -47,7 +60,9 @@ from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
 from gateways.ws.protocol import CloseCode, ErrorCode, Subscribe, Unsubscribe
 from gateways.ws.settings import WsSettings
 from gateways.ws.sink import ClientSink
+from gateways.ws.symbols import SymbolDirectory
 from gateways.ws.upstream import Outbox, Upstream
+from perseus.marketdata.v1 import market_data_service_pb2 as md
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +80,30 @@ MAX_KEY_LENGTH = 256
 UNLIMITED_CONNECTIONS = 2**31 - 1
 API_KEY_PARAM = "apiKey"
 API_KEY_HEADER = "x-api-key"
+RESUME_WAIT_S = 10.0  # how long a resume waits for one of its key's replay slots before RATE_LIMITED
+SYMBOLS_TIMEOUT_S = 2.0  # a core that cannot list the symbols within this does not hold subscriptions up
+
+
+@dataclass(slots=True)
+class KeyState:
+    """What one API key holds on this gateway, across its connections: its distinct channels (each counted
+    once per connection holding it) and its replay slots."""
+
+    resumes: asyncio.Semaphore
+    connections: int = 0
+    channels: Counter[str] = field(default_factory=Counter)
+
+    def hold(self, canonicals: Iterable[str]) -> None:
+        for canonical in canonicals:
+            self.channels[canonical] += 1
+
+    def drop(self, canonicals: Iterable[str]) -> None:
+        for canonical in canonicals:
+            left = self.channels[canonical] - 1
+            if left > 0:
+                self.channels[canonical] = left
+            else:
+                del self.channels[canonical]
 
 
 class WsRuntime:
@@ -77,6 +116,7 @@ class WsRuntime:
         upstream: Upstream,
         counter: ConnectionCounter,
         redis: RedisClient,
+        symbols: SymbolDirectory | None = None,
     ) -> None:
         self.settings = settings
         self.rule = SlowClientRule(grace_s=settings.slow_client_s)
@@ -87,6 +127,11 @@ class WsRuntime:
         self._tasks = tasks
         self.sinks: set[ClientSink] = set()
         self._holders: dict[str, set[ClientSink]] = {}  # presented key → its open connections
+        self._key_states: dict[int, KeyState] = {}  # by key id
+        self._addresses: dict[str, int] = {}  # client address → its connections here
+        self._admitted = 0  # connections past the caps, authenticated or not yet
+        self.symbols = symbols
+        self.refused_connections = 0
         self.skipped_closed = 0
         self.slow_closes = 0
         self._opened_since_freeze = 0
@@ -99,7 +144,7 @@ class WsRuntime:
         of clients may connect at once): a blocking pool of :data:`REDIS_CONNECTIONS` on one server, a
         ``RedisCluster`` that queues its callers past that many on a cluster (``redis_py(blocking=True)``)."""
         outbox = Outbox()
-        upstream = Upstream(services.core.streams, Hub(outbox.put), outbox)
+        upstream = Upstream(services.core.streams, Hub(outbox.put), outbox, metadata=services.core.auth_metadata)
         redis = redis_py(
             redis_url,
             services.redis_mode,
@@ -109,7 +154,26 @@ class WsRuntime:
             blocking=True,
         )
         counter = ConnectionCounter(redis, prefix=redis_prefix, lease_s=settings.lease_s)
-        return cls(settings, keys=services.keys, tasks=services.tasks, upstream=upstream, counter=counter, redis=redis)
+        core = services.core
+
+        async def fetch() -> tuple[md.ListExchangesResponse, md.ListSymbolsResponse]:
+            exchanges = await core.unary(
+                core.market_data.ListExchanges, md.ListExchangesRequest(), request_id=None, timeout_s=SYMBOLS_TIMEOUT_S
+            )
+            symbols = await core.unary(
+                core.market_data.ListSymbols, md.ListSymbolsRequest(), request_id=None, timeout_s=SYMBOLS_TIMEOUT_S
+            )
+            return exchanges, symbols
+
+        return cls(
+            settings,
+            keys=services.keys,
+            tasks=services.tasks,
+            upstream=upstream,
+            counter=counter,
+            redis=redis,
+            symbols=SymbolDirectory(fetch),
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -188,6 +252,30 @@ class WsRuntime:
     # --- one connection -----------------------------------------------------------------------
 
     async def serve(self, request: Request[Any, Any], ws: Any) -> None:
+        """One connection: the caps of the gateway and of the client's address first, then :meth:`_serve`."""
+        address = request.remote_addr or request.ip  # PERSEUS_TRUSTED_PROXIES: the X-Forwarded-For entry
+        cap, per_address = self.settings.max_connections, self.settings.max_connections_per_ip
+        if cap and self._admitted >= cap:
+            self.refused_connections += 1
+            await _close(ws, CloseCode.TRY_AGAIN_LATER, f"the gateway holds its maximum of {cap} connections")
+            return
+        if per_address and self._addresses.get(address, 0) >= per_address:
+            self.refused_connections += 1
+            await _close(ws, CloseCode.TOO_MANY_CONNECTIONS, f"this address already has {per_address} connections")
+            return
+        self._admitted += 1
+        self._addresses[address] = self._addresses.get(address, 0) + 1
+        try:
+            await self._serve(request, ws)
+        finally:
+            self._admitted -= 1
+            left = self._addresses[address] - 1
+            if left:
+                self._addresses[address] = left
+            else:
+                del self._addresses[address]
+
+    async def _serve(self, request: Request[Any, Any], ws: Any) -> None:
         key = (request.args.get(API_KEY_PARAM) or request.headers.get(API_KEY_HEADER) or "").strip()
         in_subprotocol = subprotocols.keys_offered(request)
         if len(in_subprotocol) > 1 or (key and in_subprotocol and in_subprotocol != {key}):
@@ -221,10 +309,20 @@ class WsRuntime:
         self.sinks.add(sink)
         holders = self._holders.setdefault(key, set())
         holders.add(sink)
+        state = self._key_states.get(api_key.id)
+        if state is None:
+            state = self._key_states[api_key.id] = KeyState(asyncio.Semaphore(self.settings.resumes_per_key))
+        state.connections += 1
         self._opened_since_freeze += 1
+        if telemetry.enabled:  # each subscribe's span continues the handshake's traceparent
+            tracing.attach_handshake(request)
         try:
-            await self._read(ws, client)
+            await self._read(ws, client, state)
         finally:
+            state.drop(client.channels)
+            state.connections -= 1
+            if not state.connections and self._key_states.get(api_key.id) is state:
+                del self._key_states[api_key.id]
             sink.closed()
             self.sinks.discard(sink)
             holders.discard(sink)
@@ -236,7 +334,7 @@ class WsRuntime:
             self.upstream.hub.release(client)
             await self.counter.release(api_key.id, slot)
 
-    async def _read(self, ws: Any, client: Client) -> None:
+    async def _read(self, ws: Any, client: Client, state: KeyState) -> None:
         sink = client.sink
         assert isinstance(sink, ClientSink)
         rate = MessageRateLimit(self.settings.messages_per_s, self.settings.message_burst)
@@ -258,19 +356,46 @@ class WsRuntime:
                 continue
             message = protocol.parse_client_message(frame, default_exchange=self.settings.default_exchange)
             if isinstance(message, Subscribe):
-                await self._subscribe(client, message)
+                if telemetry.enabled:
+                    with tracing.subscribe_span(message.channels):
+                        await self._subscribe(client, message, state)
+                else:
+                    await self._subscribe(client, message, state)
             elif isinstance(message, Unsubscribe):
+                held = set(client.channels)
                 self.upstream.hub.unsubscribe(client, message.channels)
+                state.drop(held.difference(client.channels))
             else:
                 sink.send(_error(message.code, message.message))
 
-    async def _subscribe(self, client: Client, message: Subscribe) -> None:
-        hub, sink = self.upstream.hub, client.sink
-        adding = {c for c in message.channels.values() if c not in client.channels}
+    async def _subscribe(self, client: Client, message: Subscribe, state: KeyState) -> None:
+        sink = client.sink
+        adding = [c for c in dict.fromkeys(message.channels.values()) if c not in client.channels]
         if len(client.channels) + len(adding) > protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION:
             limit = protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION
             sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, f"a connection holds at most {limit} subscriptions"))
             return
+        budget = self.settings.channels_per_key
+        if budget and len(state.channels) + sum(c not in state.channels for c in adding) > budget:
+            text = f"this key holds {len(state.channels)} channels on this gateway, at most {budget}"
+            sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, text))
+            return
+        if self.symbols is not None:
+            names = {canonical: name for name, canonical in message.channels.items()}
+            for canonical in adding:
+                _, exchange, symbol, *_ = canonical.split(":")
+                problem = await self.symbols.problem(exchange, symbol)
+                if problem is not None:
+                    sink.send(_error(ErrorCode.INVALID_CHANNEL, f"invalid channel {names[canonical]!r}: {problem}"))
+                    return
+        state.hold(adding)  # counted while the join is under way, so the key's other connections see them
+        try:
+            await self._join(client, message, state)
+        finally:
+            state.drop(c for c in adding if c not in client.channels)
+
+    async def _join(self, client: Client, message: Subscribe, state: KeyState) -> None:
+        hub, sink = self.upstream.hub, client.sink
         answer: asyncio.Future[tuple[Join | ErrorCode | None, str]] = asyncio.get_running_loop().create_future()
 
         def done(result: Join | ErrorCode | None, text: str) -> None:
@@ -287,15 +412,54 @@ class WsRuntime:
             return
         if isinstance(result, ErrorCode):
             sink.send(_error(result, text))
-        elif result is not None:
+        elif result is not None and result.subscribed:
             await self._catch_up(client, result)
+        elif result is not None:  # carried, with a replay to fetch first
+            try:
+                async with asyncio.timeout(RESUME_WAIT_S):
+                    await state.resumes.acquire()
+            except TimeoutError:
+                hub.refuse(result)
+                sink.send(_error(ErrorCode.RATE_LIMITED, "this key's other resumes are still replaying; retry"))
+                return
+            try:
+                if await self._replay(client, result):
+                    await self._catch_up(client, result)
+            finally:
+                state.resumes.release()
+
+    async def _replay(self, client: Client, join: Join) -> bool:
+        """Fetch the join's replay on a stream of its own and finish the join; False (the client told, the join
+        undone) if the core refused it or did not answer in time. Cancelled (the client left), the call is
+        cancelled and the core stops reading history for it."""
+        hub = self.upstream.hub
+        call = self.upstream.replay_call()
+        outcome: bool | tuple[ErrorCode, str] = False
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                await call.write(hub.replay_request(join))
+                async for response in call:
+                    outcome = hub.on_replay(join, response)
+                    if outcome is not False:
+                        break
+        except (aio.AioRpcError, aio.UsageError, TimeoutError) as exc:
+            logger.info("a resume replay failed (%s)", type(exc).__name__)
+        finally:
+            call.cancel()
+        if outcome is True:
+            hub.finish(join)
+            return join.subscribed
+        hub.refuse(join)
+        code, text = outcome or (ErrorCode.INVALID_MESSAGE, "the stream service did not answer in time; retry")
+        client.sink.send(_error(code, text))
+        return False
 
     async def _catch_up(self, client: Client, join: Join) -> None:
         """Write the join's backlog at the pace the client reads it, then put it on the live routes."""
         sink = client.sink
         assert isinstance(sink, ClientSink)
         behind_since: float | None = None
-        while join.backlog and not sink.closing:
+        while join.backlog and not sink.closing and not sink.gone:
             if sink.buffered > self.rule.skip_bytes:
                 now = time.monotonic()
                 behind_since = behind_since or now

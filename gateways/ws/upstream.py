@@ -56,11 +56,27 @@ class Outbox:
 
 
 class Upstream:
-    def __init__(self, stub: stream_service_pb2_grpc.StreamServiceStub, hub: Hub, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        stub: stream_service_pb2_grpc.StreamServiceStub,
+        hub: Hub,
+        outbox: Outbox,
+        *,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._stub = stub
+        self._metadata = metadata  # the service credential (CoreClient.auth_metadata)
         self._outbox = outbox
         self.hub = hub
         self.streams_opened = 0
+
+    def replay_call(self) -> aio.StreamStreamCall[pb.MultiplexRequest, pb.MultiplexResponse]:
+        """A stream of its own for one client's resume replay (``WsRuntime``): a deep replay read on the shared
+        stream would hold back every other client's live events; cancelling this call ends the replay."""
+        call: aio.StreamStreamCall[pb.MultiplexRequest, pb.MultiplexResponse] = self._stub.Multiplex(
+            metadata=self._metadata
+        )
+        return call
 
     async def run(self) -> None:
         """Keep a stream open until cancelled."""
@@ -69,7 +85,7 @@ class Upstream:
         # once in a row: the core is most likely fine. Should that stream fail too, the backoff applies.
         reopened_at_once = False
         while True:
-            call = self._stub.Multiplex(wait_for_ready=True)
+            call = self._stub.Multiplex(wait_for_ready=True, metadata=self._metadata)
             writer = asyncio.create_task(self._write(call, self._outbox.renew()))
             self.streams_opened += 1
             self.hub.on_connected()

@@ -37,10 +37,16 @@ def test_health_is_serving_for_the_server_and_each_service(channel: grpc.Channel
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reflection_lists_the_contract_services(channel: grpc.Channel) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2)
-    names = {s.name for reply in replies for s in reply.list_services_response.service}
+def test_reflection_is_off_unless_asked_for(channel: grpc.Channel, migrated_env: dict[str, str]) -> None:
+    """PERSEUS_CORE_REFLECTION=1 serves it (issue 16; with a service token: tests/integration/test_core_auth.py)."""
+    request = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    with pytest.raises(grpc.RpcError) as caught:
+        list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(request, timeout=2))
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    with running_core(migrated_env, PERSEUS_CORE_REFLECTION="1") as process, grpc.insecure_channel(process.addr) as on:
+        stub = reflection_pb2_grpc.ServerReflectionStub(on)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2)
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"perseus.marketdata.v1.MarketDataService", "grpc.health.v1.Health"} <= names
 
 

@@ -38,7 +38,8 @@ def test_the_core_listens_on_one_address_and_refuses_a_list(raw: str) -> None:
     with pytest.raises(SettingsError, match=r"^PERSEUS_CORE_ADDR: the core listens on one host:port"):
         Settings.from_env({**STORES, "PERSEUS_CORE_ADDR": raw})
     assert core_listen_addr({"PERSEUS_CORE_ADDR": "[::1]:9"}) == "[::1]:9"
-    assert Settings.from_env({**STORES, "PERSEUS_CORE_ADDR": "0.0.0.0:9"}).core_addr == "0.0.0.0:9"
+    beyond_loopback = {**STORES, "PERSEUS_CORE_ADDR": "0.0.0.0:9", "PERSEUS_CORE_INSECURE": "1"}
+    assert Settings.from_env(beyond_loopback).core_addr == "0.0.0.0:9"
 
 
 @pytest.mark.parametrize(
