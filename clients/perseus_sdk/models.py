@@ -32,9 +32,11 @@ from typing import Any, TypeVar, get_type_hints
 __all__ = [
     "Candle",
     "ConsensusPrice",
+    "CurrentSignal",
     "DecodeError",
     "Exchange",
     "LatestPrice",
+    "MacdV",
     "PriceBucket",
     "Symbol",
     "TradeSignal",
@@ -76,7 +78,7 @@ class Candle:
 
 @dataclass(frozen=True, slots=True)
 class TradeSignal:
-    """The current signal of ``RestClient.signal`` and each alert of ``RestClient.alerts``."""
+    """Each alert of ``RestClient.alerts`` (the signal history)."""
 
     symbol: str
     exchange: str
@@ -86,6 +88,36 @@ class TradeSignal:
     strength: str | None  # "weak" | "moderate" | "strong" | "extreme"
     price: Decimal
     timestamp: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSignal:
+    """``RestClient.signal``: the signal of the current MACD-V state, served as soon as the indicator is warm."""
+
+    symbol: str
+    exchange: str
+    timeframe: str | None
+    signal_type: str  # "momentum_state"
+    direction: str | None  # "bullish" (MACD-V at or above its signal line) | "bearish"
+    strength: str | None  # "weak" | "moderate" | "strong" | "extreme"
+    stage: str | None  # "oversold" | "rebounding" | "rallying" | "overbought" | "retracing" | "reversing" | "ranging"
+    price: Decimal  # the close of the last closed candle
+    timestamp: dt.datetime | None  # that candle's close time
+
+
+@dataclass(frozen=True, slots=True)
+class MacdV:
+    """``RestClient.indicator``: the public MACD-V of the last closed candle (never EMAs, ATR or periods)."""
+
+    exchange: str
+    symbol: str
+    timeframe: str | None
+    timestamp: dt.datetime | None  # the close time of the candle
+    macd_v: float
+    signal: float
+    histogram: float
+    stage: str | None
+    zone: str | None  # "deep_negative" | "negative" | "neutral" | "positive" | "elevated" | "overbought"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +204,12 @@ def _flag(value: object) -> bool:
     return value
 
 
+def _number(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 def _decimal(value: object) -> Decimal:
     return Decimal(_text(value))  # from the string only: a float here would already be rounded
 
@@ -194,6 +232,7 @@ def _or_none(read: Reader) -> Reader:
 _READERS: dict[object, Reader] = {
     str: _text,
     int: _integer,
+    float: _number,
     bool: _flag,
     Decimal: _decimal,
     dt.datetime: _time,

@@ -40,9 +40,11 @@ import httpx
 from perseus_sdk.models import (
     Candle,
     ConsensusPrice,
+    CurrentSignal,
     DecodeError,
     Exchange,
     LatestPrice,
+    MacdV,
     PriceBucket,
     Symbol,
     TradeSignal,
@@ -132,9 +134,15 @@ class RestClient:
         params = {"timeframe": timeframe, "limit": limit, "start": start, "end": end}
         return await self._get(path, params, _many(Candle))
 
-    async def signal(self, exchange: str, symbol: str, *, timeframe: str = "1h") -> TradeSignal:
+    async def signal(self, exchange: str, symbol: str, *, timeframe: str = "1h") -> CurrentSignal:
+        """The signal of the current MACD-V state; 404 ``details.reason == "warming_up"`` before it is warm."""
         path = f"/signals/{_segment(exchange)}/{_segment(symbol)}"
-        return await self._get(path, {"timeframe": timeframe}, _one(TradeSignal))
+        return await self._get(path, {"timeframe": timeframe}, _one(CurrentSignal))
+
+    async def indicator(self, exchange: str, symbol: str, *, timeframe: str = "1h") -> MacdV:
+        """The public MACD-V of the last closed candle; 404 ``details.reason == "warming_up"`` before it is warm."""
+        path = f"/indicators/{_segment(exchange)}/{_segment(symbol)}"
+        return await self._get(path, {"timeframe": timeframe}, _one(MacdV))
 
     async def alerts(
         self,

@@ -1,6 +1,6 @@
 """Publishing stream events: one sequence number, one history entry and one sharded publish per event.
 
-Every event of a public stream (``candles:…``, ``signals:…``, ``prices:…``)
+Every event of a public stream (``candles:…``, ``signals:…``, ``indicators:…``, ``prices:…``)
 goes through :class:`EventPublisher`, which runs one Lua script per event on
 the stream's shard (all three keys share the pair's hash tag):
 
@@ -38,10 +38,17 @@ from typing import Any
 from common import resp
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
-from core.codec.events import candle_channel, candle_event, signal_channel, signal_event
+from core.codec.events import (
+    candle_channel,
+    candle_event,
+    indicator_channel,
+    indicator_event,
+    signal_channel,
+    signal_event,
+)
 from core.domain.candles import Candle
 from core.domain.channels import Channel
-from core.services.indicators import AlertRecord
+from core.services.indicators import AlertRecord, IndicatorReading
 
 HISTORY_MAXLEN = 10_000
 
@@ -170,6 +177,12 @@ class EventPublisher:
         """``trade_signal`` events of stored alerts on their ``signals:{exchange}:{SYMBOL}:{TF}`` streams."""
         now = self._clock_ms()
         await self.publish([Event(signal_channel(r), signal_event(r, now_ms=now)) for r in records])
+
+    async def publish_indicators(self, readings: Sequence[IndicatorReading]) -> None:
+        """``indicator_update`` events of ready MACD-V readings on their ``indicators:{exchange}:{SYMBOL}:{TF}``
+        streams."""
+        now = self._clock_ms()
+        await self.publish([Event(indicator_channel(r), indicator_event(r, now_ms=now)) for r in readings])
 
     async def publish(self, events: Sequence[Event]) -> dict[Channel, int]:
         """Publish ``events`` (in order within each stream, one script call per stream);

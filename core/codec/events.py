@@ -9,12 +9,12 @@ what a read of the same record answers.
 
 from __future__ import annotations
 
-from core.codec.messages import candle_to_pb, fill_price_feed, fill_trade_signal
+from core.codec.messages import candle_to_pb, fill_macd_v, fill_price_feed, fill_trade_signal
 from core.codec.timestamps import set_ms
 from core.domain.candles import Candle
 from core.domain.channels import Channel, ChannelFamily, explicit_name
 from core.domain.prices import Tick
-from core.services.indicators import AlertRecord
+from core.services.indicators import AlertRecord, IndicatorReading
 from perseus.marketdata.v1 import stream_service_pb2
 
 
@@ -30,11 +30,26 @@ def signal_channel(record: AlertRecord) -> Channel:
     return Channel(ChannelFamily.SIGNALS, record.exchange, record.symbol, record.timeframe)
 
 
-def price_event(tick: Tick, *, now_ms: int) -> bytes:
-    """The event of one tick: built field by field, it is on the ingest hot path."""
+def indicator_channel(reading: IndicatorReading) -> Channel:
+    return Channel(ChannelFamily.INDICATORS, reading.exchange, reading.symbol, reading.timeframe)
+
+
+def indicator_event(reading: IndicatorReading, *, now_ms: int) -> bytes:
+    """An ``indicator_update``: the MacdV message of a read (internals included; the gateways project it)."""
+    event = stream_service_pb2.StreamEvent(channel=explicit_name(indicator_channel(reading)))
+    fill_macd_v(event.indicator_update, reading)
+    set_ms(event.publish_time, now_ms)
+    return event.SerializeToString()
+
+
+def price_event(tick: Tick, *, now_ms: int, traceparent: str = "") -> bytes:
+    """The event of one tick: built field by field, it is on the ingest hot path. ``traceparent``: the span
+    that publishes it, when traces are on (internal: never in a public projection)."""
     event = stream_service_pb2.StreamEvent(channel=explicit_name(price_channel(tick)))
     fill_price_feed(event.price_update, tick)
     set_ms(event.publish_time, now_ms)
+    if traceparent:
+        event.traceparent = traceparent
     return event.SerializeToString()
 
 

@@ -4,6 +4,7 @@ Pure code. The public forms are::
 
     candles:{SYMBOL}:{TF}            candles:{exchange}:{SYMBOL}:{TF}
     signals:{SYMBOL}:{TF}            signals:{exchange}:{SYMBOL}:{TF}
+    indicators:{SYMBOL}:{TF}         indicators:{exchange}:{SYMBOL}:{TF}
     prices:{SYMBOL}                  prices:{exchange}:{SYMBOL}
 
 The short forms mean the default exchange, which the caller supplies. Symbols
@@ -34,6 +35,7 @@ _EXCHANGE_NAME = re.compile(EXCHANGE_NAME_PATTERN)
 class ChannelFamily(enum.StrEnum):
     CANDLES = "candles"
     SIGNALS = "signals"
+    INDICATORS = "indicators"
     PRICES = "prices"
 
     @property

@@ -13,6 +13,15 @@ class NotFound(DomainError):
     """The request names something that does not exist (an unknown exchange or symbol)."""
 
 
+class WarmingUp(NotFound):
+    """The series exists but its indicator has no ready value yet (too few closed candles).
+
+    ``error_reason`` travels to the gateways (trailing metadata ``perseus-reason``), which answer 404 with
+    ``details.reason`` set to it, so a client can tell "wait" from "no such thing"."""
+
+    error_reason = "warming_up"
+
+
 class FailedPrecondition(DomainError):
     """The instance cannot do this in its current mode (ingest on a pw-host)."""
 

@@ -55,6 +55,8 @@ def status_for(error: DomainError) -> grpc.StatusCode:
 
 
 DEFAULT_MAX_CALL_S = 10.0
+# Trailing metadata of a failed call naming why, machine-readable (e.g. ``warming_up``), when the error has one.
+REASON_METADATA_KEY = "perseus-reason"
 
 
 def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
@@ -82,7 +84,9 @@ def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
             message = f"{method.__name__} did not finish within {cap:.3g} s"
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, message)
         except DomainError as exc:
-            await context.abort(status_for(exc), str(exc))
+            reason = getattr(exc, "error_reason", None)
+            trailing = ((REASON_METADATA_KEY, reason),) if isinstance(reason, str) else ()
+            await context.abort(status_for(exc), str(exc), trailing_metadata=trailing)
         except DRIVER_UNAVAILABLE as exc:
             logger.warning("dependency unavailable in %s: %s", method.__name__, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "a storage dependency is unavailable; retry")

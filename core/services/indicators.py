@@ -19,7 +19,10 @@ is in Redis; after a start, or a wave whose publish failed (Redis away, a
 crash after the commit), the next wave first publishes everything left in the
 outbox, oldest first. So no stored alert goes unannounced; a crash between
 the publish and the delete announces that batch twice (at least once, never
-zero). A failure of this step is logged and counted, never raised
+zero). After the states are written, every ready reading of the wave's closes is
+published on its ``indicators:{exchange}:{SYMBOL}:{TF}`` stream (best effort,
+no outbox: a lost reading is superseded by the next close, and the state in
+Redis stays what reads answer). A failure of this step is logged and counted, never raised
 into candle persistence: the candles are already stored, and the next wave
 rebuilds a state that missed them. Only a lost lease goes up.
 
@@ -74,6 +77,19 @@ class NewAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class IndicatorReading:
+    """A MACD-V reading of a series with everything internal callers see (reads and ``indicators:`` events)."""
+
+    exchange: str
+    exchange_id: int
+    symbol: str
+    symbol_id: int  # 0 when the symbol is not registered, and in stream events (not looked up on the write path)
+    timeframe: Timeframe
+    value: MacdVValue
+    params: MacdVParams
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRecord:
     """A stored alert: every field, internal ones included (the gateways project it)."""
 
@@ -114,6 +130,7 @@ class AlertWriter(Protocol):
 
 class SignalPublisher(Protocol):
     async def publish_signals(self, records: Sequence[AlertRecord]) -> None: ...
+    async def publish_indicators(self, readings: Sequence[IndicatorReading]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -124,6 +141,7 @@ class IndicatorStats:
     alerts: int = 0
     errors: int = 0
     publish_failures: int = 0
+    reading_publish_failures: int = 0  # waves whose indicator_update events were not published
 
 
 @dataclass(slots=True)
@@ -135,6 +153,7 @@ class _Series:
     state: MacdVState | None = None
     emit_after: int = -1  # alerts only for closes after this open time
     alerts: list[tuple[Alert, Decimal]] = field(default_factory=list)
+    readings: list[MacdVValue] = field(default_factory=list)  # ready values of the closes after emit_after
 
 
 class IndicatorService:
@@ -196,6 +215,7 @@ class IndicatorService:
         records = await self._store_alerts(series, fenced)
         await self._publish(records)
         await self._states.save([(s.key, s.state) for s in series if s.state is not None and s.closes])
+        await self._publish_readings(series)
         return records
 
     async def _warm_up(self, cold: list[_Series]) -> None:
@@ -215,6 +235,8 @@ class IndicatorService:
             last = state.last if state is not None else None
             state, value = step(state, bar, params)
             if value is not None and bar.open_time > emit_after:
+                if value.ready:
+                    s.readings.append(value)
                 alerts = detect_alerts(last, value)
                 if alerts:
                     s.alerts.extend((alert, price) for alert in alerts)
@@ -257,6 +279,23 @@ class IndicatorService:
             logger.warning(
                 "%d new alerts stored but not published yet; the next wave retries", len(fresh), exc_info=True
             )
+
+    async def _publish_readings(self, series: Sequence[_Series]) -> None:
+        """The wave's ready readings on their ``indicators:`` streams; a failure is logged, the states are saved."""
+        params, ids = self.params, self._exchange_ids
+        readings = [
+            IndicatorReading(exchange, ids[exchange], symbol, 0, timeframe, value, params)
+            for s in series
+            for (exchange, symbol, timeframe) in [s.key]
+            for value in s.readings
+        ]
+        if not readings:
+            return
+        try:
+            await self._signals.publish_indicators(readings)
+        except Exception:
+            self.stats.reading_publish_failures += 1
+            logger.warning("%d indicator readings not published", len(readings), exc_info=True)
 
 
 def _group(candles: Sequence[Candle]) -> list[_Series]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ from gateways.common.http import REQUEST_ID_HEADER, json_response, request_id_of
 logger = logging.getLogger(__name__)
 
 MAX_RPC_MESSAGE_LENGTH = 300
+RPC_REASON_KEY = "perseus-reason"  # trailing metadata of a core error: goes to details.reason (core/rpc/status.py)
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RETRY_AFTER_HEADER = "Retry-After"
 
 
@@ -199,15 +202,31 @@ def error_from_rpc(exc: grpc.RpcError) -> ApiError:
     status = _rpc_code(exc)
     code = RPC_ERROR_CODES.get(status, ErrorCode.INTERNAL_ERROR)
     message = None
+    extra: dict[str, object] = {}
     if status in RPC_CODES_WITH_CLIENT_MESSAGE:
         details = getattr(exc, "details", None)
         text = details() if callable(details) else None
         if isinstance(text, str) and text.strip():
             message = " ".join(text.split())[:MAX_RPC_MESSAGE_LENGTH]
+        if (reason := _rpc_reason(exc)) is not None:
+            extra["reason"] = reason
     error_class = _CLASS_FOR_CODE[code]
     if error_class is RateLimitExceeded:
         return RateLimitExceeded(1, message)
-    return error_class(message)
+    return error_class(message, details=extra)
+
+
+def _rpc_reason(exc: grpc.RpcError) -> str | None:
+    """The core's machine-readable reason (trailing metadata ``perseus-reason``, e.g. ``warming_up``), if any."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+    except Exception:  # a channel-level failure may carry no metadata at all
+        return None
+    for key, value in metadata or ():
+        if key == RPC_REASON_KEY and isinstance(value, str) and _REASON.fullmatch(value):
+            return value
+    return None
 
 
 def to_api_error(exc: BaseException) -> ApiError:
@@ -248,8 +267,30 @@ class ContractErrorHandler(ErrorHandler):
         request_id = request_id_of(request)
         _log(request, exception, error)
         headers = {**error.headers, REQUEST_ID_HEADER: request_id}
+        if error.status_code == ERROR_STATUS[ErrorCode.METHOD_NOT_ALLOWED] and ALLOW_HEADER not in headers:
+            headers[ALLOW_HEADER] = ", ".join(allowed_methods(request))
         body = error_body(error.code, str(error.message), request_id=request_id, details=error.details)
         return json_response(body, status=error.status_code, headers=headers)
+
+
+def allowed_methods(request: Request[Any, Any]) -> list[str]:
+    """The methods the request's path has a route for: a 405 must list them in ``Allow`` (RFC 9110).
+
+    Sanic's router drops them from the 405 of a path with parameters (only a
+    static path's carries them), so they are found again by asking the router."""
+    host = request.headers.getone("host", None)
+    found = []
+    for method in _METHODS:
+        try:
+            request.app.router.get(request.path, method, host)
+        except SanicException:
+            continue
+        found.append(method)
+    return found
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+ALLOW_HEADER = "Allow"
 
 
 def _log(request: Request[Any, Any], exception: Exception, error: ApiError) -> None:

@@ -20,8 +20,8 @@ from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.metrics import HttpMetrics
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
-from gateways.rest import candles, ingest, market, prices, signals
-from gateways.rest.candle_cache import cache_counter
+from gateways.rest import candles, indicators, ingest, market, prices, signals
+from gateways.rest.candle_cache import cache_counter, size_gauge
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
 from gateways.rest.docs import docs_html
@@ -35,6 +35,7 @@ OPERATIONS = (
     market.SYMBOLS,
     candles.CANDLES,
     signals.SIGNAL,
+    indicators.INDICATOR,
     signals.ALERTS,
     prices.LATEST,
     prices.RANGE,
@@ -54,12 +55,15 @@ def create_app(settings: GatewaySettings) -> RestApp:
         version=version,
         limit_fallbacks=fallback_counter(metrics.registry),
         candle_results=cache_counter(metrics.registry),
+        candle_size=size_gauge(metrics.registry),
         openapi=openapi_bytes(OPERATIONS, version=version),
         docs=docs_html(document, spec_path=SPEC_PATH),
     )
     app: RestApp = create_gateway_app(APP_NAME, context)
-    for blueprint in (market.blueprint, candles.blueprint, signals.blueprint, prices.blueprint, ingest.blueprint):
-        app.blueprint(blueprint)
+    app.config.PROXIES_COUNT = settings.trusted_proxies  # request.remote_addr: the client behind them
+    blueprints = (market, candles, signals, indicators, prices, ingest)
+    for module in blueprints:
+        app.blueprint(module.blueprint)
     app.add_route(openapi_spec, SPEC_PATH, methods=["GET"], name="openapi")
     app.add_route(docs_page, DOCS_PATH, methods=["GET"], name="docs")
     for index, path in enumerate(PREFLIGHT_PATHS):

@@ -1,4 +1,8 @@
-"""``GET /public/v1/signals/{exchange}/{symbol}`` (the current trade signal) and ``GET /public/v1/alerts``.
+"""``GET /public/v1/signals/{exchange}/{symbol}`` (the current signal) and ``GET /public/v1/alerts``.
+
+The current signal is derived from the series' current MACD-V state by the
+core (``CurrentSignal``), so it exists as soon as the indicator is warm,
+whether or not an alert was ever raised; the alerts are the history.
 
 The alert history is cursor-paginated: ``meta.next_cursor`` is the core's
 page token, null on the last page, and goes back as ``cursor``.
@@ -25,14 +29,20 @@ blueprint = Blueprint("signals", url_prefix="/public/v1")
 SIGNAL = Operation(
     name="get_signal",
     path="/public/v1/signals/{exchange}/{symbol}",
-    summary="Current trade signal",
-    description="The latest trade signal of a pair and timeframe. Unknown exchange or symbol, or no signal yet: 404.",
+    summary="Current signal",
+    description=(
+        "The signal of the current MACD-V state of a pair and timeframe: `direction` (bullish while MACD-V is at"
+        " or above its signal line), `strength` (from |MACD-V|), momentum `stage`, and the `price` and"
+        " `timestamp` of the last closed candle. Served as soon as the indicator is warm; past signals are in"
+        " /alerts. Unknown exchange or symbol: 404; before the indicator is warm: 404 with `details.reason` ="
+        ' `"warming_up"`.'
+    ),
     tag="signals",
     params=(
         *PAIR_IN_PATH,
         Param("timeframe", "timeframe", "Timeframe of the indicator", default="1h"),
     ),
-    data=descriptor_of(signals_pb2.TradeSignal),
+    data=descriptor_of(signals_pb2.CurrentSignal),
     many=False,
 )
 ALERTS = Operation(
@@ -64,7 +74,7 @@ async def get_signal(request: RestRequest, **_: str) -> HTTPResponse:
     await request.app.ctx.services.directory.require(values["exchange"], values["symbol"])
     message = md.GetSignalRequest(exchange=values["exchange"], symbol=values["symbol"], timeframe=values["timeframe"])
     reply = await call(request, "GetSignal", message)
-    return raw_json(body_of(reply.signal, SIGNAL))
+    return raw_json(body_of(reply.current, SIGNAL))
 
 
 @ALERTS.register(blueprint)

@@ -56,7 +56,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
     channel_name = {
         "type": "string",
         "maxLength": 100,
-        "description": "candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, prices:{SYMBOL}; "
+        "description": "candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; "
         "optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). "
         f"Families: {', '.join(FAMILIES)}; timeframes: {', '.join(TIMEFRAMES)}.",
     }
@@ -190,17 +190,24 @@ _SUBPROTOCOL_KEY = (
 def _description() -> str:
     codes = {
         CloseCode.INVALID_KEY: "missing or invalid key",
-        CloseCode.TOO_MANY_CONNECTIONS: "the key already has its maximum number of connections (5 by default)",
+        CloseCode.TOO_MANY_CONNECTIONS: "the key already has its maximum number of connections (5 by default), or "
+        "the client address has its maximum on this gateway (PERSEUS_WS_MAX_CONNECTIONS_PER_IP, 10 by default)",
         CloseCode.TOO_SLOW: "the client is too slow (backpressure)",
         CloseCode.TOO_MANY_MESSAGES: "the client sends too many messages",
         CloseCode.MESSAGE_TOO_BIG: "a frame is too large",
+        CloseCode.TRY_AGAIN_LATER: "try again later: the gateway holds its maximum of connections "
+        "(PERSEUS_WS_MAX_CONNECTIONS), or the key cannot be checked now",
     }
     lines = [f"- {int(code)}: {text}" for code, text in codes.items()]
     return (
-        "Live candle closes, trade signals and price updates. Authenticate with ?apiKey=, X-API-Key, or (browsers) "
+        "Live candle closes, trade signals, indicator updates (the public MACD-V on every close of "
+        "indicators:{SYMBOL}:{TF}) and price updates. Authenticate with ?apiKey=, X-API-Key, or (browsers) "
         f"the subprotocols {subprotocols.PROTOCOL} and {subprotocols.KEY_PREFIX}<API_KEY>.\n"
         f"A message names 1 to {protocol.MAX_CHANNELS_PER_MESSAGE} channels; a connection holds at most "
-        f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}. At most {limits.MESSAGE_RATE_PER_S:g} messages/s "
+        f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}, and a key's connections at most "
+        "PERSEUS_WS_CHANNELS_PER_KEY distinct channels on a gateway (SUBSCRIPTION_LIMIT beyond). A channel's "
+        "symbol must be listed by its exchange (INVALID_CHANNEL). A subscribe replays at most 5,000 events "
+        "(the rest is a resume_gap). At most {limits.MESSAGE_RATE_PER_S:g} messages/s "
         f"(bursts of {limits.MESSAGE_BURST}). A client more than {limits.SKIP_BYTES // 1024} KiB behind has "
         "events skipped (a seq gap) and is then closed. Close codes:\n" + "\n".join(lines)
     )

@@ -5,6 +5,7 @@ at once instead of after a round trip, so it checks the *syntax* here::
 
     candles:{SYMBOL}:{TF}     candles:{exchange}:{SYMBOL}:{TF}
     signals:{SYMBOL}:{TF}     signals:{exchange}:{SYMBOL}:{TF}
+    indicators:{SYMBOL}:{TF}  indicators:{exchange}:{SYMBOL}:{TF}
     prices:{SYMBOL}           prices:{exchange}:{SYMBOL}
 
 and computes the canonical explicit name (``candles:sim:BTC-USD:1h``) the core
@@ -19,8 +20,8 @@ import re
 
 MAX_CHANNEL_LENGTH = 100
 SEPARATOR = ":"
-FAMILIES_WITH_TIMEFRAME = frozenset({"candles", "signals"})
-FAMILIES = ("candles", "signals", "prices")
+FAMILIES_WITH_TIMEFRAME = frozenset({"candles", "signals", "indicators"})
+FAMILIES = ("candles", "signals", "indicators", "prices")
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 _EXCHANGE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ASSET = re.compile(r"[A-Z0-9]{1,20}")

@@ -328,12 +328,14 @@ def known_alert(i: int, exchange_id: int) -> NewAlert:
 async def test_indicator_signal_and_alerts_through_the_core(stack: Stack, migrated_env: dict[str, str]) -> None:
     s = stack
     sim = s.ids["sim"]
-    await CandleStore(s.pool, s.bus, s.keys).register_symbols(sim, [GRPC_SYMBOL])
+    store = CandleStore(s.pool, s.bus, s.keys)
+    await store.register_symbols(sim, [GRPC_SYMBOL])
     candles = [
         Candle("sim", GRPC_SYMBOL, Timeframe.M1, T0 + m * MIN, p, p + 1, p - 1, p, D(1))
         for m in range(60)
         for p in [price(m)]
     ]
+    await store.insert(sim, candles)  # stored before the indicators see them, as the pipeline does
     await s.service().process(candles)
     expected = batch([Bar(c.open_time, float(c.high), float(c.low), float(c.close)) for c in candles])[-1]
     stored = await s.alerts.insert([known_alert(i, sim) for i in range(ALERTS)])
@@ -355,20 +357,34 @@ async def test_indicator_signal_and_alerts_through_the_core(stack: Stack, migrat
             assert m.stage == indicators_pb2.MomentumStage.Value(f"MOMENTUM_STAGE_{expected.stage.name}")
             assert m.zone == indicators_pb2.ValueZone.Value(f"VALUE_ZONE_{expected.zone.name}")
 
-            alert_series = {**series, "symbol": ALERT_SYMBOL}
-            signal = (await stub.GetSignal(md_pb2.GetSignalRequest(**alert_series), timeout=5)).signal
-            newest = known_alert(ALERTS - 1, sim)
-            assert signal.id == stored[-1].id and signal.price == "100.65"
-            assert signal.timestamp.ToMilliseconds() == newest.triggered_ms
-            assert signal.direction == signals_pb2.SIGNAL_DIRECTION_BULLISH
-            assert signal.strength == signals_pb2.SIGNAL_STRENGTH_MODERATE
-            assert (signal.alert_type, signal.trigger_label, signal.trigger_value, signal.signal_delta) == (
-                "macdv_level",
-                "level_+50_up",
-                56.5,
-                1.25,
+            # The current signal: the state's, with the exact close of its candle; the last alert beside it.
+            answer = await stub.GetSignal(md_pb2.GetSignalRequest(**series), timeout=5)
+            current = answer.current
+            assert (current.exchange, current.symbol, current.signal_type) == ("sim", GRPC_SYMBOL, "momentum_state")
+            assert current.price == str(candles[-1].close) and current.timestamp == m.timestamp
+            bullish = expected.macd_v >= expected.signal
+            assert current.direction == (
+                signals_pb2.SIGNAL_DIRECTION_BULLISH if bullish else signals_pb2.SIGNAL_DIRECTION_BEARISH
             )
-            assert signal.source_exchange_id == sim
+            assert current.stage == m.stage and (current.exchange_id, current.symbol_id) == (sim, symbol_id)
+            newest_alert = await s.alerts.latest(sim, GRPC_SYMBOL, Timeframe.M1)
+            assert newest_alert is not None and answer.signal.id == newest_alert.id
+            assert answer.signal.alert_type == newest_alert.alert_type and answer.signal.source_exchange_id == sim
+
+            # A pair with alerts but no indicator state has no current signal: NOT_FOUND.
+            alert_series = {**series, "symbol": ALERT_SYMBOL}
+            with pytest.raises(aio.AioRpcError) as info:
+                await stub.GetSignal(md_pb2.GetSignalRequest(**alert_series), timeout=5)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            # A registered pair whose timeframe has no ready value: NOT_FOUND with the reason in trailing metadata.
+            for method, request in [
+                (stub.GetIndicator, md_pb2.GetIndicatorRequest(**{**series, "timeframe": common_pb2.TIMEFRAME_1D})),
+                (stub.GetSignal, md_pb2.GetSignalRequest(**{**series, "timeframe": common_pb2.TIMEFRAME_1D})),
+            ]:
+                with pytest.raises(aio.AioRpcError) as info:
+                    await method(request, timeout=5)
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND
+                assert ("perseus-reason", "warming_up") in tuple(info.value.trailing_metadata() or ())
 
             request = md_pb2.ListAlertsRequest(exchange="sim", symbol=ALERT_SYMBOL, page_size=PAGE)
             first = await stub.ListAlerts(request, timeout=5)
@@ -403,6 +419,7 @@ async def test_indicator_signal_and_alerts_through_the_core(stack: Stack, migrat
                     await stub.GetIndicator(md_pb2.GetIndicatorRequest(**fields), timeout=5)
                 assert info.value.code() == code, fields
             assert "no MACD-V" in (info.value.details() or "")
+            assert "perseus-reason" not in dict(info.value.trailing_metadata() or ())  # unknown, not warming up
             with pytest.raises(aio.AioRpcError) as info:
                 await stub.GetSignal(md_pb2.GetSignalRequest(**{**series, "symbol": "NONE-USD"}), timeout=5)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND

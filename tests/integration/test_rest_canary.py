@@ -3,13 +3,15 @@
 Every internal field the public routes' data carries is filled, in PostgreSQL
 and in the Redis candle window, with a value found nowhere else (ids, the
 internal alert fields, candle sequence numbers, the worker id, the API key's
-id); the core then reads them through its real paths. Every public route is
+id; the indicator state's EMAs and ATR); the core then reads them through its
+real paths. Every public route is
 called, and no body or header may contain any canary, nor the name of any
 internal field, nor an internal Redis key or channel name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -17,8 +19,8 @@ import httpx
 import pytest
 
 from gateways.common.projection import is_public
-from perseus.marketdata.v1 import candles_pb2, market_pb2, prices_pb2, signals_pb2
-from tests.support.market_seed import Seed
+from perseus.marketdata.v1 import candles_pb2, indicators_pb2, market_pb2, prices_pb2, signals_pb2
+from tests.support.market_seed import Seed, indicator_value, seed_indicator
 from tests.support.rest_stack import RestStack, seeded_rest_stack
 
 pytestmark = pytest.mark.integration
@@ -43,11 +45,15 @@ MESSAGES = (
     market_pb2.Symbol,
     candles_pb2.Candle,
     signals_pb2.TradeSignal,
+    signals_pb2.CurrentSignal,
+    indicators_pb2.MacdV,
     prices_pb2.PriceFeed,
     prices_pb2.LatestPrice,
     prices_pb2.PriceBucket,
     prices_pb2.ConsensusPrice,
 )
+# The indicator state's internals (EMAs and ATR), found nowhere else.
+INDICATOR = indicator_value(SEED, fast_ema=91_337_701.5, slow_ema=91_337_702.25, atr=91_337_703.125)
 INTERNAL_FIELD_NAMES = sorted({f.name for m in MESSAGES for f in m.DESCRIPTOR.fields if not is_public(f)})
 
 
@@ -63,6 +69,9 @@ def canaries(stack: RestStack) -> list[str]:
         SEED.trigger_label,
         "91337401",  # trigger_value (+ i)
         "91337402",  # signal_delta (+ i)
+        "91337701",  # fast_ema
+        "91337702",  # slow_ema
+        "91337703",  # atr
         SEED.worker_id,
         stack.env["PERSEUS_REDIS_PREFIX"],
         "ch:candles",
@@ -77,6 +86,8 @@ def canaries(stack: RestStack) -> list[str]:
 @pytest.fixture(scope="module")
 def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestStack]:
     with seeded_rest_stack(base_env, admin_database_url, SEED, first_key_id=FIRST_KEY_ID) as stack:
+        env = stack.env
+        asyncio.run(seed_indicator(env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], SEED, "1h", INDICATOR))
         yield stack
 
 
@@ -99,6 +110,9 @@ def public_calls(stack: RestStack) -> list[httpx.Response]:
         ("/public/v1/aggregates/consensus", {"symbols": SEED.symbol}),
         (f"/public/v1/candles/{SEED.exchange}/NONE-USD", {}),  # errors too
         (f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}", {"timeframe": "1m"}),
+        (f"/public/v1/indicators/{pair}", {"timeframe": "1h"}),
+        (f"/public/v1/indicators/{pair}", {"timeframe": "1m"}),  # warming up
+        (f"/public/v1/indicators/{SEED.exchange}/NONE-USD", {}),
     ]
     responses = [stack.get(path, params=params) for path, params in calls]
     first_page = stack.get("/public/v1/alerts", params={"exchange": SEED.exchange, "limit": 2}).json()
@@ -115,6 +129,9 @@ def test_the_seeded_internal_values_are_really_read(stack: RestStack) -> None:
     candles = stack.get(f"/public/v1/candles/{SEED.exchange}/{SEED.symbol}").json()["data"]
     alerts = stack.get("/public/v1/alerts", params={"exchange": SEED.exchange}).json()["data"]
     assert len(candles) == SEED.candles and len(alerts) == SEED.alerts
+    indicator = stack.get(f"/public/v1/indicators/{SEED.exchange}/{SEED.symbol}").json()["data"]
+    signal = stack.get(f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}").json()["data"]
+    assert indicator["macd_v"] == INDICATOR.macd_v and signal["stage"] == INDICATOR.stage.value
     assert candles[0]["volume"] == "0"  # zero values of public fields still appear
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.market_seed import HOUR_MS, Seed
+from tests.support.market_seed import HOUR_MS, Seed, indicator_value, seed_indicator
 from tests.support.rest_stack import RestStack, seeded_rest_stack
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,9 @@ CANDLES = f"/public/v1/candles/{SEED.exchange}/{SEED.symbol}"
 @pytest.fixture(scope="module")
 def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestStack]:
     with seeded_rest_stack(base_env, admin_database_url, SEED) as stack:
+        env = stack.env
+        value = indicator_value(SEED)  # a warm 1h MACD-V on the newest candle: /signals serves its signal
+        asyncio.run(seed_indicator(env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], SEED, "1h", value))
         yield stack
 
 
@@ -116,15 +120,16 @@ def test_bad_parameters_are_400_and_unknown_names_404(
 def test_signal_and_paginated_alerts(stack: RestStack) -> None:
     signal = stack.get(f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}", params={"timeframe": "1h"})
     assert signal.status_code == 200, signal.text
-    newest = SEED.alerts - 1
-    assert signal.json() == {
+    newest = SEED.candles - 1
+    assert signal.json() == {  # the current state's signal, not the newest alert (that one is in /alerts)
         "data": {
             "symbol": SEED.symbol,
             "exchange": SEED.exchange,
             "timeframe": "1h",
-            "signal_type": "macd_v_cross",
+            "signal_type": "momentum_state",
             "direction": "bullish",
-            "strength": "strong",
+            "strength": "moderate",
+            "stage": "rallying",
             "price": SEED.price(newest),
             "timestamp": iso(SEED.open_ms(newest + 1)),
         }
@@ -167,7 +172,7 @@ def test_keys_are_required_and_every_response_has_the_headers(stack: RestStack) 
     )
     assert bearer.status_code == 200
     assert bearer.headers["x-ratelimit-limit"] == "1000" and int(bearer.headers["x-ratelimit-remaining"]) < 1000
-    unlimited = stack.get("/public/v1/exchanges", tier="internal")
+    unlimited = stack.get("/public/v1/exchanges", tier="admin")
     assert unlimited.headers["x-ratelimit-limit"] == "0"
     for response in (missing, bearer, unlimited, httpx.get(f"http://{stack.rest.addr}/health")):
         assert {"x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(

@@ -7,6 +7,7 @@ the contract's code and request id.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -19,15 +20,17 @@ from perseus_sdk import ApiError, RestClient
 from perseus_sdk.models import (
     Candle,
     ConsensusPrice,
+    CurrentSignal,
     Exchange,
     LatestPrice,
+    MacdV,
     PriceBucket,
     Symbol,
     TradeSignal,
     decode,
     decode_all,
 )
-from tests.support.market_seed import HOUR_MS, Seed
+from tests.support.market_seed import HOUR_MS, Seed, indicator_value, seed_indicator
 from tests.support.processes import free_port
 from tests.support.rest_stack import RestStack, seeded_rest_stack
 
@@ -39,6 +42,9 @@ SEED = Seed()
 @pytest.fixture(scope="module")
 def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestStack]:
     with seeded_rest_stack(base_env, admin_database_url, SEED) as stack:
+        env = stack.env
+        value = indicator_value(SEED)  # a warm 1h MACD-V: /signals and /indicators answer
+        asyncio.run(seed_indicator(env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], SEED, "1h", value))
         yield stack
 
 
@@ -64,7 +70,10 @@ async def test_every_method_answers_what_its_route_answers(stack: RestStack) -> 
         assert [c.close for c in candles] == [Decimal(SEED.price(i)) for i in range(SEED.candles - 5, SEED.candles)]
         assert all(c.timestamp is not None and c.timestamp.utcoffset() == dt.timedelta(0) for c in candles)
         signal = await client.signal(SEED.exchange, SEED.symbol)
-        assert signal == decode(TradeSignal, raw(stack, f"/signals/{SEED.exchange}/{SEED.symbol}"))
+        assert signal == decode(CurrentSignal, raw(stack, f"/signals/{SEED.exchange}/{SEED.symbol}"))
+        indicator = await client.indicator(SEED.exchange, "seed/usd")
+        assert indicator == decode(MacdV, raw(stack, f"/indicators/{SEED.exchange}/{SEED.symbol}"))
+        assert indicator.macd_v == indicator_value(SEED).macd_v and indicator.stage == "rallying"
         latest = await client.latest_prices([SEED.symbol])
         served = decode_all(LatestPrice, raw(stack, "/prices/latest", symbols=SEED.symbol))
         assert [replace(p, staleness_ms=0) for p in latest] == [replace(p, staleness_ms=0) for p in served]  # it ages

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from core.adapters.redis_keys import RedisKeys
+from core.domain.indicators import MacdVParams, MacdVState, MacdVValue
+from core.domain.signals import Stage, Zone
+from core.domain.timeframes import Timeframe
 from perseus.marketdata.v1 import candles_pb2, common_pb2
 from tests.support.redis_target import redis_client
 
@@ -142,5 +145,37 @@ async def seed_market(database_url: str, redis_url: str, redis_prefix: str, seed
             candle.timestamp.FromMilliseconds(seed.open_ms(i))
             members[candle.SerializeToString()] = seed.open_ms(i)
         await client.zadd(key, members)
+    finally:
+        await client.aclose()
+
+
+def indicator_value(seed: Seed, **fields: object) -> MacdVValue:
+    """A ready MACD-V reading of the seed's newest 1h candle (its fields overridable)."""
+    values: dict[str, object] = {
+        "open_time": seed.open_ms(seed.candles - 1),
+        "macd_v": 63.25,
+        "signal": 41.5,
+        "histogram": 21.75,
+        "fast_ema": 101.125,
+        "slow_ema": 100.0625,
+        "atr": 1.6796875,
+        "stage": Stage.RALLYING,
+        "zone": Zone.POSITIVE,
+        "ready": True,
+    }
+    values.update(fields)
+    return MacdVValue(**values)  # type: ignore[arg-type]
+
+
+async def seed_indicator(
+    redis_url: str, redis_prefix: str, seed: Seed, timeframe: Timeframe | str, value: MacdVValue
+) -> None:
+    """Store ``value`` as the indicator state of the seed's pair on ``timeframe`` (what the core reads)."""
+    state = MacdVState(MacdVParams(), 100, 70, 100.0, 0.0, 0.0, 0.0, 0.0, value)
+    client = redis_client(redis_url)
+    try:
+        await client.set(
+            RedisKeys(redis_prefix).indicator_state(seed.exchange, seed.symbol, timeframe), state.to_bytes()
+        )
     finally:
         await client.aclose()

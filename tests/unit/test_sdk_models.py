@@ -15,7 +15,14 @@ from gateways.rest.app import OPERATIONS
 from perseus_sdk import models
 from perseus_sdk.models import Candle, ConsensusPrice, DecodeError, Exchange, TradeSignal, decode, decode_all
 
-JSON_TYPE = {str: "string", Decimal: "string", int: "integer", bool: "boolean", dt.datetime: "string"}
+JSON_TYPE = {
+    str: "string",
+    Decimal: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dt.datetime: "string",
+}
 
 
 def _json_type(hint: Any) -> str:

@@ -40,6 +40,20 @@ def test_every_message_and_close_code_is_documented() -> None:
         "candle_close",
         "trade_signal",
         "price_update",
+        "indicator_update",
+    }
+    indicator = document["components"]["messages"]["indicator_update"]["payload"]["properties"]["data"]
+    assert indicator == {"$ref": "#/components/schemas/MacdV"}
+    assert set(document["components"]["schemas"]["MacdV"]["properties"]) == {
+        "exchange",
+        "symbol",
+        "timeframe",
+        "timestamp",
+        "macd_v",
+        "signal",
+        "histogram",
+        "stage",
+        "zone",
     }
     for code in ("4001", "4008", "4009", "4029", "1009"):
         assert code in document["info"]["description"]

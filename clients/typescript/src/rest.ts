@@ -23,8 +23,10 @@ import { ApiError } from "./errors.js";
 import type {
   Candle,
   ConsensusPrice,
+  CurrentSignal,
   Exchange,
   LatestPrice,
+  MacdV,
   MarketSymbol,
   PriceBucket,
   Timeframe,
@@ -112,9 +114,16 @@ export class RestClient {
     return this.data(`/candles/${segment(exchange)}/${segment(symbol)}`, { timeframe, limit, start, end });
   }
 
-  signal(exchange: string, symbol: string, options: { timeframe?: Timeframe } = {}): Promise<TradeSignal> {
+  /** The signal of the current MACD-V state; 404 with `details.reason` "warming_up" before it is warm. */
+  signal(exchange: string, symbol: string, options: { timeframe?: Timeframe } = {}): Promise<CurrentSignal> {
     const { timeframe = "1h" } = options;
     return this.data(`/signals/${segment(exchange)}/${segment(symbol)}`, { timeframe });
+  }
+
+  /** The public MACD-V of the last closed candle; 404 with `details.reason` "warming_up" before it is warm. */
+  indicator(exchange: string, symbol: string, options: { timeframe?: Timeframe } = {}): Promise<MacdV> {
+    const { timeframe = "1h" } = options;
+    return this.data(`/indicators/${segment(exchange)}/${segment(symbol)}`, { timeframe });
   }
 
   /** Every trade signal that matches, newest first, page after page. */

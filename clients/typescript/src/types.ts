@@ -6,6 +6,8 @@ export type Exchange = Rest["schemas"]["Exchange"];
 export type MarketSymbol = Rest["schemas"]["Symbol"];
 export type Candle = Rest["schemas"]["Candle"];
 export type TradeSignal = Rest["schemas"]["TradeSignal"];
+export type CurrentSignal = Rest["schemas"]["CurrentSignal"];
+export type MacdV = Rest["schemas"]["MacdV"];
 export type LatestPrice = Rest["schemas"]["LatestPrice"];
 export type PriceBucket = Rest["schemas"]["PriceBucket"];
 export type ConsensusPrice = Rest["schemas"]["ConsensusPrice"];
@@ -17,6 +19,7 @@ export type EventData = {
   candle_close: Stream["schemas"]["Candle"];
   trade_signal: Stream["schemas"]["TradeSignal"];
   price_update: Stream["schemas"]["PriceFeed"];
+  indicator_update: Stream["schemas"]["MacdV"];
 };
 export type EventType = keyof EventData;
 export type StreamMessage = messages[keyof messages];

@@ -17,7 +17,7 @@ export type components = {
         };
         /** @description One candle close event. */
         CandleCloseMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
             channel: string;
             data: components["schemas"]["Candle"];
             /** @description increases by one per channel */
@@ -40,6 +40,27 @@ export type components = {
             /** @constant */
             type: "heartbeat";
         };
+        /** @description One indicator update event. */
+        IndicatorUpdateMessage: {
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            channel: string;
+            data: components["schemas"]["MacdV"];
+            /** @description increases by one per channel */
+            seq: number;
+            /** @constant */
+            type: "indicator_update";
+        };
+        MacdV: {
+            exchange: string;
+            histogram: number;
+            macd_v: number;
+            signal: number;
+            stage: ("oversold" | "rebounding" | "rallying" | "overbought" | "retracing" | "reversing" | "ranging") | null;
+            symbol: string;
+            timeframe: ("1m" | "5m" | "15m" | "1h" | "4h" | "1d") | null;
+            timestamp: string | null;
+            zone: ("deep_negative" | "negative" | "neutral" | "positive" | "elevated" | "overbought") | null;
+        };
         PriceFeed: {
             ask: string | null;
             bid: string | null;
@@ -52,7 +73,7 @@ export type components = {
         };
         /** @description One price update event. */
         PriceUpdateMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
             channel: string;
             data: components["schemas"]["PriceFeed"];
             /** @description increases by one per channel */
@@ -62,7 +83,7 @@ export type components = {
         };
         /** @description The channel's history no longer reaches back to requested_seq: the events after it and before first_available_seq are gone. Sent before the replay that starts at first_available_seq. */
         ResumeGapMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
             channel: string;
             first_available_seq: number;
             requested_seq: number;
@@ -97,7 +118,7 @@ export type components = {
         };
         /** @description One trade signal event. */
         TradeSignalMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
             channel: string;
             data: components["schemas"]["TradeSignal"];
             /** @description increases by one per channel */
@@ -138,4 +159,5 @@ export type messages = {
     "candle_close": components["schemas"]["CandleCloseMessage"];
     "trade_signal": components["schemas"]["TradeSignalMessage"];
     "price_update": components["schemas"]["PriceUpdateMessage"];
+    "indicator_update": components["schemas"]["IndicatorUpdateMessage"];
 };

@@ -37,8 +37,11 @@ test("every public route answers through the client, decimals as strings", { ski
   try {
     const signal = await rest.signal(exchange, listed, { timeframe: "1m" });
     assert.equal(signal.symbol, listed);
+    const indicator = await rest.indicator(exchange, listed, { timeframe: "1m" });
+    assert.equal(indicator.symbol, listed);
+    assert.equal(typeof indicator.macd_v, "number");
   } catch (error) {
-    // no signal yet for this pair is an answer too: the contract's NOT_FOUND
+    // an indicator still warming up is an answer too: NOT_FOUND with details.reason "warming_up"
     assert.ok(error instanceof ApiError && error.status === 404 && error.code === "NOT_FOUND", String(error));
   }
 });

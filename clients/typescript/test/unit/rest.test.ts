@@ -135,13 +135,14 @@ test("alert pages are followed and a failed page is retried from its cursor", as
 
 test("times, symbols and lists are sent as the gateway reads them", async () => {
   const seen: Request[] = [];
-  const rest = client([ok([]), ok([]), ok([]), ok({}), ok([])], seen);
+  const rest = client([ok([]), ok([]), ok([]), ok({}), ok([]), ok({})], seen);
   await rest.candles("sim", "BTC/USD", { start: new Date(Date.UTC(2026, 11, 1, 10)), limit: 5 });
   await rest.priceRange("BTC-USD", { start: 1790000000000, interval: "1d" });
   await rest.latestPrices(["BTC-USD", "ETH-USD"]);
   await rest.signal("sim", "ETH-USD", { timeframe: "4h" });
   await rest.consensus(new Set(["BTC-USD", "SOL-USD"]), { timestamp: "2026-12-01T00:00:00Z" });
-  const [candles, ranged, latest, signal, consensus] = seen.map((r) => new URL(r.url));
+  await rest.indicator("sim", "SOL/USD");
+  const [candles, ranged, latest, signal, consensus, indicator] = seen.map((r) => new URL(r.url));
   assert.equal(candles!.pathname, "/public/v1/candles/sim/BTC%2FUSD");
   assert.equal(candles!.searchParams.get("start"), "2026-12-01T10:00:00.000Z");
   assert.equal(candles!.searchParams.get("limit"), "5");
@@ -154,4 +155,6 @@ test("times, symbols and lists are sent as the gateway reads them", async () => 
   assert.equal(signal!.searchParams.get("timeframe"), "4h");
   assert.equal(consensus!.pathname, "/public/v1/aggregates/consensus");
   assert.equal(consensus!.searchParams.get("symbols"), "BTC-USD,SOL-USD");
+  assert.equal(indicator!.pathname, "/public/v1/indicators/sim/SOL%2FUSD");
+  assert.equal(indicator!.searchParams.get("timeframe"), "1h");
 });

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from perseus.marketdata.v1 import common_pb2 as perseus_dot_marketdata_dot_v1_dot_common__pb2
+from perseus.marketdata.v1 import indicators_pb2 as perseus_dot_marketdata_dot_v1_dot_indicators__pb2
 from perseus.marketdata.v1 import visibility_pb2 as perseus_dot_marketdata_dot_v1_dot_visibility__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#perseus/marketdata/v1/signals.proto\x12\x15perseus.marketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"perseus/marketdata/v1/common.proto\x1a&perseus/marketdata/v1/visibility.proto\"\xff\x03\n\x0bTradeSignal\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\x88\xb5\x18\x02\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x16\n\x08\x65xchange\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x04 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x19\n\x0bsignal_type\x18\x05 \x01(\tB\x04\x88\xb5\x18\x01\x12?\n\tdirection\x18\x06 \x01(\x0e\x32&.perseus.marketdata.v1.SignalDirectionB\x04\x88\xb5\x18\x01\x12=\n\x08strength\x18\x07 \x01(\x0e\x32%.perseus.marketdata.v1.SignalStrengthB\x04\x88\xb5\x18\x01\x12\x13\n\x05price\x18\x08 \x01(\tB\x04\x88\xb5\x18\x01\x12\x33\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x18\n\nalert_type\x18\n \x01(\tB\x04\x88\xb5\x18\x02\x12\x1b\n\rtrigger_value\x18\x0b \x01(\x01\x42\x04\x88\xb5\x18\x02\x12\x1a\n\x0csignal_delta\x18\x0c \x01(\x01\x42\x04\x88\xb5\x18\x02\x12\x1b\n\rtrigger_label\x18\r \x01(\tB\x04\x88\xb5\x18\x02\x12 \n\x12source_exchange_id\x18\x0e \x01(\x03\x42\x04\x88\xb5\x18\x02*o\n\x0fSignalDirection\x12 \n\x1cSIGNAL_DIRECTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18SIGNAL_DIRECTION_BULLISH\x10\x01\x12\x1c\n\x18SIGNAL_DIRECTION_BEARISH\x10\x02*\xa2\x01\n\x0eSignalStrength\x12\x1f\n\x1bSIGNAL_STRENGTH_UNSPECIFIED\x10\x00\x12\x18\n\x14SIGNAL_STRENGTH_WEAK\x10\x01\x12\x1c\n\x18SIGNAL_STRENGTH_MODERATE\x10\x02\x12\x1a\n\x16SIGNAL_STRENGTH_STRONG\x10\x03\x12\x1b\n\x17SIGNAL_STRENGTH_EXTREME\x10\x04\x42\x43ZAgithub.com/perseus/perseus/gen/perseus/marketdata/v1;marketdatav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#perseus/marketdata/v1/signals.proto\x12\x15perseus.marketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"perseus/marketdata/v1/common.proto\x1a&perseus/marketdata/v1/indicators.proto\x1a&perseus/marketdata/v1/visibility.proto\"\xff\x03\n\x0bTradeSignal\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\x88\xb5\x18\x02\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x16\n\x08\x65xchange\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x04 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x19\n\x0bsignal_type\x18\x05 \x01(\tB\x04\x88\xb5\x18\x01\x12?\n\tdirection\x18\x06 \x01(\x0e\x32&.perseus.marketdata.v1.SignalDirectionB\x04\x88\xb5\x18\x01\x12=\n\x08strength\x18\x07 \x01(\x0e\x32%.perseus.marketdata.v1.SignalStrengthB\x04\x88\xb5\x18\x01\x12\x13\n\x05price\x18\x08 \x01(\tB\x04\x88\xb5\x18\x01\x12\x33\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x18\n\nalert_type\x18\n \x01(\tB\x04\x88\xb5\x18\x02\x12\x1b\n\rtrigger_value\x18\x0b \x01(\x01\x42\x04\x88\xb5\x18\x02\x12\x1a\n\x0csignal_delta\x18\x0c \x01(\x01\x42\x04\x88\xb5\x18\x02\x12\x1b\n\rtrigger_label\x18\r \x01(\tB\x04\x88\xb5\x18\x02\x12 \n\x12source_exchange_id\x18\x0e \x01(\x03\x42\x04\x88\xb5\x18\x02\"\xcc\x03\n\rCurrentSignal\x12\x14\n\x06symbol\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x16\n\x08\x65xchange\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x19\n\x0bsignal_type\x18\x04 \x01(\tB\x04\x88\xb5\x18\x01\x12?\n\tdirection\x18\x05 \x01(\x0e\x32&.perseus.marketdata.v1.SignalDirectionB\x04\x88\xb5\x18\x01\x12=\n\x08strength\x18\x06 \x01(\x0e\x32%.perseus.marketdata.v1.SignalStrengthB\x04\x88\xb5\x18\x01\x12\x39\n\x05stage\x18\x07 \x01(\x0e\x32$.perseus.marketdata.v1.MomentumStageB\x04\x88\xb5\x18\x01\x12\x13\n\x05price\x18\x08 \x01(\tB\x04\x88\xb5\x18\x01\x12\x33\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x19\n\x0b\x65xchange_id\x18\n \x01(\x03\x42\x04\x88\xb5\x18\x02\x12\x17\n\tsymbol_id\x18\x0b \x01(\x03\x42\x04\x88\xb5\x18\x02*o\n\x0fSignalDirection\x12 \n\x1cSIGNAL_DIRECTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18SIGNAL_DIRECTION_BULLISH\x10\x01\x12\x1c\n\x18SIGNAL_DIRECTION_BEARISH\x10\x02*\xa2\x01\n\x0eSignalStrength\x12\x1f\n\x1bSIGNAL_STRENGTH_UNSPECIFIED\x10\x00\x12\x18\n\x14SIGNAL_STRENGTH_WEAK\x10\x01\x12\x1c\n\x18SIGNAL_STRENGTH_MODERATE\x10\x02\x12\x1a\n\x16SIGNAL_STRENGTH_STRONG\x10\x03\x12\x1b\n\x17SIGNAL_STRENGTH_EXTREME\x10\x04\x42\x43ZAgithub.com/perseus/perseus/gen/perseus/marketdata/v1;marketdatav1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,10 +64,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRADESIGNAL'].fields_by_name['trigger_label']._serialized_options = b'\210\265\030\002'
   _globals['_TRADESIGNAL'].fields_by_name['source_exchange_id']._loaded_options = None
   _globals['_TRADESIGNAL'].fields_by_name['source_exchange_id']._serialized_options = b'\210\265\030\002'
-  _globals['_SIGNALDIRECTION']._serialized_start=685
-  _globals['_SIGNALDIRECTION']._serialized_end=796
-  _globals['_SIGNALSTRENGTH']._serialized_start=799
-  _globals['_SIGNALSTRENGTH']._serialized_end=961
-  _globals['_TRADESIGNAL']._serialized_start=172
-  _globals['_TRADESIGNAL']._serialized_end=683
+  _globals['_CURRENTSIGNAL'].fields_by_name['symbol']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['symbol']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['exchange']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['exchange']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['timeframe']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['timeframe']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['signal_type']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['signal_type']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['direction']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['direction']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['strength']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['strength']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['stage']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['stage']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['price']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['price']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['timestamp']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['timestamp']._serialized_options = b'\210\265\030\001'
+  _globals['_CURRENTSIGNAL'].fields_by_name['exchange_id']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['exchange_id']._serialized_options = b'\210\265\030\002'
+  _globals['_CURRENTSIGNAL'].fields_by_name['symbol_id']._loaded_options = None
+  _globals['_CURRENTSIGNAL'].fields_by_name['symbol_id']._serialized_options = b'\210\265\030\002'
+  _globals['_SIGNALDIRECTION']._serialized_start=1188
+  _globals['_SIGNALDIRECTION']._serialized_end=1299
+  _globals['_SIGNALSTRENGTH']._serialized_start=1302
+  _globals['_SIGNALSTRENGTH']._serialized_end=1464
+  _globals['_TRADESIGNAL']._serialized_start=212
+  _globals['_TRADESIGNAL']._serialized_end=723
+  _globals['_CURRENTSIGNAL']._serialized_start=726
+  _globals['_CURRENTSIGNAL']._serialized_end=1186
 # @@protoc_insertion_point(module_scope)

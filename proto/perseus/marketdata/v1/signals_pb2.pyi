@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from perseus.marketdata.v1 import common_pb2 as _common_pb2
+from perseus.marketdata.v1 import indicators_pb2 as _indicators_pb2
 from perseus.marketdata.v1 import visibility_pb2 as _visibility_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -64,3 +65,29 @@ class TradeSignal(_message.Message):
     trigger_label: str
     source_exchange_id: int
     def __init__(self, id: _Optional[int] = ..., symbol: _Optional[str] = ..., exchange: _Optional[str] = ..., timeframe: _Optional[_Union[_common_pb2.Timeframe, str]] = ..., signal_type: _Optional[str] = ..., direction: _Optional[_Union[SignalDirection, str]] = ..., strength: _Optional[_Union[SignalStrength, str]] = ..., price: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alert_type: _Optional[str] = ..., trigger_value: _Optional[float] = ..., signal_delta: _Optional[float] = ..., trigger_label: _Optional[str] = ..., source_exchange_id: _Optional[int] = ...) -> None: ...
+
+class CurrentSignal(_message.Message):
+    __slots__ = ("symbol", "exchange", "timeframe", "signal_type", "direction", "strength", "stage", "price", "timestamp", "exchange_id", "symbol_id")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_ID_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    exchange: str
+    timeframe: _common_pb2.Timeframe
+    signal_type: str
+    direction: SignalDirection
+    strength: SignalStrength
+    stage: _indicators_pb2.MomentumStage
+    price: str
+    timestamp: _timestamp_pb2.Timestamp
+    exchange_id: int
+    symbol_id: int
+    def __init__(self, symbol: _Optional[str] = ..., exchange: _Optional[str] = ..., timeframe: _Optional[_Union[_common_pb2.Timeframe, str]] = ..., signal_type: _Optional[str] = ..., direction: _Optional[_Union[SignalDirection, str]] = ..., strength: _Optional[_Union[SignalStrength, str]] = ..., stage: _Optional[_Union[_indicators_pb2.MomentumStage, str]] = ..., price: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_id: _Optional[int] = ..., symbol_id: _Optional[int] = ...) -> None: ...

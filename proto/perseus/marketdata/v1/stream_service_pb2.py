@@ -24,12 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from perseus.marketdata.v1 import candles_pb2 as perseus_dot_marketdata_dot_v1_dot_candles__pb2
+from perseus.marketdata.v1 import indicators_pb2 as perseus_dot_marketdata_dot_v1_dot_indicators__pb2
 from perseus.marketdata.v1 import prices_pb2 as perseus_dot_marketdata_dot_v1_dot_prices__pb2
 from perseus.marketdata.v1 import signals_pb2 as perseus_dot_marketdata_dot_v1_dot_signals__pb2
 from perseus.marketdata.v1 import visibility_pb2 as perseus_dot_marketdata_dot_v1_dot_visibility__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*perseus/marketdata/v1/stream_service.proto\x12\x15perseus.marketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#perseus/marketdata/v1/candles.proto\x1a\"perseus/marketdata/v1/prices.proto\x1a#perseus/marketdata/v1/signals.proto\x1a&perseus/marketdata/v1/visibility.proto\"\xb1\x01\n\x10SubscribeRequest\x12\x16\n\x08\x63hannels\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\x12R\n\x0bresume_from\x18\x02 \x03(\x0b\x32\x37.perseus.marketdata.v1.SubscribeRequest.ResumeFromEntryB\x04\x88\xb5\x18\x01\x1a\x31\n\x0fResumeFromEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb9\x02\n\x0bStreamEvent\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x11\n\x03seq\x18\x02 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12;\n\x0c\x63\x61ndle_close\x18\x03 \x01(\x0b\x32\x1d.perseus.marketdata.v1.CandleB\x04\x88\xb5\x18\x01H\x00\x12@\n\x0ctrade_signal\x18\x04 \x01(\x0b\x32\".perseus.marketdata.v1.TradeSignalB\x04\x88\xb5\x18\x01H\x00\x12>\n\x0cprice_update\x18\x05 \x01(\x0b\x32 .perseus.marketdata.v1.PriceFeedB\x04\x88\xb5\x18\x01H\x00\x12\x36\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x02\x42\t\n\x07payload\"$\n\nSubscribed\x12\x16\n\x08\x63hannels\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\"b\n\tResumeGap\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x1b\n\rrequested_seq\x18\x02 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12!\n\x13\x66irst_available_seq\x18\x03 \x01(\x04\x42\x04\x88\xb5\x18\x01\"F\n\nEventBatch\x12\x38\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.StreamEventB\x04\x88\xb5\x18\x01\"\x8e\x02\n\x11SubscribeResponse\x12\x39\n\x05\x65vent\x18\x01 \x01(\x0b\x32\".perseus.marketdata.v1.StreamEventB\x04\x88\xb5\x18\x01H\x00\x12=\n\nsubscribed\x18\x02 \x01(\x0b\x32!.perseus.marketdata.v1.SubscribedB\x04\x88\xb5\x18\x01H\x00\x12<\n\nresume_gap\x18\x03 \x01(\x0b\x32 .perseus.marketdata.v1.ResumeGapB\x04\x88\xb5\x18\x01H\x00\x12\x39\n\x06\x65vents\x18\x04 \x01(\x0b\x32!.perseus.marketdata.v1.EventBatchB\x04\x88\xb5\x18\x01H\x00\x42\x06\n\x04kind\"\xe0\x01\n\x10MultiplexRequest\x12\x11\n\x03ref\x18\x01 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12\x17\n\tsubscribe\x18\x02 \x03(\tB\x04\x88\xb5\x18\x01\x12R\n\x0bresume_from\x18\x03 \x03(\x0b\x32\x37.perseus.marketdata.v1.MultiplexRequest.ResumeFromEntryB\x04\x88\xb5\x18\x01\x12\x19\n\x0bunsubscribe\x18\x04 \x03(\tB\x04\x88\xb5\x18\x01\x1a\x31\n\x0fResumeFromEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"&\n\x0cUnsubscribed\x12\x16\n\x08\x63hannels\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\"\\\n\x08Rejected\x12\x39\n\x06reason\x18\x01 \x01(\x0e\x32#.perseus.marketdata.v1.RejectReasonB\x04\x88\xb5\x18\x01\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\"\x9f\x03\n\x11MultiplexResponse\x12\x11\n\x03ref\x18\x01 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12\x39\n\x05\x65vent\x18\x02 \x01(\x0b\x32\".perseus.marketdata.v1.StreamEventB\x04\x88\xb5\x18\x01H\x00\x12=\n\nsubscribed\x18\x03 \x01(\x0b\x32!.perseus.marketdata.v1.SubscribedB\x04\x88\xb5\x18\x01H\x00\x12\x41\n\x0cunsubscribed\x18\x04 \x01(\x0b\x32#.perseus.marketdata.v1.UnsubscribedB\x04\x88\xb5\x18\x01H\x00\x12<\n\nresume_gap\x18\x05 \x01(\x0b\x32 .perseus.marketdata.v1.ResumeGapB\x04\x88\xb5\x18\x01H\x00\x12\x39\n\x08rejected\x18\x06 \x01(\x0b\x32\x1f.perseus.marketdata.v1.RejectedB\x04\x88\xb5\x18\x01H\x00\x12\x39\n\x06\x65vents\x18\x07 \x01(\x0b\x32!.perseus.marketdata.v1.EventBatchB\x04\x88\xb5\x18\x01H\x00\x42\x06\n\x04kind*\xcb\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dREJECT_REASON_INVALID_CHANNEL\x10\x01\x12\x1f\n\x1bREJECT_REASON_CHANNEL_LIMIT\x10\x02\x12 \n\x1cREJECT_REASON_INVALID_RESUME\x10\x03\x12\x1d\n\x19REJECT_REASON_UNAVAILABLE\x10\x04\x12\x17\n\x13REJECT_REASON_EMPTY\x10\x05\x32\xd5\x01\n\rStreamService\x12`\n\tSubscribe\x12\'.perseus.marketdata.v1.SubscribeRequest\x1a(.perseus.marketdata.v1.SubscribeResponse0\x01\x12\x62\n\tMultiplex\x12\'.perseus.marketdata.v1.MultiplexRequest\x1a(.perseus.marketdata.v1.MultiplexResponse(\x01\x30\x01\x42\x43ZAgithub.com/perseus/perseus/gen/perseus/marketdata/v1;marketdatav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*perseus/marketdata/v1/stream_service.proto\x12\x15perseus.marketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#perseus/marketdata/v1/candles.proto\x1a&perseus/marketdata/v1/indicators.proto\x1a\"perseus/marketdata/v1/prices.proto\x1a#perseus/marketdata/v1/signals.proto\x1a&perseus/marketdata/v1/visibility.proto\"\xb1\x01\n\x10SubscribeRequest\x12\x16\n\x08\x63hannels\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\x12R\n\x0bresume_from\x18\x02 \x03(\x0b\x32\x37.perseus.marketdata.v1.SubscribeRequest.ResumeFromEntryB\x04\x88\xb5\x18\x01\x1a\x31\n\x0fResumeFromEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x94\x03\n\x0bStreamEvent\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x11\n\x03seq\x18\x02 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12;\n\x0c\x63\x61ndle_close\x18\x03 \x01(\x0b\x32\x1d.perseus.marketdata.v1.CandleB\x04\x88\xb5\x18\x01H\x00\x12@\n\x0ctrade_signal\x18\x04 \x01(\x0b\x32\".perseus.marketdata.v1.TradeSignalB\x04\x88\xb5\x18\x01H\x00\x12>\n\x0cprice_update\x18\x05 \x01(\x0b\x32 .perseus.marketdata.v1.PriceFeedB\x04\x88\xb5\x18\x01H\x00\x12>\n\x10indicator_update\x18\x07 \x01(\x0b\x32\x1c.perseus.marketdata.v1.MacdVB\x04\x88\xb5\x18\x01H\x00\x12\x36\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x02\x12\x19\n\x0btraceparent\x18\x08 \x01(\tB\x04\x88\xb5\x18\x02\x42\t\n\x07payload\"$\n\nSubscribed\x12\x16\n\x08\x63hannels\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\"b\n\tResumeGap\x12\x15\n\x07\x63hannel\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x1b\n\rrequested_seq\x18\x02 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12!\n\x13\x66irst_available_seq\x18\x03 \x01(\x04\x42\x04\x88\xb5\x18\x01\"F\n\nEventBatch\x12\x38\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.StreamEventB\x04\x88\xb5\x18\x01\"\x8e\x02\n\x11SubscribeResponse\x12\x39\n\x05\x65vent\x18\x01 \x01(\x0b\x32\".perseus.marketdata.v1.StreamEventB\x04\x88\xb5\x18\x01H\x00\x12=\n\nsubscribed\x18\x02 \x01(\x0b\x32!.perseus.marketdata.v1.SubscribedB\x04\x88\xb5\x18\x01H\x00\x12<\n\nresume_gap\x18\x03 \x01(\x0b\x32 .perseus.marketdata.v1.ResumeGapB\x04\x88\xb5\x18\x01H\x00\x12\x39\n\x06\x65vents\x18\x04 \x01(\x0b\x32!.perseus.marketdata.v1.EventBatchB\x04\x88\xb5\x18\x01H\x00\x42\x06\n\x04kind\"\xe0\x01\n\x10MultiplexRequest\x12\x11\n\x03ref\x18\x01 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12\x17\n\tsubscribe\x18\x02 \x03(\tB\x04\x88\xb5\x18\x01\x12R\n\x0bresume_from\x18\x03 \x03(\x0b\x32\x37.perseus.marketdata.v1.MultiplexRequest.ResumeFromEntryB\x04\x88\xb5\x18\x01\x12\x19\n\x0bunsubscribe\x18\x04 \x03(\tB\x04\x88\xb5\x18\x01\x1a\x31\n\x0fResumeFromEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"&\n\x0cUnsubscribed\x12\x16\n\x08\x63hannels\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\"\\\n\x08Rejected\x12\x39\n\x06reason\x18\x01 \x01(\x0e\x32#.perseus.marketdata.v1.RejectReasonB\x04\x88\xb5\x18\x01\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\"\x9f\x03\n\x11MultiplexResponse\x12\x11\n\x03ref\x18\x01 \x01(\x04\x42\x04\x88\xb5\x18\x01\x12\x39\n\x05\x65vent\x18\x02 \x01(\x0b\x32\".perseus.marketdata.v1.StreamEventB\x04\x88\xb5\x18\x01H\x00\x12=\n\nsubscribed\x18\x03 \x01(\x0b\x32!.perseus.marketdata.v1.SubscribedB\x04\x88\xb5\x18\x01H\x00\x12\x41\n\x0cunsubscribed\x18\x04 \x01(\x0b\x32#.perseus.marketdata.v1.UnsubscribedB\x04\x88\xb5\x18\x01H\x00\x12<\n\nresume_gap\x18\x05 \x01(\x0b\x32 .perseus.marketdata.v1.ResumeGapB\x04\x88\xb5\x18\x01H\x00\x12\x39\n\x08rejected\x18\x06 \x01(\x0b\x32\x1f.perseus.marketdata.v1.RejectedB\x04\x88\xb5\x18\x01H\x00\x12\x39\n\x06\x65vents\x18\x07 \x01(\x0b\x32!.perseus.marketdata.v1.EventBatchB\x04\x88\xb5\x18\x01H\x00\x42\x06\n\x04kind*\xcb\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dREJECT_REASON_INVALID_CHANNEL\x10\x01\x12\x1f\n\x1bREJECT_REASON_CHANNEL_LIMIT\x10\x02\x12 \n\x1cREJECT_REASON_INVALID_RESUME\x10\x03\x12\x1d\n\x19REJECT_REASON_UNAVAILABLE\x10\x04\x12\x17\n\x13REJECT_REASON_EMPTY\x10\x05\x32\xd5\x01\n\rStreamService\x12`\n\tSubscribe\x12\'.perseus.marketdata.v1.SubscribeRequest\x1a(.perseus.marketdata.v1.SubscribeResponse0\x01\x12\x62\n\tMultiplex\x12\'.perseus.marketdata.v1.MultiplexRequest\x1a(.perseus.marketdata.v1.MultiplexResponse(\x01\x30\x01\x42\x43ZAgithub.com/perseus/perseus/gen/perseus/marketdata/v1;marketdatav1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,8 +54,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMEVENT'].fields_by_name['trade_signal']._serialized_options = b'\210\265\030\001'
   _globals['_STREAMEVENT'].fields_by_name['price_update']._loaded_options = None
   _globals['_STREAMEVENT'].fields_by_name['price_update']._serialized_options = b'\210\265\030\001'
+  _globals['_STREAMEVENT'].fields_by_name['indicator_update']._loaded_options = None
+  _globals['_STREAMEVENT'].fields_by_name['indicator_update']._serialized_options = b'\210\265\030\001'
   _globals['_STREAMEVENT'].fields_by_name['publish_time']._loaded_options = None
   _globals['_STREAMEVENT'].fields_by_name['publish_time']._serialized_options = b'\210\265\030\002'
+  _globals['_STREAMEVENT'].fields_by_name['traceparent']._loaded_options = None
+  _globals['_STREAMEVENT'].fields_by_name['traceparent']._serialized_options = b'\210\265\030\002'
   _globals['_SUBSCRIBED'].fields_by_name['channels']._loaded_options = None
   _globals['_SUBSCRIBED'].fields_by_name['channels']._serialized_options = b'\210\265\030\001'
   _globals['_RESUMEGAP'].fields_by_name['channel']._loaded_options = None
@@ -103,32 +108,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MULTIPLEXRESPONSE'].fields_by_name['rejected']._serialized_options = b'\210\265\030\001'
   _globals['_MULTIPLEXRESPONSE'].fields_by_name['events']._loaded_options = None
   _globals['_MULTIPLEXRESPONSE'].fields_by_name['events']._serialized_options = b'\210\265\030\001'
-  _globals['_REJECTREASON']._serialized_start=2011
-  _globals['_REJECTREASON']._serialized_end=2214
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=253
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=430
-  _globals['_SUBSCRIBEREQUEST_RESUMEFROMENTRY']._serialized_start=381
-  _globals['_SUBSCRIBEREQUEST_RESUMEFROMENTRY']._serialized_end=430
-  _globals['_STREAMEVENT']._serialized_start=433
-  _globals['_STREAMEVENT']._serialized_end=746
-  _globals['_SUBSCRIBED']._serialized_start=748
-  _globals['_SUBSCRIBED']._serialized_end=784
-  _globals['_RESUMEGAP']._serialized_start=786
-  _globals['_RESUMEGAP']._serialized_end=884
-  _globals['_EVENTBATCH']._serialized_start=886
-  _globals['_EVENTBATCH']._serialized_end=956
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=959
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1229
-  _globals['_MULTIPLEXREQUEST']._serialized_start=1232
-  _globals['_MULTIPLEXREQUEST']._serialized_end=1456
-  _globals['_MULTIPLEXREQUEST_RESUMEFROMENTRY']._serialized_start=381
-  _globals['_MULTIPLEXREQUEST_RESUMEFROMENTRY']._serialized_end=430
-  _globals['_UNSUBSCRIBED']._serialized_start=1458
-  _globals['_UNSUBSCRIBED']._serialized_end=1496
-  _globals['_REJECTED']._serialized_start=1498
-  _globals['_REJECTED']._serialized_end=1590
-  _globals['_MULTIPLEXRESPONSE']._serialized_start=1593
-  _globals['_MULTIPLEXRESPONSE']._serialized_end=2008
-  _globals['_STREAMSERVICE']._serialized_start=2217
-  _globals['_STREAMSERVICE']._serialized_end=2430
+  _globals['_REJECTREASON']._serialized_start=2142
+  _globals['_REJECTREASON']._serialized_end=2345
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=293
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=470
+  _globals['_SUBSCRIBEREQUEST_RESUMEFROMENTRY']._serialized_start=421
+  _globals['_SUBSCRIBEREQUEST_RESUMEFROMENTRY']._serialized_end=470
+  _globals['_STREAMEVENT']._serialized_start=473
+  _globals['_STREAMEVENT']._serialized_end=877
+  _globals['_SUBSCRIBED']._serialized_start=879
+  _globals['_SUBSCRIBED']._serialized_end=915
+  _globals['_RESUMEGAP']._serialized_start=917
+  _globals['_RESUMEGAP']._serialized_end=1015
+  _globals['_EVENTBATCH']._serialized_start=1017
+  _globals['_EVENTBATCH']._serialized_end=1087
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1090
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1360
+  _globals['_MULTIPLEXREQUEST']._serialized_start=1363
+  _globals['_MULTIPLEXREQUEST']._serialized_end=1587
+  _globals['_MULTIPLEXREQUEST_RESUMEFROMENTRY']._serialized_start=421
+  _globals['_MULTIPLEXREQUEST_RESUMEFROMENTRY']._serialized_end=470
+  _globals['_UNSUBSCRIBED']._serialized_start=1589
+  _globals['_UNSUBSCRIBED']._serialized_end=1627
+  _globals['_REJECTED']._serialized_start=1629
+  _globals['_REJECTED']._serialized_end=1721
+  _globals['_MULTIPLEXRESPONSE']._serialized_start=1724
+  _globals['_MULTIPLEXRESPONSE']._serialized_end=2139
+  _globals['_STREAMSERVICE']._serialized_start=2348
+  _globals['_STREAMSERVICE']._serialized_end=2561
 # @@protoc_insertion_point(module_scope)

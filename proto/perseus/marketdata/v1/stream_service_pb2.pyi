@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from perseus.marketdata.v1 import candles_pb2 as _candles_pb2
+from perseus.marketdata.v1 import indicators_pb2 as _indicators_pb2
 from perseus.marketdata.v1 import prices_pb2 as _prices_pb2
 from perseus.marketdata.v1 import signals_pb2 as _signals_pb2
 from perseus.marketdata.v1 import visibility_pb2 as _visibility_pb2
@@ -45,20 +46,24 @@ class SubscribeRequest(_message.Message):
     def __init__(self, channels: _Optional[_Iterable[str]] = ..., resume_from: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class StreamEvent(_message.Message):
-    __slots__ = ("channel", "seq", "candle_close", "trade_signal", "price_update", "publish_time")
+    __slots__ = ("channel", "seq", "candle_close", "trade_signal", "price_update", "indicator_update", "publish_time", "traceparent")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CANDLE_CLOSE_FIELD_NUMBER: _ClassVar[int]
     TRADE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     PRICE_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    INDICATOR_UPDATE_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     channel: str
     seq: int
     candle_close: _candles_pb2.Candle
     trade_signal: _signals_pb2.TradeSignal
     price_update: _prices_pb2.PriceFeed
+    indicator_update: _indicators_pb2.MacdV
     publish_time: _timestamp_pb2.Timestamp
-    def __init__(self, channel: _Optional[str] = ..., seq: _Optional[int] = ..., candle_close: _Optional[_Union[_candles_pb2.Candle, _Mapping]] = ..., trade_signal: _Optional[_Union[_signals_pb2.TradeSignal, _Mapping]] = ..., price_update: _Optional[_Union[_prices_pb2.PriceFeed, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, channel: _Optional[str] = ..., seq: _Optional[int] = ..., candle_close: _Optional[_Union[_candles_pb2.Candle, _Mapping]] = ..., trade_signal: _Optional[_Union[_signals_pb2.TradeSignal, _Mapping]] = ..., price_update: _Optional[_Union[_prices_pb2.PriceFeed, _Mapping]] = ..., indicator_update: _Optional[_Union[_indicators_pb2.MacdV, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Subscribed(_message.Message):
     __slots__ = ("channels",)

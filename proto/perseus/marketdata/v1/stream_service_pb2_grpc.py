@@ -28,7 +28,7 @@ if _version_not_supported:
 class StreamServiceStub:
     """Live events over server streaming. Channel names are the public ones of
     CONTRACT.md: "candles:{SYMBOL}:{TF}", "signals:{SYMBOL}:{TF}",
-    "prices:{SYMBOL}", optionally with the exchange after the family
+    "indicators:{SYMBOL}:{TF}", "prices:{SYMBOL}", optionally with the exchange after the family
     ("candles:coinbase:BTC-USD:1h").
     """
 
@@ -53,7 +53,7 @@ class StreamServiceStub:
 class StreamServiceServicer:
     """Live events over server streaming. Channel names are the public ones of
     CONTRACT.md: "candles:{SYMBOL}:{TF}", "signals:{SYMBOL}:{TF}",
-    "prices:{SYMBOL}", optionally with the exchange after the family
+    "indicators:{SYMBOL}:{TF}", "prices:{SYMBOL}", optionally with the exchange after the family
     ("candles:coinbase:BTC-USD:1h").
     """
 
@@ -96,7 +96,7 @@ def add_StreamServiceServicer_to_server(servicer, server):
 class StreamService:
     """Live events over server streaming. Channel names are the public ones of
     CONTRACT.md: "candles:{SYMBOL}:{TF}", "signals:{SYMBOL}:{TF}",
-    "prices:{SYMBOL}", optionally with the exchange after the family
+    "indicators:{SYMBOL}:{TF}", "prices:{SYMBOL}", optionally with the exchange after the family
     ("candles:coinbase:BTC-USD:1h").
     """
 

@@ -1674,6 +1674,13 @@ class StreamEvent(betterproto2.Message):
         optional=True,
     )
 
+    traceparent: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the span that published the event, set only while
+    the publishing core exports traces; the WebSocket gateway's delivery span
+    links to it. Internal: never in a public projection.
+    """
+
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "StreamEvent", StreamEvent
