@@ -3,9 +3,12 @@
 The gRPC client is generated from ``proto/`` by betterproto2 (``make gen``)
 into ``perseus_sdk._generated``; this module is its curated public surface.
 
-    async with perseus_sdk.connect("127.0.0.1:50051") as channel:
+    async with perseus_sdk.connect("127.0.0.1:50051", token=service_token) as channel:
         market = perseus_sdk.MarketDataServiceStub(channel)
         reply = await market.list_exchanges(perseus_sdk.ListExchangesRequest())
+
+The core asks for a service credential (its ``PERSEUS_SERVICE_TOKEN``, and/or a client certificate:
+``tls_ca``, ``tls_cert``, ``tls_key``); a core on loopback with none configured takes calls without one.
 
 The WebSocket gateway's stream, reconnected and resumed (``perseus_sdk.stream``):
 
@@ -25,11 +28,13 @@ they share names with the gRPC messages above, so they are not re-exported here.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from grpclib.client import Channel
 from grpclib.config import Configuration
+from grpclib.events import SendRequest, listen
 
 from perseus_sdk._generated.perseus.marketdata.v1 import (
     ApiKey,
@@ -154,6 +159,7 @@ __all__ = [
     "TradeSignal",
     "ValueZone",
     "connect",
+    "tls_context",
 ]
 
 
@@ -179,11 +185,45 @@ def channel_config(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> Configuration:
     )
 
 
+def tls_context(ca: str | None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """TLS to a core whose certificate ``ca`` signed (None: the system's CAs), presenting the client certificate
+    ``cert`` (and its ``key``, unless ``cert`` holds it) to a core that asks for one (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    if cert:
+        context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2"])  # gRPC is HTTP/2
+    return context
+
+
 @asynccontextmanager
-async def connect(addr: str, *, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> AsyncIterator[Channel]:
-    """An async gRPC channel to a Perseus core at ``host:port``, closed on exit; it pings every ``keepalive_s``."""
+async def connect(
+    addr: str,
+    *,
+    token: str | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    keepalive_s: float = DEFAULT_KEEPALIVE_S,
+) -> AsyncIterator[Channel]:
+    """An async gRPC channel to a Perseus core at ``host:port``, closed on exit; it pings every ``keepalive_s``.
+
+    ``token`` (the core's service token, one value of its ``PERSEUS_SERVICE_TOKEN``) goes with every call as
+    ``authorization: Bearer <token>``. ``tls_ca`` (a PEM file) makes the channel TLS, trusting that CA;
+    ``tls_cert``/``tls_key`` add a client certificate for a core that asks for one. ``tls`` takes a ready
+    ``ssl.SSLContext`` instead (it must offer the ``h2`` ALPN protocol).
+    """
     host, _, port = addr.rpartition(":")
-    channel = Channel(host=host, port=int(port), config=channel_config(keepalive_s))
+    if tls is None and (tls_ca or tls_cert):
+        tls = tls_context(tls_ca, tls_cert, tls_key)
+    channel = Channel(host=host.strip("[]"), port=int(port), ssl=tls, config=channel_config(keepalive_s))
+    if token:
+        authorization = f"Bearer {token}"
+
+        async def send_token(event: SendRequest) -> None:
+            event.metadata["authorization"] = authorization
+
+        listen(channel, SendRequest, send_token)
     try:
         yield channel
     finally:

@@ -24,7 +24,10 @@ from cryptography.x509.oid import NameOID
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
+import perseus_sdk
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -402,3 +405,26 @@ def test_a_rest_gateway_speaks_mutual_tls_to_the_core(
     with running_gateway("rest", {**migrated_env, **tls}, mtls_core.addr) as rest:
         response = httpx.get(f"http://{rest.addr}/public/v1/exchanges", headers={"X-API-Key": api_key}, timeout=10)
         assert response.status_code == 200, response.text
+
+
+# --------------------------------------------------------------------------------------------------- the SDK
+
+
+async def test_the_sdk_channel_sends_its_token(core: Process) -> None:
+    async with perseus_sdk.connect(core.addr, token=OLD) as sdk_channel:
+        market = perseus_sdk.MarketDataServiceStub(sdk_channel)
+        reply = await market.list_exchanges(perseus_sdk.ListExchangesRequest(), timeout=TIMEOUT_S)
+        assert "sim" in {e.name for e in reply.exchanges}
+    async with perseus_sdk.connect(core.addr) as sdk_channel:
+        market = perseus_sdk.MarketDataServiceStub(sdk_channel)
+        with pytest.raises(GRPCError) as caught:
+            await market.list_exchanges(perseus_sdk.ListExchangesRequest(), timeout=TIMEOUT_S)
+        assert caught.value.status is Status.UNAUTHENTICATED
+
+
+async def test_the_sdk_channel_speaks_mutual_tls(mtls_core: Process, pki: Pki) -> None:
+    files = {"tls_ca": str(pki.ca), "tls_cert": str(pki.client_cert), "tls_key": str(pki.client_key)}
+    async with perseus_sdk.connect(mtls_core.addr, **files) as sdk_channel:
+        market = perseus_sdk.MarketDataServiceStub(sdk_channel)
+        reply = await market.list_exchanges(perseus_sdk.ListExchangesRequest(), timeout=TIMEOUT_S)
+        assert "sim" in {e.name for e in reply.exchanges}
