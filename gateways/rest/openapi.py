@@ -19,6 +19,7 @@ from gateways.common.errors import ERROR_STATUS, ErrorCode
 from gateways.common.projection import public_schema
 from gateways.rest import ratelimit
 from gateways.rest.operations import Operation
+from gateways.rest.params import CANONICAL_SYMBOL_PATTERN, CURSOR_PATTERN
 
 OPENAPI_VERSION = "3.1.0"
 TITLE = "Perseus market data"
@@ -79,9 +80,109 @@ def components(descriptors: Iterable[Descriptor]) -> dict[str, Any]:
             found.append(nested)
             return _ref(nested)
 
-        schemas[descriptor.name] = public_schema(descriptor, ref=ref)
+        schemas[descriptor.name] = _declare_symbol(public_schema(descriptor, ref=ref))
         pending.extend(found)
     return dict(sorted(schemas.items()))
+
+
+def _declare_symbol(schema: dict[str, Any]) -> dict[str, Any]:
+    """A ``symbol`` field is always canonical (``BTC-USD``): the document says so with its pattern."""
+    field = schema.get("properties", {}).get("symbol")
+    if field == {"type": "string"}:
+        field["pattern"] = CANONICAL_SYMBOL_PATTERN
+    return schema
+
+
+HEALTH_PATH = "/health"
+_STATES = {"type": "string", "enum": ["up", "down", "unknown"]}
+HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A gateway's health (docs/design/health.md); the same body with 200 (ok) and 503 (degraded).",
+    "required": [
+        "status",
+        "mode",
+        "process",
+        "version",
+        "uptime_seconds",
+        "core_uptime_seconds",
+        "services",
+        "components",
+        "timestamp",
+    ],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded"]},
+        "mode": {
+            "description": "The answering core's runtime mode; null while no core answers",
+            "anyOf": [{"type": "string", "enum": ["exchange", "pw-host"]}, {"type": "null"}],
+        },
+        "process": {"type": "string", "enum": ["rest", "ws"]},
+        "version": {"type": "string"},
+        "uptime_seconds": {"type": "number", "minimum": 0, "description": "How long this gateway has run"},
+        "core_uptime_seconds": {
+            "description": "How long the answering core has run; null while no core answers",
+            "anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}],
+        },
+        "services": {
+            "type": "object",
+            "description": "Each dependency's state",
+            "required": ["core", "redis", "postgres"],
+            "properties": {"core": _STATES, "redis": _STATES, "postgres": _STATES},
+            "additionalProperties": False,
+        },
+        "components": {
+            "type": "object",
+            "description": "Each long-lived task, `core:<name>` or `<process>:<name>`",
+            "additionalProperties": {"type": "string", "enum": ["up", "degraded"]},
+        },
+        "exchanges": {
+            "type": "object",
+            "description": "Exchange mode only: each venue feed of the answering core, by exchange name",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["state", "connected", "last_message_at"],
+                "properties": {
+                    "state": {
+                        "type": "string",
+                        "enum": ["connecting", "connected", "reconnecting", "stopped", "unknown"],
+                    },
+                    "connected": {"type": "boolean"},
+                    "last_message_at": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "timestamp": {"type": "string", "format": "date-time"},
+    },
+    "additionalProperties": False,
+}
+
+
+def _health_path() -> dict[str, Any]:
+    """``GET /health``: open (no key), never rate-limited, answered from a one-second cache."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}
+    headers = {"X-Request-ID": RESPONSE_HEADERS["X-Request-ID"]}
+    return {
+        "get": {
+            "operationId": "getHealth",
+            "summary": "Health of the gateway, its core and stores",
+            "description": (
+                "Status per dependency and component, the core's runtime mode, uptimes and, in exchange mode, "
+                "each venue's connection state and last message time. Open (no API key); the answer is cached "
+                "for one second."
+            ),
+            "tags": ["health"],
+            "parameters": [],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "ok: the core answers, every store is up, no task is degraded",
+                    "headers": headers,
+                    "content": body,
+                },
+                "503": {"description": "degraded: something above is not", "headers": headers, "content": body},
+            },
+        }
+    }
 
 
 def _body_schema(operation: Operation) -> dict[str, Any]:
@@ -92,7 +193,10 @@ def _body_schema(operation: Operation) -> dict[str, Any]:
         properties["meta"] = {
             "type": "object",
             "required": ["next_cursor", "limit"],
-            "properties": {"next_cursor": {"type": ["string", "null"]}, "limit": {"type": "integer"}},
+            "properties": {
+                "next_cursor": {"anyOf": [{"type": "string", "pattern": CURSOR_PATTERN}, {"type": "null"}]},
+                "limit": {"type": "integer"},
+            },
             "additionalProperties": False,
         }
         required.append("meta")
@@ -137,6 +241,8 @@ def openapi_document(operations: Iterable[Operation], *, version: str) -> dict[s
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation)
     schemas = components(op.data for op in operations)
     schemas["Error"] = ERROR_SCHEMA
+    schemas["Health"] = HEALTH_SCHEMA
+    paths[HEALTH_PATH] = _health_path()
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import grpc
 import httpx
+import jsonschema
 import pytest
 
 from gateways.common.health import HEALTH_CACHE_TTL_S
@@ -182,3 +183,27 @@ def test_a_pw_host_core_tolerates_shared_symbol_settings(migrated_env: dict[str,
     carry them."""
     with running_core(migrated_env, PERSEUS_MODE="pw-host", PERSEUS_SIM_SYMBOLS="BTC-USD") as core:
         assert get_status(core).mode == common_pb2.RUNTIME_MODE_PW_HOST
+
+
+def test_the_served_openapi_documents_health_and_real_answers_match_it(
+    migrated_env: dict[str, str], sim_core: Process
+) -> None:
+    """/health is in the REST gateway's OpenAPI document (open: no security), and the bodies a real gateway
+    gives, in exchange mode (with exchanges) and without a core (503, mode null), validate against it."""
+    status_until(sim_core, lambda r: venue_states(r).get("sim") == md_pb2.VENUE_STATE_CONNECTED, "sim connected")
+    with running_gateway("rest", migrated_env, sim_core.addr) as gateway:
+        document = httpx.get(f"http://{gateway.addr}/public/v1/openapi.json", timeout=5).json()
+        operation = document["paths"]["/health"]["get"]
+        assert operation["security"] == [] and set(operation["responses"]) == {"200", "503"}
+        schema = {**document["components"]["schemas"]["Health"], "components": document["components"]}
+        validator = jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+        body = health(gateway).json()
+        assert "exchanges" in body
+        validator.validate(body)
+    with running_gateway("rest", migrated_env, f"127.0.0.1:{free_port()}") as coreless:
+        response = health(coreless)
+        assert response.status_code == 503
+        assert response.json()["mode"] is None
+        validator.validate(response.json())
