@@ -463,8 +463,9 @@ positive_seconds = number(0.0, MAX_SECONDS, above_low=True)
 # fmt: off
 MODE = Variable(
     "PERSEUS_MODE", choice(*MODES), "exchange",
-    "`exchange` runs the full pipeline (feeds, candles, indicators); `pw-host` is headless and read-only "
-    "(no exchange settings are read).",
+    "`exchange` runs the full pipeline (feeds, candles, indicators); `pw-host` is headless and read-only: it "
+    "needs no exchange settings and refuses to start when `PERSEUS_EXCHANGES` or a `PERSEUS_<EXCHANGE>_URL` is "
+    "set (the symbols and the simulated exchange's settings are ignored).",
     ("core",),
 )
 EXCHANGES = Variable(
