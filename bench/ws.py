@@ -54,9 +54,18 @@ import redis
 
 from bench.stack import REDIS_URL, RedisKind, Stack, redis_kinds, redis_target, stack
 from tests.support.processes import free_port, running_gateway
+from tests.support.ws import register_symbols
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("PERSEUS_PEERS_DIR", REPO.parent / "shared" / "peers"))
+# The load's 20 symbols (ws-fanout.js): the gateway refuses a symbol the core does not list, and the pw-host
+# core of the benchmark has no feed that would list them.
+LOAD_SYMBOLS = (
+    "BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "MATIC-USD",
+    "LTC-USD", "BCH-USD", "ATOM-USD", "UNI-USD", "XLM-USD", "ETC-USD", "FIL-USD", "APT-USD", "NEAR-USD", "ARB-USD",
+)  # fmt: skip
+# Every load client connects from this host, up to 10,000 of them: no per-address or per-gateway cap.
+UNCAPPED = {"PERSEUS_WS_MAX_CONNECTIONS": "0", "PERSEUS_WS_MAX_CONNECTIONS_PER_IP": "0"}
 NODE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "perseus-bench-node"
 NODE_PACKAGES = ["ws@8.23.0", "ioredis@6.0.0", "fastify@5.12.8", "@fastify/websocket@11.3.6"]
 RESULTS = REPO / "bench" / "results" / "ws.jsonl"
@@ -131,7 +140,8 @@ def peer(kind: str, modules: Path) -> Iterator[tuple[str, int]]:
 @contextlib.contextmanager
 def perseus(bench_stack: Stack) -> Iterator[tuple[str, int]]:
     env, core, key = bench_stack.env, bench_stack.core, bench_stack.key
-    with running_gateway("ws", env, core.addr) as gateway:
+    register_symbols(env["PERSEUS_DATABASE_URL"], LOAD_SYMBOLS)
+    with running_gateway("ws", {**env, **UNCAPPED}, core.addr) as gateway:
         translator = subprocess.Popen(
             [sys.executable, "-m", "bench.ws", "translate", env["PERSEUS_REDIS_PREFIX"], env["PERSEUS_REDIS_URL"]],
             cwd=REPO,

@@ -38,6 +38,10 @@ MULTIPLEX_QUEUE_SIZE = 50_000
 MAX_PENDING_REQUESTS = 1_000
 MAX_BATCH = 256  # items handed to the RPC edge at once (events it may send in one message)
 REPLAY_BATCH = 500  # history entries read at once; fewer means the history has no more
+# Events one subscribe request may replay, its channels together (issue 16): a resume from seq 0 on 20 channels
+# of 10,000 entries each read 200,000 events. Each channel keeps its newest events within a fair share of this;
+# what is cut is reported as a ResumeGap first, never skipped silently.
+MAX_REPLAY_EVENTS = 5_000
 # Short channel names (``prices:BTC-USD``) mean this exchange when the core has none configured
 # (pw-host mode); in exchange mode the default is the first of PERSEUS_EXCHANGES.
 DEFAULT_STREAM_EXCHANGE = "sim"
@@ -144,6 +148,30 @@ class _Position:
     fresh: bool = False
 
 
+def fair_shares(needs: Mapping[str, int], budget: int) -> dict[str, int]:
+    """How much of ``budget`` each need gets: all of it when they fit; else the small needs whole and the rest an
+    equal share (water-filling), so one deep channel cannot take the budget of the others.
+
+    >>> fair_shares({"a": 10, "b": 3000, "c": 9000}, 5000)
+    {'a': 10, 'b': 2495, 'c': 2495}
+    """
+    shares: dict[str, int] = {}
+    left, remaining = budget, dict(needs)
+    while remaining:
+        fair = left // len(remaining)
+        small = {name: need for name, need in remaining.items() if need <= fair}
+        if not small:
+            extra = left - fair * len(remaining)
+            for i, name in enumerate(remaining):
+                shares[name] = fair + (1 if i < extra else 0)
+            break
+        for name, need in small.items():
+            shares[name] = need
+            left -= need
+            del remaining[name]
+    return shares
+
+
 class Streams:
     def __init__(self, hub: Hub, history: History, *, default_exchange: str, exchanges: Collection[str]) -> None:
         self.hub = hub
@@ -229,19 +257,30 @@ class StreamSession:
         subscribed = Subscribed(ref, [explicit_name(channel) for channel in resolved])
         if ack_first:
             yield subscribed
+        needs: dict[str, int] = {}
+        for internal, at in zip(by_internal, current, strict=True):
+            asked = resume.get(internal)
+            if asked is not None:
+                held = self._positions.get(internal)
+                end = held.last if held is not None else (at or 0)
+                needs[internal] = max(0, end - asked)
+        allowed = fair_shares(needs, MAX_REPLAY_EVENTS)
         for internal, at in zip(by_internal, current, strict=True):
             asked = resume.get(internal)
             position = self._positions.get(internal)
+            channel = by_internal[internal]
+            cut = needs.get(internal, 0) - allowed.get(internal, 0)
+            if asked is not None and cut > 0:  # beyond the request's replay budget: the oldest are a gap
+                yield ResumeGap(ref, explicit_name(channel), asked, asked + cut + 1)
             if position is None:
-                channel = by_internal[internal]
-                start = asked if asked is not None else (at or 0)
+                start = asked + cut if asked is not None else (at or 0)
                 fresh = asked is None and at is None
                 position = self._positions[internal] = _Position(channel, explicit_name(channel), start, fresh)
                 if asked is not None:
                     async for item in self._catch_up(position, ref, up_to=None):
                         yield item
             elif asked is not None and asked < position.last:  # already live here: replay up to the live position
-                replay = _Position(position.channel, position.name, asked)
+                replay = _Position(position.channel, position.name, asked + cut)
                 async for item in self._catch_up(replay, ref, up_to=position.last):
                     yield item
         if not ack_first:

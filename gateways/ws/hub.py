@@ -14,9 +14,13 @@ to its ``send`` callback and writes frames to client *sinks*.
   channel (``prices:BTC-USD`` and ``prices:sim:BTC-USD`` are one route), and
   that frame is written to every client's transport.
 - **Joining without a gap or duplicate.** A subscribe that goes upstream (a
-  new channel, or a resume) is *gated*: the replay for its ref and the live
-  events that arrive until its ``Subscribed`` collect in its backlog, live
-  ones kept only above the last replayed seq. The client gets its
+  new channel, or a resume) is *gated*: the live events that arrive from then
+  on collect in its backlog. A new channel is subscribed on the shared stream
+  without resume. A resume's replay never travels on the shared stream, where
+  it would hold back every other client's live events: once the shared stream
+  carries the join's channels, the caller fetches the replay on a stream of
+  its own (:meth:`Hub.on_replay`, ``session.py``), and :meth:`Hub.finish`
+  keeps the live events above the last replayed seq. The client gets its
   acknowledgement, then the backlog, then joins the route.
 - **Core restarts.** When the stream is lost, every carried channel is
   subscribed again on the new stream with ``resume_from`` = the last seq the
@@ -92,6 +96,8 @@ class Join:
     live: list[tuple[str, int, bytes]] = field(default_factory=list)
     backlog: deque[bytes] = field(default_factory=deque)
     subscribed: bool = False
+    upstream: list[str] = field(default_factory=list)  # the channels the shared stream must subscribe (no resume)
+    carried: bool = False  # the shared stream carries every channel of the join: its replay may be fetched
 
 
 @dataclass(slots=True)
@@ -169,10 +175,16 @@ class Hub:
         join = Join(next(self._refs), client, upstream, resume_by_canonical, acked, done)
         for canonical, name in upstream.items():
             route = self._route(canonical)
+            if not route.carried:
+                join.upstream.append(canonical)
             route.members += 1
             route.gates.append(join)
             client.channels[canonical] = name
         client.join = join
+        if not join.upstream:  # resumes of channels already carried: straight to the replay
+            join.carried = True
+            done(join, "")
+            return
         self._joins[join.ref] = join
         if self.connected:
             self._send(self._join_request(join))
@@ -227,7 +239,35 @@ class Hub:
         return route
 
     def _join_request(self, join: Join) -> pb.MultiplexRequest:
-        return pb.MultiplexRequest(ref=join.ref, subscribe=list(join.names), resume_from=join.resume)
+        return pb.MultiplexRequest(ref=join.ref, subscribe=join.upstream)
+
+    def replay_request(self, join: Join) -> pb.MultiplexRequest:
+        """The request of a join's own replay stream: its resumed channels, from the seqs the client saw."""
+        return pb.MultiplexRequest(ref=join.ref, subscribe=list(join.resume), resume_from=join.resume)
+
+    def on_replay(self, join: Join, response: pb.MultiplexResponse) -> bool | tuple[ErrorCode, str]:
+        """One response of the join's replay stream: True once the replay is complete (then :meth:`finish`),
+        an error code and message if the core refused it, False while it goes on. Live events the replay
+        stream sends after it (ref 0) are the shared stream's business and ignored."""
+        kind = response.WhichOneof("kind")
+        if response.ref != join.ref:
+            return False
+        if kind == "event":
+            self._replayed(join, response.event)
+        elif kind == "events":
+            for event in response.events.events:
+                self._replayed(join, event)
+        elif kind == "resume_gap":
+            gap = response.resume_gap
+            if gap.channel in join.names:
+                requested, first = join.gaps.get(gap.channel, (gap.requested_seq, 0))
+                join.gaps[gap.channel] = (requested, max(first, gap.first_available_seq))
+        elif kind == "subscribed":
+            return True
+        elif kind == "rejected":
+            code = REJECT_CODES.get(response.rejected.reason, ErrorCode.INVALID_MESSAGE)
+            return code, response.rejected.message or "the resume was refused"
+        return False
 
     # --- the core stream ----------------------------------------------------------------------
 
@@ -349,11 +389,22 @@ class Hub:
         join = self._joins.pop(ref, None)
         if join is None:
             return
-        if canonicals != list(join.names):
+        if canonicals != join.upstream:
             logger.error(
                 "the core named the channels differently than the gateway (check PERSEUS_EXCHANGES)",
-                extra={"fields": {"core": canonicals[:5], "gateway": list(join.names)[:5]}},
+                extra={"fields": {"core": canonicals[:5], "gateway": join.upstream[:5]}},
             )
+        join.carried = True
+        if join.resume:
+            join.done(join, "")  # the caller fetches the replay, then finish()
+        else:
+            self.finish(join)
+
+    def finish(self, join: Join) -> None:
+        """The join's channels are carried and its replay (if any) is in: acknowledge, and build its backlog
+        (gaps, the replay, the live events above it); ``done`` gets the join, whose backlog the caller writes."""
+        if join.client.join is not join:  # the client left or the join was undone meanwhile
+            return
         join.subscribed = True
         for canonical in join.names:
             route = self._routes.get(canonical)

@@ -20,6 +20,11 @@ DEFAULT_PING_TIMEOUT_S = 20.0
 DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024
 DEFAULT_KEY_RECHECK_S = 5.0
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_MAX_CONNECTIONS_PER_IP = 10
+DEFAULT_CHANNELS_PER_KEY = 500
+DEFAULT_RESUMES_PER_KEY = 2
+DEFAULT_TRUSTED_PROXIES = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,12 @@ class WsSettings:
     message_burst: int = MESSAGE_BURST
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     key_recheck_s: float = DEFAULT_KEY_RECHECK_S
+    # edge limits (issue 16); 0 means no cap, except resumes_per_key
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
+    channels_per_key: int = DEFAULT_CHANNELS_PER_KEY
+    resumes_per_key: int = DEFAULT_RESUMES_PER_KEY
+    trusted_proxies: int = DEFAULT_TRUSTED_PROXIES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WsSettings:
@@ -47,4 +58,9 @@ class WsSettings:
             message_burst=env.WS_MESSAGE_BURST.read(environ),
             max_frame_bytes=env.WS_MAX_FRAME_BYTES.read(environ),
             key_recheck_s=env.WS_KEY_RECHECK_S.read(environ),
+            max_connections=env.WS_MAX_CONNECTIONS.read(environ),
+            max_connections_per_ip=env.WS_MAX_CONNECTIONS_PER_IP.read(environ),
+            channels_per_key=env.WS_CHANNELS_PER_KEY.read(environ),
+            resumes_per_key=env.WS_RESUMES_PER_KEY.read(environ),
+            trusted_proxies=env.TRUSTED_PROXIES.read(environ),
         )

@@ -53,6 +53,11 @@ class ClientSink:
                 pass
 
     @property
+    def gone(self) -> bool:
+        """The connection is closed or closing: nothing more reaches the client."""
+        return bool(self._transport.is_closing())
+
+    @property
     def buffered(self) -> int:
         return int(self._transport.get_write_buffer_size())
 

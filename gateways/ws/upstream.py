@@ -26,6 +26,8 @@ from contextlib import suppress
 import grpc
 from grpc import aio
 
+from common import telemetry
+from gateways.common import tracing
 from gateways.common.core_client import connection_went_away
 from gateways.ws.hub import Hub
 from perseus.marketdata.v1 import stream_service_pb2 as pb, stream_service_pb2_grpc
@@ -93,7 +95,10 @@ class Upstream:
             try:
                 async for response in call:
                     backoff, reopened_at_once = INITIAL_BACKOFF_S, False
-                    self.hub.on_response(response)
+                    if telemetry.enabled:  # a delivery span linked to the events' publish (gateways.common.tracing)
+                        tracing.deliver(self.hub.on_response, response)
+                    else:
+                        self.hub.on_response(response)
                 logger.warning("the core ended the stream; opening a new one")
             except aio.AioRpcError as exc:
                 reopen_now = connection_went_away(exc) and not reopened_at_once

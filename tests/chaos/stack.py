@@ -201,6 +201,8 @@ class Stack:
         for kind in ("rest", "ws"):
             addr = f"127.0.0.1:{free_port()}"
             env = {**self.env, "PERSEUS_CORE_ADDR": self.proxy.addr, f"PERSEUS_{kind.upper()}_ADDR": addr}
+            if kind == "ws":  # every load client connects from 127.0.0.1
+                env["PERSEUS_WS_MAX_CONNECTIONS_PER_IP"] = "0"
             self._add(kind, [kind], env, lambda addr=addr: answers_http(addr), logs).start()
 
     def _add(self, name: str, args: list[str], env: dict[str, str], ready: Callable[[], bool], logs: Path) -> Child:

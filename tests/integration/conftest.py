@@ -20,6 +20,7 @@ import pytest
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.redis_cluster import LocalRedisCluster
 from perseus_cli.devstack.valkey import EmbeddedRedis
+from tests.support import ws as ws_support
 from tests.support.processes import Process, run_cli, running_core, running_gateway
 
 
@@ -28,6 +29,7 @@ def migrated_env(base_env: dict[str, str]) -> dict[str, str]:
     """``base_env``, with the session database migrated by ``perseus migrate``."""
     result = run_cli(["migrate"], base_env)
     assert result.returncode == 0, result.stderr
+    ws_support.SYMBOLS_DATABASE_URL = base_env["PERSEUS_DATABASE_URL"]  # fresh_symbol() registers its symbols
     return base_env
 
 

@@ -235,7 +235,9 @@ async def test_a_binary_frame_is_an_invalid_message(gateway: Process, key: str) 
         assert (await recv(ws))["code"] == "INVALID_MESSAGE"
 
 
-async def test_a_connection_holds_at_most_50_channels(gateway: Process, key: str) -> None:
+async def test_a_connection_holds_at_most_50_channels(gateway: Process, key: str, migrated_env: dict[str, str]) -> None:
+    known = [f"L{batch}X{i}-USD" for batch in (0, 1, 3) for i in range(20)]
+    support.register_symbols(migrated_env["PERSEUS_DATABASE_URL"], known)  # the gateway refuses unknown symbols
     async with open_stream(gateway.addr, key) as ws:
         for batch in range(2):
             names = [f"prices:L{batch}X{i}-USD" for i in range(20)]
@@ -251,7 +253,10 @@ async def test_a_frame_over_the_limit_closes_with_1009(gateway: Process, key: st
         assert await close_code(ws) == 1009
 
 
-async def test_messages_sent_before_the_key_is_checked_are_all_answered(gateway: Process, key: str) -> None:
+async def test_messages_sent_before_the_key_is_checked_are_all_answered(
+    gateway: Process, key: str, migrated_env: dict[str, str]
+) -> None:
+    support.register_symbols(migrated_env["PERSEUS_DATABASE_URL"], [f"F{i}-USD" for i in range(10)])
     async with open_stream(gateway.addr, key) as ws:
         for i in range(10):
             await send(ws, {"action": "subscribe", "channels": [f"prices:F{i}-USD"]})

@@ -125,6 +125,9 @@ def running_core(env: Mapping[str, str], **overrides: str) -> Iterator[Process]:
 
 Kind = Literal["rest", "ws"]
 ADDR_VARIABLE: dict[Kind, str] = {"rest": "PERSEUS_REST_ADDR", "ws": "PERSEUS_WS_ADDR"}
+# Every test client connects from 127.0.0.1: no per-address cap on the stream (seed 000's 10) unless a test
+# sets one (tests/integration/test_ws_edge_abuse.py does).
+GATEWAY_TEST_ENV: dict[Kind, dict[str, str]] = {"rest": {}, "ws": {"PERSEUS_WS_MAX_CONNECTIONS_PER_IP": "0"}}
 
 
 def answers_http(addr: str) -> bool:
@@ -142,7 +145,9 @@ def running_gateway(
     """A real ``perseus rest``/``perseus ws`` on ``addr`` (a free port by default), talking to the core at
     ``core_addr``."""
     addr = addr or f"127.0.0.1:{free_port()}"
-    process = spawn([kind], {**env, "PERSEUS_CORE_ADDR": core_addr, ADDR_VARIABLE[kind]: addr}, addr)
+    process = spawn(
+        [kind], {**GATEWAY_TEST_ENV[kind], **env, "PERSEUS_CORE_ADDR": core_addr, ADDR_VARIABLE[kind]: addr}, addr
+    )
     try:
         wait_until(lambda: answers_http(addr), process, f"perseus {kind}")
         yield process

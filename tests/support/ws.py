@@ -2,7 +2,9 @@
 
 Events are published the way the core does (``EventPublisher``: seq assigned
 in Redis, the serialized ``StreamEvent`` on the channel's sharded pub/sub),
-on a fresh symbol per test, so tests never see each other's events.
+on a fresh symbol per test, so tests never see each other's events. The gateway
+refuses a symbol the core does not list (issue 16), so a fresh symbol is also
+registered on ``sim`` in the session's database (``migrated_env`` says which).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import asyncio
 import json
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -47,8 +51,36 @@ async def publisher(redis_url: str, redis_prefix: str) -> AsyncIterator[EventPub
     await client.aclose()
 
 
+# The session's database, once a module migrated it (tests/integration/conftest.py: migrated_env).
+SYMBOLS_DATABASE_URL: str | None = None
+
+
+def register_symbols(database_url: str, symbols: Sequence[str], exchange: str = "sim") -> None:
+    """Add ``symbols`` to ``exchange``'s list (what ``ListSymbols`` answers), as its feed would; from sync or
+    async code (a thread of its own)."""
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO symbols (exchange_id, symbol, base, quote)"
+                " SELECT e.id, s, split_part(s, '-', 1), split_part(s, '-', 2)"
+                " FROM exchanges e, unnest($1::text[]) AS s WHERE e.name = $2 ON CONFLICT DO NOTHING",
+                list(symbols),
+                exchange,
+            )
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, insert()).result()
+
+
 def fresh_symbol() -> str:
-    return f"W{secrets.token_hex(3).upper()}-USD"
+    symbol = f"W{secrets.token_hex(3).upper()}-USD"
+    if SYMBOLS_DATABASE_URL is not None:
+        register_symbols(SYMBOLS_DATABASE_URL, [symbol])
+    return symbol
 
 
 def prices_channel(symbol: str, exchange: str = "sim") -> Channel:

@@ -75,6 +75,13 @@ def join(hub: Hub, client: Client, names: dict[str, str], resume: dict[str, int]
     return done
 
 
+def replay(hub: Hub, join: Join, *responses: pb.MultiplexResponse) -> None:
+    """What the session does with a carried join that resumes: its replay stream's answers, then finish."""
+    outcomes = [hub.on_replay(join, response) for response in responses]
+    assert outcomes[-1] is True and not any(outcomes[:-1])
+    hub.finish(join)
+
+
 def test_the_first_client_subscribes_upstream_and_the_second_joins_without_a_request(
     hub: Hub, sent: list[pb.MultiplexRequest]
 ) -> None:
@@ -128,15 +135,17 @@ def test_a_resume_on_a_live_channel_gets_the_replay_then_live_events_above_it(
     hub.on_response(subscribed(sent[0].ref, BTC))
     hub.attach(a)
     hub.on_response(event(BTC, 10))
+    requests = len(sent)
     done = join(hub, b, {BTC: BTC}, resume={BTC: 8})
-    request = sent[-1]
+    assert len(sent) == requests  # the shared stream carries BTC already: nothing is asked of it
+    carried = done.results[0][0]
+    assert isinstance(carried, Join) and not carried.subscribed
+    request = hub.replay_request(carried)  # on a stream of its own
     assert dict(request.resume_from) == {BTC: 8}
-    hub.on_response(event(BTC, 9, ref=request.ref))
     hub.on_response(event(BTC, 11))  # live, while b is still joining
-    hub.on_response(event(BTC, 10, ref=request.ref))
-    hub.on_response(subscribed(request.ref, BTC))
-    result = done.results[0][0]
-    assert isinstance(result, Join)
+    replay(hub, carried, event(BTC, 9, ref=request.ref), event(BTC, 10, ref=request.ref), subscribed(request.ref, BTC))
+    result = done.results[-1][0]
+    assert result is carried and result.subscribed
     hub.on_response(event(BTC, 12))  # live, while b's backlog is still being written
     backlog = [json.loads(_payload(f))["seq"] for f in result.backlog]
     assert backlog == [9, 10, 11, 12]
@@ -149,13 +158,14 @@ def test_a_resume_on_a_live_channel_gets_the_replay_then_live_events_above_it(
 def test_a_resume_gap_reaches_the_client_before_the_replay(hub: Hub, sent: list[pb.MultiplexRequest]) -> None:
     a = Client(FakeSink())
     done = join(hub, a, {"prices:BTC-USD": BTC}, resume={"prices:BTC-USD": 2})
-    ref = sent[-1].ref
-    gap = pb.ResumeGap(channel=BTC, requested_seq=2, first_available_seq=40)
-    hub.on_response(pb.MultiplexResponse(ref=ref, resume_gap=gap))
-    hub.on_response(event(BTC, 40, ref=ref))
-    hub.on_response(subscribed(ref, BTC))
+    shared = sent[-1]
+    assert list(shared.subscribe) == [BTC] and not shared.resume_from  # the shared stream never replays
+    hub.on_response(subscribed(shared.ref, BTC))
     result = done.results[0][0]
-    assert isinstance(result, Join)
+    assert isinstance(result, Join) and not result.subscribed
+    ref = hub.replay_request(result).ref
+    gap = pb.ResumeGap(channel=BTC, requested_seq=2, first_available_seq=40)
+    replay(hub, result, pb.MultiplexResponse(ref=ref, resume_gap=gap), event(BTC, 40, ref=ref), subscribed(ref, BTC))
     first, second = (json.loads(_payload(f)) for f in result.backlog)
     assert first == {"type": "resume_gap", "channel": "prices:BTC-USD", "requested_seq": 2, "first_available_seq": 40}
     assert second["seq"] == 40
@@ -233,14 +243,13 @@ def test_a_resume_deeper_than_the_backlog_gets_the_newest_events_after_one_gap(
     seq on every reconnect. It now gets the newest MAX_BACKLOG_FRAMES events after an explicit gap."""
     client = Client(FakeSink())
     done = join(hub, client, {"prices:BTC-USD": BTC}, resume={"prices:BTC-USD": 100})
-    ref = sent[-1].ref
-    last = 100 + MAX_BACKLOG_FRAMES + 2_000
-    for seq in range(101, last + 1):
-        hub.on_response(event(BTC, seq, ref=ref))
-    hub.on_response(subscribed(ref, BTC))
-    assert client.sink.failed is None  # type: ignore[attr-defined]
+    hub.on_response(subscribed(sent[-1].ref, BTC))
     result = done.results[0][0]
     assert isinstance(result, Join)
+    ref = hub.replay_request(result).ref
+    last = 100 + MAX_BACKLOG_FRAMES + 2_000
+    replay(hub, result, *(event(BTC, seq, ref=ref) for seq in range(101, last + 1)), subscribed(ref, BTC))
+    assert client.sink.failed is None  # type: ignore[attr-defined]
     gap, *events = (json.loads(_payload(f)) for f in result.backlog)
     first_kept = last - MAX_BACKLOG_FRAMES + 1
     assert gap == {
