@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import NoReturn
 
@@ -106,11 +106,21 @@ def build_parser() -> _Parser:
         "exit 0 when up to date, 3 when some are pending, 1 when an applied one was changed",
     )
 
-    keys = _command(sub, "keys", "create, list and revoke API keys in PERSEUS_DATABASE_URL")
+    keys = _command(
+        sub,
+        "keys",
+        "create, list and revoke API keys in PERSEUS_DATABASE_URL, else in the embedded PostgreSQL of a running "
+        "`perseus up`",
+    )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, title="commands", metavar="COMMAND")
     create = _command(keys_sub, "create", "create a key and print it once (only its hash is stored)")
     create.add_argument("--tier", choices=TIERS, default="free", help="the tier, which sets the key's limits")
     create.add_argument("--name", default="", help="a label for people, shown by `perseus keys list`")
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="rotate: revoke every active key with this --name in the same transaction",
+    )
     listing = _command(keys_sub, "list", "list keys with tier, prefix and status (never a key or its hash)")
     listing.add_argument(
         "--json",
@@ -119,7 +129,34 @@ def build_parser() -> _Parser:
     )
     revoke = _command(keys_sub, "revoke", "revoke a key by id, listed prefix, or the key itself")
     revoke.add_argument("key_id", help="the id or prefix shown by `perseus keys list`, or the whole key")
+    for command in (create, listing, revoke):
+        command.add_argument(
+            "--data-dir",
+            default=variables.DATA_DIR.read(os.environ),
+            help="with PERSEUS_DATABASE_URL unset: the data directory of the running `perseus up` whose embedded "
+            "PostgreSQL to use (env PERSEUS_DATA_DIR)",
+        )
     return parser
+
+
+def embedded_database(environ: Mapping[str, str], data_dir: str) -> dict[str, str]:
+    """``environ`` with ``PERSEUS_DATABASE_URL`` set: as given, else the URL (password included) that a running
+    ``perseus up`` recorded for its embedded PostgreSQL in ``data_dir``; SettingsError when there is neither."""
+    name = variables.DATABASE_URL.name
+    if variables.DATABASE_URL.is_set(environ):
+        return dict(environ)
+    from perseus_cli.devstack.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(data_dir)
+    try:
+        url = server.url
+    except (RuntimeError, OSError):
+        raise variables.SettingsError(
+            name,
+            f"is not set, and no `perseus up` runs an embedded PostgreSQL in {server.dir}: set {name}, "
+            "or start `perseus up` (or give its --data-dir)",
+        ) from None
+    return {**environ, name: url}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -167,7 +204,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "keys":
             from core.adapters.apikeys import run_keys
 
-            return run_keys(environ, args)
+            return run_keys(embedded_database(environ, args.data_dir), args)
     raise AssertionError(args.command)
 
 

@@ -109,6 +109,21 @@ async def create_key(conn: Executor, *, tier: KeyTier | str, name: str = "") -> 
     return key, record
 
 
+async def replace_key(conn: Connection, *, tier: KeyTier | str, name: str) -> tuple[str, ApiKeyRecord, int]:
+    """Rotate the key named ``name``: revoke every active key of that name and create a new one, in one
+    transaction; returns the new key, its record and how many keys were revoked (``perseus up``'s dev key)."""
+    if not name:
+        raise ValueError("replacing a key needs its --name")
+    async with conn.transaction():
+        revoked = await conn.fetch(
+            "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING id", name
+        )
+        key, record = await create_key(conn, tier=tier, name=name)
+    for row in revoked:
+        logger.info("api key revoked", extra={"fields": {"key_id": row["id"]}})
+    return key, record, len(revoked)
+
+
 async def authenticate(conn: Executor, key: str, *, record_use: bool = False) -> ApiKeyRecord | None:
     """The record of an active key; None for an unknown, malformed or revoked key.
 
@@ -232,7 +247,11 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
     try:
         match args.keys_command:
             case "create":
-                key, record = await create_key(conn, tier=args.tier, name=args.name or "")
+                if getattr(args, "replace", False):
+                    key, record, revoked = await replace_key(conn, tier=args.tier, name=args.name or "")
+                    print(f"revoked {revoked} active key(s) named {record.name!r}")
+                else:
+                    key, record = await create_key(conn, tier=args.tier, name=args.name or "")
                 print(f"created {record.tier} key {record.id} ({record.prefix}); it is shown once, store it now:")
                 print(key)  # alone on the last line: `perseus up` parses it
             case "list":

@@ -2,8 +2,11 @@
 
 ``perseus up --cluster`` starts one beside the embedded primary and hands its URL to the cores as
 ``PERSEUS_DATABASE_READ_URL``; the tests make theirs with it too (``tests/support/pg_replica.py``).
-It works because the embedded primary's ``initdb --auth=trust`` cluster takes replication connections
-from loopback (the machine's own PostgreSQL may not).
+It works because the embedded primary takes replication connections from loopback with its generated
+password (the machine's own PostgreSQL may not): ``pg_basebackup`` is given the primary's URL, password
+included, and ``-R`` writes it into the standby's ``primary_conninfo`` (in ``pgdata``, private to the
+server's user). The copy has the primary's ``pg_hba.conf`` and roles, so the standby asks for the same
+password; its URL carries it.
 
 The replica is a copy, never a store of its own: every :meth:`~EmbeddedReplica.start` takes a fresh
 ``pg_basebackup`` of the primary (into ``pgdata.init``, renamed when whole), so a replica left from an
@@ -49,6 +52,11 @@ class EmbeddedReplica(EmbeddedPostgres):
     ) -> None:
         super().__init__(primary.data_dir if data_dir is None else data_dir, detached=detached)
         self.primary = primary
+
+    @property
+    def password(self) -> str | None:
+        """The primary's: the standby is a copy of its roles."""
+        return self.primary.password
 
     def _argv(self, port: int) -> list[str]:
         return [*super()._argv(port), "-c", "hot_standby=on"]

@@ -5,11 +5,16 @@ The binaries come from the ``pgserver`` wheel (:mod:`perseus_cli.devstack.pg_ins
 :class:`~perseus_cli.devstack.server.EmbeddedServer`'s. Under ``<data_dir>/postgres``::
 
     pgdata/         the cluster (initdb runs once; owned by the PostgreSQL user)
-    postgres.log    server output, appended; initdb.log beside it
+    password        the ``postgres`` user's generated password (0600); the URL in server.json carries it
+    postgres.log    server output, appended; initdb.log and single-user.log beside it
     install/        a private copy of the binaries, only when root needs one
 
-The application database is the cluster's own ``postgres`` database, user ``postgres``, trust auth
-(the cluster is private to this data directory, so a separate database buys nothing). As root,
+The application database is the cluster's own ``postgres`` database, user ``postgres`` (the cluster is
+private to this data directory, so a separate database buys nothing). It listens on 127.0.0.1 only, opens
+no Unix socket, and takes TCP connections (replication too) only with the generated password, checked with
+SCRAM-SHA-256: ``pg_hba.conf`` is rewritten at every start to say exactly that. A cluster without a
+``password`` file (a fresh one, or one made by a version that trusted every local connection) gets one
+before the server starts, set in single-user mode (docs/design/devstack-credentials.md). As root,
 PostgreSQL runs as an unprivileged user instead (:mod:`perseus_cli.devstack.service_user`).
 """
 
@@ -23,11 +28,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from core.settings import StartupError
 from perseus_cli.devstack.pg_install import PgInstall
 from perseus_cli.devstack.processes import HOST, child_preexec, error_line, open_log, read_from, server_env
-from perseus_cli.devstack.server import EmbeddedServer
+from perseus_cli.devstack.server import PASSWORD_FILE_NAME, EmbeddedServer, new_password, read_secret, write_private
 from perseus_cli.devstack.service_user import SERVICE_USER, ServiceUser, chown_tree, open_data_dir
 
 logger = logging.getLogger(__name__)
@@ -35,6 +41,18 @@ logger = logging.getLogger(__name__)
 __all__ = ["EmbeddedPostgres"]
 
 INITDB_TIMEOUT_S = 120.0
+SINGLE_USER_TIMEOUT_S = 120.0
+PASSWORD_ENCRYPTION = "scram-sha-256"
+# The whole of pg_hba.conf: TCP from this machine, every database and replication, with the password only.
+HBA = f"""\
+# Written by `perseus up` (perseus_cli/devstack/postgres.py) at every start; edits are overwritten.
+# TCP from this machine only, with the generated password (see the `password` file beside pgdata).
+# No Unix socket is opened, so there is no `local` line.
+host    all             all     127.0.0.1/32    {PASSWORD_ENCRYPTION}
+host    all             all     ::1/128         {PASSWORD_ENCRYPTION}
+host    replication     all     127.0.0.1/32    {PASSWORD_ENCRYPTION}
+host    replication     all     ::1/128         {PASSWORD_ENCRYPTION}
+"""
 
 
 class EmbeddedPostgres(EmbeddedServer):
@@ -63,8 +81,15 @@ class EmbeddedPostgres(EmbeddedServer):
         """The binaries it runs (a private copy when root needs one); None before the first start."""
         return self._install
 
+    @property
+    def password(self) -> str | None:
+        """The ``postgres`` user's password, from the ``password`` file; None before the first start."""
+        return read_secret(self.dir / PASSWORD_FILE_NAME)
+
     def _url(self, port: int) -> str:
-        return f"postgresql://{self.USER}@{HOST}:{port}/{self.DATABASE}"
+        password = self.password
+        user = f"{self.USER}:{quote(password, safe='')}" if password else self.USER
+        return f"postgresql://{user}@{HOST}:{port}/{self.DATABASE}"
 
     def _spawn_kwargs(self) -> dict[str, Any]:
         return self._user.popen_kwargs() if self._user else {}
@@ -81,6 +106,8 @@ class EmbeddedPostgres(EmbeddedServer):
             f"port={port}",
             "-c",
             "unix_socket_directories=",
+            "-c",
+            f"password_encryption={PASSWORD_ENCRYPTION}",
         ]
 
     def _ready(self, pid: int, port: int) -> bool:
@@ -104,7 +131,67 @@ class EmbeddedPostgres(EmbeddedServer):
             self._initdb()
         elif self._user is not None:
             chown_tree(self.pgdata, self._user)
+        self._secure()
         logger.info("embedded PostgreSQL data in %s", self.pgdata)
+
+    # ---- credentials: a password for `postgres`, and a pg_hba.conf that asks for it
+
+    def _secure(self) -> None:
+        """Give ``postgres`` a password when the cluster has none yet, then rewrite ``pg_hba.conf``.
+
+        The password is set first and stored after, so a failure in between leaves no stored password that
+        the cluster does not know: the next start simply sets a new one.
+        """
+        password_file = self.dir / PASSWORD_FILE_NAME
+        if read_secret(password_file) is None:
+            password = new_password()
+            self._single_user(f"ALTER ROLE {self.USER} PASSWORD '{password}'")
+            write_private(password_file, f"{password}\n")
+            logger.info("embedded PostgreSQL: generated a password for %r (stored in %s)", self.USER, password_file)
+        hba = self.pgdata / "pg_hba.conf"
+        write_private(hba, HBA)
+        if self._user is not None:
+            os.chown(hba, self._user.uid, self._user.gid)
+
+    def _single_user(self, statement: str) -> None:
+        """Run one statement in single-user mode (no server, no connection: stdin), as the server's user.
+
+        The statement goes through stdin, never argv, so no other process sees it; the output
+        (``single-user.log``) echoes no statement, only errors.
+        """
+        assert self._install is not None
+        log, label = self.dir / "single-user.log", f"embedded {self.kind}"
+        fd, offset = open_log(log)
+        try:
+            result = subprocess.run(
+                [
+                    str(self._install.postgres),
+                    "--single",
+                    "-D",
+                    str(self.pgdata),
+                    "-c",
+                    f"password_encryption={PASSWORD_ENCRYPTION}",
+                    self.DATABASE,
+                ],
+                input=f"{statement};\n".encode(),
+                stdout=fd,
+                stderr=fd,
+                env=server_env(),
+                timeout=SINGLE_USER_TIMEOUT_S,
+                check=False,
+                start_new_session=True,
+                preexec_fn=child_preexec(signal.SIGKILL),
+                **self._spawn_kwargs(),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StartupError(f"{label}: setting its password failed ({exc}; log {log})") from exc
+        finally:
+            os.close(fd)
+        output = read_from(log, offset)
+        if result.returncode != 0 or "ERROR:" in output or "FATAL:" in output:
+            raise StartupError(
+                f"{label}: setting its password failed (code {result.returncode}): {error_line(output)} (log {log})"
+            )
 
     def _prepare_dir(self) -> None:
         """Create ``<data_dir>/<subdir>``, private, or reachable by the service user when we are root."""

@@ -13,6 +13,9 @@ which another process may hold), a directory under one temp dir, no persistence 
 ``persistent=True`` an append-only file that lasts as long as the cluster, so a node restarted in place keeps
 its data) and a short ``cluster-node-timeout`` (2 s by default): a dead master's replica takes over within a
 few seconds. Nodes are stopped by PID, and die with the thread that started them (parent-death signal).
+With ``password`` every node asks every client for it (``requirepass``) and replicas give it to their
+masters (``masterauth``), from a 0600 config file in the node's directory (never argv); the node URLs
+become ``redis://:password@...``. ``perseus up --cluster`` always sets one.
 :meth:`LocalRedisCluster.restart_node` starts a dead node again on its ports and directory: its
 ``nodes.conf`` makes it rejoin (as a replica, when its replica has taken over meanwhile).
 
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import redis
 
@@ -50,7 +54,8 @@ from perseus_cli.devstack.processes import (
     server_env,
     stop_process,
 )
-from perseus_cli.devstack.valkey import valkey_binary
+from perseus_cli.devstack.server import write_private
+from perseus_cli.devstack.valkey import auth_config, valkey_binary
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +118,14 @@ class ClusterNode:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     node_id: str = ""
     tls: ClusterTls | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         if self.tls is not None:
             return f"rediss://{self.tls.user}:{self.tls.password}@{HOST}:{self.port}"
+        if self.password is not None:
+            return f"redis://:{quote(self.password, safe='')}@{HOST}:{self.port}"
         return f"redis://{HOST}:{self.port}"
 
     @property
@@ -129,8 +137,10 @@ class ClusterNode:
         return self.proc is not None and self.proc.poll() is None
 
     def client(self, timeout_s: float = 1.0) -> redis.Redis:
-        tls = self.tls.client_kwargs() if self.tls is not None else {}
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **tls)
+        auth = self.tls.client_kwargs() if self.tls is not None else {"password": self.password}
+        return redis.Redis(
+            host=HOST, port=self.port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **auth
+        )
 
 
 class LocalRedisCluster:
@@ -145,15 +155,19 @@ class LocalRedisCluster:
         binary: Path | None = None,
         persistent: bool = False,
         tls: ClusterTls | None = None,
+        password: str | None = None,
     ) -> None:
         if masters < 1 or replicas_per_master < 0:
             raise ValueError("a cluster needs at least one master and a non-negative number of replicas")
+        if tls is not None and password is not None:
+            raise ValueError("a TLS cluster authenticates its ACL user; give no password besides")
         self._masters = masters
         self._replicas = replicas_per_master
         self._node_timeout_ms = node_timeout_ms
         self._binary = binary
         self._persistent = persistent
         self._tls = tls
+        self._password = password
         self._root: Path | None = None
         self.nodes: list[ClusterNode] = []
 
@@ -251,7 +265,9 @@ class LocalRedisCluster:
         assert self._root is not None
         for _ in range(self._masters * (1 + self._replicas)):
             for _attempt in range(5):
-                node = ClusterNode(port=free_port(), bus_port=free_port(), dir=Path(), tls=self._tls)
+                node = ClusterNode(
+                    port=free_port(), bus_port=free_port(), dir=Path(), tls=self._tls, password=self._password
+                )
                 node.dir = self._root / f"node-{node.port}"
                 node.dir.mkdir()
                 self._spawn(binary, node)
@@ -267,8 +283,13 @@ class LocalRedisCluster:
         listen = ["--port", str(node.port)]
         if self._tls is not None:  # TLS only: no plain port
             listen = ["--port", "0", "--tls-port", str(node.port), *self._tls.server_args()]
+        config: list[str] = []
+        if self._password is not None:  # a config file first (the options below add to it): never in argv
+            write_private(node.dir / "auth.conf", auth_config(self._password, replicas=True))
+            config = [str(node.dir / "auth.conf")]
         argv = [
             str(binary),
+            *config,
             "--bind", HOST,
             *listen,
             "--cluster-enabled", "yes",

@@ -5,7 +5,9 @@
 ``<data_dir>/<subdir>/`` and survives restarts::
 
     <subdir>.log    server output, appended
-    server.json     pid, process start time, port and URL of the running server
+    server.json     pid, process start time, port and URL of the running server (the URL carries the
+                    server's password, so the file is 0600, like ``password``)
+    password        the server's generated password (0600; docs/design/devstack-credentials.md)
     last-port       the port to try first next time
 
 A server listens on 127.0.0.1 only, on a free TCP port: the previous run's port when it is still
@@ -23,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -31,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from common.settings import redact_url
 from core.settings import StartupError
 from perseus_cli.devstack.processes import (
     POLL_S,
@@ -51,13 +55,39 @@ from perseus_cli.devstack.processes import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedServer"]
+__all__ = ["PASSWORD_FILE_NAME", "EmbeddedServer", "new_password", "read_secret", "write_private"]
 
 PORT_ATTEMPTS = 5
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 RECORD_NAME = "server.json"
 PORT_FILE_NAME = "last-port"
+PASSWORD_FILE_NAME = "password"
+PASSWORD_BYTES = 24  # 192 random bits, 32 URL-safe characters: nothing to quote in a URL or a config file
+
+
+def new_password() -> str:
+    """A random password made of URL-safe characters only."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole (a temporary file renamed over it), readable by its owner only (0600)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    tmp.replace(path)
+
+
+def read_secret(path: Path) -> str | None:
+    """The secret stored in ``path`` (see :func:`write_private`), or None when there is none."""
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return value or None
 
 
 class EmbeddedServer(abc.ABC):
@@ -118,7 +148,7 @@ class EmbeddedServer(abc.ABC):
         logger.info(
             "embedded %s ready at %s (pid %d); data in %s, log %s",
             self.kind,
-            self.url,
+            redact_url(self.url),
             self._proc.pid if self._proc else -1,
             self.dir,
             self.log_path,
@@ -288,7 +318,7 @@ class EmbeddedServer(abc.ABC):
         if record is not None:
             raise StartupError(
                 f"embedded {self.kind} for {self.data_dir} is already running (pid {record['pid']}, "
-                f"{record.get('url', '?')}); is another `perseus up` using this data directory?"
+                f"{redact_url(str(record.get('url', '?')))}); is another `perseus up` using this data directory?"
             )
 
     def _write_record(self) -> None:
@@ -299,9 +329,7 @@ class EmbeddedServer(abc.ABC):
             "port": self._port,
             "url": self.url,
         }
-        tmp = self._record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(self._record_path)
+        write_private(self._record_path, json.dumps(record))  # the URL carries the password
         (self.dir / PORT_FILE_NAME).write_text(f"{self._port}\n")
 
     def _stop_recorded(self, pid: int, start_ticks: int | None) -> None:

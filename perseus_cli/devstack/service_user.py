@@ -2,7 +2,7 @@
 
 PostgreSQL refuses to run as root, so as root it runs as :data:`SERVICE_USER` (``nobody``), with
 supplementary groups dropped, and ``pgdata`` owned by that user. Only an unprivileged account is
-acceptable: trust auth makes every local user the database superuser, who can read and write
+acceptable: the database superuser (whoever has the generated password) can read and write
 files as the server's OS user.
 
 That user must reach the data directory. :func:`open_data_dir` makes the data directory itself

@@ -1,9 +1,16 @@
 """``perseus up``: everything a developer needs, in one terminal, stopped by one Ctrl-C, healing itself.
 
 :func:`run_up` starts the embedded PostgreSQL and Redis for whichever of ``PERSEUS_DATABASE_URL``
-and ``PERSEUS_REDIS_URL`` is unset, runs ``perseus migrate``, creates a development API key, then
-starts ``perseus core``, ``perseus rest`` and ``perseus ws`` and waits until the REST gateway's
-``/health`` answers 200 before printing a summary.
+and ``PERSEUS_REDIS_URL`` is unset (each with a generated password: docs/design/devstack-credentials.md),
+runs ``perseus migrate``, rotates the development API key, then starts ``perseus core``, ``perseus rest``
+and ``perseus ws`` and waits until the REST gateway's ``/health`` answers 200 before printing a summary.
+
+Credentials: the development key is one ``internal`` key named :data:`DEV_KEY_NAME`, created afresh at
+every start with the previous one revoked (``perseus keys create --replace``), and only in the embedded
+database: a database given in ``PERSEUS_DATABASE_URL`` is the user's, and the summary says how to create
+a key there instead. Every process started gets ``PERSEUS_SERVICE_TOKEN``, the credential the gateways
+give the core: the user's when set, else a random one made for this run. The rest of the environment
+(``OTEL_*`` included) is passed on as it is.
 
 Healing: once the summary is out, every child is supervised, the embedded servers included. A
 child that exits (whatever its code: nothing here is meant to end on its own) is started again
@@ -43,6 +50,7 @@ import abc
 import contextlib
 import http.client
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -74,6 +82,7 @@ __all__ = [
     "Supervisor",
     "UpPlan",
     "default_plan",
+    "dev_key_command",
     "reachable",
     "run_up",
 ]
@@ -90,6 +99,19 @@ DEFAULT_GRACE_S = 10.0
 # PERSEUS_SIM_BACKFILL_MINUTES in common/settings.py, so the configuration reference says so).
 UP_SIM_BACKFILL_MINUTES = variables.UP_SIM_BACKFILL_MINUTES
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DEV_KEY_NAME = "perseus-up-dev"  # the one key `perseus up` keeps (rotated at every start)
+DEV_KEY_TIER = "internal"
+SERVICE_TOKEN = "PERSEUS_SERVICE_TOKEN"  # the core's service credential (issue 16), given to every child
+SERVICE_TOKEN_BYTES = 32
+NO_DEV_KEY = (
+    "none: PERSEUS_DATABASE_URL is yours, so `perseus up` creates no key in it; "
+    "create one with `perseus keys create --tier internal`"
+)
+
+
+def dev_key_command(cli: Sequence[str]) -> tuple[str, ...]:
+    """``perseus keys create`` for the development key: a new one, the previous one revoked."""
+    return (*cli, "keys", "create", "--tier", DEV_KEY_TIER, "--name", DEV_KEY_NAME, "--replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +168,7 @@ def default_plan(env: Mapping[str, str]) -> UpPlan:
             Child("ws", (*cli, "ws"), f"ws://{reachable(ws_addr)}/public/v1/stream"),
         ),
         migrate=(*cli, "migrate"),
-        create_key=(*cli, "keys", "create", "--tier", "admin", "--name", "dev"),
+        create_key=dev_key_command(cli),
         health_url=f"{rest_url}/health",
     )
 
@@ -506,6 +528,7 @@ def _start_embedded(
         server.start()
         servers.append(server)
         env[variable] = server.url
+        # in full, password included: the user's own machine, and what they paste into psql or valkey-cli
         lines[label] = f"{server.url}  (embedded; data in {server.dir})"
     return lines, servers
 
@@ -517,11 +540,12 @@ def _dev_key(output: str) -> str:
     return lines[-1]
 
 
-def _summary(plan: UpPlan, stores: Mapping[str, str], key: str) -> str:
+def _summary(plan: UpPlan, stores: Mapping[str, str], key: str, token: str) -> str:
     rows = [(child.name, child.listen or " ".join(child.argv)) for child in plan.children]
     rows += list(plan.notes)
     rows += list(stores.items())
     rows.append(("dev API key", key))
+    rows.append(("service token", token))
     width = max(len(name) for name, _ in rows)
     body = "\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows)
     return f"\nPerseus is up.\n{body}\nA child that dies is restarted (each restart is logged). Ctrl-C to stop.\n"
@@ -550,6 +574,12 @@ def run_up(
     if not variables.LOG_FORMAT.is_set(env):
         env[variables.LOG_FORMAT.name] = variables.UP_LOG_FORMAT
     env.setdefault(variables.SIM_BACKFILL_MINUTES.name, str(UP_SIM_BACKFILL_MINUTES))
+    if env.get(SERVICE_TOKEN, "").strip():
+        token_row = f"from {SERVICE_TOKEN}"
+    else:
+        env[SERVICE_TOKEN] = secrets.token_urlsafe(SERVICE_TOKEN_BYTES)
+        token_row = f"{env[SERVICE_TOKEN]}  (made for this run: {SERVICE_TOKEN} of every process)"
+    embedded_database = not variables.DATABASE_URL.is_set(env)
     _configure_logging(env)
     variables.warn_unknown(env, logger)
     start_stores = _start_embedded
@@ -564,7 +594,11 @@ def run_up(
         try:
             stores, servers = start_stores(env, Path(data_dir), stack, signals)
             run_step("`perseus migrate`", plan.migrate, env, signals, timeout_s=MIGRATE_TIMEOUT_S)
-            key = _dev_key(run_step("`perseus keys create`", plan.create_key, env, signals, timeout_s=KEYS_TIMEOUT_S))
+            key = (
+                _dev_key(run_step("`perseus keys create`", plan.create_key, env, signals, timeout_s=KEYS_TIMEOUT_S))
+                if embedded_database
+                else NO_DEV_KEY
+            )
             supervisor = Supervisor(
                 plan.children,
                 signals,
@@ -582,5 +616,5 @@ def run_up(
         except _Interrupted:
             logger.info("stopping before everything was up")
             return 0
-        print(_summary(plan, stores, key), file=out, flush=True)
+        print(_summary(plan, stores, key, token_row), file=out, flush=True)
         return supervisor.watch()

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from core.settings import StartupError
 from perseus_cli.devstack.pg_install import PgInstall
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.valkey import EmbeddedRedis
-from tests.support.devstack import StartUp, alive, still_alive, up_starter
+from tests.support.devstack import SUCCEED, StartUp, alive, still_alive, up_starter
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -123,6 +124,45 @@ def test_postgres_that_cannot_start_raises_one_line_and_leaves_nothing_running(d
     assert "postgresql.auto.conf" in message and "postgres.log" in message
     assert processes_mentioning(str(data_dir)) == []
     assert not (data_dir / "postgres" / "server.json").exists()
+
+
+async def test_postgres_refuses_tcp_without_its_password(data_dir: Path) -> None:
+    with EmbeddedPostgres(data_dir) as server:
+        password = server.password
+        assert password is not None and f":{password}@" in server.url
+        assert stat.S_IMODE((data_dir / "postgres" / "password").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data_dir / "postgres" / "server.json").stat().st_mode) == 0o600
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", timeout=5)
+        with pytest.raises(asyncpg.InvalidPasswordError):  # replication connections too (pg_basebackup's)
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres?replication=true", timeout=5)
+        conn = await asyncpg.connect(server.url, timeout=5)
+        await conn.close()
+    with EmbeddedPostgres(data_dir) as again:  # the password is kept: the URL stays the same
+        assert again.password == password
+
+
+async def test_postgres_made_by_an_older_version_gets_a_password_and_keeps_its_data(data_dir: Path) -> None:
+    """Versions before issue 16 left a cluster made by ``initdb --auth=trust`` and no ``password`` file: every
+    local TCP connection was the superuser. Such a cluster still starts, and then asks for a password."""
+    old = EmbeddedPostgres(data_dir)
+    old._prepare_dir()  # what an older version's start did: directories, binaries, initdb with trust
+    old._install = old._usable_install(PgInstall.bundled())
+    old._initdb()
+    old._single_user("CREATE TABLE kept_from_before (v text)")
+    hba = data_dir / "postgres" / "pgdata" / "pg_hba.conf"
+    assert "trust" in hba.read_text() and not (data_dir / "postgres" / "password").exists()
+
+    with EmbeddedPostgres(data_dir) as server:
+        assert server.password is not None
+        assert "trust" not in hba.read_text()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", timeout=5)
+        conn = await asyncpg.connect(server.url, timeout=5)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM kept_from_before") == 0
+        finally:
+            await conn.close()
 
 
 @pytest.mark.parametrize("server_class", [EmbeddedPostgres, EmbeddedRedis])
@@ -365,6 +405,17 @@ def test_up_stops_embedded_servers_when_migrate_fails(start_up: StartUp, data_di
     assert "embedded PostgreSQL data in" in up.stderr()
     assert processes_mentioning(str(data_dir)) == []
     assert not (data_dir / "redis" / "server.json").exists()
+
+
+def test_up_stops_when_the_key_command_prints_no_key(start_up: StartUp, data_dir: Path) -> None:
+    """The dev key is made in the embedded database only, so this runs on embedded servers."""
+    port = free_port()
+    up = start_up([("rest", "http", [str(port)])], env={}, health_port=port, create_key=SUCCEED, data_dir=data_dir)
+
+    assert up.exit_code() == 2
+    assert "printed no key" in up.stderr()
+    assert up.child_pids() == []
+    assert processes_mentioning(str(data_dir)) == []
 
 
 def test_up_passes_given_urls_through_without_starting_servers(start_up: StartUp, data_dir: Path) -> None:

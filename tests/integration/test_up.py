@@ -27,7 +27,7 @@ from perseus.marketdata.v1 import (
     market_pb2,
 )
 from tests.support.databases import scratch_database
-from tests.support.processes import Process, free_port, spawn, wait_until
+from tests.support.processes import Process, free_port, run_cli, spawn, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("perseus_up")]  # one real stack at a time
 
@@ -77,18 +77,22 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{ports['ws']}/health", timeout=2).status_code == 200
         assert (data_dir / "postgres").is_dir() and (data_dir / "redis").is_dir()
 
-        output = up.output()
-        key = next(word for line in output.splitlines() for word in line.split() if word.startswith("pk_adm_"))
+        key = printed_key(up.output())
+        token = re.search(r"^  service token +(\S+)", up.output(), re.MULTILINE)
+        assert token is not None, up.output()
+        auth = (("authorization", f"Bearer {token[1]}"),)  # the core's service credential, made for this run
         with grpc.insecure_channel(env["PERSEUS_CORE_ADDR"]) as channel:
             reply = key_service_pb2_grpc.KeyServiceStub(channel).AuthenticateKey(
-                key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2
+                key_service_pb2.AuthenticateKeyRequest(key=key), timeout=2, metadata=auth
             )
-            assert reply.api_key.tier == key_service_pb2.KEY_TIER_ADMIN
+            assert reply.api_key.tier == key_service_pb2.KEY_TIER_INTERNAL  # the dev key is internal (issue 16)
             market = md_grpc.MarketDataServiceStub(channel)
 
             def sim_is_live() -> bool:  # the sim exchange feeds the pipeline under `perseus up`
-                exchanges = market.ListExchanges(md_pb2.ListExchangesRequest(), timeout=2).exchanges
-                prices = market.GetLatestPrices(md_pb2.GetLatestPricesRequest(symbols=["BTC-USD"]), timeout=2).prices
+                exchanges = market.ListExchanges(md_pb2.ListExchangesRequest(), timeout=2, metadata=auth).exchanges
+                prices = market.GetLatestPrices(
+                    md_pb2.GetLatestPricesRequest(symbols=["BTC-USD"]), timeout=2, metadata=auth
+                ).prices
                 online = {e.name: e.status for e in exchanges}["sim"] == market_pb2.EXCHANGE_STATUS_ONLINE
                 return online and [p.source for p in prices] == ["sim"]
 
@@ -99,13 +103,13 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
                     exchange="sim", symbol="BTC-USD", timeframe=common_pb2.TIMEFRAME_5M
                 )
                 try:
-                    market.GetIndicator(request, timeout=2)
+                    market.GetIndicator(request, timeout=2, metadata=auth)
                 except grpc.RpcError:
                     return False
                 return True
 
             wait_until(indicator_ready, up, "a 5m MACD-V value under perseus up", timeout=30)
-            alerts = market.ListAlerts(md_pb2.ListAlertsRequest(exchange="sim", page_size=5), timeout=2)
+            alerts = market.ListAlerts(md_pb2.ListAlertsRequest(exchange="sim", page_size=5), timeout=2, metadata=auth)
             assert alerts.signals and {a.exchange for a in alerts.signals} == {"sim"}
 
         with pytest.raises(ConnectionClosed), connect(f"ws://127.0.0.1:{ports['ws']}/public/v1/stream") as ws:
@@ -141,11 +145,15 @@ def _start_up(data_dir: Path, given: dict[str, str]) -> tuple[Process, dict[str,
     return up, ports
 
 
-def _serves_a_read(up: Process, ports: dict[str, int]) -> None:
-    """The stack is whole: /health says every service is up, and the printed key reads the sim's latest price."""
+def printed_key(output: str) -> str:
+    """The dev key ``perseus up`` printed: an ``internal`` one (issue 16)."""
+    return next(word for line in output.splitlines() for word in line.split() if word.startswith("pk_int_"))
+
+
+def _serves_a_read(up: Process, ports: dict[str, int], key: str) -> None:
+    """The stack is whole: /health says every service is up, and ``key`` reads the sim's latest price."""
     body = httpx.get(f"http://127.0.0.1:{ports['rest']}/health", timeout=3).json()
     assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}, body
-    key = next(word for line in up.output().splitlines() for word in line.split() if word.startswith("pk_adm_"))
 
     def priced() -> bool:
         response = httpx.get(
@@ -182,7 +190,7 @@ def test_only_a_redis_url_is_used_beside_the_embedded_postgres(
         assert re.search(r"Redis\s+redis://\S+\s+\(from PERSEUS_REDIS_URL\)", summary), summary[-2000:]
         assert f"embedded; data in {data_dir / 'postgres'}" in summary
         assert (data_dir / "postgres").is_dir() and not (data_dir / "redis").exists()
-        _serves_a_read(up, ports)
+        _serves_a_read(up, ports, printed_key(summary))
         assert next(client.scan_iter(match=f"{prefix}*", count=1000), None) is not None, "nothing written there"
         _stops_cleanly(up)
     finally:
@@ -203,12 +211,16 @@ async def test_only_a_database_url_is_used_beside_the_embedded_redis(data_dir: P
             assert re.search(r"PostgreSQL\s+postgresql://\S+\s+\(from PERSEUS_DATABASE_URL\)", summary), summary
             assert f"embedded; data in {data_dir / 'redis'}" in summary
             assert (data_dir / "redis").is_dir() and not (data_dir / "postgres").exists()
-            _serves_a_read(up, ports)
+            # the given database is the user's: no dev key is made in it, and the summary says how to make one
+            assert "pk_int_" not in summary and "`perseus keys create --tier internal`" in summary, summary
             conn = await asyncpg.connect(url)
-            try:  # the dev key `perseus up` printed was created in the given database
-                assert await conn.fetchval("SELECT count(*) FROM api_keys WHERE name = 'dev'") == 1
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM api_keys") == 0
             finally:
                 await conn.close()
+            made = run_cli(["keys", "create", "--tier", "free"], {"PERSEUS_DATABASE_URL": url})
+            assert made.returncode == 0, made.stderr
+            _serves_a_read(up, ports, made.stdout.strip().splitlines()[-1])
             _stops_cleanly(up)
         finally:
             up.close()

@@ -27,12 +27,15 @@ import random
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -44,7 +47,7 @@ from websockets.sync.client import connect
 from perseus_cli.devstack.processes import port_free
 from perseus_cli.devstack.redis_cluster import LocalRedisCluster
 from tests.support.databases import scratch_database
-from tests.support.processes import Process, grpc_serving, spawn, wait_until
+from tests.support.processes import Process, grpc_serving, run_cli, spawn, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -165,9 +168,15 @@ def test_every_address_is_printed_and_every_process_answers(stack: Stack) -> Non
     for gateway in ("rest-1", "rest-2", "ws-1", "ws-2"):
         assert httpx.get(f"http://{addrs[gateway]}/livez", timeout=3).status_code == 200, gateway
 
-    facts = _cluster_info(int(rows["Redis Cluster"].split()[0].rpartition(":")[2]))
+    port = int(rows["Redis Cluster"].split()[0].rpartition(":")[2])
+    facts = _cluster_info(stack, port)
     assert facts["cluster_state"] == "ok" and facts["cluster_known_nodes"] == "6", facts
     assert facts["cluster_slots_ok"] == "16384", facts
+    # the cluster asks for the password it printed (issue 16): a client without it gets NOAUTH
+    assert len(_password(stack)) >= 20
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as anonymous:
+        anonymous.sendall(b"GET anything\r\n")
+        assert anonymous.recv(200).startswith(b"-NOAUTH ")
 
 
 async def test_the_replica_is_a_streaming_standby_given_to_the_cores(stack: Stack) -> None:
@@ -251,8 +260,8 @@ def test_a_killed_cluster_node_is_restarted_in_place(stack: Stack) -> None:
     again, and REST reads through the cluster still answer."""
     ports = [int(p) for p in re.findall(r"\d+", stack.rows["Redis Cluster"].split("ports ")[1].split(";")[0])]
     assert len(ports) == 6, stack.rows["Redis Cluster"]
-    master = next(port for port in ports if _node(port).info("replication")["role"] == "master")
-    pid = int(_node(master).info("server")["process_id"])
+    master = next(port for port in ports if _info(stack, port, "replication")["role"] == "master")
+    pid = int(_info(stack, master, "server")["process_id"])
     os.kill(pid, signal.SIGKILL)
     wait_until(
         lambda: f"Redis Cluster node {master} restarted" in stack.up.output(), stack.up, "the node's restart", 30
@@ -260,22 +269,37 @@ def test_a_killed_cluster_node_is_restarted_in_place(stack: Stack) -> None:
 
     def whole() -> bool:
         try:
-            facts = _cluster_info(master)
+            facts = _cluster_info(stack, master)
         except redis.RedisError:
             return False
         return facts["cluster_state"] == "ok" and facts["cluster_slots_ok"] == "16384"
 
     wait_until(whole, stack.up, "the cluster whole again", timeout=ANSWER_S)
-    assert int(_node(master).info("server")["process_id"]) != pid
+    assert int(_info(stack, master, "server")["process_id"]) != pid
     wait_until(lambda: _latest_price(stack, "rest-1") == 200, stack.up, "a REST read after the restart", ANSWER_S)
 
 
-def _node(port: int) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=3)
+def _password(stack: Stack) -> str:
+    """The password of the Redis Cluster ``perseus up --cluster`` made (its printed URL carries it)."""
+    password = urlsplit(stack.rows["Redis Cluster"].split()[0]).password
+    assert password, stack.rows["Redis Cluster"]
+    return password
 
 
-def _cluster_info(port: int) -> dict[str, str]:
-    client = _node(port)
+def _node(stack: Stack, port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, password=_password(stack), socket_timeout=3)
+
+
+def _info(stack: Stack, port: int, section: str) -> dict[str, Any]:
+    client = _node(stack, port)
+    try:
+        return dict(client.info(section))
+    finally:
+        client.close()
+
+
+def _cluster_info(stack: Stack, port: int) -> dict[str, str]:
+    client = _node(stack, port)
     try:
         info = client.execute_command("CLUSTER", "INFO")
     finally:
@@ -324,6 +348,11 @@ async def test_given_urls_are_used_instead_of_starting_stores(
         try:
             wait_until(lambda: "Ctrl-C to stop" in up.output(), up, "perseus up --cluster summary", UP_TIMEOUT_S)
             given = Stack(up, data_dir, summary_rows(up.output()), [])
+            # the given database is the user's: no dev key is made there; the test makes its own
+            assert given.rows["dev API key"].startswith("none"), given.rows
+            made = run_cli(["keys", "create", "--tier", "free"], {"PERSEUS_DATABASE_URL": db_url})
+            assert made.returncode == 0, made.stderr
+            given.rows["dev API key"] = made.stdout.strip().splitlines()[-1]
             assert given.rows["Redis"].endswith("(from PERSEUS_REDIS_URL; no local cluster started)"), given.rows
             assert given.rows["PostgreSQL"].endswith("(from PERSEUS_DATABASE_URL)"), given.rows
             assert given.rows["PostgreSQL replica"].startswith("none started"), given.rows

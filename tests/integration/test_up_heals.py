@@ -94,7 +94,7 @@ def stack() -> Iterator[Stack]:
     )
     try:
         wait_until(lambda: "Ctrl-C to stop" in up.output(), up, "perseus up", timeout=UP_TIMEOUT_S)
-        key = re.search(r"\bpk_adm_\S+", up.output())
+        key = re.search(r"\bpk_int_\S+", up.output())  # the dev key: internal (issue 16)
         assert key is not None, up.output()
         yield Stack(up, data_dir, f"http://{env['PERSEUS_REST_ADDR']}", f"ws://{env['PERSEUS_WS_ADDR']}", key[0])
         assert up.stop(timeout=60) == 0, up.output()[-5000:]

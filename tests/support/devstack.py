@@ -26,14 +26,14 @@ from tests.support.processes import free_port
 #   http PORT    serve 200 on /health until signalled
 #   exit:N [S]   exit with code N after S seconds
 #   ignore-term  run, ignoring SIGTERM
-#   env          like sleep, after writing its PERSEUS_* environment to <pid>.env.json
+#   env          like sleep, after writing its PERSEUS_* and OTEL_* environment to <pid>.env.json
 FAKE_CHILD = r"""
 import http.server, json, os, signal, sys, time
 mode, pid_dir = sys.argv[1], sys.argv[2]
 with open(os.path.join(pid_dir, f"{os.getpid()}.pid"), "w") as f:
     f.write(mode)
 if mode == "env":
-    env = {k: v for k, v in os.environ.items() if k.startswith("PERSEUS_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PERSEUS_", "OTEL_"))}
     with open(os.path.join(pid_dir, f"{os.getpid()}.env.json"), "w") as f:
         json.dump(env, f)
 if mode == "ignore-term":
@@ -174,7 +174,8 @@ def up_starter(tmp_path: Path) -> Iterator[StartUp]:
             "restart": dict(restart),
             "data_dir": str(data_dir or run_dir / "data"),
         }
-        base = {k: v for k, v in os.environ.items() if k not in ("PERSEUS_DATABASE_URL", "PERSEUS_REDIS_URL")}
+        unset = ("PERSEUS_DATABASE_URL", "PERSEUS_REDIS_URL", "PERSEUS_SERVICE_TOKEN")
+        base = {k: v for k, v in os.environ.items() if k not in unset}
         out, err = run_dir / "stdout", run_dir / "stderr"
         with out.open("wb") as out_file, err.open("wb") as err_file:
             proc = subprocess.Popen(

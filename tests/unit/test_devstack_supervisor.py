@@ -24,12 +24,13 @@ from pathlib import Path
 import pytest
 
 from perseus_cli.devstack.restarts import RestartBudget, RestartPolicy
-from perseus_cli.devstack.supervisor import _dev_key, _reachable, _redact, default_plan
+from perseus_cli.devstack.supervisor import DEV_KEY_NAME, _dev_key, _reachable, _redact, default_plan
 from tests.support.devstack import (
     DEV_KEY,
+    GIVEN_URLS,
     QUICK_RESTARTS,
-    SUCCEED,
     StartUp,
+    UpProcess,
     alive,
     fake,
     still_alive,
@@ -77,18 +78,61 @@ def test_a_stop_signal_stops_every_child_and_exits_0(start_up: StartUp, signum: 
     assert still_alive(pids) == []
 
 
-def test_the_summary_shows_the_dev_key_and_the_children_but_no_password(start_up: StartUp) -> None:
+def test_the_summary_shows_the_children_and_how_to_make_a_key_but_no_password(start_up: StartUp) -> None:
+    """The database is given (``GIVEN_URLS``): it is the user's, so no dev key is made in it (the key command,
+    here one that would fail, never runs) and the summary says how to make one."""
     port = free_port()
-    up = start_up(three_children(port), health_port=port)
+    never = [sys.executable, "-c", "raise SystemExit(7)"]
+    up = start_up(three_children(port), health_port=port, create_key=never)
     up.wait_up()
     summary = up.stdout()
     up.proc.send_signal(signal.SIGTERM)
     assert up.exit_code() == 0
 
-    assert DEV_KEY in summary and "creating key" not in summary
+    assert DEV_KEY not in summary and "`perseus keys create --tier internal`" in summary
     assert all(f"fake {name}" in summary for name in ("core", "rest", "ws"))
     assert "postgresql://perseus:***@127.0.0.1:1/perseus" in summary
     assert "s3cret-pw" not in summary + up.stderr()
+
+
+def _child_envs(up: UpProcess, count: int) -> list[dict[str, str]]:
+    up.wait_for(lambda: len(list(up.pid_dir.glob("*.env.json"))) == count, "every env child's environment")
+    return [json.loads(path.read_text()) for path in sorted(up.pid_dir.glob("*.env.json"))]
+
+
+def test_every_child_gets_a_service_token_made_for_the_run_and_the_users_otel_settings(
+    start_up: StartUp,
+) -> None:
+    tokens = []
+    for _ in range(2):
+        port = free_port()
+        children: list[tuple[str, str, list[str]]] = [
+            ("core", "env", []),
+            ("rest", "http", [str(port)]),
+            ("ws", "env", []),
+        ]
+        env = {**GIVEN_URLS, "OTEL_SERVICE_NAME": "mine", "PERSEUS_SERVICE_TOKEN": ""}
+        up = start_up(children, env=env, health_port=port)
+        up.wait_up()
+        core, ws = _child_envs(up, 2)
+        assert core["PERSEUS_SERVICE_TOKEN"] == ws["PERSEUS_SERVICE_TOKEN"]
+        assert core["OTEL_SERVICE_NAME"] == ws["OTEL_SERVICE_NAME"] == "mine"
+        assert len(core["PERSEUS_SERVICE_TOKEN"]) >= 40 and core["PERSEUS_SERVICE_TOKEN"] in up.stdout()
+        tokens.append(core["PERSEUS_SERVICE_TOKEN"])
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.exit_code() == 0
+    assert tokens[0] != tokens[1]  # one per start
+
+
+def test_a_service_token_the_user_set_is_the_one_every_child_gets(start_up: StartUp) -> None:
+    port = free_port()
+    children: list[tuple[str, str, list[str]]] = [("core", "env", []), ("rest", "http", [str(port)]), ("ws", "env", [])]
+    up = start_up(children, env={**GIVEN_URLS, "PERSEUS_SERVICE_TOKEN": "users-own-token"}, health_port=port)
+    up.wait_up()
+    assert [env["PERSEUS_SERVICE_TOKEN"] for env in _child_envs(up, 2)] == ["users-own-token"] * 2
+    assert "users-own-token" not in up.stdout()  # the summary only says where it came from
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.exit_code() == 0
 
 
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(start_up: StartUp) -> None:
@@ -226,15 +270,6 @@ def test_a_failing_migrate_stops_before_any_child_starts(start_up: StartUp) -> N
     assert up.child_pids() == []
 
 
-def test_a_key_command_printing_nothing_is_an_error(start_up: StartUp) -> None:
-    port = free_port()
-    up = start_up(three_children(port), health_port=port, create_key=SUCCEED)
-
-    assert up.exit_code() == 2
-    assert "printed no key" in up.stderr()
-    assert up.child_pids() == []
-
-
 def test_a_stop_signal_during_a_setup_step_stops_the_step_and_exits_0(start_up: StartUp, tmp_path: Path) -> None:
     port = free_port()
     step_pids = tmp_path / "step-pids"
@@ -299,7 +334,7 @@ def test_default_plan_runs_the_perseus_commands_with_this_python() -> None:
         ("ws", (*cli, "ws")),
     ]
     assert plan.migrate == (*cli, "migrate")
-    assert plan.create_key == (*cli, "keys", "create", "--tier", "admin", "--name", "dev")
+    assert plan.create_key == (*cli, "keys", "create", "--tier", "internal", "--name", DEV_KEY_NAME, "--replace")
     assert plan.health_url == "http://127.0.0.1:8000/health"
 
 
