@@ -31,7 +31,7 @@ DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
 KUBERNETES_VERSION = "1.37.0"
 IMAGE_UID = 10001
-SECRET_VARIABLES = {"PERSEUS_DATABASE_URL", "PERSEUS_REDIS_URL"}
+SECRET_VARIABLES = {"PERSEUS_DATABASE_URL", "PERSEUS_REDIS_URL", "PERSEUS_SERVICE_TOKEN"}
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------------
@@ -149,6 +149,8 @@ def test_compose_runs_the_multi_instance_topology(compose: dict[str, Any]) -> No
             env["PERSEUS_DATABASE_URL"].startswith("postgresql://")
             and "@postgres-primary:" in env["PERSEUS_DATABASE_URL"]
         )
+        if service["command"][0] in ("core", "rest", "ws"):  # the cores listen on 0.0.0.0: a token is required
+            assert env["PERSEUS_SERVICE_TOKEN"].startswith("${PERSEUS_SERVICE_TOKEN:-"), name
         if service["command"][0] in ("rest", "ws"):
             targets = {item.split(":")[0] for item in env["PERSEUS_CORE_ADDR"].split(",")}
             assert targets == set(cores), name
@@ -215,6 +217,8 @@ def test_gateways_probe_livez_and_readyz_on_the_port_they_listen_on() -> None:
         assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert env["PERSEUS_CORE_ADDR"] == "dns:///perseus-core:50051"
+        token = {e["name"]: e for e in container["env"]}["PERSEUS_SERVICE_TOKEN"]  # sent to the cores
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "perseus-credentials", "key": "PERSEUS_SERVICE_TOKEN"}
 
 
 def test_cores_use_grpc_probes_and_take_their_credentials_from_the_secret() -> None:
