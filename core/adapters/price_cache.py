@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from common import resp
+from common import resp, telemetry
 from core.adapters.events import HISTORY_MAXLEN, SeqGuard, publish_lua, wall_clock_ms
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
@@ -72,9 +72,11 @@ class PriceCache:
     async def write(self, ticks: Sequence[Tick]) -> None:
         """Latest prices and one ``price_update`` event per tick, one script per pair."""
         now = self._clock_ms()
+        trace = telemetry.current_traceparent() if telemetry.enabled else ""  # the publish span (PriceUpdates)
         by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]] = {}
         for tick in sorted(ticks, key=lambda t: t.ts_ms):
-            by_pair.setdefault((tick.source, tick.symbol), []).append((tick, price_event(tick, now_ms=now)))
+            event = price_event(tick, now_ms=now, traceparent=trace)
+            by_pair.setdefault((tick.source, tick.symbol), []).append((tick, event))
         if not by_pair:
             return
         stream_keys = [self._keys.stream_keys(price_channel(updates[-1][0])) for updates in by_pair.values()]

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
+from common import telemetry
 from core.domain.errors import Unavailable
 from core.domain.prices import Tick
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 MAX_PENDING = 200_000
 MAX_PER_WRITE = 5_000
 RETRY_S = (0.1, 0.5, 1.0, 2.0)
+MAX_LINKS = 32  # a publish span links at most this many of the ingest calls whose ticks it wrote
 
 
 class LatestPriceWriter(Protocol):
@@ -45,12 +47,15 @@ class PriceUpdates:
         self._idle.set()
         self.dropped = 0
         self.failures = 0
+        self._callers: deque[object] = deque(maxlen=MAX_LINKS)  # span contexts of the ingest calls (traces on)
 
     async def __call__(self, ticks: Sequence[Tick]) -> None:
         """Queue ``ticks`` (never blocks, never raises)."""
         if not ticks:
             return
         self._pending.extend(ticks)
+        if telemetry.enabled:
+            self._remember_caller()
         overflow = len(self._pending) - self._max_pending
         if overflow > 0:
             for _ in range(overflow):
@@ -70,7 +75,10 @@ class PriceUpdates:
                 await self._wake.wait()
             batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_PER_WRITE))]
             try:
-                await self._cache.write(batch)
+                if telemetry.enabled:
+                    await self._traced_write(batch)
+                else:
+                    await self._cache.write(batch)
                 attempt = 0
             except Unavailable as exc:
                 self.failures += 1
@@ -84,6 +92,26 @@ class PriceUpdates:
     def pending(self) -> int:
         """Ticks queued and not written yet."""
         return len(self._pending)
+
+    def _remember_caller(self) -> None:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and context.trace_flags.sampled:
+            self._callers.append(context)
+
+    async def _traced_write(self, batch: list[Tick]) -> None:
+        """The write as a ``publish prices`` span linked to the ingest calls whose ticks it carries; each event
+        it publishes carries the span's ``traceparent`` (``core.adapters.price_cache``), so the WebSocket
+        gateway's delivery links back to it."""
+        from opentelemetry import trace
+
+        links = [trace.Link(context) for context in self._callers if isinstance(context, trace.SpanContext)]
+        self._callers.clear()
+        with telemetry.tracer().start_as_current_span(
+            "publish prices", kind=trace.SpanKind.PRODUCER, links=links, attributes={"perseus.ticks": len(batch)}
+        ):
+            await self._cache.write(batch)
 
     async def drained(self) -> None:
         """Wait until everything queued so far has been written (tests, shutdown)."""

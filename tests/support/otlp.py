@@ -22,6 +22,8 @@ from tests.support.processes import free_port
 
 def _value(value: AnyValue) -> object:
     kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(v) for v in value.array_value.values)
     return getattr(value, kind) if kind else None
 
 
