@@ -7,7 +7,7 @@ symbols of 1000 one-minute candles each (a cache hit), with wrk at 16, 64 and
 * Perseus: a pw-host core and the REST gateway on a private stack
   (:mod:`bench.stack`); the candles are written by the core's own
   ``CandleStore`` (PostgreSQL and the Redis window). The main rows use an
-  internal key (not limited); a short extra row per level uses pro keys (8
+  admin key (never limited); a short extra row per level uses pro keys (8
   fresh ones, rotated, so no run reaches a key's 10,000 units a minute), so
   the Redis rate limiter runs on every request;
 * the peers of ``../shared/peers``: ``python-sanic-direct`` (Sanic reading

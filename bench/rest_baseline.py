@@ -7,7 +7,7 @@ starts two stacks side by side, each a pw-host core and a REST gateway on a
 private database and Redis prefix of the standalone Redis, one from ``COMMIT``
 (``git archive`` into a temporary directory, its own ``bench.stack`` and
 ``bench.rest.seed_perseus``) and one from this tree, and measures them in
-alternation with this tree's wrk script at 64 connections: an internal key
+alternation with this tree's wrk script at 64 connections: an unlimited key (internal before issue 16, admin since)
 (``--seconds``), then 8 fresh pro keys for 4 s (the rate limiter's round trip
 on every request), for ``--rounds`` rounds, the order flipped every round.
 

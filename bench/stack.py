@@ -75,7 +75,7 @@ async def _admin(sql: str) -> None:
 def stack(
     *, rest: bool = False, redis_url: str = REDIS_URL, redis: RedisKind = "standalone", **core_env: str
 ) -> Iterator[Stack]:
-    """A migrated database, an internal key and a core (and a REST gateway) on ``redis_url``."""
+    """A migrated database, an admin key (never rate-limited) and a core (and a REST gateway) on ``redis_url``."""
     run_id = secrets.token_hex(4)
     name = f"perseus_bench_{run_id}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
@@ -89,7 +89,7 @@ def stack(
     }
     try:
         assert run_cli(["migrate"], env).returncode == 0
-        created = run_cli(["keys", "create", "--tier", "internal", "--name", "bench"], env)
+        created = run_cli(["keys", "create", "--tier", "admin", "--name", "bench"], env)  # never rate-limited
         key = created.stdout.strip().splitlines()[-1]
         with running_core({**env, **core_env}) as core:
             if rest:

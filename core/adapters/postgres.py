@@ -35,6 +35,9 @@ DATABASE_URL_VARIABLE = "PERSEUS_DATABASE_URL"
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_POOL_MIN_SIZE = 1
 DEFAULT_POOL_MAX_SIZE = 10
+# The application_name of the core's pool for heavy reads (price ranges, consensus, candle and alert history),
+# kept apart from the pool ingestion writes through (issue 16; PERSEUS_DATABASE_HEAVY_POOL_SIZE).
+HEAVY_POOL = "perseus-core-heavy-reads"
 MS_PER_S = 1000.0
 STATEMENT_TIMEOUT_S = 5.0  # every statement of a store; rebuilding candles in progress has its own, longer one
 
@@ -98,15 +101,20 @@ async def create_pool(
     min_size: int = DEFAULT_POOL_MIN_SIZE,
     max_size: int = DEFAULT_POOL_MAX_SIZE,
     timeout: float = DEFAULT_CONNECT_TIMEOUT_S,  # noqa: ASYNC109 (per connection attempt, as in asyncpg)
+    application_name: str | None = None,
 ) -> asyncpg.Pool:
     """A connection pool that has been proven to work; StartupError (one line) when unreachable.
 
     ``timeout`` bounds each connection attempt. The pool is checked with
     ``SELECT 1`` even when ``min_size`` is 0, so a bad URL fails at startup.
+    ``application_name``: what ``pg_stat_activity`` shows for its connections (:data:`HEAVY_POOL`).
     """
+    server_settings = {"application_name": application_name} if application_name else None
     try:
         pool = await asyncio.wait_for(
-            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout),
+            asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=timeout, server_settings=server_settings
+            ),
             timeout * max(min_size, 1) + 1,
         )
     except CONNECT_ERRORS as exc:

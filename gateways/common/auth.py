@@ -8,6 +8,23 @@ SHA-256, never the key itself, and bounded. Requests that miss at the same
 time share one lookup: 10,000 WebSocket clients connecting with one key, or
 a busy key's entry expiring under load, ask the core once, not once each.
 
+**Junk keys (issue 16).** A key that does not have the shape of a Perseus key
+(:data:`KEY_PATTERN`, the core's own: ``pk_<tier>_<32-100 letters, digits, _
+or ->``) is refused here, 401, and never reaches the core. Known keys and
+unknown keys are cached apart: known ones in an LRU of :data:`MAX_CACHED_KEYS`
+(a hit moves a key to the front), unknown ones in a bounded negative cache of
+their own (:data:`MAX_UNKNOWN_KEYS`, :data:`NEGATIVE_TTL_S`), so a flood of
+junk keys can neither evict a good key nor ask the core about the same junk
+key twice within the negative TTL. Callers that pass the ``client`` (the REST
+gateway: the request's address) are also limited per client: each lookup the
+core answers "unknown" counts once for the client that asked, and a client
+that reached ``bad_keys_per_minute`` (``PERSEUS_BAD_KEYS_PER_MINUTE``) in the
+current minute gets :class:`RateLimitExceeded` (429 with ``Retry-After``) for
+any key this gateway never confirmed (one still in the known keys' LRU, even
+past its TTL, is asked about as usual) until the minute ends, without a core
+call.
+These counters live in the process (one gateway's view), bounded in size.
+
 **Grace during an outage.** When the core cannot answer a lookup (UNAVAILABLE
 or its deadline: the core down, or PostgreSQL stalled behind it), a key the
 core confirmed valid within the last ``grace_s`` (``PERSEUS_KEY_GRACE_S``,
@@ -26,6 +43,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,16 +53,24 @@ from typing import Any
 
 from sanic import Request
 
-from gateways.common.errors import ApiError, Forbidden, ServiceUnavailable, Unauthorized
+from gateways.common.errors import ApiError, Forbidden, RateLimitExceeded, ServiceUnavailable, Unauthorized
 from perseus.marketdata.v1 import key_service_pb2
 
 logger = logging.getLogger(__name__)
 
 CACHE_TTL_S = 5.0
-NEGATIVE_TTL_S = 1.0
+NEGATIVE_TTL_S = 60.0
 DEFAULT_GRACE_S = 60.0
 MAX_CACHED_KEYS = 10_000
+MAX_UNKNOWN_KEYS = 10_000
 MAX_KEY_LENGTH = 256
+# The shape of every key the core can hold (core.adapters.apikeys._KEY_SHAPE; a unit test keeps them equal).
+KEY_PATTERN = r"pk_[a-z]{1,8}_[A-Za-z0-9_-]{32,100}"
+_KEY = re.compile(KEY_PATTERN)
+DEFAULT_BAD_KEYS_PER_MINUTE = 20
+BAD_KEYS_WINDOW_S = 60.0
+MAX_BAD_KEY_CLIENTS = 100_000
+MALFORMED_KEY = "malformed API key: a Perseus key looks like pk_<tier>_<letters and digits>"
 PRIVILEGED_TIERS = frozenset({key_service_pb2.KEY_TIER_INTERNAL, key_service_pb2.KEY_TIER_ADMIN})
 KEY_UNCHECKABLE = "the API key cannot be checked now (the key service did not answer); try again later"
 
@@ -63,6 +90,46 @@ def presented_key(request: Request[Any, Any]) -> str:
     return key
 
 
+def client_address(request: Request[Any, Any]) -> str:
+    """The address a request came from: the proxy's when one is in front (every client behind it shares it)."""
+    return request.remote_addr or request.ip
+
+
+def well_formed(key: str) -> bool:
+    """Whether ``key`` has the shape of a Perseus key (anything else cannot exist in the core)."""
+    return _KEY.fullmatch(key) is not None
+
+
+class BadKeyCounter:
+    """Unknown keys looked up per client in fixed one-minute windows (this process's view, bounded)."""
+
+    def __init__(self, per_window: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_window = per_window  # 0: not limited
+        self._clock = clock
+        self._counts: dict[str, tuple[int, int]] = {}  # client -> (window, unknown keys looked up in it)
+
+    def retry_after_s(self, client: str) -> int | None:
+        """Whole seconds until ``client`` may look keys up again, or None when it may now."""
+        if not self._per_window:
+            return None
+        now = self._clock()
+        window = int(now // BAD_KEYS_WINDOW_S)
+        counted = self._counts.get(client)
+        if counted is None or counted[0] != window or counted[1] < self._per_window:
+            return None
+        return max(1, math.ceil((window + 1) * BAD_KEYS_WINDOW_S - now))
+
+    def count(self, client: str) -> None:
+        if not self._per_window:
+            return
+        window = int(self._clock() // BAD_KEYS_WINDOW_S)
+        counted = self._counts.get(client)
+        used = counted[1] if counted is not None and counted[0] == window else 0
+        if len(self._counts) >= MAX_BAD_KEY_CLIENTS and counted is None:
+            self._counts = {c: n for c, n in self._counts.items() if n[0] == window}
+        self._counts[client] = (window, used + 1)
+
+
 @dataclass(slots=True)
 class _Entry:
     expires: float
@@ -75,42 +142,61 @@ class KeyCache:
     """Answers "whose key is this?" through ``lookup`` (the core), remembering answers briefly."""
 
     def __init__(
-        self, lookup: Lookup, *, clock: Callable[[], float] = time.monotonic, grace_s: float = DEFAULT_GRACE_S
+        self,
+        lookup: Lookup,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        grace_s: float = DEFAULT_GRACE_S,
+        bad_keys_per_minute: int = DEFAULT_BAD_KEYS_PER_MINUTE,
     ) -> None:
         self._lookup = lookup
         self._clock = clock
         self._grace_s = grace_s
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()  # known keys, least recently used first
+        self._unknown: OrderedDict[bytes, float] = OrderedDict()  # unknown or revoked keys: until when
         self._pending: dict[bytes, asyncio.Task[key_service_pb2.ApiKey | None]] = {}
+        self._bad_keys = BadKeyCounter(bad_keys_per_minute, clock=clock)
         self._outage = False
 
-    async def authenticate(self, key: str) -> key_service_pb2.ApiKey:
+    async def authenticate(self, key: str, *, client: str | None = None) -> key_service_pb2.ApiKey:
+        """The core's record of ``key``; Unauthorized (401) for a malformed, unknown or revoked key.
+
+        ``client`` (an address): unknown keys are counted for it, and once it has tried too many this
+        minute a key never confirmed (not in the known keys' LRU) raises RateLimitExceeded (429) without
+        asking the core."""
+        if not _KEY.fullmatch(key):
+            raise Unauthorized(MALFORMED_KEY)
         digest = hashlib.sha256(key.encode()).digest()
         entry = self._entries.get(digest)
         now = self._clock()
         if entry is not None and entry.expires > now:
-            api_key = entry.api_key
+            self._entries.move_to_end(digest)
+            api_key: key_service_pb2.ApiKey | None = entry.api_key
         elif entry is not None and entry.unanswered and self._in_grace(entry, now):
-            self._lookup_task(digest, key)  # asked again in the background; the cached answer serves meanwhile
+            self._lookup_task(digest, key, client)  # asked again in the background; the cache serves meanwhile
             api_key = entry.api_key
         else:
-            lookup = self._lookup_task(digest, key)
+            if entry is None and client is not None and (wait_s := self._bad_keys.retry_after_s(client)) is not None:
+                raise RateLimitExceeded(wait_s, "too many unknown API keys from this address; try again later")
+            if self._unknown.get(digest, 0.0) > now:
+                raise Unauthorized("invalid or revoked API key")
+            lookup = self._lookup_task(digest, key, client)
             api_key = await asyncio.shield(lookup)  # a waiter that gives up does not cancel the others' lookup
         if api_key is None:
             raise Unauthorized("invalid or revoked API key")
         return api_key
 
-    def _lookup_task(self, digest: bytes, key: str) -> asyncio.Task[key_service_pb2.ApiKey | None]:
+    def _lookup_task(self, digest: bytes, key: str, client: str | None) -> asyncio.Task[key_service_pb2.ApiKey | None]:
         lookup = self._pending.get(digest)
         if lookup is None or lookup.done():  # a finished one waits for its callback to leave: not reused
-            lookup = self._pending[digest] = asyncio.create_task(self._look_up(digest, key))
+            lookup = self._pending[digest] = asyncio.create_task(self._look_up(digest, key, client))
             lookup.add_done_callback(lambda done: _forget(self._pending, digest, done))
         return lookup
 
     def _in_grace(self, entry: _Entry, now: float) -> bool:
         return entry.api_key is not None and now < entry.confirmed + self._grace_s
 
-    async def _look_up(self, digest: bytes, key: str) -> key_service_pb2.ApiKey | None:
+    async def _look_up(self, digest: bytes, key: str, client: str | None) -> key_service_pb2.ApiKey | None:
         try:
             api_key = await self._lookup(key)
         except ServiceUnavailable as exc:  # unanswered (UNAVAILABLE, deadline): not an answer about the key
@@ -119,8 +205,17 @@ class KeyCache:
             self._outage = False
             logger.warning("the core answers key lookups again")
         now = self._clock()
-        ttl = CACHE_TTL_S if api_key is not None else NEGATIVE_TTL_S
-        self._entries[digest] = _Entry(now + ttl, api_key, confirmed=now if api_key is not None else 0.0)
+        if api_key is None:  # unknown or revoked: remembered apart, so junk never evicts a known key
+            self._entries.pop(digest, None)
+            self._unknown[digest] = now + NEGATIVE_TTL_S
+            self._unknown.move_to_end(digest)
+            while len(self._unknown) > MAX_UNKNOWN_KEYS:
+                self._unknown.popitem(last=False)
+            if client is not None:
+                self._bad_keys.count(client)
+            return None
+        self._unknown.pop(digest, None)
+        self._entries[digest] = _Entry(now + CACHE_TTL_S, api_key, confirmed=now)
         self._entries.move_to_end(digest)
         while len(self._entries) > MAX_CACHED_KEYS:
             self._entries.popitem(last=False)

@@ -18,6 +18,16 @@ core never rewrites one, and a rewrite of the newest would change the probe),
 so the expiry is only a bound for the unexpected. When Redis does not answer
 the probe, nothing is cached or served from the cache.
 
+**Bounded (issue 16).** The cache has a byte budget (``PERSEUS_CANDLE_CACHE_BYTES``:
+bodies, probes and a fixed :data:`ENTRY_OVERHEAD` per entry) besides
+:data:`MAX_ENTRIES`; entries are kept in the order they were stored, so
+expired ones sit at the front and each store first drops them, then the
+oldest until the new one fits (a body larger than the budget is not kept).
+``start`` and ``end`` are aligned by the route to candle boundaries before
+they key an entry (:func:`align_up`: the same candles, since open times are
+boundaries), so arbitrary milliseconds cannot multiply entries. The gauge
+``perseus_rest_candle_cache_size{measure="bytes"|"entries"}`` shows the size.
+
 Requests for the same window that arrive while its probe is in flight share
 that probe (one ``ZRANGE`` for all of them), so under load the probe costs a
 fraction of a round trip per request; what they are served is then at most
@@ -35,18 +45,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from common.resp import Pipeline
+from gateways.rest.params import TIMEFRAMES
 
 # A fetch gives the body and whether it may be kept (it saw the window the probe saw).
 Fetch = Callable[[], Awaitable[tuple[bytes, bool]]]
 
 MAX_AGE_S = 5.0
 MAX_ENTRIES = 2_048
+DEFAULT_MAX_BYTES = 64 << 20
+ENTRY_OVERHEAD = 256  # the key tuple, the entry tuple and the dictionary slot, roughly
 PROBE_TIMEOUT_S = 0.25
 
 
@@ -57,6 +70,28 @@ def cache_counter(registry: CollectorRegistry) -> Counter:
         ["result"],
         registry=registry,
     )
+
+
+def size_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge(
+        "perseus_rest_candle_cache_size",
+        "What the candle response cache holds: bytes (bodies, probes, overhead) and entries",
+        ["measure"],
+        registry=registry,
+    )
+
+
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# Length of each timeframe in milliseconds, by name ("1h": 3600000); candles open on multiples of it.
+TIMEFRAME_MS: Mapping[str, int] = {name: int(name[:-1]) * _UNIT_MS[name[-1]] for name in TIMEFRAMES}
+
+
+def align_up(ms: int | None, timeframe_ms: int, *, cap: int) -> int | None:
+    """``ms`` rounded up to the next candle boundary (itself when on one), at most ``cap``: for open times,
+    which are boundaries, ``open >= ms`` and ``open < ms`` mean the same before and after."""
+    if ms is None:
+        return None
+    return min(-(-ms // timeframe_ms) * timeframe_ms, cap)
 
 
 def probe_of(reply: Any) -> bytes | None:
@@ -82,13 +117,18 @@ class CandleCache:
         counter: Counter,
         *,
         max_entries: int = MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        size: Gauge | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pipeline = pipeline
         self._prefix = prefix
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple[float, bytes, bytes]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, bytes, bytes]] = OrderedDict()  # oldest stored first
+        self._bytes = 0
+        self._size = (size.labels("bytes"), size.labels("entries")) if size is not None else None
         self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
         self._fetching: dict[tuple[Hashable, bytes], asyncio.Task[tuple[bytes, bool]]] = {}
         self._results = {result: counter.labels(result) for result in ("hit", "miss", "shared", "bypass")}
@@ -167,8 +207,36 @@ class CandleCache:
             return None
         return body
 
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def put(self, key: Hashable, probe: bytes, body: bytes) -> None:
-        self._entries[key] = (self._clock(), probe, body)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        now = self._clock()
+        self._drop(key)
+        while self._entries:  # expired ones first: stored in order, so they are at the front
+            oldest = next(iter(self._entries))
+            if now - self._entries[oldest][0] < MAX_AGE_S:
+                break
+            self._drop(oldest)
+        cost = _cost(probe, body)
+        if cost <= self._max_bytes:
+            while self._entries and (self._bytes + cost > self._max_bytes or len(self._entries) >= self._max_entries):
+                self._drop(next(iter(self._entries)))
+            self._entries[key] = (now, probe, body)
+            self._bytes += cost
+        if self._size is not None:
+            self._size[0].set(self._bytes)
+            self._size[1].set(len(self._entries))
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= _cost(entry[1], entry[2])
+
+
+def _cost(probe: bytes, body: bytes) -> int:
+    return len(body) + len(probe) + ENTRY_OVERHEAD

@@ -11,12 +11,12 @@ from sanic import Blueprint, HTTPResponse
 
 from gateways.common.projection import descriptor_of
 from gateways.rest import ratelimit
-from gateways.rest.candle_cache import CandleCache, probe_of
+from gateways.rest.candle_cache import TIMEFRAME_MS, CandleCache, align_up, probe_of
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import authenticate, parameters, spend
 from gateways.rest.limiter import NOT_READ
 from gateways.rest.operations import Operation
-from gateways.rest.params import PAIR_IN_PATH, TIMEFRAME_NAMES, Param
+from gateways.rest.params import MAX_TIME_MS, PAIR_IN_PATH, TIMEFRAME_NAMES, Param
 from gateways.rest.reads import body_of, call, raw_json, set_time
 from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
 
@@ -32,7 +32,8 @@ CANDLES = Operation(
     description=(
         "Closed OHLCV candles, oldest first: the newest `limit` ones (before `end` if given), or with `start`"
         " the first `limit` from it. Ranges are half-open: `start <= timestamp < end`."
-        " Unknown exchange or symbol: 404."
+        " `start` and `end` are rounded up to the timeframe's candle boundary (the same candles: open times are"
+        " boundaries). Unknown exchange or symbol: 404."
     ),
     tag="candles",
     params=(
@@ -54,7 +55,10 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     services = request.app.ctx.services
     exchange, symbol = values["exchange"], values["symbol"]
     timeframe = TIMEFRAME_NAMES[values["timeframe"]]
-    key = (exchange, symbol, values["timeframe"], values["limit"], values["start"], values["end"])
+    # on candle boundaries: the same candles, and one cache entry for every start/end within a candle
+    step = TIMEFRAME_MS[timeframe]
+    start, end = (align_up(values[name], step, cap=MAX_TIME_MS) for name in ("start", "end"))
+    key = (exchange, symbol, values["timeframe"], values["limit"], start, end)
     # The limiter's round trip carries the probe; a key that is not limited probes on its own.
     newest = await spend(
         request,
@@ -67,9 +71,9 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     message = md.GetCandlesRequest(
         exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
     )
-    set_time(message, "start_time", values["start"])
-    set_time(message, "end_time", values["end"])
-    unbounded = values["start"] is None and values["end"] is None
+    set_time(message, "start_time", start)
+    set_time(message, "end_time", end)
+    unbounded = start is None and end is None
 
     async def fetch() -> tuple[bytes, bool]:
         reply = await call(request, "GetCandles", message)

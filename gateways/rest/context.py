@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TypeAlias
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sanic import Request, Sanic
 from sanic.config import Config
 
@@ -16,7 +16,7 @@ from gateways.common.app_base import GatewayContext
 from gateways.common.services import GatewayServices
 from gateways.rest.candle_cache import CandleCache
 from gateways.rest.directory import Directory
-from gateways.rest.limiter import RateLimiter
+from gateways.rest.limiter import InFlight, RateLimiter
 from perseus.marketdata.v1 import market_data_service_pb2 as md
 
 PIPELINE_NAME = "perseus-rest"
@@ -35,6 +35,7 @@ class RestServices(GatewayServices):
     limiter: RateLimiter
     directory: Directory
     candles: CandleCache
+    heavy: InFlight  # price range reads in flight per key
 
     async def aclose(self) -> None:
         try:
@@ -50,6 +51,7 @@ class RestContext(GatewayContext[RestServices]):
 
     limit_fallbacks: Counter
     candle_results: Counter
+    candle_size: Gauge
     openapi: bytes
     docs: bytes
 
@@ -68,7 +70,10 @@ class RestContext(GatewayContext[RestServices]):
             pipeline=pipeline,
             limiter=RateLimiter(pipeline, prefix, self.limit_fallbacks),
             directory=Directory(fetch),
-            candles=CandleCache(pipeline, prefix, self.candle_results),
+            heavy=InFlight(self.settings.heavy_reads_per_key),
+            candles=CandleCache(
+                pipeline, prefix, self.candle_results, max_bytes=self.settings.candle_cache_bytes, size=self.candle_size
+            ),
         )
 
 

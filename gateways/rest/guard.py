@@ -3,8 +3,9 @@
 :func:`admit` authenticates the request's key through the cached
 :class:`~gateways.common.auth.KeyCache` (401 first), parses the operation's
 parameters (then 400), spends the request's cost from the key's shared limit
-(then 429) and leaves the ``X-RateLimit-*`` headers on ``request.ctx`` for :func:`add_limit_headers`, the
-response middleware, to put on whatever response follows (errors included).
+(then 429; :func:`limit_of`: internal keys have this gateway's limit, admin
+keys none) and leaves the ``X-RateLimit-*`` headers on ``request.ctx`` for
+:func:`add_limit_headers`, the response middleware, to put on whatever response follows (errors included).
 Responses that no key paid for (open routes, a missing key) carry the
 "not limited" values, all three 0.
 """
@@ -17,12 +18,12 @@ from typing import Any
 
 from sanic import HTTPResponse
 
-from gateways.common.auth import presented_key
+from gateways.common.auth import client_address, presented_key
 from gateways.common.errors import RateLimitExceeded
 from gateways.rest.context import RestRequest
 from gateways.rest.limiter import Command
 from gateways.rest.operations import Operation, path_values
-from gateways.rest.ratelimit import BASE_COST, NOT_LIMITED
+from gateways.rest.ratelimit import BASE_COST, NOT_LIMITED, UNLIMITED
 from perseus.marketdata.v1 import key_service_pb2
 
 Cost = Callable[[dict[str, Any]], int]
@@ -41,11 +42,13 @@ async def admit(request: RestRequest, operation: Operation, cost: Cost = flat_co
 
 
 async def authenticate(request: RestRequest) -> key_service_pb2.ApiKey:
-    return await request.app.ctx.services.keys.authenticate(presented_key(request))
+    keys = request.app.ctx.services.keys
+    return await keys.authenticate(presented_key(request), client=client_address(request))
 
 
 def parameters(request: RestRequest, operation: Operation) -> dict[str, Any]:
-    return operation.values(path_values(request.match_info), dict(request.args))
+    # Blank values kept: `?exchange=` is a 400 (empty), not the same as leaving `exchange` out.
+    return operation.values(path_values(request.match_info), dict(request.get_args(keep_blank_values=True)))
 
 
 async def spend(
@@ -53,7 +56,7 @@ async def spend(
 ) -> Any:
     """Spend ``cost`` of the key's limit (429 when it does not fit); the reply of ``also``, or NOT_READ."""
     limiter = request.app.ctx.services.limiter
-    decision, read = await limiter.spend(api_key.id, api_key.rate_limit_per_minute, cost, also=also)
+    decision, read = await limiter.spend(api_key.id, limit_of(request, api_key), cost, also=also)
     request.ctx.rate_headers = decision.headers()
     if not decision.allowed:
         raise RateLimitExceeded(
@@ -61,6 +64,16 @@ async def spend(
             f"rate limit of {decision.limit} units per minute exceeded; this request costs {cost}",
         )
     return read
+
+
+def limit_of(request: RestRequest, api_key: key_service_pb2.ApiKey) -> int:
+    """Units per minute of ``api_key``: its tier's (from the core), but an internal key's is this gateway's
+    ``PERSEUS_INTERNAL_REQUESTS_PER_MINUTE`` (seed 004: 5,000) and an admin key is never limited."""
+    if api_key.tier == key_service_pb2.KEY_TIER_INTERNAL:
+        return request.app.ctx.settings.internal_requests_per_minute
+    if api_key.tier == key_service_pb2.KEY_TIER_ADMIN:
+        return UNLIMITED
+    return api_key.rate_limit_per_minute
 
 
 _NOT_LIMITED_HEADERS = NOT_LIMITED.headers()

@@ -7,6 +7,13 @@ Body (the seed's shape)::
                 "timestamp": "2025-10-09T12:34:56.123Z",
                 "metadata": {"bid": "67230.00", "ask": "67235.00", "exchange_timestamp": 1728480896123}}]}
 
+The batch's own ``timestamp`` (the seed's: when the worker sent it) is
+accepted: it is checked like a feed's time (a bad one is a 400 naming
+``timestamp``) and stands for the time of every feed that has none. The
+answer adds to ``status``, ``ingested``, ``failed`` and ``errors`` the seed's
+``message`` (one sentence saying the same) and ``latency_ms`` (the gateway's
+time from the request's arrival to the answer).
+
 Numbers may be JSON strings (recommended) or JSON numbers: the body is parsed
 with every number kept as its exact decimal literal, never a binary float.
 Per-feed problems (a bad price, an unknown source) come back in ``errors``
@@ -20,6 +27,7 @@ digits, or a magnitude at or above ``10**MAX_EXPONENT`` or below
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -27,10 +35,12 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from sanic import Blueprint, HTTPResponse
 
-from gateways.common.auth import presented_key, require_privileged
+from gateways.common.auth import require_privileged
 from gateways.common.errors import ValidationFailed
 from gateways.common.http import json_response, request_id_of
 from gateways.rest.context import RestRequest
+from gateways.rest.guard import authenticate, spend
+from gateways.rest.ratelimit import BASE_COST
 from perseus.marketdata.v1 import ingest_service_pb2, prices_pb2
 
 MAX_FEEDS = 100
@@ -51,7 +61,9 @@ blueprint = Blueprint("ingest", url_prefix="/internal/v1")
 @blueprint.post("/ingest")
 async def ingest(request: RestRequest) -> HTTPResponse:
     services = request.app.ctx.services
-    require_privileged(await services.keys.authenticate(presented_key(request)))
+    api_key = await authenticate(request)
+    require_privileged(api_key)
+    await spend(request, api_key, BASE_COST)  # internal keys are limited, ingest included (seed 004)
     batch = _parse_batch(request.body)
     reply: ingest_service_pb2.IngestPricesResponse = await services.core.unary(
         services.core.ingest.IngestPrices, batch, request_id=request_id_of(request)
@@ -63,9 +75,29 @@ async def ingest(request: RestRequest) -> HTTPResponse:
                 "ingested": reply.ingested,
                 "failed": reply.failed,
                 "errors": [{"index": e.index, "field": e.field, "reason": e.reason} for e in reply.errors],
+                "message": ingest_message(reply.ingested, reply.failed),
+                "latency_ms": _latency_ms(request),
             }
         }
     )
+
+
+def ingest_message(ingested: int, failed: int) -> str:
+    """The seed's sentence: "2 price feeds ingested successfully", or how many of how many and how many failed."""
+    total = ingested + failed
+    noun = "price feed" if total == 1 else "price feeds"
+    if not failed:
+        return f"{ingested} {noun} ingested successfully"
+    if not ingested:
+        return f"no price feed ingested: {failed} of {total} failed (see errors)"
+    return f"{ingested} of {total} {noun} ingested; {failed} failed (see errors)"
+
+
+def _latency_ms(request: RestRequest) -> float:
+    """Milliseconds since the request arrived (``begin_request`` noted it), to the microsecond."""
+    started = getattr(request.ctx, "started", None)
+    elapsed = time.perf_counter() - started if isinstance(started, float) else 0.0
+    return round(max(elapsed, 0.0) * 1000, 3)
 
 
 def _parse_batch(body: bytes) -> ingest_service_pb2.IngestPricesRequest:
@@ -80,11 +112,18 @@ def _parse_batch(body: bytes) -> ingest_service_pb2.IngestPricesRequest:
         raise ValidationFailed("`feeds` is empty", details={"field": "feeds"})
     if len(feeds) > MAX_FEEDS:
         raise ValidationFailed(f"at most {MAX_FEEDS} feeds per batch (got {len(feeds)})", details={"field": "feeds"})
-    return ingest_service_pb2.IngestPricesRequest(
+    sent = Timestamp()
+    _set_time(sent, document.get("timestamp"), "timestamp", required=False)
+    request = ingest_service_pb2.IngestPricesRequest(
         worker_id=_text(document.get("worker_id"), "worker_id"),
         batch_id=_text(document.get("batch_id"), "batch_id"),
         feeds=[_feed(item, index) for index, item in enumerate(feeds)],
     )
+    if sent.seconds or sent.nanos:  # the batch's time stands for the feeds that carry none
+        for feed in request.feeds:
+            if not feed.HasField("timestamp"):
+                feed.timestamp.CopyFrom(sent)
+    return request
 
 
 def _feed(item: Any, index: int) -> prices_pb2.PriceFeed:

@@ -28,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from common.resp import Pipeline, ReplyError
+from gateways.common.errors import RateLimitExceeded
 from gateways.rest.ratelimit import NOT_LIMITED, UNLIMITED, WINDOW_S, WINDOW_SCRIPT, Decision, decide, window_of
 
 logger = logging.getLogger(__name__)
@@ -116,3 +118,34 @@ class RateLimiter:
         if decision.allowed:
             self._local[slot] = decision.used
         return decision
+
+
+HEAVY_RETRY_AFTER_S = 1
+
+
+class InFlight:
+    """Heavy reads (price ranges) one key has running on this gateway, at most ``per_key`` (0: no cap).
+
+    Counted in the process: it guards this gateway's share of the core's heavy-read pool, so one key
+    cannot hold every connection of it while the others wait. Beyond the cap, 429 with ``Retry-After``."""
+
+    def __init__(self, per_key: int) -> None:
+        self._per_key = per_key
+        self._running: dict[int, int] = {}
+
+    @contextmanager
+    def hold(self, key_id: int) -> Iterator[None]:
+        running = self._running.get(key_id, 0)
+        if self._per_key and running >= self._per_key:
+            raise RateLimitExceeded(
+                HEAVY_RETRY_AFTER_S, f"at most {self._per_key} price range reads at once per API key; retry"
+            )
+        self._running[key_id] = running + 1
+        try:
+            yield
+        finally:
+            left = self._running[key_id] - 1
+            if left:
+                self._running[key_id] = left
+            else:
+                del self._running[key_id]

@@ -8,17 +8,21 @@ list), which is an answer, not a 404.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from sanic import Blueprint, HTTPResponse
 
+from gateways.common.errors import ValidationFailed
 from gateways.common.projection import descriptor_of
+from gateways.common.settings import DEFAULT_RANGE_MAX_BUCKETS
 from gateways.rest import ratelimit
+from gateways.rest.candle_cache import TIMEFRAME_MS
 from gateways.rest.context import RestRequest
-from gateways.rest.guard import admit
+from gateways.rest.guard import admit, authenticate, parameters, spend
 from gateways.rest.operations import Operation
-from gateways.rest.params import Param
+from gateways.rest.params import TIMEFRAME_NAMES, Param
 from gateways.rest.reads import body_of, call, raw_json, set_time
-from perseus.marketdata.v1 import market_data_service_pb2 as md, prices_pb2
+from perseus.marketdata.v1 import key_service_pb2, market_data_service_pb2 as md, prices_pb2
 
 MAX_BUCKETS = 10_000
 DEFAULT_BUCKETS = 1_000
@@ -45,7 +49,11 @@ RANGE = Operation(
     summary="Price range",
     description=(
         "OHLCV buckets of ticks in `from <= ts < to` (at most 90 days), oldest first, with the number of feeds"
-        " in each; the first `limit` non-empty buckets."
+        " in each; the first `limit` non-empty buckets. The range may span at most"
+        f" {DEFAULT_RANGE_MAX_BUCKETS} `interval`s by default (`PERSEUS_RANGE_MAX_BUCKETS`; 400 naming `from`"
+        " beyond it: narrow the range or widen the interval), and one key may have a few range reads in flight"
+        " at once on a gateway (`PERSEUS_HEAVY_READS_PER_KEY`, 429 beyond). `buckets` is the number of"
+        " intervals the range spans (at most `limit`), `days` its length."
     ),
     tag="prices",
     params=(
@@ -57,7 +65,7 @@ RANGE = Operation(
         Param("limit", "integer", "How many buckets", default=DEFAULT_BUCKETS, maximum=MAX_BUCKETS),
     ),
     data=descriptor_of(prices_pb2.PriceBucket),
-    cost="ceil(limit / 1000) + 1",
+    cost="1 + ceil(buckets / 1000) + ceil(days)",
 )
 CONSENSUS = Operation(
     name="consensus",
@@ -83,13 +91,26 @@ async def latest_prices(request: RestRequest) -> HTTPResponse:
 
 @RANGE.register(blueprint)
 async def price_range(request: RestRequest) -> HTTPResponse:
-    values = await admit(request, RANGE, lambda v: ratelimit.range_cost(v["limit"]))
+    """401, 400 (a range longer than the cap in intervals), 429 (its cost, then the key's reads in flight)."""
+    api_key = await authenticate(request)
+    values = parameters(request, RANGE)
+    start, end = values["from"], values["to"] if values["to"] is not None else int(time.time() * 1000)
+    interval = TIMEFRAME_NAMES[values["interval"]]
+    interval_ms, max_buckets = TIMEFRAME_MS[interval], request.app.ctx.settings.range_max_buckets
+    if end - start > interval_ms * max_buckets:
+        raise ValidationFailed(
+            f"`from`: the range spans more than {max_buckets} intervals of {interval}; narrow it or widen `interval`",
+            details={"field": "from"},
+        )
+    await spend(request, api_key, ratelimit.range_cost(end - start, interval_ms, values["limit"]))
     message = md.GetPriceRangeRequest(
         symbol=values["symbol"], interval=values["interval"], source=values["source"] or "", limit=values["limit"]
     )
-    set_time(message, "start_time", values["from"])
-    set_time(message, "end_time", values["to"] if values["to"] is not None else int(time.time() * 1000))
-    reply = await call(request, "GetPriceRange", message)
+    set_time(message, "start_time", start)
+    set_time(message, "end_time", end)
+    services = request.app.ctx.services
+    with nullcontext() if api_key.tier == key_service_pb2.KEY_TIER_ADMIN else services.heavy.hold(api_key.id):
+        reply = await call(request, "GetPriceRange", message)
     return raw_json(body_of(reply.buckets, RANGE))
 
 

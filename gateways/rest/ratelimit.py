@@ -12,8 +12,13 @@ exchanges, symbols, signals        1
 candles                            ``ceil(limit / 100)``: 1 for 100 candles, 10 for 1000
 alerts                             ``ceil(limit / 100)``
 prices/latest, consensus           ``ceil(symbols / 10)`` (consensus: twice that)
-prices/range                       ``ceil(limit / 1000)`` + 1
+prices/range                       1 + ``ceil(buckets / 1000)`` + ``ceil(days)``
 =================================  ====================================
+
+A price range's cost follows its work (issue 16): ``buckets`` is how many
+``interval``s the range spans (at most ``limit``: what is aggregated and sent)
+and ``days`` its length in days (the ticks PostgreSQL scans, whatever the
+interval), so a 90-day range costs about 100 units and an hour of minutes 3.
 
 The Redis side (:mod:`gateways.rest.limiter`) runs :data:`WINDOW_SCRIPT`, the
 same rule as :func:`decide`, in one round trip. Both must agree; the unit
@@ -59,8 +64,18 @@ def consensus_cost(count: int) -> int:
     return 2 * per_unit(count, SYMBOLS_PER_UNIT)
 
 
-def range_cost(limit: int) -> int:
-    return per_unit(limit, BUCKETS_PER_UNIT) + BASE_COST
+DAY_MS = 86_400_000
+
+
+def range_buckets(span_ms: int, interval_ms: int) -> int:
+    """How many ``interval_ms`` buckets a range of ``span_ms`` covers (``ceil``, at least 1)."""
+    return max(1, -(-max(span_ms, 0) // interval_ms))
+
+
+def range_cost(span_ms: int, interval_ms: int, limit: int) -> int:
+    """1 + ``ceil(buckets / 1000)`` (buckets at most ``limit``) + ``ceil(days)``: what a range costs the core."""
+    buckets = min(range_buckets(span_ms, interval_ms), limit)
+    return BASE_COST + per_unit(buckets, BUCKETS_PER_UNIT) + per_unit(span_ms, DAY_MS)
 
 
 def window_of(now_s: float) -> int:

@@ -70,7 +70,7 @@ def test_cost_grows_with_limit_and_tiers_differ(stack: RestStack) -> None:
     spent = int(small.headers["x-ratelimit-remaining"]) - int(big.headers["x-ratelimit-remaining"])
     assert spent == 10 and int(small.headers["x-ratelimit-remaining"]) == 9999
     for _ in range(3):
-        unlimited = stack.get(HEAVY, tier="internal")
+        unlimited = stack.get(HEAVY, tier="admin")
         assert unlimited.status_code == 200 and unlimited.headers["x-ratelimit-limit"] == "0"
 
 

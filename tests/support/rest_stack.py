@@ -14,7 +14,7 @@ from tests.support.databases import scratch_database
 from tests.support.market_seed import Seed, seed_market
 from tests.support.processes import Process, run_cli, running_core, running_gateway
 
-TIERS = ("free", "pro", "internal")
+TIERS = ("free", "pro", "internal", "admin")
 
 
 @dataclass

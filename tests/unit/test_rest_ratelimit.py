@@ -19,8 +19,11 @@ from gateways.rest.ratelimit import NOT_LIMITED, Decision, decide, window_of, wi
         (ratelimit.symbols_cost(1), 1),
         (ratelimit.symbols_cost(100), 10),
         (ratelimit.consensus_cost(11), 4),
-        (ratelimit.range_cost(1000), 2),
-        (ratelimit.range_cost(10_000), 11),
+        (ratelimit.range_cost(3_600_000, 60_000, 1000), 3),  # an hour of minutes: 60 buckets, under a day
+        (ratelimit.range_cost(90 * 86_400_000, 86_400_000, 1000), 92),  # 90 days of days: the scan counts
+        (ratelimit.range_cost(7 * 86_400_000, 60_000, 10_000), 1 + 10 + 7),  # 10,080 minutes, limit 10,000
+        (ratelimit.range_cost(7 * 86_400_000, 60_000, 5), 1 + 1 + 7),  # few buckets sent, as many ticks read
+        (ratelimit.range_cost(0, 60_000, 1000), 3),
         (ratelimit.per_unit(0, 100), 1),
     ],
 )
