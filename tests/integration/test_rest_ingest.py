@@ -53,13 +53,14 @@ async def test_a_seed_shaped_batch_is_ingested(rest: Process, admin_key: str, da
     }
     response = post(rest, body, admin_key)
     assert response.status_code == 200, response.text
-    assert response.json() == {
-        "data": {
-            "status": "partial",
-            "ingested": 1,
-            "failed": 1,
-            "errors": [{"index": 1, "field": "price", "reason": "is not a decimal number (got 'bad')"}],
-        }
+    data = response.json()["data"]
+    assert data.pop("latency_ms") > 0
+    assert data == {
+        "status": "partial",
+        "ingested": 1,
+        "failed": 1,
+        "errors": [{"index": 1, "field": "price", "reason": "is not a decimal number (got 'bad')"}],
+        "message": "1 of 2 price feeds ingested; 1 failed (see errors)",
     }
     assert response.headers["x-request-id"]
     conn = await asyncpg.connect(database_url)
@@ -127,3 +128,47 @@ def test_a_pw_host_core_refuses_ingest_clearly(migrated_env: dict[str, str], adm
         response = post(gateway, body, admin_key)
     assert response.status_code == 403
     assert "pw-host" in response.json()["error"]["message"]
+
+
+async def test_the_seeds_answer_fields_and_the_batch_timestamp(
+    rest: Process, admin_key: str, database_url: str
+) -> None:
+    """Seed 004's ingest answer carries ``message`` and ``latency_ms``; its batch-level ``timestamp`` is accepted
+    and stands for the time of a feed that has none (a feed's own time wins)."""
+    sent = now_iso(-30)
+    own = now_iso(-20)
+    body = {
+        "worker_id": "seed-worker",
+        "timestamp": sent,
+        "feeds": [
+            {"symbol": "BTS-USD", "price": "10.5", "volume": "1", "source": "kraken"},
+            {"symbol": "BTS-USD", "price": "10.6", "volume": "1", "source": "kraken", "timestamp": own},
+        ],
+    }
+    response = post(rest, body, admin_key)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert (data["status"], data["ingested"], data["failed"]) == ("success", 2, 0)
+    assert data["message"] == "2 price feeds ingested successfully"
+    assert isinstance(data["latency_ms"], float) and 0 < data["latency_ms"] < 60_000
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT price::text, ts FROM price_feeds WHERE symbol = 'BTS-USD' ORDER BY price")
+    finally:
+        await conn.close()
+    stamps = {row["price"]: row["ts"].isoformat(timespec="milliseconds") for row in rows}
+    assert stamps == {"10.5": sent.replace("Z", "+00:00"), "10.6": own.replace("Z", "+00:00")}
+
+
+def test_a_bad_batch_timestamp_is_a_400_naming_it(rest: Process, admin_key: str) -> None:
+    feed = {"symbol": "BTS-USD", "price": "1", "volume": "1", "source": "kraken", "timestamp": now_iso(-5)}
+    response = post(rest, {"timestamp": "yesterday", "feeds": [feed]}, admin_key)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["details"]) == ("VALIDATION_ERROR", {"field": "timestamp"})
+
+
+def test_a_failed_batch_says_so_in_its_message(rest: Process, admin_key: str) -> None:
+    feeds = [{"symbol": "BTS-USD", "price": "bad", "volume": "1", "source": "kraken", "timestamp": now_iso(-5)}]
+    data = post(rest, {"feeds": feeds}, admin_key).json()["data"]
+    assert (data["status"], data["message"]) == ("failed", "no price feed ingested: 1 of 1 failed (see errors)")
