@@ -28,6 +28,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 import perseus_sdk
+from core.adapters.events import EventPublisher
 from perseus.marketdata.v1 import (
     ingest_service_pb2,
     ingest_service_pb2_grpc,
@@ -38,6 +39,7 @@ from perseus.marketdata.v1 import (
     stream_service_pb2,
     stream_service_pb2_grpc,
 )
+from tests.support import ws as ws_support
 from tests.support.processes import (
     Process,
     free_port,
@@ -428,3 +430,22 @@ async def test_the_sdk_channel_speaks_mutual_tls(mtls_core: Process, pki: Pki) -
         market = perseus_sdk.MarketDataServiceStub(sdk_channel)
         reply = await market.list_exchanges(perseus_sdk.ListExchangesRequest(), timeout=TIMEOUT_S)
         assert "sim" in {e.name for e in reply.exchanges}
+
+
+publisher = ws_support.publisher  # fixture: the core's event publisher
+
+
+async def test_a_ws_gateway_streams_with_the_token(
+    migrated_env: dict[str, str], core: Process, publisher: EventPublisher
+) -> None:
+    """The gateway's Multiplex stream carries the token too: events flow end to end."""
+    key = ws_support.make_key(migrated_env, "internal")
+    symbol = ws_support.fresh_symbol()
+    channel = f"prices:{symbol}"
+    with running_gateway("ws", {**migrated_env, "PERSEUS_SERVICE_TOKEN": GATEWAY_ONLY}, core.addr) as ws:
+        async with ws_support.open_stream(ws.addr, key) as client:
+            assert await ws_support.subscribe(client, [channel]) == {"type": "subscribed", "channels": [channel]}
+            last = await ws_support.publish_prices(publisher, ws_support.prices_channel(symbol), range(100, 102))
+            got = await ws_support.events(client, 2)
+    assert [e["seq"] for e in got] == [last - 1, last]
+    assert all(e["type"] == "price_update" and e["channel"] == channel for e in got)
