@@ -63,7 +63,7 @@ async def ingest(request: RestRequest) -> HTTPResponse:
     services = request.app.ctx.services
     api_key = await authenticate(request)
     require_privileged(api_key)
-    pass  # internal keys are limited, ingest included (seed 004)
+    await spend(request, api_key, BASE_COST)  # internal keys are limited, ingest included (seed 004)
     batch = _parse_batch(request.body)
     reply: ingest_service_pb2.IngestPricesResponse = await services.core.unary(
         services.core.ingest.IngestPrices, batch, request_id=request_id_of(request)
