@@ -7,9 +7,12 @@ import asyncio
 import json
 import re
 import secrets
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.market_seed import Seed
 from tests.support.otlp import CLIENT, SERVER, Link, ReceivedSpan, Receiver, otlp_receiver
-from tests.support.processes import Process, free_port, running_core, running_gateway
+from tests.support.processes import Process, free_port, running_core, running_gateway, spawn, wait_until
 from tests.support.rest_stack import RestStack, make_key, seeded_rest_stack
 from tests.support.ws import register_symbols
 
@@ -271,3 +274,55 @@ async def test_ingest_publish_and_ws_delivery_are_linked(
     )
     deliver = next(s for s in spans if s.name == "ws deliver" and publish_link in s.links)
     assert deliver.service == "perseus-ws" and deliver.attributes["perseus.channel"] == channel
+
+
+# --- `perseus up`: its children inherit the OTEL environment; each names its own service --------------------
+
+
+@pytest.mark.xdist_group("perseus_up")  # one real `perseus up` stack at a time (tests/integration/test_up.py)
+@pytest.mark.timeout(240)
+async def test_perseus_up_children_export_each_under_its_own_name(receiver: Receiver) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="perseus-up-traces-"))  # PostgreSQL runs as nobody: not under tmp_path
+    ports = {name: free_port() for name in ("core", "rest", "ws")}
+    env = {
+        "PERSEUS_CORE_ADDR": f"127.0.0.1:{ports['core']}",
+        "PERSEUS_REST_ADDR": f"127.0.0.1:{ports['rest']}",
+        "PERSEUS_WS_ADDR": f"127.0.0.1:{ports['ws']}",
+        "PERSEUS_CORE_METRICS_ADDR": "",
+        "PERSEUS_SIM_BACKFILL_MINUTES": "0",
+        "PERSEUS_SIM_SYMBOLS": "BTC-USD",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SERVICE_NAME": "inherited-name",  # each process's own service.name wins over it
+    }
+    unset = ("PERSEUS_REDIS_URL", "PERSEUS_DATABASE_URL", "PERSEUS_REDIS_PREFIX")
+    up = spawn(["up", "--data-dir", str(data_dir)], env, env["PERSEUS_REST_ADDR"], unset=unset)
+    try:
+        wait_until(lambda: "Ctrl-C to stop" in up.output(), up, "perseus up summary", timeout=90)
+        key = next(word for line in up.output().splitlines() for word in line.split() if word.startswith("pk_int_"))
+        request_id = uuid.uuid4().hex
+        async with httpx.AsyncClient(timeout=10) as client:
+            latest = await client.get(
+                f"http://{env['PERSEUS_REST_ADDR']}/public/v1/prices/latest",
+                params={"symbols": "BTC-USD"},
+                headers={"X-Request-ID": request_id, "X-API-Key": key},
+            )
+        assert latest.status_code in (200, 404), latest.text  # the sim's first price may not be there yet
+        url = f"ws://{env['PERSEUS_WS_ADDR']}/public/v1/stream"
+        async with connect(url, open_timeout=10, additional_headers={"X-API-Key": key}) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "channels": ["prices:BTC-USD"]}))
+            assert json.loads(await next_event(ws))["type"] == "subscribed"
+        rest = request_span(receiver, request_id)
+        assert rest.service == "perseus-rest"
+        spans = receiver.wait_for(
+            lambda spans: any(s.service == "perseus-core" and s.parent_span_id == rest.span_id for s in spans),
+            "the core's span under `perseus up`",
+        )
+        spans = receiver.wait_for(
+            lambda spans: any(s.service == "perseus-ws" and s.name == "ws subscribe" for s in spans), "WS span"
+        )
+        assert "inherited-name" not in {s.service for s in spans}
+    finally:
+        assert up.stop(timeout=60) == 0
+        up.log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
