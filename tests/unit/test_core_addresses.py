@@ -57,3 +57,29 @@ def test_the_core_listens_on_one_address_and_refuses_a_list(raw: str) -> None:
 )
 def test_the_channel_target(addr: str, target: str) -> None:
     assert channel_target(addr) == target
+
+
+@pytest.mark.parametrize(
+    ("addr", "loopback"),
+    [
+        ("127.0.0.1:50051", True),
+        ("127.0.0.2:50051", True),
+        ("[::1]:50051", True),
+        ("localhost:50051", True),
+        ("LOCALHOST:1", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        ("10.0.0.5:50051", False),
+        ("core.internal:50051", False),  # a name may resolve anywhere
+    ],
+)
+def test_a_core_beyond_loopback_needs_a_credential_or_the_insecure_setting(addr: str, loopback: bool) -> None:
+    """Issue 16: no token and no client CA is fine on loopback only (docs/design/core-credentials.md)."""
+    environ = {**STORES, "PERSEUS_CORE_ADDR": addr}
+    if loopback:
+        assert Settings.from_env(environ).core_addr == addr
+        return
+    with pytest.raises(SettingsError, match=r"^PERSEUS_CORE_ADDR: .* is not a loopback address and no credential"):
+        Settings.from_env(environ)
+    for allowed in ({"PERSEUS_CORE_INSECURE": "1"}, {"PERSEUS_SERVICE_TOKEN": "t" * 16}):
+        assert Settings.from_env({**environ, **allowed}).core_addr == addr
