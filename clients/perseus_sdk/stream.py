@@ -48,7 +48,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/public/v1/stream"
-EVENT_TYPES = frozenset({"candle_close", "trade_signal", "price_update"})
+EVENT_TYPES = frozenset({"candle_close", "trade_signal", "price_update", "indicator_update"})
 ANSWER_TYPES = frozenset({"subscribed", "unsubscribed", "error"})
 FINAL_CLOSE_CODES = frozenset({4001, 1009})
 CHANNELS_PER_MESSAGE = 20
@@ -59,7 +59,8 @@ OPEN_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class LiveEvent:
-    """``candle_close``, ``trade_signal`` or ``price_update`` on ``channel`` (the name it was subscribed as)."""
+    """``candle_close``, ``trade_signal``, ``price_update`` or ``indicator_update`` on ``channel`` (the name it
+    was subscribed as)."""
 
     type: str
     channel: str

@@ -9,6 +9,7 @@ MACD-V projection only, ``seq`` increasing by one, and an exact resume.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal as D
@@ -25,6 +26,7 @@ from core.domain.candles import Candle
 from core.domain.indicators import Bar, MacdVValue, batch
 from core.domain.timeframes import Timeframe
 from core.services.indicators import IndicatorService
+from perseus_sdk.stream import LiveEvent, LiveStream
 from tests.support import ws as support
 from tests.support.processes import Process, running_gateway
 from tests.support.redis_target import pipeline
@@ -128,6 +130,28 @@ async def test_every_warm_close_is_delivered_with_seq_and_resumes(
             after = await recv(ws)
             assert after["seq"] == last_seen + 4
             assert_projection(after, name, symbol, values[45])
+
+
+async def test_the_sdk_live_stream_delivers_indicator_updates(
+    gateway: Process, key: str, service: IndicatorService
+) -> None:
+    symbol = fresh_symbol()
+    candles = closes(symbol, 37)
+    values = expected(candles)
+    name = f"indicators:{symbol}:1m"
+    async with LiveStream(f"ws://{gateway.addr}", key) as stream:
+        await stream.subscribe(name)
+        await service.process(candles[:36])
+        await service.process(candles[36:])
+        ready = [v for v in values if v.ready]
+        async with asyncio.timeout(10):
+            got = [await anext(stream) for _ in ready]
+    assert all(isinstance(e, LiveEvent) and e.type == "indicator_update" for e in got)
+    for event, value in zip(got, ready, strict=True):
+        assert isinstance(event, LiveEvent)
+        assert_projection({"type": event.type, "channel": event.channel, "data": event.data}, name, symbol, value)
+    seqs = [e.seq for e in got if isinstance(e, LiveEvent)]
+    assert seqs == list(range(seqs[0], seqs[0] + len(ready)))
 
 
 @pytest.mark.parametrize(

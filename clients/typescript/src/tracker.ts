@@ -1,7 +1,7 @@
 /** What the stream hands over and what it tracks per channel. No I/O. */
 import type { EventData, EventType } from "./types.js";
 
-/** `candle_close`, `trade_signal` or `price_update` on `channel` (the name it was subscribed as). */
+/** `candle_close`, `trade_signal`, `price_update` or `indicator_update` on `channel` (the name it was subscribed as). */
 export class LiveEvent<T extends EventType = EventType> {
   constructor(
     readonly type: T,
@@ -32,7 +32,12 @@ export class Refill {
   constructor(readonly channel: string) {}
 }
 
-export const EVENT_TYPES: ReadonlySet<string> = new Set<EventType>(["candle_close", "trade_signal", "price_update"]);
+export const EVENT_TYPES: ReadonlySet<string> = new Set<EventType>([
+  "candle_close",
+  "trade_signal",
+  "price_update",
+  "indicator_update",
+]);
 
 export interface EventMessage {
   type: string;

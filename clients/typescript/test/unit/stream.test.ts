@@ -130,6 +130,18 @@ test("a refused subscribe throws StreamRefused and the stream goes on", async ()
   stream.close();
 });
 
+test("indicator updates are events like the others", async () => {
+  const gateway = new FakeGateway();
+  const stream = await open(gateway);
+  const channel = "indicators:BTC-USD:1h";
+  await stream.subscribe(channel);
+  gateway.last.deliver({ type: "indicator_update", channel, seq: 5, data: { macd_v: 63.25, stage: "rallying" } });
+  const [event] = await take(stream, 1);
+  assert.ok(event instanceof LiveEvent && event.type === "indicator_update" && event.seq === 5);
+  assert.equal(event.data.macd_v, 63.25);
+  stream.close();
+});
+
 for (const code of [4001, 1009]) {
   test(`a ${code} close ends the stream: waiting calls and the iterator throw StreamClosed, nothing reconnects`, async () => {
     const gateway = new FakeGateway({ autoAnswer: false });
