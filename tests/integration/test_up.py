@@ -113,7 +113,7 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
             assert alerts.signals and {a.exchange for a in alerts.signals} == {"sim"}
 
         with pytest.raises(ConnectionClosed), connect(f"ws://127.0.0.1:{ports['ws']}/public/v1/stream") as ws:
-            ws.recv(timeout=5)  # the WS gateway answers upgrades
+            ws.recv(timeout=15)  # the WS gateway answers upgrades; keyless, it closes (after seed 004's 5 s auth wait)
 
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= 5  # core, rest, ws, postgres (+ its workers), redis
