@@ -101,7 +101,8 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self, request: md_pb2.GetLatestPricesRequest, context: Context
     ) -> md_pb2.GetLatestPricesResponse:
         quotes = await self._price_queries.latest(list(request.symbols))
-        return md_pb2.GetLatestPricesResponse(prices=[messages.latest_price_to_pb(q) for q in quotes])
+        cached = bool(quotes) and all(q.cached for q in quotes)
+        return md_pb2.GetLatestPricesResponse(prices=[messages.latest_price_to_pb(q) for q in quotes], cached=cached)
 
     @translates_errors
     async def GetPriceRange(

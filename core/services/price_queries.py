@@ -117,6 +117,7 @@ class LatestQuote:
     volume: Decimal
     ts_ms: int
     staleness_ms: int
+    cached: bool = False  # answered by the latest-price cache, not PostgreSQL
 
 
 def parse_symbols(symbols: Sequence[str]) -> list[str]:
@@ -194,6 +195,7 @@ class PriceQueries:
         wanted = parse_symbols(symbols)
         found = await self._from_cache(wanted)
         missing = [s for s in wanted if s not in found]
+        from_cache = set(found)
         self.cache_hits += len(wanted) - len(missing)
         self.cache_misses += len(missing)
         if missing:
@@ -201,8 +203,8 @@ class PriceQueries:
                 found.setdefault(symbol, row)
         now = self._clock_ms()
         return [
-            LatestQuote(p.symbol, p.source, p.price, p.volume, p.ts_ms, max(0, now - p.ts_ms))
-            for p in (found[s] for s in wanted if s in found)
+            LatestQuote(p.symbol, p.source, p.price, p.volume, p.ts_ms, max(0, now - p.ts_ms), s in from_cache)
+            for s, p in ((s, found[s]) for s in wanted if s in found)
         ]
 
     async def price_range(

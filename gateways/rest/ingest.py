@@ -27,7 +27,6 @@ digits, or a magnitude at or above ``10**MAX_EXPONENT`` or below
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -41,6 +40,7 @@ from gateways.common.http import json_response, request_id_of
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import authenticate, spend
 from gateways.rest.ratelimit import BASE_COST
+from gateways.rest.reads import latency_ms
 from perseus.marketdata.v1 import ingest_service_pb2, prices_pb2
 
 MAX_FEEDS = 100
@@ -76,7 +76,7 @@ async def ingest(request: RestRequest) -> HTTPResponse:
                 "failed": reply.failed,
                 "errors": [{"index": e.index, "field": e.field, "reason": e.reason} for e in reply.errors],
                 "message": ingest_message(reply.ingested, reply.failed),
-                "latency_ms": _latency_ms(request),
+                "latency_ms": latency_ms(request),
             }
         }
     )
@@ -91,13 +91,6 @@ def ingest_message(ingested: int, failed: int) -> str:
     if not ingested:
         return f"no price feed ingested: {failed} of {total} failed (see errors)"
     return f"{ingested} of {total} {noun} ingested; {failed} failed (see errors)"
-
-
-def _latency_ms(request: RestRequest) -> float:
-    """Milliseconds since the request arrived (``begin_request`` noted it), to the microsecond."""
-    started = getattr(request.ctx, "started", None)
-    elapsed = time.perf_counter() - started if isinstance(started, float) else 0.0
-    return round(max(elapsed, 0.0) * 1000, 3)
 
 
 def _parse_batch(body: bytes) -> ingest_service_pb2.IngestPricesRequest:

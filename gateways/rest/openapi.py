@@ -200,6 +200,14 @@ def _body_schema(operation: Operation) -> dict[str, Any]:
             "additionalProperties": False,
         }
         required.append("meta")
+    elif operation.meta:
+        properties["meta"] = {
+            "type": "object",
+            "required": [name for name, _ in operation.meta],
+            "properties": dict(operation.meta),
+            "additionalProperties": False,
+        }
+        required.append("meta")
     return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
 
 

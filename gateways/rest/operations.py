@@ -43,6 +43,8 @@ class Operation:
     data: Descriptor  # the message each item of ``data`` is the public projection of
     many: bool = True  # ``data`` is a list (else one object)
     paged: bool = False  # the body has ``meta.next_cursor``
+    # the body's ``meta`` of an unpaged answer (seed 004's fields: cached, latency_ms, ...): name -> JSON schema
+    meta: tuple[tuple[str, dict[str, Any]], ...] = ()
     cost: str = "1"
     method: str = "GET"
 

@@ -21,7 +21,7 @@ from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit, authenticate, parameters, spend
 from gateways.rest.operations import Operation
 from gateways.rest.params import TIMEFRAME_NAMES, Param
-from gateways.rest.reads import body_of, call, raw_json, set_time
+from gateways.rest.reads import LATENCY_MS_SCHEMA, body_of, call, latency_ms, raw_json, set_time
 from perseus.marketdata.v1 import key_service_pb2, market_data_service_pb2 as md, prices_pb2
 
 MAX_BUCKETS = 10_000
@@ -42,6 +42,13 @@ LATEST = Operation(
     params=(SYMBOLS,),
     data=descriptor_of(prices_pb2.LatestPrice),
     cost="ceil(symbols / 10)",
+    meta=(
+        (
+            "cached",
+            {"type": "boolean", "description": "Every price came from the latest-price cache, none from PostgreSQL"},
+        ),
+        ("latency_ms", LATENCY_MS_SCHEMA),
+    ),
 )
 RANGE = Operation(
     name="price_range",
@@ -65,6 +72,11 @@ RANGE = Operation(
         Param("limit", "integer", "How many buckets", default=DEFAULT_BUCKETS, maximum=MAX_BUCKETS),
     ),
     data=descriptor_of(prices_pb2.PriceBucket),
+    meta=(
+        ("interval", {"type": "string", "enum": list(TIMEFRAME_NAMES.values()), "description": "The buckets' width"}),
+        ("count", {"type": "integer", "minimum": 0, "description": "How many buckets `data` holds"}),
+        ("latency_ms", LATENCY_MS_SCHEMA),
+    ),
     cost="1 + ceil(buckets / 1000) + ceil(days)",
 )
 CONSENSUS = Operation(
@@ -78,6 +90,7 @@ CONSENSUS = Operation(
     tag="prices",
     params=(SYMBOLS, Param("timestamp", "time", "End of the window (default: now)")),
     data=descriptor_of(prices_pb2.ConsensusPrice),
+    meta=(("latency_ms", LATENCY_MS_SCHEMA),),
     cost="2 * ceil(symbols / 10)",
 )
 
@@ -86,7 +99,8 @@ CONSENSUS = Operation(
 async def latest_prices(request: RestRequest) -> HTTPResponse:
     values = await admit(request, LATEST, lambda v: ratelimit.symbols_cost(len(v["symbols"])))
     reply = await call(request, "GetLatestPrices", md.GetLatestPricesRequest(symbols=values["symbols"]))
-    return raw_json(body_of(reply.prices, LATEST))
+    meta = {"cached": reply.cached, "latency_ms": latency_ms(request)}
+    return raw_json(body_of(reply.prices, LATEST, meta))
 
 
 @RANGE.register(blueprint)
@@ -111,7 +125,8 @@ async def price_range(request: RestRequest) -> HTTPResponse:
     services = request.app.ctx.services
     with nullcontext() if api_key.tier == key_service_pb2.KEY_TIER_ADMIN else services.heavy.hold(api_key.id):
         reply = await call(request, "GetPriceRange", message)
-    return raw_json(body_of(reply.buckets, RANGE))
+    meta = {"interval": interval, "count": len(reply.buckets), "latency_ms": latency_ms(request)}
+    return raw_json(body_of(reply.buckets, RANGE, meta))
 
 
 @CONSENSUS.register(blueprint)
@@ -120,4 +135,4 @@ async def consensus(request: RestRequest) -> HTTPResponse:
     message = md.GetConsensusRequest(symbols=values["symbols"])
     set_time(message, "time", values["timestamp"])
     reply = await call(request, "GetConsensus", message)
-    return raw_json(body_of(reply.prices, CONSENSUS))
+    return raw_json(body_of(reply.prices, CONSENSUS, {"latency_ms": latency_ms(request)}))

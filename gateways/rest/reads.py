@@ -7,6 +7,7 @@ route names a field and no internal field can slip through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +33,20 @@ def body_of(items: Message | Iterable[Message], operation: Operation, meta: dict
     if meta is not None:
         document["meta"] = meta
     return orjson.dumps(document)
+
+
+LATENCY_MS_SCHEMA: dict[str, Any] = {
+    "type": "number",
+    "minimum": 0,
+    "description": "Milliseconds from the request's arrival at the gateway to this answer",
+}
+
+
+def latency_ms(request: RestRequest) -> float:
+    """Milliseconds since the request arrived (``begin_request`` noted it), to the microsecond."""
+    started = getattr(request.ctx, "started", None)
+    elapsed = time.perf_counter() - started if isinstance(started, float) else 0.0
+    return round(max(elapsed, 0.0) * 1000, 3)
 
 
 def raw_json(body: bytes) -> HTTPResponse:

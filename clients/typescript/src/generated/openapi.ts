@@ -430,6 +430,10 @@ export interface operations {
                 content: {
                     "application/json": {
                         data: components["schemas"]["ConsensusPrice"][];
+                        meta: {
+                            /** @description Milliseconds from the request's arrival at the gateway to this answer */
+                            latency_ms: number;
+                        };
                     };
                 };
             };
@@ -1163,6 +1167,12 @@ export interface operations {
                 content: {
                     "application/json": {
                         data: components["schemas"]["LatestPrice"][];
+                        meta: {
+                            /** @description Every price came from the latest-price cache, none from PostgreSQL */
+                            cached: boolean;
+                            /** @description Milliseconds from the request's arrival at the gateway to this answer */
+                            latency_ms: number;
+                        };
                     };
                 };
             };
@@ -1316,6 +1326,17 @@ export interface operations {
                 content: {
                     "application/json": {
                         data: components["schemas"]["PriceBucket"][];
+                        meta: {
+                            /** @description How many buckets `data` holds */
+                            count: number;
+                            /**
+                             * @description The buckets' width
+                             * @enum {string}
+                             */
+                            interval: "1m" | "5m" | "15m" | "1h" | "4h" | "1d";
+                            /** @description Milliseconds from the request's arrival at the gateway to this answer */
+                            latency_ms: number;
+                        };
                     };
                 };
             };

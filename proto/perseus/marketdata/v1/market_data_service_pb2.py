@@ -32,7 +32,7 @@ from perseus.marketdata.v1 import signals_pb2 as perseus_dot_marketdata_dot_v1_d
 from perseus.marketdata.v1 import visibility_pb2 as perseus_dot_marketdata_dot_v1_dot_visibility__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/perseus/marketdata/v1/market_data_service.proto\x12\x15perseus.marketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#perseus/marketdata/v1/candles.proto\x1a\"perseus/marketdata/v1/common.proto\x1a&perseus/marketdata/v1/indicators.proto\x1a\"perseus/marketdata/v1/market.proto\x1a\"perseus/marketdata/v1/prices.proto\x1a#perseus/marketdata/v1/signals.proto\x1a&perseus/marketdata/v1/visibility.proto\"\x16\n\x14ListExchangesRequest\"Q\n\x15ListExchangesResponse\x12\x38\n\texchanges\x18\x01 \x03(\x0b\x32\x1f.perseus.marketdata.v1.ExchangeB\x04\x88\xb5\x18\x01\",\n\x12ListSymbolsRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\"K\n\x13ListSymbolsResponse\x12\x34\n\x07symbols\x18\x01 \x03(\x0b\x32\x1d.perseus.marketdata.v1.SymbolB\x04\x88\xb5\x18\x01\"\xfb\x01\n\x11GetCandlesRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x13\n\x05limit\x18\x04 \x01(\x05\x42\x04\x88\xb5\x18\x01\x12\x34\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x32\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\"J\n\x12GetCandlesResponse\x12\x34\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x1d.perseus.marketdata.v1.CandleB\x04\x88\xb5\x18\x01\"/\n\x16GetLatestPricesRequest\x12\x15\n\x07symbols\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\"S\n\x17GetLatestPricesResponse\x12\x38\n\x06prices\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.LatestPriceB\x04\x88\xb5\x18\x01\"\xfb\x01\n\x14GetPriceRangeRequest\x12\x14\n\x06symbol\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x34\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x32\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x38\n\x08interval\x18\x04 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x14\n\x06source\x18\x05 \x01(\tB\x04\x88\xb5\x18\x01\x12\x13\n\x05limit\x18\x06 \x01(\x05\x42\x04\x88\xb5\x18\x01\"R\n\x15GetPriceRangeResponse\x12\x39\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.PriceBucketB\x04\x88\xb5\x18\x01\"\\\n\x13GetConsensusRequest\x12\x15\n\x07symbols\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\x12.\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\"S\n\x14GetConsensusResponse\x12;\n\x06prices\x18\x01 \x03(\x0b\x32%.perseus.marketdata.v1.ConsensusPriceB\x04\x88\xb5\x18\x01\"~\n\x13GetIndicatorRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\"M\n\x14GetIndicatorResponse\x12\x35\n\tindicator\x18\x01 \x01(\x0b\x32\x1c.perseus.marketdata.v1.MacdVB\x04\x88\xb5\x18\x01\"{\n\x10GetSignalRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\"\x8a\x01\n\x11GetSignalResponse\x12\x38\n\x06signal\x18\x01 \x01(\x0b\x32\".perseus.marketdata.v1.TradeSignalB\x04\x88\xb5\x18\x01\x12;\n\x07\x63urrent\x18\x02 \x01(\x0b\x32$.perseus.marketdata.v1.CurrentSignalB\x04\x88\xb5\x18\x01\"\xe5\x01\n\x11ListAlertsRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x34\n\nsince_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x17\n\tpage_size\x18\x05 \x01(\x05\x42\x04\x88\xb5\x18\x01\x12\x18\n\npage_token\x18\x06 \x01(\tB\x04\x88\xb5\x18\x01\"n\n\x12ListAlertsResponse\x12\x39\n\x07signals\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.TradeSignalB\x04\x88\xb5\x18\x01\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\"\x12\n\x10GetStatusRequest\"\x93\x01\n\x10\x44\x65pendencyStatus\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12;\n\x05state\x18\x02 \x01(\x0e\x32&.perseus.marketdata.v1.DependencyStateB\x04\x88\xb5\x18\x01\x12\x14\n\x06\x64\x65tail\x18\x03 \x01(\tB\x04\x88\xb5\x18\x02\x12\x18\n\nlatency_ms\x18\x04 \x01(\x01\x42\x04\x88\xb5\x18\x01\"\x8f\x01\n\x0f\x43omponentStatus\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12:\n\x05state\x18\x02 \x01(\x0e\x32%.perseus.marketdata.v1.ComponentStateB\x04\x88\xb5\x18\x01\x12\x14\n\x06\x64\x65tail\x18\x03 \x01(\tB\x04\x88\xb5\x18\x02\x12\x16\n\x08restarts\x18\x04 \x01(\x03\x42\x04\x88\xb5\x18\x02\"\x9a\x01\n\x0bVenueStatus\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32!.perseus.marketdata.v1.VenueStateB\x04\x88\xb5\x18\x01\x12;\n\x11last_message_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\"\xda\x02\n\x11GetStatusResponse\x12\x36\n\x04mode\x18\x01 \x01(\x0e\x32\".perseus.marketdata.v1.RuntimeModeB\x04\x88\xb5\x18\x01\x12\x43\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\'.perseus.marketdata.v1.DependencyStatusB\x04\x88\xb5\x18\x01\x12\x15\n\x07version\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\x12\x17\n\texchanges\x18\x04 \x03(\tB\x04\x88\xb5\x18\x01\x12@\n\ncomponents\x18\x05 \x03(\x0b\x32&.perseus.marketdata.v1.ComponentStatusB\x04\x88\xb5\x18\x01\x12\x1c\n\x0euptime_seconds\x18\x06 \x01(\x01\x42\x04\x88\xb5\x18\x01\x12\x38\n\x06venues\x18\x07 \x03(\x0b\x32\".perseus.marketdata.v1.VenueStatusB\x04\x88\xb5\x18\x01*g\n\x0f\x44\x65pendencyState\x12 \n\x1c\x44\x45PENDENCY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45PENDENCY_STATE_UP\x10\x01\x12\x19\n\x15\x44\x45PENDENCY_STATE_DOWN\x10\x02*g\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMPONENT_STATE_UP\x10\x01\x12\x1c\n\x18\x43OMPONENT_STATE_DEGRADED\x10\x02*\x97\x01\n\nVenueState\x12\x1b\n\x17VENUE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16VENUE_STATE_CONNECTING\x10\x01\x12\x19\n\x15VENUE_STATE_CONNECTED\x10\x02\x12\x1c\n\x18VENUE_STATE_RECONNECTING\x10\x03\x12\x17\n\x13VENUE_STATE_STOPPED\x10\x04\x32\x9b\x08\n\x11MarketDataService\x12j\n\rListExchanges\x12+.perseus.marketdata.v1.ListExchangesRequest\x1a,.perseus.marketdata.v1.ListExchangesResponse\x12\x64\n\x0bListSymbols\x12).perseus.marketdata.v1.ListSymbolsRequest\x1a*.perseus.marketdata.v1.ListSymbolsResponse\x12\x61\n\nGetCandles\x12(.perseus.marketdata.v1.GetCandlesRequest\x1a).perseus.marketdata.v1.GetCandlesResponse\x12p\n\x0fGetLatestPrices\x12-.perseus.marketdata.v1.GetLatestPricesRequest\x1a..perseus.marketdata.v1.GetLatestPricesResponse\x12j\n\rGetPriceRange\x12+.perseus.marketdata.v1.GetPriceRangeRequest\x1a,.perseus.marketdata.v1.GetPriceRangeResponse\x12g\n\x0cGetConsensus\x12*.perseus.marketdata.v1.GetConsensusRequest\x1a+.perseus.marketdata.v1.GetConsensusResponse\x12g\n\x0cGetIndicator\x12*.perseus.marketdata.v1.GetIndicatorRequest\x1a+.perseus.marketdata.v1.GetIndicatorResponse\x12^\n\tGetSignal\x12\'.perseus.marketdata.v1.GetSignalRequest\x1a(.perseus.marketdata.v1.GetSignalResponse\x12\x61\n\nListAlerts\x12(.perseus.marketdata.v1.ListAlertsRequest\x1a).perseus.marketdata.v1.ListAlertsResponse\x12^\n\tGetStatus\x12\'.perseus.marketdata.v1.GetStatusRequest\x1a(.perseus.marketdata.v1.GetStatusResponseBCZAgithub.com/perseus/perseus/gen/perseus/marketdata/v1;marketdatav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/perseus/marketdata/v1/market_data_service.proto\x12\x15perseus.marketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#perseus/marketdata/v1/candles.proto\x1a\"perseus/marketdata/v1/common.proto\x1a&perseus/marketdata/v1/indicators.proto\x1a\"perseus/marketdata/v1/market.proto\x1a\"perseus/marketdata/v1/prices.proto\x1a#perseus/marketdata/v1/signals.proto\x1a&perseus/marketdata/v1/visibility.proto\"\x16\n\x14ListExchangesRequest\"Q\n\x15ListExchangesResponse\x12\x38\n\texchanges\x18\x01 \x03(\x0b\x32\x1f.perseus.marketdata.v1.ExchangeB\x04\x88\xb5\x18\x01\",\n\x12ListSymbolsRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\"K\n\x13ListSymbolsResponse\x12\x34\n\x07symbols\x18\x01 \x03(\x0b\x32\x1d.perseus.marketdata.v1.SymbolB\x04\x88\xb5\x18\x01\"\xfb\x01\n\x11GetCandlesRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x13\n\x05limit\x18\x04 \x01(\x05\x42\x04\x88\xb5\x18\x01\x12\x34\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x32\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\"J\n\x12GetCandlesResponse\x12\x34\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x1d.perseus.marketdata.v1.CandleB\x04\x88\xb5\x18\x01\"/\n\x16GetLatestPricesRequest\x12\x15\n\x07symbols\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\"i\n\x17GetLatestPricesResponse\x12\x38\n\x06prices\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.LatestPriceB\x04\x88\xb5\x18\x01\x12\x14\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x42\x04\x88\xb5\x18\x01\"\xfb\x01\n\x14GetPriceRangeRequest\x12\x14\n\x06symbol\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x34\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x32\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x38\n\x08interval\x18\x04 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x14\n\x06source\x18\x05 \x01(\tB\x04\x88\xb5\x18\x01\x12\x13\n\x05limit\x18\x06 \x01(\x05\x42\x04\x88\xb5\x18\x01\"R\n\x15GetPriceRangeResponse\x12\x39\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.PriceBucketB\x04\x88\xb5\x18\x01\"\\\n\x13GetConsensusRequest\x12\x15\n\x07symbols\x18\x01 \x03(\tB\x04\x88\xb5\x18\x01\x12.\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\"S\n\x14GetConsensusResponse\x12;\n\x06prices\x18\x01 \x03(\x0b\x32%.perseus.marketdata.v1.ConsensusPriceB\x04\x88\xb5\x18\x01\"~\n\x13GetIndicatorRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\"M\n\x14GetIndicatorResponse\x12\x35\n\tindicator\x18\x01 \x01(\x0b\x32\x1c.perseus.marketdata.v1.MacdVB\x04\x88\xb5\x18\x01\"{\n\x10GetSignalRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\"\x8a\x01\n\x11GetSignalResponse\x12\x38\n\x06signal\x18\x01 \x01(\x0b\x32\".perseus.marketdata.v1.TradeSignalB\x04\x88\xb5\x18\x01\x12;\n\x07\x63urrent\x18\x02 \x01(\x0b\x32$.perseus.marketdata.v1.CurrentSignalB\x04\x88\xb5\x18\x01\"\xe5\x01\n\x11ListAlertsRequest\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x06symbol\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x39\n\ttimeframe\x18\x03 \x01(\x0e\x32 .perseus.marketdata.v1.TimeframeB\x04\x88\xb5\x18\x01\x12\x34\n\nsince_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\x12\x17\n\tpage_size\x18\x05 \x01(\x05\x42\x04\x88\xb5\x18\x01\x12\x18\n\npage_token\x18\x06 \x01(\tB\x04\x88\xb5\x18\x01\"n\n\x12ListAlertsResponse\x12\x39\n\x07signals\x18\x01 \x03(\x0b\x32\".perseus.marketdata.v1.TradeSignalB\x04\x88\xb5\x18\x01\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\"\x12\n\x10GetStatusRequest\"\x93\x01\n\x10\x44\x65pendencyStatus\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12;\n\x05state\x18\x02 \x01(\x0e\x32&.perseus.marketdata.v1.DependencyStateB\x04\x88\xb5\x18\x01\x12\x14\n\x06\x64\x65tail\x18\x03 \x01(\tB\x04\x88\xb5\x18\x02\x12\x18\n\nlatency_ms\x18\x04 \x01(\x01\x42\x04\x88\xb5\x18\x01\"\x8f\x01\n\x0f\x43omponentStatus\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12:\n\x05state\x18\x02 \x01(\x0e\x32%.perseus.marketdata.v1.ComponentStateB\x04\x88\xb5\x18\x01\x12\x14\n\x06\x64\x65tail\x18\x03 \x01(\tB\x04\x88\xb5\x18\x02\x12\x16\n\x08restarts\x18\x04 \x01(\x03\x42\x04\x88\xb5\x18\x02\"\x9a\x01\n\x0bVenueStatus\x12\x16\n\x08\x65xchange\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32!.perseus.marketdata.v1.VenueStateB\x04\x88\xb5\x18\x01\x12;\n\x11last_message_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\x88\xb5\x18\x01\"\xda\x02\n\x11GetStatusResponse\x12\x36\n\x04mode\x18\x01 \x01(\x0e\x32\".perseus.marketdata.v1.RuntimeModeB\x04\x88\xb5\x18\x01\x12\x43\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\'.perseus.marketdata.v1.DependencyStatusB\x04\x88\xb5\x18\x01\x12\x15\n\x07version\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\x12\x17\n\texchanges\x18\x04 \x03(\tB\x04\x88\xb5\x18\x01\x12@\n\ncomponents\x18\x05 \x03(\x0b\x32&.perseus.marketdata.v1.ComponentStatusB\x04\x88\xb5\x18\x01\x12\x1c\n\x0euptime_seconds\x18\x06 \x01(\x01\x42\x04\x88\xb5\x18\x01\x12\x38\n\x06venues\x18\x07 \x03(\x0b\x32\".perseus.marketdata.v1.VenueStatusB\x04\x88\xb5\x18\x01*g\n\x0f\x44\x65pendencyState\x12 \n\x1c\x44\x45PENDENCY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45PENDENCY_STATE_UP\x10\x01\x12\x19\n\x15\x44\x45PENDENCY_STATE_DOWN\x10\x02*g\n\x0e\x43omponentState\x12\x1f\n\x1b\x43OMPONENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMPONENT_STATE_UP\x10\x01\x12\x1c\n\x18\x43OMPONENT_STATE_DEGRADED\x10\x02*\x97\x01\n\nVenueState\x12\x1b\n\x17VENUE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16VENUE_STATE_CONNECTING\x10\x01\x12\x19\n\x15VENUE_STATE_CONNECTED\x10\x02\x12\x1c\n\x18VENUE_STATE_RECONNECTING\x10\x03\x12\x17\n\x13VENUE_STATE_STOPPED\x10\x04\x32\x9b\x08\n\x11MarketDataService\x12j\n\rListExchanges\x12+.perseus.marketdata.v1.ListExchangesRequest\x1a,.perseus.marketdata.v1.ListExchangesResponse\x12\x64\n\x0bListSymbols\x12).perseus.marketdata.v1.ListSymbolsRequest\x1a*.perseus.marketdata.v1.ListSymbolsResponse\x12\x61\n\nGetCandles\x12(.perseus.marketdata.v1.GetCandlesRequest\x1a).perseus.marketdata.v1.GetCandlesResponse\x12p\n\x0fGetLatestPrices\x12-.perseus.marketdata.v1.GetLatestPricesRequest\x1a..perseus.marketdata.v1.GetLatestPricesResponse\x12j\n\rGetPriceRange\x12+.perseus.marketdata.v1.GetPriceRangeRequest\x1a,.perseus.marketdata.v1.GetPriceRangeResponse\x12g\n\x0cGetConsensus\x12*.perseus.marketdata.v1.GetConsensusRequest\x1a+.perseus.marketdata.v1.GetConsensusResponse\x12g\n\x0cGetIndicator\x12*.perseus.marketdata.v1.GetIndicatorRequest\x1a+.perseus.marketdata.v1.GetIndicatorResponse\x12^\n\tGetSignal\x12\'.perseus.marketdata.v1.GetSignalRequest\x1a(.perseus.marketdata.v1.GetSignalResponse\x12\x61\n\nListAlerts\x12(.perseus.marketdata.v1.ListAlertsRequest\x1a).perseus.marketdata.v1.ListAlertsResponse\x12^\n\tGetStatus\x12\'.perseus.marketdata.v1.GetStatusRequest\x1a(.perseus.marketdata.v1.GetStatusResponseBCZAgithub.com/perseus/perseus/gen/perseus/marketdata/v1;marketdatav1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -64,6 +64,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLATESTPRICESREQUEST'].fields_by_name['symbols']._serialized_options = b'\210\265\030\001'
   _globals['_GETLATESTPRICESRESPONSE'].fields_by_name['prices']._loaded_options = None
   _globals['_GETLATESTPRICESRESPONSE'].fields_by_name['prices']._serialized_options = b'\210\265\030\001'
+  _globals['_GETLATESTPRICESRESPONSE'].fields_by_name['cached']._loaded_options = None
+  _globals['_GETLATESTPRICESRESPONSE'].fields_by_name['cached']._serialized_options = b'\210\265\030\001'
   _globals['_GETPRICERANGEREQUEST'].fields_by_name['symbol']._loaded_options = None
   _globals['_GETPRICERANGEREQUEST'].fields_by_name['symbol']._serialized_options = b'\210\265\030\001'
   _globals['_GETPRICERANGEREQUEST'].fields_by_name['start_time']._loaded_options = None
@@ -154,12 +156,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE'].fields_by_name['uptime_seconds']._serialized_options = b'\210\265\030\001'
   _globals['_GETSTATUSRESPONSE'].fields_by_name['venues']._loaded_options = None
   _globals['_GETSTATUSRESPONSE'].fields_by_name['venues']._serialized_options = b'\210\265\030\001'
-  _globals['_DEPENDENCYSTATE']._serialized_start=3219
-  _globals['_DEPENDENCYSTATE']._serialized_end=3322
-  _globals['_COMPONENTSTATE']._serialized_start=3324
-  _globals['_COMPONENTSTATE']._serialized_end=3427
-  _globals['_VENUESTATE']._serialized_start=3430
-  _globals['_VENUESTATE']._serialized_end=3581
+  _globals['_DEPENDENCYSTATE']._serialized_start=3241
+  _globals['_DEPENDENCYSTATE']._serialized_end=3344
+  _globals['_COMPONENTSTATE']._serialized_start=3346
+  _globals['_COMPONENTSTATE']._serialized_end=3449
+  _globals['_VENUESTATE']._serialized_start=3452
+  _globals['_VENUESTATE']._serialized_end=3603
   _globals['_LISTEXCHANGESREQUEST']._serialized_start=369
   _globals['_LISTEXCHANGESREQUEST']._serialized_end=391
   _globals['_LISTEXCHANGESRESPONSE']._serialized_start=393
@@ -175,37 +177,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLATESTPRICESREQUEST']._serialized_start=929
   _globals['_GETLATESTPRICESREQUEST']._serialized_end=976
   _globals['_GETLATESTPRICESRESPONSE']._serialized_start=978
-  _globals['_GETLATESTPRICESRESPONSE']._serialized_end=1061
-  _globals['_GETPRICERANGEREQUEST']._serialized_start=1064
-  _globals['_GETPRICERANGEREQUEST']._serialized_end=1315
-  _globals['_GETPRICERANGERESPONSE']._serialized_start=1317
-  _globals['_GETPRICERANGERESPONSE']._serialized_end=1399
-  _globals['_GETCONSENSUSREQUEST']._serialized_start=1401
-  _globals['_GETCONSENSUSREQUEST']._serialized_end=1493
-  _globals['_GETCONSENSUSRESPONSE']._serialized_start=1495
-  _globals['_GETCONSENSUSRESPONSE']._serialized_end=1578
-  _globals['_GETINDICATORREQUEST']._serialized_start=1580
-  _globals['_GETINDICATORREQUEST']._serialized_end=1706
-  _globals['_GETINDICATORRESPONSE']._serialized_start=1708
-  _globals['_GETINDICATORRESPONSE']._serialized_end=1785
-  _globals['_GETSIGNALREQUEST']._serialized_start=1787
-  _globals['_GETSIGNALREQUEST']._serialized_end=1910
-  _globals['_GETSIGNALRESPONSE']._serialized_start=1913
-  _globals['_GETSIGNALRESPONSE']._serialized_end=2051
-  _globals['_LISTALERTSREQUEST']._serialized_start=2054
-  _globals['_LISTALERTSREQUEST']._serialized_end=2283
-  _globals['_LISTALERTSRESPONSE']._serialized_start=2285
-  _globals['_LISTALERTSRESPONSE']._serialized_end=2395
-  _globals['_GETSTATUSREQUEST']._serialized_start=2397
-  _globals['_GETSTATUSREQUEST']._serialized_end=2415
-  _globals['_DEPENDENCYSTATUS']._serialized_start=2418
-  _globals['_DEPENDENCYSTATUS']._serialized_end=2565
-  _globals['_COMPONENTSTATUS']._serialized_start=2568
-  _globals['_COMPONENTSTATUS']._serialized_end=2711
-  _globals['_VENUESTATUS']._serialized_start=2714
-  _globals['_VENUESTATUS']._serialized_end=2868
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2871
-  _globals['_GETSTATUSRESPONSE']._serialized_end=3217
-  _globals['_MARKETDATASERVICE']._serialized_start=3584
-  _globals['_MARKETDATASERVICE']._serialized_end=4635
+  _globals['_GETLATESTPRICESRESPONSE']._serialized_end=1083
+  _globals['_GETPRICERANGEREQUEST']._serialized_start=1086
+  _globals['_GETPRICERANGEREQUEST']._serialized_end=1337
+  _globals['_GETPRICERANGERESPONSE']._serialized_start=1339
+  _globals['_GETPRICERANGERESPONSE']._serialized_end=1421
+  _globals['_GETCONSENSUSREQUEST']._serialized_start=1423
+  _globals['_GETCONSENSUSREQUEST']._serialized_end=1515
+  _globals['_GETCONSENSUSRESPONSE']._serialized_start=1517
+  _globals['_GETCONSENSUSRESPONSE']._serialized_end=1600
+  _globals['_GETINDICATORREQUEST']._serialized_start=1602
+  _globals['_GETINDICATORREQUEST']._serialized_end=1728
+  _globals['_GETINDICATORRESPONSE']._serialized_start=1730
+  _globals['_GETINDICATORRESPONSE']._serialized_end=1807
+  _globals['_GETSIGNALREQUEST']._serialized_start=1809
+  _globals['_GETSIGNALREQUEST']._serialized_end=1932
+  _globals['_GETSIGNALRESPONSE']._serialized_start=1935
+  _globals['_GETSIGNALRESPONSE']._serialized_end=2073
+  _globals['_LISTALERTSREQUEST']._serialized_start=2076
+  _globals['_LISTALERTSREQUEST']._serialized_end=2305
+  _globals['_LISTALERTSRESPONSE']._serialized_start=2307
+  _globals['_LISTALERTSRESPONSE']._serialized_end=2417
+  _globals['_GETSTATUSREQUEST']._serialized_start=2419
+  _globals['_GETSTATUSREQUEST']._serialized_end=2437
+  _globals['_DEPENDENCYSTATUS']._serialized_start=2440
+  _globals['_DEPENDENCYSTATUS']._serialized_end=2587
+  _globals['_COMPONENTSTATUS']._serialized_start=2590
+  _globals['_COMPONENTSTATUS']._serialized_end=2733
+  _globals['_VENUESTATUS']._serialized_start=2736
+  _globals['_VENUESTATUS']._serialized_end=2890
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2893
+  _globals['_GETSTATUSRESPONSE']._serialized_end=3239
+  _globals['_MARKETDATASERVICE']._serialized_start=3606
+  _globals['_MARKETDATASERVICE']._serialized_end=4657
 # @@protoc_insertion_point(module_scope)

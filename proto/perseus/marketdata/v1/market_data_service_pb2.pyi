@@ -99,10 +99,12 @@ class GetLatestPricesRequest(_message.Message):
     def __init__(self, symbols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetLatestPricesResponse(_message.Message):
-    __slots__ = ("prices",)
+    __slots__ = ("prices", "cached")
     PRICES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     prices: _containers.RepeatedCompositeFieldContainer[_prices_pb2.LatestPrice]
-    def __init__(self, prices: _Optional[_Iterable[_Union[_prices_pb2.LatestPrice, _Mapping]]] = ...) -> None: ...
+    cached: bool
+    def __init__(self, prices: _Optional[_Iterable[_Union[_prices_pb2.LatestPrice, _Mapping]]] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class GetPriceRangeRequest(_message.Message):
     __slots__ = ("symbol", "start_time", "end_time", "interval", "source", "limit")

@@ -1057,6 +1057,11 @@ class GetLatestPricesResponse(betterproto2.Message):
         1, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
+    cached: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    Every price came from the latest-price cache (Redis), none from PostgreSQL; false for an empty answer.
+    """
+
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "GetLatestPricesResponse", GetLatestPricesResponse
