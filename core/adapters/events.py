@@ -182,7 +182,11 @@ class EventPublisher:
         """``indicator_update`` events of ready MACD-V readings on their ``indicators:{exchange}:{SYMBOL}:{TF}``
         streams."""
         now = self._clock_ms()
-        await self.publish([Event(indicator_channel(r), indicator_event(r, now_ms=now)) for r in readings])
+        events = []
+        for reading in readings:
+            channel = indicator_channel(reading)
+            events.append(Event(channel, indicator_event(reading, now_ms=now, channel=channel)))
+        await self.publish(events)
 
     async def publish(self, events: Sequence[Event]) -> dict[Channel, int]:
         """Publish ``events`` (in order within each stream, one script call per stream);

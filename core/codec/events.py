@@ -34,18 +34,20 @@ def indicator_channel(reading: IndicatorReading) -> Channel:
     return Channel(ChannelFamily.INDICATORS, reading.exchange, reading.symbol, reading.timeframe)
 
 
-def indicator_event(reading: IndicatorReading, *, now_ms: int) -> bytes:
-    """An ``indicator_update``: the MacdV message of a read (internals included; the gateways project it)."""
-    event = stream_service_pb2.StreamEvent(channel=explicit_name(indicator_channel(reading)))
+def indicator_event(reading: IndicatorReading, *, now_ms: int, channel: Channel | None = None) -> bytes:
+    """An ``indicator_update``: the MacdV message of a read (internals included; the gateways project it).
+    ``channel``: the reading's :func:`indicator_channel`, when the caller has it already."""
+    event = stream_service_pb2.StreamEvent(channel=explicit_name(channel or indicator_channel(reading)))
     fill_macd_v(event.indicator_update, reading)
     set_ms(event.publish_time, now_ms)
     return event.SerializeToString()
 
 
-def price_event(tick: Tick, *, now_ms: int, traceparent: str = "") -> bytes:
+def price_event(tick: Tick, *, now_ms: int, traceparent: str = "", channel: Channel | None = None) -> bytes:
     """The event of one tick: built field by field, it is on the ingest hot path. ``traceparent``: the span
-    that publishes it, when traces are on (internal: never in a public projection)."""
-    event = stream_service_pb2.StreamEvent(channel=explicit_name(price_channel(tick)))
+    that publishes it, when traces are on (internal: never in a public projection). ``channel``: another
+    stream than the tick's own that carries it too (``prices:all:…``)."""
+    event = stream_service_pb2.StreamEvent(channel=explicit_name(channel or price_channel(tick)))
     fill_price_feed(event.price_update, tick)
     set_ms(event.publish_time, now_ms)
     if traceparent:

@@ -231,29 +231,26 @@ def macd_v_to_pb(reading: IndicatorReading) -> indicators_pb2.MacdV:
 
 
 def fill_macd_v(message: indicators_pb2.MacdV, reading: IndicatorReading) -> indicators_pb2.MacdV:
+    """Field by field: every close of a wave publishes one (``indicator_update`` events)."""
     value, params = reading.value, reading.params
-    message.MergeFrom(
-        indicators_pb2.MacdV(
-            exchange=reading.exchange,
-            symbol=reading.symbol,
-            timeframe=TIMEFRAME_TO_PB[reading.timeframe],
-            timestamp=ms_timestamp(reading.timeframe.close_time(value.open_time)),
-            macd_v=value.macd_v,
-            signal=value.signal,
-            histogram=value.histogram,
-            stage=STAGE_TO_PB[value.stage],
-            zone=ZONE_TO_PB[value.zone],
-            fast_ema=value.fast_ema,
-            slow_ema=value.slow_ema,
-            atr=value.atr,
-            fast_period=params.fast,
-            slow_period=params.slow,
-            signal_period=params.signal,
-            atr_period=params.atr,
-            exchange_id=reading.exchange_id,
-            symbol_id=reading.symbol_id,
-        )
-    )
+    message.exchange = reading.exchange
+    message.symbol = reading.symbol
+    message.timeframe = TIMEFRAME_TO_PB[reading.timeframe]
+    set_ms(message.timestamp, reading.timeframe.close_time(value.open_time))
+    message.macd_v = value.macd_v
+    message.signal = value.signal
+    message.histogram = value.histogram
+    message.stage = STAGE_TO_PB[value.stage]
+    message.zone = ZONE_TO_PB[value.zone]
+    message.fast_ema = value.fast_ema
+    message.slow_ema = value.slow_ema
+    message.atr = value.atr
+    message.fast_period = params.fast
+    message.slow_period = params.slow
+    message.signal_period = params.signal
+    message.atr_period = params.atr
+    message.exchange_id = reading.exchange_id
+    message.symbol_id = reading.symbol_id
     return message
 
 
