@@ -123,6 +123,20 @@ def test_the_cores_message_is_kept_when_it_is_about_the_callers_request() -> Non
     assert error.message == "unknown symbol 'DOGE-EUR' on exchange"
 
 
+@pytest.mark.parametrize(
+    ("status", "reason", "details"),
+    [
+        (grpc.StatusCode.NOT_FOUND, "warming_up", {"reason": "warming_up"}),
+        (grpc.StatusCode.NOT_FOUND, "Not A Reason!", {}),  # only a well-formed token is passed on
+        (grpc.StatusCode.NOT_FOUND, "x" * 41, {}),
+        (grpc.StatusCode.UNAVAILABLE, "warming_up", {}),  # never from a status whose text is hidden
+    ],
+)
+def test_the_cores_reason_becomes_details_reason(status: grpc.StatusCode, reason: str, details: dict[str, str]) -> None:
+    exc = aio.AioRpcError(status, aio.Metadata(), aio.Metadata(("perseus-reason", reason)), details="not warm yet")
+    assert error_from_rpc(exc).details == details
+
+
 @pytest.mark.parametrize("status", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN])
 def test_the_cores_message_is_hidden_when_it_may_describe_internals(status: grpc.StatusCode) -> None:
     details = "failed to connect to all addresses; last error: ipv4:10.0.0.7:50051 refused"
