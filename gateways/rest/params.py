@@ -28,16 +28,22 @@ MAX_TEXT = 128
 MAX_SYMBOLS = 100
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a Timestamp holds
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}[-/][A-Za-z0-9]{1,20}$"
+CANONICAL_SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$"  # how every answer spells a symbol
 EXCHANGE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 SOURCE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
-TIME_PATTERN = (
-    r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+EPOCH_MS_PATTERN = r"^[0-9]{1,15}$"
+# ISO-8601 with a zone: every RFC 3339 date-time (fractions cut to the millisecond) and the same to the minute.
+ISO_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
+TIME_PATTERN = f"^({EPOCH_MS_PATTERN[1:-1]}|{ISO_TIME_PATTERN[1:-1]})$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_=\-]{1,128}$"
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _EXCHANGE = re.compile(EXCHANGE_PATTERN)
 _SOURCE = re.compile(SOURCE_PATTERN)
 _CURSOR = re.compile(CURSOR_PATTERN)
+_TIME = re.compile(TIME_PATTERN)
+_BAD_TIME = "expected an ISO-8601 time with a zone, e.g. 2026-12-02T06:00:00Z, or epoch milliseconds"
 TIMEFRAMES: Mapping[str, int] = {
     name: number for number, name in enum_names(common_pb2.Timeframe.DESCRIPTOR).items() if name
 }
@@ -53,16 +59,24 @@ def canonical_symbol(text: str) -> str:
 
 def time_ms(text: str) -> int:
     """Epoch milliseconds of ISO-8601 text with a zone, or of digits (already epoch milliseconds)."""
+    if not _TIME.fullmatch(text):
+        raise ValueError(_BAD_TIME)
     if text.isdigit():
         value = int(text)
     else:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            raise ValueError("an ISO-8601 time needs a zone, e.g. 2026-12-02T06:00:00Z")
-        value = int(moment.astimezone(UTC).timestamp() * 1000)
+        try:  # the pattern admits 2026-02-31 or a +99:00 offset: Python's own words about them stay inside
+            moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+            value = int(moment.astimezone(UTC).timestamp() * 1000)
+        except OverflowError:
+            raise ValueError(_OUT_OF_RANGE) from None
+        except ValueError:
+            raise ValueError(f"not a valid date, time or zone offset; {_BAD_TIME}") from None
     if not 0 <= value <= MAX_TIME_MS:
-        raise ValueError("must be between 1970-01-01 and 9999-12-31 UTC")
+        raise ValueError(_OUT_OF_RANGE)
     return value
+
+
+_OUT_OF_RANGE = "must be between 1970-01-01 and 9999-12-31 UTC"
 
 
 def _matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
@@ -119,8 +133,11 @@ class Param:
                 schema: dict[str, Any] = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
             case "timeframe":
                 schema = {"type": "string", "enum": list(TIMEFRAMES)}
-            case "time":
-                schema = {"type": "string", "minLength": 1, "pattern": TIME_PATTERN}
+            case "time":  # a date-time, or the same to the minute, or epoch milliseconds
+                schema = {
+                    "type": "string",
+                    "anyOf": [{"format": "date-time", "pattern": ISO_TIME_PATTERN}, {"pattern": TIME_PATTERN}],
+                }
             case "symbols":
                 schema = {"type": "string", "pattern": rf"^{SYMBOL_PATTERN[1:-1]}(,{SYMBOL_PATTERN[1:-1]}){{0,99}}$"}
             case _:
@@ -169,7 +186,9 @@ def parse(params: tuple[Param, ...], path: Mapping[str, str], query: Mapping[str
         else:
             given = query.get(param.name)
             raw = given[-1] if given else None
-        if raw is None or raw == "":
+        if raw == "":  # sent but empty: not the same as absent
+            raise ValidationFailed(f"`{param.name}` must not be empty", details={"field": param.name})
+        if raw is None:
             if param.required or param.where == "path":
                 raise ValidationFailed(f"`{param.name}` is required", details={"field": param.name})
             values[param.name] = (

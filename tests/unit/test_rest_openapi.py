@@ -9,6 +9,13 @@ from gateways.common.projection import is_public, public_schema
 from gateways.rest.app import OPERATIONS
 from gateways.rest.docs import docs_html
 from gateways.rest.openapi import SPEC_PATH, openapi_document
+from gateways.rest.params import (
+    CANONICAL_SYMBOL_PATTERN,
+    CURSOR_PATTERN,
+    ISO_TIME_PATTERN,
+    SYMBOL_PATTERN,
+    TIME_PATTERN,
+)
 from perseus.marketdata.v1 import candles_pb2, market_pb2, prices_pb2, signals_pb2
 
 DOCUMENT = openapi_document(OPERATIONS, version="1.2.3")
@@ -34,14 +41,33 @@ def test_every_route_is_documented_with_its_parameters() -> None:
 def test_schemas_are_the_projection_schemas() -> None:
     schemas = DOCUMENT["components"]["schemas"]
     for message in PROJECTED:
-        assert schemas[message.DESCRIPTOR.name] == public_schema(
-            message.DESCRIPTOR, ref=lambda d: {"$ref": f"#/components/schemas/{d.name}"}
-        )
+        expected = public_schema(message.DESCRIPTOR, ref=lambda d: {"$ref": f"#/components/schemas/{d.name}"})
+        if "symbol" in expected["properties"]:  # answers spell a symbol canonically, and the document says so
+            expected["properties"]["symbol"]["pattern"] = CANONICAL_SYMBOL_PATTERN
+        assert schemas[message.DESCRIPTOR.name] == expected
     candles = DOCUMENT["paths"]["/public/v1/candles/{exchange}/{symbol}"]["get"]["responses"]["200"]
     body = candles["content"]["application/json"]["schema"]
     assert body["properties"]["data"] == {"type": "array", "items": {"$ref": "#/components/schemas/Candle"}}
     alerts = DOCUMENT["paths"]["/public/v1/alerts"]["get"]["responses"]["200"]["content"]["application/json"]
-    assert alerts["schema"]["properties"]["meta"]["properties"]["next_cursor"] == {"type": ["string", "null"]}
+    assert alerts["schema"]["properties"]["meta"]["properties"]["next_cursor"] == {
+        "anyOf": [{"type": "string", "pattern": CURSOR_PATTERN}, {"type": "null"}]
+    }
+
+
+def test_formats_are_declared_where_answers_and_parameters_meet() -> None:
+    """A time parameter is a date-time (or epoch ms), a next_cursor matches the cursor parameter, a symbol in an
+    answer matches the symbol parameters."""
+    for operation in OPERATIONS:
+        for parameter in DOCUMENT["paths"][operation.path][operation.method.lower()]["parameters"]:
+            if parameter["name"] in ("start", "end", "since", "from", "to", "timestamp"):
+                branches = parameter["schema"]["anyOf"]
+                assert {"format": "date-time", "pattern": ISO_TIME_PATTERN} in branches
+                assert {"pattern": TIME_PATTERN} in branches
+    for name, schema in DOCUMENT["components"]["schemas"].items():
+        symbol = schema.get("properties", {}).get("symbol")
+        if symbol is not None:
+            assert symbol["pattern"] == CANONICAL_SYMBOL_PATTERN, name
+            assert re.fullmatch(CANONICAL_SYMBOL_PATTERN, "BTC-USD") and re.fullmatch(SYMBOL_PATTERN, "BTC-USD")
 
 
 def test_no_internal_field_is_named_in_the_document() -> None:

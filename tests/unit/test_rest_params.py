@@ -52,6 +52,10 @@ def test_defaults_and_canonical_forms() -> None:
         ({"start": "9999-12-31T23:59:59-14:00"}, "start"),
         ({"start": "x" * 500}, "start"),
         ({"symbols": ",,"}, "symbols"),
+        ({"symbols": ""}, "symbols"),
+        ({"start": ""}, "start"),
+        ({"timeframe": ""}, "timeframe"),
+        ({"limit": ""}, "limit"),
         ({"symbols": ",".join(f"A{i}-B" for i in range(101))}, "symbols"),
     ],
 )
@@ -87,3 +91,38 @@ def test_openapi_parameters_follow_the_declarations() -> None:
     }
     assert PARAMS[0].openapi()["required"] is True
     assert PARAMS[2].openapi()["schema"]["enum"] == ["1m", "5m", "15m", "1h", "4h", "1d"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-02T06:00:00+99:00",  # Python: "offset must be a timedelta strictly between ..."
+        "2026-13-02T06:00:00Z",
+        "2026-02-31T06:00:00Z",
+        "2026-12-02T25:00Z",
+        "2026-12-02T06:00:60Z",
+        "0001-01-01T00:00:00+01:00",  # Python: OverflowError
+        "20261202T060000Z",  # ISO-8601's basic form: Python reads it, the document does not declare it
+        "2026-12-02 06:00:00Z",
+        "-1",
+    ],
+)
+def test_a_bad_time_is_a_plain_message_without_python_internals(text: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        values({"start": text})
+    message = str(raised.value.message)
+    assert raised.value.details == {"field": "start"}
+    assert message.startswith("`start`: ") and ("ISO-8601" in message or "between 1970-01-01" in message)
+    assert "timedelta" not in message and " in 1.." not in message and "isoformat" not in message
+
+
+def test_every_rfc3339_spelling_is_read() -> None:
+    assert time_ms("2026-12-02t06:00:00.123456789z") == 1_796_191_200_123
+    assert time_ms("2026-12-02T06:00Z") == time_ms("2026-12-02T06:00:00.000+00:00") == 1_796_191_200_000
+
+
+def test_an_empty_value_is_refused_not_taken_as_absent() -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        parse((Param("exchange", "exchange", ""),), {}, {"exchange": [""]})
+    assert raised.value.details == {"field": "exchange"} and "must not be empty" in str(raised.value.message)
+    assert parse((Param("exchange", "exchange", ""),), {}, {}) == {"exchange": None}
