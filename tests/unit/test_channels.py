@@ -32,6 +32,8 @@ KNOWN = frozenset({"sim", "coinbase", "binance", "kraken"})
         ("Candles:Coinbase:btc-usd:5m", Channel(ChannelFamily.CANDLES, "coinbase", "BTC-USD", Timeframe.M5)),
         ("PRICES:sol/usd", Channel(ChannelFamily.PRICES, None, "SOL-USD", None)),
         ("  prices:BTC-USD  ", Channel(ChannelFamily.PRICES, None, "BTC-USD", None)),
+        ("indicators:BTC-USD:1h", Channel(ChannelFamily.INDICATORS, None, "BTC-USD", Timeframe.H1)),
+        ("indicators:kraken:eth/usd:4H", Channel(ChannelFamily.INDICATORS, "kraken", "ETH-USD", Timeframe.H4)),
     ],
 )
 def test_contract_forms_parse(name: str, expected: Channel) -> None:

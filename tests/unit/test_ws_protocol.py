@@ -22,6 +22,8 @@ from gateways.ws.protocol import ErrorCode, ProtocolError, Subscribe, Unsubscrib
         ("signals:ETH-USD:4h", "signals:sim:ETH-USD:4h"),
         ("prices:BTC-USD", "prices:sim:BTC-USD"),
         ("prices:Kraken:btc-usd", "prices:kraken:BTC-USD"),
+        ("indicators:BTC-USD:1h", "indicators:sim:BTC-USD:1h"),
+        ("Indicators:Coinbase:eth/usd:15M", "indicators:coinbase:ETH-USD:15m"),
     ],
 )
 def test_channel_names_become_canonical_explicit_names(name: str, canonical: str) -> None:
