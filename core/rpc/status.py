@@ -18,6 +18,7 @@ from core.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    StorageUnavailable,
     StreamFellBehind,
     Unavailable,
 )
@@ -57,6 +58,28 @@ def status_for(error: DomainError) -> grpc.StatusCode:
 DEFAULT_MAX_CALL_S = 10.0
 # Trailing metadata of a failed call naming why, machine-readable (e.g. ``warming_up``), when the error has one.
 REASON_METADATA_KEY = "perseus-reason"
+# Trailing metadata of an UNAVAILABLE naming the store that failed (``postgres`` or ``redis``; seed 004's
+# DATABASE_ERROR and CACHE_ERROR), which the gateways put in the error's ``details.dependency``.
+DEPENDENCY_METADATA_KEY = "perseus-dependency"
+DEPENDENCY_NAMES = {"postgresql": "postgres", "postgres": "postgres", "redis": "redis"}
+
+
+def failed_dependency(exc: BaseException) -> str | None:
+    """Which store an UNAVAILABLE is about: a StorageUnavailable's, or the driver's (None when unknown)."""
+    if isinstance(exc, StorageUnavailable):
+        return DEPENDENCY_NAMES.get(exc.dependency)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "redis"
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
+        return "postgres"
+    return None
+
+
+def _trailing(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    reason = getattr(exc, "error_reason", None)
+    trailing = ((REASON_METADATA_KEY, reason),) if isinstance(reason, str) else ()
+    dependency = failed_dependency(exc)
+    return (*trailing, (DEPENDENCY_METADATA_KEY, dependency)) if dependency is not None else trailing
 
 
 def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
@@ -84,11 +107,13 @@ def translates_errors(method: Handler[Servicer]) -> Handler[Servicer]:
             message = f"{method.__name__} did not finish within {cap:.3g} s"
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, message)
         except DomainError as exc:
-            reason = getattr(exc, "error_reason", None)
-            trailing = ((REASON_METADATA_KEY, reason),) if isinstance(reason, str) else ()
-            await context.abort(status_for(exc), str(exc), trailing_metadata=trailing)
+            await context.abort(status_for(exc), str(exc), trailing_metadata=_trailing(exc))
         except DRIVER_UNAVAILABLE as exc:
             logger.warning("dependency unavailable in %s: %s", method.__name__, exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "a storage dependency is unavailable; retry")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "a storage dependency is unavailable; retry",
+                trailing_metadata=_trailing(exc),
+            )
 
     return wrapper

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 MAX_RPC_MESSAGE_LENGTH = 300
 RPC_REASON_KEY = "perseus-reason"  # trailing metadata of a core error: goes to details.reason (core/rpc/status.py)
+# trailing metadata of the core's UNAVAILABLE naming the store that failed: goes to details.dependency
+RPC_DEPENDENCY_KEY = "perseus-dependency"
+DEPENDENCIES = frozenset({"postgres", "redis"})
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RETRY_AFTER_HEADER = "Retry-After"
 
@@ -210,6 +213,8 @@ def error_from_rpc(exc: grpc.RpcError) -> ApiError:
             message = " ".join(text.split())[:MAX_RPC_MESSAGE_LENGTH]
         if (reason := _rpc_reason(exc)) is not None:
             extra["reason"] = reason
+    if status == grpc.StatusCode.UNAVAILABLE and (dependency := _rpc_dependency(exc)) is not None:
+        extra["dependency"] = dependency  # seed 004's DATABASE_ERROR / CACHE_ERROR, as SERVICE_UNAVAILABLE
     error_class = _CLASS_FOR_CODE[code]
     if error_class is RateLimitExceeded:
         return RateLimitExceeded(1, message)
@@ -218,13 +223,24 @@ def error_from_rpc(exc: grpc.RpcError) -> ApiError:
 
 def _rpc_reason(exc: grpc.RpcError) -> str | None:
     """The core's machine-readable reason (trailing metadata ``perseus-reason``, e.g. ``warming_up``), if any."""
+    value = _trailing_value(exc, RPC_REASON_KEY)
+    return value if value is not None and _REASON.fullmatch(value) else None
+
+
+def _rpc_dependency(exc: grpc.RpcError) -> str | None:
+    """The store the core's UNAVAILABLE is about (trailing metadata ``perseus-dependency``), if a known one."""
+    value = _trailing_value(exc, RPC_DEPENDENCY_KEY)
+    return value if value in DEPENDENCIES else None
+
+
+def _trailing_value(exc: grpc.RpcError, wanted: str) -> str | None:
     trailing = getattr(exc, "trailing_metadata", None)
     try:
         metadata = trailing() if callable(trailing) else None
     except Exception:  # a channel-level failure may carry no metadata at all
         return None
     for key, value in metadata or ():
-        if key == RPC_REASON_KEY and isinstance(value, str) and _REASON.fullmatch(value):
+        if key == wanted and isinstance(value, str):
             return value
     return None
 
