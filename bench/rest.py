@@ -24,12 +24,17 @@ core and Redis: two wrk processes of ``--aggregate-conns`` connections each,
 both at one gateway, then one at each of two (so the load generator is the
 same in both runs), with the ratio.
 
+``--tracing``: then the cost of OpenTelemetry traces (issue 19), in the same run: a second core and gateway
+on the same database and Redis, exporting every span over OTLP/HTTP to a local sink that keeps nothing
+(:mod:`bench.otlp_sink`), measured level by level right after the untraced pair, with the ratio on / off.
+The untraced rows are the ones above: with no OTLP endpoint, tracing costs a boolean per call site.
+
 It installs wrk (apt-get) and the Node peer's packages (npm, into a copy
 under ``$PERSEUS_BENCH_PEERS``, default /tmp/perseus-bench-peers) when
 missing, starts every server itself and stops each by PID.
 
     python -m bench.rest [--seconds 10] [--conns 16,64,256] [--redis standalone|cluster|standalone,cluster]
-                         [--no-peers] [--aggregate-conns 32]
+                         [--no-peers] [--aggregate-conns 32] [--tracing]
 """
 
 from __future__ import annotations
@@ -51,13 +56,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench.otlp_sink import otlp_sink
 from bench.stack import RedisKind, Stack, redis_kinds, redis_target, stack
 from common import redis_clients
 from core.adapters.candle_store import CandleStore
 from core.adapters.redis_keys import RedisKeys
 from core.domain.candles import Candle
 from core.domain.timeframes import Timeframe
-from tests.support.processes import free_port, running_gateway
+from tests.support.processes import free_port, running_core, running_gateway
 from tests.support.rest_stack import make_key
 
 HERE = Path(__file__).resolve().parent
@@ -251,6 +257,35 @@ def aggregate(s: Stack, conns: int, seconds: float) -> tuple[dict[str, float], d
     return one, two
 
 
+def tracing_cost(s: Stack, levels: list[int], seconds: float) -> None:
+    """The untraced stack against a traced core and gateway on the same stores, level by level (issue 19)."""
+    assert s.rest is not None
+    env = {"PREFIX": "/public/v1/candles/sim", "KEY": s.key}
+    path = "/public/v1/candles/sim/BTC-USD?timeframe=1m"
+    with (
+        otlp_sink() as (otel, received),
+        running_core({**s.env, **otel, "PERSEUS_MODE": "pw-host"}) as core,
+        running_gateway("rest", {**s.env, **otel}, core.addr) as gateway,
+    ):
+        plain, traced = f"http://{s.rest.addr}", f"http://{gateway.addr}"
+        wait_http(traced + path, {"X-API-Key": s.key})
+        print("tracing: the same read, untraced pair then traced pair (every span exported to a local sink):")
+        for conns in levels:
+            wrk(plain, conns, 2, env)  # warm-up of both
+            wrk(traced, conns, 2, env)
+            off = wrk(plain, conns, seconds, env)
+            on = wrk(traced, conns, seconds, env)
+            print_row("perseus, tracing off", conns, off)
+            print_row("perseus, tracing on", conns, on)
+            ratios = {name: on[name] / off[name] for name in ("rps", "p50_ms", "p99_ms")}
+            print(
+                f"c={conns}: tracing on / off {ratios['rps']:.2f} req/s, "
+                f"p50 {ratios['p50_ms']:.2f}x, p99 {ratios['p99_ms']:.2f}x",
+                flush=True,
+            )
+        print(f"tracing: the sink received {received.posts} exports, {received.body_bytes / 1e6:.1f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -263,6 +298,7 @@ def main() -> None:
         "--aggregate-conns", type=int, default=32,
         help="connections per wrk in the 2-gateways-against-1 measurement (two wrk processes); 0 skips it",
     )  # fmt: skip
+    parser.add_argument("--tracing", action="store_true", help="then the cost of traces: a traced pair, on / off")
     args = parser.parse_args()
     levels = [int(c) for c in args.conns.split(",")]
     kinds = redis_kinds(args.redis)
@@ -311,6 +347,8 @@ def main() -> None:
                                       f"{mine / results[label('standalone') + suffix, conns]['rps']:.2f}")  # fmt: skip
                 if ratios:
                     print(f"c={conns}: " + ", ".join(ratios))
+        if args.tracing:
+            tracing_cost(next(iter(stacks.values())), levels, args.seconds)
         if args.aggregate_conns > 0:
             print(f"2 REST gateway processes against 1, same core, two wrk of {args.aggregate_conns} connections each:")
             for kind, s in stacks.items():

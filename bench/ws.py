@@ -25,6 +25,11 @@ cluster (each channel's events on the shard that owns its hash tag).
 ``--redis standalone,cluster`` measures both in the same run, each point
 Perseus on the standalone server, then on the cluster, then the peers.
 
+``--tracing`` adds a row per point: ``perseus [traced]``, the same core with a WebSocket gateway that exports
+its spans over OTLP/HTTP to a local sink keeping nothing (:mod:`bench.otlp_sink`), and a translator that stamps
+every event with a ``traceparent`` as a traced core's publish would, so each delivery is a ``ws deliver`` span
+linked to it (the most tracing the gateway does); the table then gives the ratio traced / untraced.
+
 Knobs: ``BENCH_WS_MATRIX`` (``1000x100,10000x40,10000x100``), ``BENCH_WS_SERVERS``
 (``perseus,node,python``), ``BENCH_WS_DURATION`` (20). The Node packages
 (pinned to the versions the peers were measured with) are installed once
@@ -52,6 +57,7 @@ import httpx
 import orjson
 import redis
 
+from bench.otlp_sink import BENCH_TRACEPARENT, otlp_sink
 from bench.stack import REDIS_URL, RedisKind, Stack, redis_kinds, redis_target, stack
 from tests.support.processes import free_port, running_gateway
 from tests.support.ws import register_symbols
@@ -71,6 +77,7 @@ NODE_PACKAGES = ["ws@8.23.0", "ioredis@6.0.0", "fastify@5.12.8", "@fastify/webso
 RESULTS = REPO / "bench" / "results" / "ws.jsonl"
 PEER_CHANNEL = re.compile(r"channel:exchange:1:candle:close:([A-Z0-9-]+):1m")
 START_TIMEOUT_S = 20.0
+TRACED_SUFFIX = " [traced]"
 
 
 def raise_file_limit() -> int:
@@ -138,14 +145,15 @@ def peer(kind: str, modules: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def perseus(bench_stack: Stack) -> Iterator[tuple[str, int]]:
+def perseus(bench_stack: Stack, *, traced: bool = False) -> Iterator[tuple[str, int]]:
     env, core, key = bench_stack.env, bench_stack.core, bench_stack.key
     register_symbols(env["PERSEUS_DATABASE_URL"], LOAD_SYMBOLS)
-    with running_gateway("ws", {**env, **UNCAPPED}, core.addr) as gateway:
-        translator = subprocess.Popen(
-            [sys.executable, "-m", "bench.ws", "translate", env["PERSEUS_REDIS_PREFIX"], env["PERSEUS_REDIS_URL"]],
-            cwd=REPO,
-        )
+    with contextlib.ExitStack() as tracing:
+        otel = tracing.enter_context(otlp_sink())[0] if traced else {}
+        gateway = tracing.enter_context(running_gateway("ws", {**env, **UNCAPPED, **otel}, core.addr))
+        stamp = [BENCH_TRACEPARENT] if traced else []
+        prefix, url = env["PERSEUS_REDIS_PREFIX"], env["PERSEUS_REDIS_URL"]
+        translator = subprocess.Popen([sys.executable, "-m", "bench.ws", "translate", prefix, url, *stamp], cwd=REPO)
         try:
             time.sleep(1.0)  # the translator's PSUBSCRIBE is in place
             yield f"ws://{gateway.addr}/public/v1/stream?apiKey={key}", gateway.pid
@@ -189,6 +197,7 @@ def main() -> int:
     parser.add_argument(
         "--redis", default="standalone", help="standalone, cluster (a local cluster started for the run) or both"
     )
+    parser.add_argument("--tracing", action="store_true", help="a traced gateway's row beside each Perseus row")
     args = parser.parse_args()
     kinds = redis_kinds(args.redis)
     limit = raise_file_limit()
@@ -213,9 +222,12 @@ def main() -> int:
             runs: list[tuple[str, Stack | None]] = (
                 [(label(k), s) for k, s in stacks.items()] if "perseus" in servers else []
             )
+            if args.tracing and "perseus" in servers:
+                runs += [(label(k) + TRACED_SUFFIX, s) for k, s in stacks.items()]
             runs += [(server, None) for server in servers if server != "perseus"]
             for name, bench_stack in runs:
-                starter = perseus(bench_stack) if bench_stack is not None else peer(name, modules)
+                traced = name.endswith(TRACED_SUFFIX)
+                starter = perseus(bench_stack, traced=traced) if bench_stack is not None else peer(name, modules)
                 with starter as (url, pid):
                     before = counters(url) if bench_stack is not None else None
                     result = load(url, pid, name, clients, rate, duration, modules)
@@ -229,7 +241,34 @@ def main() -> int:
                 with RESULTS.open("a") as f:
                     f.write(line + "\n")
     print(table(rows))
+    for line in tracing_ratios(rows):
+        print(line)
     return 0
+
+
+def tracing_ratios(rows: list[dict[str, object]]) -> list[str]:
+    """Per point, each traced row against its untraced twin: delivered/s, p50 and p99, server CPU."""
+    plain = {(r["clients"], r["rate"], r["label"]): r for r in rows}
+    lines = []
+    for row in rows:
+        r: dict[str, Any] = row
+        if not str(r["label"]).endswith(TRACED_SUFFIX):
+            continue
+        base: dict[str, Any] | None = plain.get((r["clients"], r["rate"], str(r["label"])[: -len(TRACED_SUFFIX)]))
+        if base is None:
+            continue
+
+        def ratio(on: Any, off: Any) -> str:
+            return f"{float(on) / float(off):.2f}" if float(off) else "n/a"
+
+        lines.append(
+            f"{r['clients']} x {r['rate']} {r['label']}: tracing on / off "
+            f"delivered/s {ratio(r['deliveredPerSec'], base['deliveredPerSec'])}, "
+            f"p50 {ratio(r['latMs']['p50'], base['latMs']['p50'])}x, "
+            f"p99 {ratio(r['latMs']['p99'], base['latMs']['p99'])}x, "
+            f"server CPU {ratio(r['cpuPctOfOneCore']['server'], base['cpuPctOfOneCore']['server'])}x"
+        )
+    return lines
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -255,8 +294,9 @@ def table(rows: list[dict[str, object]]) -> str:
 # --- the translator: peer-format candles in, Perseus candle_close events out ---------------------
 
 
-async def translate(prefix: str, target_url: str) -> None:
-    """Peer-format candles from the machine's Redis, republished as Perseus events into ``target_url``."""
+async def translate(prefix: str, target_url: str, traceparent: str = "") -> None:
+    """Peer-format candles from the machine's Redis, republished as Perseus events into ``target_url``
+    (stamped with ``traceparent`` when given, as a traced core's publish would)."""
     import redis.asyncio as aioredis
 
     from common import redis_clients
@@ -288,6 +328,8 @@ async def translate(prefix: str, target_url: str) -> None:
         candle.timestamp.FromMilliseconds(int(body["timestamp"]))
         event = pb.StreamEvent(channel=f"candles:sim:{symbol}:1m", candle_close=candle)
         event.publish_time.GetCurrentTime()
+        if traceparent:
+            event.traceparent = traceparent
         channel = Channel(ChannelFamily.CANDLES, "sim", symbol, Timeframe.M1)
         await publisher.publish([Event(channel, event.SerializeToString())])
 
@@ -295,6 +337,6 @@ async def translate(prefix: str, target_url: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["translate"]:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(translate(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else REDIS_URL))
+            asyncio.run(translate(*sys.argv[2:5]) if len(sys.argv) > 3 else translate(sys.argv[2], REDIS_URL))
         sys.exit(0)
     sys.exit(main())

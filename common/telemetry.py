@@ -89,7 +89,9 @@ def setup(name: str, environ: Mapping[str, str] | None = None, *, instrument_pos
         sampler=_sampler(),
         shutdown_on_exit=False,  # ours below is bounded; the SDK's waits up to 30 s on a dead collector
     )
-    processor = BatchSpanProcessor(cast("SpanExporter", _CountingExporter(OTLPSpanExporter())))
+    endpoint = traces_endpoint(environ)
+    exporter = OTLPSpanExporter(endpoint=endpoint)
+    processor = BatchSpanProcessor(cast("SpanExporter", _CountingExporter(exporter)))
     _count_drops(processor)
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
@@ -101,9 +103,16 @@ def setup(name: str, environ: Mapping[str, str] | None = None, *, instrument_pos
         AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     _tracer = provider.get_tracer("perseus")
     service_name, enabled = name, True
-    endpoint = next((environ[v].strip() for v in ENDPOINT_VARIABLES if environ.get(v, "").strip()), "")
     logger.info("traces exported over OTLP/HTTP", extra={"fields": {"service": name, "endpoint": endpoint}})
     return True
+
+
+def traces_endpoint(environ: Mapping[str, str]) -> str:
+    """Where spans go, as the OTLP exporter specification says: the traces endpoint as given, else the base
+    endpoint with ``/v1/traces`` appended. Read from ``environ`` (the SDK itself reads ``os.environ``)."""
+    if traces := environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip():
+        return traces
+    return environ["OTEL_EXPORTER_OTLP_ENDPOINT"].strip().rstrip("/") + "/v1/traces"
 
 
 def _shutdown(processor: Any) -> None:
