@@ -77,6 +77,7 @@ def canaries(stack: RestStack) -> list[str]:
         "ch:candles",
         "ch:signals",
         "ch:prices",
+        "ch:indicators",
         "ratelimit:",
         *(f'"{name}"' for name in INTERNAL_FIELD_NAMES),
     ]
