@@ -10,8 +10,8 @@ signed by ``PERSEUS_CORE_TLS_CLIENT_CA`` never carries a call. See docs/design/c
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Mapping, Sequence
+from hmac import compare_digest
 from typing import Any, TypeAlias
 
 import grpc
@@ -41,7 +41,7 @@ class ServiceAuth:
     """Accepts any of ``tokens``; a service named in ``restricted`` only the tokens listed for it."""
 
     def __init__(self, tokens: Sequence[str], restricted: Mapping[str, Sequence[str]] | None = None) -> None:
-        self._accepted = tuple(f"{BEARER}{token}".encode() for token in tokens)
+        self._accepted = tuple(f"{BEARER}{token}" for token in tokens)  # ASCII (common.settings.tokens)
         index = {token: i for i, token in enumerate(tokens)}
         self._restricted = {
             service: frozenset(index[token] for token in allowed) for service, allowed in (restricted or {}).items()
@@ -61,16 +61,18 @@ class ServiceAuth:
         denied = (grpc.StatusCode.PERMISSION_DENIED, f"{REFUSAL_PREFIX} not allowed to call {service}")
 
         def check(context: aio.ServicerContext[Any, Any]) -> Refusal | None:
-            presented: bytes | None = None
+            presented = None
             for key, value in context.invocation_metadata() or ():
                 if key == AUTHORIZATION:
-                    presented = value.encode("utf-8", "replace") if isinstance(value, str) else value
+                    presented = value
                     break
             if presented is None:
                 return MISSING
+            if not isinstance(presented, str) or not presented.isascii():  # compare_digest takes ASCII text only
+                return WRONG
             matched = -1
-            for i, expected in enumerate(accepted):  # every one compared, in constant time each
-                if hmac.compare_digest(presented, expected):
+            for i, expected in enumerate(accepted):  # every one compared, each in constant time
+                if compare_digest(presented, expected):
                     matched = i
             if matched < 0:
                 return WRONG
