@@ -27,6 +27,7 @@ from common.settings import scrub, warn_unknown
 from common.supervise import TaskSupervisor
 from core.adapters import apikeys, migrations
 from core.adapters.alert_store import AlertStore
+from core.adapters.answer_cache import AnswerCache
 from core.adapters.candle_store import CandleRowsReader, CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.exchange_directory import PgExchangeSource
@@ -190,6 +191,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
+        answers = AnswerCache(shared, settings.redis_prefix)  # range and consensus answers, kept a while
         price_queries = PriceQueries(
             PriceCache(shared, keys), PgPriceHistory(reads, sources=exchange_ids), clock_ms=clock_ms
         )
@@ -220,6 +222,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                 candles=CandleQueries(CandleRowsReader(reads, redis, keys, exchange_ids), exchange_ids),
                 hot_candles=hot_candles,
                 max_call_s=settings.max_call_s,
+                answers=answers,
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
@@ -282,6 +285,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                     caches={
                         "latest_prices": lambda: (price_queries.cache_hits, price_queries.cache_misses),
                         "candles": lambda: (hot_candles.hits, hot_candles.misses),
+                        "price_range": answers.counts("price_range"),
+                        "consensus": answers.counts("consensus"),
                     },
                     dropped=lambda: price_updates.dropped,
                     pending=lambda: price_updates.pending,

@@ -6,10 +6,12 @@ No logic lives here beyond the mapping; errors are translated by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc import aio
 
 from core.codec import messages
@@ -47,6 +49,38 @@ class KeyAuthenticator(Protocol):
     async def __call__(self, key: str) -> ApiKeyRecord | None: ...
 
 
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+class AnswerCache(Protocol):
+    """Whole answers kept a while (``core.adapters.answer_cache``): the kept one, else ``compute()``'s."""
+
+    async def answer(
+        self,
+        kind: str,
+        request: Message,
+        response_type: type[ResponseT],
+        compute: Callable[[], Awaitable[ResponseT]],
+        *,
+        ttl_s: int,
+    ) -> ResponseT: ...
+
+
+# Seed 004: range results kept 5 minutes, consensus 60 s (docs/design/price-queries.md).
+RANGE_ANSWER_TTL_S = 300
+CONSENSUS_ANSWER_TTL_S = 60
+
+
+# A window that ended less than this long ago still takes ticks in flight (the gateways send "now" as the end of
+# a range asked without `to`): its answer is computed every time.
+SETTLED_AFTER_MS = 60_000
+
+
+def _past(end_ms: int | None) -> bool:
+    """Whether a window ended a while ago: only then is its answer kept (one ending now or later still grows)."""
+    return end_ms is not None and end_ms <= time.time_ns() // 1_000_000 - SETTLED_AFTER_MS
+
+
 class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     def __init__(
         self,
@@ -61,6 +95,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         candles: CandleQueries,
         hot_candles: HotCandles,
         max_call_s: float = DEFAULT_MAX_CALL_S,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.max_call_s = max_call_s  # the deadline of a call whose caller sent none (translates_errors)
         self._mode = mode
@@ -72,6 +107,7 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         self._indicators = indicators
         self._candles = candles
         self._hot_candles = hot_candles
+        self._answers = answers  # price ranges and consensus over a past window, kept a while (seed 004)
 
     @translates_errors
     async def ListExchanges(
@@ -108,20 +144,34 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
     async def GetPriceRange(
         self, request: md_pb2.GetPriceRangeRequest, context: Context
     ) -> md_pb2.GetPriceRangeResponse:
-        buckets = await self._price_queries.price_range(
-            request.symbol,
-            start_ms=timestamp_ms(request, "start_time"),
-            end_ms=timestamp_ms(request, "end_time"),
-            interval=messages.timeframe_from_pb(request.interval, field="interval"),
-            source=request.source,
-            limit=request.limit,
+        async def compute() -> md_pb2.GetPriceRangeResponse:
+            buckets = await self._price_queries.price_range(
+                request.symbol,
+                start_ms=timestamp_ms(request, "start_time"),
+                end_ms=timestamp_ms(request, "end_time"),
+                interval=messages.timeframe_from_pb(request.interval, field="interval"),
+                source=request.source,
+                limit=request.limit,
+            )
+            return md_pb2.GetPriceRangeResponse(buckets=[messages.price_bucket_to_pb(b) for b in buckets])
+
+        if self._answers is None or not _past(timestamp_ms(request, "end_time")):
+            return await compute()
+        return await self._answers.answer(
+            "price_range", request, md_pb2.GetPriceRangeResponse, compute, ttl_s=RANGE_ANSWER_TTL_S
         )
-        return md_pb2.GetPriceRangeResponse(buckets=[messages.price_bucket_to_pb(b) for b in buckets])
 
     @translates_errors
     async def GetConsensus(self, request: md_pb2.GetConsensusRequest, context: Context) -> md_pb2.GetConsensusResponse:
-        prices = await self._price_queries.consensus(list(request.symbols), at_ms=timestamp_ms(request, "time"))
-        return md_pb2.GetConsensusResponse(prices=[messages.consensus_to_pb(c) for c in prices])
+        async def compute() -> md_pb2.GetConsensusResponse:
+            prices = await self._price_queries.consensus(list(request.symbols), at_ms=timestamp_ms(request, "time"))
+            return md_pb2.GetConsensusResponse(prices=[messages.consensus_to_pb(c) for c in prices])
+
+        if self._answers is None or not _past(timestamp_ms(request, "time")):
+            return await compute()  # "now" moves: an answer for it is not kept
+        return await self._answers.answer(
+            "consensus", request, md_pb2.GetConsensusResponse, compute, ttl_s=CONSENSUS_ANSWER_TTL_S
+        )
 
     @translates_errors
     async def ListSymbols(self, request: md_pb2.ListSymbolsRequest, context: Context) -> md_pb2.ListSymbolsResponse:
