@@ -156,6 +156,18 @@ def test_log_lines_carry_the_trace_and_span_ids(stack: RestStack, receiver: Rece
     assert lines and all(f"trace_id={rest.trace_id} span_id={rest.span_id}" in line for line in lines), lines
 
 
+def test_error_answers_end_their_spans_too(stack: RestStack, receiver: Receiver) -> None:
+    for path, status in (("/public/v1/nowhere", 404), (f"{CANDLES}?timeframe=7x", 400), (CANDLES, 401)):
+        headers = {"X-API-Key": "pk_bad"} if status == 401 else {}
+        response, request_id = get(stack, path, **headers)
+        assert response.status_code == status, response.text
+        span = request_span(receiver, request_id)
+        assert span.attributes["http.response.status_code"] == status
+        if status == 404:
+            assert span.name == "GET"  # no route matched: no name of its own
+    assert "Failed to detach context" not in stack.rest.output()
+
+
 def test_the_metrics_say_what_the_export_lost(stack: RestStack) -> None:
     text = httpx.get(f"http://{stack.rest.addr}/metrics", timeout=5).text
     assert "perseus_trace_spans_dropped_total 0.0" in text
