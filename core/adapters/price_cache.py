@@ -8,6 +8,13 @@ tick at least as new (60 s TTL), then each tick is published as a
 stamped with this cache's clock). A write Redis cannot take raises
 ``StorageUnavailable("redis")``.
 
+Each tick is then published again on seed 004's streams (issue 17):
+``prices:all:{SYMBOL}`` (every source of the symbol) and ``prices:all:*``
+(every update), with seqs and history of their own, by the
+:class:`~core.adapters.events.EventPublisher`. Their publish failing after the
+pairs' scripts succeeded is logged, not raised: raising would have the whole
+write retried and the pairs' events published twice.
+
 Writes and reads go through the core's shared :class:`~common.resp.Pipeline`
 (one script call per pair and the sources index of each symbol in one call;
 on a Redis Cluster each command goes to the master owning its key), with the
@@ -16,16 +23,22 @@ wait bounded by ``COMMAND_TIMEOUT_S``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from common import resp, telemetry
-from core.adapters.events import HISTORY_MAXLEN, SeqGuard, publish_lua, wall_clock_ms
+from core.adapters.events import HISTORY_MAXLEN, Event, EventPublisher, SeqGuard, publish_lua, wall_clock_ms
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import price_channel, price_event
+from core.domain.channels import ALL_SYMBOLS, all_prices_channel
+from core.domain.errors import Unavailable
 from core.domain.prices import Tick, decimal_str
+
+logger = logging.getLogger(__name__)
+EVERY_PRICE = all_prices_channel(ALL_SYMBOLS)
 
 LATEST_TTL_MS = 60_000
 SOURCES_TTL_MS = 24 * 3600 * 1000
@@ -68,13 +81,15 @@ class PriceCache:
         self._clock_ms = clock_ms  # an event's publish_time
         self._write_sha = pipeline.register_script(_WRITE)
         self._guard = SeqGuard(pipeline)
+        self._aggregates = EventPublisher(pipeline, keys, history_maxlen=history_maxlen, clock_ms=clock_ms)
 
     async def write(self, ticks: Sequence[Tick]) -> None:
         """Latest prices and one ``price_update`` event per tick, one script per pair."""
         now = self._clock_ms()
         trace = telemetry.current_traceparent() if telemetry.enabled else ""  # the publish span (PriceUpdates)
         by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]] = {}
-        for tick in sorted(ticks, key=lambda t: t.ts_ms):
+        ordered = sorted(ticks, key=lambda t: t.ts_ms)
+        for tick in ordered:
             event = price_event(tick, now_ms=now, traceparent=trace)
             by_pair.setdefault((tick.source, tick.symbol), []).append((tick, event))
         if not by_pair:
@@ -87,6 +102,19 @@ class PriceCache:
         if again := self._guard.rerouted(seq_keys, where, flags):  # the pair scripts lead the commands
             resent = [(*commands[i][:_JUMP], 1, *commands[i][_JUMP + 1 :]) for i in again]
             await self._send(resent, [seq_keys[i] for i in again])
+        await self._publish_aggregates(ordered, now, trace)
+
+    async def _publish_aggregates(self, ordered: Sequence[Tick], now: int, trace: str) -> None:
+        """``ordered`` again on ``prices:all:{SYMBOL}`` and ``prices:all:*``, in time order."""
+        events = [
+            Event(channel, price_event(tick, now_ms=now, traceparent=trace, channel=channel))
+            for tick in ordered
+            for channel in (all_prices_channel(tick.symbol), EVERY_PRICE)
+        ]
+        try:
+            await self._aggregates.publish(events)
+        except Unavailable as exc:
+            logger.warning("%d price updates not published on the prices:all streams (%s)", len(ordered), exc)
 
     async def _send(self, commands: list[resp.Command], seq_keys: list[str]) -> None:
         try:

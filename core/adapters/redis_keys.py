@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 
-from core.domain.channels import Channel, ChannelFamily
+from core.domain.channels import ALL_SYMBOLS, Channel, ChannelFamily
 from core.domain.symbols import canonical_symbol
 from core.domain.timeframes import Timeframe
 
@@ -82,8 +82,9 @@ class RedisKeys:
         return self._prefix
 
     def pair_tag(self, venue: str, symbol: str) -> str:
-        """The hash tag shared by every key of one (exchange or source, symbol): ``{coinbase:BTC-USD}``."""
-        return f"{{{_name(venue)}:{canonical_symbol(symbol)}}}"
+        """The hash tag shared by every key of one (exchange or source, symbol): ``{coinbase:BTC-USD}``;
+        ``{all:*}`` for the stream of every price update (``ALL_SYMBOLS``)."""
+        return f"{{{_name(venue)}:{symbol if symbol == ALL_SYMBOLS else canonical_symbol(symbol)}}}"
 
     # Prices -------------------------------------------------------------
 

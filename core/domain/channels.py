@@ -28,6 +28,11 @@ from core.domain.timeframes import TIMEFRAMES, Timeframe
 
 MAX_CHANNEL_LENGTH = 100
 PART_SEPARATOR = ":"
+# Seed 004's streams (issue 17): ``prices:all:{SYMBOL}`` carries the price updates of every source (exchange)
+# of a symbol, ``prices:all:*`` those of every symbol (the WebSocket gateway's ``price_updates:all``). No
+# exchange may be named ``all``; ``*`` is no symbol, so neither stream can be confused with another.
+ALL_SOURCES = "all"
+ALL_SYMBOLS = "*"
 EXCHANGE_NAME_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 _EXCHANGE_NAME = re.compile(EXCHANGE_NAME_PATTERN)
 
@@ -92,6 +97,12 @@ def explicit_name(channel: Channel) -> str:
     if channel.timeframe is not None:
         parts.append(channel.timeframe.value)
     return PART_SEPARATOR.join(parts)
+
+
+def all_prices_channel(symbol: str) -> Channel:
+    """The stream of every source's price updates of ``symbol`` (canonical), or of every symbol for
+    :data:`ALL_SYMBOLS`."""
+    return Channel(ChannelFamily.PRICES, ALL_SOURCES, symbol, None)
 
 
 def parse_channel(name: str, *, exchanges: Collection[str] | None = None) -> Channel:

@@ -28,7 +28,16 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.domain.channels import Channel, InvalidChannel, explicit_name, parse_channel
+from core.domain.channels import (
+    ALL_SOURCES,
+    ALL_SYMBOLS,
+    Channel,
+    ChannelFamily,
+    InvalidChannel,
+    all_prices_channel,
+    explicit_name,
+    parse_channel,
+)
 from core.domain.errors import DomainError, InvalidArgument, Unavailable
 from core.services.ports import RESYNC, Hub, Subscription
 
@@ -177,10 +186,18 @@ class Streams:
         self.hub = hub
         self.history = history
         self._default = default_exchange
-        self._exchanges = frozenset(exchanges) | {default_exchange}
+        self._exchanges = frozenset(exchanges) | {default_exchange, ALL_SOURCES}
+        self._every_price = explicit_name(all_prices_channel(ALL_SYMBOLS))
 
     def resolve(self, name: str) -> Channel:
-        return parse_channel(name, exchanges=self._exchanges).resolve(self._default)
+        """The channel ``name`` means; ``prices:all:{SYMBOL}`` (every source of a symbol) and ``prices:all:*``
+        (every price update) are prices channels only."""
+        if name.strip().lower() == self._every_price:
+            return all_prices_channel(ALL_SYMBOLS)
+        channel = parse_channel(name, exchanges=self._exchanges).resolve(self._default)
+        if channel.exchange == ALL_SOURCES and channel.family is not ChannelFamily.PRICES:
+            raise InvalidChannel(name, f"only prices channels take {ALL_SOURCES!r} for the exchange")
+        return channel
 
     def open(self, *, max_channels: int = MAX_CHANNELS, queue_size: int | None = None) -> StreamSession:
         return StreamSession(self, self.hub.subscriber(queue_size), max_channels=max_channels)

@@ -15,7 +15,7 @@ from google.protobuf.descriptor import Descriptor
 
 from gateways.common.projection import descriptor_of, message_type, public_schema
 from gateways.ws import limits, protocol, subprotocols
-from gateways.ws.channels import FAMILIES, TIMEFRAMES
+from gateways.ws.channels import ALL_SOURCES, EVERY_PRICE, FAMILIES, TIMEFRAMES
 from gateways.ws.protocol import CloseCode, ErrorCode
 from perseus.marketdata.v1 import stream_service_pb2 as pb
 
@@ -58,8 +58,21 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
         "maxLength": 100,
         "description": "candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; "
         "optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). "
-        f"Families: {', '.join(FAMILIES)}; timeframes: {', '.join(TIMEFRAMES)}.",
+        f"Families: {', '.join(FAMILIES)}; timeframes: {', '.join(TIMEFRAMES)}. "
+        f"prices:{ALL_SOURCES}:{{SYMBOL}} carries the price updates of every source (exchange) of the symbol; "
+        f"{EVERY_PRICE} those of every symbol and source (internal and admin keys only). The symbol must be "
+        "listed by an exchange (INVALID_CHANNEL otherwise).",
     }
+    symbols_list = {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 50, "examples": ["BTC/USD", "ETH-USD"]},
+        "minItems": 1,
+        "maxItems": protocol.MAX_CHANNELS_PER_MESSAGE,
+        "description": f"seed 004's dialect: each symbol means the channel prices:{ALL_SOURCES}:{{SYMBOL}} (every "
+        "source), which the acknowledgement and the events name; channels and symbols together name at most "
+        f"{protocol.MAX_CHANNELS_PER_MESSAGE}.",
+    }
+    either = [{"required": ["channels"]}, {"required": ["symbols"]}]
     channels_list = {
         "type": "array",
         "items": channel_name,
@@ -71,6 +84,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             {
                 "action": {"const": "subscribe"},
                 "channels": channels_list,
+                "symbols": symbols_list,
                 "resume": {
                     "type": "object",
                     "description": "last seq seen per channel: what came after it is replayed first",
@@ -79,9 +93,20 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             },
             "Add channels (a connection holds at most "
             f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}). Applied whole or not at all.",
-            optional=("resume",),
+            optional=("resume", "channels", "symbols"),
+        )
+        | {"anyOf": either},
+        "unsubscribe": _envelope(
+            {"action": {"const": "unsubscribe"}, "channels": channels_list, "symbols": symbols_list},
+            "Remove channels.",
+            optional=("channels", "symbols"),
+        )
+        | {"anyOf": either},
+        "auth": _envelope(
+            {"action": {"const": "auth"}, "key": {"type": "string", "maxLength": 256}},
+            "Seed 004's authentication by message: the first message of a connection that sent no key on the "
+            "upgrade request. Without it within 5 s, or with a bad key, the connection closes with 4001.",
         ),
-        "unsubscribe": _envelope({"action": {"const": "unsubscribe"}, "channels": channels_list}, "Remove channels."),
         "subscribed": _envelope(
             {"type": {"const": "subscribed"}, "channels": {"type": "array", "items": channel_name}},
             "Acknowledges a subscribe; lists the channels as the client named them.",
@@ -119,7 +144,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             },
             f"One {event_type.replace('_', ' ')} event.",
         )
-    received = ["subscribe", "unsubscribe"]
+    received = ["auth", "subscribe", "unsubscribe"]
     sent = [name for name in messages if name not in received]
     return {
         "asyncapi": "3.0.0",
@@ -135,6 +160,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
                 "protocol": "ws",
                 "security": [
                     {"$ref": "#/components/securitySchemes/apiKeyQuery"},
+                    {"$ref": "#/components/securitySchemes/keyQuery"},
                     {"$ref": "#/components/securitySchemes/apiKeyHeader"},
                     {"$ref": "#/components/securitySchemes/apiKeySubprotocol"},
                 ],
@@ -145,7 +171,13 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
                 "address": STREAM_PATH,
                 "messages": {name: {"$ref": MESSAGES + name} for name in messages},
                 "bindings": {
-                    "ws": {"method": "GET", "query": {"type": "object", "properties": {"apiKey": {"type": "string"}}}}
+                    "ws": {
+                        "method": "GET",
+                        "query": {
+                            "type": "object",
+                            "properties": {"apiKey": {"type": "string"}, "key": {"type": "string"}},
+                        },
+                    }
                 },
             }
         },
@@ -166,6 +198,13 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             "schemas": schemas,
             "securitySchemes": {
                 "apiKeyQuery": {"type": "httpApiKey", "name": "apiKey", "in": "query"},
+                "keyQuery": {
+                    "type": "httpApiKey",
+                    "name": "key",
+                    "in": "query",
+                    "description": "seed 004's name for ?apiKey=; or send no key and a first message "
+                    '{"action":"auth","key":"<KEY>"} within 5 s.',
+                },
                 "apiKeyHeader": {"type": "httpApiKey", "name": "X-API-Key", "in": "header"},
                 "apiKeySubprotocol": {
                     "type": "httpApiKey",
@@ -201,13 +240,15 @@ def _description() -> str:
     lines = [f"- {int(code)}: {text}" for code, text in codes.items()]
     return (
         "Live candle closes, trade signals, indicator updates (the public MACD-V on every close of "
-        "indicators:{SYMBOL}:{TF}) and price updates. Authenticate with ?apiKey=, X-API-Key, or (browsers) "
-        f"the subprotocols {subprotocols.PROTOCOL} and {subprotocols.KEY_PREFIX}<API_KEY>.\n"
+        "indicators:{SYMBOL}:{TF}) and price updates. Authenticate with ?apiKey= (or seed 004's ?key=), X-API-Key, "
+        f"(browsers) the subprotocols {subprotocols.PROTOCOL} and {subprotocols.KEY_PREFIX}<API_KEY>, or a first "
+        'message {"action":"auth","key":"<KEY>"} within 5 s. Seed 004\'s {"action":"subscribe","symbols":'
+        f'["BTC/USD"]}} subscribes prices:{ALL_SOURCES}:BTC-USD (every source).\n'
         f"A message names 1 to {protocol.MAX_CHANNELS_PER_MESSAGE} channels; a connection holds at most "
         f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}, and a key's connections at most "
         "PERSEUS_WS_CHANNELS_PER_KEY distinct channels on a gateway (SUBSCRIPTION_LIMIT beyond). A channel's "
         "symbol must be listed by its exchange (INVALID_CHANNEL). A subscribe replays at most 5,000 events "
-        "(the rest is a resume_gap). At most {limits.MESSAGE_RATE_PER_S:g} messages/s "
+        f"(the rest is a resume_gap). At most {limits.MESSAGE_RATE_PER_S:g} messages/s "
         f"(bursts of {limits.MESSAGE_BURST}). A client more than {limits.SKIP_BYTES // 1024} KiB behind has "
         "events skipped (a seq gap) and is then closed. Close codes:\n" + "\n".join(lines)
     )

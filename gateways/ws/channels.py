@@ -7,6 +7,8 @@ at once instead of after a round trip, so it checks the *syntax* here::
     signals:{SYMBOL}:{TF}     signals:{exchange}:{SYMBOL}:{TF}
     indicators:{SYMBOL}:{TF}  indicators:{exchange}:{SYMBOL}:{TF}
     prices:{SYMBOL}           prices:{exchange}:{SYMBOL}
+    prices:all:{SYMBOL}       every source (exchange) of the symbol (seed 004)
+    price_updates:all         every symbol, every source (internal and admin keys)
 
 and computes the canonical explicit name (``candles:sim:BTC-USD:1h``) the core
 will use, given the default exchange. Whether an exchange exists is the
@@ -23,6 +25,9 @@ SEPARATOR = ":"
 FAMILIES_WITH_TIMEFRAME = frozenset({"candles", "signals", "indicators"})
 FAMILIES = ("candles", "signals", "indicators", "prices")
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+ALL_SOURCES = "all"
+EVERY_PRICE = "price_updates:all"  # seed 004's name; the core's stream is prices:all:*
+EVERY_PRICE_CANONICAL = "prices:all:*"
 _EXCHANGE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ASSET = re.compile(r"[A-Z0-9]{1,20}")
 
@@ -48,6 +53,8 @@ def canonical_channel(name: object, default_exchange: str) -> str:
         raise InvalidChannel(name, "empty channel name")
     if len(name) > MAX_CHANNEL_LENGTH or not name.isascii():
         raise InvalidChannel(name, f"a channel name is at most {MAX_CHANNEL_LENGTH} ASCII characters")
+    if name.strip().lower() == EVERY_PRICE:
+        return EVERY_PRICE_CANONICAL
     parts = [part.strip() for part in name.split(SEPARATOR)]
     family = parts[0].lower()
     if family not in FAMILIES:
@@ -65,8 +72,19 @@ def canonical_channel(name: object, default_exchange: str) -> str:
     exchange = rest[0].lower() if len(rest) == 2 else default_exchange
     if not _EXCHANGE.fullmatch(exchange):
         raise InvalidChannel(name, f"malformed exchange name {rest[0]!r}")
+    if exchange == ALL_SOURCES and family != "prices":
+        raise InvalidChannel(name, f"only prices channels take {ALL_SOURCES!r} for the exchange")
     symbol = _symbol(name, rest[-1])
     return SEPARATOR.join(p for p in (family, exchange, symbol, timeframe) if p is not None)
+
+
+def all_sources_channel(symbol: object) -> str:
+    """``prices:all:{SYMBOL}`` of a symbol as seed 004's clients write it (``BTC/USD``), or raise
+    :class:`InvalidChannel`."""
+    if not isinstance(symbol, str) or not symbol.isascii() or len(symbol) > MAX_CHANNEL_LENGTH // 2:
+        raise InvalidChannel(symbol, "a symbol is a string such as BTC/USD")
+    name = f"prices:{ALL_SOURCES}:{symbol.strip()}"
+    return SEPARATOR.join(("prices", ALL_SOURCES, _symbol(name, symbol.strip())))
 
 
 def _symbol(name: str, text: str) -> str:

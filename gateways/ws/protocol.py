@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateways.ws.channels import InvalidChannel, canonical_channel
+from gateways.ws.channels import InvalidChannel, all_sources_channel, canonical_channel
 
 MAX_CHANNELS_PER_MESSAGE = 20
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 50
@@ -66,7 +66,8 @@ class Unsubscribe:
 
 ClientMessage = Subscribe | Unsubscribe | ProtocolError
 INVALID = ErrorCode.INVALID_MESSAGE
-_FIELDS = {"subscribe": {"action", "channels", "resume"}, "unsubscribe": {"action", "channels"}}
+# ``symbols`` is seed 004's dialect: each symbol means its prices:all:{SYMBOL} channel (every source).
+_FIELDS = {"subscribe": {"action", "channels", "symbols", "resume"}, "unsubscribe": {"action", "channels", "symbols"}}
 
 
 def parse_client_message(frame: str | bytes, *, default_exchange: str) -> ClientMessage:
@@ -80,12 +81,14 @@ def parse_client_message(frame: str | bytes, *, default_exchange: str) -> Client
     if not isinstance(message, dict):
         return ProtocolError(ErrorCode.INVALID_MESSAGE, 'a message is a JSON object such as {"action":"subscribe"}')
     action = message.get("action")
+    if action == "auth":
+        return ProtocolError(INVALID, "the connection is authenticated already; send subscribe or unsubscribe")
     if action not in ("subscribe", "unsubscribe"):
         return ProtocolError(INVALID, f"unknown action {_short(action)}; use subscribe or unsubscribe")
     unknown = sorted(set(message) - _FIELDS[action])
     if unknown:
         return ProtocolError(ErrorCode.INVALID_MESSAGE, f"unknown field {_short(unknown[0])} in a {action} message")
-    channels = _channels(message.get("channels"), default_exchange)
+    channels = _channels(message.get("channels"), message.get("symbols"), default_exchange)
     if isinstance(channels, ProtocolError):
         return channels
     if action == "unsubscribe":
@@ -96,21 +99,29 @@ def parse_client_message(frame: str | bytes, *, default_exchange: str) -> Client
     return Subscribe(channels, resume)
 
 
-def _channels(value: Any, default_exchange: str) -> dict[str, str] | ProtocolError:
-    if not isinstance(value, list) or not value:
+def _channels(value: Any, symbols: Any, default_exchange: str) -> dict[str, str] | ProtocolError:
+    """The channels of ``channels`` (names as written) and of seed 004's ``symbols`` (named
+    ``prices:all:{SYMBOL}``), in message order; at least one of the two is a non-empty list."""
+    if symbols is None and (not isinstance(value, list) or not value):
         return ProtocolError(ErrorCode.INVALID_MESSAGE, '"channels" must be a non-empty list of channel names')
-    if len(value) > MAX_CHANNELS_PER_MESSAGE:
+    if symbols is not None and (not isinstance(symbols, list) or not symbols):
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, '"symbols" must be a non-empty list such as ["BTC/USD"]')
+    if value is not None and not isinstance(value, list):
+        return ProtocolError(ErrorCode.INVALID_MESSAGE, '"channels" must be a list of channel names')
+    count = len(value or ()) + len(symbols or ())
+    if count > MAX_CHANNELS_PER_MESSAGE:
         return ProtocolError(
-            ErrorCode.SUBSCRIPTION_LIMIT,
-            f"a message names at most {MAX_CHANNELS_PER_MESSAGE} channels (got {len(value)})",
+            ErrorCode.SUBSCRIPTION_LIMIT, f"a message names at most {MAX_CHANNELS_PER_MESSAGE} channels (got {count})"
         )
     channels: dict[str, str] = {}
-    for name in value:
-        try:
-            canonical = canonical_channel(name, default_exchange)
-        except InvalidChannel as exc:
-            return ProtocolError(ErrorCode.INVALID_CHANNEL, str(exc))
-        channels.setdefault(name, canonical)
+    try:
+        for name in value or ():
+            channels.setdefault(name, canonical_channel(name, default_exchange))
+        for symbol in symbols or ():
+            name = all_sources_channel(symbol)
+            channels.setdefault(name, name)
+    except InvalidChannel as exc:
+        return ProtocolError(ErrorCode.INVALID_CHANNEL, str(exc))
     return channels
 
 

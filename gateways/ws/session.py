@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from grpc import aio
 from redis.exceptions import RedisClusterException, RedisError
 from sanic import Request
@@ -50,10 +51,11 @@ from common import runtime as gc_policy, telemetry
 from common.redis_clients import RedisClient, redis_py
 from common.supervise import TaskSupervisor
 from gateways.common import tracing
-from gateways.common.auth import KeyCache
+from gateways.common.auth import PRIVILEGED_TIERS, KeyCache
 from gateways.common.errors import ApiError, Unauthorized
 from gateways.common.services import GatewayServices
 from gateways.ws import protocol, subprotocols
+from gateways.ws.channels import EVERY_PRICE, EVERY_PRICE_CANONICAL
 from gateways.ws.connections import ConnectionCounter
 from gateways.ws.hub import Client, Hub, Join
 from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
@@ -79,7 +81,12 @@ KEY_RECHECK_CHUNK = 100  # keys checked concurrently per recheck round
 MAX_KEY_LENGTH = 256
 UNLIMITED_CONNECTIONS = 2**31 - 1
 API_KEY_PARAM = "apiKey"
+SEED_KEY_PARAM = "key"  # seed 004's ?key=
 API_KEY_HEADER = "x-api-key"
+AUTH_TIMEOUT_S = 5.0  # seed 004: without a key on the upgrade, {"action":"auth","key":…} within this, or 4001
+# A close reason is at most 123 bytes (RFC 6455): a longer one would fail the close (1000 instead of 4001).
+NO_KEY = "an API key is required: ?apiKey=, ?key=, X-API-Key, subprotocol key.<KEY>, or a first message "
+NO_KEY += '{"action":"auth","key":…}'
 RESUME_WAIT_S = 10.0  # how long a resume waits for one of its key's replay slots before RATE_LIMITED
 SYMBOLS_TIMEOUT_S = 2.0  # a core that cannot list the symbols within this does not hold subscriptions up
 
@@ -90,6 +97,7 @@ class KeyState:
     once per connection holding it) and its replay slots."""
 
     resumes: asyncio.Semaphore
+    privileged: bool = False  # an internal or admin key: price_updates:all
     connections: int = 0
     channels: Counter[str] = field(default_factory=Counter)
 
@@ -276,16 +284,17 @@ class WsRuntime:
                 del self._addresses[address]
 
     async def _serve(self, request: Request[Any, Any], ws: Any) -> None:
-        key = (request.args.get(API_KEY_PARAM) or request.headers.get(API_KEY_HEADER) or "").strip()
+        given = (
+            request.args.get(API_KEY_PARAM) or request.args.get(SEED_KEY_PARAM) or request.headers.get(API_KEY_HEADER)
+        )
+        key = (given or "").strip()
         in_subprotocol = subprotocols.keys_offered(request)
         if len(in_subprotocol) > 1 or (key and in_subprotocol and in_subprotocol != {key}):
             await _close(ws, CloseCode.INVALID_KEY, "two different API keys were sent; send one")
             return
-        key = key or next(iter(in_subprotocol), "")
+        key = key or next(iter(in_subprotocol), "") or await _first_message_key(ws)
         if not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
-            await _close(
-                ws, CloseCode.INVALID_KEY, "a valid API key is required: ?apiKey=, X-API-Key or subprotocol key.<KEY>"
-            )
+            await _close(ws, CloseCode.INVALID_KEY, NO_KEY)
             return
         try:
             api_key = await self._keys.authenticate(key)
@@ -311,7 +320,9 @@ class WsRuntime:
         holders.add(sink)
         state = self._key_states.get(api_key.id)
         if state is None:
-            state = self._key_states[api_key.id] = KeyState(asyncio.Semaphore(self.settings.resumes_per_key))
+            privileged = api_key.tier in PRIVILEGED_TIERS
+            semaphore = asyncio.Semaphore(self.settings.resumes_per_key)
+            state = self._key_states[api_key.id] = KeyState(semaphore, privileged)
         state.connections += 1
         self._opened_since_freeze += 1
         if telemetry.enabled:  # each subscribe's span continues the handshake's traceparent
@@ -380,14 +391,18 @@ class WsRuntime:
             text = f"this key holds {len(state.channels)} channels on this gateway, at most {budget}"
             sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, text))
             return
-        if self.symbols is not None:
-            names = {canonical: name for name, canonical in message.channels.items()}
-            for canonical in adding:
+        names = {canonical: name for name, canonical in message.channels.items()}
+        for canonical in adding:
+            if canonical == EVERY_PRICE_CANONICAL:
+                problem = None if state.privileged else f"{EVERY_PRICE} is for internal and admin keys"
+            elif self.symbols is not None:
                 _, exchange, symbol, *_ = canonical.split(":")
                 problem = await self.symbols.problem(exchange, symbol)
-                if problem is not None:
-                    sink.send(_error(ErrorCode.INVALID_CHANNEL, f"invalid channel {names[canonical]!r}: {problem}"))
-                    return
+            else:
+                continue
+            if problem is not None:
+                sink.send(_error(ErrorCode.INVALID_CHANNEL, f"invalid channel {names[canonical]!r}: {problem}"))
+                return
         state.hold(adding)  # counted while the join is under way, so the key's other connections see them
         try:
             await self._join(client, message, state)
@@ -473,6 +488,26 @@ class WsRuntime:
                 sink.send(join.backlog.popleft())
         if not sink.closing:
             self.upstream.hub.attach(client)
+
+
+async def _first_message_key(ws: Any) -> str:
+    """Seed 004's authentication by message: the key of a first frame ``{"action":"auth","key":"<KEY>"}`` that
+    arrives within :data:`AUTH_TIMEOUT_S`; "" for anything else (then 4001)."""
+    try:
+        async with asyncio.timeout(AUTH_TIMEOUT_S):
+            frame = await ws.recv()
+            while frame is None and ws.ws_proto.state is not State.CLOSED:
+                frame = await ws.recv()
+    except (TimeoutError, ConnectionClosed, WebsocketClosed):
+        return ""
+    try:
+        message = orjson.loads(frame) if isinstance(frame, str) else None
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(message, dict) or message.get("action") != "auth" or set(message) != {"action", "key"}:
+        return ""
+    key = message["key"]
+    return key.strip() if isinstance(key, str) else ""
 
 
 def _error(code: ErrorCode, message: str) -> bytes:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateways.common.errors import ApiError
+from gateways.ws.channels import ALL_SOURCES
 from perseus.marketdata.v1 import market_data_service_pb2 as md
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,19 @@ class SymbolDirectory:
         await self._refresh(self._clock(), wait=True)
         if self._symbols is None or self._known(exchange, symbol):
             return None
+        if exchange == ALL_SOURCES:
+            return f"unknown symbol {symbol!r} (no exchange lists it)"
         if exchange not in self._symbols:
             return f"unknown exchange {exchange!r}"
         return f"unknown symbol {symbol!r} on exchange {exchange!r}"
 
     def _known(self, exchange: str, symbol: str) -> bool:
-        return self._symbols is None or symbol in self._symbols.get(exchange, ())
+        """``all`` (prices:all:{SYMBOL}, every source): listed by any exchange."""
+        if self._symbols is None:
+            return True
+        if exchange == ALL_SOURCES:
+            return any(symbol in listed for listed in self._symbols.values())
+        return symbol in self._symbols.get(exchange, ())
 
     async def _refresh(self, since: float, *, wait: bool = False) -> None:
         """Load the lists unless a load that started at ``since`` or later did; with ``wait``, a load less than

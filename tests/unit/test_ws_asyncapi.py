@@ -30,6 +30,7 @@ def test_event_data_schemas_list_only_public_fields() -> None:
 def test_every_message_and_close_code_is_documented() -> None:
     document = asyncapi_document("1.0", "h:1")
     assert set(document["components"]["messages"]) == {
+        "auth",
         "subscribe",
         "unsubscribe",
         "subscribed",
