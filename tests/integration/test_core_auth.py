@@ -64,9 +64,12 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture(scope="module")
 def core(migrated_env: dict[str, str]) -> Iterator[Process]:
-    """A core mid-rotation (NEW and OLD accepted); ingest restricted to NEW."""
+    """A core mid-rotation (NEW and OLD accepted); ingest restricted to NEW, key checks to NEW and GATEWAY_ONLY."""
     with running_core(
-        migrated_env, PERSEUS_SERVICE_TOKEN=f"{NEW},{OLD},{GATEWAY_ONLY}", PERSEUS_INGEST_TOKENS=NEW
+        migrated_env,
+        PERSEUS_SERVICE_TOKEN=f"{NEW},{OLD},{GATEWAY_ONLY}",
+        PERSEUS_INGEST_TOKENS=NEW,
+        PERSEUS_KEY_SERVICE_TOKENS=f"{NEW},{GATEWAY_ONLY}",
     ) as process:
         yield process
 
@@ -146,7 +149,7 @@ async def test_health_needs_no_credential(channel: aio.Channel) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_ingest_is_restricted_to_its_tokens(channel: aio.Channel) -> None:
+async def test_ingest_and_key_checks_are_restricted_to_their_tokens(channel: aio.Channel) -> None:
     stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
     request = ingest_service_pb2.IngestPricesRequest()
     for token in (OLD, GATEWAY_ONLY):
@@ -155,8 +158,12 @@ async def test_ingest_is_restricted_to_its_tokens(channel: aio.Channel) -> None:
     assert await refused_code(stub.IngestPrices(request, timeout=TIMEOUT_S)) is grpc.StatusCode.UNAUTHENTICATED
     allowed = stub.IngestPrices(request, timeout=TIMEOUT_S, metadata=bearer(NEW))
     assert await refused_code(allowed) is grpc.StatusCode.INVALID_ARGUMENT  # past the credential: "the batch is empty"
-    # KeyService is not restricted here: any accepted token may ask
+    # KeyService: the gateways' token may ask, OLD may not
     keys = key_service_pb2_grpc.KeyServiceStub(channel)
+    oracle = keys.AuthenticateKey(
+        key_service_pb2.AuthenticateKeyRequest(key="pk_free_x"), timeout=TIMEOUT_S, metadata=bearer(OLD)
+    )
+    assert await refused_code(oracle) is grpc.StatusCode.PERMISSION_DENIED
     unknown = keys.AuthenticateKey(
         key_service_pb2.AuthenticateKeyRequest(key="pk_free_x"), timeout=TIMEOUT_S, metadata=bearer(GATEWAY_ONLY)
     )
