@@ -127,27 +127,32 @@ class EmbeddedPostgres(EmbeddedServer):
     def _prepare(self) -> None:
         self._prepare_dir()
         self._install = self._usable_install(self._install or PgInstall.bundled())
-        if not (self.pgdata / "PG_VERSION").exists():
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        if fresh:
             self._initdb()
         elif self._user is not None:
             chown_tree(self.pgdata, self._user)
-        self._secure()
+        self._secure(fresh=fresh)
         logger.info("embedded PostgreSQL data in %s", self.pgdata)
 
     # ---- credentials: a password for `postgres`, and a pg_hba.conf that asks for it
 
-    def _secure(self) -> None:
+    def _secure(self, *, fresh: bool) -> None:
         """Give ``postgres`` a password when the cluster has none yet, then rewrite ``pg_hba.conf``.
 
-        The password is set first and stored after, so a failure in between leaves no stored password that
-        the cluster does not know: the next start simply sets a new one.
+        None yet: no ``password`` file (a cluster of an older version), or a cluster just made by initdb (whose
+        ``pgdata`` someone removed to start over, leaving the file: it gets the stored password). The password
+        is set first and stored after, so a failure in between leaves no stored password that the cluster
+        does not know: the next start simply sets a new one.
         """
         password_file = self.dir / PASSWORD_FILE_NAME
-        if read_secret(password_file) is None:
-            password = new_password()
+        stored = read_secret(password_file)
+        if stored is None or fresh:
+            password = stored or new_password()
             self._single_user(f"ALTER ROLE {self.USER} PASSWORD '{password}'")
-            write_private(password_file, f"{password}\n")
-            logger.info("embedded PostgreSQL: generated a password for %r (stored in %s)", self.USER, password_file)
+            if stored is None:
+                write_private(password_file, f"{password}\n")
+                logger.info("embedded PostgreSQL: generated a password for %r (in %s)", self.USER, password_file)
         hba = self.pgdata / "pg_hba.conf"
         write_private(hba, HBA)
         if self._user is not None:

@@ -140,6 +140,11 @@ async def test_postgres_refuses_tcp_without_its_password(data_dir: Path) -> None
         await conn.close()
     with EmbeddedPostgres(data_dir) as again:  # the password is kept: the URL stays the same
         assert again.password == password
+    shutil.rmtree(data_dir / "postgres" / "pgdata")  # starting over with a new cluster, the password file kept
+    with EmbeddedPostgres(data_dir) as afresh:
+        assert afresh.password == password
+        conn = await asyncpg.connect(afresh.url, timeout=5)
+        await conn.close()
 
 
 async def test_postgres_made_by_an_older_version_gets_a_password_and_keeps_its_data(data_dir: Path) -> None:
