@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from core.adapters.apikeys import create_key, hash_key, revoke_key
+from core.adapters.apikeys import authenticate, create_key, hash_key, revoke_key
 from core.adapters.migrations import EXIT_PENDING, load_migrations, migrate
 from tests.support.databases import scratch_database
 from tests.support.processes import run_cli
@@ -64,6 +64,28 @@ async def test_keys_revoke_of_an_unknown_id_says_how_to_find_one(fresh_url: str)
     assert result.stderr == (
         "perseus keys revoke: no active key with id or prefix '42'; list them with `perseus keys list`\n"
     )
+
+
+async def test_keys_create_replace_rotates_the_named_key_and_leaves_the_others(fresh_url: str) -> None:
+    """``perseus up``'s dev key rotation: ``--replace`` revokes the active keys of that name, no other."""
+    await migrate(fresh_url)
+    env = {"PERSEUS_DATABASE_URL": fresh_url}
+    other = run_cli(["keys", "create", "--tier", "free", "--name", "someone else's"], env)
+    first = run_cli(["keys", "create", "--tier", "internal", "--name", "dev", "--replace"], env)
+    second = run_cli(["keys", "create", "--tier", "internal", "--name", "dev", "--replace"], env)
+    assert (other.returncode, first.returncode, second.returncode) == (0, 0, 0), first.stderr + second.stderr
+    assert "revoked 0 active key(s) named 'dev'" in first.stdout
+    assert "revoked 1 active key(s) named 'dev'" in second.stdout
+    keys = [result.stdout.strip().splitlines()[-1] for result in (other, first, second)]
+    conn = await asyncpg.connect(fresh_url)
+    try:
+        active = [await authenticate(conn, key) is not None for key in keys]
+    finally:
+        await conn.close()
+    assert active == [True, False, True]
+
+    nameless = run_cli(["keys", "create", "--tier", "internal", "--replace"], env)
+    assert nameless.returncode == 1 and "needs its --name" in nameless.stderr
 
 
 async def test_migrate_status_pending_then_current_and_changes_nothing(fresh_url: str) -> None:
