@@ -13,7 +13,8 @@ Decisions (also in docs/design/price-queries.md):
   (expired entries, Redis down) are read from PostgreSQL in one query. A
   symbol with no tick anywhere is absent from the answer, not an error.
   ``staleness_ms`` is never negative (ticks may be up to a minute ahead).
-* **Price range** covers ``start_time <= ts < end_time`` (at most 90 days)
+* **Price range** covers ``start_time <= ts < end_time`` (at most 2 years: seed 004's cap for aggregated
+  ranges; every range is aggregated, the interval defaulting to 1h)
   and answers the first ``limit`` non-empty buckets, oldest first, so the
   next page starts at the last bucket's end. Buckets sit on UTC boundaries of
   the interval; a bucket cut by ``start_time`` keeps its boundary timestamp
@@ -47,7 +48,7 @@ from core.domain.timeframes import Timeframe
 logger = logging.getLogger(__name__)
 
 MAX_SYMBOLS = 100
-MAX_RANGE_DAYS = 90
+MAX_RANGE_DAYS = 730  # seed 004: aggregated ranges up to 2 years (raw ones 90 days; the route has no raw form)
 MAX_RANGE_MS = MAX_RANGE_DAYS * 24 * 3600 * 1000
 DEFAULT_INTERVAL = Timeframe.H1
 DEFAULT_RANGE_LIMIT = 1_000

@@ -55,7 +55,7 @@ RANGE = Operation(
     path="/public/v1/prices/range",
     summary="Price range",
     description=(
-        "OHLCV buckets of ticks in `from <= ts < to` (at most 90 days), oldest first, with the number of feeds"
+        "OHLCV buckets of ticks in `from <= ts < to` (at most 2 years), oldest first, with the number of feeds"
         " in each; the first `limit` non-empty buckets. The range may span at most"
         f" {DEFAULT_RANGE_MAX_BUCKETS} `interval`s by default (`PERSEUS_RANGE_MAX_BUCKETS`; 400 naming `from`"
         " beyond it: narrow the range or widen the interval), and one key may have a few range reads in flight"

@@ -178,7 +178,7 @@ def test_a_source_filter_limit_and_partial_first_bucket(md: md_grpc.MarketDataSe
         (BASE_MS, None, {}, "end_time is required"),
         (None, BASE_MS, {}, "start_time is required"),
         (BASE_MS, BASE_MS, {}, "end_time must be after start_time"),
-        (BASE_MS, BASE_MS + 91 * DAY_MS, {}, "longer than 90 days"),
+        (BASE_MS, BASE_MS + 731 * DAY_MS, {}, "longer than 730 days"),
         (BASE_MS, BASE_MS + HOUR_MS, {"limit": 10_001}, "limit must be 1 to 10000"),
         (BASE_MS, BASE_MS + HOUR_MS, {"interval": 42}, "unknown interval 42"),
         (BASE_MS, BASE_MS + HOUR_MS, {"symbol": "QRY3"}, "'QRY3'"),

@@ -133,3 +133,14 @@ def test_the_served_document_declares_the_fields_and_real_answers_match(stack: S
         schema = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert "meta" in schema["required"], path
         jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(response.json())
+
+
+def test_an_aggregated_range_may_span_two_years_and_no_more(stack: Stack) -> None:
+    """Seed 004: aggregated ranges up to 2 years (it was 90 days)."""
+    year = stack.get(RANGE, symbol=stack.symbol, interval="1d", **{"from": iso(365 * 86_400)})
+    assert year.status_code == 200, year.text
+    assert sum(bucket["num_feeds"] for bucket in year.json()["data"]) == 3
+    too_long = stack.get(RANGE, symbol=stack.symbol, interval="1d", **{"from": iso(732 * 86_400)})
+    assert too_long.status_code == 400, too_long.text
+    error = too_long.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and "730 days" in error["message"]

@@ -162,7 +162,7 @@ export type paths = {
         };
         /**
          * Price range
-         * @description OHLCV buckets of ticks in `from <= ts < to` (at most 90 days), oldest first, with the number of feeds in each; the first `limit` non-empty buckets. The range may span at most 10000 `interval`s by default (`PERSEUS_RANGE_MAX_BUCKETS`; 400 naming `from` beyond it: narrow the range or widen the interval), and one key may have a few range reads in flight at once on a gateway (`PERSEUS_HEAVY_READS_PER_KEY`, 429 beyond). `buckets` is the number of intervals the range spans (at most `limit`), `days` its length.
+         * @description OHLCV buckets of ticks in `from <= ts < to` (at most 2 years), oldest first, with the number of feeds in each; the first `limit` non-empty buckets. The range may span at most 10000 `interval`s by default (`PERSEUS_RANGE_MAX_BUCKETS`; 400 naming `from` beyond it: narrow the range or widen the interval), and one key may have a few range reads in flight at once on a gateway (`PERSEUS_HEAVY_READS_PER_KEY`, 429 beyond). `buckets` is the number of intervals the range spans (at most `limit`), `days` its length.
          *
          *     Rate-limit cost: 1 + ceil(buckets / 1000) + ceil(days) unit(s).
          */
