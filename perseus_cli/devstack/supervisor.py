@@ -101,7 +101,7 @@ UP_SIM_BACKFILL_MINUTES = variables.UP_SIM_BACKFILL_MINUTES
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEV_KEY_NAME = "perseus-up-dev"  # the one key `perseus up` keeps (rotated at every start)
 DEV_KEY_TIER = "internal"
-SERVICE_TOKEN = "PERSEUS_SERVICE_TOKEN"  # the core's service credential (issue 16), given to every child
+SERVICE_TOKEN = variables.SERVICE_TOKEN.name  # the core's service credential (issue 16), given to every child
 SERVICE_TOKEN_BYTES = 32
 NO_DEV_KEY = (
     "none: PERSEUS_DATABASE_URL is yours, so `perseus up` creates no key in it; "
