@@ -72,7 +72,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
         "source), which the acknowledgement and the events name; channels and symbols together name at most "
         f"{protocol.MAX_CHANNELS_PER_MESSAGE}.",
     }
-    either = [{"required": ["channels"]}, {"required": ["symbols"]}]
+
     channels_list = {
         "type": "array",
         "items": channel_name,
@@ -91,17 +91,15 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
                     "additionalProperties": {"type": "integer", "minimum": 0},
                 },
             },
-            "Add channels (a connection holds at most "
+            "Add channels, named in channels, symbols or both (a connection holds at most "
             f"{protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION}). Applied whole or not at all.",
             optional=("resume", "channels", "symbols"),
-        )
-        | {"anyOf": either},
+        ),
         "unsubscribe": _envelope(
             {"action": {"const": "unsubscribe"}, "channels": channels_list, "symbols": symbols_list},
-            "Remove channels.",
+            "Remove channels (named in channels, symbols or both).",
             optional=("channels", "symbols"),
-        )
-        | {"anyOf": either},
+        ),
         "auth": _envelope(
             {"action": {"const": "auth"}, "key": {"type": "string", "maxLength": 256}},
             "Seed 004's authentication by message: the first message of a connection that sent no key on the "

@@ -4,6 +4,12 @@ export type paths = Record<string, never>;
 export type webhooks = Record<string, never>;
 export type components = {
     schemas: {
+        /** @description Seed 004's authentication by message: the first message of a connection that sent no key on the upgrade request. Without it within 5 s, or with a bad key, the connection closes with 4001. */
+        AuthMessage: {
+            /** @constant */
+            action: "auth";
+            key: string;
+        };
         Candle: {
             close: string;
             exchange: string;
@@ -17,7 +23,7 @@ export type components = {
         };
         /** @description One candle close event. */
         CandleCloseMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["Candle"];
             /** @description increases by one per channel */
@@ -42,7 +48,7 @@ export type components = {
         };
         /** @description One indicator update event. */
         IndicatorUpdateMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["MacdV"];
             /** @description increases by one per channel */
@@ -73,7 +79,7 @@ export type components = {
         };
         /** @description One price update event. */
         PriceUpdateMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["PriceFeed"];
             /** @description increases by one per channel */
@@ -83,7 +89,7 @@ export type components = {
         };
         /** @description The channel's history no longer reaches back to requested_seq: the events after it and before first_available_seq are gone. Sent before the replay that starts at first_available_seq. */
         ResumeGapMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             first_available_seq: number;
             requested_seq: number;
@@ -96,15 +102,17 @@ export type components = {
             /** @constant */
             type: "subscribed";
         };
-        /** @description Add channels (a connection holds at most 50). Applied whole or not at all. */
+        /** @description Add channels, named in channels, symbols or both (a connection holds at most 50). Applied whole or not at all. */
         SubscribeMessage: {
             /** @constant */
             action: "subscribe";
-            channels: string[];
+            channels?: string[];
             /** @description last seq seen per channel: what came after it is replayed first */
             resume?: {
                 [key: string]: number;
             };
+            /** @description seed 004's dialect: each symbol means the channel prices:all:{SYMBOL} (every source), which the acknowledgement and the events name; channels and symbols together name at most 20. */
+            symbols?: string[];
         };
         TradeSignal: {
             direction: ("bullish" | "bearish") | null;
@@ -118,7 +126,7 @@ export type components = {
         };
         /** @description One trade signal event. */
         TradeSignalMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["TradeSignal"];
             /** @description increases by one per channel */
@@ -132,11 +140,13 @@ export type components = {
             /** @constant */
             type: "unsubscribed";
         };
-        /** @description Remove channels. */
+        /** @description Remove channels (named in channels, symbols or both). */
         UnsubscribeMessage: {
             /** @constant */
             action: "unsubscribe";
-            channels: string[];
+            channels?: string[];
+            /** @description seed 004's dialect: each symbol means the channel prices:all:{SYMBOL} (every source), which the acknowledgement and the events name; channels and symbols together name at most 20. */
+            symbols?: string[];
         };
     };
     responses: never;
@@ -151,6 +161,7 @@ export type operations = Record<string, never>;
 export type messages = {
     "subscribe": components["schemas"]["SubscribeMessage"];
     "unsubscribe": components["schemas"]["UnsubscribeMessage"];
+    "auth": components["schemas"]["AuthMessage"];
     "subscribed": components["schemas"]["SubscribedMessage"];
     "unsubscribed": components["schemas"]["UnsubscribedMessage"];
     "error": components["schemas"]["ErrorMessage"];
