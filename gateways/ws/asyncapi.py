@@ -1,4 +1,4 @@
-"""The AsyncAPI 3 document of ``/public/v1/stream``, built from the same declarations as the messages.
+"""The AsyncAPI 3.1 document of ``/public/v1/stream``, built from the same declarations as the messages.
 
 Event ``data`` schemas come from :func:`gateways.common.projection.public_schema`
 of the payload messages of ``StreamEvent`` (so a field is in the document
@@ -145,7 +145,7 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
     received = ["auth", "subscribe", "unsubscribe"]
     sent = [name for name in messages if name not in received]
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": "3.1.0",
         "info": {
             "title": "Perseus public stream",
             "version": version,

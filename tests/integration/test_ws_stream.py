@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 key = support.key  # fixtures: an internal key, the core's event publisher
 publisher = support.publisher
 
-ASYNCAPI_SCHEMA = "tests/fixtures/asyncapi/asyncapi-3.0.0.schema.json"
+ASYNCAPI_SCHEMA = "tests/fixtures/asyncapi/asyncapi-3.1.0.schema.json"
 WS_ENV = {"PERSEUS_WS_LEASE_S": "3", "PERSEUS_WS_MESSAGE_BURST": "30", "PERSEUS_WS_KEY_RECHECK_S": "0.5"}
 
 
@@ -365,10 +365,11 @@ async def test_resume_beyond_the_history_says_so(gateway: Process, key: str, red
 # --- the document ----------------------------------------------------------------------------
 
 
-def test_the_asyncapi_document_is_valid_asyncapi_3(gateway: Process) -> None:
+def test_the_asyncapi_document_is_valid_asyncapi_3_1(gateway: Process) -> None:
     response = httpx.get(f"http://{gateway.addr}/public/v1/asyncapi.json", timeout=5)
     assert response.status_code == 200
     document = response.json()
+    assert document["asyncapi"] == "3.1.0"
     with open(ASYNCAPI_SCHEMA) as f:
         jsonschema.Draft7Validator(json.load(f)).validate(document)
     assert document["channels"]["stream"]["address"] == "/public/v1/stream"
