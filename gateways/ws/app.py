@@ -153,6 +153,11 @@ class WsMetrics(Collector):
                 "Multiplex streams opened to the core",
                 runtime.upstream.streams_opened if runtime else 0,
             ),
+            (
+                "perseus_ws_refused_connections",
+                "Connections closed at once for the gateway's or an address's connection cap (1013, 4008)",
+                runtime.refused_connections if runtime else 0,
+            ),
         )
         for name, help_text, value in counters:
             yield CounterMetricFamily(name, help_text, value=value)

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -223,6 +224,9 @@ async def test_connections_are_capped_per_address_and_per_gateway(
             await asyncio.sleep(0.2)  # the gateway sees it leave
             async with from_address("127.0.0.3") as again:
                 assert (await subscribe(again, [f"prices:{symbol}"]))["type"] == "subscribed"
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(f"http://{capped.addr}/metrics", timeout=5)).text
+            assert "perseus_ws_refused_connections_total 2.0" in metrics
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_one_capped(
