@@ -174,9 +174,7 @@ def test_the_metrics_say_what_the_export_lost(stack: RestStack) -> None:
     assert "perseus_trace_export_failed_spans_total 0.0" in text
 
 
-def test_an_unreachable_collector_never_fails_a_request(
-    base_env: dict[str, str], admin_database_url: str, stack: RestStack
-) -> None:
+def test_an_unreachable_collector_never_fails_a_request(base_env: dict[str, str], admin_database_url: str) -> None:
     closed = free_port()  # nothing listens there: every export is refused
     env = {
         **base_env,
