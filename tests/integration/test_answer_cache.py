@@ -19,7 +19,6 @@ pytestmark = pytest.mark.integration
 
 RANGE = "/public/v1/prices/range"
 CONSENSUS = "/public/v1/aggregates/consensus"
-NOW_S = time.time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +57,8 @@ class Stack:
 
 
 def iso(ago_s: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW_S - ago_s)) + ".000Z"
+    """``ago_s`` seconds before now, to the second (a window built once is asked again with the same bounds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - ago_s)) + ".000Z"
 
 
 def fresh_symbol(tag: str) -> str:
