@@ -6,7 +6,8 @@ endpoint runs no tracing code at all. The span continues an incoming W3C ``trace
 malformed one starts a new trace (never an error). It is current while the handler runs, so the core call's
 metadata carries it (``gateways.common.core_client``) and the core's span becomes its child, and the log lines
 written meanwhile carry its ids. It is named ``METHOD /route/<template>`` (``GET`` alone for a path no route
-matched: a scanner's junk paths never make new names) and ends with the response's status.
+matched: a scanner's junk paths never make new names) and ends with the response's status. Probes and
+scrapes (``/health``, ``/livez``, ``/readyz``, ``/metrics``) get none.
 
 A WebSocket subscribe's span (:func:`subscribe_span`) continues the handshake's ``traceparent``
 (:func:`attach_handshake`). Subscribes travel to the core as messages on the gateway's one shared
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 MAX_CHANNEL_ATTRIBUTES = 50  # a connection holds at most 50 channels
 MAX_LINKS = 32  # a delivery span links at most this many publish spans
+# Probes and scrapes: an orchestrator's every few seconds per pod would be most of the traces, and say nothing.
+UNTRACED_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics"})
 
 
 def install(app: Sanic[Any, Any]) -> None:
@@ -40,6 +43,8 @@ def install(app: Sanic[Any, Any]) -> None:
 
 async def begin_span(request: Request[Any, Any]) -> None:
     if getattr(request.ctx, "span", None) is not None:  # Sanic runs request middleware again for an error
+        return
+    if request.path in UNTRACED_PATHS:
         return
     from opentelemetry import context, trace
 

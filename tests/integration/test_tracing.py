@@ -168,6 +168,18 @@ def test_error_answers_end_their_spans_too(stack: RestStack, receiver: Receiver)
     assert "Failed to detach context" not in stack.rest.output()
 
 
+def test_probes_and_scrapes_make_no_spans(stack: RestStack, receiver: Receiver) -> None:
+    probes = []
+    for path in ("/health", "/livez", "/readyz", "/metrics"):
+        response, request_id = get(stack, path)
+        assert response.status_code == 200, response.text
+        probes.append(request_id)
+    response, last = get(stack, f"{CANDLES}?limit=3")  # spans are exported in order: once this one is in, ...
+    request_span(receiver, last)
+    traced = {s.attributes.get("perseus.request_id") for s in receiver.snapshot()}
+    assert traced.isdisjoint(probes)  # ... the probes' would be too
+
+
 def test_the_metrics_say_what_the_export_lost(stack: RestStack) -> None:
     text = httpx.get(f"http://{stack.rest.addr}/metrics", timeout=5).text
     assert "perseus_trace_spans_dropped_total 0.0" in text
