@@ -32,7 +32,7 @@ from common import resp, telemetry
 from core.adapters.events import HISTORY_MAXLEN, Event, EventPublisher, SeqGuard, publish_lua, wall_clock_ms
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
-from core.codec.events import price_channel, price_event
+from core.codec.events import price_channel, price_event, rechannel
 from core.domain.channels import ALL_SYMBOLS, all_prices_channel
 from core.domain.errors import Unavailable
 from core.domain.prices import Tick, decimal_str
@@ -88,10 +88,11 @@ class PriceCache:
         now = self._clock_ms()
         trace = telemetry.current_traceparent() if telemetry.enabled else ""  # the publish span (PriceUpdates)
         by_pair: dict[tuple[str, str], list[tuple[Tick, bytes]]] = {}
-        ordered = sorted(ticks, key=lambda t: t.ts_ms)
-        for tick in ordered:
-            event = price_event(tick, now_ms=now, traceparent=trace)
-            by_pair.setdefault((tick.source, tick.symbol), []).append((tick, event))
+        updates: list[tuple[Tick, bytes]] = []  # time order, for the prices:all streams
+        for tick in sorted(ticks, key=lambda t: t.ts_ms):
+            update = (tick, price_event(tick, now_ms=now, traceparent=trace))
+            by_pair.setdefault((tick.source, tick.symbol), []).append(update)
+            updates.append(update)
         if not by_pair:
             return
         stream_keys = [self._keys.stream_keys(price_channel(updates[-1][0])) for updates in by_pair.values()]
@@ -102,19 +103,19 @@ class PriceCache:
         if again := self._guard.rerouted(seq_keys, where, flags):  # the pair scripts lead the commands
             resent = [(*commands[i][:_JUMP], 1, *commands[i][_JUMP + 1 :]) for i in again]
             await self._send(resent, [seq_keys[i] for i in again])
-        await self._publish_aggregates(ordered, now, trace)
+        await self._publish_aggregates(updates)
 
-    async def _publish_aggregates(self, ordered: Sequence[Tick], now: int, trace: str) -> None:
-        """``ordered`` again on ``prices:all:{SYMBOL}`` and ``prices:all:*``, in time order."""
+    async def _publish_aggregates(self, updates: Sequence[tuple[Tick, bytes]]) -> None:
+        """The events of ``updates`` (time order) again on ``prices:all:{SYMBOL}`` and ``prices:all:*``."""
         events = [
-            Event(channel, price_event(tick, now_ms=now, traceparent=trace, channel=channel))
-            for tick in ordered
+            Event(channel, rechannel(payload, channel))
+            for tick, payload in updates
             for channel in (all_prices_channel(tick.symbol), EVERY_PRICE)
         ]
         try:
             await self._aggregates.publish(events)
         except Unavailable as exc:
-            logger.warning("%d price updates not published on the prices:all streams (%s)", len(ordered), exc)
+            logger.warning("%d price updates not published on the prices:all streams (%s)", len(updates), exc)
 
     async def _send(self, commands: list[resp.Command], seq_keys: list[str]) -> None:
         try:

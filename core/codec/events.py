@@ -55,6 +55,20 @@ def price_event(tick: Tick, *, now_ms: int, traceparent: str = "", channel: Chan
     return event.SerializeToString()
 
 
+_CHANNEL_TAG = 0x0A  # StreamEvent.channel: field 1, length-delimited; serialized first (fields go in number order)
+
+
+def rechannel(payload: bytes, channel: Channel) -> bytes:
+    """``payload`` (a serialized ``StreamEvent``) on another stream: its ``channel`` field replaced, the rest
+    as is. A byte splice, not a parse: one tick on two more streams must not cost two more encodings."""
+    name = explicit_name(channel).encode()
+    if len(name) > 0x7F or not payload or payload[0] != _CHANNEL_TAG or payload[1] > 0x7F:
+        event = stream_service_pb2.StreamEvent.FromString(payload)
+        event.channel = name.decode()
+        return event.SerializeToString()
+    return bytes((_CHANNEL_TAG, len(name))) + name + payload[2 + payload[1] :]
+
+
 def candle_event(candle: Candle, *, exchange_id: int, now_ms: int) -> bytes:
     event = stream_service_pb2.StreamEvent(
         channel=explicit_name(candle_channel(candle)),
