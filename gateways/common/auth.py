@@ -75,6 +75,8 @@ PRIVILEGED_TIERS = frozenset({key_service_pb2.KEY_TIER_INTERNAL, key_service_pb2
 KEY_UNCHECKABLE = "the API key cannot be checked now (the key service did not answer); try again later"
 
 Lookup = Callable[[str], Awaitable[key_service_pb2.ApiKey | None]]
+# Who asks: an address, a function that gives it (called only on a cache miss), or None (not counted).
+Client = str | Callable[[], str] | None
 
 
 def presented_key(request: Request[Any, Any]) -> str:
@@ -133,7 +135,7 @@ class BadKeyCounter:
 @dataclass(slots=True)
 class _Entry:
     expires: float
-    api_key: key_service_pb2.ApiKey | None
+    api_key: key_service_pb2.ApiKey  # only known keys have an entry (unknown ones: the negative cache)
     confirmed: float  # when the core last said this key is valid (positive entries)
     unanswered: bool = False  # the last lookup went unanswered: served within the grace without waiting
 
@@ -158,23 +160,25 @@ class KeyCache:
         self._bad_keys = BadKeyCounter(bad_keys_per_minute, clock=clock)
         self._outage = False
 
-    async def authenticate(self, key: str, *, client: str | None = None) -> key_service_pb2.ApiKey:
+    async def authenticate(self, key: str, *, client: Client = None) -> key_service_pb2.ApiKey:
         """The core's record of ``key``; Unauthorized (401) for a malformed, unknown or revoked key.
 
-        ``client`` (an address): unknown keys are counted for it, and once it has tried too many this
-        minute a key never confirmed (not in the known keys' LRU) raises RateLimitExceeded (429) without
-        asking the core."""
-        if not _KEY.fullmatch(key):
-            raise Unauthorized(MALFORMED_KEY)
+        ``client`` (an address, or a function giving it, called only when the cache cannot answer): unknown
+        keys are counted for it, and once it has tried too many this minute a key never confirmed (not in the
+        known keys' LRU) raises RateLimitExceeded (429) without asking the core."""
         digest = hashlib.sha256(key.encode()).digest()
         entry = self._entries.get(digest)
         now = self._clock()
-        if entry is not None and entry.expires > now:
+        if entry is not None and entry.expires > now:  # only a well-formed key was ever confirmed
             self._entries.move_to_end(digest)
-            api_key: key_service_pb2.ApiKey | None = entry.api_key
-        elif entry is not None and entry.unanswered and self._in_grace(entry, now):
+            return entry.api_key
+        if not _KEY.fullmatch(key):
+            raise Unauthorized(MALFORMED_KEY)
+        if callable(client):
+            client = client()
+        if entry is not None and entry.unanswered and self._in_grace(entry, now):
             self._lookup_task(digest, key, client)  # asked again in the background; the cache serves meanwhile
-            api_key = entry.api_key
+            api_key: key_service_pb2.ApiKey | None = entry.api_key
         else:
             if entry is None and client is not None and (wait_s := self._bad_keys.retry_after_s(client)) is not None:
                 raise RateLimitExceeded(wait_s, "too many unknown API keys from this address; try again later")
@@ -194,7 +198,7 @@ class KeyCache:
         return lookup
 
     def _in_grace(self, entry: _Entry, now: float) -> bool:
-        return entry.api_key is not None and now < entry.confirmed + self._grace_s
+        return now < entry.confirmed + self._grace_s
 
     async def _look_up(self, digest: bytes, key: str, client: str | None) -> key_service_pb2.ApiKey | None:
         try:
@@ -233,7 +237,6 @@ class KeyCache:
         if entry is None or not self._in_grace(entry, self._clock()):
             raise ServiceUnavailable(KEY_UNCHECKABLE) from exc
         entry.unanswered = True
-        assert entry.api_key is not None
         return entry.api_key
 
 

@@ -57,7 +57,7 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     timeframe = TIMEFRAME_NAMES[values["timeframe"]]
     # on candle boundaries: the same candles, and one cache entry for every start/end within a candle
     step = TIMEFRAME_MS[timeframe]
-    start, end = (align_up(values[name], step, cap=MAX_TIME_MS) for name in ("start", "end"))
+    start, end = align_up(values["start"], step, cap=MAX_TIME_MS), align_up(values["end"], step, cap=MAX_TIME_MS)
     key = (exchange, symbol, values["timeframe"], values["limit"], start, end)
     # The limiter's round trip carries the probe; a key that is not limited probes on its own.
     newest = await spend(

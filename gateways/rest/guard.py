@@ -43,7 +43,7 @@ async def admit(request: RestRequest, operation: Operation, cost: Cost = flat_co
 
 async def authenticate(request: RestRequest) -> key_service_pb2.ApiKey:
     keys = request.app.ctx.services.keys
-    return await keys.authenticate(presented_key(request), client=client_address(request))
+    return await keys.authenticate(presented_key(request), client=lambda: client_address(request))
 
 
 def parameters(request: RestRequest, operation: Operation) -> dict[str, Any]:
