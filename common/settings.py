@@ -552,7 +552,10 @@ REST_ADDR = Variable(
     topic="Addresses",
 )
 WS_ADDR = Variable(
-    "PERSEUS_WS_ADDR", host_port, DEFAULT_WS_ADDR, "Where the WebSocket gateway listens.", ("ws", "up"),
+    "PERSEUS_WS_ADDR", host_port, DEFAULT_WS_ADDR,
+    "Where the WebSocket gateway listens. The REST gateway reads it too: it is the server of the AsyncAPI "
+    "document the REST gateway serves beside its OpenAPI (the same document as the WebSocket gateway's).",
+    ("ws", "rest", "up"),
     topic="Addresses",
 )
 CORE_METRICS_ADDR = Variable(

@@ -99,11 +99,12 @@ class GatewaySettings:
     # the service credential sent to the core: the first PERSEUS_SERVICE_TOKEN, and the TLS files (CA, client pair)
     service_token: str = ""
     core_tls: CoreTls | None = None
+    # PERSEUS_WS_ADDR as the REST gateway reads it: the server its copy of the AsyncAPI document names
+    stream_addr: str = DEFAULT_WS_ADDR
 
     @property
     def listen_addr(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"{host}:{self.listen_port}"
+        return join_host_port(self.listen_host, self.listen_port)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, process: Process) -> GatewaySettings:
@@ -129,6 +130,7 @@ class GatewaySettings:
             core_tls=CoreTls.from_env(environ),
             bad_keys_per_minute=env.BAD_KEYS_PER_MINUTE.read(environ),
             **(_rest_limits(environ) if process == "rest" else {}),
+            stream_addr=join_host_port(*split_host_port(env.WS_ADDR.name, env.WS_ADDR.read(environ))),
         )
 
 
@@ -140,6 +142,11 @@ def _rest_limits(environ: Mapping[str, str]) -> dict[str, int]:
         "candle_cache_bytes": env.CANDLE_CACHE_BYTES.read(environ),
         "trusted_proxies": env.TRUSTED_PROXIES.read(environ),
     }
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, the host in brackets when it is an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def split_host_port(name: str, value: str) -> tuple[str, int]:

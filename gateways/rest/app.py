@@ -2,8 +2,9 @@
 
 It serves the shared ``/health`` and ``/metrics``, the public reads under
 ``/public/v1`` (:data:`OPERATIONS`), ingest under ``/internal/v1``, the
-OpenAPI document and ``/docs``. Any other path answers 404 in the CONTRACT
-error format (the shared error handler). Every response carries
+OpenAPI document, the stream's AsyncAPI document (the WebSocket gateway's, naming it at
+``PERSEUS_WS_ADDR``), and the pages for people: ``/docs`` and ``/docs/stream`` (``docs.py``).
+Any other path answers 404 in the CONTRACT error format (the shared error handler). Every response carries
 ``X-Request-ID``, ``X-RateLimit-*`` and, for an allowed ``Origin``, CORS headers;
 a preflight is answered on every route.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import orjson
 from sanic import HTTPResponse
 
 from common import runtime as gc_policy
@@ -24,10 +26,11 @@ from gateways.rest import candles, indicators, ingest, market, prices, signals
 from gateways.rest.candle_cache import cache_counter, size_gauge
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
-from gateways.rest.docs import docs_html
+from gateways.rest.docs import PAGE_HEADERS, STREAM_DOCS_PATH, docs_html, load_assets, stream_html
 from gateways.rest.guard import add_limit_headers
 from gateways.rest.limiter import fallback_counter
-from gateways.rest.openapi import DOCS_PATH, SPEC_PATH, openapi_bytes, openapi_document
+from gateways.rest.openapi import ASYNCAPI_PATH, DOCS_PATH, SPEC_PATH, openapi_bytes, openapi_document
+from gateways.ws.asyncapi import asyncapi_document
 
 APP_NAME = "perseus_rest"
 OPERATIONS = (
@@ -41,14 +44,17 @@ OPERATIONS = (
     prices.RANGE,
     prices.CONSENSUS,
 )
-PREFLIGHT_PATHS = (*(op.sanic_path for op in OPERATIONS), "/internal/v1/ingest", SPEC_PATH)
+PREFLIGHT_PATHS = (*(op.sanic_path for op in OPERATIONS), "/internal/v1/ingest", SPEC_PATH, ASYNCAPI_PATH)
 CACHEABLE = {"Cache-Control": "public, max-age=60"}
+HTML = "text/html; charset=utf-8"
 
 
 def create_app(settings: GatewaySettings) -> RestApp:
     """The REST gateway app; its services are built when the server starts (:class:`RestContext`)."""
     metrics, version = HttpMetrics(settings.process), package_version()
     document = openapi_document(OPERATIONS, version=version)
+    stream_document = asyncapi_document(version, settings.stream_addr)
+    pages = {"spec_path": SPEC_PATH, "asyncapi_path": ASYNCAPI_PATH}
     context = RestContext(
         settings=settings,
         metrics=metrics,
@@ -57,7 +63,10 @@ def create_app(settings: GatewaySettings) -> RestApp:
         candle_results=cache_counter(metrics.registry),
         candle_size=size_gauge(metrics.registry),
         openapi=openapi_bytes(OPERATIONS, version=version),
-        docs=docs_html(document, spec_path=SPEC_PATH),
+        asyncapi=orjson.dumps(stream_document),
+        docs=docs_html(document, **pages),
+        stream_docs=stream_html(stream_document, **pages),
+        assets=load_assets(),
     )
     app: RestApp = create_gateway_app(APP_NAME, context)
     app.config.PROXIES_COUNT = settings.trusted_proxies  # request.remote_addr: the client behind them
@@ -65,7 +74,11 @@ def create_app(settings: GatewaySettings) -> RestApp:
     for module in blueprints:
         app.blueprint(module.blueprint)
     app.add_route(openapi_spec, SPEC_PATH, methods=["GET"], name="openapi")
+    app.add_route(asyncapi_spec, ASYNCAPI_PATH, methods=["GET"], name="asyncapi")
     app.add_route(docs_page, DOCS_PATH, methods=["GET"], name="docs")
+    app.add_route(stream_docs_page, STREAM_DOCS_PATH, methods=["GET"], name="stream_docs")
+    for index, path in enumerate(context.assets):
+        app.add_route(docs_asset, path, methods=["GET"], name=f"docs_asset_{index}")
     for index, path in enumerate(PREFLIGHT_PATHS):
         app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight_{index}")
     app.after_server_start(tune_gc)
@@ -96,8 +109,21 @@ async def openapi_spec(request: RestRequest) -> HTTPResponse:
     return HTTPResponse(request.app.ctx.openapi, content_type=JSON_CONTENT_TYPE, headers=CACHEABLE)
 
 
+async def asyncapi_spec(request: RestRequest) -> HTTPResponse:
+    return HTTPResponse(request.app.ctx.asyncapi, content_type=JSON_CONTENT_TYPE, headers=CACHEABLE)
+
+
 async def docs_page(request: RestRequest) -> HTTPResponse:
-    return HTTPResponse(request.app.ctx.docs, content_type="text/html; charset=utf-8", headers=CACHEABLE)
+    return HTTPResponse(request.app.ctx.docs, content_type=HTML, headers={**CACHEABLE, **PAGE_HEADERS})
+
+
+async def stream_docs_page(request: RestRequest) -> HTTPResponse:
+    return HTTPResponse(request.app.ctx.stream_docs, content_type=HTML, headers={**CACHEABLE, **PAGE_HEADERS})
+
+
+async def docs_asset(request: RestRequest) -> HTTPResponse:
+    asset = request.app.ctx.assets[request.path]
+    return HTTPResponse(asset.content, content_type=asset.content_type, headers={**CACHEABLE, **PAGE_HEADERS})
 
 
 def run_rest(environ: Mapping[str, str]) -> int:

@@ -16,6 +16,7 @@ from gateways.common.app_base import GatewayContext
 from gateways.common.services import GatewayServices
 from gateways.rest.candle_cache import CandleCache
 from gateways.rest.directory import Directory
+from gateways.rest.docs import Asset
 from gateways.rest.limiter import InFlight, RateLimiter
 from perseus.marketdata.v1 import market_data_service_pb2 as md
 
@@ -47,13 +48,17 @@ class RestServices(GatewayServices):
 @dataclass(slots=True, kw_only=True)
 class RestContext(GatewayContext[RestServices]):
     """Besides the shared context: the counters of limiter fallbacks and candle-cache results (they belong to
-    the app's registry, so they exist before the server starts), and the OpenAPI document and docs page."""
+    the app's registry, so they exist before the server starts), the OpenAPI and AsyncAPI documents, and the
+    pages for people with their assets (``docs.py``)."""
 
     limit_fallbacks: Counter
     candle_results: Counter
     candle_size: Gauge
     openapi: bytes
+    asyncapi: bytes
     docs: bytes
+    stream_docs: bytes
+    assets: dict[str, Asset]
 
     async def build_services(self, shared: GatewayServices) -> RestServices:
         prefix = self.settings.redis_prefix

@@ -25,6 +25,7 @@ OPENAPI_VERSION = "3.1.0"
 TITLE = "Perseus market data"
 SPEC_PATH = "/public/v1/openapi.json"
 DOCS_PATH = "/docs"
+ASYNCAPI_PATH = "/public/v1/asyncapi.json"  # the stream's document, as the WebSocket gateway serves it too
 ERROR_STATUSES = (
     ErrorCode.VALIDATION_ERROR,
     ErrorCode.UNAUTHORIZED,
