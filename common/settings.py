@@ -396,6 +396,19 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
 
 
+_HOST = re.compile(r"[A-Za-z0-9._:-]{1,253}")
+
+
+def hosts(raw: str) -> tuple[str, ...]:
+    """Comma-separated host names or IP addresses, lower case, deduplicated: no scheme, port, path or space
+    (an IPv6 address is written bare: ``::1``)."""
+    found = tuple(dict.fromkeys(item.strip().lower() for item in raw.split(",") if item.strip()))
+    for host in found:
+        if not _HOST.fullmatch(host) or (host.count(":") == 1):
+            raise Invalid(f"must be host names or IP addresses, comma-separated, without scheme or port (got {host!r})")
+    return found
+
+
 MIN_TOKEN_LENGTH = 16
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
@@ -825,11 +838,74 @@ CANDLE_CACHE_BYTES = Variable(
     "Byte budget of the REST gateway's candle response cache (bodies and keys); `0` turns the cache off.",
     ("rest",), topic="Edge limits",
 )
+EXPORT_ROWS_PER_DAY_FREE = Variable(
+    "PERSEUS_EXPORT_ROWS_PER_DAY_FREE", integer(1, 1 << 40), "200000",
+    "Rows a free API key may export per UTC day (`/export/...`; 429 beyond). The export routes' "
+    "`X-RateLimit-*` headers count this budget (docs/design/export.md).",
+    ("rest",), topic="Edge limits",
+)
+EXPORT_ROWS_PER_DAY_PRO = Variable(
+    "PERSEUS_EXPORT_ROWS_PER_DAY_PRO", integer(1, 1 << 40), "20000000",
+    "Rows a pro or internal API key may export per UTC day (admin keys: not limited).",
+    ("rest",), topic="Edge limits",
+)
+EXPORT_MAX_CANDLES = Variable(
+    "PERSEUS_EXPORT_MAX_CANDLES", integer(1, 100_000_000), "527040",
+    "Longest candle export, in candles of its timeframe: `end - start` may span at most this many "
+    "timeframes (400 beyond; the default is 366 days of 1m candles).",
+    ("rest",), topic="Edge limits",
+)
+EXPORT_MAX_TICK_HOURS = Variable(
+    "PERSEUS_EXPORT_MAX_TICK_HOURS", integer(1, 100_000), "168",
+    "Longest tick export, in hours (400 beyond).",
+    ("rest",), topic="Edge limits",
+)
 DATABASE_HEAVY_POOL_SIZE = Variable(
     "PERSEUS_DATABASE_HEAVY_POOL_SIZE", integer(1, 1_000), "4",
     "Connections of the core's own pool for heavy reads (price ranges, consensus, candle and alert history), "
     "apart from the pool ingestion writes through, so heavy reads cannot starve it.",
     ("core",), topic="Edge limits",
+)
+
+
+WEBHOOK_ALLOW_HOSTS = Variable(
+    "PERSEUS_WEBHOOK_ALLOW_HOSTS", hosts, "",
+    "Hosts (names or IP addresses, comma-separated) a webhook URL may name although they are private, loopback "
+    "or link-local, and may reach over plain `http://`. Unset: every webhook URL is `https://` to a public "
+    "address (docs/design/webhooks.md, SSRF). Tests and a local receiver list `127.0.0.1`.",
+    ("core",), shown_default="unset (public https:// only)", topic="Webhooks",
+)
+WEBHOOK_MAX_ENDPOINTS = Variable(
+    "PERSEUS_WEBHOOK_MAX_ENDPOINTS", integer(1, 10_000), "10",
+    "Webhook endpoints one API key may have registered at once (403 beyond).",
+    ("core",), topic="Webhooks",
+)
+WEBHOOK_TIMEOUT_S = Variable(
+    "PERSEUS_WEBHOOK_TIMEOUT_S", number(0.0, 60.0, above_low=True, unit=" s"), "10",
+    "Whole time, in seconds, one delivery attempt may take (connect, send, answer); past it the attempt failed.",
+    ("core",), topic="Webhooks",
+)
+WEBHOOK_CONCURRENCY = Variable(
+    "PERSEUS_WEBHOOK_CONCURRENCY", integer(1, 1_000), "16",
+    "Deliveries one core posts at once (one per endpoint at a time: a slow endpoint holds one of them).",
+    ("core",), topic="Webhooks",
+)
+WEBHOOK_RETRY_BASE_S = Variable(
+    "PERSEUS_WEBHOOK_RETRY_BASE_S", number(0.0, MAX_SECONDS, above_low=True, unit=" s"), "10",
+    "Wait before the first retry of a failed delivery; each further retry waits twice as long (with jitter: "
+    "between half and all of it), up to `PERSEUS_WEBHOOK_RETRY_MAX_S`.",
+    ("core",), topic="Webhooks",
+)
+WEBHOOK_RETRY_MAX_S = Variable(
+    "PERSEUS_WEBHOOK_RETRY_MAX_S", number(0.0, 86_400.0, above_low=True, unit=" s"), "3600",
+    "Longest wait between two attempts of one delivery.",
+    ("core",), topic="Webhooks",
+)
+WEBHOOK_RETRY_FOR_S = Variable(
+    "PERSEUS_WEBHOOK_RETRY_FOR_S", number(0.0, 7 * 86_400.0, above_low=True, unit=" s"), "86400",
+    "How long after its event a delivery is still retried (24 h); then it is marked `failed` and the "
+    "endpoint's next event is sent.",
+    ("core",), topic="Webhooks",
 )
 
 
@@ -846,7 +922,9 @@ VARIABLES: tuple[Variable[object], ...] = (
     DATABASE_READ_URL, DATABASE_READ_MAX_LAG_S, SERVICE_TOKEN, INGEST_TOKENS, KEY_SERVICE_TOKENS, CORE_TLS_CERT,
     CORE_TLS_KEY, CORE_TLS_CLIENT_CA, CORE_TLS_CA, CORE_TLS_CLIENT_CERT, CORE_TLS_CLIENT_KEY, CORE_REFLECTION,
     CORE_INSECURE, BAD_KEYS_PER_MINUTE, INTERNAL_REQUESTS_PER_MINUTE, RANGE_MAX_BUCKETS, HEAVY_READS_PER_KEY,
-    CANDLE_CACHE_BYTES, DATABASE_HEAVY_POOL_SIZE,
+    CANDLE_CACHE_BYTES, EXPORT_ROWS_PER_DAY_FREE, EXPORT_ROWS_PER_DAY_PRO, EXPORT_MAX_CANDLES,
+    EXPORT_MAX_TICK_HOURS, DATABASE_HEAVY_POOL_SIZE, WEBHOOK_ALLOW_HOSTS, WEBHOOK_MAX_ENDPOINTS, WEBHOOK_TIMEOUT_S,
+    WEBHOOK_CONCURRENCY, WEBHOOK_RETRY_BASE_S, WEBHOOK_RETRY_MAX_S, WEBHOOK_RETRY_FOR_S,
 )
 # fmt: on
 BY_NAME: Mapping[str, Variable[object]] = {variable.name: variable for variable in VARIABLES}
@@ -885,7 +963,7 @@ def with_tls_files(redis_url: str, environ: Mapping[str, str]) -> str:
 
 TOPICS = (
     "General", "Stores", "Addresses", "Calls", "Service credentials", "Logging", "Exchange mode", "Simulated exchange",
-    "WebSocket gateway", "Edge limits", "Development",
+    "WebSocket gateway", "Edge limits", "Webhooks", "Development",
 )  # fmt: skip
 
 

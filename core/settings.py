@@ -145,6 +145,31 @@ class CoreCredentials:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Alert webhooks (``PERSEUS_WEBHOOK_*``; docs/design/webhooks.md)."""
+
+    allow_hosts: tuple[str, ...] = ()
+    max_endpoints: int = 10
+    timeout_s: float = 10.0
+    concurrency: int = 16
+    retry_base_s: float = 10.0
+    retry_max_s: float = 3600.0
+    retry_for_s: float = 86_400.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WebhookSettings:
+        return cls(
+            allow_hosts=tuple(host.lower() for host in env.WEBHOOK_ALLOW_HOSTS.read(environ)),
+            max_endpoints=env.WEBHOOK_MAX_ENDPOINTS.read(environ),
+            timeout_s=env.WEBHOOK_TIMEOUT_S.read(environ),
+            concurrency=env.WEBHOOK_CONCURRENCY.read(environ),
+            retry_base_s=env.WEBHOOK_RETRY_BASE_S.read(environ),
+            retry_max_s=env.WEBHOOK_RETRY_MAX_S.read(environ),
+            retry_for_s=env.WEBHOOK_RETRY_FOR_S.read(environ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     mode: Mode
     redis_url: str
@@ -170,6 +195,7 @@ class Settings:
     database_read_max_lag_s: float = 5.0
     credentials: CoreCredentials = field(default_factory=CoreCredentials)
     database_heavy_pool_size: int = 4  # heavy reads' own pool (PERSEUS_DATABASE_HEAVY_POOL_SIZE)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -203,6 +229,7 @@ class Settings:
             database_read_max_lag_s=env.DATABASE_READ_MAX_LAG_S.read(environ),
             credentials=CoreCredentials.from_env(environ),
             database_heavy_pool_size=env.DATABASE_HEAVY_POOL_SIZE.read(environ),
+            webhooks=WebhookSettings.from_env(environ),
         )
 
 

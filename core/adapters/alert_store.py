@@ -5,7 +5,8 @@ The insert is one statement per wave, ``ON CONFLICT ON CONSTRAINT
 alerts_crossing_key DO NOTHING RETURNING``: only rows this statement stored
 come back, so only they are published. Each is stored with its
 row in ``alert_outbox`` (``0004_alert_outbox.sql``), deleted once its event is
-in Redis. Reads serve the newest alert of a
+in Redis, and with one ``webhook_deliveries`` row per matching webhook endpoint
+(``0008_webhooks.sql``: the webhooks' outbox, in the same statement). Reads serve the newest alert of a
 series and the history, newest first, keyset-paginated on
 ``(triggered_at, id)`` (the ``alerts_history_idx`` / ``alerts_triggered_at_idx``
 indexes).
@@ -21,6 +22,7 @@ import asyncpg
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, Connection
 from core.adapters.read_replica import ReadSource
+from core.adapters.webhook_store import OUTBOX_CTE
 from core.domain.errors import Unavailable
 from core.domain.prices import decimal_str
 from core.domain.signals import Direction, Strength
@@ -49,7 +51,7 @@ WITH stored AS (
     RETURNING *
 ), outbox AS (
     INSERT INTO alert_outbox (alert_id) SELECT id FROM stored
-)
+), {OUTBOX_CTE.strip()}
 SELECT {_COLUMNS} FROM stored a JOIN exchanges e ON e.id = a.exchange_id ORDER BY a.id
 """
 
@@ -60,6 +62,7 @@ _LATEST = (
 )
 _UNPUBLISHED = f"{_SELECT} JOIN alert_outbox o ON o.alert_id = a.id ORDER BY a.id LIMIT $1"
 _PUBLISHED = "DELETE FROM alert_outbox WHERE alert_id = ANY($1::bigint[])"
+_BY_ID = f"{_SELECT} WHERE a.id = ANY($1::bigint[]) ORDER BY a.id"
 
 
 class AlertStore:
@@ -100,6 +103,10 @@ class AlertStore:
     async def latest(self, exchange_id: int, symbol: str, timeframe: Timeframe) -> AlertRecord | None:
         rows = await self._fetch(_LATEST, exchange_id, symbol, timeframe.value)
         return _record(rows[0]) if rows else None
+
+    async def by_id(self, ids: Sequence[int]) -> list[AlertRecord]:
+        """The alerts of ``ids`` that exist, in id order (the webhook worker's bodies)."""
+        return [_record(row) for row in await self._fetch(_BY_ID, list(ids))]
 
     async def unpublished(self, limit: int) -> list[AlertRecord]:
         """The oldest ``limit`` alerts in the outbox: their events are not known to be published."""
