@@ -52,7 +52,7 @@ from common.redis_clients import RedisClient, redis_py
 from common.supervise import TaskSupervisor
 from gateways.common import tracing
 from gateways.common.auth import PRIVILEGED_TIERS, KeyCache
-from gateways.common.errors import ApiError, Unauthorized
+from gateways.common.errors import ApiError, RateLimitExceeded, Unauthorized
 from gateways.common.services import GatewayServices
 from gateways.ws import protocol, subprotocols
 from gateways.ws.channels import EVERY_PRICE, EVERY_PRICE_CANONICAL
@@ -274,7 +274,7 @@ class WsRuntime:
         self._admitted += 1
         self._addresses[address] = self._addresses.get(address, 0) + 1
         try:
-            await self._serve(request, ws)
+            await self._serve(request, ws, address)
         finally:
             self._admitted -= 1
             left = self._addresses[address] - 1
@@ -283,7 +283,7 @@ class WsRuntime:
             else:
                 del self._addresses[address]
 
-    async def _serve(self, request: Request[Any, Any], ws: Any) -> None:
+    async def _serve(self, request: Request[Any, Any], ws: Any, address: str) -> None:
         given = (
             request.args.get(API_KEY_PARAM) or request.args.get(SEED_KEY_PARAM) or request.headers.get(API_KEY_HEADER)
         )
@@ -297,9 +297,12 @@ class WsRuntime:
             await _close(ws, CloseCode.INVALID_KEY, NO_KEY)
             return
         try:
-            api_key = await self._keys.authenticate(key)
+            api_key = await self._keys.authenticate(key, client=address)  # unknown keys counted per address
         except Unauthorized:
             await _close(ws, CloseCode.INVALID_KEY, "invalid or revoked API key")
+            return
+        except RateLimitExceeded as exc:
+            await _close(ws, CloseCode.TOO_MANY_MESSAGES, str(exc))
             return
         except ApiError:
             await _close(ws, CloseCode.TRY_AGAIN_LATER, "the key cannot be checked now; try again later")

@@ -245,3 +245,27 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_one_capped(
                 assert await closed_with(third) == (4008, "this address already has 2 connections")
             async with forwarded_for("203.0.113.8") as elsewhere:  # all from 127.0.0.1, another client's address
                 assert (await subscribe(elsewhere, [f"prices:{symbol}"]))["type"] == "subscribed"
+
+
+# --- unknown keys ---------------------------------------------------------------------------------
+
+
+async def test_unknown_keys_are_counted_per_address_then_refused_without_a_lookup(
+    migrated_env: dict[str, str], core: Process, key: str
+) -> None:
+    bad_keys_per_minute = 3
+    env = {**migrated_env, "PERSEUS_BAD_KEYS_PER_MINUTE": str(bad_keys_per_minute)}
+    unknown = [f"pk_pro_{'Y' * 30}{n:013d}" for n in range(bad_keys_per_minute + 1)]
+    with running_gateway("ws", env, core.addr) as gateway:
+        async with open_stream(gateway.addr, key, local_addr=("127.0.0.6", 0)) as ws:  # the good key, confirmed
+            assert (await subscribe(ws, [f"prices:{fresh_symbol()}"]))["type"] == "subscribed"
+        for junk in unknown[:bad_keys_per_minute]:
+            async with open_stream(gateway.addr, junk, local_addr=("127.0.0.4", 0)) as ws:
+                assert await closed_with(ws) == (4001, "invalid or revoked API key")
+        async with open_stream(gateway.addr, unknown[-1], local_addr=("127.0.0.4", 0)) as ws:
+            code, reason = await closed_with(ws) or (0, "")
+        assert code == 4029 and "too many unknown API keys" in reason
+        async with open_stream(gateway.addr, unknown[-1], local_addr=("127.0.0.5", 0)) as ws:
+            assert await closed_with(ws) == (4001, "invalid or revoked API key")  # another address is not punished
+        async with open_stream(gateway.addr, key, local_addr=("127.0.0.4", 0)) as ws:  # a confirmed key still works
+            assert (await subscribe(ws, [f"prices:{fresh_symbol()}"]))["type"] == "subscribed"
