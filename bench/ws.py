@@ -184,7 +184,7 @@ def counters(url: str) -> dict[str, float]:
     """Perseus's own counters (its /metrics): events skipped for slow clients, events from the core, ..."""
     base = url.split("/public/")[0].replace("ws://", "http://")
     text = httpx.get(base + "/metrics", timeout=5).text
-    found = (re.search(rf"^perseus_ws_{name} (\S+)$", text, re.M) for name in PERSEUS_COUNTERS)
+    found = (re.search(rf"^perseus_ws_{name}(?:_total)? (\S+)$", text, re.M) for name in PERSEUS_COUNTERS)
     return {name: float(m.group(1)) if m else float("nan") for name, m in zip(PERSEUS_COUNTERS, found, strict=True)}
 
 
