@@ -97,8 +97,8 @@ bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols 
 .PHONY: bench-rest bench-redis-clients
 # REDIS=standalone (the machine's Redis), cluster (a local 3+3 cluster started for the run) or standalone,cluster
 REDIS ?= standalone
-bench-rest: venv ## hot candle read through the REST gateway beside the two peers (wrk, 16/64/256 conns; REDIS=cluster)
-	$(BIN)/python -m bench.rest --redis $(REDIS)
+bench-rest: venv ## hot candle read through the REST gateway beside the two peers (wrk, 16/64/256 conns; REDIS=cluster; TRACING=1 adds a traced row)
+	$(BIN)/python -m bench.rest --redis $(REDIS) $(if $(TRACING),--tracing)
 
 bench-redis-clients: venv ## the REST limiter's round trip through resp and the candidate clients, standalone and cluster
 	$(BIN)/python -m bench.redis_clients
@@ -111,8 +111,8 @@ bench-rest-baseline: venv ## the REST hot path of BASELINE (a commit) against th
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache site
 
-bench-ws: venv ## WebSocket fan-out beside the two reference bridges (1k and 10k clients, 20 channels; REDIS=cluster)
-	$(BIN)/python -m bench.ws --redis $(REDIS)
+bench-ws: venv ## WebSocket fan-out beside the two reference bridges (1k and 10k clients, 20 channels; REDIS=cluster; TRACING=1 adds a traced row)
+	$(BIN)/python -m bench.ws --redis $(REDIS) $(if $(TRACING),--tracing)
 
 .PHONY: chaos chaos-short
 CHAOS ?= full
