@@ -38,6 +38,9 @@
     displayRequestDuration: true,
     defaultModelsExpandDepth: 0,
     requestInterceptor: function (request) {
+      if (!ui) {
+        return request; // the document's own download can start before SwaggerUIBundle returns
+      }
       var authorized = ui.authSelectors.authorized();
       var value = authorized && authorized.getIn([SCHEME, "value"]);
       keep(value || null);
