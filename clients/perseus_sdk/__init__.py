@@ -22,6 +22,10 @@ The REST gateway, with retries and cursors followed (``perseus_sdk.rest``):
     async with perseus_sdk.RestClient("http://127.0.0.1:8000", api_key) as rest:
         candles = await rest.candles("coinbase", "BTC-USD", timeframe="1m")  # list[perseus_sdk.models.Candle]
 
+Alert webhooks, checked on the receiving side (``perseus_sdk.webhooks``):
+
+    ok = perseus_sdk.verify_signature(raw_body, headers["X-Perseus-Signature"], secret)
+
 ``perseus_sdk.models`` holds the REST answers' types (``Candle``, ``TradeSignal``…);
 they share names with the gRPC messages above, so they are not re-exported here.
 """
@@ -94,6 +98,7 @@ from perseus_sdk._generated.perseus.marketdata.v1 import (
 )
 from perseus_sdk.rest import ApiError, RateLimit, RestClient
 from perseus_sdk.stream import LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused
+from perseus_sdk.webhooks import verify_signature
 
 __all__ = [
     "ApiError",
@@ -160,6 +165,7 @@ __all__ = [
     "ValueZone",
     "connect",
     "tls_context",
+    "verify_signature",
 ]
 
 

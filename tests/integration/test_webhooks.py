@@ -27,6 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
+import perseus_sdk
 from core.adapters.alert_store import AlertStore
 from core.domain.signals import Alert, Direction, Strength
 from core.domain.timeframes import Timeframe
@@ -228,6 +229,7 @@ async def test_secret_once_and_a_signed_delivery_of_the_public_projection(
     [got] = stack.hooks.at("/one")
     assert verify(created["secret"], got.headers, got.body)
     assert not verify("whsec_" + "0" * 64, got.headers, got.body)
+    assert perseus_sdk.verify_signature(got.body, got.headers["x-perseus-signature"], created["secret"])
     assert got.headers["content-type"] == "application/json"
     event = json.loads(got.body)
     assert event["type"] == "trade_signal" and event["id"] == got.headers["x-perseus-event-id"]
