@@ -173,7 +173,7 @@ def test_latest_price_reads_count_cache_hits_and_misses(stack: Stack) -> None:
 def test_health_cache_hits_are_counted_in_the_gateways(stack: Stack) -> None:
     for gateway in (stack.rest, stack.ws):
         before = scrape(metrics_url(gateway)).value("perseus_cache_requests_total", cache="health", result="hit")
-        for _ in range(3):  # well within the cached second: at least two are answered from the cache
+        for _ in range(5):  # quick requests: most fall within a cached second, two at least
             httpx.get(f"http://{gateway.addr}/health", timeout=5)
         after = scrape(metrics_url(gateway)).value("perseus_cache_requests_total", cache="health", result="hit")
         assert after >= before + 2
