@@ -24,15 +24,13 @@ from core.adapters.venues.sim import SimVenue
 from core.adapters.writer_fence import WriterFence
 from core.adapters.writer_lock import WriterLock
 from core.domain.errors import LeaseLost
+from core.domain.market_events import CANDLES_FROM_VENUE
 from core.domain.models import VenueState
 from core.domain.timeframes import Timeframe
 from core.services.exchange_pipeline import ClosedListener, ExchangePipeline
 from core.services.exchange_writer import HEARTBEAT_TTL_MS, ExchangeWriter, Feed
 from core.services.ingestion import TicksListener
 from core.settings import Settings
-
-# Venues whose own closed 1-minute candles are the candle source (their trades are stored as ticks only).
-CANDLES_FROM_VENUE = frozenset({"binance", "kraken"})
 
 WEBSOCKET_VENUES: dict[str, tuple[Callable[..., VenueProtocol], str]] = {
     "coinbase": (CoinbaseProtocol, coinbase.DEFAULT_URL),

@@ -87,15 +87,29 @@ ORDER BY open_time
 
 # The stored ticks of one source and symbol from $3 on, aggregated per UTC minute: a range of the
 # (symbol, source, ts) index. Open and close are the prices of the first and last tick by timestamp,
-# ties broken by insertion order (id), the order in which the writer's builder saw them.
+# ties broken by insertion order (id), the order in which the writer's builder saw them. Ingested ticks still
+# in candle_inbox are left out: the writer takes them from there right after (one snapshot decides which side
+# each tick is on, so none counts twice and none is missed).
+NOT_WAITING = "AND NOT EXISTS (SELECT 1 FROM candle_inbox AS i WHERE i.tick_id = p.id)"
 _TICK_MINUTES = f"""
 SELECT {_MS.format("min(ts)")} AS first_ms, {_MS.format("max(ts)")} AS last_ms,
        (array_agg(price ORDER BY ts, id))[1] AS open, max(price) AS high, min(price) AS low,
        (array_agg(price ORDER BY ts DESC, id DESC))[1] AS close, sum(volume) AS volume
-FROM price_feeds
+FROM price_feeds AS p
 WHERE symbol = $1 AND source = $2 AND ts >= $3
+  {NOT_WAITING}
 GROUP BY date_bin('1 minute', ts, timestamptz 'epoch')
 ORDER BY date_bin('1 minute', ts, timestamptz 'epoch')
+"""
+
+# The ingested ticks waiting for the candles of the given symbols, taken (deleted) in the writer's fenced
+# transaction, oldest first (ties in insertion order).
+_TAKE_INBOX = f"""
+WITH taken AS (
+    DELETE FROM candle_inbox WHERE source = $1 AND symbol = ANY($2::text[])
+    RETURNING symbol, price, volume, ts, tick_id
+)
+SELECT symbol, price, volume, {_MS.format("ts")} AS ts_ms FROM taken ORDER BY ts, tick_id
 """
 
 # Rebuilding reads more than one statement usually does (the minutes of an outage); it runs once per takeover.
@@ -204,6 +218,29 @@ class CandleStore:
         """The stored ticks of ``source`` and ``symbol`` from ``since_ms`` on, one aggregate per minute, oldest
         first: what the candles of the minutes after the stored 1m candles hold."""
         return await self._aggregates(_TICK_MINUTES, symbol, source, ms_to_datetime(since_ms))
+
+    async def inbox_symbols(self, source: str) -> set[str]:
+        """The symbols that have ingested ticks of ``source`` waiting for their candles."""
+        try:
+            rows = await self._pool.fetch(
+                "SELECT DISTINCT symbol FROM candle_inbox WHERE source = $1", source, timeout=STATEMENT_TIMEOUT_S
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; the ingested ticks cannot be read") from exc
+        return {row["symbol"] for row in rows}
+
+    async def take_inbox(
+        self, source: str, symbols: Sequence[str], *, conn: Connection | None = None
+    ) -> list[tuple[str, Decimal, Decimal, int]]:
+        """Take the ingested ticks of ``source`` waiting for the candles of ``symbols``: ``(symbol, price,
+        volume, ts_ms)``, oldest first, deleted within ``conn``'s transaction (the writer's fenced one)."""
+        if not symbols:
+            return []
+        try:
+            rows = await (conn or self._pool).fetch(_TAKE_INBOX, source, list(symbols), timeout=STATEMENT_TIMEOUT_S)
+        except UNAVAILABLE_ERRORS as exc:
+            raise Unavailable("PostgreSQL is unavailable; the ingested ticks cannot be taken") from exc
+        return [(row["symbol"], row["price"], row["volume"], row["ts_ms"]) for row in rows]
 
     async def _aggregates(self, query: str, *args: object) -> list[Aggregate]:
         try:

@@ -50,6 +50,9 @@ AHEAD_DAYS = 7  # today and a week ahead: a core that cannot run maintenance for
 ADOPT_DAYS_PER_RUN = 31  # bounded work per run; the rest waits for the next one
 INTERVAL_S = 3600.0
 RETRY_S = 60.0
+# Ingested ticks wait in candle_inbox for their exchange's writer, which takes them within a second; those of a
+# source that no core leads would wait for ever. Older than this they would be late for every candle anyway.
+INBOX_KEEP = timedelta(days=2)
 MAINTAIN_TIMEOUT_S = 600.0  # adopting many stray ticks takes a while; a stalled server takes for ever
 LOCK_TIMEOUT_MS = 1000
 # Key of the advisory lock held by the one core running maintenance ("perseus" in ASCII, then 1).
@@ -75,6 +78,7 @@ class MaintenanceReport:
     adopted_ticks: int = 0
     dropped: list[str] = field(default_factory=list)
     purged_ticks: int = 0
+    purged_inbox: int = 0  # ingested ticks no writer took (candle_inbox), older than INBOX_KEEP
     more_strays: bool = False  # DEFAULT may hold more days than one run adopts: run again soon
     deferred: list[str] = field(default_factory=list)  # the step that met a lock: it and the rest are retried
 
@@ -110,7 +114,14 @@ class TickPartitions:
             except asyncpg.PostgresError:  # unexpected (a table in the way?): loud, and tried again, not a crash loop
                 logger.exception("tick partition maintenance failed; next try in %.0f s", RETRY_S)
             else:
-                if report.created or report.dropped or report.adopted_ticks or report.purged_ticks or report.deferred:
+                if (
+                    report.created
+                    or report.dropped
+                    or report.adopted_ticks
+                    or report.purged_ticks
+                    or report.deferred
+                    or (report.purged_inbox)
+                ):
                     logger.info(
                         "tick partitions maintained",
                         extra={
@@ -119,6 +130,7 @@ class TickPartitions:
                                 "adopted_ticks": report.adopted_ticks,
                                 "dropped": report.dropped,
                                 "purged_ticks": report.purged_ticks,
+                                "purged_inbox": report.purged_inbox,
                                 "deferred": report.deferred,
                             }
                         },
@@ -153,6 +165,8 @@ class TickPartitions:
     async def _steps(
         self, conn: Connection, today: date, expired_before: date | None, report: MaintenanceReport
     ) -> None:
+        purged = await conn.execute("DELETE FROM candle_inbox WHERE ts < now() - $1::interval", INBOX_KEEP)
+        report.purged_inbox = int(purged.split()[-1])
         existing = await self._days(conn)
         for offset in range(-1, AHEAD_DAYS + 1):
             day = today + offset * _ONE_DAY

@@ -17,7 +17,12 @@ from core.domain.prices import Tick, decimal_str
 logger = logging.getLogger(__name__)
 
 # A retried batch (or the same tick from two workers) hits the unique identity
-# (symbol, source, ts, price, volume) and is not stored again.
+# (symbol, source, ts, price, volume, trade_id) and is not stored again; two trades alike in all but their
+# venue's trade id are two ticks.
+#
+# A tick of a source in $14 (ingested ticks of an exchange whose candles come from trades) is also put in
+# candle_inbox in the same statement, so it is there exactly when it is stored: the writer leading that
+# exchange, on whichever core, takes it from there into its candles (docs/design/ingestion.md).
 # Numbers travel as their decimal text and times as epoch milliseconds: both convert exactly in
 # PostgreSQL, and encoding text and integers costs the core far less than Decimal and datetime.
 #
@@ -33,15 +38,19 @@ _INSERT = (
 WITH live AS MATERIALIZED (
     SELECT $12::bigint IS NULL OR clock_timestamp() < {ms}($12::bigint) AS in_time
 ), stored AS (
-INSERT INTO price_feeds (symbol, price, volume, source, ts, bid, ask, exchange_ts, worker_id, batch_id, index_in_batch)
+INSERT INTO price_feeds (symbol, price, volume, source, ts, bid, ask, exchange_ts, worker_id, batch_id, index_in_batch,
+                         trade_id)
 SELECT f.symbol, f.price::numeric, f.volume::numeric, f.source, {ms}(f.ts), f.bid::numeric, f.ask::numeric,
-       {ms}(f.exchange_ts), $9, $10, f.idx
+       {ms}(f.exchange_ts), $9, $10, f.idx, f.trade_id
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bigint[],
-            $11::int[])
-     AS f(symbol, price, volume, source, ts, bid, ask, exchange_ts, idx)
+            $11::int[], $13::text[])
+     AS f(symbol, price, volume, source, ts, bid, ask, exchange_ts, idx, trade_id)
 WHERE (SELECT in_time FROM live)
-ON CONFLICT (symbol, source, ts, price, volume) DO NOTHING
-RETURNING index_in_batch, tableoid::regclass::text = '{default}' AS unplaced
+ON CONFLICT (symbol, source, ts, price, volume, trade_id) DO NOTHING
+RETURNING id, symbol, price, volume, source, ts, index_in_batch, tableoid::regclass::text = '{default}' AS unplaced
+), inbox AS (
+INSERT INTO candle_inbox (source, symbol, price, volume, ts, tick_id)
+SELECT source, symbol, price, volume, ts, id FROM stored WHERE source = ANY($14::text[])
 )
 SELECT (SELECT in_time FROM live) AS in_time, ARRAY(SELECT index_in_batch FROM stored) AS indexes,
        (SELECT count(*) FROM stored WHERE unplaced) AS unplaced
@@ -66,6 +75,7 @@ class TickStore:
         batch_id: str,
         conn: Connection | None = None,
         deadline_ms: int | None = None,
+        to_candles: frozenset[str] = frozenset(),
     ) -> set[int]:
         """Store ``(index, tick)`` pairs in one statement; returns the indexes newly stored.
 
@@ -80,6 +90,9 @@ class TickStore:
         Raises :class:`Unavailable` when PostgreSQL cannot be used or the
         deadline passed first: then nothing of the batch was acknowledged, and
         a retry stores each tick once.
+
+        The newly stored ticks whose source is in ``to_candles`` are also queued, in the same statement,
+        for the candles of that source's writer (``candle_inbox``).
         """
         if not ticks:
             return set()
@@ -88,7 +101,7 @@ class TickStore:
             timeout_s = min(timeout_s, (deadline_ms - time.time_ns() // 1_000_000) / 1000)
             if timeout_s <= 0:
                 raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
-        columns: list[list[object]] = [[] for _ in range(9)]
+        columns: list[list[object]] = [[] for _ in range(10)]
         for index, tick in ticks:
             values = (
                 tick.symbol,
@@ -100,12 +113,21 @@ class TickStore:
                 None if tick.ask is None else decimal_str(tick.ask),
                 tick.exchange_ts_ms or None,
                 index,
+                tick.trade_id,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         try:
             row = await (conn or self._pool).fetchrow(
-                _INSERT, *columns[:8], worker_id, batch_id or None, columns[8], deadline_ms, timeout=timeout_s
+                _INSERT,
+                *columns[:8],
+                worker_id,
+                batch_id or None,
+                columns[8],
+                deadline_ms,
+                columns[9],
+                sorted(to_candles),
+                timeout=timeout_s,
             )
         except UNAVAILABLE_ERRORS as exc:
             logger.warning("price feeds not stored: %s", exc)

@@ -162,6 +162,7 @@ def raw_feed(feed: prices_pb2.PriceFeed) -> RawFeed:
         bid=feed.bid if feed.HasField("bid") else None,
         ask=feed.ask if feed.HasField("ask") else None,
         exchange_ts_ms=timestamp_ms(feed, "exchange_timestamp"),
+        trade_id=feed.trade_id if feed.HasField("trade_id") else None,
     )
 
 

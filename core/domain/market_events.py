@@ -44,3 +44,7 @@ class SequenceGap:
 
 
 MarketEvent = Trade | ExchangeCandle | SequenceGap
+
+# Exchanges whose candles are their own closed 1-minute candles (klines), never built from trades: their trades,
+# from the venue or ingested, are stored as ticks only. Every other exchange's candles are built from trades.
+CANDLES_FROM_VENUE = frozenset({"binance", "kraken"})

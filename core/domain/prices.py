@@ -17,6 +17,7 @@ MAX_FUTURE_MS = 60_000
 MAX_SIGNIFICANT_DIGITS = 40
 MAX_EXPONENT = 30  # no value at or above 10**30, none below 10**-30
 MAX_SOURCE_LENGTH = 64
+MAX_TRADE_ID_LENGTH = 128  # a venue's trade id (Coinbase: a UUID-like string, Binance and Kraken: integers)
 
 
 class FeedRejected(ValueError):
@@ -38,6 +39,7 @@ class RawFeed:
     bid: str | None = None
     ask: str | None = None
     exchange_ts_ms: int | None = None
+    trade_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ class Tick:
     bid: Decimal | None = None
     ask: Decimal | None = None
     exchange_ts_ms: int | None = None
+    # the venue's trade id ("" when the feed has none): part of the tick's identity (symbol, source, ts, price,
+    # volume, trade_id), so two genuine trades alike in all else are two ticks, a redelivered trade id one
+    trade_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,9 @@ def validate_feed(raw: RawFeed, *, now_ms: int, known_sources: frozenset[str]) -
         raise FeedRejected("timestamp", "is required")
     if raw.ts_ms > now_ms + MAX_FUTURE_MS:
         raise FeedRejected("timestamp", f"is more than {MAX_FUTURE_MS // 1000} s in the future")
+    trade_id = raw.trade_id or ""
+    if len(trade_id) > MAX_TRADE_ID_LENGTH or not trade_id.isprintable():
+        raise FeedRejected("trade_id", f"must be printable text of at most {MAX_TRADE_ID_LENGTH} characters")
     return Tick(
         symbol=symbol,
         price=parse_decimal(raw.price, "price", positive=True),
@@ -115,6 +123,7 @@ def validate_feed(raw: RawFeed, *, now_ms: int, known_sources: frozenset[str]) -
         bid=parse_decimal(raw.bid, "bid", positive=True) if raw.bid else None,
         ask=parse_decimal(raw.ask, "ask", positive=True) if raw.ask else None,
         exchange_ts_ms=raw.exchange_ts_ms,
+        trade_id=trade_id,
     )
 
 
@@ -123,19 +132,19 @@ def validate_batch(
 ) -> tuple[list[tuple[int, Tick]], list[FeedError]]:
     """Good ticks with their index in the batch, and one error per bad feed.
 
-    A feed identical (source, symbol, timestamp, price, volume) to an earlier
-    one of the same batch is reported as a duplicate rather than stored twice.
+    A feed identical (source, symbol, timestamp, price, volume, trade id) to an
+    earlier one of the same batch is reported as a duplicate rather than stored twice.
     """
     good: list[tuple[int, Tick]] = []
     errors: list[FeedError] = []
-    seen: dict[tuple[str, str, int, Decimal, Decimal], int] = {}
+    seen: dict[tuple[str, str, int, Decimal, Decimal, str], int] = {}
     for index, raw in enumerate(feeds):
         try:
             tick = validate_feed(raw, now_ms=now_ms, known_sources=known_sources)
         except FeedRejected as exc:
             errors.append(FeedError(index, exc.field, exc.reason))
             continue
-        identity = (tick.source, tick.symbol, tick.ts_ms, tick.price, tick.volume)
+        identity = (tick.source, tick.symbol, tick.ts_ms, tick.price, tick.volume, tick.trade_id)
         if identity in seen:
             errors.append(FeedError(index, "feed", f"duplicate of feed {seen[identity]} in this batch"))
             continue

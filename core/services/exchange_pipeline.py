@@ -12,6 +12,12 @@ from trades, the stored ticks aggregated per minute in PostgreSQL for the
 minutes after them. So the candles it closes hold what the writer before it
 had stored, and the minutes that writer never closed come out from its ticks.
 
+Ticks ingested through ``IngestService`` on any core (not only this one) reach
+the candles through ``candle_inbox``: stored there with the tick, taken by the
+writer in a fenced transaction on every clock tick (:meth:`advance`) and when
+a symbol's candles are rebuilt, which leaves out the ticks still waiting
+there, so each is counted once (docs/design/ingestion.md).
+
 Every write first asks ``may_write()`` (the local view of the writer lease),
 then runs in a transaction fenced by the lease's term (``fence``): an instance
 that lost the lease, even one that was paused with a write on its way, raises
@@ -73,6 +79,17 @@ class CandleStorage(Protocol):
         """The stored ticks of ``source`` and ``symbol`` from ``since_ms`` on, one aggregate per minute."""
         ...
 
+    async def inbox_symbols(self, source: str) -> set[str]:
+        """The symbols with ingested ticks of ``source`` waiting for their candles."""
+        ...
+
+    async def take_inbox(
+        self, source: str, symbols: Sequence[str], *, conn: Connection = None
+    ) -> list[tuple[str, Decimal, Decimal, int]]:
+        """Take (delete, within ``conn``'s transaction) the ingested ticks waiting for ``symbols``' candles:
+        ``(symbol, price, volume, ts_ms)``, oldest first."""
+        ...
+
     async def insert(self, exchange_id: int, candles: Sequence[Candle], *, conn: Connection = None) -> None: ...
 
     async def add_to_windows(self, exchange_id: int, candles: Sequence[Candle]) -> None: ...
@@ -94,6 +111,7 @@ class Fence(Protocol):
 @dataclass(slots=True)
 class PipelineStats:
     trades: int = 0
+    ingested: int = 0  # ingested ticks taken into the candles
     duplicate_trades: int = 0
     late: int = 0
     gaps: int = 0
@@ -160,8 +178,23 @@ class ExchangePipeline:
             else:  # the venue's 1m candles are the source: the stored ones are all there is
                 minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since)
             closed += builder.restore(history, minutes)
-            closed += builder.advance(self._clock_ms())
             self._builders[symbol] = builder
+            if self._from_trades:  # the ingested ticks the rebuild left out, before the clock closes anything
+                closed += await self._take_ingested([symbol])
+            closed += builder.advance(self._clock_ms())
+        return closed
+
+    async def _take_ingested(self, symbols: Sequence[str]) -> list[Candle]:
+        """Add to the candles the ingested ticks waiting for ``symbols`` (taken in a fenced transaction: only
+        the current writer takes them, and a writer that lost its term leaves them to the next)."""
+        async with self._fenced() as conn:
+            taken = await self._candles.take_inbox(self.exchange, symbols, conn=conn)
+        closed: list[Candle] = []
+        for symbol, price, volume, ts_ms in taken:
+            update = self._builders[symbol].add_tick(price, volume, ts_ms)
+            self.stats.late += bool(update.late)
+            closed += update.closed
+        self.stats.ingested += len(taken)
         return closed
 
     async def deliver(self, events: Sequence[MarketEvent]) -> None:
@@ -204,7 +237,10 @@ class ExchangePipeline:
     async def _on_trades(self, trades: Sequence[Trade]) -> list[Candle]:
         """Store the trades as ticks, then feed the new ones to the candles. While they are being stored
         (``_storing_since``), the clock closes no candle they belong to: a slow insert does not make them late."""
-        ticks = [(i, Tick(t.symbol, t.price, t.size, self.exchange, t.ts_ms)) for i, t in enumerate(trades)]
+        ticks = [
+            (i, Tick(t.symbol, t.price, t.size, self.exchange, t.ts_ms, trade_id=t.trade_id))
+            for i, t in enumerate(trades)
+        ]
         self._storing_since = trades[0].ts_ms
         try:
             async with self._fenced() as conn:
@@ -224,12 +260,19 @@ class ExchangePipeline:
         return closed
 
     async def advance(self) -> None:
-        """Close what the clock says is over (called about once a second), but nothing that trades being
-        stored at this moment belong to."""
+        """Take the ingested ticks waiting for the candles, then close what the clock says is over (called
+        about once a second), but nothing that trades being stored at this moment belong to."""
         now = self._clock_ms()
+        closed: list[Candle] = []
+        if self._from_trades:
+            # a symbol seen first in ingested ticks is rebuilt first (which takes its waiting ticks too)
+            waiting = sorted(await self._candles.inbox_symbols(self.exchange))
+            if waiting:
+                closed += await self._restore(waiting)
+                closed += await self._take_ingested(waiting)
         if self._storing_since is not None:
             now = min(now, self._storing_since)
-        await self._persist([c for b in self._builders.values() for c in b.advance(now)])
+        await self._persist(closed + [c for b in self._builders.values() for c in b.advance(now)])
 
     async def _persist(self, closed: list[Candle]) -> None:
         """Store and publish closed candles; on failure keep them (bounded) for the next attempt."""

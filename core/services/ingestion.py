@@ -1,9 +1,12 @@
-"""Ingestion of price-feed batches: validate each feed, commit, then cache, publish and build candles.
+"""Ingestion of price-feed batches: validate each feed, commit, then cache and publish; candles follow.
 
 Order matters: a feed is acknowledged only after PostgreSQL committed it.
-What follows the commit (the latest-price cache, ``price_update`` events,
-candle building) never fails the call: the ticks are safe, and a Redis
-outage only delays what readers see, which is logged and counted.
+What follows the commit (the latest-price cache, ``price_update`` events)
+never fails the call: the ticks are safe, and a Redis outage only delays
+what readers see, which is logged and counted. Candles are not built here:
+the new ticks of a source whose candles come from trades are queued in the
+insert itself, and the writer leading that source takes them, on whichever
+core it runs (:mod:`core.services.exchange_pipeline`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.domain.errors import FailedPrecondition, InvalidArgument, Unavailable
+from core.domain.market_events import CANDLES_FROM_VENUE
 from core.domain.prices import MAX_BATCH, FeedError, RawFeed, Tick, validate_batch
 
 logger = logging.getLogger(__name__)
@@ -23,7 +27,13 @@ logger = logging.getLogger(__name__)
 
 class TickWriter(Protocol):
     async def insert(
-        self, ticks: Sequence[tuple[int, Tick]], *, worker_id: str, batch_id: str, deadline_ms: int | None = None
+        self,
+        ticks: Sequence[tuple[int, Tick]],
+        *,
+        worker_id: str,
+        batch_id: str,
+        deadline_ms: int | None = None,
+        to_candles: frozenset[str] = frozenset(),
     ) -> set[int]: ...
 
 
@@ -51,12 +61,17 @@ class Ingestion:
         store: TickWriter,
         *,
         known_sources: frozenset[str],
+        candle_sources: frozenset[str] | None = None,
         listeners: Sequence[TicksListener] = (),
         clock_ms: Callable[[], int],
         read_only: bool = False,
     ) -> None:
         self._store = store
         self._known_sources = known_sources
+        # the sources whose candles are built from trades (by default every known one but those whose candles
+        # are the venue's klines): their new ticks are queued, with the insert, for the candles of the writer
+        # leading the source, on whichever core (docs/design/ingestion.md)
+        self._candle_sources = known_sources - CANDLES_FROM_VENUE if candle_sources is None else candle_sources
         self._listeners = list(listeners)
         self._clock_ms = clock_ms
         self._read_only = read_only
@@ -94,7 +109,9 @@ class Ingestion:
         try:
             if deadline_ms is not None and time.time_ns() // 1_000_000 >= deadline_ms:
                 raise Unavailable("the call's deadline passed before the batch was stored; nothing was stored")
-            stored = await self._store.insert(good, worker_id=worker_id, batch_id=batch_id, deadline_ms=deadline_ms)
+            stored = await self._store.insert(
+                good, worker_id=worker_id, batch_id=batch_id, deadline_ms=deadline_ms, to_candles=self._candle_sources
+            )
         except BaseException:
             for _, tick in good:
                 self.feeds[tick.source, FAILED] += 1

@@ -7,6 +7,10 @@ Body (the seed's shape)::
                 "timestamp": "2025-10-09T12:34:56.123Z",
                 "metadata": {"bid": "67230.00", "ask": "67235.00", "exchange_timestamp": 1728480896123}}]}
 
+A feed may carry the venue's ``trade_id`` (a string, or an integer as Binance
+and Kraken number trades), beside its fields or in ``metadata``: it is part of
+the tick's identity, so two trades alike in everything else are both stored.
+
 The batch's own ``timestamp`` (the seed's: when the worker sent it) is
 accepted: it is checked like a feed's time (a bad one is a 400 naming
 ``timestamp``) and stands for the time of every feed that has none. The
@@ -135,6 +139,11 @@ def _feed(item: Any, index: int) -> prices_pb2.PriceFeed:
         value = item.get(name, metadata.get(name))
         if value is not None:
             setattr(feed, name, _number(value, f"feeds[{index}].{name}"))
+    trade_id = item.get("trade_id", metadata.get("trade_id"))
+    if trade_id is not None:  # the venue's trade id: part of the tick's identity (a string or an integer)
+        if isinstance(trade_id, Decimal) and trade_id == trade_id.to_integral_value() and abs(trade_id) < 10**30:
+            trade_id = str(int(trade_id))
+        feed.trade_id = _text(trade_id, f"feeds[{index}].trade_id")
     _set_time(feed.timestamp, item.get("timestamp"), f"feeds[{index}].timestamp", required=False)
     exchange_ts = item.get("exchange_timestamp", metadata.get("exchange_timestamp"))
     _set_time(feed.exchange_timestamp, exchange_ts, f"feeds[{index}].exchange_timestamp", required=False)

@@ -30,7 +30,8 @@ EXPECTED_COLUMNS = {
     "symbols": set("id exchange_id symbol base quote active created_at".split()),
     "api_keys": set("id name tier key_hash prefix created_at revoked_at last_used_at".split()),
     "price_feeds": set(
-        "id symbol price volume source ts bid ask exchange_ts worker_id batch_id index_in_batch ingested_at".split()
+        "id symbol price volume source ts bid ask exchange_ts worker_id batch_id index_in_batch ingested_at "
+        "trade_id".split()
     ),
     "candles": set(
         "exchange_id symbol timeframe open_time open high low close volume is_synthetic sequence_num updated_at".split()
@@ -41,11 +42,12 @@ EXPECTED_COLUMNS = {
     ),
     "shared_secrets": set("name value".split()),
     "alert_outbox": {"alert_id"},
+    "candle_inbox": set("id source symbol price volume ts tick_id".split()),
 }
 # index name -> the column list its definition must contain
 EXPECTED_INDEXES = {
     "price_feeds_symbol_ts_idx": "(symbol, ts DESC)",
-    "price_feeds_symbol_source_ts_key": "(symbol, source, ts DESC, price, volume)",
+    "price_feeds_symbol_source_ts_key": "(symbol, source, ts DESC, price, volume, trade_id)",
     "candles_pkey": "(exchange_id, symbol, timeframe, open_time)",
     "alerts_history_idx": "(exchange_id, symbol, timeframe, triggered_at DESC, id DESC)",
     "alerts_crossing_key": "(exchange_id, symbol, timeframe, alert_type, trigger_label, triggered_at)",
@@ -133,13 +135,44 @@ async def test_prices_keep_every_digit_and_a_retried_batch_is_stored_once(migrat
     ts = datetime(2025, 10, 9, 12, 34, 56, 123000, tzinfo=UTC)
     insert = (
         "INSERT INTO price_feeds (symbol, price, volume, source, ts, bid, batch_id, index_in_batch) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (symbol, source, ts, price, volume) DO NOTHING"
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (symbol, source, ts, price, volume, trade_id) DO NOTHING"
     )
     for batch_id in ("batch-1", "batch-1", "batch-retry-with-new-id"):
         await migrated.execute(insert, "BTC-USD", price, Decimal("0.000000001"), "coinbase", ts, None, batch_id, 0)
     rows = await migrated.fetch("SELECT price, volume, bid FROM price_feeds")
     assert [(r["price"], r["volume"], r["bid"]) for r in rows] == [(price, Decimal("0.000000001"), None)]
     assert str(rows[0]["price"]) == "67234.123456789012345678901234567890123"
+
+
+async def test_trade_ids_join_the_identity_of_ticks_already_stored(fresh_url: str) -> None:
+    """0006 on a database with ticks: every row kept (trade id ''), the old identity still deduplicates a tick
+    without a trade id, and two trades alike in all but their trade id are two rows."""
+    before = [m for m in load_migrations() if m.version < "0006"]
+    assert await migrate(fresh_url, migrations=before) == [m.version for m in before]
+    conn = await asyncpg.connect(fresh_url)
+    try:
+        ts = datetime(2025, 10, 9, 12, 34, 56, tzinfo=UTC)
+        await conn.execute(
+            "INSERT INTO price_feeds (symbol, price, volume, source, ts) "
+            "SELECT 'BTC-USD', 100 + i, 1, 'sim', $1 FROM generate_series(1, 50) AS i",
+            ts,
+        )
+        ids = await conn.fetch("SELECT id, price FROM price_feeds ORDER BY id")
+        assert await migrate(fresh_url) == [m.version for m in load_migrations() if m.version >= "0006"]
+        assert await conn.fetch("SELECT id, price FROM price_feeds ORDER BY id") == ids
+        assert await conn.fetchval("SELECT count(*) FROM price_feeds WHERE trade_id <> ''") == 0
+        insert = (
+            "INSERT INTO price_feeds (symbol, price, volume, source, ts, trade_id) "
+            "VALUES ('BTC-USD', $1, 1, 'sim', $2, $3) "
+            "ON CONFLICT (symbol, source, ts, price, volume, trade_id) DO NOTHING RETURNING id"
+        )
+        assert await conn.fetchval(insert, Decimal(101), ts, "") is None  # stored before the migration: a retry
+        assert await conn.fetchval(insert, Decimal(101), ts, "T-1") is not None  # the same, with a trade id
+        assert await conn.fetchval(insert, Decimal(101), ts, "T-2") is not None  # another genuine trade
+        assert await conn.fetchval(insert, Decimal(101), ts, "T-1") is None  # T-1 delivered again
+        assert await conn.fetchval("SELECT count(*) FROM price_feeds") == 52
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,27 @@ async def test_json_numbers_keep_every_digit(rest: Process, admin_key: str, data
     assert price == "0.1000000000000000055511151231257827"
 
 
+async def test_trade_ids_tell_identical_trades_apart(rest: Process, admin_key: str, database_url: str) -> None:
+    """A feed's ``trade_id`` (beside its fields or in ``metadata``, a string or an integer) is part of its
+    identity: two trades alike in all else are both stored; the same trade id sent again is stored once."""
+    symbol, ts = f"TID{int(time.time() * 1000) % 10**6}-USD", now_iso(-5)
+    trade = {"symbol": symbol, "price": "10.5", "volume": "2", "source": "kraken", "timestamp": ts}
+    first = post(rest, {"feeds": [{**trade, "trade_id": "A-1"}, {**trade, "metadata": {"trade_id": 7}}]}, admin_key)
+    assert first.status_code == 200, first.text
+    assert first.json()["data"]["ingested"] == 2
+    again = post(rest, {"feeds": [{**trade, "trade_id": 7}, {**trade, "trade_id": "A-1"}, trade]}, admin_key)
+    assert again.json()["data"]["ingested"] == 3  # accepted, the first two not stored again
+    bad = post(rest, {"feeds": [{**trade, "trade_id": ["x"]}]}, admin_key)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["details"]["field"] == "feeds[0].trade_id"
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT trade_id FROM price_feeds WHERE symbol = $1 ORDER BY trade_id", symbol)
+    finally:
+        await conn.close()
+    assert [r["trade_id"] for r in rows] == ["", "7", "A-1"]
+
+
 def test_keys_are_required_and_must_be_privileged(rest: Process, migrated_env: dict[str, str]) -> None:
     body = {"feeds": [{"symbol": "K-USD", "price": "1", "source": "sim", "timestamp": now_iso()}]}
     missing = post(rest, body, None)

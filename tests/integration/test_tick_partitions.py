@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from core.adapters.candle_store import _TICK_MINUTES
+from core.adapters.candle_store import _TICK_MINUTES, NOT_WAITING
 from core.adapters.migrations import load_migrations, migrate
 from core.adapters.price_queries_pg import _BUCKETS_ALL_SOURCES, PgPriceHistory
 from core.adapters.tick_partitions import (
@@ -101,7 +101,8 @@ async def test_a_million_ticks_migrate_into_day_partitions_with_the_same_answers
         await conn.execute("ANALYZE price_feeds")
         start = (today(now_ms) - timedelta(days=3, hours=5)).replace(minute=0, second=0, microsecond=0)
         end = start + timedelta(hours=1)
-        minutes_before = await conn.fetch(_TICK_MINUTES + " LIMIT 90", "S3-USD", "sim", start)
+        # candle_inbox (0007) does not exist yet, and holds nothing here
+        minutes_before = await conn.fetch(_TICK_MINUTES.replace(NOT_WAITING, "") + " LIMIT 90", "S3-USD", "sim", start)
         days_with_data = {
             r["d"] for r in await conn.fetch("SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date AS d FROM price_feeds")
         }
@@ -123,7 +124,7 @@ async def test_a_million_ticks_migrate_into_day_partitions_with_the_same_answers
         consensus_before = await history.latest_per_source(symbols, after_ms=window[0], until_ms=window[1])
         assert len(latest_before) == 10 and len(consensus_before) == 20
 
-        assert await migrate(pool) == ["0005"]
+        assert await migrate(pool) == [m.version for m in load_migrations() if m.version >= "0005"]
 
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM price_feeds") == TICKS

@@ -52,7 +52,7 @@ class MemoryTicks:
         self._s.check()
         fresh: set[int] = set()
         for index, tick in ticks:
-            key = (tick.symbol, tick.source, tick.ts_ms, tick.price, tick.volume)
+            key = (tick.symbol, tick.source, tick.ts_ms, tick.price, tick.volume, tick.trade_id)
             if key not in self._s._tick_keys:
                 self._s._tick_keys.add(key)
                 self._s.ticks.append(tick)
@@ -107,6 +107,16 @@ class MemoryCandles:
             )
             for _, ts in sorted(by_minute.items())
         ]
+
+    async def inbox_symbols(self, source: str) -> set[str]:
+        self._s.check()
+        return set()  # nothing is ingested here (tests/integration/test_ingest_candles.py covers the inbox)
+
+    async def take_inbox(
+        self, source: str, symbols: Sequence[str], *, conn: Connection = None
+    ) -> list[tuple[str, D, D, int]]:
+        self._s.check()
+        return []
 
     async def insert(self, exchange_id: int, candles: Sequence[Candle], *, conn: Connection = None) -> None:
         self._s.check()

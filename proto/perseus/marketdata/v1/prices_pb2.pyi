@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PriceFeed(_message.Message):
-    __slots__ = ("id", "symbol", "price", "volume", "source", "timestamp", "bid", "ask", "exchange_timestamp", "worker_id", "ingested_time")
+    __slots__ = ("id", "symbol", "price", "volume", "source", "timestamp", "bid", "ask", "exchange_timestamp", "worker_id", "ingested_time", "trade_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class PriceFeed(_message.Message):
     EXCHANGE_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     INGESTED_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRADE_ID_FIELD_NUMBER: _ClassVar[int]
     id: int
     symbol: str
     price: str
@@ -34,7 +35,8 @@ class PriceFeed(_message.Message):
     exchange_timestamp: _timestamp_pb2.Timestamp
     worker_id: str
     ingested_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., symbol: _Optional[str] = ..., price: _Optional[str] = ..., volume: _Optional[str] = ..., source: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bid: _Optional[str] = ..., ask: _Optional[str] = ..., exchange_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., ingested_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    trade_id: str
+    def __init__(self, id: _Optional[int] = ..., symbol: _Optional[str] = ..., price: _Optional[str] = ..., volume: _Optional[str] = ..., source: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bid: _Optional[str] = ..., ask: _Optional[str] = ..., exchange_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., ingested_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trade_id: _Optional[str] = ...) -> None: ...
 
 class LatestPrice(_message.Message):
     __slots__ = ("symbol", "price", "volume", "source", "timestamp", "staleness_ms")
