@@ -95,6 +95,11 @@ class GatewaySettings:
     range_max_buckets: int = DEFAULT_RANGE_MAX_BUCKETS
     heavy_reads_per_key: int = DEFAULT_HEAVY_READS_PER_KEY
     candle_cache_bytes: int = DEFAULT_CANDLE_CACHE_BYTES
+    # bulk export (issue 21): daily row budgets by tier and the longest ranges
+    export_rows_per_day_free: int = int(env.EXPORT_ROWS_PER_DAY_FREE.default or 0)
+    export_rows_per_day_pro: int = int(env.EXPORT_ROWS_PER_DAY_PRO.default or 0)
+    export_max_candles: int = int(env.EXPORT_MAX_CANDLES.default or 0)
+    export_max_tick_hours: int = int(env.EXPORT_MAX_TICK_HOURS.default or 0)
     trusted_proxies: int = 0  # PERSEUS_TRUSTED_PROXIES (the REST gateway's copy; the WS gateway reads its own)
     # the service credential sent to the core: the first PERSEUS_SERVICE_TOKEN, and the TLS files (CA, client pair)
     service_token: str = ""
@@ -141,6 +146,10 @@ def _rest_limits(environ: Mapping[str, str]) -> dict[str, int]:
         "heavy_reads_per_key": env.HEAVY_READS_PER_KEY.read(environ),
         "candle_cache_bytes": env.CANDLE_CACHE_BYTES.read(environ),
         "trusted_proxies": env.TRUSTED_PROXIES.read(environ),
+        "export_rows_per_day_free": env.EXPORT_ROWS_PER_DAY_FREE.read(environ),
+        "export_rows_per_day_pro": env.EXPORT_ROWS_PER_DAY_PRO.read(environ),
+        "export_max_candles": env.EXPORT_MAX_CANDLES.read(environ),
+        "export_max_tick_hours": env.EXPORT_MAX_TICK_HOURS.read(environ),
     }
 
 

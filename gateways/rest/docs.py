@@ -100,6 +100,14 @@ def _parameters(parameters: list[dict[str, Any]]) -> str:
     return f"<table><tr><th>name</th><th>in</th><th>required</th><th>schema</th><th>about</th></tr>{rows}</table>"
 
 
+def _success_schema(operation: dict[str, Any]) -> Any:
+    """The schema of an operation's first 2xx answer with a body (JSON, NDJSON, CSV), or ``{}``."""
+    for status, response in operation["responses"].items():
+        if status.startswith("2") and response.get("content"):
+            return next(iter(response["content"].values())).get("schema", {})
+    return {}
+
+
 def _openapi_sections(document: dict[str, Any], spec_path: str) -> str:
     """The OpenAPI document as plain HTML: every route, its parameters and body schema, then every schema."""
     info = document["info"]
@@ -113,9 +121,9 @@ def _openapi_sections(document: dict[str, Any], spec_path: str) -> str:
             parts.append(
                 f"<section id='{_text(operation['operationId'])}'><h2><span class=method>{_text(method.upper())}</span>"
                 f"<code>{_text(path)}</code></h2><p><b>{_text(operation['summary'])}.</b>"
-                f" {_text(operation['description'])}</p>{_parameters(operation['parameters'])}"
+                f" {_text(operation['description'])}</p>{_parameters(operation.get('parameters', []))}"
                 f"<p>Responses: {_text(statuses)}.</p><pre>"
-                f"{_json(operation['responses']['200']['content']['application/json']['schema'])}</pre></section>"
+                f"{_json(_success_schema(operation))}</pre></section>"
             )
     parts.append("<section><h2>Schemas</h2>")
     for name, schema in document["components"]["schemas"].items():

@@ -41,6 +41,7 @@ from gateways.rest.ratelimit import NOT_LIMITED, UNLIMITED, WINDOW_S, WINDOW_SCR
 logger = logging.getLogger(__name__)
 
 REDIS_LIMIT_TIMEOUT_S = 0.25
+DAY_S = 86_400  # the export row budget's window: a UTC day
 MAX_LOCAL_COUNTERS = 100_000
 NOT_READ = object()  # the reply of an ``also`` command that was not sent or failed
 
@@ -70,6 +71,7 @@ class RateLimiter:
         self._prefix = prefix
         self._clock = clock
         self._local: dict[tuple[int, int], int] = {}
+        self._local_rows: dict[tuple[int, int], int] = {}  # (key id, UTC day): export rows counted locally
         self._degraded = False
         self._fallbacks = fallbacks
 
@@ -105,6 +107,50 @@ class RateLimiter:
             logger.warning("rate limits are shared through Redis again")
         allowed, used = spent
         return Decision(bool(allowed), limit, int(used), (window + 1) * WINDOW_S), read
+
+    def rows_key(self, key_id: int, day: int) -> str:
+        return f"{self._prefix}ratelimit:{{apikey:{key_id}}}:rows:{day}"
+
+    async def spend_rows(self, key_id: int, budget: int, rows: int) -> tuple[Decision, int]:
+        """Reserve ``rows`` of key ``key_id``'s daily export budget (``budget`` rows per UTC day, 0 = unlimited)
+        with the same script as the minute windows; returns the decision and the day it was counted in (for
+        :meth:`settle_rows`). Redis not answering: counted in this process, like the minute limits."""
+        day = int(self._clock() // DAY_S)
+        if budget == UNLIMITED:
+            return NOT_LIMITED, day
+        key = self.rows_key(key_id, day)
+        command = ("EVALSHA", self._window_sha, 1, key, rows, budget, (DAY_S + WINDOW_S) * 1000)
+        try:
+            async with asyncio.timeout(REDIS_LIMIT_TIMEOUT_S):
+                (spent,) = await self._pipeline.call(command)
+            if isinstance(spent, ReplyError):
+                raise OSError(str(spent))
+        except (OSError, TimeoutError) as exc:
+            if not self._degraded:
+                self._degraded = True
+                logger.warning("Redis did not answer the rate limiter (%s); limiting per instance", type(exc).__name__)
+            self._fallbacks.inc()
+            used_before = self._local_rows.get((key_id, day), 0)
+            if used_before + rows > budget:
+                return Decision(False, budget, used_before, (day + 1) * DAY_S), day
+            self._local_rows[(key_id, day)] = used_before + rows
+            return Decision(True, budget, used_before + rows, (day + 1) * DAY_S), day
+        allowed, used = spent
+        return Decision(bool(allowed), budget, int(used), (day + 1) * DAY_S), day
+
+    async def settle_rows(self, key_id: int, day: int, delta: int) -> None:
+        """Correct a reservation by ``delta`` rows (negative: rows reserved and not sent); best effort."""
+        if not delta:
+            return
+        slot = (key_id, day)
+        if slot in self._local_rows:
+            self._local_rows[slot] = max(self._local_rows[slot] + delta, 0)
+            return
+        try:
+            async with asyncio.timeout(REDIS_LIMIT_TIMEOUT_S):
+                await self._pipeline.call(("INCRBY", self.rows_key(key_id, day), delta))
+        except (OSError, TimeoutError) as exc:
+            logger.warning("export row budget not settled (%s)", type(exc).__name__)
 
     def _spend_locally(self, key_id: int, limit: int, cost: int, window: int, exc: BaseException) -> Decision:
         if not self._degraded:

@@ -223,12 +223,19 @@ def _error_response(code: ErrorCode) -> dict[str, Any]:
     }
 
 
+def _content(operation: Operation) -> dict[str, Any]:
+    if not operation.streamed:
+        return {"application/json": {"schema": _body_schema(operation)}}
+    line = f"One item per line, each the public {operation.data.name} (see components)"
+    return {media: {"schema": {"type": "string", "description": line}} for media in operation.streamed}
+
+
 def _operation(operation: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
             "description": operation.summary,
             "headers": RESPONSE_HEADERS,
-            "content": {"application/json": {"schema": _body_schema(operation)}},
+            "content": _content(operation),
         }
     }
     for code in ERROR_STATUSES:

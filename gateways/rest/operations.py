@@ -47,6 +47,8 @@ class Operation:
     meta: tuple[tuple[str, dict[str, Any]], ...] = ()
     cost: str = "1"
     method: str = "GET"
+    # streamed (issue 21): the 200 body is one item per line in one of these media types, not ``{"data": …}``
+    streamed: tuple[str, ...] = ()
 
     @property
     def sanic_path(self) -> str:

@@ -107,7 +107,7 @@ def _symbols(text: str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    kind: Literal["exchange", "symbol", "symbols", "timeframe", "integer", "time", "source", "cursor"]
+    kind: Literal["exchange", "symbol", "symbols", "timeframe", "integer", "time", "source", "cursor", "choice"]
     description: str
     where: Location = "query"
     required: bool = False
@@ -125,6 +125,11 @@ class Param:
             if not self.minimum <= value <= self.maximum:
                 raise ValueError(f"must be from {self.minimum} to {self.maximum}")
             return value
+        if self.kind == "choice":  # one of extra["enum"], any case
+            choices: list[str] = list(self.extra["enum"])
+            if text.lower() not in choices:
+                raise ValueError(f"one of {', '.join(choices)}")
+            return text.lower()
         return _CONVERTERS[self.kind](text)
 
     def schema(self) -> dict[str, Any]:
@@ -133,6 +138,8 @@ class Param:
                 schema: dict[str, Any] = {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
             case "timeframe":
                 schema = {"type": "string", "enum": list(TIMEFRAMES)}
+            case "choice":
+                schema = {"type": "string", "enum": list(self.extra["enum"])}
             case "time":  # a date-time, or the same to the minute, or epoch milliseconds
                 schema = {
                     "type": "string",

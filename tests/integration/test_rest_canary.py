@@ -94,6 +94,7 @@ def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestSta
 
 def public_calls(stack: RestStack) -> list[httpx.Response]:
     pair = f"{SEED.exchange}/{SEED.symbol}"
+    now_ms = int(time.time() * 1000)
     calls = [
         ("/public/v1/exchanges", {}),
         ("/public/v1/symbols", {}),
@@ -114,6 +115,22 @@ def public_calls(stack: RestStack) -> list[httpx.Response]:
         (f"/public/v1/indicators/{pair}", {"timeframe": "1h"}),
         (f"/public/v1/indicators/{pair}", {"timeframe": "1m"}),  # warming up
         (f"/public/v1/indicators/{SEED.exchange}/NONE-USD", {}),
+        # bulk export (issue 21): every stored candle and tick, as NDJSON and CSV
+        *(
+            (
+                f"/public/v1/export/candles/{pair}",
+                {"timeframe": "1h", "start": SEED.first_open_ms, "end": SEED.open_ms(SEED.candles), "format": fmt},
+            )
+            for fmt in ("ndjson", "csv")
+        ),
+        *(
+            (
+                "/public/v1/export/ticks",
+                {"symbol": SEED.symbol, "start": now_ms - 3_600_000, "end": now_ms + 60_000, "format": fmt},
+            )
+            for fmt in ("ndjson", "csv")
+        ),
+        (f"/public/v1/export/candles/{SEED.exchange}/NONE-USD", {"start": 0, "end": 60_000}),
     ]
     responses = [stack.get(path, params=params) for path, params in calls]
     first_page = stack.get("/public/v1/alerts", params={"exchange": SEED.exchange, "limit": 2}).json()
@@ -134,6 +151,19 @@ def test_the_seeded_internal_values_are_really_read(stack: RestStack) -> None:
     signal = stack.get(f"/public/v1/signals/{SEED.exchange}/{SEED.symbol}").json()["data"]
     assert indicator["macd_v"] == INDICATOR.macd_v and signal["stage"] == INDICATOR.stage.value
     assert candles[0]["volume"] == "0"  # zero values of public fields still appear
+    # the export routes read the same rows: all of them, the internal parts gone
+    now_ms = int(time.time() * 1000)
+    exported = stack.get(
+        f"/public/v1/export/candles/{SEED.exchange}/{SEED.symbol}",
+        params={"timeframe": "1h", "start": SEED.first_open_ms, "end": SEED.open_ms(SEED.candles)},
+    )
+    assert exported.text.count("\n") == SEED.candles + 1 and exported.text.endswith(f'"rows":{SEED.candles}}}\n')
+    ticks = stack.get("/public/v1/export/ticks", params={"symbol": SEED.symbol, "start": 0, "end": now_ms + 60_000})
+    assert ticks.status_code == 400  # longer than the tick range cap
+    ticks = stack.get(
+        "/public/v1/export/ticks", params={"symbol": SEED.symbol, "start": now_ms - 3_600_000, "end": now_ms + 60_000}
+    )
+    assert ticks.text.endswith('{"type":"end","rows":4}\n')
 
 
 def test_no_canary_reaches_any_public_response(stack: RestStack) -> None:
