@@ -94,6 +94,10 @@ bench-core: venv ## GetCandles req/s beside redis-benchmark, and Subscribe fan-o
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators
 
+.PHONY: bench-webhooks
+bench-webhooks: venv ## alert webhooks: deliveries/s to a local receiver and the lag from alert to delivery
+	$(BIN)/python -m bench.webhooks
+
 .PHONY: bench-rest bench-redis-clients
 # REDIS=standalone (the machine's Redis), cluster (a local 3+3 cluster started for the run) or standalone,cluster
 REDIS ?= standalone

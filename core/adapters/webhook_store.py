@@ -53,14 +53,19 @@ _DELETE = "DELETE FROM webhook_endpoints WHERE key_id = $1 AND public_id = $2"
 _LOG = f"""
 SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.endpoint_id = $1 ORDER BY d.id DESC LIMIT $2
 """
-# Due: the oldest pending delivery of each enabled endpoint (order per endpoint), its time come, not leased
-# by a core now. Locked with SKIP LOCKED while the lease is written, so two cores never take one row.
+# Due: the oldest pending delivery of each enabled endpoint (order per endpoint; one probe of the partial
+# index per endpoint, however long a backlog), its time come, not leased by a core now. Locked with SKIP
+# LOCKED while the lease is written, so two cores never take one row.
 _CLAIM = f"""
 WITH heads AS (
-    SELECT DISTINCT ON (d.endpoint_id) d.id
-    FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled
-    WHERE d.status = 'pending' AND d.event_type = 'trade_signal'
-    ORDER BY d.endpoint_id, d.id
+    SELECT h.id
+    FROM webhook_endpoints w
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at, d.leased_until FROM webhook_deliveries d
+        WHERE d.endpoint_id = w.id AND d.status = 'pending' AND d.event_type = 'trade_signal'
+        ORDER BY d.id LIMIT 1
+    ) h
+    WHERE w.enabled AND h.next_attempt_at <= now() AND (h.leased_until IS NULL OR h.leased_until < now())
 ), due AS (
     SELECT d.id FROM webhook_deliveries d JOIN heads h ON h.id = d.id
     WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until < now())

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -317,6 +318,7 @@ class DeliveryWorker:
         self._poll_s = poll_s
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
         self.delivered = 0
         self.failed_attempts = 0
 
@@ -337,13 +339,22 @@ class DeliveryWorker:
                 for delivery in claimed:
                     task = asyncio.create_task(self._deliver(delivery), name=f"webhook:{delivery.event_id}")
                     self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+                    task.add_done_callback(self._finished)
                 if len(claimed) < max(free, 1):
-                    await asyncio.sleep(self._poll_s)
+                    # nothing more due now: wait for the next poll, or for a delivery to finish (its endpoint's
+                    # next event is due at once: an endpoint's backlog is not paced by the poll)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll_s):
+                            await self._wake.wait()
+                    self._wake.clear()
         finally:
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()
 
     async def _deliver(self, delivery: Delivery) -> None:
         try:

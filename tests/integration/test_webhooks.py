@@ -97,10 +97,13 @@ def receiver() -> Iterator[Receiver]:
             with box.lock:
                 box.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             time.sleep(delay)
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except (BrokenPipeError, ConnectionResetError):  # the sender gave up first (its timeout)
+                pass
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -159,6 +162,10 @@ class Stack:
         self.core = spawn(["core"], {**self.env, "PERSEUS_CORE_ADDR": addr}, addr)
         self.exits.callback(self.core.close)
         wait_until(lambda: grpc_serving(addr), self.core, "the restarted core")
+        key, deadline = make_key(self.env, "pro"), time.monotonic() + WAIT_S
+        while self.call("GET", "/public/v1/webhooks", key).status_code != 200:  # the gateway reconnected
+            assert time.monotonic() < deadline, "the gateway did not reach the restarted core"
+            time.sleep(0.1)
 
     async def alert(self, symbol: str, i: int, timeframe: Timeframe = Timeframe.M1) -> int:
         alert = Alert(
