@@ -38,6 +38,7 @@ __all__ = [
     "LatestPrice",
     "MacdV",
     "PriceBucket",
+    "PriceFeed",
     "Symbol",
     "TradeSignal",
     "decode",
@@ -128,6 +129,20 @@ class LatestPrice:
     source: str
     timestamp: dt.datetime | None
     staleness_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PriceFeed:
+    """One stored tick, as the tick export sends it."""
+
+    symbol: str
+    price: Decimal
+    volume: Decimal
+    source: str
+    timestamp: dt.datetime | None
+    bid: Decimal | None
+    ask: Decimal | None
+    exchange_timestamp: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)

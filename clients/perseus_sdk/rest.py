@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -46,6 +47,7 @@ from perseus_sdk.models import (
     LatestPrice,
     MacdV,
     PriceBucket,
+    PriceFeed,
     Symbol,
     TradeSignal,
     decode,
@@ -183,6 +185,64 @@ class RestClient:
     async def consensus(self, symbols: Iterable[str], *, timestamp: Time | None = None) -> list[ConsensusPrice]:
         params = {"symbols": ",".join(symbols), "timestamp": timestamp}
         return await self._get("/aggregates/consensus", params, _many(ConsensusPrice))
+
+    # --- bulk export (NDJSON, streamed) -----------------------------------------------------------
+
+    def export_candles(
+        self, exchange: str, symbol: str, *, start: Time, end: Time, timeframe: str = "1m"
+    ) -> AsyncIterator[Candle]:
+        """Every stored candle with ``start <= timestamp < end``, oldest first, read as the gateway streams them
+        (one request; memory stays one line). A body cut short, or ended by the gateway's error line, raises
+        :class:`ApiError` after the candles that did arrive; an error before the first row raises at once."""
+        path = f"/export/candles/{_segment(exchange)}/{_segment(symbol)}"
+        return self._export(path, {"timeframe": timeframe, "start": start, "end": end}, Candle)
+
+    def export_ticks(
+        self, symbol: str, *, start: Time, end: Time, source: str | None = None
+    ) -> AsyncIterator[PriceFeed]:
+        """Every stored tick of ``symbol`` (of ``source`` only, if given) with ``start <= timestamp < end``, by
+        time; as :meth:`export_candles`."""
+        return self._export(
+            "/export/ticks", {"symbol": symbol, "source": source, "start": start, "end": end}, PriceFeed
+        )
+
+    async def _export(self, path: str, params: dict[str, Any], model: type[M]) -> AsyncIterator[M]:
+        query = {name: _param(value) for name, value in params.items() if value is not None}
+        query["format"] = "ndjson"
+        request_id = uuid.uuid4().hex
+        headers = {"X-Request-ID": request_id}
+        try:
+            async with self._http.stream("GET", PREFIX + path, params=query, headers=headers, timeout=None) as response:
+                self._note_limit(response)
+                if not response.is_success:
+                    await response.aread()
+                    raise _error(response, request_id)
+                rows = 0
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    item = json.loads(line)
+                    kind = item.get("type") if isinstance(item, dict) else None
+                    if kind == "end":
+                        if item.get("rows") != rows:
+                            raise ApiError(200, "UNEXPECTED_RESPONSE", f"{rows} rows, the end line says {item}")
+                        return
+                    if kind == "error":
+                        error = item.get("error") or {}
+                        raise ApiError(
+                            200,
+                            str(error.get("code", "HTTP_ERROR")),
+                            str(error.get("message", "the export failed")),
+                            details=error.get("details"),
+                            request_id=str(error.get("request_id") or request_id),
+                        )
+                    yield decode(model, item)
+                    rows += 1
+        except httpx.TransportError as exc:
+            raise ApiError(0, "UNREACHABLE", str(exc) or type(exc).__name__, request_id=request_id) from exc
+        raise ApiError(
+            200, "TRUNCATED", f"the export ended without its end line after {rows} rows", request_id=request_id
+        )
 
     # --- one request -------------------------------------------------------------------------
 

@@ -342,3 +342,33 @@ def test_a_core_lost_mid_stream_ends_the_body_with_an_error_line(stack: RestStac
         last = orjson.loads(lines[-1])
         assert last["type"] == "error" and last["error"]["code"] == "SERVICE_UNAVAILABLE", last
         assert last["rows"] == len(lines) - 1 < 2 * TICKS_PER_SOURCE
+
+
+def test_the_sdk_iterates_an_export(stack: RestStack) -> None:
+    from decimal import Decimal
+
+    from perseus_sdk import ApiError, RestClient
+
+    async def run() -> tuple[int, Any, Any, int, ApiError | None]:
+        async with RestClient(f"http://{stack.rest.addr}", stack.keys["pro"]) as rest:
+            count, first, last = 0, None, None
+            async for candle in rest.export_candles(SEED.exchange, SEED.symbol, start=MONTH_START, end=MONTH_END):
+                first = first or candle
+                last, count = candle, count + 1
+            ticks = [
+                t async for t in rest.export_ticks(SEED.symbol, start=TICK_DAY, end=TICK_DAY + 60_000, source="exa")
+            ]
+            refused = None
+            try:
+                async for _ in rest.export_ticks(SEED.symbol, start=TICK_DAY + DAY_MS, end=TICK_DAY):
+                    pass
+            except ApiError as exc:
+                refused = exc
+            return count, first, last, len(ticks) + 1000 * int(ticks[0].bid == Decimal("199")), refused
+
+    count, first, last, ticks, refused = asyncio.run(run())
+    assert count == MONTH_CANDLES
+    assert first.timestamp == datetime.fromtimestamp(MONTH_START / 1000, UTC)
+    assert last.timestamp == datetime.fromtimestamp((MONTH_END - MINUTE_MS) / 1000, UTC)
+    assert ticks == 1060
+    assert refused is not None and refused.status == 400 and refused.code == "VALIDATION_ERROR"
