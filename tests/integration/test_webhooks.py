@@ -282,6 +282,25 @@ async def test_an_outbox_row_survives_a_core_restart(stack: Stack, keys: Callabl
     assert verify(created["secret"], got.headers, got.body)
 
 
+async def test_a_core_restart_mid_retry_loses_nothing(stack: Stack, keys: Callable[[], str]) -> None:
+    key = keys()
+    created = stack.create(key, "/midretry", symbol="HOOKH-USD")
+    stack.hooks.plans["/midretry"] = [500] * 1000  # down
+    await stack.alert("HOOKH-USD", 1)
+    await until(lambda: len(stack.hooks.at("/midretry")) >= 2, "two refused attempts")
+    stack.core.stop()
+    refused = len(stack.hooks.at("/midretry"))
+    stack.hooks.plans["/midretry"] = []  # back up
+    stack.restart_core()
+    await until(lambda: stack.log(key, created["id"])[0]["status"] == "delivered", "the delivery after the restart")
+    got = stack.hooks.at("/midretry")
+    assert len({r.headers["x-perseus-event-id"] for r in got}) == 1  # one event, retried across the restart
+    assert len(got) > refused and verify(created["secret"], got[-1].headers, got[-1].body)
+    [delivery] = stack.log(key, created["id"])
+    # every recorded attempt was received (one in flight when the core stopped may be received, not recorded)
+    assert 2 <= delivery["attempts"] <= len(got) and delivery["last_status_code"] == 200
+
+
 async def test_filters_choose_the_alerts(stack: Stack, keys: Callable[[], str]) -> None:
     key = keys()
     created = stack.create(key, "/filtered", symbol="hookd/usd", timeframe="1H", exchange="SIM")
