@@ -121,6 +121,23 @@ async def test_a_replayed_trade_is_not_counted_twice(stores: Stores) -> None:
     assert p.stats.duplicate_trades == 2
 
 
+async def test_venue_trades_alike_but_for_their_trade_id_are_both_counted(stores: Stores) -> None:
+    """The venue's trade id is part of a tick's identity: two trades of one millisecond, price and size are two
+    ticks (stored with their ids, both in the volume), and either delivered again (a snapshot) is one."""
+    pool, *_ = stores
+    clock = Clock()
+    p = pipeline(stores, "coinbase", clock)
+    twins = [Trade("coinbase", "TWIN-USD", D("5"), D("1"), T0 + 1_000, trade_id=f"cb-{n}") for n in (1, 2)]
+    await p.on_events(twins)
+    await p.on_events(twins)  # a reconnect snapshot repeats them
+    clock.now = T0 + MIN + 2_000
+    await p.advance()
+    assert await pool.fetchval("SELECT volume FROM candles WHERE symbol = 'TWIN-USD' AND timeframe = '1m'") == 2
+    stored = await pool.fetch("SELECT trade_id FROM price_feeds WHERE symbol = 'TWIN-USD' ORDER BY trade_id")
+    assert [r["trade_id"] for r in stored] == ["cb-1", "cb-2"]
+    assert (p.stats.trades, p.stats.duplicate_trades) == (2, 2)
+
+
 async def test_a_restarted_pipeline_resumes_after_stored_candles(stores: Stores) -> None:
     pool, *_ = stores
     clock = Clock()
