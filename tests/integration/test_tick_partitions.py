@@ -179,6 +179,30 @@ async def test_a_million_ticks_migrate_into_day_partitions_with_the_same_answers
         await pool.close()
 
 
+async def test_ingested_ticks_no_writer_took_are_purged_after_two_days(fresh_url: str) -> None:
+    """candle_inbox rows of a source no core leads would wait for ever: the maintenance deletes those older than
+    two days (late for every candle by then); recent ones stay for the writer, and the ticks stay stored."""
+    await migrate(fresh_url)
+    pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=3)
+    try:
+        store = TickStore(pool)
+        now_ms = time.time_ns() // 1_000_000
+        ticks = [
+            (0, Tick("INBOX-USD", Decimal("1"), Decimal("1"), "coinbase", now_ms - 3 * DAY_MS)),
+            (1, Tick("INBOX-USD", Decimal("2"), Decimal("1"), "coinbase", now_ms - DAY_MS)),
+            (2, Tick("INBOX-USD", Decimal("3"), Decimal("1"), "coinbase", now_ms)),
+        ]
+        stored = await store.insert(ticks, worker_id="w", batch_id="b", to_candles=frozenset({"coinbase"}))
+        assert stored == {0, 1, 2}
+        assert await pool.fetchval("SELECT count(*) FROM candle_inbox") == 3
+        report = await TickPartitions(pool, clock_ms=lambda: now_ms).maintain()
+        assert report.ran and report.purged_inbox == 1
+        assert [r["price"] for r in await pool.fetch("SELECT price FROM candle_inbox ORDER BY ts")] == [2, 3]
+        assert await pool.fetchval("SELECT count(*) FROM price_feeds WHERE symbol = 'INBOX-USD'") == 3
+    finally:
+        await pool.close()
+
+
 async def test_a_tick_without_a_partition_is_stored_counted_then_adopted(fresh_url: str) -> None:
     await migrate(fresh_url)
     pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=3)
