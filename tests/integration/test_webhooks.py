@@ -363,6 +363,8 @@ async def test_another_key_cannot_see_test_or_delete_an_endpoint(stack: Stack, k
         ({"url": "https://10.1.2.3/x"}, "private"),
         ({"url": "https://169.254.169.254/latest/meta-data"}, "private"),  # link-local (cloud metadata)
         ({"url": "https://[::1]:8443/x"}, "private"),
+        ({"url": "https://localhost:8443/x"}, "private"),  # a name resolving to loopback, not listed
+        ({"url": "https://no-such-host.invalid/x"}, "does not resolve"),
         ({"url": "https://[::ffff:10.0.0.1]/x"}, "private"),
         ({"url": "https://user:pw@127.0.0.1/x"}, "user info"),
         ({"url": "not a url"}, "https://"),
