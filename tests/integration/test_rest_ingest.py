@@ -100,6 +100,11 @@ async def test_trade_ids_tell_identical_trades_apart(rest: Process, admin_key: s
     bad = post(rest, {"feeds": [{**trade, "trade_id": ["x"]}]}, admin_key)
     assert bad.status_code == 400
     assert bad.json()["error"]["details"]["field"] == "feeds[0].trade_id"
+    long = post(rest, {"feeds": [trade, {**trade, "trade_id": "x" * 129}]}, admin_key).json()["data"]
+    assert (long["ingested"], long["failed"]) == (1, 1)  # the core's check, by index, the good feed kept
+    assert long["errors"] == [
+        {"index": 1, "field": "trade_id", "reason": "must be printable text of at most 128 characters"}
+    ]
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT trade_id FROM price_feeds WHERE symbol = $1 ORDER BY trade_id", symbol)
