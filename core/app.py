@@ -45,6 +45,7 @@ from core.adapters.tick_store import TickStore
 from core.exchange_mode import Stores, build_writers
 from core.metrics_server import start_metrics_server
 from core.pipeline_metrics import PipelineMetrics, PipelineSources
+from core.rpc.export_servicer import ExportServicer
 from core.rpc.server import Servicers, build_server, server_credentials, service_auth
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer
@@ -234,6 +235,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
                     exchanges=exchange_ids,
                 )
             ),
+            export=ExportServicer(heavy, exchange_ids),
         )
         registry = CollectorRegistry()
         registry.register(telemetry.TraceMetrics())

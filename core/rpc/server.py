@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from common import telemetry
 from core.rpc.auth import ServiceAuth
+from core.rpc.export_servicer import SERVICE_NAME as EXPORT_SERVICE, ExportServicer, export_service_handler
 from core.rpc.interceptors import CallLogging, CallMetrics, Concern, ObservedServer, RequestIds
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
@@ -37,6 +38,7 @@ SERVICE_NAMES = (
     ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
+    EXPORT_SERVICE,
 )
 
 
@@ -46,6 +48,7 @@ class Servicers:
     ingest: IngestServicer
     keys: KeyServicer
     streams: StreamServicer
+    export: ExportServicer | None = None  # bulk export (issue 21); None: the service is not offered
 
 
 @dataclass(slots=True)
@@ -134,6 +137,8 @@ def build_server(
             stream_service_handler(servicers.streams),
         )
     )
+    if servicers.export is not None:
+        observed.add_generic_rpc_handlers((export_service_handler(servicers.export),))
     ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, observed)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, observed)
     health_servicer = health.aio.HealthServicer()

@@ -30,6 +30,7 @@ from common import telemetry
 from gateways.common.errors import ApiError, ServiceUnavailable, Unauthorized, error_from_rpc
 from gateways.common.settings import CoreTls
 from perseus.marketdata.v1 import (
+    export_service_pb2_grpc,
     ingest_service_pb2_grpc,
     key_service_pb2,
     key_service_pb2_grpc,
@@ -56,6 +57,14 @@ CONNECTION_GONE_MARKERS = (
     "socket closed",
 )
 MIN_RETRY_S = 0.01  # less than this left of the deadline: a second attempt could not finish anyway
+# The export channel's flow control (issue 21): a fixed window per stream (no BDP probe growing it), so at most
+# about this many bytes of an export wait in the gateway while its client is slower than the core.
+EXPORT_WINDOW_BYTES = 1 << 20
+EXPORT_CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", EXPORT_WINDOW_BYTES),
+    ("grpc.max_receive_message_length", 16 << 20),
+)
 
 
 def channel_options(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> tuple[tuple[str, int | str], ...]:
@@ -157,6 +166,11 @@ def credential_refused(exc: grpc.RpcError) -> bool:
     return isinstance(text, str) and text.startswith(CREDENTIAL_REFUSAL_PREFIX)
 
 
+def api_error(exc: grpc.RpcError) -> ApiError:
+    """The :class:`ApiError` of a failed core call (a refused service credential: 503, logged)."""
+    return _api_error(exc)
+
+
 def _api_error(exc: grpc.RpcError) -> ApiError:
     if credential_refused(exc):
         logger.error(
@@ -178,8 +192,11 @@ def connection_went_away(exc: grpc.RpcError) -> bool:
 class CoreClient:
     """Owns one channel to the core and the stubs on it."""
 
-    def __init__(self, channel: aio.Channel, *, deadline_s: float, token: str = "") -> None:
+    def __init__(
+        self, channel: aio.Channel, *, deadline_s: float, token: str = "", export_channel: aio.Channel | None = None
+    ) -> None:
         self._channel = channel
+        self._export_channel = export_channel
         self._deadline_s = deadline_s
         # the service credential (PERSEUS_SERVICE_TOKEN's first value), sent with every call; none when unset
         self.auth_metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
@@ -187,6 +204,9 @@ class CoreClient:
         self.ingest = ingest_service_pb2_grpc.IngestServiceStub(channel)
         self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
         self.streams = stream_service_pb2_grpc.StreamServiceStub(channel)
+        # bulk export streams on a channel of their own, without BDP probing: its flow-control window stays
+        # small, so a client that reads slowly stops the core's cursor instead of filling this gateway's memory
+        self.export = export_service_pb2_grpc.ExportServiceStub(export_channel or channel)
 
     @classmethod
     def connect(
@@ -202,11 +222,16 @@ class CoreClient:
         ``token`` goes with every call as ``authorization: Bearer``; ``tls`` makes the channel TLS (with a
         client certificate for mutual TLS when it has one)."""
         target, options = channel_target(addr), channel_options(keepalive_s)
-        if tls is None:
-            channel = aio.insecure_channel(target, options=options)
-        else:
-            channel = aio.secure_channel(target, channel_credentials(tls), options=options)
-        return cls(channel, deadline_s=deadline_s, token=token)
+        export_options = (*options, *EXPORT_CHANNEL_OPTIONS)
+
+        def open_channel(options: tuple[tuple[str, int | str], ...]) -> aio.Channel:
+            if tls is None:
+                return aio.insecure_channel(target, options=options)
+            return aio.secure_channel(target, channel_credentials(tls), options=options)
+
+        return cls(
+            open_channel(options), deadline_s=deadline_s, token=token, export_channel=open_channel(export_options)
+        )
 
     @property
     def deadline_s(self) -> float:
@@ -266,5 +291,9 @@ class CoreClient:
         return reply.api_key
 
     async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
-        """Close the channel, letting calls in flight finish within ``grace_s``."""
-        await self._channel.close(grace_s)
+        """Close the channels, letting calls in flight finish within ``grace_s``."""
+        try:
+            await self._channel.close(grace_s)
+        finally:
+            if self._export_channel is not None:
+                await self._export_channel.close(grace_s)

@@ -22,7 +22,7 @@ from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.metrics import HttpMetrics
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
-from gateways.rest import candles, indicators, ingest, market, prices, signals
+from gateways.rest import candles, export, indicators, ingest, market, prices, signals
 from gateways.rest.candle_cache import cache_counter, size_gauge
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
@@ -43,6 +43,7 @@ OPERATIONS = (
     prices.LATEST,
     prices.RANGE,
     prices.CONSENSUS,
+    *export.OPERATIONS,
 )
 PREFLIGHT_PATHS = (*(op.sanic_path for op in OPERATIONS), "/internal/v1/ingest", SPEC_PATH, ASYNCAPI_PATH)
 CACHEABLE = {"Cache-Control": "public, max-age=60"}
@@ -70,7 +71,7 @@ def create_app(settings: GatewaySettings) -> RestApp:
     )
     app: RestApp = create_gateway_app(APP_NAME, context)
     app.config.PROXIES_COUNT = settings.trusted_proxies  # request.remote_addr: the client behind them
-    blueprints = (market, candles, signals, indicators, prices, ingest)
+    blueprints = (market, candles, signals, indicators, prices, ingest, export)
     for module in blueprints:
         app.blueprint(module.blueprint)
     app.add_route(openapi_spec, SPEC_PATH, methods=["GET"], name="openapi")
