@@ -12,6 +12,7 @@ the OpenAPI paths are written here too (:func:`openapi_paths`), beside the read 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -172,8 +173,7 @@ _CREATE_BODY = {
 def openapi_paths() -> dict[str, Any]:
     """The webhook routes' OpenAPI paths (their schemas: :func:`openapi_schemas`)."""
     webhook, delivery = _ref("Webhook"), _ref("WebhookDelivery")
-    created = {"allOf": [webhook, {"type": "object", "required": ["secret"], "properties": {"secret": {
-        "type": "string", "description": "The signing secret: shown in this answer only"}}}]}  # fmt: skip
+    created = _ref("CreatedWebhook")  # a Webhook and its secret (document_with_webhooks)
     tag = ["webhooks"]
     return {
         COLLECTION: {
@@ -248,5 +248,10 @@ def openapi_paths() -> dict[str, Any]:
 def document_with_webhooks(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` (the generated OpenAPI) with the webhook paths and the schemas they name."""
     document["paths"].update(openapi_paths())
-    document["components"]["schemas"].update(components([descriptor_of(pb.Webhook), descriptor_of(pb.WebhookDelivery)]))
+    schemas = components([descriptor_of(pb.Webhook), descriptor_of(pb.WebhookDelivery)])
+    created = copy.deepcopy(schemas["Webhook"])  # the creation answer: a Webhook and its secret
+    created["properties"]["secret"] = {"type": "string", "description": "The signing secret: in this answer only"}
+    created["required"] = [*created.get("required", []), "secret"]
+    schemas["CreatedWebhook"] = created
+    document["components"]["schemas"].update(schemas)
     return document

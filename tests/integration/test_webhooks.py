@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jsonschema
 import pytest
 
 import perseus_sdk
@@ -421,7 +422,7 @@ async def test_a_slow_endpoint_is_cut_at_the_timeout_and_does_not_hold_the_other
     assert stack.log(key, fast["id"])[0]["status"] == "delivered"
 
 
-def test_openapi_declares_the_webhook_routes(stack: Stack) -> None:
+def test_openapi_declares_the_webhook_routes_and_the_answers_match_it(stack: Stack, keys: Callable[[], str]) -> None:
     document = httpx.get(f"http://{stack.rest.addr}/public/v1/openapi.json", timeout=10).json()
     paths = document["paths"]
     assert {"post", "get"} <= set(paths["/public/v1/webhooks"])
@@ -430,3 +431,20 @@ def test_openapi_declares_the_webhook_routes(stack: Stack) -> None:
     assert "post" in paths["/public/v1/webhooks/{id}/test"]
     assert {"Webhook", "WebhookDelivery"} <= set(document["components"]["schemas"])
     assert "key_id" not in document["components"]["schemas"]["Webhook"]["properties"]
+
+    def check(path: str, method: str, response: httpx.Response) -> None:
+        declared = paths[path][method]["responses"][str(response.status_code)]
+        schema = {**declared["content"]["application/json"]["schema"], "components": document["components"]}
+        jsonschema.Draft202012Validator(schema).validate(response.json())
+
+    key = keys()
+    created = stack.call("POST", "/public/v1/webhooks", key, json={"url": stack.hooks.url("/doc"), "symbol": QUIET})
+    check("/public/v1/webhooks", "post", created)
+    webhook_id = created.json()["data"]["id"]
+    check("/public/v1/webhooks", "get", stack.call("GET", "/public/v1/webhooks", key))
+    check("/public/v1/webhooks/{id}/test", "post", stack.call("POST", f"/public/v1/webhooks/{webhook_id}/test", key))
+    log = stack.call("GET", f"/public/v1/webhooks/{webhook_id}/deliveries", key)
+    check("/public/v1/webhooks/{id}/deliveries", "get", log)
+    bad = stack.call("POST", "/public/v1/webhooks", key, json={"url": "http://10.0.0.1/"})
+    check("/public/v1/webhooks", "post", bad)
+    check("/public/v1/webhooks/{id}", "delete", stack.call("DELETE", "/public/v1/webhooks/wh_nope", key))
