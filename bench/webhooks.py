@@ -115,9 +115,8 @@ async def store_alerts(url: str, count: int, wave: int, pause_s: float) -> dict[
 def run(endpoints: int, alerts: int, wave: int, pause_s: float) -> dict[str, Any]:
     receiver = Receiver()
     receiver.thread.start()
-    env = {"PERSEUS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "PERSEUS_SIM_TRADES_PER_S": "1"}
     try:
-        with stack(rest=True, **env) as s:
+        with stack(rest=True, PERSEUS_WEBHOOK_ALLOW_HOSTS="127.0.0.1", PERSEUS_SIM_TRADES_PER_S="1") as s:
             assert s.rest is not None
             secrets: dict[str, str] = {}
             for n in range(endpoints):
