@@ -799,6 +799,17 @@ WS_RESUMES_PER_KEY = Variable(
     "subscribe with `resume` waits for one to finish (at most 10 s, then `RATE_LIMITED`).",
     ("ws",), topic="WebSocket gateway",
 )
+WS_REPLAYS_PER_KEY = Variable(
+    "PERSEUS_WS_REPLAYS_PER_KEY", integer(1, 10_000), "2",
+    "History replays (`{\"action\":\"replay\"}`) one API key may have playing at once on one WebSocket "
+    "gateway process (one per connection); a further one is refused with `RATE_LIMITED`.",
+    ("ws",), topic="WebSocket gateway",
+)
+WS_REPLAY_MAX_HOURS = Variable(
+    "PERSEUS_WS_REPLAY_MAX_HOURS", integer(1, 100_000), "24",
+    "Longest range one history replay may ask for, in hours (a longer one is refused with `INVALID_MESSAGE`).",
+    ("ws",), topic="WebSocket gateway",
+)
 TRUSTED_PROXIES = Variable(
     "PERSEUS_TRUSTED_PROXIES", integer(0, 10), "0",
     "How many proxies in front of the WebSocket gateway append to `X-Forwarded-For`: the client address is "
@@ -917,7 +928,8 @@ VARIABLES: tuple[Variable[object], ...] = (
     WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
     WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, WS_MAX_CONNECTIONS,
-    WS_MAX_CONNECTIONS_PER_IP, WS_CHANNELS_PER_KEY, WS_RESUMES_PER_KEY, TRUSTED_PROXIES, DATA_DIR,
+    WS_MAX_CONNECTIONS_PER_IP, WS_CHANNELS_PER_KEY, WS_RESUMES_PER_KEY, WS_REPLAYS_PER_KEY, WS_REPLAY_MAX_HOURS,
+    TRUSTED_PROXIES, DATA_DIR,
     TICK_RETENTION_DAYS,
     DATABASE_READ_URL, DATABASE_READ_MAX_LAG_S, SERVICE_TOKEN, INGEST_TOKENS, KEY_SERVICE_TOKENS, CORE_TLS_CERT,
     CORE_TLS_KEY, CORE_TLS_CLIENT_CA, CORE_TLS_CA, CORE_TLS_CLIENT_CERT, CORE_TLS_CLIENT_KEY, CORE_REFLECTION,

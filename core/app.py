@@ -42,13 +42,16 @@ from core.adapters.stream_history import StreamHistory
 from core.adapters.stream_hub import StreamHub
 from core.adapters.tick_partitions import TickPartitionMetrics, TickPartitions
 from core.adapters.tick_store import TickStore
+from core.adapters.webhook_store import WebhookStore
 from core.exchange_mode import Stores, build_writers
 from core.metrics_server import start_metrics_server
 from core.pipeline_metrics import PipelineMetrics, PipelineSources
 from core.rpc.export_servicer import ExportServicer
+from core.rpc.replay_servicer import ReplayServicer
 from core.rpc.server import Servicers, build_server, server_credentials, service_auth
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer
+from core.rpc.webhook_servicer import WebhookServicer
 from core.services.candle_queries import CandleQueries
 from core.services.exchange_writer import ExchangeWriter
 from core.services.hot_candles import HotCandles
@@ -59,6 +62,7 @@ from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService, supervised_components
 from core.services.streams import Streams, default_stream_exchange
+from core.services.webhooks import DeliveryWorker, Poster, SecretBox, Webhooks
 from core.settings import Mode, Settings, StartupError
 
 logger = logging.getLogger(__name__)
@@ -198,12 +202,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         )
         indicator_states, candle_history = IndicatorStore(shared, keys), CandleHistory(pool)
         alerts = AlertStore(pool, history=reads)
+        # alert webhooks (issue 21): registration in every mode, deliveries by the exchange-mode cores
+        webhook_store, webhook_box = WebhookStore(pool), SecretBox(await shared_secret(pool, "webhook_secret"))
+        webhook_poster = Poster(settings.webhooks)
+        stack.push_async_callback(webhook_poster.aclose)
+        webhooks = Webhooks(webhook_store, webhook_box, webhook_poster, settings.webhooks)
         indicators = IndicatorService(
             states=indicator_states,
             history=candle_history,
             alerts=alerts,
             signals=publisher,
             exchange_ids=exchange_ids,
+        )
+        streams = Streams(
+            hub, stream_history, default_exchange=default_stream_exchange(settings.exchanges), exchanges=exchange_ids
         )
         servicers = Servicers(
             market_data=MarketDataServicer(
@@ -227,14 +239,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             ),
             ingest=IngestServicer(ingestion=ingestion),
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
-            streams=StreamServicer(
-                streams=Streams(
-                    hub,
-                    stream_history,
-                    default_exchange=default_stream_exchange(settings.exchanges),
-                    exchanges=exchange_ids,
-                )
-            ),
+            webhooks=WebhookServicer(webhooks),
+            streams=StreamServicer(streams=streams),
+            replay=ReplayServicer(heavy, streams.resolve),
             export=ExportServicer(heavy, exchange_ids),
         )
         registry = CollectorRegistry()
@@ -301,6 +308,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         tasks.spawn("price-updates", price_updates.run)
         if settings.mode is Mode.EXCHANGE:
             tasks.spawn("tick-partitions", tick_partitions.run)
+            worker = DeliveryWorker(webhook_store, alerts, webhook_box, webhook_poster, settings.webhooks)
+            tasks.spawn("webhook-deliveries", worker.run)
         if replica is not None:
             tasks.spawn("read-replica", reads.run)
         feeds = [tasks.spawn(f"writer:{w.exchange}", w.run).name for w in writers]

@@ -97,7 +97,7 @@ from perseus_sdk._generated.perseus.marketdata.v1 import (
     ValueZone,
 )
 from perseus_sdk.rest import ApiError, RateLimit, RestClient
-from perseus_sdk.stream import LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused
+from perseus_sdk.stream import LiveEvent, LiveStream, ReplayedEvent, SeqGap, StreamClosed, StreamRefused, replay
 from perseus_sdk.webhooks import verify_signature
 
 __all__ = [
@@ -146,6 +146,7 @@ __all__ = [
     "PriceBucket",
     "PriceFeed",
     "RateLimit",
+    "ReplayedEvent",
     "RestClient",
     "ResumeGap",
     "RuntimeMode",
@@ -164,6 +165,7 @@ __all__ = [
     "TradeSignal",
     "ValueZone",
     "connect",
+    "replay",
     "tls_context",
     "verify_signature",
 ]

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -367,3 +367,59 @@ class LiveStream:
 
 def _chunks(channels: list[str]) -> list[list[str]]:
     return [channels[i : i + CHANNELS_PER_MESSAGE] for i in range(0, len(channels), CHANNELS_PER_MESSAGE)]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedEvent:
+    """A stored event played back by :func:`replay`: the live envelope's ``type``, ``channel`` and ``data``
+    (with the original times, e.g. ``data["timestamp"]``); replayed events carry no ``seq``."""
+
+    type: str
+    channel: str
+    data: dict[str, Any]
+
+
+async def replay(
+    url: str,
+    api_key: str,
+    channel: str,
+    start: int | str,
+    end: int | str,
+    *,
+    speed: float | str = "max",
+    connect: Connect = ws_connect,
+) -> AsyncIterator[ReplayedEvent]:
+    """The stored events of ``channel`` with times in ``start <= t < end`` (epoch milliseconds or ISO 8601
+    times), oldest first, at ``speed`` times real time or as fast as they are read (``"max"``), on a
+    connection of its own::
+
+        async for event in perseus_sdk.replay("ws://127.0.0.1:8001", key, "prices:BTC-USD", start, end):
+            print(event.data["timestamp"], event.data["price"])
+
+    It ends after the last event of the range. A refused request raises :class:`StreamRefused` with the
+    gateway's code (``INVALID_CHANNEL``, ``INVALID_MESSAGE``, ``RATE_LIMITED``); a replay the gateway had to
+    cut short raises it with ``REPLAY_FAILED``; a closed connection raises :class:`StreamClosed`. Leaving the
+    loop early closes the connection, which stops the replay."""
+    ws: ClientConnection = await connect(
+        url.rstrip("/") + STREAM_PATH, additional_headers={"X-API-Key": api_key}, open_timeout=OPEN_TIMEOUT_S
+    )
+    try:
+        request = {"action": "replay", "channel": channel, "start": start, "end": end, "speed": speed}
+        await ws.send(orjson.dumps(request).decode())
+        while True:
+            try:
+                message = orjson.loads(await ws.recv())
+            except ConnectionClosed as exc:
+                code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "connection lost")
+                raise StreamClosed(code, reason) from exc
+            kind = message.get("type")
+            if kind in EVENT_TYPES and message.get("replay") is True:
+                yield ReplayedEvent(kind, message["channel"], message["data"])
+            elif kind == "error":
+                raise StreamRefused(message.get("code", ""), message.get("message", ""))
+            elif kind == "replay_done":
+                return
+            elif kind == "replay_stopped":
+                raise StreamRefused("REPLAY_FAILED", message.get("error", "the replay was stopped"))
+    finally:
+        await ws.close()

@@ -17,8 +17,10 @@ from common import telemetry
 from core.rpc.auth import ServiceAuth
 from core.rpc.export_servicer import SERVICE_NAME as EXPORT_SERVICE, ExportServicer, export_service_handler
 from core.rpc.interceptors import CallLogging, CallMetrics, Concern, ObservedServer, RequestIds
+from core.rpc.replay_servicer import SERVICE_NAME as REPLAY_SERVICE, ReplayServicer, replay_service_handler
 from core.rpc.servicers import IngestServicer, KeyServicer, MarketDataServicer
 from core.rpc.stream_servicer import StreamServicer, stream_service_handler
+from core.rpc.webhook_servicer import WebhookServicer
 from core.rpc.wire import to_wire
 from core.settings import DEFAULT_GRPC_KEEPALIVE_S, CoreCredentials
 from perseus.marketdata.v1 import (
@@ -28,6 +30,8 @@ from perseus.marketdata.v1 import (
     key_service_pb2_grpc,
     market_data_service_pb2,
     stream_service_pb2,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -38,7 +42,9 @@ SERVICE_NAMES = (
     ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     stream_service_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
+    webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     EXPORT_SERVICE,
+    REPLAY_SERVICE,
 )
 
 
@@ -48,7 +54,9 @@ class Servicers:
     ingest: IngestServicer
     keys: KeyServicer
     streams: StreamServicer
+    webhooks: WebhookServicer | None = None  # alert webhooks (issue 21); None: not offered
     export: ExportServicer | None = None  # bulk export (issue 21); None: the service is not offered
+    replay: ReplayServicer | None = None  # replay of stored history (issue 21); None: not offered
 
 
 @dataclass(slots=True)
@@ -139,8 +147,12 @@ def build_server(
     )
     if servicers.export is not None:
         observed.add_generic_rpc_handlers((export_service_handler(servicers.export),))
+    if servicers.replay is not None:
+        observed.add_generic_rpc_handlers((replay_service_handler(servicers.replay),))
     ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicers.ingest, observed)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(servicers.keys, observed)
+    if servicers.webhooks is not None:
+        webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(servicers.webhooks, observed)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, observed)
     if reflection_on:

@@ -36,7 +36,9 @@ from perseus.marketdata.v1 import (
     key_service_pb2_grpc,
     market_data_service_pb2,
     market_data_service_pb2_grpc,
+    replay_service_pb2_grpc,
     stream_service_pb2_grpc,
+    webhook_service_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
@@ -204,6 +206,8 @@ class CoreClient:
         self.ingest = ingest_service_pb2_grpc.IngestServiceStub(channel)
         self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
         self.streams = stream_service_pb2_grpc.StreamServiceStub(channel)
+        self.replay = replay_service_pb2_grpc.ReplayServiceStub(channel)  # history replays (issue 21)
+        self.webhooks = webhook_service_pb2_grpc.WebhookServiceStub(channel)
         # bulk export streams on a channel of their own, without BDP probing: its flow-control window stays
         # small, so a client that reads slowly stops the core's cursor instead of filling this gateway's memory
         self.export = export_service_pb2_grpc.ExportServiceStub(export_channel or channel)

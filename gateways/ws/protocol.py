@@ -11,6 +11,8 @@ encoded once for every client that receives it.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import enum
 import struct
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from gateways.ws.channels import InvalidChannel, all_sources_channel, canonical_channel
+from gateways.ws.channels import EVERY_PRICE_CANONICAL, InvalidChannel, all_sources_channel, canonical_channel
 
 MAX_CHANNELS_PER_MESSAGE = 20
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 50
@@ -64,10 +66,35 @@ class Unsubscribe:
     channels: dict[str, str]
 
 
-ClientMessage = Subscribe | Unsubscribe | ProtocolError
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """``{"action":"replay"}``: ``channel`` as written and its canonical name, the range in epoch ms
+    (``start_ms <= t < end_ms``), and ``speed`` a multiple of real time (``None``: ``"max"``, as fast as the
+    client reads)."""
+
+    name: str
+    canonical: str
+    start_ms: int
+    end_ms: int
+    speed: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StopReplay:
+    pass
+
+
+ClientMessage = Subscribe | Unsubscribe | Replay | StopReplay | ProtocolError
 INVALID = ErrorCode.INVALID_MESSAGE
 # ``symbols`` is seed 004's dialect: each symbol means its prices:all:{SYMBOL} channel (every source).
-_FIELDS = {"subscribe": {"action", "channels", "symbols", "resume"}, "unsubscribe": {"action", "channels", "symbols"}}
+_FIELDS = {
+    "subscribe": {"action", "channels", "symbols", "resume"},
+    "unsubscribe": {"action", "channels", "symbols"},
+    "replay": {"action", "channel", "start", "end", "speed"},
+    "stop_replay": {"action"},
+}
+_ACTIONS = "subscribe, unsubscribe, replay or stop_replay"
+MAX_REPLAY_SPEED = 1_000_000.0
 
 
 def parse_client_message(frame: str | bytes, *, default_exchange: str) -> ClientMessage:
@@ -83,11 +110,15 @@ def parse_client_message(frame: str | bytes, *, default_exchange: str) -> Client
     action = message.get("action")
     if action == "auth":
         return ProtocolError(INVALID, "the connection is authenticated already; send subscribe or unsubscribe")
-    if action not in ("subscribe", "unsubscribe"):
-        return ProtocolError(INVALID, f"unknown action {_short(action)}; use subscribe or unsubscribe")
+    if action not in _FIELDS:
+        return ProtocolError(INVALID, f"unknown action {_short(action)}; use {_ACTIONS}")
     unknown = sorted(set(message) - _FIELDS[action])
     if unknown:
         return ProtocolError(ErrorCode.INVALID_MESSAGE, f"unknown field {_short(unknown[0])} in a {action} message")
+    if action == "stop_replay":
+        return StopReplay()
+    if action == "replay":
+        return _replay(message, default_exchange)
     channels = _channels(message.get("channels"), message.get("symbols"), default_exchange)
     if isinstance(channels, ProtocolError):
         return channels
@@ -140,6 +171,47 @@ def _resume(value: Any, channels: dict[str, str]) -> dict[str, int] | ProtocolEr
     return resume
 
 
+def _replay(message: dict[str, Any], default_exchange: str) -> Replay | ProtocolError:
+    """A replay request: one prices channel, ``start`` and ``end`` as epoch milliseconds or ISO 8601 times
+    (``start < end``), ``speed`` a positive number or ``"max"`` (default 1, real time)."""
+    name = message.get("channel")
+    if not isinstance(name, str):
+        return ProtocolError(INVALID, '"channel" must be a channel name such as "prices:BTC-USD"')
+    try:
+        canonical = canonical_channel(name, default_exchange)
+    except InvalidChannel as exc:
+        return ProtocolError(ErrorCode.INVALID_CHANNEL, str(exc))
+    if not canonical.startswith("prices:") or canonical == EVERY_PRICE_CANONICAL:
+        return ProtocolError(
+            ErrorCode.INVALID_CHANNEL, f"invalid channel {_short(name)}: replay serves the prices channel of one symbol"
+        )
+    start, end = _time(message.get("start"), "start"), _time(message.get("end"), "end")
+    if isinstance(start, ProtocolError):
+        return start
+    if isinstance(end, ProtocolError):
+        return end
+    if start >= end:
+        return ProtocolError(INVALID, '"start" must be before "end"')
+    speed = message.get("speed", 1)
+    if speed == "max":
+        return Replay(name, canonical, start, end, None)
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= MAX_REPLAY_SPEED:
+        return ProtocolError(INVALID, f'"speed" must be a number above 0 (at most {MAX_REPLAY_SPEED:g}) or "max"')
+    return Replay(name, canonical, start, end, float(speed))
+
+
+def _time(value: Any, field: str) -> int | ProtocolError:
+    """Epoch milliseconds from an integer (milliseconds) or an ISO 8601 string with a zone."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is not None:
+                return int(parsed.timestamp() * 1000)
+    return ProtocolError(INVALID, f'"{field}" must be epoch milliseconds or an ISO 8601 time with a zone')
+
+
 def _short(value: object) -> str:
     text = orjson.dumps(value).decode() if isinstance(value, str | int | float | bool | None) else type(value).__name__
     return text if len(text) <= 60 else text[:60] + "…"
@@ -173,6 +245,18 @@ def event_message(event_type: str, channel: str, seq: int, data_json: bytes) -> 
     """``{"type","channel","seq","data"}`` with ``data`` already JSON: built once per channel and name."""
     head = orjson.dumps({"type": event_type, "channel": channel, "seq": seq})
     return b'%s,"data":%s}' % (head[:-1], data_json)
+
+
+def replay_event_message(event_type: str, channel: str, data_json: bytes) -> bytes:
+    """A replayed event: the live envelope without ``seq`` (stored history has none; a client's resume
+    positions stay those of live events) and with ``"replay": true``; ``data`` has the original times."""
+    head = orjson.dumps({"type": event_type, "channel": channel, "replay": True})
+    return b'%s,"data":%s}' % (head[:-1], data_json)
+
+
+def replay_state_message(state: str, channel: str, **fields: Any) -> bytes:
+    """``replay_started``, ``replay_done`` or ``replay_stopped`` for ``channel``."""
+    return orjson.dumps({"type": state, "channel": channel, **fields})
 
 
 def text_frame(payload: bytes) -> bytes:

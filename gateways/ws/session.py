@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import orjson
 from grpc import aio
 from redis.exceptions import RedisClusterException, RedisError
@@ -53,18 +54,19 @@ from common.supervise import TaskSupervisor
 from gateways.common import tracing
 from gateways.common.auth import PRIVILEGED_TIERS, KeyCache
 from gateways.common.errors import ApiError, RateLimitExceeded, Unauthorized
+from gateways.common.projection import to_public
 from gateways.common.services import GatewayServices
 from gateways.ws import protocol, subprotocols
 from gateways.ws.channels import EVERY_PRICE, EVERY_PRICE_CANONICAL
 from gateways.ws.connections import ConnectionCounter
 from gateways.ws.hub import Client, Hub, Join
 from gateways.ws.limits import MessageRateLimit, SlowClientRule, Verdict
-from gateways.ws.protocol import CloseCode, ErrorCode, Subscribe, Unsubscribe
+from gateways.ws.protocol import CloseCode, ErrorCode, Replay, StopReplay, Subscribe, Unsubscribe
 from gateways.ws.settings import WsSettings
 from gateways.ws.sink import ClientSink
 from gateways.ws.symbols import SymbolDirectory
 from gateways.ws.upstream import Outbox, Upstream
-from perseus.marketdata.v1 import market_data_service_pb2 as md
+from perseus.marketdata.v1 import market_data_service_pb2 as md, replay_service_pb2, replay_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class KeyState:
     resumes: asyncio.Semaphore
     privileged: bool = False  # an internal or admin key: price_updates:all
     connections: int = 0
+    replays: int = 0  # history replays playing (PERSEUS_WS_REPLAYS_PER_KEY)
     channels: Counter[str] = field(default_factory=Counter)
 
     def hold(self, canonicals: Iterable[str]) -> None:
@@ -114,6 +117,15 @@ class KeyState:
                 del self.channels[canonical]
 
 
+@dataclass(slots=True)
+class ReplayRun:
+    """One connection's history replay: its request, the events sent so far, and the task that plays it."""
+
+    request: Replay
+    task: asyncio.Task[None] | None = None
+    sent: int = 0
+
+
 class WsRuntime:
     def __init__(
         self,
@@ -125,8 +137,12 @@ class WsRuntime:
         counter: ConnectionCounter,
         redis: RedisClient,
         symbols: SymbolDirectory | None = None,
+        replay: replay_service_pb2_grpc.ReplayServiceStub | None = None,
+        replay_metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.settings = settings
+        self._replay_stub = replay  # None: replays are not offered
+        self._replay_metadata = replay_metadata  # the service credential (CoreClient.auth_metadata)
         self.rule = SlowClientRule(grace_s=settings.slow_client_s)
         self.upstream = upstream
         self.counter = counter
@@ -181,6 +197,8 @@ class WsRuntime:
             counter=counter,
             redis=redis,
             symbols=SymbolDirectory(fetch),
+            replay=core.replay,
+            replay_metadata=core.auth_metadata,
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -352,6 +370,21 @@ class WsRuntime:
         sink = client.sink
         assert isinstance(sink, ClientSink)
         rate = MessageRateLimit(self.settings.messages_per_s, self.settings.message_burst)
+        replay: list[ReplayRun] = []  # at most one, playing or just ended
+        try:
+            await self._read_frames(ws, client, state, rate, replay)
+        finally:
+            for run in replay:
+                if run.task is not None:
+                    run.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run.task
+
+    async def _read_frames(
+        self, ws: Any, client: Client, state: KeyState, rate: MessageRateLimit, replay: list[ReplayRun]
+    ) -> None:
+        sink = client.sink
+        assert isinstance(sink, ClientSink)
         while not sink.closing:
             try:
                 frame = await ws.recv()
@@ -379,6 +412,10 @@ class WsRuntime:
                 held = set(client.channels)
                 self.upstream.hub.unsubscribe(client, message.channels)
                 state.drop(held.difference(client.channels))
+            elif isinstance(message, Replay):
+                await self._start_replay(client, message, state, replay)
+            elif isinstance(message, StopReplay):
+                await self._stop_replay(client, replay)
             else:
                 sink.send(_error(message.code, message.message))
 
@@ -491,6 +528,128 @@ class WsRuntime:
                 sink.send(join.backlog.popleft())
         if not sink.closing:
             self.upstream.hub.attach(client)
+
+    # --- history replays (issue 21) ---------------------------------------------------------
+
+    async def _start_replay(self, client: Client, message: Replay, state: KeyState, replay: list[ReplayRun]) -> None:
+        """Check a replay request (one at a time per connection, the range, the key's replays, the channel
+        budgets, the symbol) and play it in a task of its own; the connection goes on reading frames."""
+        sink = client.sink
+        if replay and replay[0].task is not None and not replay[0].task.done():
+            sink.send(_error(ErrorCode.INVALID_MESSAGE, "a replay is already playing on this connection; stop_replay"))
+            return
+        replay.clear()
+        if self._replay_stub is None:
+            sink.send(_error(ErrorCode.INVALID_MESSAGE, "this gateway does not offer replays"))
+            return
+        longest = self.settings.replay_max_hours
+        if message.end_ms - message.start_ms > longest * 3_600_000:
+            sink.send(_error(ErrorCode.INVALID_MESSAGE, f"a replay covers at most {longest} hours"))
+            return
+        if state.replays >= self.settings.replays_per_key:
+            text = f"this key plays its maximum of {self.settings.replays_per_key} replays on this gateway"
+            sink.send(_error(ErrorCode.RATE_LIMITED, text))
+            return
+        canonical = message.canonical
+        adding = [] if canonical in client.channels else [canonical]
+        if len(client.channels) + len(adding) > protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION:
+            limit = protocol.MAX_SUBSCRIPTIONS_PER_CONNECTION
+            sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, f"a connection holds at most {limit} subscriptions"))
+            return
+        budget = self.settings.channels_per_key
+        if budget and adding and canonical not in state.channels and len(state.channels) + 1 > budget:
+            text = f"this key holds {len(state.channels)} channels on this gateway, at most {budget}"
+            sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, text))
+            return
+        if self.symbols is not None:
+            _, exchange, symbol = canonical.split(":")
+            problem = await self.symbols.problem(exchange, symbol)
+            if problem is not None:
+                sink.send(_error(ErrorCode.INVALID_CHANNEL, f"invalid channel {message.name!r}: {problem}"))
+                return
+        run = ReplayRun(message)
+        state.replays += 1
+        state.hold([canonical])  # the replayed channel counts as held while it plays
+        run.task = asyncio.create_task(self._play(client, run, state), name="ws-replay")
+        replay.append(run)
+
+    async def _stop_replay(self, client: Client, replay: list[ReplayRun]) -> None:
+        run = replay[0] if replay else None
+        if run is None or run.task is None or run.task.done():
+            client.sink.send(_error(ErrorCode.INVALID_MESSAGE, "no replay is playing on this connection"))
+            return
+        run.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run.task
+        stopped = protocol.replay_state_message("replay_stopped", run.request.name, count=run.sent)
+        client.sink.send(protocol.text_frame(stopped))
+
+    async def _play(self, client: Client, run: ReplayRun, state: KeyState) -> None:
+        """Read the range from the core (its own call, chunk by chunk) and write each event at its original
+        time divided by the speed, or at once for ``"max"``, never faster than the client reads (the buffer
+        above the slow-client threshold for longer than its grace closes with 4009, like live events)."""
+        sink = client.sink
+        assert isinstance(sink, ClientSink) and self._replay_stub is not None
+        message = run.request
+        request = replay_service_pb2.ReplayRequest(channel=message.canonical)
+        request.start_time.FromMilliseconds(message.start_ms)
+        request.end_time.FromMilliseconds(message.end_ms)
+        call = self._replay_stub.Replay(request, metadata=self._replay_metadata)
+        loop = asyncio.get_running_loop()
+        started = dict(start=message.start_ms, end=message.end_ms, speed=message.speed or "max")
+        sink.send(protocol.text_frame(protocol.replay_state_message("replay_started", message.name, **started)))
+        first_ms: int | None = None
+        began = loop.time()
+        try:
+            async for response in call:
+                frames: list[bytes] = []
+                for event in response.events:
+                    kind = event.WhichOneof("payload")
+                    if kind is None:
+                        continue
+                    payload = getattr(event, kind)
+                    if message.speed is not None:
+                        at_ms = payload.timestamp.ToMilliseconds()
+                        first_ms = at_ms if first_ms is None else first_ms
+                        delay = began + (at_ms - first_ms) / 1000 / message.speed - loop.time()
+                        if delay > 0:
+                            await self._write(sink, frames, run)
+                            await asyncio.sleep(delay)
+                    data = orjson.dumps(to_public(payload))
+                    frames.append(protocol.text_frame(protocol.replay_event_message(kind, message.name, data)))
+                if not await self._write(sink, frames, run):
+                    return
+            done = protocol.replay_state_message("replay_done", message.name, count=run.sent)
+            sink.send(protocol.text_frame(done))
+        except aio.AioRpcError as exc:
+            logger.info("a history replay failed (%s)", exc.code().name)
+            text = exc.details() if exc.code() is grpc.StatusCode.INVALID_ARGUMENT else "history is unavailable now"
+            stopped = protocol.replay_state_message("replay_stopped", message.name, count=run.sent, error=text)
+            sink.send(protocol.text_frame(stopped))
+        finally:
+            call.cancel()
+            state.replays -= 1
+            state.drop([message.canonical])
+
+    async def _write(self, sink: ClientSink, frames: list[bytes], run: ReplayRun) -> bool:
+        """Send ``frames`` (emptied) once the client's buffer has room; False if it closed or fell too far
+        behind."""
+        behind_since: float | None = None
+        while sink.buffered > self.rule.skip_bytes and not sink.closing and not sink.gone:
+            now = time.monotonic()
+            behind_since = behind_since or now
+            if now - behind_since > self.rule.grace_s:
+                sink.fail(CloseCode.TOO_SLOW, "too slow to read the replay")
+                return False
+            await asyncio.sleep(CATCH_UP_POLL_S)
+        if sink.closing or sink.gone:
+            return False
+        if frames:
+            sink.send(b"".join(frames))
+            run.sent += len(frames)
+            frames.clear()
+        await asyncio.sleep(0)  # a replay at "max" lets the loop serve everyone else between chunks
+        return True
 
 
 async def _first_message_key(ws: Any) -> str:

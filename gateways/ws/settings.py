@@ -25,6 +25,8 @@ DEFAULT_MAX_CONNECTIONS_PER_IP = 10
 DEFAULT_CHANNELS_PER_KEY = 500
 DEFAULT_RESUMES_PER_KEY = 2
 DEFAULT_TRUSTED_PROXIES = 0
+DEFAULT_REPLAYS_PER_KEY = 2
+DEFAULT_REPLAY_MAX_HOURS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,9 @@ class WsSettings:
     channels_per_key: int = DEFAULT_CHANNELS_PER_KEY
     resumes_per_key: int = DEFAULT_RESUMES_PER_KEY
     trusted_proxies: int = DEFAULT_TRUSTED_PROXIES
+    # history replays (issue 21)
+    replays_per_key: int = DEFAULT_REPLAYS_PER_KEY
+    replay_max_hours: int = DEFAULT_REPLAY_MAX_HOURS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WsSettings:
@@ -63,4 +68,6 @@ class WsSettings:
             channels_per_key=env.WS_CHANNELS_PER_KEY.read(environ),
             resumes_per_key=env.WS_RESUMES_PER_KEY.read(environ),
             trusted_proxies=env.TRUSTED_PROXIES.read(environ),
+            replays_per_key=env.WS_REPLAYS_PER_KEY.read(environ),
+            replay_max_hours=env.WS_REPLAY_MAX_HOURS.read(environ),
         )

@@ -1,0 +1,109 @@
+"""``ReplayService``: a channel's stored history as its live events (issue 21, replay over the stream).
+
+A replay reads its range from PostgreSQL on the heavy-read pool (``PERSEUS_DATABASE_HEAVY_POOL_SIZE``): one
+read-only transaction, one server-side cursor, ``chunk_size`` rows per fetch and one response per chunk. The
+next chunk is fetched only once the previous response was written, so a caller that reads slowly (the
+WebSocket gateway pacing a replay at 1x) holds one chunk here, whatever the range; a cancelled call closes the
+cursor and returns the connection. Each event is built by the same codec as the live one
+(:func:`core.codec.messages.fill_price_feed`), with the channel's explicit name, seq 0 and no publish time.
+Prices channels only for now. See docs/design/ws-replay.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc import aio
+
+from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
+from core.codec.messages import fill_price_feed
+from core.domain.channels import ALL_SOURCES, ALL_SYMBOLS, Channel, ChannelFamily, explicit_name
+from core.domain.errors import InvalidArgument
+from core.domain.prices import Tick
+from core.rpc.wire import to_wire
+from perseus.marketdata.v1 import replay_service_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[Any, Any]
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ReplayService"].full_name
+DEFAULT_CHUNK = 1000
+MAX_CHUNK = 10_000
+
+_MS = "(extract(epoch FROM {}) * 1000)::bigint"
+TICKS_SQL = (
+    f"SELECT symbol, price, volume, source, {_MS.format('ts')}, bid, ask, {_MS.format('exchange_ts')}"
+    " FROM price_feeds WHERE symbol = $1 AND ($2 = '' OR source = $2) AND ts >= $3 AND ts < $4 ORDER BY ts, id"
+)
+
+
+class ReplayServicer:
+    def __init__(self, pool: asyncpg.Pool, resolve: Callable[[str], Channel]) -> None:
+        self._pool = pool  # the heavy-read pool
+        self._resolve = resolve  # the stream service's channel names (Streams.resolve)
+
+    async def Replay(self, request: pb.ReplayRequest, context: Context) -> AsyncIterator[bytes]:
+        chunk = request.chunk_size or DEFAULT_CHUNK
+        if not 1 <= chunk <= MAX_CHUNK:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size must be from 1 to {MAX_CHUNK}")
+        if not request.HasField("start_time") or not request.HasField("end_time"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_time and end_time are required")
+        start, end = request.start_time.ToMilliseconds(), request.end_time.ToMilliseconds()
+        if start >= end:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_time must be before end_time")
+        try:
+            channel = self._resolve(request.channel)
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # abort raises; this is for the type checker
+        if channel.family is not ChannelFamily.PRICES or channel.symbol == ALL_SYMBOLS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"replay serves prices channels of one symbol, not {request.channel[:100]!r}",
+            )
+        name = explicit_name(channel)
+        source = "" if channel.exchange == ALL_SOURCES else channel.exchange or ""
+        args = (channel.symbol, source, ms_to_datetime(start), ms_to_datetime(end))
+        async with aclosing(self._chunks(TICKS_SQL, args, chunk, context)) as chunks:
+            async for rows in chunks:
+                response = pb.ReplayResponse()
+                for row in rows:
+                    event = response.events.add()
+                    event.channel = name
+                    tick = Tick(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+                    fill_price_feed(event.price_update, tick)
+                yield response.SerializeToString()
+
+    async def _chunks(
+        self, query: str, args: tuple[Any, ...], chunk: int, context: Context
+    ) -> AsyncGenerator[list[asyncpg.Record], None]:
+        """The rows of ``query`` in lists of at most ``chunk``, read through one cursor in one transaction."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                cursor = await conn.cursor(query, *args)
+                while True:
+                    rows = await cursor.fetch(chunk, timeout=STATEMENT_TIMEOUT_S)
+                    if rows:
+                        yield rows
+                    if len(rows) < chunk:
+                        return
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("replay: PostgreSQL failed mid-read (%s)", type(exc).__name__)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "PostgreSQL is unavailable; the replay was cut short")
+
+
+def replay_service_handler(servicer: ReplayServicer) -> grpc.GenericRpcHandler:
+    """ReplayService with responses that are already bytes (``core.rpc.wire.to_wire`` passes them on)."""
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Replay": grpc.unary_stream_rpc_method_handler(
+                servicer.Replay, request_deserializer=pb.ReplayRequest.FromString, response_serializer=to_wire
+            )
+        },
+    )

@@ -1,0 +1,285 @@
+"""History replay over the stream (issue 21): ``{"action":"replay"}`` on the WebSocket gateway and the core's
+``ReplayService.Replay``, against a real core, WebSocket gateway and PostgreSQL.
+
+Ticks with known times are ingested through the core's ``IngestPrices``; a replay of a range plays exactly
+those in order as ``price_update`` envelopes with ``"replay": true``, no ``seq`` and their original times,
+between ``replay_started`` and ``replay_done``. A speed paces it, ``stop_replay`` stops it, a replay stalled
+by a client that does not read holds nobody else's live events back, and bad requests get documented errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from grpc import aio
+from websockets.asyncio.client import ClientConnection, connect
+
+import perseus_sdk
+from core.adapters.events import EventPublisher
+from perseus.marketdata.v1 import (
+    ingest_service_pb2,
+    ingest_service_pb2_grpc,
+    prices_pb2,
+    replay_service_pb2,
+    replay_service_pb2_grpc,
+)
+from tests.support import ws as support
+from tests.support.processes import Process, running_gateway
+from tests.support.ws import (
+    fresh_symbol,
+    open_stream,
+    prices_channel,
+    publish_prices,
+    recv,
+    send,
+    small_buffer_socket,
+    stream_url,
+    subscribe,
+)
+
+pytestmark = pytest.mark.integration
+key = support.key  # fixtures: an internal key, the core's event publisher
+publisher = support.publisher
+
+READ_S = 15.0
+BASE_MS = (int(time.time()) - 3 * 3600) * 1000  # 3 hours ago: inside the stored ticks' partitions
+
+
+@pytest.fixture(scope="module")
+def gateway(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
+    """Replays up to 2 hours; one replay per key at a time; a client behind is closed only after 20 s."""
+    env = {
+        **migrated_env,
+        "PERSEUS_WS_REPLAY_MAX_HOURS": "2",
+        "PERSEUS_WS_REPLAYS_PER_KEY": "1",
+        "PERSEUS_WS_SLOW_CLIENT_S": "20",
+    }
+    with running_gateway("ws", env, core.addr) as process:
+        yield process
+
+
+@pytest.fixture
+async def ws(gateway: Process, key: str) -> AsyncIterator[ClientConnection]:
+    async with open_stream(gateway.addr, key) as connection:
+        yield connection
+
+
+async def ingest(core: Process, database_url: str, symbol: str, offsets_ms: list[int]) -> list[int]:
+    """One tick per offset (price = its index + 1) at BASE_MS + offset, stored before this returns; their times."""
+    feeds = []
+    for index, offset in enumerate(offsets_ms):
+        feed = prices_pb2.PriceFeed(symbol=symbol, price=f"{index + 1}.25", volume="2", source="sim")
+        feed.timestamp.FromMilliseconds(BASE_MS + offset)
+        feeds.append(feed)
+    async with aio.insecure_channel(core.addr) as channel:
+        stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
+        for start in range(0, len(feeds), 100):  # the most one call takes
+            await stub.IngestPrices(
+                ingest_service_pb2.IngestPricesRequest(feeds=feeds[start : start + 100]), timeout=30
+            )
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(300):  # 15 s
+            if await conn.fetchval("SELECT count(*) FROM price_feeds WHERE symbol = $1", symbol) >= len(feeds):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the ingested ticks were not stored")
+    finally:
+        await conn.close()
+    return [BASE_MS + offset for offset in offsets_ms]
+
+
+def iso(ms: int) -> str:
+    """As the public projection writes a time (protobuf JSON: no fraction for whole seconds)."""
+    fraction = f".{ms % 1000:03d}" if ms % 1000 else ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + fraction + "Z"
+
+
+async def until(ws: ClientConnection, kind: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages before the first of type ``kind``, and that one."""
+    before = []
+    async with asyncio.timeout(READ_S):
+        while (message := await recv(ws, within=READ_S))["type"] != kind:
+            before.append(message)
+    return before, message
+
+
+async def test_a_replay_at_max_plays_exactly_the_range_in_order_with_original_times(
+    core: Process, migrated_env: dict[str, str], gateway: Process, key: str, ws: ClientConnection
+) -> None:
+    symbol = fresh_symbol()
+    async with open_stream(gateway.addr, key) as watcher:  # the same ticks live, as they are ingested
+        assert (await subscribe(watcher, [f"prices:{symbol}"]))["type"] == "subscribed"
+        times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 100, 100, 250, 900, 1000, 5000])
+        live = [await recv(watcher) for _ in times]
+    start, end = times[1], times[5]  # start <= t < end: the ticks at 100, 100, 250 and 900
+    name = f"prices:{symbol}"
+    await send(ws, {"action": "replay", "channel": name, "start": start, "end": iso(end), "speed": "max"})
+    started = await recv(ws)
+    assert started == {"type": "replay_started", "channel": name, "start": start, "end": end, "speed": "max"}
+    events, done = await until(ws, "replay_done")
+    assert done == {"type": "replay_done", "channel": name, "count": 4}
+    assert [e["type"] for e in events] == ["price_update"] * 4
+    assert all(e["channel"] == name and e["replay"] is True and "seq" not in e for e in events)
+    assert [e["data"]["price"] for e in events] == ["2.25", "3.25", "4.25", "5.25"]
+    assert [e["data"]["timestamp"] for e in events] == [iso(t) for t in times[1:5]]
+    assert [e["data"] for e in events] == [e["data"] for e in live[1:5]]  # the live events' projection
+    assert [(e["type"], e["channel"]) for e in events] == [(e["type"], e["channel"]) for e in live[1:5]]
+
+
+async def test_a_speed_paces_the_replay(core: Process, migrated_env: dict[str, str], ws: ClientConnection) -> None:
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 1000, 2000])
+    await send(
+        ws, {"action": "replay", "channel": f"prices:{symbol}", "start": times[0], "end": times[2] + 1, "speed": 10}
+    )
+    await recv(ws)  # replay_started
+    began = time.monotonic()
+    events, done = await until(ws, "replay_done")
+    elapsed = time.monotonic() - began
+    assert len(events) == 3 and done["count"] == 3
+    assert elapsed >= 0.15  # 2 s of history at 10x: about 0.2 s (a lower bound only)
+
+
+async def test_stop_replay_stops_it(core: Process, migrated_env: dict[str, str], ws: ClientConnection) -> None:
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 600_000, 1_200_000])
+    await send(
+        ws, {"action": "replay", "channel": f"prices:{symbol}", "start": times[0], "end": times[2] + 1, "speed": 1}
+    )
+    await recv(ws)  # replay_started
+    first = await recv(ws)
+    assert first["data"]["price"] == "1.25"  # the next one is 10 minutes of real time away
+    await send(ws, {"action": "stop_replay"})
+    assert await recv(ws) == {"type": "replay_stopped", "channel": f"prices:{symbol}", "count": 1}
+    await send(ws, {"action": "stop_replay"})  # nothing plays any more
+    assert (await recv(ws))["code"] == "INVALID_MESSAGE"
+    # the connection is free for another replay
+    await send(ws, {"action": "replay", "channel": f"prices:{symbol}", "start": times[1], "end": times[2] + 1})
+    assert (await recv(ws))["type"] == "replay_started"
+
+
+async def test_a_stalled_replay_holds_no_other_clients_live_events_back(
+    core: Process,
+    migrated_env: dict[str, str],
+    gateway: Process,
+    key: str,
+    publisher: EventPublisher,
+) -> None:
+    replayed = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], replayed, list(range(0, 6_000_000, 1000)))
+    url = stream_url(gateway.addr, key)
+    # a replay of 6,000 ticks at "max" to a client that stops reading after its request
+    async with connect(url, sock=small_buffer_socket(gateway.addr), max_queue=1) as stalled:
+        await send(
+            stalled,
+            {"action": "replay", "channel": f"prices:{replayed}", "start": times[0], "end": times[-1], "speed": "max"},
+        )
+        live = fresh_symbol()
+        async with open_stream(gateway.addr, key) as watcher:
+            assert (await subscribe(watcher, [f"prices:{live}"]))["type"] == "subscribed"
+            for round_ in range(5):
+                seq = await publish_prices(publisher, prices_channel(live), range(round_, round_ + 1))
+                message = await recv(watcher)
+                assert message["seq"] == seq and "replay" not in message
+        # the stalled client still gets its replay once it reads: it was held, not dropped
+        count = 0
+        async with asyncio.timeout(60):
+            while (message := json.loads(await stalled.recv()))["type"] not in ("replay_done", "replay_stopped"):
+                count += message["type"] == "price_update"
+        assert message["type"] == "replay_done", message
+        assert count == message["count"] == len(times) - 1
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"channel": "prices:sim:NOPE-USD"}, "INVALID_CHANNEL"),  # not listed by the exchange
+        ({"channel": "candles:BTC-USD:1m"}, "INVALID_CHANNEL"),  # prices channels only
+        ({"channel": "price_updates:all"}, "INVALID_CHANNEL"),
+        ({"channel": "bogus"}, "INVALID_CHANNEL"),
+        ({"start": BASE_MS + 1000, "end": BASE_MS}, "INVALID_MESSAGE"),  # end before start
+        ({"end": BASE_MS}, "INVALID_MESSAGE"),  # empty
+        ({"speed": 0}, "INVALID_MESSAGE"),
+        ({"speed": -2}, "INVALID_MESSAGE"),
+        ({"speed": "fast"}, "INVALID_MESSAGE"),
+        ({"end": BASE_MS + 3 * 3_600_000}, "INVALID_MESSAGE"),  # more than PERSEUS_WS_REPLAY_MAX_HOURS
+        ({"start": "yesterday"}, "INVALID_MESSAGE"),
+        ({"start": "2026-01-01T00:00:00"}, "INVALID_MESSAGE"),  # no zone
+        ({"extra": 1}, "INVALID_MESSAGE"),
+    ],
+)
+async def test_bad_replay_requests_are_refused_with_documented_errors(
+    ws: ClientConnection, change: dict[str, Any], code: str
+) -> None:
+    request = {"action": "replay", "channel": "prices:BTC-USD", "start": BASE_MS, "end": BASE_MS + 1000, **change}
+    await send(ws, request)
+    answer = await recv(ws)
+    assert answer["type"] == "error" and answer["code"] == code, answer
+    assert (await subscribe(ws, ["prices:BTC-USD"]))["type"] == "subscribed"  # the connection goes on
+
+
+async def test_one_replay_per_connection_and_the_keys_replays_are_capped(
+    core: Process, migrated_env: dict[str, str], gateway: Process, key: str
+) -> None:
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 600_000])
+    request = {"action": "replay", "channel": f"prices:{symbol}", "start": times[0], "end": times[1] + 1, "speed": 1}
+    async with open_stream(gateway.addr, key) as first, open_stream(gateway.addr, key) as second:
+        await send(first, request)
+        assert (await recv(first))["type"] == "replay_started"
+        await send(first, request)
+        answer = await recv(first)
+        while answer["type"] == "price_update":
+            answer = await recv(first)
+        assert answer["code"] == "INVALID_MESSAGE" and "already playing" in answer["message"]
+        await send(second, request)  # PERSEUS_WS_REPLAYS_PER_KEY=1
+        assert (await recv(second))["code"] == "RATE_LIMITED"
+        await send(first, {"action": "stop_replay"})
+        _, stopped = await until(first, "replay_stopped")
+        await send(second, request)  # the key's replay slot is free again
+        assert (await recv(second))["type"] == "replay_started"
+    assert stopped["count"] in (0, 1)  # the first tick, if it was sent before the stop
+
+
+async def test_the_sdk_replay_iterator_yields_the_ticks(
+    core: Process, migrated_env: dict[str, str], gateway: Process, key: str
+) -> None:
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 10, 20, 30])
+    url, name = f"ws://{gateway.addr}", f"prices:{symbol}"
+    got = [event async for event in perseus_sdk.replay(url, key, name, times[0], times[-1] + 1)]
+    assert [(e.type, e.channel, e.data["price"], e.data["timestamp"]) for e in got] == [
+        ("price_update", name, f"{i + 1}.25", iso(t)) for i, t in enumerate(times)
+    ]
+    with pytest.raises(perseus_sdk.StreamRefused) as refused:
+        async for _ in perseus_sdk.replay(url, key, name, times[1], times[0]):
+            pass
+    assert refused.value.code == "INVALID_MESSAGE"
+
+
+async def test_the_cores_replay_rpc(core: Process, migrated_env: dict[str, str]) -> None:
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, list(range(0, 2500)))
+    request = replay_service_pb2.ReplayRequest(channel=f"prices:all:{symbol}", chunk_size=1000)
+    request.start_time.FromMilliseconds(times[0])
+    request.end_time.FromMilliseconds(times[-1] + 1)
+    async with aio.insecure_channel(core.addr) as channel:
+        stub = replay_service_pb2_grpc.ReplayServiceStub(channel)
+        chunks = [response async for response in stub.Replay(request, timeout=30)]
+        assert [len(c.events) for c in chunks] == [1000, 1000, 500]
+        events = [e for c in chunks for e in c.events]
+        assert all(e.channel == f"prices:all:{symbol}" and e.seq == 0 for e in events)
+        assert [e.price_update.timestamp.ToMilliseconds() for e in events] == times
+        request.channel = f"candles:{symbol}:1m"
+        with pytest.raises(aio.AioRpcError) as refused:
+            _ = [response async for response in stub.Replay(request, timeout=30)]
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
