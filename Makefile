@@ -94,6 +94,10 @@ bench-core: venv ## GetCandles req/s beside redis-benchmark, and Subscribe fan-o
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators
 
+.PHONY: bench-export
+bench-export: venv ## bulk export: rows/s and peak RSS of gateway and core from 10k to 1M ticks, beside COPY TO STDOUT (SIZES=10000,...)
+	$(BIN)/python -m bench.export $(if $(SIZES),--sizes $(SIZES))
+
 .PHONY: bench-webhooks
 bench-webhooks: venv ## alert webhooks: deliveries/s to a local receiver and the lag from alert to delivery
 	$(BIN)/python -m bench.webhooks
