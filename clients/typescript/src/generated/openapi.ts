@@ -109,6 +109,50 @@ export type paths = {
         patch?: never;
         trace?: never;
     };
+    "/public/v1/export/candles/{exchange}/{symbol}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export candles
+         * @description Every closed candle of the series with `start <= timestamp < end` (both rounded up to the timeframe's boundary), from PostgreSQL, in one streamed response. The range may span at most `PERSEUS_EXPORT_MAX_CANDLES` timeframes (400 beyond). The whole range's possible candles (`(end - start) / timeframe`) are reserved from the budget up front (429 when they do not fit), and the reservation is settled to the rows sent. The body is written as it is read (chunked), oldest first; its last line says it is whole: `{"type":"end","rows":N}` (NDJSON) or `# end rows=N` (CSV). An error after the first byte ends it with `{"type":"error","error":{…},"rows":N}` or `# error CODE: message` instead. Cost: rows, from the key's daily export budget (`PERSEUS_EXPORT_ROWS_PER_DAY_FREE` / `_PRO`), which this route's `X-RateLimit-*` headers count (reset: the next UTC midnight).
+         *
+         *     Rate-limit cost: rows (daily budget) unit(s).
+         */
+        get: operations["export_candles"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/public/v1/export/ticks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export ticks
+         * @description Every stored tick of the symbol (of every source, or of `source`) with `start <= timestamp < end`, by time, in one streamed response. The range may span at most `PERSEUS_EXPORT_MAX_TICK_HOURS` hours (400 beyond). A tick export needs one row of budget left to start and may send as many rows as the budget has left; beyond, it ends with an error line (`RATE_LIMIT_EXCEEDED`). The body is written as it is read (chunked), oldest first; its last line says it is whole: `{"type":"end","rows":N}` (NDJSON) or `# end rows=N` (CSV). An error after the first byte ends it with `{"type":"error","error":{…},"rows":N}` or `# error CODE: message` instead. Cost: rows, from the key's daily export budget (`PERSEUS_EXPORT_ROWS_PER_DAY_FREE` / `_PRO`), which this route's `X-RateLimit-*` headers count (reset: the next UTC midnight).
+         *
+         *     Rate-limit cost: rows (daily budget) unit(s).
+         */
+        get: operations["export_ticks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/public/v1/indicators/{exchange}/{symbol}": {
         parameters: {
             query?: never;
@@ -335,6 +379,16 @@ export type components = {
             low: string;
             num_feeds: number;
             open: string;
+            timestamp: string | null;
+            volume: string;
+        };
+        PriceFeed: {
+            ask: string | null;
+            bid: string | null;
+            exchange_timestamp: string | null;
+            price: string;
+            source: string;
+            symbol: string;
             timestamp: string | null;
             volume: string;
         };
@@ -880,6 +934,318 @@ export interface operations {
                     "application/json": {
                         data: components["schemas"]["Exchange"][];
                     };
+                };
+            };
+            /** @description VALIDATION_ERROR */
+            400: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description RATE_LIMIT_EXCEEDED */
+            429: {
+                headers: {
+                    /** @description Seconds until the limit resets */
+                    "Retry-After": number;
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INTERNAL_ERROR */
+            500: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    export_candles: {
+        parameters: {
+            query: {
+                /**
+                 * @description Last open time, exclusive
+                 * @example 2026-12-01T00:00:00Z
+                 */
+                end: string | unknown | unknown;
+                /** @description Body format: NDJSON (one JSON object per line) or CSV */
+                format?: "ndjson" | "csv";
+                /**
+                 * @description First open time, inclusive
+                 * @example 2026-11-01T00:00:00Z
+                 */
+                start: string | unknown | unknown;
+                /** @description Candle timeframe */
+                timeframe?: "1m" | "5m" | "15m" | "1h" | "4h" | "1d";
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description Exchange name
+                 * @example sim
+                 */
+                exchange: string;
+                /**
+                 * @description Pair, `BTC-USD` or `BTC/USD` (URL-encoded)
+                 * @example BTC-USD
+                 */
+                symbol: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Export candles */
+            200: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
+                };
+            };
+            /** @description VALIDATION_ERROR */
+            400: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description RATE_LIMIT_EXCEEDED */
+            429: {
+                headers: {
+                    /** @description Seconds until the limit resets */
+                    "Retry-After": number;
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INTERNAL_ERROR */
+            500: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    export_ticks: {
+        parameters: {
+            query: {
+                /**
+                 * @description End, exclusive
+                 * @example 2026-12-02T00:00:00Z
+                 */
+                end: string | unknown | unknown;
+                /** @description Body format: NDJSON (one JSON object per line) or CSV */
+                format?: "ndjson" | "csv";
+                /** @description Only ticks of this source */
+                source?: string;
+                /**
+                 * @description Start, inclusive
+                 * @example 2026-12-01T00:00:00Z
+                 */
+                start: string | unknown | unknown;
+                /**
+                 * @description Pair
+                 * @example BTC-USD
+                 */
+                symbol: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Export ticks */
+            200: {
+                headers: {
+                    /** @description Units per minute of this key; 0: not limited */
+                    "X-RateLimit-Limit"?: number;
+                    /** @description Units left in the current minute */
+                    "X-RateLimit-Remaining"?: number;
+                    /** @description Epoch second at which the minute ends; 0: not limited */
+                    "X-RateLimit-Reset"?: number;
+                    /** @description The request's id (the client's, when it sent a sane one) */
+                    "X-Request-ID"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
                 };
             };
             /** @description VALIDATION_ERROR */
