@@ -137,12 +137,23 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
             {
                 "type": {"const": event_type},
                 "channel": channel_name,
-                "seq": {"type": "integer", "minimum": 1, "description": "increases by one per channel"},
+                "seq": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "increases by one per channel; absent from replayed events",
+                },
+                "replay": {
+                    "const": True,
+                    "description": "present (true) only on an event played back by a replay request",
+                },
                 "data": _schemas(descriptor, schemas),
             },
-            f"One {event_type.replace('_', ' ')} event.",
+            f"One {event_type.replace('_', ' ')} event: live (with seq), or played back by a replay request (with "
+            "replay: true and no seq; data carries the original times).",
+            optional=("seq", "replay"),
         )
-    received = ["auth", "subscribe", "unsubscribe"]
+    messages.update(_replay_messages(channel_name))
+    received = ["auth", "subscribe", "unsubscribe", "replay", "stop_replay"]
     sent = [name for name in messages if name not in received]
     return {
         "asyncapi": "3.1.0",
@@ -212,6 +223,75 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _replay_messages(channel_name: dict[str, Any]) -> dict[str, Any]:
+    """History replay (issue 21): the request, its stop, and the three state messages."""
+    prices_channel = {
+        **channel_name,
+        "description": "prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or "
+        f"prices:{ALL_SOURCES}:{{SYMBOL}} (every source); other families are INVALID_CHANNEL.",
+    }
+    time = {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+            {"type": "string", "format": "date-time", "description": "ISO 8601 with a zone"},
+        ]
+    }
+    count = {"type": "integer", "minimum": 0, "description": "events sent by this replay"}
+    return {
+        "replay": _envelope(
+            {
+                "action": {"const": "replay"},
+                "channel": prices_channel,
+                "start": time,
+                "end": time,
+                "speed": {
+                    "oneOf": [
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": protocol.MAX_REPLAY_SPEED},
+                        {"const": "max"},
+                    ],
+                    "default": 1,
+                    "description": "a multiple of real time, or max: as fast as the client reads",
+                },
+            },
+            "Play the stored events of one prices channel with times in start <= t < end, oldest first, as "
+            "the live envelopes with replay: true and no seq, between replay_started and replay_done (or "
+            "replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a "
+            "gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); "
+            "end not after start, a speed of 0 or below: INVALID_MESSAGE. The channel counts against the "
+            "channel budgets while it plays, and the request against the message rate.",
+            optional=("speed",),
+        ),
+        "stop_replay": _envelope(
+            {"action": {"const": "stop_replay"}},
+            "Stop this connection's replay: answered with replay_stopped (INVALID_MESSAGE if none plays).",
+        ),
+        "replay_started": _envelope(
+            {
+                "type": {"const": "replay_started"},
+                "channel": prices_channel,
+                "start": {"type": "integer", "description": "epoch milliseconds"},
+                "end": {"type": "integer", "description": "epoch milliseconds"},
+                "speed": {"oneOf": [{"type": "number"}, {"const": "max"}]},
+            },
+            "A replay request was accepted; its events follow.",
+        ),
+        "replay_done": _envelope(
+            {"type": {"const": "replay_done"}, "channel": prices_channel, "count": count},
+            "The replay sent every event of its range.",
+        ),
+        "replay_stopped": _envelope(
+            {
+                "type": {"const": "replay_stopped"},
+                "channel": prices_channel,
+                "count": count,
+                "error": {"type": "string", "description": "why the gateway cut it short (absent after stop_replay)"},
+            },
+            "The replay ended early: after stop_replay, or cut short by the gateway (with error).",
+            optional=("error",),
+        ),
     }
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 import grpc
+import httpx
+import jsonschema
 import pytest
 from grpc import aio
 from websockets.asyncio.client import ClientConnection, connect
@@ -283,3 +285,40 @@ async def test_the_cores_replay_rpc(core: Process, migrated_env: dict[str, str])
         with pytest.raises(aio.AioRpcError) as refused:
             _ = [response async for response in stub.Replay(request, timeout=30)]
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def served_asyncapi(addr: str) -> dict[str, Any]:
+    """The gateway's AsyncAPI document, checked against the AsyncAPI 3.1.0 schema."""
+    document: dict[str, Any] = httpx.get(f"http://{addr}/public/v1/asyncapi.json", timeout=5).json()
+    with open("tests/fixtures/asyncapi/asyncapi-3.1.0.schema.json") as f:
+        jsonschema.Draft7Validator(json.load(f)).validate(document)
+    return document
+
+
+async def test_replay_messages_match_the_served_asyncapi_document(
+    core: Process, migrated_env: dict[str, str], gateway: Process, ws: ClientConnection
+) -> None:
+    document = served_asyncapi(gateway.addr)
+    messages = document["components"]["messages"]
+
+    def check(name: str, message: dict[str, Any]) -> None:
+        schema = {**messages[name]["payload"], "components": document["components"]}
+        jsonschema.Draft202012Validator(schema).validate(message)
+
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 10, 600_000])
+    request = {"action": "replay", "channel": f"prices:{symbol}", "start": times[0], "end": iso(times[1] + 1)}
+    check("replay", request)
+    await send(ws, request)
+    started, *replayed = [await recv(ws) for _ in range(3)]
+    check("replay_started", started)
+    for message in replayed:
+        check("price_update", message)
+    check("replay_done", await recv(ws))
+    await send(ws, {**request, "end": times[2] + 1, "speed": 1})
+    await recv(ws)  # replay_started
+    await recv(ws)
+    await recv(ws)
+    check("stop_replay", {"action": "stop_replay"})
+    await send(ws, {"action": "stop_replay"})
+    check("replay_stopped", await recv(ws))

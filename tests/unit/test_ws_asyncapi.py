@@ -45,6 +45,11 @@ def test_every_message_and_close_code_is_documented() -> None:
         "trade_signal",
         "price_update",
         "indicator_update",
+        "replay",
+        "stop_replay",
+        "replay_started",
+        "replay_done",
+        "replay_stopped",
     }
     indicator = document["components"]["messages"]["indicator_update"]["payload"]["properties"]["data"]
     assert indicator == {"$ref": "#/components/schemas/MacdV"}
