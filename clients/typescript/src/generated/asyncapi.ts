@@ -21,13 +21,18 @@ export type components = {
             timestamp: string | null;
             volume: string;
         };
-        /** @description One candle close event. */
+        /** @description One candle close event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         CandleCloseMessage: {
             /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["Candle"];
-            /** @description increases by one per channel */
-            seq: number;
+            /**
+             * @description present (true) only on an event played back by a replay request
+             * @constant
+             */
+            replay?: true;
+            /** @description increases by one per channel; absent from replayed events */
+            seq?: number;
             /** @constant */
             type: "candle_close";
         };
@@ -46,13 +51,18 @@ export type components = {
             /** @constant */
             type: "heartbeat";
         };
-        /** @description One indicator update event. */
+        /** @description One indicator update event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         IndicatorUpdateMessage: {
             /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["MacdV"];
-            /** @description increases by one per channel */
-            seq: number;
+            /**
+             * @description present (true) only on an event played back by a replay request
+             * @constant
+             */
+            replay?: true;
+            /** @description increases by one per channel; absent from replayed events */
+            seq?: number;
             /** @constant */
             type: "indicator_update";
         };
@@ -77,15 +87,66 @@ export type components = {
             timestamp: string | null;
             volume: string;
         };
-        /** @description One price update event. */
+        /** @description One price update event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         PriceUpdateMessage: {
             /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["PriceFeed"];
-            /** @description increases by one per channel */
-            seq: number;
+            /**
+             * @description present (true) only on an event played back by a replay request
+             * @constant
+             */
+            replay?: true;
+            /** @description increases by one per channel; absent from replayed events */
+            seq?: number;
             /** @constant */
             type: "price_update";
+        };
+        /** @description The replay sent every event of its range. */
+        ReplayDoneMessage: {
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            channel: string;
+            /** @description events sent by this replay */
+            count: number;
+            /** @constant */
+            type: "replay_done";
+        };
+        /** @description Play the stored events of one prices channel with times in start <= t < end, oldest first, as the live envelopes with replay: true and no seq, between replay_started and replay_done (or replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); end not after start, a speed of 0 or below: INVALID_MESSAGE. The channel counts against the channel budgets while it plays, and the request against the message rate. */
+        ReplayMessage: {
+            /** @constant */
+            action: "replay";
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            channel: string;
+            end: number | string;
+            /**
+             * @description a multiple of real time, or max: as fast as the client reads
+             * @default 1
+             */
+            speed: number | "max";
+            start: number | string;
+        };
+        /** @description A replay request was accepted; its events follow. */
+        ReplayStartedMessage: {
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            channel: string;
+            /** @description epoch milliseconds */
+            end: number;
+            speed: number | "max";
+            /** @description epoch milliseconds */
+            start: number;
+            /** @constant */
+            type: "replay_started";
+        };
+        /** @description The replay ended early: after stop_replay, or cut short by the gateway (with error). */
+        ReplayStoppedMessage: {
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            channel: string;
+            /** @description events sent by this replay */
+            count: number;
+            /** @description why the gateway cut it short (absent after stop_replay) */
+            error?: string;
+            /** @constant */
+            type: "replay_stopped";
         };
         /** @description The channel's history no longer reaches back to requested_seq: the events after it and before first_available_seq are gone. Sent before the replay that starts at first_available_seq. */
         ResumeGapMessage: {
@@ -95,6 +156,11 @@ export type components = {
             requested_seq: number;
             /** @constant */
             type: "resume_gap";
+        };
+        /** @description Stop this connection's replay: answered with replay_stopped (INVALID_MESSAGE if none plays). */
+        StopReplayMessage: {
+            /** @constant */
+            action: "stop_replay";
         };
         /** @description Acknowledges a subscribe; lists the channels as the client named them. */
         SubscribedMessage: {
@@ -124,13 +190,18 @@ export type components = {
             timeframe: ("1m" | "5m" | "15m" | "1h" | "4h" | "1d") | null;
             timestamp: string | null;
         };
-        /** @description One trade signal event. */
+        /** @description One trade signal event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         TradeSignalMessage: {
             /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["TradeSignal"];
-            /** @description increases by one per channel */
-            seq: number;
+            /**
+             * @description present (true) only on an event played back by a replay request
+             * @constant
+             */
+            replay?: true;
+            /** @description increases by one per channel; absent from replayed events */
+            seq?: number;
             /** @constant */
             type: "trade_signal";
         };
@@ -171,4 +242,9 @@ export type messages = {
     "trade_signal": components["schemas"]["TradeSignalMessage"];
     "price_update": components["schemas"]["PriceUpdateMessage"];
     "indicator_update": components["schemas"]["IndicatorUpdateMessage"];
+    "replay": components["schemas"]["ReplayMessage"];
+    "stop_replay": components["schemas"]["StopReplayMessage"];
+    "replay_started": components["schemas"]["ReplayStartedMessage"];
+    "replay_done": components["schemas"]["ReplayDoneMessage"];
+    "replay_stopped": components["schemas"]["ReplayStoppedMessage"];
 };
