@@ -165,30 +165,44 @@ class ExchangePipeline:
         """A builder for each new symbol, rebuilt from storage (see :meth:`CandleBuilder.restore`); returns
         the candles that closes, with those the clock closes, not yet stored.
 
-        It must run before any new data of the symbol is stored, or that data would count twice.
+        It must run before any new data of the symbol is stored, or that data would count twice. A symbol
+        whose rebuild fails gets no builder (the next event rebuilds it again, from the same storage); the
+        candles closed for the symbols rebuilt before it are kept for the next store.
         """
         closed: list[Candle] = []
-        for symbol in dict.fromkeys(s for s in symbols if s not in self._builders):
-            builder = CandleBuilder(self.exchange, symbol)
-            history = await self._candles.last_closed(self._exchange_id, symbol)
-            since, ticks_since = builder.restore_window(history, self._clock_ms())
-            if self._from_trades:
-                minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since, ticks_since)
-                minutes += await self._candles.tick_minutes(self.exchange, symbol, ticks_since)
-            else:  # the venue's 1m candles are the source: the stored ones are all there is
-                minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since)
-            closed += builder.restore(history, minutes)
-            self._builders[symbol] = builder
-            if self._from_trades:  # the ingested ticks the rebuild left out, before the clock closes anything
-                closed += await self._take_ingested([symbol])
-            closed += builder.advance(self._clock_ms())
+        try:
+            for symbol in dict.fromkeys(s for s in symbols if s not in self._builders):
+                closed += await self._restore_one(symbol)
+        except BaseException:
+            self._keep(closed)
+            raise
         return closed
 
-    async def _take_ingested(self, symbols: Sequence[str]) -> list[Candle]:
-        """Add to the candles the ingested ticks waiting for ``symbols`` (taken in a fenced transaction: only
-        the current writer takes them, and a writer that lost its term leaves them to the next)."""
+    async def _restore_one(self, symbol: str) -> list[Candle]:
+        builder = CandleBuilder(self.exchange, symbol)
+        history = await self._candles.last_closed(self._exchange_id, symbol)
+        since, ticks_since = builder.restore_window(history, self._clock_ms())
+        if self._from_trades:
+            minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since, ticks_since)
+            # the stored ticks but those still waiting in candle_inbox, which are taken right below
+            minutes += await self._candles.tick_minutes(self.exchange, symbol, ticks_since)
+        else:  # the venue's 1m candles are the source: the stored ones are all there is
+            minutes = await self._candles.stored_minutes(self._exchange_id, symbol, since)
+        closed = builder.restore(history, minutes)
+        # the ingested ticks the rebuild left out, before the clock closes anything; if taking them fails, the
+        # builder is dropped: they stay waiting, and the next rebuild leaves them out again
+        taken = await self._take(symbol) if self._from_trades else []
+        self._builders[symbol] = builder
+        closed += self._add_ingested(taken)
+        return closed + builder.advance(self._clock_ms())
+
+    async def _take(self, *symbols: str) -> list[tuple[str, Decimal, Decimal, int]]:
+        """The ingested ticks waiting for ``symbols``, taken (deleted) in a fenced transaction: only the
+        current writer takes them, and a writer that lost its term leaves them to the next."""
         async with self._fenced() as conn:
-            taken = await self._candles.take_inbox(self.exchange, symbols, conn=conn)
+            return await self._candles.take_inbox(self.exchange, symbols, conn=conn)
+
+    def _add_ingested(self, taken: Sequence[tuple[str, Decimal, Decimal, int]]) -> list[Candle]:
         closed: list[Candle] = []
         for symbol, price, volume, ts_ms in taken:
             update = self._builders[symbol].add_tick(price, volume, ts_ms)
@@ -212,7 +226,11 @@ class ExchangePipeline:
         trades = sorted((e for e in events if isinstance(e, Trade)), key=lambda t: t.ts_ms)
         closed = await self._restore(e.symbol for e in events if isinstance(e, (Trade, ExchangeCandle)))
         if trades:
-            closed += await self._on_trades(trades)
+            try:
+                closed += await self._on_trades(trades)
+            except BaseException:  # what the rebuild closed is kept for the next store
+                self._keep(closed)
+                raise
         for event in events:
             if isinstance(event, ExchangeCandle) and event.closed and not self._from_trades:
                 update = self._builders[event.symbol].add_minute(
@@ -269,10 +287,18 @@ class ExchangePipeline:
             waiting = sorted(await self._candles.inbox_symbols(self.exchange))
             if waiting:
                 closed += await self._restore(waiting)
-                closed += await self._take_ingested(waiting)
+                try:
+                    closed += self._add_ingested(await self._take(*waiting))
+                except BaseException:
+                    self._keep(closed)
+                    raise
         if self._storing_since is not None:
             now = min(now, self._storing_since)
         await self._persist(closed + [c for b in self._builders.values() for c in b.advance(now)])
+
+    def _keep(self, closed: list[Candle]) -> None:
+        """Closed candles not stored yet (a failure came first): stored with the next ones (bounded)."""
+        self._pending = (self._pending + closed)[-MAX_PENDING_CANDLES:]
 
     async def _persist(self, closed: list[Candle]) -> None:
         """Store and publish closed candles; on failure keep them (bounded) for the next attempt."""

@@ -33,6 +33,8 @@ class Storage:
         self.candles: dict[tuple[int, str, Timeframe, int], Candle] = {}
         self.windowed: list[Candle] = []
         self.symbols: set[tuple[int, str]] = set()
+        self.inbox: list[Tick] = []  # ingested ticks (also in ``ticks``) waiting for the writer
+        self.take_fails_for: set[str] = set()  # symbols whose inbox cannot be taken (PostgreSQL failing then)
 
     def check(self) -> None:
         if self.down:
@@ -93,7 +95,8 @@ class MemoryCandles:
         self._s.check()
         by_minute: dict[int, list[Tick]] = {}
         for tick in sorted(self._s.ticks, key=lambda t: t.ts_ms):  # stable: insertion order breaks ties
-            if tick.source == source and tick.symbol == symbol and tick.ts_ms >= since_ms:
+            waiting = any(tick is w for w in self._s.inbox)  # left out: the writer takes it from the inbox
+            if tick.source == source and tick.symbol == symbol and tick.ts_ms >= since_ms and not waiting:
                 by_minute.setdefault(tick.ts_ms // MIN, []).append(tick)
         return [
             Aggregate(
@@ -110,13 +113,17 @@ class MemoryCandles:
 
     async def inbox_symbols(self, source: str) -> set[str]:
         self._s.check()
-        return set()  # nothing is ingested here (tests/integration/test_ingest_candles.py covers the inbox)
+        return {t.symbol for t in self._s.inbox if t.source == source}
 
     async def take_inbox(
         self, source: str, symbols: Sequence[str], *, conn: Connection = None
     ) -> list[tuple[str, D, D, int]]:
         self._s.check()
-        return []
+        if self._s.take_fails_for & set(symbols):
+            raise StorageUnavailable("postgresql", "down")
+        taken = [t for t in self._s.inbox if t.source == source and t.symbol in symbols]
+        self._s.inbox = [t for t in self._s.inbox if not any(t is x for x in taken)]
+        return [(t.symbol, t.price, t.volume, t.ts_ms) for t in sorted(taken, key=lambda t: t.ts_ms)]
 
     async def insert(self, exchange_id: int, candles: Sequence[Candle], *, conn: Connection = None) -> None:
         self._s.check()
@@ -296,3 +303,43 @@ async def test_closed_candles_reach_the_listener_after_they_are_published() -> N
     h.clock.now = T0 + MIN + 2_000
     await p.advance()
     assert told == [(h.storage.stored(), 1)]
+
+
+def ingested(storage: Storage, symbol: str, price: str, size: str, ts: int, *, waiting: bool = True) -> None:
+    """A tick stored by ingest (any core); ``waiting``: still in the inbox, not taken by a writer yet."""
+    tick = Tick(symbol, D(price), D(size), "sim", ts)
+    storage.ticks.append(tick)
+    if waiting:
+        storage.inbox.append(tick)
+
+
+async def test_ingested_ticks_are_taken_into_the_candles_once_across_a_rebuild() -> None:
+    h = Harness()
+    ingested(h.storage, SYMBOL, "10", "1", T0 + 1_000, waiting=False)  # taken by the writer before (now dead)
+    ingested(h.storage, SYMBOL, "12", "2", T0 + 2_000)  # ingested while nobody led
+    p = h.pipeline()
+    await p.start([SYMBOL])  # the rebuild reads the first, the inbox gives the second: each once
+    ingested(h.storage, SYMBOL, "9", "4", T0 + 3_000)  # ingested on any core after the start
+    await p.advance()
+    h.clock.now = T0 + MIN + 2_000
+    await p.advance()
+    [candle] = h.storage.stored()
+    assert ohlcv(candle) == (D(10), D(12), D(9), D(9), D(7))
+    assert h.storage.inbox == [] and p.stats.ingested == 2
+
+
+async def test_a_failed_take_keeps_the_candles_other_symbols_rebuilt_and_rebuilds_its_symbol_again() -> None:
+    h = Harness()
+    for symbol in ("AAA-USD", "BBB-USD"):
+        ingested(h.storage, symbol, "5", "1", T0 + 1_000, waiting=False)
+        ingested(h.storage, symbol, "6", "2", T0 + 2_000)
+    h.clock.now = T0 + MIN + 2_000  # both symbols' first minute is over: their rebuild closes it
+    p = h.pipeline()
+    h.storage.take_fails_for = {"BBB-USD"}
+    with pytest.raises(StorageUnavailable):
+        await p.advance()
+    h.storage.take_fails_for = set()
+    await p.advance()
+    stored = {c.symbol: ohlcv(c) for c in h.storage.stored()}
+    assert stored == {s: (D(5), D(6), D(5), D(6), D(3)) for s in ("AAA-USD", "BBB-USD")}
+    assert p.stats.ingested == 2
