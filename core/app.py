@@ -284,6 +284,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             CandleStore(pool, shared, keys),
             publisher,
             on_closed=indicators.on_closed,
+            feed_counts=ingestion.feeds,  # the venues' trades counted beside the ingested feeds
         )
         writers = build_writers(settings, stores, clock_ms)
         running_writers.extend(writers)

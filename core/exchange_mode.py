@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,6 +92,7 @@ class Stores:
     candles: CandleStore
     publisher: EventPublisher
     on_closed: ClosedListener | None = None  # the indicators, told of each stored wave of closed candles
+    feed_counts: collections.Counter[tuple[str, str]] | None = None  # perseus_ingested_feeds_total, venue trades
 
 
 def build_writers(settings: Settings, stores: Stores, clock_ms: Callable[[], int]) -> list[ExchangeWriter]:
@@ -130,6 +132,7 @@ def _writer(name: str, settings: Settings, stores: Stores, clock_ms: Callable[[]
             fence=fence,
             term=lambda: lock.term,
             on_closed=stores.on_closed,
+            feed_counts=stores.feed_counts,
         )
         running = start_venue(pipeline.deliver)
         return Feed(

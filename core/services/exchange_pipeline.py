@@ -26,6 +26,7 @@ that lost the lease, even one that was paused with a write on its way, raises
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,7 +39,7 @@ from core.domain.errors import LeaseLost
 from core.domain.market_events import ExchangeCandle, MarketEvent, SequenceGap, Trade
 from core.domain.prices import Tick
 from core.domain.timeframes import Timeframe
-from core.services.ingestion import TicksListener
+from core.services.ingestion import DUPLICATE, STORED, TicksListener
 from core.services.ports import Connection, Fenced
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,11 @@ class ExchangePipeline:
         fence: Fence | None = None,
         term: Callable[[], int] = lambda: 0,
         on_closed: ClosedListener | None = None,
+        feed_counts: collections.Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.exchange = exchange
+        # perseus_ingested_feeds_total: the venue's trades by (source, status), beside the ingested feeds
+        self._feed_counts = feed_counts if feed_counts is not None else collections.Counter()
         self._worker_id = f"venue:{exchange}@{writer_id}" if writer_id else f"venue:{exchange}"
         self._exchange_id = exchange_id
         self._ticks = ticks
@@ -266,6 +270,8 @@ class ExchangePipeline:
             fresh = [tick for i, tick in ticks if i in stored]
             self.stats.trades += len(fresh)
             self.stats.duplicate_trades += len(ticks) - len(fresh)
+            self._feed_counts[self.exchange, STORED] += len(fresh)
+            self._feed_counts[self.exchange, DUPLICATE] += len(ticks) - len(fresh)
             await self._after_ticks(fresh)
             closed: list[Candle] = []
             if self._from_trades:

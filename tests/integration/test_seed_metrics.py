@@ -141,6 +141,15 @@ def test_ingested_feeds_are_counted_by_source_and_status(stack: Stack) -> None:
     assert not any(dict(labels).get("source") == "made-up-venue" for _, labels in after.samples)
 
 
+def test_a_venues_trades_are_counted_as_its_source(stack: Stack) -> None:
+    # the sim venue trades 20 times a second here: its stored ticks count as source="sim", like ingested feeds
+    until(
+        lambda: scrape(stack.core_metrics),
+        lambda p: p.value("perseus_ingested_feeds_total", source="sim", status="stored") >= 20,
+        "the sim venue's trades counted",
+    )
+
+
 def test_latest_price_reads_count_cache_hits_and_misses(stack: Stack) -> None:
     symbol = f"HIT{time.time_ns() % 100_000}-USD"
     assert ingest(stack, [feed(symbol, "3.25", "coinbase", 1)]).status_code == 200
