@@ -22,14 +22,14 @@ from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.metrics import HttpMetrics
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
-from gateways.rest import candles, export, indicators, ingest, market, prices, signals
+from gateways.rest import candles, export, indicators, ingest, market, prices, signals, webhooks
 from gateways.rest.candle_cache import cache_counter, size_gauge
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
 from gateways.rest.docs import PAGE_HEADERS, STREAM_DOCS_PATH, docs_html, load_assets, stream_html
 from gateways.rest.guard import add_limit_headers
 from gateways.rest.limiter import fallback_counter
-from gateways.rest.openapi import ASYNCAPI_PATH, DOCS_PATH, SPEC_PATH, openapi_bytes, openapi_document
+from gateways.rest.openapi import ASYNCAPI_PATH, DOCS_PATH, SPEC_PATH, openapi_document
 from gateways.ws.asyncapi import asyncapi_document
 
 APP_NAME = "perseus_rest"
@@ -45,7 +45,13 @@ OPERATIONS = (
     prices.CONSENSUS,
     *export.OPERATIONS,
 )
-PREFLIGHT_PATHS = (*(op.sanic_path for op in OPERATIONS), "/internal/v1/ingest", SPEC_PATH, ASYNCAPI_PATH)
+PREFLIGHT_PATHS = (
+    *(op.sanic_path for op in OPERATIONS),
+    *webhooks.SANIC_PATHS,
+    "/internal/v1/ingest",
+    SPEC_PATH,
+    ASYNCAPI_PATH,
+)
 CACHEABLE = {"Cache-Control": "public, max-age=60"}
 HTML = "text/html; charset=utf-8"
 
@@ -53,7 +59,7 @@ HTML = "text/html; charset=utf-8"
 def create_app(settings: GatewaySettings) -> RestApp:
     """The REST gateway app; its services are built when the server starts (:class:`RestContext`)."""
     metrics, version = HttpMetrics(settings.process), package_version()
-    document = openapi_document(OPERATIONS, version=version)
+    document = webhooks.document_with_webhooks(openapi_document(OPERATIONS, version=version))
     stream_document = asyncapi_document(version, settings.stream_addr)
     pages = {"spec_path": SPEC_PATH, "asyncapi_path": ASYNCAPI_PATH}
     context = RestContext(
@@ -63,7 +69,7 @@ def create_app(settings: GatewaySettings) -> RestApp:
         limit_fallbacks=fallback_counter(metrics.registry),
         candle_results=cache_counter(metrics.registry),
         candle_size=size_gauge(metrics.registry),
-        openapi=openapi_bytes(OPERATIONS, version=version),
+        openapi=orjson.dumps(document, option=orjson.OPT_INDENT_2),  # openapi_bytes' form, webhooks added
         asyncapi=orjson.dumps(stream_document),
         docs=docs_html(document, **pages),
         stream_docs=stream_html(stream_document, **pages),
@@ -71,7 +77,7 @@ def create_app(settings: GatewaySettings) -> RestApp:
     )
     app: RestApp = create_gateway_app(APP_NAME, context)
     app.config.PROXIES_COUNT = settings.trusted_proxies  # request.remote_addr: the client behind them
-    blueprints = (market, candles, signals, indicators, prices, ingest, export)
+    blueprints = (market, candles, signals, indicators, prices, ingest, export, webhooks)
     for module in blueprints:
         app.blueprint(module.blueprint)
     app.add_route(openapi_spec, SPEC_PATH, methods=["GET"], name="openapi")
