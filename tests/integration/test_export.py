@@ -372,3 +372,44 @@ def test_the_sdk_iterates_an_export(stack: RestStack) -> None:
     assert last.timestamp == datetime.fromtimestamp((MONTH_END - MINUTE_MS) / 1000, UTC)
     assert ticks == 1060
     assert refused is not None and refused.status == 400 and refused.code == "VALIDATION_ERROR"
+
+
+async def _terminate_export_backends(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return len(
+            await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1"
+                " AND datname = current_database() AND state = 'idle in transaction'",
+                HEAVY_POOL,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+def test_postgresql_lost_mid_export_ends_the_body_with_an_error_line(stack: RestStack) -> None:
+    url = stack.env["PERSEUS_DATABASE_URL"]
+    for fmt in ("ndjson", "csv"):
+        with httpx.stream(
+            "GET",
+            f"http://{stack.rest.addr}/public/v1/export/ticks",
+            params={"symbol": SEED.symbol, "start": TICK_DAY, "end": TICK_DAY + DAY_MS, "format": fmt},
+            headers={"X-API-Key": stack.keys["pro"]},
+            timeout=60,
+        ) as response:
+            assert response.status_code == 200
+            chunks = response.iter_raw()
+            body = next(chunks)
+            wait_for(lambda: asyncio.run(_terminate_export_backends(url)) == 1, "no export transaction to end")
+            body += b"".join(chunks)
+        lines = body.splitlines()
+        if fmt == "ndjson":
+            last = orjson.loads(lines[-1])
+            assert last["type"] == "error" and last["error"]["code"] == "SERVICE_UNAVAILABLE", last
+            assert last["rows"] == len(lines) - 1 < 2 * TICKS_PER_SOURCE
+        else:
+            assert lines[-1].startswith(b"# error SERVICE_UNAVAILABLE: "), lines[-1]
+            assert 1 < len(lines) - 2 < 2 * TICKS_PER_SOURCE
+    after = export(stack, "ticks", symbol=SEED.symbol, start=TICK_DAY, end=TICK_DAY + 60_000)
+    assert after.status_code == 200 and ndjson(after)[1] == {"type": "end", "rows": 120}
