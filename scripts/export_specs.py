@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))  # run as a file from anywhere: the gateways are i
 from gateways.common.settings import DEFAULT_LISTEN_ADDRS  # noqa: E402
 from gateways.rest.app import OPERATIONS  # noqa: E402
 from gateways.rest.openapi import openapi_document  # noqa: E402
+from gateways.rest.webhooks import document_with_webhooks  # noqa: E402
 from gateways.ws.asyncapi import asyncapi_document  # noqa: E402
 
 SPEC_DIR = ROOT / "clients" / "typescript" / "spec"
@@ -36,7 +37,7 @@ SNAPSHOT_VERSION = "snapshot"  # what the types were generated from, not a relea
 
 def documents() -> dict[str, dict[str, Any]]:
     return {
-        "openapi.json": openapi_document(OPERATIONS, version=SNAPSHOT_VERSION),
+        "openapi.json": document_with_webhooks(openapi_document(OPERATIONS, version=SNAPSHOT_VERSION)),
         "asyncapi.json": asyncapi_document(SNAPSHOT_VERSION, DEFAULT_LISTEN_ADDRS["ws"]),
     }
 
