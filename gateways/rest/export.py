@@ -209,7 +209,11 @@ async def _export(
     cap = decision.remaining + reserve if budget != UNLIMITED and reserve == 1 and field == "ticks" else None
     sent = [0]  # rows written so far: a client gone mid-stream is charged what it was sent
     try:
-        with nullcontext() if api_key.tier == key_service_pb2.KEY_TIER_ADMIN else services.heavy.hold(api_key.id):
+        with (
+            nullcontext()
+            if api_key.tier == key_service_pb2.KEY_TIER_ADMIN
+            else services.heavy.hold(api_key.id, "heavy reads (price ranges, exports)")
+        ):
             await _stream(request, fmt, filename, method, message, field, item, cap, sent)
     finally:
         if budget != UNLIMITED:

@@ -180,12 +180,10 @@ class InFlight:
         self._running: dict[int, int] = {}
 
     @contextmanager
-    def hold(self, key_id: int) -> Iterator[None]:
+    def hold(self, key_id: int, what: str = "price range reads") -> Iterator[None]:
         running = self._running.get(key_id, 0)
         if self._per_key and running >= self._per_key:
-            raise RateLimitExceeded(
-                HEAVY_RETRY_AFTER_S, f"at most {self._per_key} price range reads at once per API key; retry"
-            )
+            raise RateLimitExceeded(HEAVY_RETRY_AFTER_S, f"at most {self._per_key} {what} at once per API key; retry")
         self._running[key_id] = running + 1
         try:
             yield

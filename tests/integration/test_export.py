@@ -17,6 +17,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +94,7 @@ def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[RestSta
         SEED,
         PERSEUS_EXPORT_ROWS_PER_DAY_FREE=str(FREE_BUDGET),
         PERSEUS_DATABASE_HEAVY_POOL_SIZE=str(HEAVY_POOL_SIZE),
+        PERSEUS_HEAVY_READS_PER_KEY=str(HEAVY_POOL_SIZE),
     ) as stack:
         asyncio.run(_seed_history(stack.env["PERSEUS_DATABASE_URL"]))
         yield stack
@@ -411,5 +413,26 @@ def test_postgresql_lost_mid_export_ends_the_body_with_an_error_line(stack: Rest
         else:
             assert lines[-1].startswith(b"# error SERVICE_UNAVAILABLE: "), lines[-1]
             assert 1 < len(lines) - 2 < 2 * TICKS_PER_SOURCE
+    after = export(stack, "ticks", symbol=SEED.symbol, start=TICK_DAY, end=TICK_DAY + 60_000)
+    assert after.status_code == 200 and ndjson(after)[1] == {"type": "end", "rows": 120}
+
+
+def test_a_key_has_at_most_its_heavy_reads_in_flight(stack: RestStack) -> None:
+    """Exports hold one of the key's PERSEUS_HEAVY_READS_PER_KEY slots (each holds a core connection)."""
+    with ExitStack() as held:
+        for _ in range(HEAVY_POOL_SIZE):
+            response = held.enter_context(
+                httpx.stream(
+                    "GET",
+                    f"http://{stack.rest.addr}/public/v1/export/ticks",
+                    params={"symbol": SEED.symbol, "start": TICK_DAY, "end": TICK_DAY + DAY_MS},
+                    headers={"X-API-Key": stack.keys["pro"]},
+                    timeout=30,
+                )
+            )
+            assert response.status_code == 200
+        refused = export(stack, "ticks", symbol=SEED.symbol, start=TICK_DAY, end=TICK_DAY + 60_000)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert "2 heavy reads (price ranges, exports) at once" in refused.json()["error"]["message"]
     after = export(stack, "ticks", symbol=SEED.symbol, start=TICK_DAY, end=TICK_DAY + 60_000)
     assert after.status_code == 200 and ndjson(after)[1] == {"type": "end", "rows": 120}
