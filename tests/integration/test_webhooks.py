@@ -69,6 +69,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     plans: dict[str, list[int]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
+    bodies: dict[str, bytes] = field(default_factory=dict)  # of answers that are not 2xx
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
@@ -98,11 +99,14 @@ def receiver() -> Iterator[Receiver]:
             with box.lock:
                 box.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             time.sleep(delay)
+            answer = box.bodies.get(self.path, b"ok") if status >= 300 else b"ok"
             try:
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                if 300 <= status < 400:
+                    self.send_header("Location", "/redirected")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer)
             except (BrokenPipeError, ConnectionResetError):  # the sender gave up first (its timeout)
                 pass
 
@@ -420,6 +424,23 @@ async def test_a_slow_endpoint_is_cut_at_the_timeout_and_does_not_hold_the_other
     stack.hooks.delays["/slow"] = 0.0
     await until(lambda: stack.log(key, slow["id"])[0]["status"] == "delivered", "the retry")
     assert stack.log(key, fast["id"])[0]["status"] == "delivered"
+
+
+async def test_redirects_are_not_followed_and_answers_are_read_bounded(stack: Stack, keys: Callable[[], str]) -> None:
+    key = keys()
+    created = stack.create(key, "/moved", symbol="HOOKI-USD")
+    stack.hooks.plans["/moved"] = [307] + [500] * 1000
+    stack.hooks.bodies["/moved"] = b"x" * (4 << 20)  # 4 MiB answers
+    await stack.alert("HOOKI-USD", 1)
+    await until(lambda: stack.log(key, created["id"])[0]["last_status_code"] == 500, "a refused attempt")
+    assert stack.hooks.at("/redirected") == []  # the 307 was a failed attempt, not followed
+    [refused] = stack.log(key, created["id"])
+    assert refused["status"] == "pending" and refused["attempts"] >= 2
+    # a bounded excerpt of the 4 MiB answer is logged (the worker reads at most 1 KiB of it)
+    assert refused["last_error"].startswith("HTTP 500: xxx") and len(refused["last_error"]) <= 1100
+    stack.hooks.plans["/moved"] = []
+    await until(lambda: stack.log(key, created["id"])[0]["status"] == "delivered", "the delivery")
+    assert stack.hooks.at("/redirected") == []
 
 
 def test_openapi_declares_the_webhook_routes_and_the_answers_match_it(stack: Stack, keys: Callable[[], str]) -> None:
