@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused, type AnyLiveEvent, type StreamItem } from "../../src/index.js";
+import { LiveEvent, LiveStream, SeqGap, StreamClosed, StreamRefused, replay, type AnyLiveEvent, type StreamItem } from "../../src/index.js";
 import { take } from "../support/fake-socket.js";
 import { API_KEY, NO_STACK, RESTART_CMD, WS_URL, feedSource, freshSymbol, ingest, restartWsGateway, sleep, wsMetric } from "../support/stack.js";
 
@@ -147,4 +147,25 @@ test("a bad key ends the stream with 4001 and nothing reconnects", { skip: NO_ST
   } finally {
     stream.close();
   }
+});
+
+test("replay() yields the stored ticks of a range in order, then ends", { skip: NO_STACK }, async () => {
+  // A listed symbol (the gateway refuses unlisted ones): the seeded market's, on prices:all (every source),
+  // over a range that starts just before this test's ticks.
+  const symbol = "SEED-USD";
+  const channel = `prices:all:${symbol}`;
+  const from = Date.now() - 2000;
+  await ingest(symbol, ["7001.5", "7002.5", "7003.5"]);
+  const got: Array<[string, string, unknown]> = [];
+  for await (const event of replay(WS_URL, API_KEY, channel, from, new Date(Date.now() + 1000))) {
+    assert.equal(event.replay, true);
+    got.push([event.type, event.channel, event.type === "price_update" && event.data.price]);
+  }
+  assert.deepEqual(got, ["7001.5", "7002.5", "7003.5"].map((p) => ["price_update", channel, p]));
+  await assert.rejects(
+    async () => {
+      for await (const _ of replay(WS_URL, API_KEY, channel, from, from - 1)) assert.fail("no event");
+    },
+    (error: unknown) => error instanceof StreamRefused && error.code === "INVALID_MESSAGE",
+  );
 });
