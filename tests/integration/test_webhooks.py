@@ -306,6 +306,22 @@ async def test_a_core_restart_mid_retry_loses_nothing(stack: Stack, keys: Callab
     assert 2 <= delivery["attempts"] <= len(got) and delivery["last_status_code"] == 200
 
 
+async def test_two_cores_deliver_each_event_once(stack: Stack, keys: Callable[[], str]) -> None:
+    key = keys()
+    paths = [f"/pair{n}" for n in range(4)]
+    for path in paths:
+        stack.create(key, path, symbol="HOOKJ-USD")
+    with running_core(stack.env):  # a second core: its worker claims from the same outbox
+        for i in range(10):
+            await stack.alert("HOOKJ-USD", i)
+        await until(lambda: all(len(stack.hooks.at(path)) >= 10 for path in paths), "every delivery")
+        await asyncio.sleep(1.0)  # room for a duplicate to show
+    for path in paths:
+        got = stack.hooks.at(path)
+        assert len(got) == 10 and len({r.headers["x-perseus-event-id"] for r in got}) == 10
+        assert [json.loads(r.body)["data"]["price"] for r in got] == [f"100.{i}5" for i in range(10)]
+
+
 async def test_filters_choose_the_alerts(stack: Stack, keys: Callable[[], str]) -> None:
     key = keys()
     created = stack.create(key, "/filtered", symbol="hookd/usd", timeframe="1H", exchange="SIM")
