@@ -29,11 +29,14 @@ def test_defaults_for_the_ws_gateway_listen_on_8001() -> None:
     assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 8001)
 
 
-def test_each_process_reads_only_its_own_listen_address() -> None:
-    env = {**BASE, "PERSEUS_REST_ADDR": "0.0.0.0:9000", "PERSEUS_WS_ADDR": "bad"}
-    assert GatewaySettings.from_env(env, process="rest").listen_port == 9000
-    with pytest.raises(GatewaySettingsError, match=r"^PERSEUS_WS_ADDR: "):
-        GatewaySettings.from_env(env, process="ws")
+def test_each_process_listens_on_its_own_address() -> None:
+    env = {**BASE, "PERSEUS_REST_ADDR": "bad", "PERSEUS_WS_ADDR": "0.0.0.0:9001"}
+    assert GatewaySettings.from_env(env, process="ws").listen_port == 9001  # the WS gateway never reads REST's
+    with pytest.raises(GatewaySettingsError, match=r"^PERSEUS_REST_ADDR: "):
+        GatewaySettings.from_env(env, process="rest")
+    # the REST gateway reads PERSEUS_WS_ADDR only for the server its copy of the AsyncAPI document names
+    rest = GatewaySettings.from_env({**env, "PERSEUS_REST_ADDR": "0.0.0.0:9000"}, process="rest")
+    assert (rest.listen_port, rest.stream_addr) == (9000, "0.0.0.0:9001")
 
 
 def test_explicit_values() -> None:
