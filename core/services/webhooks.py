@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +38,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from core.adapters.alert_store import AlertStore
 from core.adapters.webhook_store import Delivery, Endpoint, WebhookStore
@@ -299,6 +301,27 @@ class Webhooks:
         return endpoint
 
 
+OUTCOMES = ("delivered", "retry", "failed", "gone")
+
+
+class WebhookMetrics(Collector):
+    """``perseus_webhook_attempts_total{outcome}``: this core's delivery attempts, read from its worker."""
+
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self._worker = worker
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "perseus_webhook_attempts",
+            "Webhook delivery attempts of this core by outcome: delivered, retry (failed, to be tried again),"
+            " failed (given up after PERSEUS_WEBHOOK_RETRY_FOR_S), gone (410: the endpoint disabled)",
+            labels=["outcome"],
+        )
+        for outcome, count in self._worker.outcomes.items():
+            family.add_metric([outcome], count)
+        yield family
+
+
 class DeliveryWorker:
     """Posts the outbox: claims due deliveries (at most ``concurrency`` in flight), each in a task of its own,
     so a slow endpoint holds one slot for at most ``timeout_s`` and never the alert pipeline."""
@@ -319,8 +342,8 @@ class DeliveryWorker:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self.delivered = 0
-        self.failed_attempts = 0
+        # attempts by outcome: delivered, retry (failed, tried again), failed (given up), gone (410, disabled)
+        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
 
     async def run(self) -> None:
         last_prune = 0.0
@@ -375,18 +398,19 @@ class DeliveryWorker:
         if outcome.delivered:
             assert outcome.status_code is not None
             await self._store.delivered(delivery.row_id, outcome.status_code)
-            self.delivered += 1
+            self.outcomes["delivered"] += 1
             return
-        self.failed_attempts += 1
         if outcome.status_code == 410:
             reason = "the endpoint answered 410 Gone; disabled"
             await self._store.gone(endpoint.row_id, reason)
+            self.outcomes["gone"] += 1
             logger.info("webhooks: %s disabled (410)", endpoint.public_id)
             return
         status = await self._store.failed(
             delivery.row_id, outcome.status_code, outcome.error, self.backoff_s(delivery.attempts + 1),
             self._settings.retry_for_s,
         )  # fmt: skip
+        self.outcomes["failed" if status == "failed" else "retry"] += 1
         if status == "failed":
             logger.info("webhooks: %s to %s failed for good", delivery.event_id, endpoint.public_id)
 

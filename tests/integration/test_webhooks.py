@@ -34,7 +34,16 @@ from core.domain.signals import Alert, Direction, Strength
 from core.domain.timeframes import Timeframe
 from core.services.indicators import NewAlert
 from tests.support.databases import scratch_database
-from tests.support.processes import Process, grpc_serving, run_cli, running_core, running_gateway, spawn, wait_until
+from tests.support.processes import (
+    Process,
+    free_port,
+    grpc_serving,
+    run_cli,
+    running_core,
+    running_gateway,
+    spawn,
+    wait_until,
+)
 from tests.support.rest_stack import make_key
 
 pytestmark = pytest.mark.integration
@@ -196,6 +205,7 @@ async def stack(base_env: dict[str, str], admin_database_url: str) -> AsyncItera
     async with scratch_database(admin_database_url, name) as url:
         prefix = f"{base_env['PERSEUS_REDIS_PREFIX']}{name}:"
         env = {**base_env, "PERSEUS_DATABASE_URL": url, "PERSEUS_REDIS_PREFIX": prefix, **WEBHOOK_ENV}
+        env["PERSEUS_CORE_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"  # the core's (a restarted one's too)
         result = run_cli(["migrate"], env)
         assert result.returncode == 0, result.stderr
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
@@ -311,7 +321,8 @@ async def test_two_cores_deliver_each_event_once(stack: Stack, keys: Callable[[]
     paths = [f"/pair{n}" for n in range(4)]
     for path in paths:
         stack.create(key, path, symbol="HOOKJ-USD")
-    with running_core(stack.env):  # a second core: its worker claims from the same outbox
+    second = {**stack.env, "PERSEUS_CORE_METRICS_ADDR": ""}
+    with running_core(second):  # a second core: its worker claims from the same outbox
         for i in range(10):
             await stack.alert("HOOKJ-USD", i)
         await until(lambda: all(len(stack.hooks.at(path)) >= 10 for path in paths), "every delivery")
@@ -320,6 +331,27 @@ async def test_two_cores_deliver_each_event_once(stack: Stack, keys: Callable[[]
         got = stack.hooks.at(path)
         assert len(got) == 10 and len({r.headers["x-perseus-event-id"] for r in got}) == 10
         assert [json.loads(r.body)["data"]["price"] for r in got] == [f"100.{i}5" for i in range(10)]
+
+
+async def test_the_core_counts_attempts_by_outcome(stack: Stack, keys: Callable[[], str]) -> None:
+    def counts() -> dict[str, float]:
+        text = httpx.get(f"http://{stack.env['PERSEUS_CORE_METRICS_ADDR']}/metrics", timeout=10).text
+        found = {}
+        for line in text.splitlines():
+            if line.startswith("perseus_webhook_attempts_total{"):
+                name, value = line.rsplit(" ", 1)
+                found[name.split('"')[1]] = float(value)
+        return found
+
+    before = counts()
+    assert set(before) == {"delivered", "retry", "failed", "gone"}
+    key = keys()
+    created = stack.create(key, "/counted", symbol="HOOKK-USD")
+    stack.hooks.plans["/counted"] = [500, 500]
+    await stack.alert("HOOKK-USD", 1)
+    await until(lambda: stack.log(key, created["id"])[0]["status"] == "delivered", "the delivery")
+    after = counts()
+    assert after["retry"] - before["retry"] == 2 and after["delivered"] - before["delivered"] == 1
 
 
 async def test_filters_choose_the_alerts(stack: Stack, keys: Callable[[], str]) -> None:
