@@ -62,7 +62,7 @@ from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService, supervised_components
 from core.services.streams import Streams, default_stream_exchange
-from core.services.webhooks import DeliveryWorker, Poster, SecretBox, Webhooks
+from core.services.webhooks import DeliveryWorker, Poster, SecretBox, WebhookMetrics, Webhooks
 from core.settings import Mode, Settings, StartupError
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             keys=KeyServicer(authenticate=lambda key: apikeys.authenticate(pool, key)),
             webhooks=WebhookServicer(webhooks),
             streams=StreamServicer(streams=streams),
-            replay=ReplayServicer(heavy, streams.resolve),
+            replay=ReplayServicer(heavy, streams.resolve, exchange_ids),
             export=ExportServicer(heavy, exchange_ids),
         )
         registry = CollectorRegistry()
@@ -310,6 +310,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         if settings.mode is Mode.EXCHANGE:
             tasks.spawn("tick-partitions", tick_partitions.run)
             worker = DeliveryWorker(webhook_store, alerts, webhook_box, webhook_poster, settings.webhooks)
+            registry.register(WebhookMetrics(worker))
             tasks.spawn("webhook-deliveries", worker.run)
         if replica is not None:
             tasks.spawn("read-replica", reads.run)

@@ -389,9 +389,9 @@ async def replay(
     speed: float | str = "max",
     connect: Connect = ws_connect,
 ) -> AsyncIterator[ReplayedEvent]:
-    """The stored events of ``channel`` with times in ``start <= t < end`` (epoch milliseconds or ISO 8601
-    times), oldest first, at ``speed`` times real time or as fast as they are read (``"max"``), on a
-    connection of its own::
+    """The stored events of ``channel`` (a prices or candles channel) with times in ``start <= t < end``
+    (epoch milliseconds or ISO 8601 times), oldest first, at ``speed`` times real time or as fast as they
+    are read (``"max"``), on a connection of its own::
 
         async for event in perseus_sdk.replay("ws://127.0.0.1:8001", key, "prices:BTC-USD", start, end):
             print(event.data["timestamp"], event.data["price"])

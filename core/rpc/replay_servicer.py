@@ -6,13 +6,15 @@ next chunk is fetched only once the previous response was written, so a caller t
 WebSocket gateway pacing a replay at 1x) holds one chunk here, whatever the range; a cancelled call closes the
 cursor and returns the connection. Each event is built by the same codec as the live one
 (:func:`core.codec.messages.fill_price_feed`), with the channel's explicit name, seq 0 and no publish time.
-Prices channels only for now. See docs/design/ws-replay.md.
+Prices channels (stored ticks) and candles channels (stored closed candles) for now. See
+docs/design/ws-replay.md.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -21,7 +23,8 @@ import grpc
 from grpc import aio
 
 from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
-from core.codec.messages import fill_price_feed
+from core.codec.messages import candle_to_pb, fill_price_feed
+from core.domain.candles import Candle
 from core.domain.channels import ALL_SOURCES, ALL_SYMBOLS, Channel, ChannelFamily, explicit_name
 from core.domain.errors import InvalidArgument
 from core.domain.prices import Tick
@@ -41,11 +44,21 @@ TICKS_SQL = (
     " FROM price_feeds WHERE symbol = $1 AND ($2 = '' OR source = $2) AND ts >= $3 AND ts < $4 ORDER BY ts, id"
 )
 
+# closed candles only (open_time <= $6: now less one timeframe), as the live candle_close events carry
+CANDLES_SQL = (
+    f"SELECT {_MS.format('open_time')}, open, high, low, close, volume, is_synthetic FROM candles"
+    " WHERE exchange_id = $1 AND symbol = $2 AND timeframe = $3 AND open_time >= $4 AND open_time < $5"
+    " AND open_time <= $6 ORDER BY open_time"
+)
+
 
 class ReplayServicer:
-    def __init__(self, pool: asyncpg.Pool, resolve: Callable[[str], Channel]) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, resolve: Callable[[str], Channel], exchange_ids: Mapping[str, int] | None = None
+    ) -> None:
         self._pool = pool  # the heavy-read pool
         self._resolve = resolve  # the stream service's channel names (Streams.resolve)
+        self._exchange_ids = exchange_ids or {}
 
     async def Replay(self, request: pb.ReplayRequest, context: Context) -> AsyncIterator[bytes]:
         chunk = request.chunk_size or DEFAULT_CHUNK
@@ -61,12 +74,16 @@ class ReplayServicer:
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this is for the type checker
+        name = explicit_name(channel)
+        if channel.family is ChannelFamily.CANDLES:
+            async for candles in self._candles(channel, name, start, end, chunk, context):
+                yield candles
+            return
         if channel.family is not ChannelFamily.PRICES or channel.symbol == ALL_SYMBOLS:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"replay serves prices channels of one symbol, not {request.channel[:100]!r}",
+                f"replay serves prices and candles channels of one symbol, not {request.channel[:100]!r}",
             )
-        name = explicit_name(channel)
         source = "" if channel.exchange == ALL_SOURCES else channel.exchange or ""
         args = (channel.symbol, source, ms_to_datetime(start), ms_to_datetime(end))
         async with aclosing(self._chunks(TICKS_SQL, args, chunk, context)) as chunks:
@@ -78,6 +95,34 @@ class ReplayServicer:
                     tick = Tick(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
                     fill_price_feed(event.price_update, tick)
                 yield response.SerializeToString()
+
+    async def _candles(
+        self, channel: Channel, name: str, start: int, end: int, chunk: int, context: Context
+    ) -> AsyncIterator[bytes]:
+        exchange, timeframe = channel.exchange or "", channel.timeframe
+        exchange_id = self._exchange_ids.get(exchange)
+        if exchange_id is None or timeframe is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown exchange {exchange!r}")
+        assert exchange_id is not None and timeframe is not None
+        closed_before = int(time.time() * 1000) - timeframe.ms
+        args = (
+            exchange_id,
+            channel.symbol,
+            timeframe.value,
+            ms_to_datetime(start),
+            ms_to_datetime(end),
+            ms_to_datetime(closed_before),
+        )
+        async with aclosing(self._chunks(CANDLES_SQL, args, chunk, context)) as chunks:
+            async for rows in chunks:
+                answer = pb.ReplayResponse()
+                for row in rows:
+                    event = answer.events.add()
+                    event.channel = name
+                    ohlcv = (row[1], row[2], row[3], row[4], row[5])
+                    candle = Candle(exchange, channel.symbol, timeframe, row[0], *ohlcv, is_synthetic=row[6])
+                    event.candle_close.CopyFrom(candle_to_pb(candle, exchange_id=exchange_id))
+                yield answer.SerializeToString()
 
     async def _chunks(
         self, query: str, args: tuple[Any, ...], chunk: int, context: Context

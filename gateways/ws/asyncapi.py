@@ -230,8 +230,9 @@ def _replay_messages(channel_name: dict[str, Any]) -> dict[str, Any]:
     """History replay (issue 21): the request, its stop, and the three state messages."""
     prices_channel = {
         **channel_name,
-        "description": "prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or "
-        f"prices:{ALL_SOURCES}:{{SYMBOL}} (every source); other families are INVALID_CHANNEL.",
+        "description": "prices:{SYMBOL}, prices:{exchange}:{SYMBOL}, "
+        f"prices:{ALL_SOURCES}:{{SYMBOL}} (every source) or candles:[{{exchange}}:]{{SYMBOL}}:{{TF}} (closed "
+        "candles); other families are INVALID_CHANNEL.",
     }
     time = {
         "oneOf": [
@@ -256,7 +257,8 @@ def _replay_messages(channel_name: dict[str, Any]) -> dict[str, Any]:
                     "description": "a multiple of real time, or max: as fast as the client reads",
                 },
             },
-            "Play the stored events of one prices channel with times in start <= t < end, oldest first, as "
+            "Play the stored events of one prices or candles channel with times in start <= t < end (a candle's "
+            "open time), oldest first, as "
             "the live envelopes with replay: true and no seq, between replay_started and replay_done (or "
             "replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a "
             "gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); "

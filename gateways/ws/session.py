@@ -562,7 +562,7 @@ class WsRuntime:
             sink.send(_error(ErrorCode.SUBSCRIPTION_LIMIT, text))
             return
         if self.symbols is not None:
-            _, exchange, symbol = canonical.split(":")
+            _, exchange, symbol, *_ = canonical.split(":")
             problem = await self.symbols.problem(exchange, symbol)
             if problem is not None:
                 sink.send(_error(ErrorCode.INVALID_CHANNEL, f"invalid channel {message.name!r}: {problem}"))
@@ -624,6 +624,11 @@ class WsRuntime:
         except aio.AioRpcError as exc:
             logger.info("a history replay failed (%s)", exc.code().name)
             text = exc.details() if exc.code() is grpc.StatusCode.INVALID_ARGUMENT else "history is unavailable now"
+            stopped = protocol.replay_state_message("replay_stopped", message.name, count=run.sent, error=text)
+            sink.send(protocol.text_frame(stopped))
+        except Exception:  # the client is told, never left waiting for a replay_done that cannot come
+            logger.exception("a history replay failed")
+            text = "the replay failed"
             stopped = protocol.replay_state_message("replay_stopped", message.name, count=run.sent, error=text)
             sink.send(protocol.text_frame(stopped))
         finally:

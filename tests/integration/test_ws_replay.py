@@ -25,7 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 import perseus_sdk
 from core.adapters.events import EventPublisher
+from gateways.common.projection import public_fields
 from perseus.marketdata.v1 import (
+    candles_pb2,
     ingest_service_pb2,
     ingest_service_pb2_grpc,
     prices_pb2,
@@ -33,7 +35,8 @@ from perseus.marketdata.v1 import (
     replay_service_pb2_grpc,
 )
 from tests.support import ws as support
-from tests.support.processes import Process, running_gateway
+from tests.support.market_seed import Seed, seed_market
+from tests.support.processes import Process, running_core, running_gateway
 from tests.support.ws import (
     fresh_symbol,
     open_stream,
@@ -52,6 +55,15 @@ publisher = support.publisher
 
 READ_S = 15.0
 BASE_MS = (int(time.time()) - 3 * 3600) * 1000  # 3 hours ago: inside the stored ticks' partitions
+
+
+@pytest.fixture(scope="module")
+def core(migrated_env: dict[str, str]) -> Iterator[Process]:
+    """The seeded market's stored candles (seedx:SEED-USD:1h) exist before the core lists the exchanges."""
+    env = migrated_env
+    asyncio.run(seed_market(env["PERSEUS_DATABASE_URL"], env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], Seed()))
+    with running_core(migrated_env) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +118,10 @@ def iso(ms: int) -> str:
 
 
 async def until(ws: ClientConnection, kind: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The messages before the first of type ``kind``, and that one."""
+    """The messages before the first of type ``kind`` (or of an ending of the replay), and that one."""
     before = []
     async with asyncio.timeout(READ_S):
-        while (message := await recv(ws, within=READ_S))["type"] != kind:
+        while (message := await recv(ws, within=READ_S))["type"] not in (kind, "replay_stopped", "replay_done"):
             before.append(message)
     return before, message
 
@@ -205,7 +217,7 @@ async def test_a_stalled_replay_holds_no_other_clients_live_events_back(
     ("change", "code"),
     [
         ({"channel": "prices:sim:NOPE-USD"}, "INVALID_CHANNEL"),  # not listed by the exchange
-        ({"channel": "candles:BTC-USD:1m"}, "INVALID_CHANNEL"),  # prices channels only
+        ({"channel": "signals:BTC-USD:1h"}, "INVALID_CHANNEL"),  # prices and candles channels only
         ({"channel": "price_updates:all"}, "INVALID_CHANNEL"),
         ({"channel": "bogus"}, "INVALID_CHANNEL"),
         ({"start": BASE_MS + 1000, "end": BASE_MS}, "INVALID_MESSAGE"),  # end before start
@@ -281,7 +293,7 @@ async def test_the_cores_replay_rpc(core: Process, migrated_env: dict[str, str])
         events = [e for c in chunks for e in c.events]
         assert all(e.channel == f"prices:all:{symbol}" and e.seq == 0 for e in events)
         assert [e.price_update.timestamp.ToMilliseconds() for e in events] == times
-        request.channel = f"candles:{symbol}:1m"
+        request.channel = f"signals:{symbol}:1m"
         with pytest.raises(aio.AioRpcError) as refused:
             _ = [response async for response in stub.Replay(request, timeout=30)]
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -322,3 +334,16 @@ async def test_replay_messages_match_the_served_asyncapi_document(
     check("stop_replay", {"action": "stop_replay"})
     await send(ws, {"action": "stop_replay"})
     check("replay_stopped", await recv(ws))
+
+
+async def test_a_candles_channel_replays_its_stored_closed_candles(ws: ClientConnection) -> None:
+    seed = Seed()
+    name, start = f"candles:{seed.exchange}:{seed.symbol}:1h", seed.first_open_ms + 3_600_000
+    await send(ws, {"action": "replay", "channel": name, "start": start, "end": start + 2 * 3_600_000, "speed": "max"})
+    assert (await recv(ws))["type"] == "replay_started"
+    events, done = await until(ws, "replay_done")
+    assert done == {"type": "replay_done", "channel": name, "count": 2}, done
+    assert [(e["type"], e["channel"], e["replay"]) for e in events] == [("candle_close", name, True)] * 2
+    assert [e["data"]["timestamp"] for e in events] == [iso(start), iso(start + 3_600_000)]
+    assert all(e["data"]["exchange"] == seed.exchange and e["data"]["symbol"] == seed.symbol for e in events)
+    assert set(events[0]["data"]) <= {f.name for f in public_fields(candles_pb2.Candle.DESCRIPTOR)}

@@ -104,18 +104,18 @@ export type components = {
         };
         /** @description The replay sent every event of its range. */
         ReplayDoneMessage: {
-            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL}, prices:all:{SYMBOL} (every source) or candles:[{exchange}:]{SYMBOL}:{TF} (closed candles); other families are INVALID_CHANNEL. */
             channel: string;
             /** @description events sent by this replay */
             count: number;
             /** @constant */
             type: "replay_done";
         };
-        /** @description Play the stored events of one prices channel with times in start <= t < end, oldest first, as the live envelopes with replay: true and no seq, between replay_started and replay_done (or replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); end not after start, a speed of 0 or below: INVALID_MESSAGE. The channel counts against the channel budgets while it plays, and the request against the message rate. */
+        /** @description Play the stored events of one prices or candles channel with times in start <= t < end (a candle's open time), oldest first, as the live envelopes with replay: true and no seq, between replay_started and replay_done (or replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); end not after start, a speed of 0 or below: INVALID_MESSAGE. The channel counts against the channel budgets while it plays, and the request against the message rate. */
         ReplayMessage: {
             /** @constant */
             action: "replay";
-            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL}, prices:all:{SYMBOL} (every source) or candles:[{exchange}:]{SYMBOL}:{TF} (closed candles); other families are INVALID_CHANNEL. */
             channel: string;
             end: number | string;
             /**
@@ -127,7 +127,7 @@ export type components = {
         };
         /** @description A replay request was accepted; its events follow. */
         ReplayStartedMessage: {
-            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL}, prices:all:{SYMBOL} (every source) or candles:[{exchange}:]{SYMBOL}:{TF} (closed candles); other families are INVALID_CHANNEL. */
             channel: string;
             /** @description epoch milliseconds */
             end: number;
@@ -139,7 +139,7 @@ export type components = {
         };
         /** @description The replay ended early: after stop_replay, or cut short by the gateway (with error). */
         ReplayStoppedMessage: {
-            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL} or prices:all:{SYMBOL} (every source); other families are INVALID_CHANNEL. */
+            /** @description prices:{SYMBOL}, prices:{exchange}:{SYMBOL}, prices:all:{SYMBOL} (every source) or candles:[{exchange}:]{SYMBOL}:{TF} (closed candles); other families are INVALID_CHANNEL. */
             channel: string;
             /** @description events sent by this replay */
             count: number;

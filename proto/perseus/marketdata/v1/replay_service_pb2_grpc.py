@@ -52,8 +52,9 @@ class ReplayServiceServicer:
 
     def Replay(self, request, context):
         """The events of one channel with original times in start_time <= t < end_time. Channels:
-        "prices:{SYMBOL}", "prices:{exchange}:{SYMBOL}", "prices:all:{SYMBOL}" (every source). A bad channel
-        or range: INVALID_ARGUMENT.
+        "prices:{SYMBOL}", "prices:{exchange}:{SYMBOL}", "prices:all:{SYMBOL}" (every source): stored ticks
+        as price_update; "candles:[{exchange}:]{SYMBOL}:{TF}": stored closed candles (by open time) as
+        candle_close. A bad channel or range: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -2682,8 +2682,9 @@ class ReplayServiceStub(betterproto2_grpclib.ServiceStub):
     ) -> "AsyncIterator[ReplayResponse]":
         """
         The events of one channel with original times in start_time <= t < end_time. Channels:
-        "prices:{SYMBOL}", "prices:{exchange}:{SYMBOL}", "prices:all:{SYMBOL}" (every source). A bad channel
-        or range: INVALID_ARGUMENT.
+        "prices:{SYMBOL}", "prices:{exchange}:{SYMBOL}", "prices:all:{SYMBOL}" (every source): stored ticks
+        as price_update; "candles:[{exchange}:]{SYMBOL}:{TF}": stored closed candles (by open time) as
+        candle_close. A bad channel or range: INVALID_ARGUMENT.
         """
 
         async for response in self._unary_stream(
