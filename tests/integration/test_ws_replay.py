@@ -68,9 +68,11 @@ def core(migrated_env: dict[str, str]) -> Iterator[Process]:
 
 @pytest.fixture(scope="module")
 def gateway(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
-    """Replays up to 2 hours; one replay per key at a time; a client behind is closed only after 20 s."""
+    """Replays up to 2 hours; one replay per key at a time; 3 channels per key; a client behind is closed only
+    after 20 s."""
     env = {
         **migrated_env,
+        "PERSEUS_WS_CHANNELS_PER_KEY": "3",
         "PERSEUS_WS_REPLAY_MAX_HOURS": "2",
         "PERSEUS_WS_REPLAYS_PER_KEY": "1",
         "PERSEUS_WS_SLOW_CLIENT_S": "20",
@@ -347,3 +349,24 @@ async def test_a_candles_channel_replays_its_stored_closed_candles(ws: ClientCon
     assert [e["data"]["timestamp"] for e in events] == [iso(start), iso(start + 3_600_000)]
     assert all(e["data"]["exchange"] == seed.exchange and e["data"]["symbol"] == seed.symbol for e in events)
     assert set(events[0]["data"]) <= {f.name for f in public_fields(candles_pb2.Candle.DESCRIPTOR)}
+
+
+async def test_a_playing_replay_holds_one_of_the_keys_channels(
+    core: Process, migrated_env: dict[str, str], gateway: Process, key: str, ws: ClientConnection
+) -> None:
+    symbol = fresh_symbol()
+    times = await ingest(core, migrated_env["PERSEUS_DATABASE_URL"], symbol, [0, 600_000])
+    held = [f"prices:{fresh_symbol()}" for _ in range(3)]  # PERSEUS_WS_CHANNELS_PER_KEY=3
+    assert (await subscribe(ws, held))["type"] == "subscribed"
+    request = {"action": "replay", "channel": f"prices:{symbol}", "start": times[0], "end": times[1] + 1}
+    await send(ws, request)
+    assert (await recv(ws))["code"] == "SUBSCRIPTION_LIMIT"  # a fourth channel
+    await send(ws, {"action": "unsubscribe", "channels": held[:1]})
+    assert (await recv(ws))["type"] == "unsubscribed"
+    await send(ws, request)  # at 1x: the second tick is 10 minutes away, so it keeps playing
+    assert (await recv(ws))["type"] == "replay_started"
+    async with open_stream(gateway.addr, key) as other:  # the key's other connections see the channel held
+        assert (await subscribe(other, [f"prices:{fresh_symbol()}"]))["code"] == "SUBSCRIPTION_LIMIT"
+        await send(ws, {"action": "stop_replay"})
+        await until(ws, "replay_stopped")
+        assert (await subscribe(other, [f"prices:{fresh_symbol()}"]))["type"] == "subscribed"  # released
