@@ -57,7 +57,7 @@ from core.services.exchange_writer import ExchangeWriter
 from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries, PageTokens
 from core.services.indicators import IndicatorService
-from core.services.ingestion import Ingestion
+from core.services.ingestion import Ingestion, ListNewSymbols
 from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService, supervised_components
@@ -189,10 +189,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         stack.push_async_callback(tasks.aclose, FEED_STOP_S)  # on any way out, before the hub and the stores
         ticks = TickStore(pool)
         price_updates = PriceUpdates(PriceCache(shared, keys, clock_ms=clock_ms))
+        candle_store = CandleStore(pool, shared, keys)
         ingestion = Ingestion(
             ticks,
             known_sources=frozenset(exchange_ids),
-            listeners=[price_updates],
+            # new symbols listed before the ticks' events go out, so a client may subscribe to what it just saw
+            listeners=[ListNewSymbols(candle_store, exchange_ids), price_updates],
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
@@ -281,7 +283,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             exchange_ids,
             ticks,
             price_updates,
-            CandleStore(pool, shared, keys),
+            candle_store,
             publisher,
             on_closed=indicators.on_closed,
             feed_counts=ingestion.feeds,  # the venues' trades counted beside the ingested feeds

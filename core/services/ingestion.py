@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +42,33 @@ TicksListener = Callable[[Sequence[Tick]], Awaitable[None]]
 # the status label of perseus_ingested_feeds_total
 STORED, DUPLICATE, REJECTED, FAILED = "stored", "duplicate", "rejected", "failed"
 OTHER_SOURCE = "other"
+
+
+class SymbolRegistry(Protocol):
+    async def register_symbols(self, exchange_id: int, symbols: Sequence[str]) -> None: ...
+
+
+class ListNewSymbols:
+    """After-commit listener: a symbol a known source's new ticks carry becomes one ListSymbols lists (so REST
+    and the WS gateway's channel check know it), registered once per process and source."""
+
+    MAX_REMEMBERED = 100_000  # pairs known to be registered; past it the set starts again (registering is idempotent)
+
+    def __init__(self, registry: SymbolRegistry, exchange_ids: Mapping[str, int]) -> None:
+        self._registry = registry
+        self._exchange_ids = exchange_ids
+        self._registered: set[tuple[str, str]] = set()
+
+    async def __call__(self, ticks: Sequence[Tick]) -> None:
+        new: dict[str, set[str]] = {}
+        for tick in ticks:
+            if (tick.source, tick.symbol) not in self._registered and tick.source in self._exchange_ids:
+                new.setdefault(tick.source, set()).add(tick.symbol)
+        if len(self._registered) > self.MAX_REMEMBERED:
+            self._registered.clear()
+        for source, symbols in new.items():
+            await self._registry.register_symbols(self._exchange_ids[source], sorted(symbols))
+            self._registered.update((source, symbol) for symbol in symbols)
 
 
 @dataclass(frozen=True, slots=True)

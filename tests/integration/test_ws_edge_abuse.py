@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from core.adapters.events import EventPublisher
+from perseus.marketdata.v1 import ingest_service_pb2 as ingest_pb2, ingest_service_pb2_grpc as ingest_grpc, prices_pb2
 from tests.support import ws as support
 from tests.support.processes import Process, running_gateway
 from tests.support.ws import (
@@ -105,6 +109,22 @@ async def test_a_symbol_listed_after_the_gateway_looked_is_found(
         assert (await subscribe(ws, ["prices:LATE1-USD"]))["code"] == "INVALID_CHANNEL"
         support.register_symbols(migrated_env["PERSEUS_DATABASE_URL"], ["LATE1-USD"])
         assert (await subscribe(ws, ["prices:LATE1-USD"]))["type"] == "subscribed"
+
+
+async def test_a_symbol_ingested_for_a_known_source_becomes_subscribable(
+    gateway: Process, core: Process, key: str
+) -> None:
+    symbol = f"ING{secrets.token_hex(3).upper()}-USD"  # never registered: only the ingest makes it exist
+    async with open_stream(gateway.addr, key) as ws:
+        assert (await subscribe(ws, [f"prices:sim:{symbol}"]))["code"] == "INVALID_CHANNEL"
+        feed = prices_pb2.PriceFeed(symbol=symbol, price="10.5", volume="1", source="sim")
+        feed.timestamp.FromMilliseconds(int(time.time() * 1000) - 1000)
+        async with grpc.aio.insecure_channel(core.addr) as channel:
+            reply = await ingest_grpc.IngestServiceStub(channel).IngestPrices(
+                ingest_pb2.IngestPricesRequest(worker_id="ws-edge", feeds=[feed]), timeout=10
+            )
+        assert reply.ingested == 1
+        assert (await subscribe(ws, [f"prices:sim:{symbol}"]))["type"] == "subscribed"
 
 
 # --- channels per key -----------------------------------------------------------------------------
