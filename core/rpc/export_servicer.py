@@ -13,7 +13,7 @@ sent. See docs/design/export.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -21,8 +21,9 @@ import asyncpg
 import grpc
 from grpc import aio
 
-from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
+from core.adapters.postgres import ms_to_datetime
 from core.codec.messages import TIMEFRAME_FROM_PB
+from core.rpc.cursor_reads import read_chunks
 from core.rpc.wire import to_wire
 from perseus.marketdata.v1 import candles_pb2, export_service_pb2 as pb, prices_pb2
 
@@ -66,7 +67,7 @@ class ExportServicer:
         template = candles_pb2.Candle(
             exchange=request.exchange, symbol=request.symbol, timeframe=request.timeframe, exchange_id=exchange_id
         )
-        async with aclosing(self._chunks(CANDLES_SQL, args, chunk, context)) as chunks:
+        async with aclosing(read_chunks(self._pool, CANDLES_SQL, args, chunk, context, what="export")) as chunks:
             async for rows in chunks:
                 response = pb.ExportCandlesResponse()
                 for row in rows:
@@ -82,7 +83,7 @@ class ExportServicer:
         chunk = await _chunk_size(request.chunk_size, context)
         start, end = await _range(request, context)
         args = (request.symbol, request.source, ms_to_datetime(start), ms_to_datetime(end))
-        async with aclosing(self._chunks(TICKS_SQL, args, chunk, context)) as chunks:
+        async with aclosing(read_chunks(self._pool, TICKS_SQL, args, chunk, context, what="export")) as chunks:
             async for rows in chunks:
                 response = pb.ExportTicksResponse()
                 for row in rows:
@@ -98,24 +99,6 @@ class ExportServicer:
                     tick.worker_id = row[9]
                     tick.ingested_time.FromMicroseconds(row[10])
                 yield response.SerializeToString()
-
-    async def _chunks(
-        self, query: str, args: tuple[Any, ...], chunk: int, context: Context
-    ) -> AsyncGenerator[list[asyncpg.Record], None]:
-        """The rows of ``query`` in lists of at most ``chunk``, read through one cursor in one transaction."""
-        try:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                cursor = await conn.cursor(query, *args)
-                while True:
-                    rows = await cursor.fetch(chunk, timeout=STATEMENT_TIMEOUT_S)
-                    if not rows:
-                        return
-                    yield rows
-                    if len(rows) < chunk:
-                        return
-        except UNAVAILABLE_ERRORS as exc:
-            logger.warning("export: PostgreSQL failed mid-read (%s)", type(exc).__name__)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "PostgreSQL is unavailable; the export was cut short")
 
 
 async def _chunk_size(value: int, context: Context) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -22,12 +22,13 @@ import asyncpg
 import grpc
 from grpc import aio
 
-from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS, ms_to_datetime
+from core.adapters.postgres import ms_to_datetime
 from core.codec.messages import candle_to_pb, fill_price_feed
 from core.domain.candles import Candle
 from core.domain.channels import ALL_SOURCES, ALL_SYMBOLS, Channel, ChannelFamily, explicit_name
 from core.domain.errors import InvalidArgument
 from core.domain.prices import Tick
+from core.rpc.cursor_reads import read_chunks
 from core.rpc.wire import to_wire
 from perseus.marketdata.v1 import replay_service_pb2 as pb
 
@@ -86,7 +87,7 @@ class ReplayServicer:
             )
         source = "" if channel.exchange == ALL_SOURCES else channel.exchange or ""
         args = (channel.symbol, source, ms_to_datetime(start), ms_to_datetime(end))
-        async with aclosing(self._chunks(TICKS_SQL, args, chunk, context)) as chunks:
+        async with aclosing(read_chunks(self._pool, TICKS_SQL, args, chunk, context, what="replay")) as chunks:
             async for rows in chunks:
                 response = pb.ReplayResponse()
                 for row in rows:
@@ -113,7 +114,7 @@ class ReplayServicer:
             ms_to_datetime(end),
             ms_to_datetime(closed_before),
         )
-        async with aclosing(self._chunks(CANDLES_SQL, args, chunk, context)) as chunks:
+        async with aclosing(read_chunks(self._pool, CANDLES_SQL, args, chunk, context, what="replay")) as chunks:
             async for rows in chunks:
                 answer = pb.ReplayResponse()
                 for row in rows:
@@ -123,23 +124,6 @@ class ReplayServicer:
                     candle = Candle(exchange, channel.symbol, timeframe, row[0], *ohlcv, is_synthetic=row[6])
                     event.candle_close.CopyFrom(candle_to_pb(candle, exchange_id=exchange_id))
                 yield answer.SerializeToString()
-
-    async def _chunks(
-        self, query: str, args: tuple[Any, ...], chunk: int, context: Context
-    ) -> AsyncGenerator[list[asyncpg.Record], None]:
-        """The rows of ``query`` in lists of at most ``chunk``, read through one cursor in one transaction."""
-        try:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                cursor = await conn.cursor(query, *args)
-                while True:
-                    rows = await cursor.fetch(chunk, timeout=STATEMENT_TIMEOUT_S)
-                    if rows:
-                        yield rows
-                    if len(rows) < chunk:
-                        return
-        except UNAVAILABLE_ERRORS as exc:
-            logger.warning("replay: PostgreSQL failed mid-read (%s)", type(exc).__name__)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "PostgreSQL is unavailable; the replay was cut short")
 
 
 def replay_service_handler(servicer: ReplayServicer) -> grpc.GenericRpcHandler:

@@ -22,13 +22,13 @@ import grpc
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from core.adapters.events import EventPublisher
 from perseus.marketdata.v1 import ingest_service_pb2 as ingest_pb2, ingest_service_pb2_grpc as ingest_grpc, prices_pb2
 from tests.support import ws as support
 from tests.support.processes import Process, running_gateway
 from tests.support.ws import (
+    closed_with,
     fresh_symbol,
     open_stream,
     prices_channel,
@@ -63,16 +63,6 @@ def gateway(migrated_env: dict[str, str], core: Process) -> Iterator[Process]:
 @pytest.fixture(scope="module")
 def other_key(migrated_env: dict[str, str]) -> str:
     return support.make_key(migrated_env, "internal")
-
-
-async def closed_with(ws: ClientConnection, within: float = 10.0) -> tuple[int, str] | None:
-    """Read until the server closes; the close code and reason it sent."""
-    async with asyncio.timeout(within):
-        try:
-            while True:
-                await ws.recv()
-        except ConnectionClosed as closed:
-            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
 
 
 async def nothing_within(ws: ClientConnection, seconds: float) -> bool:

@@ -11,7 +11,6 @@ channel form refuses it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -20,11 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from tests.support import ws as support
 from tests.support.processes import Process, running_gateway
-from tests.support.ws import fresh_symbol, make_key, recv, send, subscribe
+from tests.support.ws import closed_with, fresh_symbol, make_key, recv, send, subscribe
 
 pytestmark = pytest.mark.integration
 key = support.key  # fixture: an internal key
@@ -61,15 +59,6 @@ async def price_updates(ws: ClientConnection, symbol: str, count: int) -> list[d
         if message["type"] == "price_update" and message["data"]["symbol"] == symbol:
             found.append(message)
     return found
-
-
-async def closed_with(ws: ClientConnection, within: float = 10.0) -> tuple[int, str] | None:
-    async with asyncio.timeout(within):
-        try:
-            while True:
-                await ws.recv()
-        except ConnectionClosed as closed:
-            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
 
 
 async def test_a_client_written_from_seed_004_receives_the_price_updates_of_every_source(

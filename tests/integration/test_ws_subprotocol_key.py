@@ -9,17 +9,16 @@ key, a bad key is refused like a bad ``?apiKey=``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.support import ws as support
 from tests.support.processes import Process, running_core, running_gateway
-from tests.support.ws import open_stream, stream_url, subscribe
+from tests.support.ws import closed_with, open_stream, stream_url, subscribe
 
 pytestmark = pytest.mark.integration
 key = support.key  # fixture: an internal key
@@ -48,16 +47,6 @@ async def test_a_key_in_the_subprotocol_alone_subscribes_and_the_answer_selects_
         metrics = (await http.get(f"http://{gateway.addr}/metrics", timeout=5)).text
     assert key not in metrics
     assert key not in gateway.output()
-
-
-async def closed_with(ws: ClientConnection, within: float = 10.0) -> tuple[int, str] | None:
-    """Read until the server closes; the close code and reason it sent."""
-    async with asyncio.timeout(within):
-        try:
-            while True:
-                await ws.recv()
-        except ConnectionClosed as closed:
-            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
 
 
 async def test_a_bad_key_in_the_subprotocol_is_refused_like_a_bad_query_key(gateway: Process) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from core.adapters.events import Event, EventPublisher
 from core.adapters.redis_keys import RedisKeys
@@ -104,6 +105,16 @@ def stream_url(addr: str, key: str | None) -> str:
 
 def open_stream(addr: str, key: str | None, **kwargs: Any) -> Any:
     return connect(stream_url(addr, key), open_timeout=10, **kwargs)
+
+
+async def closed_with(ws: ClientConnection, within: float = 10.0) -> tuple[int, str] | None:
+    """Read until the server closes; the close code and reason it sent."""
+    async with asyncio.timeout(within):
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
 
 
 async def recv(ws: ClientConnection, *, heartbeats: bool = False, within: float = RECV_TIMEOUT_S) -> dict[str, Any]:
