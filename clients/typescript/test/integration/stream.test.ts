@@ -9,8 +9,11 @@ import { API_KEY, NO_STACK, RESTART_CMD, WS_URL, feedSource, freshSymbol, ingest
 
 const READ_MS = 30_000;
 
+// A symbol exists once a price was ingested for it (the gateway refuses channels of unknown symbols), so
+// one price is ingested before anyone subscribes: its event (the channel's first seq) reaches no test stream.
 async function freshChannel(): Promise<{ symbol: string; channel: string }> {
   const symbol = freshSymbol();
+  await ingest(symbol, ["0.25"]);
   return { symbol, channel: `prices:${await feedSource()}:${symbol}` };
 }
 
@@ -106,14 +109,14 @@ test("a history that no longer reaches back to the resume is one SeqGap, then th
   } finally {
     first.close();
   }
-  // A position saved long ago: the channel's history starts after it (it starts at seqs[0]).
+  // A position saved long ago: the channel's history starts after it (at the first ingest's seq, seqs[0] - 1).
   const saved = seqs[0]! - 1000;
   const stream = await LiveStream.connect(WS_URL, API_KEY, { resume: { [channel]: saved } });
   try {
     await stream.subscribe(channel);
-    const [gap, ...replayed] = await take(stream, 4, READ_MS);
-    assert.deepEqual(gap, new SeqGap(channel, saved, seqs[0]!));
-    assert.deepEqual(events(replayed).map((e) => e.seq), seqs);
+    const [gap, ...replayed] = await take(stream, 5, READ_MS);
+    assert.deepEqual(gap, new SeqGap(channel, saved, seqs[0]! - 1));
+    assert.deepEqual(events(replayed).map((e) => e.seq), [seqs[0]! - 1, ...seqs]);
     await ingest(symbol, [4]);
     const [live] = events(await take(stream, 1, READ_MS));
     assert.equal(live!.seq, seqs[2]! + 1);
