@@ -389,7 +389,7 @@ async def replay(
     speed: float | str = "max",
     connect: Connect = ws_connect,
 ) -> AsyncIterator[ReplayedEvent]:
-    """The stored events of ``channel`` (a prices or candles channel) with times in ``start <= t < end``
+    """The stored events of ``channel`` (a prices, candles or signals channel) with times in ``start <= t < end``
     (epoch milliseconds or ISO 8601 times), oldest first, at ``speed`` times real time or as fast as they
     are read (``"max"``), on a connection of its own::
 

@@ -63,6 +63,11 @@ _LATEST = (
 _UNPUBLISHED = f"{_SELECT} JOIN alert_outbox o ON o.alert_id = a.id ORDER BY a.id LIMIT $1"
 _PUBLISHED = "DELETE FROM alert_outbox WHERE alert_id = ANY($1::bigint[])"
 _BY_ID = f"{_SELECT} WHERE a.id = ANY($1::bigint[]) ORDER BY a.id"
+# the alerts of one exchange, symbol and timeframe triggered in [$4, $5), oldest first: ReplayService's read
+RANGE_SQL = (
+    f"{_SELECT} WHERE a.exchange_id = $1 AND a.symbol = $2 AND a.timeframe = $3"
+    " AND a.triggered_at >= $4 AND a.triggered_at < $5 ORDER BY a.triggered_at, a.id"
+)
 
 
 class AlertStore:
@@ -98,19 +103,19 @@ class AlertStore:
             )
         )
         rows = await self._fetch(_INSERT, *map(list, columns), conn=conn)
-        return [_record(row) for row in rows]
+        return [alert_record(row) for row in rows]
 
     async def latest(self, exchange_id: int, symbol: str, timeframe: Timeframe) -> AlertRecord | None:
         rows = await self._fetch(_LATEST, exchange_id, symbol, timeframe.value)
-        return _record(rows[0]) if rows else None
+        return alert_record(rows[0]) if rows else None
 
     async def by_id(self, ids: Sequence[int]) -> list[AlertRecord]:
         """The alerts of ``ids`` that exist, in id order (the webhook worker's bodies)."""
-        return [_record(row) for row in await self._fetch(_BY_ID, list(ids))]
+        return [alert_record(row) for row in await self._fetch(_BY_ID, list(ids))]
 
     async def unpublished(self, limit: int) -> list[AlertRecord]:
         """The oldest ``limit`` alerts in the outbox: their events are not known to be published."""
-        return [_record(row) for row in await self._fetch(_UNPUBLISHED, limit)]
+        return [alert_record(row) for row in await self._fetch(_UNPUBLISHED, limit)]
 
     async def published(self, ids: Sequence[int]) -> None:
         """Their events are in Redis: out of the outbox."""
@@ -146,7 +151,7 @@ class AlertStore:
             rows = await self._history.fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S)
         except UNAVAILABLE_ERRORS as exc:
             raise Unavailable("PostgreSQL is unavailable; alerts not read") from exc
-        return [_record(row) for row in rows]
+        return [alert_record(row) for row in rows]
 
     async def _fetch(self, sql: str, *args: Any, conn: Connection | None = None) -> list[asyncpg.Record]:
         try:
@@ -155,7 +160,7 @@ class AlertStore:
             raise Unavailable("PostgreSQL is unavailable; alerts not read or stored") from exc
 
 
-def _record(row: asyncpg.Record) -> AlertRecord:
+def alert_record(row: asyncpg.Record) -> AlertRecord:
     return AlertRecord(
         id=row["id"],
         exchange_id=row["exchange_id"],

@@ -22,8 +22,9 @@ import asyncpg
 import grpc
 from grpc import aio
 
+from core.adapters.alert_store import RANGE_SQL as ALERTS_RANGE_SQL, alert_record
 from core.adapters.postgres import ms_to_datetime
-from core.codec.messages import candle_to_pb, fill_price_feed
+from core.codec.messages import candle_to_pb, fill_price_feed, fill_trade_signal
 from core.domain.candles import Candle
 from core.domain.channels import ALL_SOURCES, ALL_SYMBOLS, Channel, ChannelFamily, explicit_name
 from core.domain.errors import InvalidArgument
@@ -80,10 +81,14 @@ class ReplayServicer:
             async for candles in self._candles(channel, name, start, end, chunk, context):
                 yield candles
             return
+        if channel.family is ChannelFamily.SIGNALS:
+            async for signals in self._signals(channel, name, start, end, chunk, context):
+                yield signals
+            return
         if channel.family is not ChannelFamily.PRICES or channel.symbol == ALL_SYMBOLS:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"replay serves prices and candles channels of one symbol, not {request.channel[:100]!r}",
+                f"replay serves prices, candles and signals channels of one symbol, not {request.channel[:100]!r}",
             )
         source = "" if channel.exchange == ALL_SOURCES else channel.exchange or ""
         args = (channel.symbol, source, ms_to_datetime(start), ms_to_datetime(end))
@@ -96,6 +101,25 @@ class ReplayServicer:
                     tick = Tick(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
                     fill_price_feed(event.price_update, tick)
                 yield response.SerializeToString()
+
+    async def _signals(
+        self, channel: Channel, name: str, start: int, end: int, chunk: int, context: Context
+    ) -> AsyncIterator[bytes]:
+        """The stored alerts triggered in the range, oldest first, as the live ``trade_signal`` events."""
+        exchange, timeframe = channel.exchange or "", channel.timeframe
+        exchange_id = self._exchange_ids.get(exchange)
+        if exchange_id is None or timeframe is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown exchange {exchange!r}")
+        assert exchange_id is not None and timeframe is not None
+        args = (exchange_id, channel.symbol, timeframe.value, ms_to_datetime(start), ms_to_datetime(end))
+        async with aclosing(read_chunks(self._pool, ALERTS_RANGE_SQL, args, chunk, context, what="replay")) as chunks:
+            async for rows in chunks:
+                answer = pb.ReplayResponse()
+                for row in rows:
+                    event = answer.events.add()
+                    event.channel = name
+                    fill_trade_signal(event.trade_signal, alert_record(row))
+                yield answer.SerializeToString()
 
     async def _candles(
         self, channel: Channel, name: str, start: int, end: int, chunk: int, context: Context

@@ -257,7 +257,7 @@ def _replay_messages(channel_name: dict[str, Any]) -> dict[str, Any]:
                     "description": "a multiple of real time, or max: as fast as the client reads",
                 },
             },
-            "Play the stored events of one prices or candles channel with times in start <= t < end (a candle's "
+            "Play the stored events of one prices, candles or signals channel with times in start <= t < end (a candle's "
             "open time), oldest first, as "
             "the live envelopes with replay: true and no seq, between replay_started and replay_done (or "
             "replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a "

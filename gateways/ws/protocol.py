@@ -172,8 +172,8 @@ def _resume(value: Any, channels: dict[str, str]) -> dict[str, int] | ProtocolEr
 
 
 def _replay(message: dict[str, Any], default_exchange: str) -> Replay | ProtocolError:
-    """A replay request: one prices or candles channel, ``start`` and ``end`` as epoch milliseconds or ISO 8601 times
-    (``start < end``), ``speed`` a positive number or ``"max"`` (default 1, real time)."""
+    """A replay request: one prices, candles or signals channel, ``start`` and ``end`` as epoch milliseconds or
+    ISO 8601 times (``start < end``), ``speed`` a positive number or ``"max"`` (default 1, real time)."""
     name = message.get("channel")
     if not isinstance(name, str):
         return ProtocolError(INVALID, '"channel" must be a channel name such as "prices:BTC-USD"')
@@ -181,8 +181,8 @@ def _replay(message: dict[str, Any], default_exchange: str) -> Replay | Protocol
         canonical = canonical_channel(name, default_exchange)
     except InvalidChannel as exc:
         return ProtocolError(ErrorCode.INVALID_CHANNEL, str(exc))
-    if not canonical.startswith(("prices:", "candles:")) or canonical == EVERY_PRICE_CANONICAL:
-        text = f"invalid channel {_short(name)}: replay serves the prices or candles channel of one symbol"
+    if not canonical.startswith(("prices:", "candles:", "signals:")) or canonical == EVERY_PRICE_CANONICAL:
+        text = f"invalid channel {_short(name)}: replay serves the prices, candles or signals channel of one symbol"
         return ProtocolError(ErrorCode.INVALID_CHANNEL, text)
     start, end = _time(message.get("start"), "start"), _time(message.get("end"), "end")
     if isinstance(start, ProtocolError):

@@ -33,6 +33,7 @@ from perseus.marketdata.v1 import (
     prices_pb2,
     replay_service_pb2,
     replay_service_pb2_grpc,
+    signals_pb2,
 )
 from tests.support import ws as support
 from tests.support.market_seed import Seed, seed_market
@@ -219,7 +220,7 @@ async def test_a_stalled_replay_holds_no_other_clients_live_events_back(
     ("change", "code"),
     [
         ({"channel": "prices:sim:NOPE-USD"}, "INVALID_CHANNEL"),  # not listed by the exchange
-        ({"channel": "signals:BTC-USD:1h"}, "INVALID_CHANNEL"),  # prices and candles channels only
+        ({"channel": "indicators:BTC-USD:1h"}, "INVALID_CHANNEL"),  # prices, candles and signals channels only
         ({"channel": "price_updates:all"}, "INVALID_CHANNEL"),
         ({"channel": "bogus"}, "INVALID_CHANNEL"),
         ({"start": BASE_MS + 1000, "end": BASE_MS}, "INVALID_MESSAGE"),  # end before start
@@ -295,7 +296,7 @@ async def test_the_cores_replay_rpc(core: Process, migrated_env: dict[str, str])
         events = [e for c in chunks for e in c.events]
         assert all(e.channel == f"prices:all:{symbol}" and e.seq == 0 for e in events)
         assert [e.price_update.timestamp.ToMilliseconds() for e in events] == times
-        request.channel = f"signals:{symbol}:1m"
+        request.channel = f"indicators:{symbol}:1m"
         with pytest.raises(aio.AioRpcError) as refused:
             _ = [response async for response in stub.Replay(request, timeout=30)]
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -349,6 +350,20 @@ async def test_a_candles_channel_replays_its_stored_closed_candles(ws: ClientCon
     assert [e["data"]["timestamp"] for e in events] == [iso(start), iso(start + 3_600_000)]
     assert all(e["data"]["exchange"] == seed.exchange and e["data"]["symbol"] == seed.symbol for e in events)
     assert set(events[0]["data"]) <= {f.name for f in public_fields(candles_pb2.Candle.DESCRIPTOR)}
+
+
+async def test_a_signals_channel_replays_its_stored_alerts_as_public_trade_signals(ws: ClientConnection) -> None:
+    seed = Seed()  # alerts 0..4 triggered at the open of hours 1..5, with proprietary values in their rows
+    name, start = f"signals:{seed.exchange}:{seed.symbol}:1h", seed.open_ms(2)
+    await send(ws, {"action": "replay", "channel": name, "start": start, "end": seed.open_ms(4), "speed": "max"})
+    assert (await recv(ws))["type"] == "replay_started"
+    events, done = await until(ws, "replay_done")
+    assert done == {"type": "replay_done", "channel": name, "count": 2}, done
+    assert [(e["type"], e["channel"], e["replay"]) for e in events] == [("trade_signal", name, True)] * 2
+    assert [e["data"]["timestamp"] for e in events] == [iso(seed.open_ms(2)), iso(seed.open_ms(3))]
+    assert [e["data"]["price"] for e in events] == [seed.price(1), seed.price(2)]
+    assert set(events[0]["data"]) <= {f.name for f in public_fields(signals_pb2.TradeSignal.DESCRIPTOR)}
+    assert seed.alert_type not in json.dumps(events) and seed.trigger_label not in json.dumps(events)
 
 
 async def test_a_playing_replay_holds_one_of_the_keys_channels(

@@ -1,5 +1,5 @@
 /**
- * `replay()`: stored history of one prices or candles channel played back over the stream (issue 21).
+ * `replay()`: stored history of one prices, candles or signals channel played back over the stream (issue 21).
  *
  *     for await (const event of replay("ws://127.0.0.1:8001", apiKey, "prices:BTC-USD", start, end)) {
  *       console.log(event.data.timestamp, event.data.price);

@@ -111,7 +111,7 @@ export type components = {
             /** @constant */
             type: "replay_done";
         };
-        /** @description Play the stored events of one prices or candles channel with times in start <= t < end (a candle's open time), oldest first, as the live envelopes with replay: true and no seq, between replay_started and replay_done (or replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); end not after start, a speed of 0 or below: INVALID_MESSAGE. The channel counts against the channel budgets while it plays, and the request against the message rate. */
+        /** @description Play the stored events of one prices, candles or signals channel with times in start <= t < end (a candle's open time), oldest first, as the live envelopes with replay: true and no seq, between replay_started and replay_done (or replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); end not after start, a speed of 0 or below: INVALID_MESSAGE. The channel counts against the channel budgets while it plays, and the request against the message rate. */
         ReplayMessage: {
             /** @constant */
             action: "replay";
