@@ -63,8 +63,8 @@ from perseus_cli.devstack.redis_cluster import ClusterNode, LocalRedisCluster
 from perseus_sdk import LiveEvent, LiveStream, SeqGap
 from tests.support import ws as support
 from tests.support.databases import scratch_database
-from tests.support.processes import Process, free_port, grpc_serving, run_cli, spawn, wait_until
-from tests.support.ws import fresh_symbol, open_stream, prices_channel, publish_prices
+from tests.support.processes import GATEWAY_TEST_ENV, Process, free_port, grpc_serving, run_cli, spawn, wait_until
+from tests.support.ws import fresh_symbol, open_stream, prices_channel, publish_prices, register_symbols
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cluster-failover"), pytest.mark.timeout(170)]
 
@@ -184,6 +184,7 @@ async def stack(cluster: LocalRedisCluster, private_db: str) -> AsyncIterator[St
     }
     result = run_cli(["migrate"], env)
     assert result.returncode == 0, result.stderr
+    register_symbols(private_db, list(fresh.values()))  # the gateways refuse channels of unlisted symbols
     keys = {"internal": await make_key_with_id(env, private_db, "internal", 1)}
     for tier, start in (("pro", 100), ("free", 1000)):
         key_id = name_on(slots, victim_port, lambda i, start=start: (start + i, f"{{apikey:{start + i}}}"))
@@ -198,7 +199,7 @@ async def stack(cluster: LocalRedisCluster, private_db: str) -> AsyncIterator[St
             kind = name[:-1]
             addr = f"127.0.0.1:{free_port()}"
             variable = "PERSEUS_REST_ADDR" if kind == "rest" else "PERSEUS_WS_ADDR"
-            top.processes[name] = spawn([kind], {**gateway_env, variable: addr}, addr)
+            top.processes[name] = spawn([kind], {**GATEWAY_TEST_ENV[kind], **gateway_env, variable: addr}, addr)
         for name in ("rest1", "rest2", "ws1", "ws2"):
             process = top.processes[name]
             wait_until(lambda process=process: healthy(process.addr), process, f"perseus {name}")
