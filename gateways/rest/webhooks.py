@@ -85,7 +85,7 @@ def _create_request(body: bytes) -> pb.CreateWebhookRequest:
 
 
 def _webhook_id(value: str) -> str:
-    if len(value) > 64:
+    if len(value) > MAX_ID_LENGTH:
         raise ValidationFailed("webhook id too long", details={"field": "id"})
     return value
 
@@ -152,7 +152,14 @@ def _ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[s
     return {status: {"description": description, "content": {"application/json": {"schema": body}}}}
 
 
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Webhook id"}
+MAX_ID_LENGTH = 64
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": MAX_ID_LENGTH},
+    "description": "Webhook id",
+}
 _FILTER_TEXT = "Only alerts with this {} (omit or null: any)"
 _CREATE_BODY = {
     "type": "object",
@@ -206,7 +213,10 @@ def openapi_paths() -> dict[str, Any]:
                 "description": "Its pending deliveries go with it. Rate-limit cost: 1 unit.",
                 "tags": tag,
                 "parameters": [_ID],
-                "responses": {"204": {"description": "Deleted"}, **_errors(ErrorCode.NOT_FOUND)},
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_errors(ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_FOUND),
+                },
             }
         },
         DELIVERIES: {
@@ -239,7 +249,10 @@ def openapi_paths() -> dict[str, Any]:
                 " Rate-limit cost: 1 unit.",
                 "tags": tag,
                 "parameters": [_ID],
-                "responses": {**_ok("The ping's delivery", delivery), **_errors(ErrorCode.NOT_FOUND)},
+                "responses": {
+                    **_ok("The ping's delivery", delivery),
+                    **_errors(ErrorCode.VALIDATION_ERROR, ErrorCode.NOT_FOUND),
+                },
             }
         },
     }

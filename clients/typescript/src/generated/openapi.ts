@@ -2352,6 +2352,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description VALIDATION_ERROR */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description UNAUTHORIZED */
             401: {
                 headers: {
@@ -2465,6 +2474,15 @@ export interface operations {
                     "application/json": {
                         data: components["schemas"]["WebhookDelivery"];
                     };
+                };
+            };
+            /** @description VALIDATION_ERROR */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description UNAUTHORIZED */
