@@ -43,6 +43,7 @@ from core.adapters.stream_hub import StreamHub
 from core.adapters.tick_partitions import TickPartitionMetrics, TickPartitions
 from core.adapters.tick_store import TickStore
 from core.adapters.webhook_store import WebhookStore
+from core.adapters.webhooks import DeliveryWorker, Poster, SecretBox, WebhookMetrics, Webhooks
 from core.exchange_mode import Stores, build_writers
 from core.metrics_server import start_metrics_server
 from core.pipeline_metrics import PipelineMetrics, PipelineSources
@@ -62,7 +63,6 @@ from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import StatusService, supervised_components
 from core.services.streams import Streams, default_stream_exchange
-from core.services.webhooks import DeliveryWorker, Poster, SecretBox, WebhookMetrics, Webhooks
 from core.settings import Mode, Settings, StartupError
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""``WebhookService``: a key's alert webhooks (``core.services.webhooks``; docs/design/webhooks.md)."""
+"""``WebhookService``: a key's alert webhooks (``core.adapters.webhooks``; docs/design/webhooks.md)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from core.adapters.webhook_store import Delivery, Endpoint
+from core.adapters.webhooks import Filters, Webhooks
 from core.rpc.status import translates_errors
-from core.services.webhooks import Filters, Webhooks
 from perseus.marketdata.v1 import webhook_service_pb2 as pb, webhook_service_pb2_grpc as pb_grpc
 
 Context = aio.ServicerContext[Any, Any]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
 
-from gateways.common.projection import descriptor_of
+from common.projection import descriptor_of
 from gateways.rest import ratelimit
 from gateways.rest.candle_cache import TIMEFRAME_MS, CandleCache, align_up, probe_of
 from gateways.rest.context import RestRequest

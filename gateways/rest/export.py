@@ -36,10 +36,10 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from sanic import Blueprint
 
+from common.projection import descriptor_of, projector, public_fields
 from gateways.common.core_client import api_error
 from gateways.common.errors import ApiError, ErrorCode, RateLimitExceeded, ValidationFailed, error_body
 from gateways.common.http import request_id_of
-from gateways.common.projection import descriptor_of, projector, public_fields
 from gateways.rest import ratelimit
 from gateways.rest.candle_cache import TIMEFRAME_MS, align_up
 from gateways.rest.context import RestRequest

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
 
-from gateways.common.projection import descriptor_of
+from common.projection import descriptor_of
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit
 from gateways.rest.operations import Operation

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the REST gateway, written from the route declarations and the protos.
 
-Every response schema comes from :func:`~gateways.common.projection.public_schema`
+Every response schema comes from :func:`~common.projection.public_schema`
 of the message the route projects (nested messages as ``$ref`` components),
 and every parameter from its :class:`~gateways.rest.params.Param`; nothing
 about a field is written here. The document is built once per app and
@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from google.protobuf.descriptor import Descriptor
 
+from common.projection import public_schema
 from gateways.common.errors import ERROR_STATUS, ErrorCode
-from gateways.common.projection import public_schema
 from gateways.rest import ratelimit
 from gateways.rest.operations import Operation
 from gateways.rest.params import CANONICAL_SYMBOL_PATTERN, CURSOR_PATTERN

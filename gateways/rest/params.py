@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from common.projection import enum_names
 from gateways.common.errors import ValidationFailed
-from gateways.common.projection import enum_names
 from perseus.marketdata.v1 import common_pb2
 
 Location = Literal["path", "query"]

@@ -12,8 +12,8 @@ from contextlib import nullcontext
 
 from sanic import Blueprint, HTTPResponse
 
+from common.projection import descriptor_of
 from gateways.common.errors import ValidationFailed
-from gateways.common.projection import descriptor_of
 from gateways.common.settings import DEFAULT_RANGE_MAX_BUCKETS
 from gateways.rest import ratelimit
 from gateways.rest.candle_cache import TIMEFRAME_MS

@@ -1,7 +1,7 @@
 """What every public read route does around its core call: parameters, admission, the call, the body.
 
 :func:`body_of` is the only way a route turns a core reply into a response:
-``{"data": …}`` built by :func:`~gateways.common.projection.to_public`, so no
+``{"data": …}`` built by :func:`~common.projection.to_public`, so no
 route names a field and no internal field can slip through.
 """
 
@@ -15,8 +15,8 @@ import orjson
 from google.protobuf.message import Message
 from sanic import HTTPResponse
 
+from common.projection import projector
 from gateways.common.http import JSON_CONTENT_TYPE, request_id_of
-from gateways.common.projection import projector
 from gateways.rest.context import RestRequest
 from gateways.rest.operations import Operation
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
 
-from gateways.common.projection import descriptor_of
+from common.projection import descriptor_of
 from gateways.rest import ratelimit
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import admit

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from sanic import Blueprint, HTTPResponse
 
+from common.projection import descriptor_of, projector
 from gateways.common.errors import ERROR_STATUS, ErrorCode, ValidationFailed
 from gateways.common.http import request_id_of
-from gateways.common.projection import descriptor_of, projector
 from gateways.rest.context import RestRequest
 from gateways.rest.guard import authenticate, spend
 from gateways.rest.openapi import components

@@ -1,6 +1,6 @@
 """The AsyncAPI 3.1 document of ``/public/v1/stream``, built from the same declarations as the messages.
 
-Event ``data`` schemas come from :func:`gateways.common.projection.public_schema`
+Event ``data`` schemas come from :func:`common.projection.public_schema`
 of the payload messages of ``StreamEvent`` (so a field is in the document
 exactly when the proto declares it public), and the resume-gap fields from
 ``ResumeGap``. Close codes, error codes and limits come from the protocol
@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
-from gateways.common.projection import descriptor_of, message_type, public_schema
+from common.projection import descriptor_of, message_type, public_schema
 from gateways.ws import limits, protocol, subprotocols
 from gateways.ws.channels import ALL_SOURCES, EVERY_PRICE, FAMILIES, TIMEFRAMES
 from gateways.ws.protocol import CloseCode, ErrorCode
@@ -257,8 +257,8 @@ def _replay_messages(channel_name: dict[str, Any]) -> dict[str, Any]:
                     "description": "a multiple of real time, or max: as fast as the client reads",
                 },
             },
-            "Play the stored events of one prices, candles or signals channel with times in start <= t < end (a candle's "
-            "open time), oldest first, as "
+            "Play the stored events of one prices, candles or signals channel with times in start <= t < end "
+            "(a candle's open time), oldest first, as "
             "the live envelopes with replay: true and no seq, between replay_started and replay_done (or "
             "replay_stopped). One replay at a time per connection; PERSEUS_WS_REPLAYS_PER_KEY per key on a "
             "gateway (RATE_LIMITED beyond); at most PERSEUS_WS_REPLAY_MAX_HOURS long (INVALID_MESSAGE); "

@@ -40,7 +40,7 @@ from typing import Protocol
 
 import orjson
 
-from gateways.common.projection import to_public
+from common.projection import to_public
 from gateways.ws import protocol
 from gateways.ws.protocol import ErrorCode
 from perseus.marketdata.v1 import stream_service_pb2 as pb

@@ -49,12 +49,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from common import runtime as gc_policy, telemetry
+from common.projection import to_public
 from common.redis_clients import RedisClient, redis_py
 from common.supervise import TaskSupervisor
 from gateways.common import tracing
 from gateways.common.auth import PRIVILEGED_TIERS, KeyCache
 from gateways.common.errors import ApiError, RateLimitExceeded, Unauthorized
-from gateways.common.projection import to_public
 from gateways.common.services import GatewayServices
 from gateways.ws import protocol, subprotocols
 from gateways.ws.channels import EVERY_PRICE, EVERY_PRICE_CANONICAL

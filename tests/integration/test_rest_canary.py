@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateways.common.projection import is_public
+from common.projection import is_public
 from perseus.marketdata.v1 import (
     candles_pb2,
     indicators_pb2,

@@ -24,8 +24,8 @@ from grpc import aio
 from websockets.asyncio.client import ClientConnection, connect
 
 import perseus_sdk
+from common.projection import public_fields
 from core.adapters.events import EventPublisher
-from gateways.common.projection import public_fields
 from perseus.marketdata.v1 import (
     candles_pb2,
     ingest_service_pb2,

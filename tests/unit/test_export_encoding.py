@@ -7,8 +7,8 @@ import io
 
 import orjson
 
+from common.projection import descriptor_of
 from gateways.common.errors import ServiceUnavailable
-from gateways.common.projection import descriptor_of
 from gateways.rest.export import Encoder
 from perseus.marketdata.v1 import prices_pb2
 

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateways.common.projection import is_public, public_schema, timestamp_text, to_public
+from common.projection import is_public, public_schema, timestamp_text, to_public
 from perseus.marketdata.v1 import (
     candles_pb2,
     common_pb2,

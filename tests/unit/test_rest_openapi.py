@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from gateways.common.projection import is_public, public_schema
+from common.projection import is_public, public_schema
 from gateways.rest.app import OPERATIONS
 from gateways.rest.docs import docs_html
 from gateways.rest.openapi import ASYNCAPI_PATH, SPEC_PATH, openapi_document

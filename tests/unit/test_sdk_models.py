@@ -10,7 +10,7 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 
-from gateways.common.projection import public_schema
+from common.projection import public_schema
 from gateways.rest.app import OPERATIONS
 from perseus_sdk import models
 from perseus_sdk.models import Candle, ConsensusPrice, DecodeError, Exchange, TradeSignal, decode, decode_all

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.services.webhooks import sign
+from core.adapters.webhooks import sign
 from perseus_sdk import verify_signature
 from perseus_sdk.webhooks import sign as sdk_sign
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gateways.common.projection import public_fields
+from common.projection import public_fields
 from gateways.ws.asyncapi import asyncapi_document
 from perseus.marketdata.v1 import candles_pb2, signals_pb2
 

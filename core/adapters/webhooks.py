@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from common.projection import descriptor_of, projector
 from core.adapters.alert_store import AlertStore
 from core.adapters.webhook_store import Delivery, Endpoint, WebhookStore
 from core.codec.messages import trade_signal_to_pb
@@ -48,7 +49,6 @@ from core.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.domain.symbols import InvalidSymbol, canonical_symbol
 from core.domain.timeframes import Timeframe
 from core.settings import WebhookSettings
-from gateways.common.projection import descriptor_of, projector
 from perseus.marketdata.v1 import signals_pb2
 
 logger = logging.getLogger(__name__)
