@@ -72,4 +72,5 @@ def test_the_core_stores_a_venues_replayed_trades_and_reports_it_online(
         assert server.connections, "the core never connected to the venue"
         assert len(server.connections[0].received) == subscribe_frames
     assert count_trades(database_url, venue) > 0
-    assert {s.symbol for s in listed.symbols} == set(symbols.split(","))
+    # the venue's symbols are listed (beside any a worker ingested under its name in this shared database)
+    assert set(symbols.split(",")) <= {s.symbol for s in listed.symbols}
