@@ -55,14 +55,25 @@ key = support.key  # fixtures: an internal key, the core's event publisher
 publisher = support.publisher
 
 READ_S = 15.0
+# ids of its own: the session database is shared with the other modules' seeds (test_ts_sdk seeds Seed())
+SEED = Seed(
+    exchange="replayx",
+    exchange_id=770_001,
+    symbol_id=770_002,
+    symbol="RPL-USD",
+    sequence_base=770_100,
+    alert_id_base=770_200,
+    feed_id_base=770_400,
+    source="replaysrc",
+)
 BASE_MS = (int(time.time()) - 3 * 3600) * 1000  # 3 hours ago: inside the stored ticks' partitions
 
 
 @pytest.fixture(scope="module")
 def core(migrated_env: dict[str, str]) -> Iterator[Process]:
-    """The seeded market's stored candles (seedx:SEED-USD:1h) exist before the core lists the exchanges."""
+    """The seeded market's stored candles (replayx:RPL-USD:1h) exist before the core lists the exchanges."""
     env = migrated_env
-    asyncio.run(seed_market(env["PERSEUS_DATABASE_URL"], env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], Seed()))
+    asyncio.run(seed_market(env["PERSEUS_DATABASE_URL"], env["PERSEUS_REDIS_URL"], env["PERSEUS_REDIS_PREFIX"], SEED))
     with running_core(migrated_env) as process:
         yield process
 
@@ -340,7 +351,7 @@ async def test_replay_messages_match_the_served_asyncapi_document(
 
 
 async def test_a_candles_channel_replays_its_stored_closed_candles(ws: ClientConnection) -> None:
-    seed = Seed()
+    seed = SEED
     name, start = f"candles:{seed.exchange}:{seed.symbol}:1h", seed.first_open_ms + 3_600_000
     await send(ws, {"action": "replay", "channel": name, "start": start, "end": start + 2 * 3_600_000, "speed": "max"})
     assert (await recv(ws))["type"] == "replay_started"
@@ -353,7 +364,7 @@ async def test_a_candles_channel_replays_its_stored_closed_candles(ws: ClientCon
 
 
 async def test_a_signals_channel_replays_its_stored_alerts_as_public_trade_signals(ws: ClientConnection) -> None:
-    seed = Seed()  # alerts 0..4 triggered at the open of hours 1..5, with proprietary values in their rows
+    seed = SEED  # alerts 0..4 triggered at the open of hours 1..5, with proprietary values in their rows
     name, start = f"signals:{seed.exchange}:{seed.symbol}:1h", seed.open_ms(2)
     await send(ws, {"action": "replay", "channel": name, "start": start, "end": seed.open_ms(4), "speed": "max"})
     assert (await recv(ws))["type"] == "replay_started"
