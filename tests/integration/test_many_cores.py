@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection
 from core.adapters.events import EventPublisher
 from perseus_sdk import LiveEvent, LiveStream, SeqGap
 from tests.support import ws as support
-from tests.support.processes import Process, free_port, grpc_serving, spawn, wait_until
+from tests.support.processes import GATEWAY_TEST_ENV, Process, free_port, grpc_serving, spawn, wait_until
 from tests.support.ws import fresh_symbol, open_stream, prices_channel, publish_prices
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("many-cores")]
@@ -71,7 +71,7 @@ def start_core(env: dict[str, str]) -> Process:
 
 def start_gateway(kind: str, env: dict[str, str], addr: str) -> Process:
     variable = "PERSEUS_REST_ADDR" if kind == "rest" else "PERSEUS_WS_ADDR"
-    process = spawn([kind], {**env, variable: addr}, addr)
+    process = spawn([kind], {**(GATEWAY_TEST_ENV["ws"] if kind == "ws" else {}), **env, variable: addr}, addr)
     wait_until(lambda: healthy(addr), process, f"perseus {kind} at {addr}")
     return process
 

@@ -23,7 +23,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.market_seed import Seed, seed_market
-from tests.support.processes import Process, answers_http, free_port, run_cli, running_core, running_gateway, spawn
+from tests.support.processes import (
+    GATEWAY_TEST_ENV,
+    Process,
+    answers_http,
+    free_port,
+    run_cli,
+    running_core,
+    running_gateway,
+    spawn,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,7 +50,8 @@ class SupervisedWs:
 
     def __init__(self, env: dict[str, str], core_addr: str, pidfile: Path) -> None:
         self.addr = f"127.0.0.1:{free_port()}"
-        self.env = {**env, "PERSEUS_CORE_ADDR": core_addr, "PERSEUS_WS_ADDR": self.addr}
+        # uncapped per address, as every test gateway: the suite's reconnects all come from 127.0.0.1
+        self.env = {**GATEWAY_TEST_ENV["ws"], **env, "PERSEUS_CORE_ADDR": core_addr, "PERSEUS_WS_ADDR": self.addr}
         self.pidfile = pidfile
         self.starts = 0
         self._process: Process | None = None
