@@ -77,6 +77,11 @@ async def test_aborted_unary_call_is_counted_with_its_code(echo: tuple[aio.Chann
     with pytest.raises(aio.AioRpcError) as caught:
         await channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)(b"fail")
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    # the server counts the call as its handler ends, which may be just after the client saw the status
+    for _ in range(100):
+        if _count(registry, "perseus_grpc_requests_total", method=f"/{SERVICE}/Unary", code="NOT_FOUND"):
+            break
+        await asyncio.sleep(0.02)
     assert _count(registry, "perseus_grpc_requests_total", method=f"/{SERVICE}/Unary", code="NOT_FOUND") == 1
 
 
