@@ -120,7 +120,7 @@ def test_ws_stream_without_a_key_closes_with_4001(ws: Process) -> None:
     """The stream itself is covered by test_ws_stream.py; here only that the route is served."""
     with ws_connect(f"ws://{ws.addr}/public/v1/stream", open_timeout=5) as connection:
         with pytest.raises(ConnectionClosed) as closed:
-            connection.recv(timeout=5)
+            connection.recv(timeout=15)  # a keyless connection has 5 s to send {"action":"auth"}
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == CLOSE_INVALID_KEY
 
