@@ -432,7 +432,9 @@ export class LiveStream implements AsyncIterable<StreamItem> {
       if (this.final !== null) throw this.final;
       const conn = this.conn;
       if (conn === null || conn.ws.readyState !== OPEN) {
-        await Promise.resolve(); // dropped between the wake-up and now: wait for the next one
+        // dropped, or closing (a close frame came; its close event follows once the socket ends): wait a
+        // timer turn, not a microtask, so the socket's I/O runs and the close (final or not) is seen
+        await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
       let answer: Answer;
