@@ -74,7 +74,9 @@ def test_up_brings_up_everything_and_stops_everything(data_dir: Path) -> None:
         body = httpx.get(rest_health, timeout=2).json()
         assert body["mode"] == "exchange"
         assert body["services"] == {"core": "up", "redis": "up", "postgres": "up"}
-        assert httpx.get(f"http://127.0.0.1:{ports['ws']}/health", timeout=2).status_code == 200
+        # the WS gateway answers healthy too (its /health is cached a second: a probe made while it was still
+        # starting may stand that long)
+        wait_until(lambda: _health(f"http://127.0.0.1:{ports['ws']}/health"), up, "perseus ws healthy", timeout=10)
         assert (data_dir / "postgres").is_dir() and (data_dir / "redis").is_dir()
 
         key = printed_key(up.output())
