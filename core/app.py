@@ -183,6 +183,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         tasks.spawn("stream-hub", hub.run)
         stack.push_async_callback(hub.aclose)
         stream_history = StreamHistory(shared, keys)
+        tasks.spawn("on-demand-streams", lambda: stream_history.keep_listening(hub.channel_names))
         hot_candles = HotCandles(hub, stream_history.channel_name)
         tasks.spawn("hot-candles", hot_candles.run)
         stack.push_async_callback(hot_candles.aclose)

@@ -11,9 +11,15 @@ stamped with this cache's clock). A write Redis cannot take raises
 Each tick is then published again on seed 004's streams (issue 17):
 ``prices:all:{SYMBOL}`` (every source of the symbol) and ``prices:all:*``
 (every update), with seqs and history of their own, by the
-:class:`~core.adapters.events.EventPublisher`. Their publish failing after the
-pairs' scripts succeeded is logged, not raised: raising would have the whole
-write retried and the pairs' events published twice.
+:class:`~core.adapters.events.EventPublisher`, but only while someone listens
+to them: these on-demand streams would triple Redis's work per tick for
+everyone (issue 16's benchmark line). A stream is listened while its marker
+exists (set by a subscription, renewed by the core holding it, lingering a
+minute after the last listener: :mod:`core.adapters.stream_history`); a marker
+seen is trusted for ``LISTENED_CACHE_S``, an absent one is looked up on every
+write, so a new subscriber's first ticks are published. Their publish failing
+after the pairs' scripts succeeded is logged, not raised: raising would have
+the whole write retried and the pairs' events published twice.
 
 Writes and reads go through the core's shared :class:`~common.resp.Pipeline`
 (one script call per pair and the sources index of each symbol in one call;
@@ -24,6 +30,7 @@ wait bounded by ``COMMAND_TIMEOUT_S``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,7 +40,7 @@ from core.adapters.events import HISTORY_MAXLEN, Event, EventPublisher, SeqGuard
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import price_channel, price_event, rechannel
-from core.domain.channels import ALL_SYMBOLS, all_prices_channel
+from core.domain.channels import ALL_SYMBOLS, Channel, all_prices_channel
 from core.domain.errors import Unavailable
 from core.domain.prices import Tick, decimal_str
 
@@ -41,6 +48,8 @@ logger = logging.getLogger(__name__)
 EVERY_PRICE = all_prices_channel(ALL_SYMBOLS)
 
 LATEST_TTL_MS = 60_000
+LISTENED_CACHE_S = 1.0  # how long a listened marker seen is trusted (it lives a minute past the last listener)
+MAX_LISTENED_SEEN = 100_000
 SOURCES_TTL_MS = 24 * 3600 * 1000
 
 # KEYS: latest hash, then the stream's sequence, history, channel.
@@ -82,6 +91,7 @@ class PriceCache:
         self._write_sha = pipeline.register_script(_WRITE)
         self._guard = SeqGuard(pipeline)
         self._aggregates = EventPublisher(pipeline, keys, history_maxlen=history_maxlen, clock_ms=clock_ms)
+        self._listened_until: dict[Channel, float] = {}  # on-demand streams seen listened, until (monotonic s)
 
     async def write(self, ticks: Sequence[Tick]) -> None:
         """Latest prices and one ``price_update`` event per tick, one script per pair."""
@@ -106,16 +116,43 @@ class PriceCache:
         await self._publish_aggregates(updates)
 
     async def _publish_aggregates(self, updates: Sequence[tuple[Tick, bytes]]) -> None:
-        """The events of ``updates`` (time order) again on ``prices:all:{SYMBOL}`` and ``prices:all:*``."""
-        events = [
-            Event(channel, rechannel(payload, channel))
-            for tick, payload in updates
-            for channel in (all_prices_channel(tick.symbol), EVERY_PRICE)
-        ]
+        """The events of ``updates`` (time order) again on those of ``prices:all:{SYMBOL}`` and ``prices:all:*``
+        someone listens to."""
         try:
+            listened = await self._listened({all_prices_channel(tick.symbol) for tick, _ in updates} | {EVERY_PRICE})
+            if not listened:
+                return
+            every = EVERY_PRICE in listened
+            events = []
+            for tick, payload in updates:
+                channel = all_prices_channel(tick.symbol)
+                if channel in listened:
+                    events.append(Event(channel, rechannel(payload, channel)))
+                if every:
+                    events.append(Event(EVERY_PRICE, rechannel(payload, EVERY_PRICE)))
             await self._aggregates.publish(events)
         except Unavailable as exc:
             logger.warning("%d price updates not published on the prices:all streams (%s)", len(updates), exc)
+
+    async def _listened(self, channels: set[Channel]) -> set[Channel]:
+        """Those of ``channels`` whose listened marker exists (seen within ``LISTENED_CACHE_S``, or now)."""
+        now = time.monotonic()
+        until = self._listened_until
+        listened = {channel for channel in channels if until.get(channel, 0.0) > now}
+        unknown = [channel for channel in channels if channel not in listened]
+        if unknown:
+            replies = await call_or_unavailable(
+                self._pipeline,
+                [("EXISTS", self._keys.stream_listened(channel)) for channel in unknown],
+                "on-demand streams not looked up",
+            )
+            if len(until) > MAX_LISTENED_SEEN:
+                until.clear()
+            for channel, exists in zip(unknown, replies, strict=True):
+                if exists:
+                    listened.add(channel)
+                    until[channel] = now + LISTENED_CACHE_S
+        return listened
 
     async def _send(self, commands: list[resp.Command], seq_keys: list[str]) -> None:
         try:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 
-from core.domain.channels import ALL_SYMBOLS, Channel, ChannelFamily
+from core.domain.channels import ALL_SOURCES, ALL_SYMBOLS, Channel, ChannelFamily
 from core.domain.symbols import canonical_symbol
 from core.domain.timeframes import Timeframe
 
@@ -54,6 +54,8 @@ MAX_NAME_LENGTH = 64
 _NAME = re.compile(rf"[a-z0-9][a-z0-9_.\-]{{0,{MAX_NAME_LENGTH - 1}}}")
 _KEY_HASH = re.compile(r"[0-9a-f]{16,128}")
 _FORBIDDEN_IN_PREFIX = frozenset("{}* \t\r\n")
+# the stream ids of the on-demand streams: every source of a symbol, and every price update (issue 17)
+_ON_DEMAND = f"{ChannelFamily.PRICES.value}:{{{ALL_SOURCES}:"
 
 
 def hash_tag(key: str) -> str | None:
@@ -120,6 +122,22 @@ class RedisKeys:
     def stream_keys(self, channel: Channel) -> list[str]:
         """Sequence, history and channel of a stream, in the order the publish script takes them."""
         return [self.stream_sequence(channel), self.stream_history(channel), self.stream_channel(channel)]
+
+    def stream_listened(self, channel: Channel) -> str:
+        """Marker of an on-demand stream (``prices:all:…``) that someone listens to, with a TTL: the stream is
+        published only while it exists (``core.adapters.price_cache``)."""
+        return f"{self._prefix}listened:{self._stream_id(channel)}"
+
+    def listened_keys(self, internal_channel: str) -> tuple[str, str] | None:
+        """The marker and the sequence counter of the on-demand stream whose internal channel is
+        ``internal_channel``; None for a stream published whether listened or not."""
+        head = f"{self._prefix}ch:"
+        if not internal_channel.startswith(head):
+            return None
+        stream_id = internal_channel[len(head) :]
+        if not stream_id.startswith(_ON_DEMAND):
+            return None
+        return f"{self._prefix}listened:{stream_id}", f"{self._prefix}seq:{stream_id}"
 
     def candle_close_channel(self, exchange: str, symbol: str, timeframe: Timeframe | str) -> str:
         return self.stream_channel(_channel(ChannelFamily.CANDLES, exchange, symbol, timeframe))

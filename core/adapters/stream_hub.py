@@ -231,6 +231,10 @@ class StreamHub:
     def channel_count(self) -> int:
         return len(self._channels)
 
+    def channel_names(self) -> list[str]:
+        """The internal channels some subscriber holds."""
+        return list(self._channels)
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)

@@ -146,6 +146,11 @@ class History(Protocol):
         """Up to ``count`` history entries with a seq greater than ``seq``, oldest first."""
         ...
 
+    async def listening(self, internal_channels: Collection[str]) -> None:
+        """Mark the on-demand streams among ``internal_channels`` listened (published from now on; a stream
+        that was not jumps its seq first, so a resume across the silence is told the gap)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Position:
@@ -258,6 +263,7 @@ class StreamSession:
             )
         try:
             await self._hub.acquire(self._subscriber, new)
+            await self._history.listening(new)  # before the seqs are read: an on-demand stream's may jump
             current = await self._history.current_seqs([by_internal[i] for i in by_internal])
         except Unavailable as exc:
             self._hub.release(self._subscriber, new)

@@ -22,6 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support import ws as support
 from tests.support.processes import Process, running_gateway
+from tests.support.redis_target import sync_redis_client
+from tests.support.replay import wait_until
 from tests.support.ws import closed_with, fresh_symbol, make_key, recv, send, subscribe
 
 pytestmark = pytest.mark.integration
@@ -168,3 +170,80 @@ async def test_an_auth_message_that_never_comes_closes_with_4001_after_5_s(gatew
         waited = time.monotonic() - opened
     assert code_reason is not None and code_reason[0] == 4001
     assert waited >= 4.5  # it waited for the message, then gave up
+
+
+def stream_keys(redis_prefix: str, venue: str, symbol: str) -> tuple[str, str, str]:
+    """History, seq counter and listened marker of the stream ``prices:{venue}:{symbol}``."""
+    stream = f"prices:{{{venue}:{symbol}}}"
+    return f"{redis_prefix}history:{stream}", f"{redis_prefix}seq:{stream}", f"{redis_prefix}listened:{stream}"
+
+
+async def test_prices_all_streams_are_written_only_while_someone_listens(
+    gateway: Process, rest: Process, key: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Nobody subscribed: a tick is on its source's stream only (the on-demand streams would triple Redis's work
+    per tick for everyone); once a client subscribes, its ticks reach the symbol's every-source stream."""
+    symbol = fresh_symbol()
+    client = sync_redis_client(redis_url)
+    try:
+        ingest(rest, key, symbol, {"coinbase": "5"})
+        source_history, _, _ = stream_keys(redis_prefix, "coinbase", symbol)
+        all_history, _, marker = stream_keys(redis_prefix, "all", symbol)
+        every_history, _, _ = stream_keys(redis_prefix, "all", "*")
+        await wait_until(lambda: client.exists(source_history) == 1)
+        assert client.exists(all_history) == 0 and client.exists(marker) == 0
+        async with connect(f"ws://{gateway.addr}/public/v1/stream?key={key}", open_timeout=10) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "symbols": [symbol]}))
+            assert (await recv(ws))["type"] == "subscribed"
+            assert 0 < client.pttl(marker) <= 60_000
+            ingest(rest, key, symbol, {"kraken": "6"})
+            (update,) = await price_updates(ws, symbol, 1)
+        assert update["data"]["source"] == "kraken" and client.xlen(all_history) == 1
+        entry_ids = [entry_id for entry_id, _ in client.xrange(every_history, count=10_000)]
+        assert all(int(entry_id.split(b"-")[0]) for entry_id in entry_ids)  # the firehose keeps its own history
+    finally:
+        client.close()
+
+
+async def test_a_resume_across_an_unlistened_silence_is_told_the_gap_and_a_new_subscriber_is_not(
+    gateway: Process, rest: Process, key: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Once the last listener's marker lapsed (a minute), the symbol's ticks are not published on
+    ``prices:all:{SYMBOL}``: a client resuming from before that silence gets ``resume_gap``, never a quiet loss,
+    and a client subscribing anew starts with no gap."""
+    symbol = fresh_symbol()
+    channel = f"prices:all:{symbol}"
+    _, _, marker = stream_keys(redis_prefix, "all", symbol)
+    client = sync_redis_client(redis_url)
+    url = f"ws://{gateway.addr}/public/v1/stream?key={key}"
+    try:
+        async with connect(url, open_timeout=10) as ws:
+            assert (await subscribe(ws, [channel]))["type"] == "subscribed"
+            ingest(rest, key, symbol, {"coinbase": "10"})
+            (first,) = await price_updates(ws, symbol, 1)
+        client.delete(marker)  # the minute after the last listener passed
+        ingest(rest, key, symbol, {"coinbase": "11"})  # published on the source's stream only
+        async with connect(url, open_timeout=10) as resumed, connect(url, open_timeout=10) as fresh:
+            await send(resumed, {"action": "subscribe", "channels": [channel], "resume": {channel: first["seq"]}})
+            assert await recv(resumed) == {"type": "subscribed", "channels": [channel]}
+            assert (await subscribe(fresh, [channel]))["type"] == "subscribed"
+            ingest(rest, key, symbol, {"coinbase": "12"})
+            told = await until_price(resumed, symbol, "12")
+            quiet = await until_price(fresh, symbol, "12")
+    finally:
+        client.close()
+    assert [m["type"] for m in told] == ["resume_gap", "price_update"], told
+    assert told[0]["channel"] == channel and told[0]["requested_seq"] == first["seq"], told[0]
+    assert [m["type"] for m in quiet] == ["price_update"], quiet
+    assert told[-1]["seq"] == quiet[-1]["seq"] > first["seq"] + 1
+
+
+async def until_price(ws: ClientConnection, symbol: str, price: str) -> list[dict[str, Any]]:
+    """The messages about ``symbol`` (gaps included) up to its price update at ``price``."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        message = await recv(ws)
+        if message["type"] == "resume_gap" or message.get("data", {}).get("symbol") == symbol:
+            seen.append(message)
+            if message["type"] == "price_update" and message["data"]["price"] == price:
+                return seen

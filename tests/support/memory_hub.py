@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from core.domain.channels import Channel, explicit_name
@@ -109,6 +109,7 @@ class MemoryHistory:
 
     def __init__(self) -> None:
         self.events: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)
+        self.listened: set[str] = set()
         self.down = False
 
     def channel_name(self, channel: Channel) -> str:
@@ -121,6 +122,11 @@ class MemoryHistory:
         if self.down:
             raise Unavailable("cannot read stream sequences; retry")
         return [max((s for s, _ in self.events[internal_name(c)]), default=None) for c in channels]
+
+    async def listening(self, internal_channels: Collection[str]) -> None:
+        if self.down:
+            raise Unavailable("cannot mark on-demand streams listened; retry")
+        self.listened.update(internal_channels)
 
     async def after(self, channel: Channel, seq: int, count: int) -> list[tuple[int, bytes]]:
         if self.down:

@@ -29,8 +29,9 @@ from common.resp import AutoPipeline
 from core.adapters.indicator_store import IndicatorStore
 from core.adapters.redis_keys import RedisKeys, hash_tag
 from core.codec.events import price_channel
-from core.domain.channels import Channel, ChannelFamily
+from core.domain.channels import ALL_SYMBOLS, Channel, ChannelFamily, all_prices_channel
 from core.domain.prices import Tick
+from core.domain.symbols import canonical_symbol
 from core.domain.timeframes import Timeframe
 from gateways.rest.candle_cache import window_key
 from gateways.rest.limiter import RateLimiter
@@ -62,6 +63,17 @@ def test_publish_script_keys_share_a_slot(prefix: str, exchange: str, symbol: st
     keys = RedisKeys(prefix)
     for channel in channels(exchange, symbol):
         assert one_slot(keys.stream_keys(channel)), channel
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize("symbol", [*SYMBOLS, ALL_SYMBOLS])
+def test_listened_script_keys_are_the_on_demand_streams_and_share_its_slot(prefix: str, symbol: str) -> None:
+    keys = RedisKeys(prefix)
+    channel = all_prices_channel(symbol if symbol == ALL_SYMBOLS else canonical_symbol(symbol))
+    marker, seq = keys.listened_keys(keys.stream_channel(channel)) or ("", "")
+    assert marker == keys.stream_listened(channel) and seq == keys.stream_sequence(channel)
+    assert one_slot([marker, *keys.stream_keys(channel)])
+    assert keys.listened_keys(keys.stream_channel(Channel(ChannelFamily.PRICES, "coinbase", "BTC-USD", None))) is None
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
@@ -121,7 +133,7 @@ def test_every_key_family_is_walked() -> None:
         "latest_price", "price_sources", "candle_window", "indicator_state", "stream_channel", "stream_sequence",
         "stream_history", "stream_keys", "candle_close_channel", "signal_channel", "price_channel",
         "exchange_heartbeat", "exchange_writer_lock", "exchange_writer_term", "rate_limit", "ws_connections",
-        "key_auth_cache", "pair_tag",
+        "key_auth_cache", "pair_tag", "stream_listened", "listened_keys",
     }  # fmt: skip
     builders = {
         name
