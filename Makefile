@@ -146,3 +146,10 @@ ts-gen: venv ## the TypeScript SDK's spec snapshot (clients/typescript/spec) and
 ts-check: venv ## the TS SDK: specs and types current, tsc --strict, npm pack contents (CI; installs with npm ci)
 	$(BIN)/python scripts/export_specs.py --check
 	cd clients/typescript && npm ci --no-audit --no-fund && npm run gen:check && npm run typecheck && npm run pack:check
+
+# The README's picture of /console: the browser test that takes the screenshots, on a private stack (real Redis and
+# PostgreSQL from PERSEUS_TEST_*_URL, as for make test), then its light-theme /console copied into docs/img.
+.PHONY: screenshot
+screenshot: venv ## retake docs/img/console.png (the README's) with the browser tests' Chromium; all pictures land in artifacts/screenshots/
+	$(BIN)/python -m pytest -q -p no:randomly tests/integration/test_console_browser.py -k screenshots
+	@mkdir -p docs/img && cp artifacts/screenshots/console-light.png docs/img/console.png && echo "docs/img/console.png updated"
