@@ -1,8 +1,12 @@
-"""``make bench-ingest``: sustained ingestion through gRPC and through the REST gateway.
+"""``make bench-ingest``: sustained ingestion through gRPC and through the REST gateway, beside its ceiling.
 
 Each client sends 100-feed batches back to back (unique ticks, so every feed
 is really stored); the run reports feeds/s and per-batch latency percentiles.
-Bounded in time and count; stops by itself.
+The ceiling (issue 18) is the same rows in the same 100-row batches and
+concurrency written straight into ``price_feeds`` with ``COPY`` (asyncpg's
+``copy_records_to_table``) by this one process: no validation, no idempotency
+check beyond the unique index, no candle queue, no Redis; Perseus's gRPC
+figure is printed as a ratio to it. Bounded in time and count; stops by itself.
 
     python -m bench.ingest [--seconds 10] [--clients 8]
 """
@@ -15,7 +19,10 @@ import itertools
 import json
 import os
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 
+import asyncpg
 import httpx
 import redis
 from grpc import aio
@@ -112,6 +119,49 @@ async def run_rest(
     return stored, latencies
 
 
+COPY_COLUMNS = ("symbol", "price", "volume", "source", "ts", "worker_id", "index_in_batch")
+
+
+def copy_batch(counter: itertools.count[int]) -> list[tuple[object, ...]]:
+    """The rows of one batch as :func:`grpc_batch` would have them stored."""
+    base = int(time.time() * 1000) - 60_000
+    rows = []
+    for index in range(BATCH):
+        n = next(counter)
+        ts = datetime.fromtimestamp((base + n // 50) / 1000, tz=UTC)
+        price = Decimal(f"{100 + n % 997}.{n % 100:02d}")
+        rows.append((SYMBOLS[n % len(SYMBOLS)], price, Decimal("1.5"), SOURCES[n % len(SOURCES)], ts, "copy", index))
+    return rows
+
+
+async def run_copy(
+    database_url: str, seconds: float, clients: int, counter: itertools.count[int]
+) -> tuple[int, list[float]]:
+    """The ceiling: ``clients`` connections each writing 100-row batches with ``COPY`` back to back."""
+    latencies: list[float] = []
+    stored = 0
+    batches = iter([copy_batch(counter) for _ in range(PREBUILT_BATCHES)])
+    conns = [await asyncpg.connect(database_url) for _ in range(clients)]
+    deadline = time.monotonic() + seconds
+    try:
+
+        async def client(conn: asyncpg.Connection) -> None:
+            nonlocal stored
+            for rows in batches:
+                if time.monotonic() >= deadline:
+                    break
+                started = time.perf_counter()
+                await conn.copy_records_to_table("price_feeds", records=rows, columns=COPY_COLUMNS)
+                latencies.append(time.perf_counter() - started)
+                stored += len(rows)
+
+        await asyncio.gather(*(client(conn) for conn in conns))
+    finally:
+        for conn in conns:
+            await conn.close()
+    return stored, latencies
+
+
 def published_events(redis_url: str, prefix: str) -> int:
     """How many price_update events the core has published so far: the sum of the entries ever added to
     the price streams' histories (``XINFO STREAM`` counts trimmed ones too; seqs start at a clock value)."""
@@ -161,6 +211,11 @@ def main() -> None:
             total += stored
             report(f"gRPC  c={clients}", stored, latencies, args.seconds)
             lag(redis_url, prefix, total)
+            copied, copy_latencies = asyncio.run(
+                run_copy(s.env["PERSEUS_DATABASE_URL"], args.seconds, clients, counter)
+            )
+            report(f"COPY  c={clients}", copied, copy_latencies, args.seconds)
+            print(f"      gRPC / COPY ceiling: {stored / copied if copied else float('nan'):.2f}")
             stored, latencies = asyncio.run(run_rest(s.rest.addr, s.key, args.seconds, clients, counter))
             total += stored
             report(f"REST  c={clients}", stored, latencies, args.seconds)
