@@ -119,13 +119,14 @@ class PriceCache:
         """The events of ``updates`` (time order) again on those of ``prices:all:{SYMBOL}`` and ``prices:all:*``
         someone listens to."""
         try:
-            listened = await self._listened({all_prices_channel(tick.symbol) for tick, _ in updates} | {EVERY_PRICE})
+            of_symbol = {symbol: all_prices_channel(symbol) for symbol in {tick.symbol for tick, _ in updates}}
+            listened = await self._listened([*of_symbol.values(), EVERY_PRICE])
             if not listened:
                 return
             every = EVERY_PRICE in listened
             events = []
             for tick, payload in updates:
-                channel = all_prices_channel(tick.symbol)
+                channel = of_symbol[tick.symbol]
                 if channel in listened:
                     events.append(Event(channel, rechannel(payload, channel)))
                 if every:
@@ -134,7 +135,7 @@ class PriceCache:
         except Unavailable as exc:
             logger.warning("%d price updates not published on the prices:all streams (%s)", len(updates), exc)
 
-    async def _listened(self, channels: set[Channel]) -> set[Channel]:
+    async def _listened(self, channels: Sequence[Channel]) -> set[Channel]:
         """Those of ``channels`` whose listened marker exists (seen within ``LISTENED_CACHE_S``, or now)."""
         now = time.monotonic()
         until = self._listened_until
