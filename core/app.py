@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib.metadata import version
 
@@ -58,10 +58,11 @@ from core.services.exchange_writer import ExchangeWriter
 from core.services.hot_candles import HotCandles
 from core.services.indicator_queries import IndicatorQueries, PageTokens
 from core.services.indicators import IndicatorService
+from core.services.ingest_meter import IngestMeter
 from core.services.ingestion import Ingestion, ListNewSymbols
 from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
-from core.services.status import StatusService, supervised_components
+from core.services.status import HubCounts, OperatorReadings, StatusService, WriterHealth, supervised_components
 from core.services.streams import Streams, default_stream_exchange
 from core.settings import Mode, Settings, StartupError
 
@@ -108,6 +109,21 @@ def stream_gauges(registry: CollectorRegistry, hub: StreamHub) -> None:
     )
     for name, documentation, read in gauges:
         Gauge(name, documentation, registry=registry).set_function(read)
+
+
+async def writer_leases(redis: RedisClient, keys: RedisKeys, exchanges: Sequence[str]) -> list[WriterHealth]:
+    """The writer lease of each exchange (its holder and newest term), one ``MGET``: every lease and term key
+    carries the ``{exchanges}`` hash tag, so it is one slot on a Redis Cluster too."""
+    if not exchanges:
+        return []
+    names = [k for e in exchanges for k in (keys.exchange_writer_lock(e), keys.exchange_writer_term(e))]
+    values = await redis.mget(names)
+    out = []
+    for index, exchange in enumerate(exchanges):
+        owner, term = values[2 * index], values[2 * index + 1]
+        leader = owner.decode() if isinstance(owner, bytes) else (owner or "")
+        out.append(WriterHealth(exchange, leader, int(term or 0)))
+    return out
 
 
 class SupervisionMetrics(Collector):
@@ -170,7 +186,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             tasks.spawn("redis-cluster-watch", watch.run)
             redis_probe = watch.ping
         running_writers: list[ExchangeWriter] = []  # filled once built: their venues are in GetStatus
-        status = StatusService(
+        status = StatusService(  # its operator readings are set below, once the hub and the meter exist
             {"redis": redis_probe, "postgres": lambda: pool.fetchval("SELECT 1")},
             components=supervised_components(tasks),
             venues=lambda: [writer.venue() for writer in running_writers],
@@ -190,12 +206,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         stack.push_async_callback(tasks.aclose, FEED_STOP_S)  # on any way out, before the hub and the stores
         ticks = TickStore(pool)
         price_updates = PriceUpdates(PriceCache(shared, keys, clock_ms=clock_ms))
+        # what is stored, both ways (ingest calls, venue trades), counted on its way to the price updates
+        metered = IngestMeter(price_updates, clock_ms=clock_ms)
+        status.readings = OperatorReadings(
+            hub=lambda: HubCounts(hub.subscriber_count, hub.channel_count),
+            ingest=metered.reading,
+            pending_price_updates=lambda: price_updates.pending,
+            writers=lambda: writer_leases(redis, keys, sorted(exchange_ids)),
+        )
         candle_store = CandleStore(pool, shared, keys)
         ingestion = Ingestion(
             ticks,
             known_sources=frozenset(exchange_ids),
             # new symbols listed before the ticks' events go out, so a client may subscribe to what it just saw
-            listeners=[ListNewSymbols(candle_store, exchange_ids), price_updates],
+            listeners=[ListNewSymbols(candle_store, exchange_ids), metered],
             clock_ms=clock_ms,
             read_only=settings.mode is Mode.PW_HOST,
         )
@@ -283,7 +307,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             keys,
             exchange_ids,
             ticks,
-            price_updates,
+            metered,
             candle_store,
             publisher,
             on_closed=indicators.on_closed,

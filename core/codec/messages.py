@@ -25,9 +25,10 @@ from core.domain.signals import Direction, Stage, Strength, Zone
 from core.domain.timeframes import TIMEFRAMES, Timeframe
 from core.services.indicator_queries import CurrentSignal
 from core.services.indicators import AlertRecord, IndicatorReading
+from core.services.ingest_meter import IngestReading
 from core.services.ingestion import IngestResult
 from core.services.price_queries import LatestQuote, PriceBucket
-from core.services.status import ComponentHealth
+from core.services.status import ComponentHealth, HubCounts, WriterHealth
 from core.services.streams import RejectReason
 from core.settings import Mode
 from perseus.marketdata.v1 import (
@@ -126,6 +127,26 @@ def venue_to_pb(venue: VenueHealth) -> market_data_service_pb2.VenueStatus:
     if venue.last_message_ms is not None:
         out.last_message_time.FromMilliseconds(venue.last_message_ms)
     return out
+
+
+def hub_to_pb(counts: HubCounts) -> market_data_service_pb2.StreamHubStatus:
+    return market_data_service_pb2.StreamHubStatus(sessions=counts.sessions, channels=counts.channels)
+
+
+def ingest_to_pb(reading: IngestReading, pending: int) -> market_data_service_pb2.IngestRateStatus:
+    out = market_data_service_pb2.IngestRateStatus(
+        ticks_total=reading.ticks_total,
+        ticks_per_second=reading.ticks_per_second,
+        lag_ms=reading.lag_ms,
+        pending_price_updates=pending,
+    )
+    if reading.last_stored_ms is not None:
+        out.last_stored_time.FromMilliseconds(reading.last_stored_ms)
+    return out
+
+
+def writer_to_pb(writer: WriterHealth) -> market_data_service_pb2.WriterStatus:
+    return market_data_service_pb2.WriterStatus(exchange=writer.exchange, leader=writer.leader, term=writer.term)
 
 
 def component_to_pb(component: ComponentHealth) -> market_data_service_pb2.ComponentStatus:

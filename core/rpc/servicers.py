@@ -6,6 +6,7 @@ No logic lives here beyond the mapping; errors are translated by
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -210,8 +211,8 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
         )
 
     async def GetStatus(self, request: md_pb2.GetStatusRequest, context: Context) -> md_pb2.GetStatusResponse:
-        dependencies = await self._status.check()
-        return md_pb2.GetStatusResponse(
+        dependencies, writers = await asyncio.gather(self._status.check(), self._status.writers())
+        reply = md_pb2.GetStatusResponse(
             mode=messages.MODE_TO_PB[self._mode],
             dependencies=[messages.dependency_to_pb(d) for d in dependencies],
             version=self._version,
@@ -219,7 +220,15 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             components=[messages.component_to_pb(c) for c in self._status.components()],
             uptime_seconds=self._status.uptime_s(),
             venues=[messages.venue_to_pb(v) for v in self._status.venues()],
+            writers=[messages.writer_to_pb(w) for w in writers],
         )
+        readings = self._status.readings
+        if readings.hub is not None:
+            reply.streams.CopyFrom(messages.hub_to_pb(readings.hub()))
+        if readings.ingest is not None:
+            pending = readings.pending_price_updates() if readings.pending_price_updates is not None else 0
+            reply.ingest.CopyFrom(messages.ingest_to_pb(readings.ingest(), pending))
+        return reply
 
 
 class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):

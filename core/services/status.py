@@ -23,12 +23,41 @@ from dataclasses import dataclass
 from common.settings import redact_text
 from common.supervise import TaskSupervisor
 from core.domain.models import DependencyHealth, VenueHealth
+from core.services.ingest_meter import IngestReading
 
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 1.0
 
 Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class HubCounts:
+    """The stream hub's subscribers (open streams, the candle cache) and the channels it holds in Redis."""
+
+    sessions: int
+    channels: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """Who holds an exchange's writer lease (an instance id; "" when nobody) and its newest term."""
+
+    exchange: str
+    leader: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorReadings:
+    """What the operator view reads besides health (``GetStatus``'s ``streams``, ``ingest`` and ``writers``);
+    each is optional, so a core built without one (a test's) answers without it."""
+
+    hub: Callable[[], HubCounts] | None = None
+    ingest: Callable[[], IngestReading] | None = None
+    pending_price_updates: Callable[[], int] | None = None
+    writers: Callable[[], Awaitable[list[WriterHealth]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +93,14 @@ class StatusService:
         *,
         components: Callable[[], list[ComponentHealth]] | None = None,
         venues: Callable[[], list[VenueHealth]] | None = None,
+        readings: OperatorReadings | None = None,
         timeout_s: float = PROBE_TIMEOUT_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probes = dict(probes)
         self._components = components
         self._venues = venues
+        self.readings = readings or OperatorReadings()
         self._monotonic = monotonic
         self._started = monotonic()
         self._timeout_s = timeout_s
@@ -84,6 +115,21 @@ class StatusService:
     def venues(self) -> list[VenueHealth]:
         """Each exchange's venue feed (exchange mode; none in pw-host mode)."""
         return self._venues() if self._venues is not None else []
+
+    async def writers(self) -> list[WriterHealth]:
+        """The writer lease of each known exchange, read within the probe bound; none when Redis does not answer
+        (its dependency status says why)."""
+        if self.readings.writers is None:
+            return []
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self.readings.writers()
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            logger.debug("writer leases not read (%s)", type(exc).__name__)
+            return []
+        except Exception:  # a reading must never fail the status call
+            logger.warning("writer leases not read", exc_info=True)
+            return []
 
     def uptime_s(self) -> float:
         """Seconds since the service was made (the core makes it as it starts)."""

@@ -26,6 +26,7 @@ from gateways.common.errors import ContractErrorHandler
 from gateways.common.health import HealthCache, check_health
 from gateways.common.http import REQUEST_ID_HEADER, json_response, request_id_of
 from gateways.common.metrics import METRICS_CONTENT_TYPE, HttpMetrics
+from gateways.common.ops_stats import Counts as OpsCounts, Heartbeat, gateway_id
 from gateways.common.services import GatewayServices
 from gateways.common.settings import GatewaySettings
 
@@ -53,6 +54,9 @@ class GatewayContext(Generic[ServicesT]):
     version: str
     health_cache: HealthCache = field(default_factory=HealthCache)  # a flood of /health probes once a second
     started: float = field(default_factory=time.monotonic)  # /health's uptime_seconds
+    # the gateway's counters in its ops record (gateways/common/ops_stats.py), written every 2 s while it serves
+    ops_counts: OpsCounts = field(default=dict)
+    _heartbeat: Heartbeat | None = None
     _services: ServicesT | None = None
 
     @property
@@ -78,8 +82,24 @@ class GatewayContext(Generic[ServicesT]):
             await shared.aclose()
             raise
 
+    def start_heartbeat(self) -> None:
+        """Write this gateway's ops record (its counters) into Redis every few seconds, under its supervisor."""
+        settings, services = self.settings, self.services
+        self._heartbeat = Heartbeat(
+            services.redis,
+            settings.redis_prefix,
+            settings.process,
+            gateway_id(settings.process, settings.listen_port),
+            settings.listen_addr,
+            self.version,
+            self.ops_counts,
+        )
+        services.tasks.spawn("ops-heartbeat", self._heartbeat.run)
+
     async def close_services(self) -> None:
         """Close them; they stay reachable (closed), so a late metrics scrape or log line still finds them."""
+        if self._heartbeat is not None:
+            await self._heartbeat.remove()  # out of the ops view at once (a killed gateway's record expires)
         if self._services is not None:
             await self._services.aclose()
 
@@ -126,6 +146,7 @@ def create_gateway_app(name: str, context: ContextT) -> Sanic[Config, ContextT]:
 
 async def open_services(app: GatewayApp) -> None:
     await app.ctx.open_services()
+    app.ctx.start_heartbeat()
     settings = app.ctx.settings
     logger.info(
         "%s gateway listening",

@@ -22,7 +22,7 @@ from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.metrics import HttpMetrics
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
-from gateways.rest import candles, export, indicators, ingest, market, prices, signals, webhooks
+from gateways.rest import candles, export, indicators, ingest, market, ops, prices, signals, webhooks
 from gateways.rest.candle_cache import cache_counter, size_gauge
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
@@ -88,6 +88,7 @@ def create_app(settings: GatewaySettings) -> RestApp:
         app.add_route(docs_asset, path, methods=["GET"], name=f"docs_asset_{index}")
     for index, path in enumerate(PREFLIGHT_PATHS):
         app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight_{index}")
+    ops.install(app)  # /internal/v1/ops and /console/ops: the operator view (ops.py)
     app.after_server_start(tune_gc)
     app.on_response(add_edge_headers, priority=-900)
     return app

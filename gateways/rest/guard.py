@@ -58,12 +58,18 @@ async def spend(
     limiter = request.app.ctx.services.limiter
     decision, read = await limiter.spend(api_key.id, limit_of(request, api_key), cost, also=also)
     request.ctx.rate_headers = decision.headers()
+    limiter.usage.record(api_key.id, api_key.name, tier_name(api_key.tier), decision)  # the ops view's top keys
     if not decision.allowed:
         raise RateLimitExceeded(
             decision.retry_after_s(time.time()),
             f"rate limit of {decision.limit} units per minute exceeded; this request costs {cost}",
         )
     return read
+
+
+def tier_name(tier: int) -> str:
+    """``free``, ``pro``, ``internal`` or ``admin`` (from ``KEY_TIER_FREE`` and so on)."""
+    return key_service_pb2.KeyTier.Name(tier).removeprefix("KEY_TIER_").lower()
 
 
 def limit_of(request: RestRequest, api_key: key_service_pb2.ApiKey) -> int:

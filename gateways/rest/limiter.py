@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -74,6 +75,7 @@ class RateLimiter:
         self._local_rows: dict[tuple[int, int], int] = {}  # (key id, UTC day): export rows counted locally
         self._degraded = False
         self._fallbacks = fallbacks
+        self.usage = KeyUsage()
 
     def counter_key(self, key_id: int, window: int) -> str:
         return f"{self._prefix}ratelimit:{{apikey:{key_id}}}:{window}"
@@ -164,6 +166,50 @@ class RateLimiter:
         if decision.allowed:
             self._local[slot] = decision.used
         return decision
+
+
+MAX_TRACKED_KEYS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """What one API key has spent of its limit in the current window, as this gateway last saw it."""
+
+    key_id: int
+    name: str
+    tier: str
+    used: int
+    limit: int
+
+
+class KeyUsage:
+    """The keys that spent units of their limit on this gateway in the current window, with the shared
+    counter's value at their latest request (the script's answer): what the operator view's top keys come from
+    (``gateways/common/ops_stats.py``). Unlimited keys are not counted; a new window starts empty; at most
+    :data:`MAX_TRACKED_KEYS` keys (more are not added until the window turns)."""
+
+    def __init__(self, max_keys: int = MAX_TRACKED_KEYS) -> None:
+        self._max_keys = max_keys
+        self.window = -1
+        self._spent: dict[int, KeySpend] = {}
+
+    def record(self, key_id: int, name: str, tier: str, decision: Decision) -> None:
+        if decision.limit == UNLIMITED:
+            return
+        window = decision.reset_s // WINDOW_S - 1
+        if window < self.window:
+            return
+        if window > self.window:
+            self.window, self._spent = window, {}
+        if key_id not in self._spent and len(self._spent) >= self._max_keys:
+            return
+        self._spent[key_id] = KeySpend(key_id, name, tier, decision.used, decision.limit)
+
+    def top(self, count: int, now_s: float) -> list[KeySpend]:
+        """The ``count`` keys that spent the most in the window ``now_s`` falls in (none from an older one)."""
+        if self.window != window_of(now_s):
+            return []
+        return sorted(self._spent.values(), key=lambda k: (-k.used, k.key_id))[:count]
 
 
 HEAVY_RETRY_AFTER_S = 1

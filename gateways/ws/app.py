@@ -85,6 +85,7 @@ def create_app(settings: GatewaySettings, ws_settings: WsSettings | None = None)
     app.after_server_start(start_runtime)
     app.before_server_stop(stop_runtime)
     _register_metrics(context)
+    context.ops_counts = lambda: ws_counts(context)
     app.on_request(negotiate_subprotocols)
     app.add_websocket_route(stream, STREAM_PATH, name="stream", subprotocols=SERVER_SUBPROTOCOLS)
     app.add_route(asyncapi, ASYNCAPI_PATH, methods=["GET"], name="asyncapi")
@@ -111,6 +112,24 @@ async def stream(request: WsRequest, ws: Websocket) -> None:
 
 async def asyncapi(request: WsRequest) -> HTTPResponse:
     return HTTPResponse(request.app.ctx.asyncapi, content_type="application/json")
+
+
+def ws_counts(context: WsContext) -> dict[str, int]:
+    """The stream's numbers in this gateway's ops record (``/console/ops``), the same as its ``/metrics``:
+    open connections, channels carried from the core, events skipped for slow clients, 4009 closes,
+    connections refused at once for a cap, events received."""
+    runtime = context.services.runtime if context.serving else None
+    if runtime is None:
+        return {"connections": 0, "channels": 0, "skipped_events": 0, "slow_closes": 0, "refused": 0, "events": 0}
+    hub = runtime.upstream.hub
+    return {
+        "connections": len(runtime.sinks),
+        "channels": len(hub.routes),
+        "skipped_events": runtime.skipped_closed + sum(s.skipped for s in runtime.sinks),
+        "slow_closes": runtime.slow_closes + sum(s.close_code == CloseCode.TOO_SLOW for s in runtime.sinks),
+        "refused": runtime.refused_connections,
+        "events": hub.events,
+    }
 
 
 class WsMetrics(Collector):

@@ -239,7 +239,7 @@ class VenueStatus(_message.Message):
     def __init__(self, exchange: _Optional[str] = ..., state: _Optional[_Union[VenueState, str]] = ..., last_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("mode", "dependencies", "version", "exchanges", "components", "uptime_seconds", "venues")
+    __slots__ = ("mode", "dependencies", "version", "exchanges", "components", "uptime_seconds", "venues", "streams", "ingest", "writers")
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,9 @@ class GetStatusResponse(_message.Message):
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VENUES_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    INGEST_FIELD_NUMBER: _ClassVar[int]
+    WRITERS_FIELD_NUMBER: _ClassVar[int]
     mode: _common_pb2.RuntimeMode
     dependencies: _containers.RepeatedCompositeFieldContainer[DependencyStatus]
     version: str
@@ -254,4 +257,39 @@ class GetStatusResponse(_message.Message):
     components: _containers.RepeatedCompositeFieldContainer[ComponentStatus]
     uptime_seconds: float
     venues: _containers.RepeatedCompositeFieldContainer[VenueStatus]
-    def __init__(self, mode: _Optional[_Union[_common_pb2.RuntimeMode, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., exchanges: _Optional[_Iterable[str]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., uptime_seconds: _Optional[float] = ..., venues: _Optional[_Iterable[_Union[VenueStatus, _Mapping]]] = ...) -> None: ...
+    streams: StreamHubStatus
+    ingest: IngestRateStatus
+    writers: _containers.RepeatedCompositeFieldContainer[WriterStatus]
+    def __init__(self, mode: _Optional[_Union[_common_pb2.RuntimeMode, str]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyStatus, _Mapping]]] = ..., version: _Optional[str] = ..., exchanges: _Optional[_Iterable[str]] = ..., components: _Optional[_Iterable[_Union[ComponentStatus, _Mapping]]] = ..., uptime_seconds: _Optional[float] = ..., venues: _Optional[_Iterable[_Union[VenueStatus, _Mapping]]] = ..., streams: _Optional[_Union[StreamHubStatus, _Mapping]] = ..., ingest: _Optional[_Union[IngestRateStatus, _Mapping]] = ..., writers: _Optional[_Iterable[_Union[WriterStatus, _Mapping]]] = ...) -> None: ...
+
+class StreamHubStatus(_message.Message):
+    __slots__ = ("sessions", "channels")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    sessions: int
+    channels: int
+    def __init__(self, sessions: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
+
+class IngestRateStatus(_message.Message):
+    __slots__ = ("ticks_total", "ticks_per_second", "lag_ms", "last_stored_time", "pending_price_updates")
+    TICKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TICKS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STORED_TIME_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PRICE_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ticks_total: int
+    ticks_per_second: float
+    lag_ms: float
+    last_stored_time: _timestamp_pb2.Timestamp
+    pending_price_updates: int
+    def __init__(self, ticks_total: _Optional[int] = ..., ticks_per_second: _Optional[float] = ..., lag_ms: _Optional[float] = ..., last_stored_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pending_price_updates: _Optional[int] = ...) -> None: ...
+
+class WriterStatus(_message.Message):
+    __slots__ = ("exchange", "leader", "term")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    leader: str
+    term: int
+    def __init__(self, exchange: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...

@@ -43,6 +43,7 @@ __all__ = (
     "GetStatusResponse",
     "IngestPricesRequest",
     "IngestPricesResponse",
+    "IngestRateStatus",
     "IngestServiceStub",
     "IngestStatus",
     "KeyServiceStub",
@@ -75,6 +76,7 @@ __all__ = (
     "SignalDirection",
     "SignalStrength",
     "StreamEvent",
+    "StreamHubStatus",
     "StreamServiceStub",
     "SubscribeRequest",
     "SubscribeResponse",
@@ -92,6 +94,7 @@ __all__ = (
     "Webhook",
     "WebhookDelivery",
     "WebhookServiceStub",
+    "WriterStatus",
 )
 
 import datetime
@@ -1391,6 +1394,27 @@ class GetStatusResponse(betterproto2.Message):
     One per exchange of `exchanges`, in that order (exchange mode only; empty in pw-host mode).
     """
 
+    streams: "StreamHubStatus | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    This core's stream hub: its subscribers and the channels it holds (unset from an older core).
+    """
+
+    ingest: "IngestRateStatus | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Ticks this core stored (ingest calls and venue trades): how many, how fast, how late.
+    """
+
+    writers: "list[WriterStatus]" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The writer lease of every known exchange, read from Redis: who writes for it now.
+    """
+
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "GetStatusResponse", GetStatusResponse
@@ -1433,6 +1457,48 @@ class IngestPricesResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "IngestPricesResponse", IngestPricesResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class IngestRateStatus(betterproto2.Message):
+    """
+    Ticks stored by one core since it started, from ingest calls and from its venues' trades.
+    """
+
+    ticks_total: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Ticks newly stored (a retried duplicate is not counted).
+    """
+
+    ticks_per_second: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
+    """
+    Ticks stored per second over about the last 10 seconds.
+    """
+
+    lag_ms: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    For the latest stored batch: milliseconds from its newest tick's own time to its storage.
+    """
+
+    last_stored_time: "datetime.datetime | None" = betterproto2.field(
+        4,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
+    )
+    """
+    When the latest batch was stored; unset when none yet.
+    """
+
+    pending_price_updates: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+    """
+    Ticks waiting to update the latest prices and their live events (the bounded price-update queue).
+    """
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "IngestRateStatus", IngestRateStatus
 )
 
 
@@ -1996,6 +2062,29 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class StreamHubStatus(betterproto2.Message):
+    """
+    The stream hub of one core: the shared subscriptions behind Subscribe and Multiplex streams.
+    """
+
+    sessions: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Subscribers of the hub: open Subscribe and Multiplex streams (a gateway's multiplex stream is one), and the
+    candle cache.
+    """
+
+    channels: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Channels the hub holds in Redis (sharded pub/sub subscriptions).
+    """
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "StreamHubStatus", StreamHubStatus
+)
+
+
+@dataclass(eq=False, repr=False)
 class Subscribed(betterproto2.Message):
     """
     Acknowledges the channels a stream now carries.
@@ -2342,6 +2431,30 @@ class WebhookDelivery(betterproto2.Message):
 
 default_message_pool.register_message(
     "perseus.marketdata.v1", "WebhookDelivery", WebhookDelivery
+)
+
+
+@dataclass(eq=False, repr=False)
+class WriterStatus(betterproto2.Message):
+    """
+    The writer lease of one exchange: at most one exchange-mode core writes for it at a time.
+    """
+
+    exchange: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    leader: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The instance id (PERSEUS_INSTANCE_ID) of the core holding the lease; empty when no core holds it.
+    """
+
+    term: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    The newest lease term (the fencing token); 0 before any core took the lease.
+    """
+
+
+default_message_pool.register_message(
+    "perseus.marketdata.v1", "WriterStatus", WriterStatus
 )
 
 
