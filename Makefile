@@ -131,12 +131,18 @@ chaos: venv ## fault drills against a private stack under load, one row per faul
 chaos-short: venv ## the CI version of `make chaos` (<= 4 min)
 	$(BIN)/python -m tests.chaos --short
 
-.PHONY: vendor-docs vendor-docs-check
+.PHONY: vendor-docs vendor-docs-check vendor-console vendor-console-check
 vendor-docs: venv ## rebuild the REST gateway's vendored /docs assets (Swagger UI) from the npm registry, pinned and verified
-	$(BIN)/python scripts/vendor_docs_assets.py
+	$(BIN)/python scripts/vendor_assets.py docs
 
 vendor-docs-check: venv ## the committed /docs assets are exactly the pinned npm package's (needs the registry)
-	$(BIN)/python scripts/vendor_docs_assets.py --check
+	$(BIN)/python scripts/vendor_assets.py docs --check
+
+vendor-console: venv ## rebuild the vendored /console chart library (lightweight-charts) from the npm registry, pinned and verified
+	$(BIN)/python scripts/vendor_assets.py console
+
+vendor-console-check: venv ## the committed /console library is exactly the pinned npm package's (needs the registry)
+	$(BIN)/python scripts/vendor_assets.py console --check
 
 .PHONY: ts-gen ts-check
 ts-gen: venv ## the TypeScript SDK's spec snapshot (clients/typescript/spec) and the types generated from it

@@ -3,7 +3,8 @@
 It serves the shared ``/health`` and ``/metrics``, the public reads under
 ``/public/v1`` (:data:`OPERATIONS`), ingest under ``/internal/v1``, the
 OpenAPI document, the stream's AsyncAPI document (the WebSocket gateway's, naming it at
-``PERSEUS_WS_ADDR``), and the pages for people: ``/docs`` and ``/docs/stream`` (``docs.py``).
+``PERSEUS_WS_ADDR``), and the pages for people: ``/docs`` and ``/docs/stream`` (``docs.py``) and ``/console``
+(``console.py``, following the WebSocket gateway at ``PERSEUS_WS_ADDR``).
 Any other path answers 404 in the CONTRACT error format (the shared error handler). Every response carries
 ``X-Request-ID``, ``X-RateLimit-*`` and, for an allowed ``Origin``, CORS headers;
 a preflight is answered on every route.
@@ -22,7 +23,7 @@ from gateways.common.http import JSON_CONTENT_TYPE
 from gateways.common.metrics import HttpMetrics
 from gateways.common.runner import run_gateway
 from gateways.common.settings import GatewaySettings
-from gateways.rest import candles, export, indicators, ingest, market, ops, prices, signals, webhooks
+from gateways.rest import candles, console, export, indicators, ingest, market, ops, prices, signals, webhooks
 from gateways.rest.candle_cache import cache_counter, size_gauge
 from gateways.rest.context import RestApp, RestContext, RestRequest
 from gateways.rest.cors import cors_headers
@@ -74,6 +75,9 @@ def create_app(settings: GatewaySettings) -> RestApp:
         docs=docs_html(document, **pages),
         stream_docs=stream_html(stream_document, **pages),
         assets=load_assets(),
+        console=console.console_html(stream_addr=settings.stream_addr, version=version),
+        console_headers=console.page_headers(settings.stream_addr),
+        console_assets=console.load_assets(),
     )
     app: RestApp = create_gateway_app(APP_NAME, context)
     app.config.PROXIES_COUNT = settings.trusted_proxies  # request.remote_addr: the client behind them
@@ -86,6 +90,9 @@ def create_app(settings: GatewaySettings) -> RestApp:
     app.add_route(stream_docs_page, STREAM_DOCS_PATH, methods=["GET"], name="stream_docs")
     for index, path in enumerate(context.assets):
         app.add_route(docs_asset, path, methods=["GET"], name=f"docs_asset_{index}")
+    app.add_route(console_page, console.CONSOLE_PATH, methods=["GET"], name="console")
+    for index, path in enumerate(context.console_assets):
+        app.add_route(console_asset, path, methods=["GET"], name=f"console_asset_{index}")
     for index, path in enumerate(PREFLIGHT_PATHS):
         app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight_{index}")
     ops.install(app)  # /internal/v1/ops and /console/ops: the operator view (ops.py)
@@ -132,6 +139,19 @@ async def stream_docs_page(request: RestRequest) -> HTTPResponse:
 async def docs_asset(request: RestRequest) -> HTTPResponse:
     asset = request.app.ctx.assets[request.path]
     return HTTPResponse(asset.content, content_type=asset.content_type, headers={**CACHEABLE, **PAGE_HEADERS})
+
+
+async def console_page(request: RestRequest) -> HTTPResponse:
+    context = request.app.ctx
+    return HTTPResponse(context.console, content_type=HTML, headers={**CACHEABLE, **context.console_headers})
+
+
+async def console_asset(request: RestRequest) -> HTTPResponse:
+    context = request.app.ctx
+    asset = context.console_assets[request.path]
+    return HTTPResponse(
+        asset.content, content_type=asset.content_type, headers={**CACHEABLE, **context.console_headers}
+    )
 
 
 def run_rest(environ: Mapping[str, str]) -> int:

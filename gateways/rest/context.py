@@ -49,7 +49,7 @@ class RestServices(GatewayServices):
 class RestContext(GatewayContext[RestServices]):
     """Besides the shared context: the counters of limiter fallbacks and candle-cache results (they belong to
     the app's registry, so they exist before the server starts), the OpenAPI and AsyncAPI documents, and the
-    pages for people with their assets (``docs.py``)."""
+    pages for people with their assets (``docs.py``, ``console.py``)."""
 
     limit_fallbacks: Counter
     candle_results: Counter
@@ -59,6 +59,9 @@ class RestContext(GatewayContext[RestServices]):
     docs: bytes
     stream_docs: bytes
     assets: dict[str, Asset]
+    console: bytes
+    console_headers: dict[str, str]
+    console_assets: dict[str, Asset]
 
     async def build_services(self, shared: GatewayServices) -> RestServices:
         prefix = self.settings.redis_prefix

@@ -7,7 +7,9 @@ import re
 import subprocess
 
 from gateways.rest.docs import ASSETS_PATH, STATIC, load_assets
-from scripts.vendor_docs_assets import FILES, PACKAGE, TARGET, VERSION
+from scripts.vendor_assets import BUNDLES, SWAGGER_UI
+
+FILES, PACKAGE, TARGET, VERSION = SWAGGER_UI.files, SWAGGER_UI.name, BUNDLES["docs"].target, SWAGGER_UI.version
 
 
 def test_every_vendored_file_and_license_is_packaged_and_served() -> None:
