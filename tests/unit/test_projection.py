@@ -135,10 +135,34 @@ def test_enums_are_spelled_without_their_prefix() -> None:
         (5, 120_000_000, "1970-01-01T00:00:05.120Z"),
         (5, 120_500_000, "1970-01-01T00:00:05.120500Z"),
         (5, 1, "1970-01-01T00:00:05.000000001Z"),
+        # either side of the fast spelling's range (years 1000-9999; datetime's strftime outside it)
+        (-30_610_224_001, 0, "999-12-31T23:59:59Z"),
+        (-30_610_224_000, 0, "1000-01-01T00:00:00Z"),
+        (-62_135_596_800, 0, "1-01-01T00:00:00Z"),
+        (253_402_300_799, 999_000_000, "9999-12-31T23:59:59.999Z"),
+        (-1, 0, "1969-12-31T23:59:59Z"),
     ],
 )
 def test_timestamps_are_iso_utc(seconds: int, nanos: int, text: str) -> None:
     assert timestamp_text(seconds, nanos) == text
+
+
+def test_a_projection_reads_each_message_afresh() -> None:
+    """The compiled projector (one per type, a generated function) and its cached time spellings keep
+    nothing of one message for the next: same type, other values, other body."""
+    first, second = candles_pb2.Candle(symbol="BTC-USD", open="1"), candles_pb2.Candle(symbol="ETH-USD", close="2")
+    first.timestamp.FromMilliseconds(1_735_689_600_000)
+    second.timestamp.FromMilliseconds(1_735_689_660_250)
+    assert [to_public(first), to_public(second), to_public(first)] == [
+        {"exchange": "", "symbol": "BTC-USD", "timeframe": None, "timestamp": "2025-01-01T00:00:00Z", "open": "1",
+         "high": "", "low": "", "close": "", "volume": ""},
+        {"exchange": "", "symbol": "ETH-USD", "timeframe": None, "timestamp": "2025-01-01T00:01:00.250Z",
+         "open": "", "high": "", "low": "", "close": "2", "volume": ""},
+        {"exchange": "", "symbol": "BTC-USD", "timeframe": None, "timestamp": "2025-01-01T00:00:00Z", "open": "1",
+         "high": "", "low": "", "close": "", "volume": ""},
+    ]  # fmt: skip
+    second.ClearField("timestamp")
+    assert to_public(second)["timestamp"] is None
 
 
 def test_prices_keep_every_digit() -> None:
