@@ -103,7 +103,7 @@ def console_html(*, stream_addr: str, version: str) -> bytes:
         "<section id=chart-section aria-label=Chart hidden>"
         "<h1 id=chart-title>Chart</h1>"
         "<p id=legend aria-live=off></p>"
-        "<div id=chart-wrap><div id=chart></div>"
+        "<div id=chart-wrap><div id=chart role=img aria-label='Candles, volume and MACD-V of the chosen series'></div>"
         "<p id=indicator-state class=pane-note role=status></p></div>"
         "<ul id=gaps aria-label='Gaps in the stream'></ul>"
         "</section>"

@@ -741,7 +741,7 @@
     var self = this;
     clearTimeout(this.idle);
     this.idle = setTimeout(function () {
-      if (self.ws) self.ws.close(4000, "nothing received for " + IDLE_S + " s");
+      self.abandon("nothing received for " + IDLE_S + " s");
     }, IDLE_S * 1000);
   };
 
@@ -763,7 +763,7 @@
         });
         if (any) message.resume = resume;
       }
-      this.answers.push({ action: action, channels: chunk });
+      this.answers.push({ action: action, channels: chunk, resumed: message.resume !== undefined });
       ws.send(JSON.stringify(message));
     }
   };
@@ -796,7 +796,13 @@
         });
         this.handlers.subscribed(message.channels || []);
       } else if (kind === "error") {
-        this.handlers.refused(message.code, message.message, asked);
+        if (message.code === "RATE_LIMITED" || (asked && asked.resumed)) {
+          // a resume that waits for the key's other replays, or a refused re-subscription of what was
+          // accepted before: drop this connection and come back with backoff, as the SDKs do
+          this.abandon("subscribe refused (" + message.code + "); retrying");
+        } else {
+          this.handlers.refused(message.code, message.message, asked);
+        }
       }
       return;
     }
@@ -824,6 +830,16 @@
     delete this.refilling[name];
     this.last[name] = seq;
     this.handlers.event(kind, name, message.data || {});
+  };
+
+  Stream.prototype.abandon = function (reason) {
+    if (this.ws) {
+      try {
+        this.ws.close(4000, reason.slice(0, 120));
+      } catch (e) {
+        // already closing: its close event reconnects
+      }
+    }
   };
 
   Stream.prototype.close = function () {
