@@ -5,7 +5,9 @@
    call): requests/s, P50/P99. In the same run ``redis-benchmark`` does the
    equivalent ``ZRANGE window -100 -1`` on the same Redis, and the same client
    calls a bare grpc.aio server that answers the same response bytes from
-   memory (the ceiling of one gRPC hop here); both ratios are printed.
+   memory (the ceiling of one gRPC hop here); both ratios are printed. Then the same against a core of
+   ``--workers`` worker processes on one port (``PERSEUS_CORE_WORKERS``) beside as many bare servers on
+   one port: 1 vs N workers, each row with its own ceiling.
 2. Stream fan-out: 100 concurrent ``Subscribe`` streams on the same 20
    channels, events published at a fixed rate by a separate process; events/s
    delivered and publish-to-receive latency (the publisher stamps each event's
@@ -13,7 +15,7 @@
 
 Bounded in time; stops everything it started.
 
-    python -m bench.core [--seconds 10] [--clients 32] [--streams 100] [--rates 50,100]
+    python -m bench.core [--seconds 10] [--clients 32] [--workers 2] [--streams 100] [--rates 5,10,15]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import redis as sync_redis
 import uvloop
 from grpc import aio
 
-from bench.stack import stack
+from bench.stack import Stack, stack
 from bench.stats import summary
 from common.redis_clients import open_mode, pipeline
 from core.adapters.candle_store import CandleStore
@@ -48,7 +50,7 @@ from perseus.marketdata.v1 import (
     prices_pb2,
     stream_service_pb2 as stream_pb2,
 )
-from tests.support.processes import free_port
+from tests.support.processes import Process, free_port, running_core
 
 SYMBOLS = [f"BC{i}-USD" for i in range(20)]
 WINDOW = 1_000
@@ -120,14 +122,15 @@ def load(addr: str, seconds: float, clients: int, procs: int) -> tuple[int, list
 
 
 def echo_server(port: int, response: bytes) -> None:
-    """A bare grpc.aio server answering GetCandles with ``response`` from memory: no core behind it."""
+    """A bare grpc.aio server answering GetCandles with ``response`` from memory: no core behind it. Several
+    of them may share ``port`` (``SO_REUSEPORT``), as the core's workers do."""
 
     async def serve() -> None:
         async def answer(request: bytes, context: object) -> bytes:
             return response
 
         method = grpc.unary_unary_rpc_method_handler(answer)
-        server = aio.server()
+        server = aio.server(options=[("grpc.so_reuseport", 1)])
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("perseus.marketdata.v1.MarketDataService", {"GetCandles": method}),)
         )
@@ -145,19 +148,25 @@ async def one_response(addr: str) -> bytes:
         return await call(request.SerializeToString(), timeout=5)  # type: ignore[no-any-return]
 
 
-def grpc_ceiling(response: bytes, seconds: float, clients: int, procs: int) -> float:
+def grpc_ceiling(response: bytes, seconds: float, clients: int, procs: int, servers: int = 1) -> float:
+    """req/s of ``servers`` bare grpc.aio processes on one port (``SO_REUSEPORT``), loaded like the core."""
     port = free_port()
-    server = multiprocessing.get_context("spawn").Process(target=echo_server, args=(port, response), daemon=True)
-    server.start()
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=echo_server, args=(port, response), daemon=True) for _ in range(servers)]
+    for process in processes:
+        process.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
+        time.sleep(1.0 if servers > 1 else 0.0)  # the others bind too
         load(f"127.0.0.1:{port}", 1.0, clients, procs)
         count, _ = load(f"127.0.0.1:{port}", seconds, clients, procs)
         return count / seconds
     finally:
-        server.terminate()
-        server.join(5)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(5)
 
 
 def redis_benchmark(redis_url: str, key: str, clients: int) -> float | None:
@@ -258,34 +267,75 @@ async def fanout(addr: str, redis_url: str, prefix: str, streams: int, rate: flo
     }
 
 
+def perseus_rps(addr: str, seconds: float, clients: int, procs: int) -> tuple[float, dict[str, float]]:
+    load(addr, 1.0, clients, procs)  # warm-up
+    count, latencies = load(addr, seconds, clients, procs)
+    return count / seconds, summary(latencies)
+
+
+def wait_workers(process: Process, workers: int, timeout: float = 60.0) -> None:
+    """Until every worker of a ``PERSEUS_CORE_WORKERS`` core logged "core serving" (INFO)."""
+    deadline = time.monotonic() + timeout
+    while process.output().count("core serving") < workers:
+        if time.monotonic() > deadline or process.proc.poll() is not None:
+            raise RuntimeError(f"{workers} core workers not serving within {timeout} s:\n{process.output()[-3000:]}")
+        time.sleep(0.2)
+
+
+def read_rows(args: argparse.Namespace, s: Stack) -> None:
+    """GetCandles(100) from 1 core worker and from ``--workers``, each beside as many bare grpc.aio processes."""
+    response = uvloop.run(one_response(s.core.addr))
+    rows = []
+    rps, figures = perseus_rps(s.core.addr, args.seconds, args.clients, args.client_procs)
+    bare = grpc_ceiling(response, args.seconds, args.clients, args.client_procs, 1)
+    rows.append((1, rps, figures, bare))
+    if args.workers > 1:
+        env = {**s.env, "PERSEUS_MODE": "pw-host", "PERSEUS_CORE_WORKERS": str(args.workers)}
+        with running_core({**env, "PERSEUS_LOG_LEVEL": "INFO", "PERSEUS_LOG_FORMAT": "text"}) as workers:
+            wait_workers(workers, args.workers)
+            rps_n, figures_n = perseus_rps(workers.addr, args.seconds, args.clients, args.client_procs)
+        bare_n = grpc_ceiling(response, args.seconds, args.clients, args.client_procs, args.workers)
+        rows.append((args.workers, rps_n, figures_n, bare_n))
+    print(f"GetCandles limit={LIMIT}, c={args.clients} in {args.client_procs} client processes; load {load_average()}")
+    for n, rps, figures, bare in rows:
+        print(
+            f"  {n} core worker{'s' if n > 1 else ' '}: {rps:8.0f} req/s  p50 {figures['p50_ms']:5.1f} ms  "
+            f"p99 {figures['p99_ms']:5.1f} ms | bare grpc.aio x{n}, same bytes: {bare:8.0f} req/s  "
+            f"(Perseus/bare = {rps / bare:.3f})"
+        )
+    if len(rows) > 1:
+        (_, one, _, bare_one), (n, many, _, bare_many) = rows
+        print(f"  {n} workers / 1: Perseus {many / one:.2f}x, bare grpc.aio {bare_many / bare_one:.2f}x")
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32, help="concurrent GetCandles calls")
     parser.add_argument("--client-procs", type=int, default=2, help="client processes the calls are spread over")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="PERSEUS_CORE_WORKERS measured against 1 (1: only one worker)"
+    )
     parser.add_argument("--streams", type=int, default=100)
-    parser.add_argument("--rates", default="5,10,15", help="events/s per channel (20 channels), comma-separated")
+    parser.add_argument(
+        "--rates", default="5,10,15", help="events/s per channel (20 channels), comma-separated; empty: no fan-out"
+    )
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs; {args.seconds:g} s per run")
+    print(f"machine: {os.cpu_count()} CPUs; {args.seconds:g} s per run; load {load_average()}")
     with stack(PERSEUS_MODE="pw-host") as s:
         redis_url, prefix = s.env["PERSEUS_REDIS_URL"], s.env["PERSEUS_REDIS_PREFIX"]
         key = uvloop.run(seed_windows(redis_url, prefix))
-        load(s.core.addr, 1.0, args.clients, args.client_procs)  # warm-up
-        count, latencies = load(s.core.addr, args.seconds, args.clients, args.client_procs)
-        figures = summary(latencies)
-        rps = count / args.seconds
-        print(
-            f"GetCandles limit={LIMIT} c={args.clients} in {args.client_procs} client processes: {rps:8.0f} req/s  "
-            f"p50 {figures['p50_ms']:5.1f} ms  p99 {figures['p99_ms']:5.1f} ms"
-        )
-        ceiling = grpc_ceiling(uvloop.run(one_response(s.core.addr)), args.seconds, args.clients, args.client_procs)
-        print(f"bare grpc.aio, same bytes, same clients: {ceiling:8.0f} req/s  (Perseus/bare = {rps / ceiling:.3f})")
+        read_rows(args, s)
         zrange = redis_benchmark(redis_url, key, 50)
         if zrange:
-            print(f"redis-benchmark ZRANGE -100 -1 c=50: {zrange:8.0f} req/s  (Perseus/redis = {rps / zrange:.3f})")
+            print(f"redis-benchmark ZRANGE -100 -1 c=50: {zrange:8.0f} req/s")
         else:
             print("redis-benchmark not found: no ceiling measured")
-        for rate in (float(r) for r in args.rates.split(",")):
+        for rate in (float(r) for r in args.rates.split(",") if r.strip()):
             result = uvloop.run(fanout(s.core.addr, redis_url, prefix, args.streams, rate, args.seconds))
             print(
                 f"fan-out {args.streams} streams x 20 channels, {result['published_per_s']:.0f} events/s published: "

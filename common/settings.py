@@ -676,6 +676,27 @@ CORE_INSECURE = Variable(
     "whoever reaches the port; without it such a core refuses to start.",
     ("core",), topic="Service credentials",
 )
+CORE_WORKERS = Variable(
+    "PERSEUS_CORE_WORKERS", integer(1, 64), "1",
+    "Core processes serving `PERSEUS_CORE_ADDR` together (`SO_REUSEPORT`: the kernel spreads new connections "
+    "over them), each with its own event loop, pools and stream hub, under one supervising `perseus core` that "
+    "restarts a worker that dies and stops them all on SIGTERM. Worker *i* is instance `<PERSEUS_INSTANCE_ID>:w<i>` "
+    "when that is set, and an explicit `PERSEUS_CORE_METRICS_ADDR` port + *i* (docs/operations.md, one host).",
+    ("core",), topic="Calls",
+)
+REST_WORKERS = Variable(
+    "PERSEUS_REST_WORKERS", integer(1, 64), "1",
+    "REST gateway processes on `PERSEUS_REST_ADDR` (`SO_REUSEPORT`), supervised like `PERSEUS_CORE_WORKERS`. "
+    "Each has its own core channels, caches and `/metrics` (a scrape sees the worker it reached).",
+    ("rest",), topic="Calls",
+)
+WS_WORKERS = Variable(
+    "PERSEUS_WS_WORKERS", integer(1, 64), "1",
+    "WebSocket gateway processes on `PERSEUS_WS_ADDR` (`SO_REUSEPORT`), supervised like `PERSEUS_CORE_WORKERS`. "
+    "Per-process state stays per process: `PERSEUS_WS_MAX_CONNECTIONS` and the per-address cap count one "
+    "worker's connections, each worker holds its own channel table and core stream.",
+    ("ws",), topic="Calls",
+)
 LOG_LEVEL = Variable(
     "PERSEUS_LOG_LEVEL", choice(*LOG_LEVELS, upper=True), "INFO",
     f"Least severe log level written: {', '.join(LOG_LEVELS)}.", (*SERVERS, "up"), topic="Logging",
@@ -924,7 +945,8 @@ WEBHOOK_RETRY_FOR_S = Variable(
 VARIABLES: tuple[Variable[object], ...] = (
     MODE, EXCHANGES, REDIS_URL, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, DATABASE_URL,
     REDIS_PREFIX, CORE_ADDR, REST_ADDR, WS_ADDR, CORE_METRICS_ADDR, GRPC_KEEPALIVE_S, CORE_DEADLINE_S,
-    CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, KEY_GRACE_S, CORS_ORIGINS, LOG_LEVEL, LOG_FORMAT, INSTANCE_ID,
+    CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, CORE_WORKERS, REST_WORKERS, WS_WORKERS, KEY_GRACE_S, CORS_ORIGINS,
+    LOG_LEVEL, LOG_FORMAT, INSTANCE_ID,
     WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,
     WS_MESSAGES_PER_S, WS_MESSAGE_BURST, WS_MAX_FRAME_BYTES, WS_KEY_RECHECK_S, WS_MAX_CONNECTIONS,

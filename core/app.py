@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio.cluster import RedisCluster
 
-from common import logs, resp, telemetry
+from common import logs, resp, settings as env, telemetry, workers
 from common.cluster_watch import ClusterWatch, WatchedPipeline
 from common.metrics import process_collectors
 from common.redis_clients import open_mode, pipeline
@@ -64,7 +64,7 @@ from core.services.price_queries import PriceQueries
 from core.services.price_updates import PriceUpdates
 from core.services.status import HubCounts, OperatorReadings, StatusService, WriterHealth, supervised_components
 from core.services.streams import Streams, default_stream_exchange
-from core.settings import Mode, Settings, StartupError
+from core.settings import Mode, Settings, StartupError, for_worker
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +286,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
             keepalive_s=settings.grpc_keepalive_s,
             auth=service_auth(credentials),
             reflection_on=credentials.reflection,
+            reuse_port=settings.workers > 1 and workers.current() is not None,
         )
         try:
             tls = server_credentials(credentials)
@@ -354,6 +355,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, ready: asyncio.Event
         )
         if ready is not None:
             ready.set()
+        workers.mark_ready()
         await stop.wait()
         logger.info("core stopping", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
         # the feeds stop first (their leases are released); bounded: a feed stuck in its cleanup must not
@@ -402,6 +404,8 @@ def warn_open(settings: Settings) -> None:
 
 def run_core(environ: Mapping[str, str]) -> int:
     settings = Settings.from_env(environ)
+    if (slot := workers.current()) is not None:  # one of PERSEUS_CORE_WORKERS (perseus_cli.workers)
+        settings = for_worker(settings, slot.index, instance_id_set=bool(env.INSTANCE_ID.read(environ)))
     logs.configure(settings.log_level, settings.log_format, process="core")
     warn_unknown(environ, logger)
     telemetry.setup("perseus-core", environ, instrument_postgres=True)

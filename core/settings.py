@@ -12,7 +12,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common import settings as env
 from common.settings import (
@@ -41,6 +41,7 @@ __all__ = [
     "StartupError",
     "VenueSettings",
     "database_url",
+    "for_worker",
 ]
 
 
@@ -196,6 +197,7 @@ class Settings:
     credentials: CoreCredentials = field(default_factory=CoreCredentials)
     database_heavy_pool_size: int = 4  # heavy reads' own pool (PERSEUS_DATABASE_HEAVY_POOL_SIZE)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    workers: int = 1  # PERSEUS_CORE_WORKERS: processes sharing core_addr (SO_REUSEPORT when above 1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -230,6 +232,7 @@ class Settings:
             credentials=CoreCredentials.from_env(environ),
             database_heavy_pool_size=env.DATABASE_HEAVY_POOL_SIZE.read(environ),
             webhooks=WebhookSettings.from_env(environ),
+            workers=env.CORE_WORKERS.read(environ),
         )
 
 
@@ -253,3 +256,16 @@ def refuse_exchange_settings(environ: Mapping[str, str]) -> None:
 def database_url(environ: Mapping[str, str]) -> str:
     """``PERSEUS_DATABASE_URL`` alone (``perseus migrate`` and ``perseus keys``)."""
     return env.DATABASE_URL.read(environ)
+
+
+def for_worker(settings: Settings, index: int, *, instance_id_set: bool) -> Settings:
+    """Worker ``index``'s settings under ``PERSEUS_CORE_WORKERS``: an instance id of its own (a given
+    ``PERSEUS_INSTANCE_ID`` gets ``:w<index>``; the default ``<hostname>:<pid>`` already differs), and an
+    explicit metrics port moved up by ``index`` (unset or port 0: each worker finds its own; empty: none)."""
+    instance_id = f"{settings.instance_id}:w{index}" if instance_id_set else settings.instance_id
+    metrics_addr = settings.metrics_addr
+    if metrics_addr and settings.metrics_addr_explicit and index:
+        host, _, port = metrics_addr.rpartition(":")
+        if int(port):
+            metrics_addr = f"{host}:{int(port) + index}"
+    return replace(settings, instance_id=instance_id, metrics_addr=metrics_addr)

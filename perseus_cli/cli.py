@@ -180,6 +180,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _dispatch(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
+    if args.command in ("core", "rest", "ws"):
+        from perseus_cli import workers
+
+        count = workers.worker_count(args.command, environ)
+        if count > 1:  # a supervisor of `count` worker processes on one port (docs/design/workers.md)
+            return workers.supervise(args.command, environ, count)
     match args.command:
         case "up":
             from perseus_cli.devstack.supervisor import run_up

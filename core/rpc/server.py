@@ -121,14 +121,18 @@ def build_server(
     keepalive_s: float = DEFAULT_GRPC_KEEPALIVE_S,
     auth: ServiceAuth | None = None,
     reflection_on: bool = False,
+    reuse_port: bool = False,
 ) -> CoreServer:
     """The core's server: every service, each call observed and, with ``auth``, asked for its credential
-    (health excepted); server reflection only when ``reflection_on`` (``PERSEUS_CORE_REFLECTION``)."""
+    (health excepted); server reflection only when ``reflection_on`` (``PERSEUS_CORE_REFLECTION``);
+    ``reuse_port``: the port is shared with the other workers of one ``perseus core`` (``SO_REUSEPORT``)."""
     server = aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            # off by default: a second core on a taken port must fail, not silently split traffic; on for
+            # the PERSEUS_CORE_WORKERS of one supervisor, which share the port on purpose
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             *keepalive_options(keepalive_s),
         ],
     )

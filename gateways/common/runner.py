@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from sanic import Sanic
 
-from common import logs, telemetry
+from common import logs, telemetry, workers
 from common.settings import scrub, warn_unknown
 from gateways.common.services import RedisUnreachable
 from gateways.common.settings import LISTEN_ADDR_VARIABLES, GatewaySettings, Process, SettingsError
@@ -56,6 +56,10 @@ def redis_unreachable(url: str) -> str:
     return ""
 
 
+async def _mark_ready(app: Sanic[Any, Any], loop: object) -> None:
+    workers.mark_ready()
+
+
 def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: AppFactory) -> int:
     """Serve the ``process`` gateway until stopped; returns the exit code."""
     program = f"perseus {process}"
@@ -71,10 +75,14 @@ def run_gateway(environ: Mapping[str, str], *, process: Process, create_app: App
         print(f"{program}: PERSEUS_REDIS_URL: cannot reach Redis ({problem})", file=sys.stderr)
         return EXIT_STARTUP_ERROR
     app = create_app(settings)
+    slot = workers.current()
     try:
+        listen: dict[str, Any] = {"host": settings.listen_host, "port": settings.listen_port}
+        if slot is not None:  # one of PERSEUS_<REST|WS>_WORKERS: the port is shared (SO_REUSEPORT)
+            listen = {"sock": workers.reuse_port_socket(settings.listen_host, settings.listen_port)}
+            app.register_listener(_mark_ready, "after_server_start")
         app.run(
-            host=settings.listen_host,
-            port=settings.listen_port,
+            **listen,
             single_process=True,
             access_log=False,
             motd=False,

@@ -106,6 +106,8 @@ class GatewaySettings:
     core_tls: CoreTls | None = None
     # PERSEUS_WS_ADDR as the REST gateway reads it: the server its copy of the AsyncAPI document names
     stream_addr: str = DEFAULT_WS_ADDR
+    # PERSEUS_REST_WORKERS / PERSEUS_WS_WORKERS: processes sharing the listen port (perseus_cli.workers)
+    workers: int = 1
 
     @property
     def listen_addr(self) -> str:
@@ -136,6 +138,7 @@ class GatewaySettings:
             bad_keys_per_minute=env.BAD_KEYS_PER_MINUTE.read(environ),
             **(_rest_limits(environ) if process == "rest" else {}),
             stream_addr=join_host_port(*split_host_port(env.WS_ADDR.name, env.WS_ADDR.read(environ))),
+            workers=(env.REST_WORKERS if process == "rest" else env.WS_WORKERS).read(environ),
         )
 
 
