@@ -33,7 +33,10 @@ that probe (one ``ZRANGE`` for all of them), so under load the probe costs a
 fraction of a round trip per request; what they are served is then at most
 one Redis round trip older than their arrival. Likewise, requests that miss
 with the same probe share one core call (:meth:`CandleCache.answer`), so an
-expiry or a close does not send every waiting request to the core.
+expiry or a close does not send every waiting request to the core; so do
+requests for the same key that bypass the cache together because Redis did not
+answer (what they are served is then at most one core call older than their
+arrival).
 
 The window's key is the core's (``P candles:{exchange:SYMBOL}:tf``);
 ``tests/unit/test_candle_cache.py`` checks it against
@@ -130,37 +133,48 @@ class CandleCache:
         self._bytes = 0
         self._size = (size.labels("bytes"), size.labels("entries")) if size is not None else None
         self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
-        self._fetching: dict[tuple[Hashable, bytes], asyncio.Task[tuple[bytes, bool]]] = {}
+        self._fetching: dict[tuple[Hashable, bytes | None], asyncio.Task[tuple[bytes, bool]]] = {}
         self._results = {result: counter.labels(result) for result in ("hit", "miss", "shared", "bypass")}
 
     async def answer(self, key: Hashable, probe: bytes | None, fetch: Fetch) -> bytes:
-        """The body for ``key``: kept under ``probe``, or fetched once for every request missing with it."""
-        if probe is None:  # Redis did not answer: nothing is kept or served from here
+        """The body for ``key``: kept under ``probe``, or fetched once for every request missing with it.
+
+        Without a probe (Redis did not answer) nothing is kept or served from here, but the requests for one
+        ``key`` that bypass the cache at the same time still share one core call: when the gateway's loop is
+        so busy that its Redis deadlines pass (c=256, issue 18.4), a core call per request made it busier
+        still, and the tail collapsed."""
+        if probe is None:
             self._results["bypass"].inc()
-            return (await fetch())[0]
-        body = self.get(key, probe)
-        if body is not None:
-            self._results["hit"].inc()
-            return body
+        else:
+            body = self.get(key, probe)
+            if body is not None:
+                self._results["hit"].inc()
+                return body
         slot = (key, probe)
         task = self._fetching.get(slot)
         if task is not None:
-            self._results["shared"].inc()
+            if probe is not None:
+                self._results["shared"].inc()
             return (await asyncio.shield(task))[0]
-        self._results["miss"].inc()
+        if probe is not None:
+            self._results["miss"].inc()
         task = asyncio.ensure_future(fetch())  # not cancelled with the request that started it
         self._fetching[slot] = task
         task.add_done_callback(lambda done: self._fetched(key, probe, slot, done))
         return (await asyncio.shield(task))[0]
 
     def _fetched(
-        self, key: Hashable, probe: bytes, slot: tuple[Hashable, bytes], task: asyncio.Task[tuple[bytes, bool]]
+        self,
+        key: Hashable,
+        probe: bytes | None,
+        slot: tuple[Hashable, bytes | None],
+        task: asyncio.Task[tuple[bytes, bool]],
     ) -> None:
         del self._fetching[slot]
         if task.cancelled() or task.exception() is not None:
             return  # the error went to the requests waiting for it
         body, keep = task.result()
-        if keep:
+        if keep and probe is not None:
             self.put(key, probe, body)
 
     async def probe(self, exchange: str, symbol: str, timeframe: str) -> bytes | None:

@@ -2,7 +2,11 @@
 
 A body is served from :class:`~gateways.rest.candle_cache.CandleCache` while
 the candle window it came from is unchanged; otherwise the core is asked and
-the new body is kept.
+the new body is kept. A limited key's probe travels with the limiter's call;
+when that call fails (Redis down, or past its deadline because this gateway's
+loop is saturated) the read bypasses the cache at once rather than waiting for
+a second probe's deadline (issue 18.4: at c=256 those two deadlines in a row
+were the tail).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from common.projection import descriptor_of
 from gateways.rest import ratelimit
 from gateways.rest.candle_cache import TIMEFRAME_MS, CandleCache, align_up, probe_of
 from gateways.rest.context import RestRequest
-from gateways.rest.guard import authenticate, parameters, spend
+from gateways.rest.guard import authenticate, limit_of, parameters, spend
 from gateways.rest.limiter import NOT_READ
 from gateways.rest.operations import Operation
 from gateways.rest.params import MAX_TIME_MS, PAIR_IN_PATH, TIMEFRAME_NAMES, Param
+from gateways.rest.ratelimit import UNLIMITED
 from gateways.rest.reads import body_of, call, raw_json, set_time
 from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
 
@@ -67,7 +72,12 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
         also=services.candles.probe_command(exchange, symbol, timeframe),
     )
     await services.directory.require(exchange, symbol)
-    probe = probe_of(newest) if newest is not NOT_READ else await services.candles.probe(exchange, symbol, timeframe)
+    if newest is not NOT_READ:
+        probe = probe_of(newest)
+    elif limit_of(request, api_key) == UNLIMITED:
+        probe = await services.candles.probe(exchange, symbol, timeframe)
+    else:  # the probe went with the limiter's call, which Redis did not answer in time: no second deadline
+        probe = None
     message = md.GetCandlesRequest(
         exchange=exchange, symbol=symbol, timeframe=values["timeframe"], limit=values["limit"]
     )

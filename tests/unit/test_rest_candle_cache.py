@@ -69,6 +69,29 @@ async def test_requests_missing_with_one_probe_share_one_fetch() -> None:
     assert await candles.answer("k", None, fetch) == b"body" and calls == 2  # no probe: always fetched
 
 
+async def test_requests_without_a_probe_share_one_fetch_and_nothing_is_kept() -> None:
+    """Redis did not answer (the gateway's loop past its Redis deadlines, issue 18.4): requests for one key
+    at the same time make one core call, not one each; a later one fetches anew; nothing is kept."""
+    candles = cache(Clock())
+    calls = 0
+    release = asyncio.Event()
+
+    async def fetch() -> tuple[bytes, bool]:
+        nonlocal calls
+        calls += 1
+        number = calls
+        await release.wait()
+        return f"body {number}".encode(), True
+
+    waiting = [asyncio.ensure_future(candles.answer("k", None, fetch)) for _ in range(5)]
+    other = asyncio.ensure_future(candles.answer("other", None, fetch))
+    await asyncio.sleep(0.01)  # every request is waiting for a fetch
+    release.set()
+    assert sorted(await asyncio.gather(*waiting, other)) == [b"body 1"] * 5 + [b"body 2"]
+    assert calls == 2 and len(candles) == 0
+    assert await candles.answer("k", None, fetch) == b"body 3"  # not kept, and not joined once finished
+
+
 async def test_an_answer_that_may_not_be_kept_is_served_once() -> None:
     candles = cache(Clock())
 
