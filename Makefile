@@ -89,8 +89,12 @@ test-redis-cluster: venv ## streams, resume, limiter, WS slots, writer lease, in
 bench-ingest: venv ## ingestion feeds/s and per-batch latency through gRPC and REST
 	$(BIN)/python -m bench.ingest
 
-bench-core: venv ## GetCandles req/s beside redis-benchmark, and Subscribe fan-out to 100 streams
+bench-core: venv ## GetCandles req/s for 1 vs 2 core workers, each beside bare grpc.aio and redis-benchmark; Subscribe fan-out
 	$(BIN)/python -m bench.core
+
+.PHONY: bench-workers
+bench-workers: venv ## the REST gateway as 1 process against PERSEUS_REST_WORKERS=2 on one port (wrk, hot candles)
+	$(BIN)/python -m bench.workers
 
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis
 	$(BIN)/python -m bench.indicators
@@ -120,8 +124,8 @@ bench-rest-baseline: venv ## the REST hot path of BASELINE (a commit) against th
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache site
 
-bench-ws: venv ## WebSocket fan-out beside the two reference bridges (1k and 10k clients, 20 channels; REDIS=cluster; TRACING=1 adds a traced row)
-	$(BIN)/python -m bench.ws --redis $(REDIS) $(if $(TRACING),--tracing)
+bench-ws: venv ## WebSocket fan-out beside the two reference bridges (1k and 10k clients, 20 channels; REDIS=cluster; TRACING=1 adds a traced row; MODE=e2e: ingest-to-client latency, 1k clients)
+	$(if $(filter e2e,$(MODE)),$(BIN)/python -m bench.ws --mode e2e $(E2E_ARGS),$(BIN)/python -m bench.ws --redis $(REDIS) $(if $(TRACING),--tracing))
 
 .PHONY: chaos chaos-short
 CHAOS ?= full

@@ -5,7 +5,8 @@
    call): requests/s, P50/P99. In the same run ``redis-benchmark`` does the
    equivalent ``ZRANGE window -100 -1`` on the same Redis, and the same client
    calls a bare grpc.aio server that answers the same response bytes from
-   memory (the ceiling of one gRPC hop here); both ratios are printed. Then the same against a core of
+   memory (the ceiling of one gRPC hop here); both ratios are printed. Each client process holds
+   ``CONNECTIONS_PER_PROC`` connections. Then the same against a core of
    ``--workers`` worker processes on one port (``PERSEUS_CORE_WORKERS``) beside as many bare servers on
    one port: 1 vs N workers, each row with its own ceiling.
 2. Stream fan-out: 100 concurrent ``Subscribe`` streams on the same 20
@@ -80,6 +81,9 @@ async def seed_windows(redis_url: str, prefix: str) -> str:
     return keys.candle_window(EXCHANGE, SYMBOLS[0], Timeframe.M1)
 
 
+CONNECTIONS_PER_PROC = 4  # SO_REUSEPORT spreads connections, not calls: enough of them to reach every worker
+
+
 async def get_candles_load(addr: str, seconds: float, clients: int) -> tuple[int, list[float]]:
     requests = [
         md_pb2.GetCandlesRequest(
@@ -90,11 +94,19 @@ async def get_candles_load(addr: str, seconds: float, clients: int) -> tuple[int
     latencies: list[float] = []
     candles = 0
     deadline = time.monotonic() + seconds
-    async with aio.insecure_channel(addr) as channel:
-        call = channel.unary_unary(GET_CANDLES, response_deserializer=md_pb2.GetCandlesResponse.FromString)
+    # each channel its own connection (a local subchannel pool: grpc would otherwise share one)
+    channels = [
+        aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(CONNECTIONS_PER_PROC)
+    ]
+    try:
+        calls = [
+            channel.unary_unary(GET_CANDLES, response_deserializer=md_pb2.GetCandlesResponse.FromString)
+            for channel in channels
+        ]
 
         async def client(n: int) -> None:
             nonlocal candles
+            call = calls[n % len(calls)]
             while time.monotonic() < deadline:
                 started = time.perf_counter()
                 reply = await call(requests[n % len(requests)], timeout=5)
@@ -103,6 +115,9 @@ async def get_candles_load(addr: str, seconds: float, clients: int) -> tuple[int
                 n += 1
 
         await asyncio.gather(*(client(i) for i in range(clients)))
+    finally:
+        for channel in channels:
+            await channel.close()
     assert candles == len(latencies) * LIMIT, "a GetCandles answer had fewer than 100 candles"
     return len(latencies), latencies
 

@@ -693,8 +693,8 @@ REST_WORKERS = Variable(
 WS_WORKERS = Variable(
     "PERSEUS_WS_WORKERS", integer(1, 64), "1",
     "WebSocket gateway processes on `PERSEUS_WS_ADDR` (`SO_REUSEPORT`), supervised like `PERSEUS_CORE_WORKERS`. "
-    "Per-process state stays per process: `PERSEUS_WS_MAX_CONNECTIONS` and the per-address cap count one "
-    "worker's connections, each worker holds its own channel table and core stream.",
+    "Per-process state stays per process: `PERSEUS_WS_MAX_CONNECTIONS`, the per-address cap and the channels "
+    "per key are counted by each worker, and each worker holds its own channel table and core stream.",
     ("ws",), topic="Calls",
 )
 LOG_LEVEL = Variable(

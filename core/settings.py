@@ -261,11 +261,10 @@ def database_url(environ: Mapping[str, str]) -> str:
 def for_worker(settings: Settings, index: int, *, instance_id_set: bool) -> Settings:
     """Worker ``index``'s settings under ``PERSEUS_CORE_WORKERS``: an instance id of its own (a given
     ``PERSEUS_INSTANCE_ID`` gets ``:w<index>``; the default ``<hostname>:<pid>`` already differs), and an
-    explicit metrics port moved up by ``index`` (unset or port 0: each worker finds its own; empty: none)."""
+    explicit metrics port moved up by ``index`` (unset: each worker finds a free one; empty: none)."""
     instance_id = f"{settings.instance_id}:w{index}" if instance_id_set else settings.instance_id
     metrics_addr = settings.metrics_addr
     if metrics_addr and settings.metrics_addr_explicit and index:
         host, _, port = metrics_addr.rpartition(":")
-        if int(port):
-            metrics_addr = f"{host}:{int(port) + index}"
+        metrics_addr = f"{host}:{int(port) + index}"
     return replace(settings, instance_id=instance_id, metrics_addr=metrics_addr)
