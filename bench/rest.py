@@ -24,6 +24,17 @@ core and Redis: two wrk processes of ``--aggregate-conns`` connections each,
 both at one gateway, then one at each of two (so the load generator is the
 same in both runs), with the ratio.
 
+**The cache-miss point** (issue 18.5, ``--points hot,miss``, both by default): the same read with a random
+``end`` per request (epoch ms inside the seeded range, ``MISS`` in the wrk script), so a request almost never
+finds its body in the gateway's candle cache (20 symbols x 900 one-minute boundaries, against the cache's
+2,048 entries); the peers answer ``end`` from Redis (``ZRANGE ... BYSCORE REV LIMIT``), Perseus through the core.
+Perseus's row gives the cache's own hit share (``/metrics``) so a miss point is seen to be one.
+
+**Key tiers at one level** (issue 18.4, ``--tiers 256``; ``--tiers 0`` skips): Perseus's hot read with an
+admin key (never limited), then internal, pro and free keys (``TIER_KEYS`` fresh keys per tier, rotated, so
+that a short run stays under each key's limit; any 429 shows as non-200, and the p99 of that row then mixes
+refusals in), each with its p99 beside the admin row's.
+
 ``--tracing``: then the cost of OpenTelemetry traces (issue 19), in the same run: a second core and gateway
 on the same database and Redis, exporting every span over OTLP/HTTP to a local sink that keeps nothing
 (:mod:`bench.otlp_sink`), measured level by level right after the untraced pair, with the ratio on / off.
@@ -34,7 +45,7 @@ under ``$PERSEUS_BENCH_PEERS``, default /tmp/perseus-bench-peers) when
 missing, starts every server itself and stops each by PID.
 
     python -m bench.rest [--seconds 10] [--conns 16,64,256] [--redis standalone|cluster|standalone,cluster]
-                         [--no-peers] [--aggregate-conns 32] [--tracing]
+                         [--no-peers] [--aggregate-conns 32] [--tracing] [--points hot,miss] [--tiers 256]
 """
 
 from __future__ import annotations
@@ -44,12 +55,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -83,6 +96,11 @@ SIM_EXCHANGE_ID = 1
 LIMITED_SECONDS = 4
 PRO_KEYS = 8
 WRK_WAIT_S = 120.0
+# The miss point's `end`: from the 101st candle's open to the last's, so every answer has 100 candles.
+MISS_RANGE = f"{START_MS + 100 * 60_000},{START_MS + (CANDLES - 1) * 60_000}"
+TIERS = ("admin", "internal", "pro", "free")
+# Per tier, keys rotated by the tier row: free keys have 1,000 units a minute, internal ones 5,000.
+TIER_KEYS = {"admin": 1, "internal": 8, "pro": 8, "free": 24}
 
 
 def ensure_wrk() -> None:
@@ -203,6 +221,42 @@ def print_row(name: str, conns: int, figures: dict[str, float]) -> None:
     )
 
 
+def cache_results(url: str) -> dict[str, float]:
+    """The gateway's candle-cache counters (hit, miss, shared, bypass) from its /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    found = re.findall(r'^perseus_rest_candle_cache_total\{result="(\w+)"\} (\S+)$', text, re.M)
+    return {name: float(value) for name, value in found}
+
+
+def hit_share(before: dict[str, float], after: dict[str, float]) -> str:
+    counts = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    total = sum(counts.values())
+    return f"cache hits {counts.get('hit', 0.0) / total:.1%} of {total:.0f} reads" if total else "no cache reads"
+
+
+def make_keys(env: dict[str, str], tier: str, count: int) -> list[str]:
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda _: make_key(env, tier), range(count)))
+
+
+def tiers(s: Stack, conns: int, seconds: float) -> None:
+    """Perseus's hot read at ``conns`` with each key tier's keys, p99 beside the admin key's (issue 18.4)."""
+    assert s.rest is not None
+    url = f"http://{s.rest.addr}"
+    keys = {tier: [s.key] if tier == "admin" else make_keys(s.env, tier, TIER_KEYS[tier]) for tier in TIERS}
+    print(f"key tiers at c={conns} (keys per tier {TIER_KEYS}; non-200 = 429s of a tier over its limits):")
+    rows: dict[str, dict[str, float]] = {}
+    for tier in TIERS:
+        env = {"PREFIX": "/public/v1/candles/sim", "KEY": ",".join(keys[tier])}
+        wrk(url, conns, 2, env)  # warm-up
+        rows[tier] = wrk(url, conns, seconds, env)
+        print_row(f"perseus ({tier} key)", conns, rows[tier])
+    p99 = {tier: rows[tier]["p99_ms"] for tier in TIERS}
+    goal = ", ".join(f"{tier} {p99[tier]:.1f} ms ({p99[tier] / 50:.2f} of the 50 ms goal)" for tier in TIERS)
+    against = ", ".join(f"{tier} / admin {p99[tier] / p99['admin']:.2f}x" for tier in TIERS[1:])
+    print(f"c={conns}: p99 by tier {goal}; {against}", flush=True)
+
+
 def label(kind: RedisKind) -> str:
     return "perseus" if kind == "standalone" else f"perseus [{kind}]"
 
@@ -257,6 +311,30 @@ def aggregate(s: Stack, conns: int, seconds: float) -> tuple[dict[str, float], d
     return one, two
 
 
+def miss_point(targets: dict[str, tuple[str, dict[str, str]]], levels: list[int], seconds: float) -> None:
+    """Every target at every level with a random ``end`` per request: the cache-miss read (issue 18.5)."""
+    print(f"cache-miss point: a random end per request in [{MISS_RANGE}] ms:")
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for conns in levels:
+        for name, (url, env) in targets.items():
+            miss = {**env, "MISS": MISS_RANGE}
+            wrk(url, conns, 2, miss)  # warm-up
+            before = cache_results(url) if name.startswith("perseus") else None
+            results[name, conns] = figures = wrk(url, conns, seconds, miss)
+            print_row(f"{name} (miss)", conns, figures)
+            if before is not None:
+                print(f"  {name}: {hit_share(before, cache_results(url))}", flush=True)
+    for conns in levels:
+        for name in targets:
+            if not name.startswith("perseus"):
+                continue
+            ours = results[name, conns]["rps"]
+            ratios = [f"{name} / {peer} {ours / results[peer, conns]['rps']:.2f}"
+                      for peer in ("python-sanic-direct", "node-fastify") if (peer, conns) in results]  # fmt: skip
+            if ratios:
+                print(f"c={conns} miss: " + ", ".join(ratios), flush=True)
+
+
 def tracing_cost(s: Stack, levels: list[int], seconds: float) -> None:
     """The untraced stack against a traced core and gateway on the same stores, level by level (issue 19)."""
     assert s.rest is not None
@@ -299,8 +377,15 @@ def main() -> None:
         help="connections per wrk in the 2-gateways-against-1 measurement (two wrk processes); 0 skips it",
     )  # fmt: skip
     parser.add_argument("--tracing", action="store_true", help="then the cost of traces: a traced pair, on / off")
+    parser.add_argument(
+        "--points", default="hot,miss", help="hot (the cached read), miss (a random `end` per request) or both"
+    )
+    parser.add_argument("--tiers", type=int, default=256, help="connections of the per-tier rows; 0 skips them")
     args = parser.parse_args()
     levels = [int(c) for c in args.conns.split(",")]
+    points = [p.strip() for p in args.points.split(",") if p.strip()]
+    if not points or set(points) - {"hot", "miss"}:
+        parser.error(f"--points takes hot, miss or both, not {args.points!r}")
     kinds = redis_kinds(args.redis)
     ensure_wrk()
     logs = PEERS_HOME / "logs"
@@ -322,7 +407,7 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f}; {args.seconds:g} s per point; redis {kinds}")
         print(f"{'server':30s} {'conns':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-200':>8s}")
         results: dict[tuple[str, int], dict[str, float]] = {}
-        for conns in levels:
+        for conns in levels if "hot" in points else []:
             for name, (url, env) in targets.items():
                 wrk(url, conns, 2, env)  # warm-up
                 figures = wrk(url, conns, args.seconds, env)
@@ -335,7 +420,7 @@ def main() -> None:
                     print_row(f"{name} (pro key)", conns, limited)
                 results[name, conns] = figures
                 print_row(name, conns, figures)
-        for conns in levels:
+        for conns in levels if "hot" in points else []:
             for kind in kinds:
                 ours = results[label(kind), conns]["rps"]
                 ratios = [f"{label(kind)} / {peer} {ours / results[peer, conns]['rps']:.2f}"
@@ -347,6 +432,11 @@ def main() -> None:
                                       f"{mine / results[label('standalone') + suffix, conns]['rps']:.2f}")  # fmt: skip
                 if ratios:
                     print(f"c={conns}: " + ", ".join(ratios))
+        if "miss" in points:
+            miss_point(targets, levels, args.seconds)
+        if args.tiers > 0:
+            for s in stacks.values():
+                tiers(s, args.tiers, args.seconds)
         if args.tracing:
             tracing_cost(next(iter(stacks.values())), levels, args.seconds)
         if args.aggregate_conns > 0:

@@ -30,6 +30,9 @@ its spans over OTLP/HTTP to a local sink keeping nothing (:mod:`bench.otlp_sink`
 every event with a ``traceparent`` as a traced core's publish would, so each delivery is a ``ws deliver`` span
 linked to it (the most tracing the gateway does); the table then gives the ratio traced / untraced.
 
+``--mode e2e`` is another measure, in :mod:`bench.ws_e2e`: the latency from ``POST /internal/v1/ingest`` to
+the WebSocket client, 1,000 clients on seed 004's price channels, against seed 004's 100 ms.
+
 Knobs: ``BENCH_WS_MATRIX`` (``1000x100,10000x40,10000x100``), ``BENCH_WS_SERVERS``
 (``perseus,node,python``), ``BENCH_WS_DURATION`` (20). The Node packages
 (pinned to the versions the peers were measured with) are installed once
@@ -335,6 +338,10 @@ async def translate(prefix: str, target_url: str, traceparent: str = "") -> None
 
 
 if __name__ == "__main__":
+    if "--mode" in sys.argv[1:] or any(a.startswith("--mode=") for a in sys.argv[1:]):
+        from bench import ws_e2e  # --mode e2e: ingestion to client (issue 18.7), its own options
+
+        sys.exit(ws_e2e.main(sys.argv[1:]))
     if sys.argv[1:2] == ["translate"]:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(translate(*sys.argv[2:5]) if len(sys.argv) > 3 else translate(sys.argv[2], REDIS_URL))
