@@ -480,15 +480,21 @@
     this.counted();
   };
 
-  // A candle from the stream (or a re-read of the newest ones): it replaces the bar of its open time, or
-  // comes after the last one. An older bar than the last is left alone (the chart only grows to the right).
+  // A candle from the stream (or a re-read of the newest ones), kept by open time: it replaces the bar of
+  // its time or comes after the last one. One older than the last (a resume replaying closes that a re-read
+  // of the newest candles overtook) is put in its place and the series drawn again: rare, and no hole stays.
   Chart.prototype.putCandle = function (candle) {
     var bar = barOf(candle);
     if (bar === null) return false;
     var last = this.times.length ? this.times[this.times.length - 1] : null;
     if (last !== null && bar.time < last) {
-      if (!this.bars[bar.time]) return false;
-      this.bars[bar.time] = bar; // a correction of a drawn bar: redraw the whole series, rarely
+      if (!this.bars[bar.time]) {
+        this.times.push(bar.time);
+        this.times.sort(function (x, y) {
+          return x - y;
+        });
+      }
+      this.bars[bar.time] = bar;
       this.widen(candle);
       var self = this;
       this.candles.setData(
