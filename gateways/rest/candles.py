@@ -22,11 +22,12 @@ from gateways.rest.limiter import NOT_READ
 from gateways.rest.operations import Operation
 from gateways.rest.params import MAX_TIME_MS, PAIR_IN_PATH, TIMEFRAME_NAMES, Param
 from gateways.rest.ratelimit import UNLIMITED
-from gateways.rest.reads import body_of, call, raw_json, set_time
+from gateways.rest.reads import ProjectedItems, call, raw_json, set_time
 from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
 
 MAX_CANDLES = 1000
 DEFAULT_CANDLES = 100
+PROJECTED_CANDLES = 20_000  # the public JSON of this many recent candles, by their bytes: about 9 MB
 
 blueprint = Blueprint("candles", url_prefix="/public/v1")
 
@@ -51,6 +52,7 @@ CANDLES = Operation(
     data=descriptor_of(candles_pb2.Candle),
     cost="ceil(limit / 100)",
 )
+_bodies = ProjectedItems(CANDLES, PROJECTED_CANDLES)
 
 
 @CANDLES.register(blueprint)
@@ -87,7 +89,7 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
 
     async def fetch() -> tuple[bytes, bool]:
         reply = await call(request, "GetCandles", message)
-        return body_of(reply.candles, CANDLES), probe is not None and _agrees(reply, probe, unbounded=unbounded)
+        return _bodies.body(reply.candles), probe is not None and _agrees(reply, probe, unbounded=unbounded)
 
     return raw_json(await services.candles.answer(key, probe, fetch))
 

@@ -35,6 +35,35 @@ def body_of(items: Message | Iterable[Message], operation: Operation, meta: dict
     return orjson.dumps(document)
 
 
+class ProjectedItems:
+    """:func:`body_of` for a list of one message type, with each item's public JSON kept by its serialized
+    bytes: the projection is a function of those bytes alone, and the same items come back in many answers
+    (a candle is in every read whose range covers it, whatever its ``end`` or ``limit``), so a read that
+    misses the body cache still projects only the items not seen lately (issue 18.5: the projection was the
+    largest part of the gateway's time on such reads). At most ``max_items`` are kept (about 450 B each for a
+    candle); when full, the memo starts again empty. The body is byte for byte :func:`body_of`'s."""
+
+    def __init__(self, operation: Operation, max_items: int) -> None:
+        self._project = projector(operation.data)
+        self._max_items = max_items
+        self._texts: dict[bytes, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def body(self, items: Iterable[Message]) -> bytes:
+        texts, parts = self._texts, []
+        for item in items:
+            raw = item.SerializeToString()
+            text = texts.get(raw)
+            if text is None:
+                if len(texts) >= self._max_items:
+                    texts.clear()
+                text = texts[raw] = orjson.dumps(self._project(item))
+            parts.append(text)
+        return b'{"data":[' + b",".join(parts) + b"]}"
+
+
 LATENCY_MS_SCHEMA: dict[str, Any] = {
     "type": "number",
     "minimum": 0,
