@@ -676,6 +676,14 @@ CORE_INSECURE = Variable(
     "whoever reaches the port; without it such a core refuses to start.",
     ("core",), topic="Service credentials",
 )
+CORE_CONNECTIONS = Variable(
+    "PERSEUS_CORE_CONNECTIONS", integer(1, 64), "1",
+    "Connections a gateway process opens to the core (to each core of a list) for its reads and ingest calls, "
+    "which rotate over them. A core of `PERSEUS_CORE_WORKERS` workers is reached one connection per worker at "
+    "most, placed by the kernel's hash: 2 connections on 2 workers share one worker half the time, 4 one time "
+    "in 8. Streams and key checks use the first connection.",
+    GATEWAYS, topic="Calls",
+)
 CORE_WORKERS = Variable(
     "PERSEUS_CORE_WORKERS", integer(1, 64), "1",
     "Core processes serving `PERSEUS_CORE_ADDR` together (`SO_REUSEPORT`: the kernel spreads new connections "
@@ -945,7 +953,8 @@ WEBHOOK_RETRY_FOR_S = Variable(
 VARIABLES: tuple[Variable[object], ...] = (
     MODE, EXCHANGES, REDIS_URL, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, DATABASE_URL,
     REDIS_PREFIX, CORE_ADDR, REST_ADDR, WS_ADDR, CORE_METRICS_ADDR, GRPC_KEEPALIVE_S, CORE_DEADLINE_S,
-    CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, CORE_WORKERS, REST_WORKERS, WS_WORKERS, KEY_GRACE_S, CORS_ORIGINS,
+    CORE_MAX_CALL_S, SHUTDOWN_GRACE_S, CORE_WORKERS, REST_WORKERS, WS_WORKERS, CORE_CONNECTIONS, KEY_GRACE_S,
+    CORS_ORIGINS,
     LOG_LEVEL, LOG_FORMAT, INSTANCE_ID,
     WRITER_LEASE_MS, *VENUE_SYMBOLS.values(), *VENUE_URLS.values(), SIM_SEED,
     SIM_TRADES_PER_S, SIM_BACKFILL_MINUTES, WS_HEARTBEAT_S, WS_PING_TIMEOUT_S, WS_LEASE_S, WS_SLOW_CLIENT_S,

@@ -17,10 +17,12 @@ fails at once with UNAVAILABLE (503), never waits for one. See docs/design/many-
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -192,18 +194,28 @@ def connection_went_away(exc: grpc.RpcError) -> bool:
 
 
 class CoreClient:
-    """Owns one channel to the core and the stubs on it."""
+    """Owns the channels to the core and the stubs on them: one channel, or with ``more_channels`` (one
+    connection each, ``PERSEUS_CORE_CONNECTIONS``) reads and ingest calls rotating over all of them."""
 
     def __init__(
-        self, channel: aio.Channel, *, deadline_s: float, token: str = "", export_channel: aio.Channel | None = None
+        self,
+        channel: aio.Channel,
+        *,
+        deadline_s: float,
+        token: str = "",
+        export_channel: aio.Channel | None = None,
+        more_channels: Sequence[aio.Channel] = (),
     ) -> None:
         self._channel = channel
+        self._more_channels = tuple(more_channels)
         self._export_channel = export_channel
         self._deadline_s = deadline_s
         # the service credential (PERSEUS_SERVICE_TOKEN's first value), sent with every call; none when unset
         self.auth_metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self.market_data = market_data_service_pb2_grpc.MarketDataServiceStub(channel)
-        self.ingest = ingest_service_pb2_grpc.IngestServiceStub(channel)
+        channels = (channel, *self._more_channels)
+        self._market_data = [market_data_service_pb2_grpc.MarketDataServiceStub(c) for c in channels]
+        self._ingest = [ingest_service_pb2_grpc.IngestServiceStub(c) for c in channels]
+        self._turn = itertools.count()
         self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
         self.streams = stream_service_pb2_grpc.StreamServiceStub(channel)
         self.replay = replay_service_pb2_grpc.ReplayServiceStub(channel)  # history replays (issue 21)
@@ -221,10 +233,12 @@ class CoreClient:
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
         token: str = "",
         tls: CoreTls | None = None,
+        connections: int = 1,
     ) -> CoreClient:
         """A client for the core at ``addr``; the channel connects lazily. Call inside the running loop.
         ``token`` goes with every call as ``authorization: Bearer``; ``tls`` makes the channel TLS (with a
-        client certificate for mutual TLS when it has one)."""
+        client certificate for mutual TLS when it has one); ``connections`` > 1 opens that many connections for
+        reads and ingest calls (``PERSEUS_CORE_CONNECTIONS``)."""
         target, options = channel_target(addr), channel_options(keepalive_s)
         export_options = (*options, *EXPORT_CHANNEL_OPTIONS)
 
@@ -233,9 +247,26 @@ class CoreClient:
                 return aio.insecure_channel(target, options=options)
             return aio.secure_channel(target, channel_credentials(tls), options=options)
 
+        # grpc shares one connection among channels of equal options: each further one gets a pool of its own
+        own = (*options, ("grpc.use_local_subchannel_pool", 1))
         return cls(
-            open_channel(options), deadline_s=deadline_s, token=token, export_channel=open_channel(export_options)
+            open_channel(options),
+            deadline_s=deadline_s,
+            token=token,
+            export_channel=open_channel(export_options),
+            more_channels=[open_channel(own) for _ in range(connections - 1)],
         )
+
+    @property
+    def market_data(self) -> market_data_service_pb2_grpc.MarketDataServiceStub:
+        """The market-data stub of the next connection in turn (the only one by default)."""
+        stubs = self._market_data
+        return stubs[0] if len(stubs) == 1 else stubs[next(self._turn) % len(stubs)]
+
+    @property
+    def ingest(self) -> ingest_service_pb2_grpc.IngestServiceStub:
+        stubs = self._ingest
+        return stubs[0] if len(stubs) == 1 else stubs[next(self._turn) % len(stubs)]
 
     @property
     def deadline_s(self) -> float:
@@ -299,5 +330,7 @@ class CoreClient:
         try:
             await self._channel.close(grace_s)
         finally:
+            for channel in self._more_channels:
+                await channel.close(grace_s)
             if self._export_channel is not None:
                 await self._export_channel.close(grace_s)

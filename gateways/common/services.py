@@ -88,6 +88,7 @@ class GatewayServices:
             keepalive_s=settings.grpc_keepalive_s,
             token=settings.service_token,
             tls=settings.core_tls,
+            connections=settings.core_connections,
         )
         keys = KeyCache(core.lookup_key, grace_s=settings.key_grace_s, bad_keys_per_minute=settings.bad_keys_per_minute)
         return cls(core=core, keys=keys, redis=redis, redis_mode=mode, tasks=tasks, redis_ping=redis_ping)

@@ -108,6 +108,7 @@ class GatewaySettings:
     stream_addr: str = DEFAULT_WS_ADDR
     # PERSEUS_REST_WORKERS / PERSEUS_WS_WORKERS: processes sharing the listen port (perseus_cli.workers)
     workers: int = 1
+    core_connections: int = 1  # PERSEUS_CORE_CONNECTIONS: connections to each core, reads rotating over them
 
     @property
     def listen_addr(self) -> str:
@@ -139,6 +140,7 @@ class GatewaySettings:
             **(_rest_limits(environ) if process == "rest" else {}),
             stream_addr=join_host_port(*split_host_port(env.WS_ADDR.name, env.WS_ADDR.read(environ))),
             workers=(env.REST_WORKERS if process == "rest" else env.WS_WORKERS).read(environ),
+            core_connections=env.CORE_CONNECTIONS.read(environ),
         )
 
 

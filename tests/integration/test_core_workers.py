@@ -19,7 +19,9 @@ import httpx
 import pytest
 
 from perseus.marketdata.v1 import market_data_service_pb2 as md_pb2, market_data_service_pb2_grpc as md_grpc
-from tests.support.processes import Process, free_port, grpc_serving, run_cli, spawn, wait_until
+from tests.support.processes import Process, free_port, grpc_serving, run_cli, running_gateway, spawn, wait_until
+from tests.support.rest_stack import make_key
+from tests.support.ws import fresh_symbol
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +210,36 @@ def test_two_gateway_workers_listen_on_one_port_and_stop_together(
         assert not any(os.path.exists(f"/proc/{pid}") for pid in after)
     finally:
         process.close()
+
+
+MARKET_DATA_CALLS = re.compile(
+    r'^perseus_grpc_requests_total\{code="\w+",method="/perseus\.marketdata\.v1\.MarketDataService/\w+"\} '
+    r"([0-9.e+]+)$",
+    re.MULTILINE,
+)
+
+
+def market_data_calls(metrics_port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    return sum(float(value) for value in MARKET_DATA_CALLS.findall(text))
+
+
+def test_a_gateway_with_several_core_connections_calls_every_core_worker(migrated_env: dict[str, str]) -> None:
+    key = make_key(migrated_env, "pro")
+    symbol = fresh_symbol()  # listed (no candles: each answer is an empty page, but it is the core's)
+    with two_workers(migrated_env) as (core, metrics):
+        env = {**migrated_env, "PERSEUS_CORE_CONNECTIONS": "16"}  # all on one worker: 2 ** -15
+        with running_gateway("rest", env, core.addr) as rest:
+            before = [market_data_calls(metrics), market_data_calls(metrics + 1)]
+            end = 1_735_689_600_000
+            for i in range(40):  # a new end each time: no answer comes from the gateway's cache
+                response = httpx.get(
+                    f"http://{rest.addr}/public/v1/candles/sim/{symbol}",
+                    params={"timeframe": "1m", "limit": "10", "end": str(end + i * 60_000)},
+                    headers={"X-API-Key": key},
+                    timeout=10,
+                )
+                assert response.status_code == 200, response.text
+            after = [market_data_calls(metrics), market_data_calls(metrics + 1)]
+    calls = [a - b for a, b in zip(after, before, strict=True)]
+    assert sum(calls) >= 40 and all(count > 0 for count in calls), calls

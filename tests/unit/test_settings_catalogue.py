@@ -46,6 +46,7 @@ BAD = {
     "PERSEUS_CORE_WORKERS": "0",
     "PERSEUS_REST_WORKERS": "65",
     "PERSEUS_WS_WORKERS": "two",
+    "PERSEUS_CORE_CONNECTIONS": "0",
     "PERSEUS_KEY_GRACE_S": "7200",
     "PERSEUS_CORS_ORIGINS": "a.example",
     "PERSEUS_LOG_LEVEL": "chatty",
