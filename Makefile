@@ -93,7 +93,7 @@ bench-core: venv ## GetCandles req/s for 1 vs 2 core workers, each beside bare g
 	$(BIN)/python -m bench.core
 
 .PHONY: bench-workers
-bench-workers: venv ## the REST gateway as 1 process against PERSEUS_REST_WORKERS=2 on one port (wrk, hot candles)
+bench-workers: venv ## REST (wrk, hot candles) and WS (fan-out) gateways as 1 process against 2 workers on one port
 	$(BIN)/python -m bench.workers
 
 bench-indicators: venv ## MACD-V and alerts for one close wave of 1,000 symbols x 6 timeframes, through Redis

@@ -1,4 +1,4 @@
-"""``make bench-workers``: the REST gateway as 1 process against ``PERSEUS_REST_WORKERS=2`` on one port.
+"""``make bench-workers``: the REST and WS gateways as 1 process against 2 worker processes on one port.
 
 The same stack as ``make bench-rest`` (20 symbols of 1,000 one-minute candles, seeded through the core's
 CandleStore, an admin key): hot ``/public/v1/candles/sim/<symbol>?timeframe=1m&limit=100`` by wrk at
@@ -6,7 +6,12 @@ CandleStore, an admin key): hot ``/public/v1/candles/sim/<symbol>?timeframe=1m&l
 sharing its port (``SO_REUSEPORT``), both in front of the same core. The load average is printed beside
 each row: on a loaded box the figures are preliminary.
 
-    python -m bench.workers [--seconds 5] [--conns 64] [--workers 2]
+``--ws CLIENTSxRATE`` (default ``1000x100``; empty: none) adds the WebSocket fan-out of ``make bench-ws``
+(the Node load tool, 20 channels) against ``PERSEUS_WS_WORKERS=1`` and ``2``: deliveries/s and latency.
+The load tool's RSS and CPU columns are the supervisor's with 2 workers, not the workers', so they are
+not printed.
+
+    python -m bench.workers [--seconds 5] [--conns 64] [--workers 2] [--ws 1000x100]
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import time
 
 from bench.rest import seed_perseus, wait_http, wrk
-from bench.stack import stack
+from bench.stack import Stack, stack
 from tests.support.processes import Process, running_gateway
 
 
@@ -40,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ws", default="1000x100", help="WS clients x events/s per channel; empty: no WS rows")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs; {args.seconds:g} s per run; load {load_average()}")
     with stack(PERSEUS_MODE="pw-host") as s:
@@ -65,6 +71,31 @@ def main() -> None:
             )
         if len(rows) > 1:
             print(f"  {rows[1][0]} processes / 1: {rows[1][1]['rps'] / rows[0][1]['rps']:.2f}x")
+        if args.ws:
+            ws_rows(s, args)
+
+
+def ws_rows(s: Stack, args: argparse.Namespace) -> None:
+    from bench import ws
+
+    clients, rate = (int(part) for part in args.ws.split("x"))
+    ws.raise_file_limit()
+    modules = ws.node_modules()
+    results = []
+    for workers in (1, args.workers):
+        env = {**s.env, "PERSEUS_WS_WORKERS": str(workers)}
+        with ws.perseus(Stack(env, s.core, s.rest, s.key, s.redis)) as (url, pid):
+            time.sleep(4.0 if workers > 1 else 0.0)  # every worker binds (the first answering is not all)
+            result = ws.load(url, pid, f"perseus x{workers}", clients, rate, int(args.seconds), modules)
+            results.append((workers, result, load_average()))
+    print(f"WS fan-out {clients} clients x {rate} events/s per channel (20 channels), one core:")
+    for workers, r, load in results:
+        lat = r["latMs"]
+        print(
+            f"  {workers} WS process{'es' if workers > 1 else '  '}: {r['deliveredPerSec']} delivered/s "
+            f"(target {r['targetDeliveriesPerSec']})  p50 {lat['p50']} ms  p99 {lat['p99']} ms  max {lat['max']} ms  "
+            f"undelivered {r['dropped']}  (load {load})"
+        )
 
 
 if __name__ == "__main__":
