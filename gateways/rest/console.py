@@ -1,7 +1,8 @@
 """``/console``: live charts for people, served by the REST gateway and working offline.
 
-The page is static HTML (this module) and plain JavaScript (``static/console/console.js``, no build step)
-that calls the public REST routes with the key the user enters and follows the WebSocket gateway's stream.
+The page is static HTML (this module) and plain JavaScript, no build step: ``static/console/console.js`` (the
+page) calls the public REST routes with the key the user enters and follows the WebSocket gateway's stream
+through ``stream.js`` (the protocol, as the SDKs speak it); ``macdv.js`` computes the MACD-V history.
 The chart library, TradingView's lightweight-charts, is vendored in ``static/console/vendor`` (``make
 vendor-console`` rebuilds it from the npm registry; docs/design/console.md says why that library).
 
@@ -118,5 +119,6 @@ def console_html(*, stream_addr: str, version: str) -> bytes:
         "</span></footer>"
         f"<script src='{ASSETS_PATH}/{VENDOR}'></script>"
         f"<script src='{ASSETS_PATH}/macdv.js'></script>"
+        f"<script src='{ASSETS_PATH}/stream.js'></script>"
         f"<script src='{ASSETS_PATH}/console.js'></script></body></html>"
     ).encode()

@@ -35,7 +35,7 @@ def test_the_policy_lets_the_page_reach_the_ws_gateway_and_nothing_else(addr: st
 
 def test_every_console_file_and_the_licences_are_served() -> None:
     assets = load_assets()
-    for name in ("console.js", "console.css", "macdv.js", VENDOR, "vendor/LICENSE", "vendor/NOTICE"):
+    for name in ("console.js", "console.css", "macdv.js", "stream.js", VENDOR, "vendor/LICENSE", "vendor/NOTICE"):
         assert f"{ASSETS_PATH}/{name}" in assets, name
     assert f"{ASSETS_PATH}/vendor/SOURCE" not in assets
     target = BUNDLES["console"].target
@@ -44,7 +44,7 @@ def test_every_console_file_and_the_licences_are_served() -> None:
 
 
 def test_the_scripts_parse() -> None:
-    for path in (CONSOLE_STATIC / "console.js", CONSOLE_STATIC / "macdv.js", CONSOLE_STATIC / VENDOR):
+    for path in (CONSOLE_STATIC / name for name in ("console.js", "macdv.js", "stream.js", VENDOR)):
         result = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
 
@@ -96,3 +96,92 @@ def test_the_pages_macdv_history_is_the_cores_arithmetic() -> None:
     for ours, theirs in zip(page, core, strict=True):
         assert ours["time"] * 1000 == theirs.open_time
         assert (ours["macd_v"], ours["signal"], ours["histogram"]) == (theirs.macd_v, theirs.signal, theirs.histogram)
+
+
+STREAM_HARNESS = """
+const fs = require("fs"), vm = require("vm");
+const sockets = [];
+class FakeSocket {
+  constructor(url, protocols) { this.url = url; this.protocols = protocols; this.sent = []; this.readyState = 0;
+                                sockets.push(this); }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close(code) { this.readyState = 3; this.closedWith = code; setImmediate(() => this.onclose({code, reason: ""})); }
+  open() { this.readyState = 1; this.onopen(); }
+  say(message) { this.onmessage({data: JSON.stringify(message)}); }
+  drop(code) { this.readyState = 3; this.onclose({code, reason: ""}); }
+}
+const window = {};
+vm.runInNewContext(fs.readFileSync(process.argv[1], "utf8"), {window, WebSocket: FakeSocket, setTimeout, clearTimeout});
+const seen = {events: [], gaps: [], finals: [], refused: [], drops: 0};
+const C = "candles:sim:BTC-USD:1m", P = "prices:sim:BTC-USD";
+const stream = new window.PerseusStream("ws://gw:1/public/v1/stream", "pk_free_abc", {
+  connection: () => {}, dropped: () => { seen.drops += 1; }, subscribed: () => {},
+  refused: (code) => seen.refused.push(code), final: (code) => seen.finals.push(code),
+  gap: (channel, after, next) => seen.gaps.push([channel, after, next]),
+  event: (kind, channel, data) => seen.events.push(data.n),
+});
+const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const candle = (seq) => ({type: "candle_close", channel: C, seq, data: {n: seq}});
+(async () => {
+  stream.follow([[C], [P]]);
+  stream.connect();
+  const a = sockets[0];
+  a.open();
+  a.say({type: "subscribed", channels: [C]});
+  a.say({type: "subscribed", channels: [P]});
+  [5, 6, 6, 9, 10].forEach((seq) => a.say(candle(seq)));  // a duplicate, then a jump: refilled
+  a.say({type: "unsubscribed", channels: [C]});
+  a.say({type: "subscribed", channels: [C]});
+  [7, 8, 9, 10].forEach((seq) => a.say(candle(seq)));
+  a.say({type: "heartbeat", timestamp: "2026-12-06T00:00:00Z"});
+  a.drop(1006);                                                    // the gateway restarts
+  await wait(250);
+  const b = sockets[1];
+  b.open();
+  b.say({type: "subscribed", channels: [C]});
+  b.say({type: "resume_gap", channel: C, first_available_seq: 11});  // nothing missing: no gap
+  b.say({type: "resume_gap", channel: C, first_available_seq: 14});  // 11-13 are gone: a gap
+  b.say(candle(14));
+  b.say({type: "error", code: "RATE_LIMITED", message: "retry"});     // the prices resume waits: reconnect
+  await wait(250);
+  const c = sockets[2];
+  c.open();
+  c.drop(4001);                                                    // the key is revoked: final
+  await wait(250);
+  console.log(JSON.stringify({seen, sockets: sockets.map((s) => ({url: s.url, protocols: s.protocols,
+                                                                  sent: s.sent, closedWith: s.closedWith}))}));
+})();
+"""
+
+
+def test_the_pages_stream_resumes_refills_and_reports_only_true_gaps() -> None:
+    """stream.js with a fake socket in node: the key as a subprotocol, never in the URL; a duplicate dropped; a
+    seq jump refilled by subscribing again with ``resume`` (the events past the hole dropped until it is
+    filled); a drop reconnected with every seen channel resumed; a gap only for a ``resume_gap`` past the last
+    seq; a refused resume (RATE_LIMITED) retried on a new connection; 4001 ends it."""
+    result = subprocess.run(
+        ["node", "-e", STREAM_HARNESS, str(CONSOLE_STATIC / "stream.js")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    seen, sockets = out["seen"], out["sockets"]
+    channel = "candles:sim:BTC-USD:1m"
+    assert seen["events"] == [5, 6, 7, 8, 9, 10, 14]
+    assert seen["gaps"] == [[channel, 10, 14]]
+    assert seen["finals"] == [4001] and seen["refused"] == [] and seen["drops"] == 2
+    assert len(sockets) == 3  # no reconnect after 4001
+    assert all(s["url"] == "ws://gw:1/public/v1/stream" for s in sockets)
+    assert sockets[0]["protocols"] == ["perseus.v1", "key.pk_free_abc"]
+    first, second, third = (s["sent"] for s in sockets)
+    assert first == [
+        {"action": "subscribe", "channels": [channel]},
+        {"action": "subscribe", "channels": ["prices:sim:BTC-USD"]},
+        {"action": "unsubscribe", "channels": [channel]},
+        {"action": "subscribe", "channels": [channel], "resume": {channel: 6}},
+    ]
+    assert second == [
+        {"action": "subscribe", "channels": [channel], "resume": {channel: 10}},
+        {"action": "subscribe", "channels": ["prices:sim:BTC-USD"]},
+    ]
+    assert sockets[1]["closedWith"] == 4000  # given up by the page after the refusal
+    assert third[0] == {"action": "subscribe", "channels": [channel], "resume": {channel: 14}}
