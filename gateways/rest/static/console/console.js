@@ -972,7 +972,11 @@
     api("/public/v1/exchanges")
       .then(function (reply) {
         var exchanges = reply.data || [];
-        var chosen = link.exchange || (exchanges[0] && exchanges[0].name) || "";
+        var online = exchanges.filter(function (e) {
+          return e.status === "online";
+        });
+        var first = online[0] || exchanges[0]; // an online exchange first: an offline one may list nothing
+        var chosen = link.exchange || (first && first.name) || "";
         fill(
           ui.exchange,
           exchanges.map(function (e) {
@@ -1004,6 +1008,10 @@
 
   function showChosen(updateUrl) {
     var v = { exchange: ui.exchange.value, symbol: ui.symbol.value, timeframe: ui.timeframe.value };
+    if (v.exchange && !v.symbol && !ui.symbol.options.length) {
+      fail("VALIDATION_ERROR", "The exchange " + v.exchange + " lists no symbols: choose another");
+      return;
+    }
     if (!v.exchange || !v.symbol || !TIMEFRAME_S[v.timeframe]) {
       fail("VALIDATION_ERROR", "Choose an exchange, a symbol and a timeframe");
       return;
