@@ -57,13 +57,15 @@ from tests.support.processes import (
 from tests.support.redis_target import pipeline
 
 if chromium_missing() is None:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect
+    from playwright.sync_api import Browser, BrowserContext, Page, TimeoutError as PlaywrightTimeout, expect
 else:  # the fixtures skip every test; the names only annotate
     Browser = BrowserContext = Page = Any
+    PlaywrightTimeout = TimeoutError
 
 pytestmark = [
     pytest.mark.integration,
-    # one stack and one Chromium for the module, in one worker: the tests share the stack's sim exchange
+    # meant to keep the module in one worker (one stack, one Chromium); should xdist still split it (pytest 9's
+    # nodeid ignores xdist 3.8's @group suffix), each worker starts a private stack of its own: still correct
     pytest.mark.xdist_group("console-browser"),
     pytest.mark.timeout(180),
 ]
@@ -145,7 +147,9 @@ def stack(base_env: dict[str, str], admin_database_url: str) -> Iterator[Console
             "PERSEUS_MODE": "exchange",
             "PERSEUS_EXCHANGES": EXCHANGE,
             "PERSEUS_SIM_SYMBOLS": f"{SYMBOL},{OTHER_SYMBOL}",
-            "PERSEUS_SIM_TRADES_PER_S": "20",
+            # prices tick every second; a live minute then spans about what a backfilled one does (4 trades),
+            # so the screenshots' price scale is not squashed by the live candle
+            "PERSEUS_SIM_TRADES_PER_S": "1",
             "PERSEUS_SIM_BACKFILL_MINUTES": str(BACKFILL_MINUTES),
         }
         with running_core(env, **core_env) as core:
@@ -213,9 +217,22 @@ def enter_key(page: Page, key: str) -> None:
     page.locator("#key-submit").click()
 
 
+def symbols_reply(exchange: str | None = None) -> Callable[[Any], bool]:
+    """A response of ``/public/v1/symbols`` (for ``exchange``): the page loads the symbol list with it."""
+    return lambda r: "/public/v1/symbols" in r.url and (exchange is None or f"exchange={exchange}" in r.url)
+
+
+def enter_key_and_wait_for_pickers(page: Page, key: str) -> None:
+    """Enter a good key, then wait as a person does until the pickers hold the default exchange's symbols."""
+    with page.expect_response(symbols_reply()):
+        enter_key(page, key)
+
+
 def choose(page: Page, exchange: str = EXCHANGE, symbol: str = SYMBOL, timeframe: str = "1m") -> None:
-    """Pick the series in the selects (each waits until its option is there) and ask for the chart."""
-    page.locator("#exchange").select_option(exchange)
+    """Pick the series in the selects and ask for the chart. Choosing an exchange reloads the symbol list
+    (select_option fires the change event even for the option already chosen): its reply is awaited first."""
+    with page.expect_response(symbols_reply(exchange)):
+        page.locator("#exchange").select_option(exchange)
     page.locator("#symbol").select_option(symbol)
     page.locator("#timeframe").select_option(timeframe)
     page.locator("#show").click()
@@ -223,7 +240,7 @@ def choose(page: Page, exchange: str = EXCHANGE, symbol: str = SYMBOL, timeframe
 
 def open_chart(page: Page, stack: ConsoleStack, key: str, timeframe: str = "1m", symbol: str = SYMBOL) -> None:
     page.goto(stack.url("/console"))
-    enter_key(page, key)
+    enter_key_and_wait_for_pickers(page, key)
     choose(page, symbol=symbol, timeframe=timeframe)
     wait_live(page)
 
@@ -277,25 +294,13 @@ def candle_ms(candle: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def page_candle_times(page: Page) -> list[int] | None:
-    """The open times the chart holds, through the page's read-only test hook when it has one."""
-    times = page.evaluate(
-        "() => { const c = window.perseusConsole;"
-        " if (!c || typeof c.candles !== 'function') return null;"
-        " return c.candles().map(x => Number(x.time ?? x.open_time ?? x[0])); }"
-    )
-    if times is None:
-        return None
-    return [t * 1000 if t < 10**11 else t for t in times]  # seconds (the chart's unit) or ms
-
-
 # --- the tests --------------------------------------------------------------------------------------------------
 
 
 def test_a_key_and_a_series_give_a_live_chart_whose_last_candle_moves(stack: ConsoleStack, page: Page) -> None:
     page.goto(stack.url("/console"))
     expect(page.locator("#key-input")).to_be_visible()
-    enter_key(page, stack.keys["pro"])
+    enter_key_and_wait_for_pickers(page, stack.keys["pro"])
     choose(page)
     wait_live(page)
     assert candles_count(page) > 0
@@ -350,10 +355,20 @@ def test_a_published_alert_appears_as_a_marker(stack: ConsoleStack, page: Page) 
     page.wait_for_function("() => document.body.dataset.markers !== undefined")
     before = int(body_attr(page, "data-markers") or 0)
     open_ms, close = last_candle(page)
-    publish_alert(stack, open_ms, close)
-    page.wait_for_function(
-        "(before) => Number(document.body.dataset.markers) > before", arg=before, timeout=LIVE_TIMEOUT_MS
-    )
+    # a price of its own: the page counts signals by their public fields, and the sim exchange's own alerts on
+    # the same candle (same time, type, direction and strength) carry the candle's close
+    price = str(Decimal(close) + Decimal("0.000123"))
+    publish_alert(stack, open_ms, price)
+    try:
+        page.wait_for_function(
+            "(before) => Number(document.body.dataset.markers) > before", arg=before, timeout=LIVE_TIMEOUT_MS
+        )
+    except PlaywrightTimeout:
+        alerts = stack.rest_get("/public/v1/alerts", stack.keys["internal"], exchange=EXCHANGE, symbol=SYMBOL)
+        raise AssertionError(
+            f"no new marker: data-markers={body_attr(page, 'data-markers')} (was {before});"
+            f" the stored alerts: {alerts[:5]}"
+        ) from None
     assert body_attr(page, "data-state") == "live"
 
 
@@ -440,11 +455,6 @@ def test_the_chart_resumes_after_a_gateway_restart_without_duplicates_or_holes(s
     assert candles_count(page) == count + added, (
         f"{count} candles before, {added} closed since, the page holds {candles_count(page)}"
     )
-    times = page_candle_times(page)
-    if times is not None:  # the page exposes what it drew: exactly the stored open times, once each
-        assert len(times) == len(set(times)), "duplicated candles"
-        window = [t for t in sorted(by_open) if times[0] <= t <= times[-1]]
-        assert times == window, "missing or extra candles"
 
 
 @pytest.mark.timeout(240)
@@ -458,7 +468,8 @@ def test_a_slow_network_still_reaches_live(stack: ConsoleStack, context: Browser
         {"offline": False, "latency": 400, "downloadThroughput": 48 * 1024, "uploadThroughput": 24 * 1024},
     )
     page.goto(stack.url("/console"), timeout=90_000)
-    enter_key(page, stack.keys["pro"])
+    page.set_default_timeout(60_000)
+    enter_key_and_wait_for_pickers(page, stack.keys["pro"])
     choose(page)
     wait_live(page, timeout=90_000)
     assert candles_count(page) > 0
@@ -547,6 +558,8 @@ def test_screenshots_light_dark_and_phone(stack: ConsoleStack, browser: Browser,
     page.wait_for_function("(bg) => getComputedStyle(document.body).backgroundColor !== bg", arg=first)
     second_name = page.evaluate(theme_of) or "second"
     assert second_name != first_name
+    # a toggle button: pressed while the dark theme is on
+    expect(page.locator("#theme")).to_have_attribute("aria-pressed", "true" if second_name == "dark" else "false")
     page.wait_for_timeout(300)
     page.screenshot(path=screenshot_path(f"console-{second_name}"))
     # the theme control works from the keyboard too
