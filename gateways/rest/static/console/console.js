@@ -944,6 +944,7 @@
 
   function loadSymbols(exchange, chosen) {
     return api("/public/v1/symbols?" + query({ exchange: exchange })).then(function (reply) {
+      if (ui.exchange.value !== exchange) return; // another exchange was chosen meanwhile: its reply fills the list
       var symbols = (reply.data || [])
         .filter(function (s) {
           return s.active !== false;
