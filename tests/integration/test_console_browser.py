@@ -580,3 +580,44 @@ def test_screenshots_light_dark_and_phone(stack: ConsoleStack, browser: Browser,
         small.screenshot(path=screenshot_path("console-phone"), full_page=True)
     finally:
         phone.close()
+
+
+def test_the_pages_work_offline_and_docs_tries_a_route_with_the_stored_key(
+    stack: ConsoleStack, context: BrowserContext
+) -> None:
+    """A browser that can reach nothing but the two gateways (every other request is refused and recorded):
+    /console goes live, /console/ops and /docs render, and /docs's try-it sends the key the console stored."""
+    own = {stack.rest.addr, stack.ws_addr}
+    elsewhere: list[str] = []
+
+    def only_the_gateways(route: Any) -> None:
+        host = route.request.url.split("/")[2]
+        if host in own:
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_gateways)
+    with_stored_key(context, stack.keys["admin"])
+    page = context.new_page()
+    page.goto(deep_link(stack))
+    wait_live(page)
+    page.goto(stack.url("/console/ops"))
+    page.wait_for_function("() => document.body.dataset.state === 'live'")
+    page.goto(stack.url("/docs"))
+    page.wait_for_function("() => document.body.dataset.state === 'ready'")
+    operation = page.locator(".opblock-summary", has_text="/public/v1/exchanges").first
+    operation.click()
+    block = page.locator(".opblock.is-open").first
+    try_it = block.locator("button.try-out__btn")
+    if try_it.count() and "Cancel" not in try_it.inner_text():
+        try_it.click()
+    with page.expect_response(lambda r: r.url.endswith("/public/v1/exchanges")) as answered:
+        block.locator("button.execute").click()
+    response = answered.value
+    assert response.status == 200
+    assert response.request.headers.get("x-api-key") == stack.keys["admin"]
+    expect(block.locator(".live-responses-table tbody .response-col_status").first).to_contain_text("200")
+    page.screenshot(path=screenshot_path("docs-try-it"))
+    assert elsewhere == [], elsewhere
