@@ -1,8 +1,10 @@
 """Publishing stream events: one sequence number, one history entry and one sharded publish per event.
 
 Every event of a public stream (``candles:…``, ``signals:…``, ``indicators:…``, ``prices:…``)
-goes through :class:`EventPublisher`, which runs one Lua script per event on
-the stream's shard (all three keys share the pair's hash tag):
+goes through :class:`EventPublisher`, which runs one Lua script per (exchange, symbol) on
+the pair's shard: the three keys of each stream share the pair's hash tag, so every stream of
+one pair (its six timeframes' ``indicators:…``, say) is served by one node and one script call
+publishes them all, stream after stream. For each stream:
 
 1. ``INCR`` the stream's sequence counter: ``seq`` grows by one per stream,
    across every core instance, because it is assigned in Redis (``INCRBY`` for the
@@ -18,8 +20,10 @@ the stream's shard (all three keys share the pair's hash tag):
 The payload is the serialized ``StreamEvent`` protobuf without its seq; the
 subscriber side adds the seq it received. Events of one call are sent in one
 call of the core's shared :class:`~common.resp.Pipeline`, with one script call
-(``EVALSHA``) per stream: on a Redis Cluster each goes to the master owning its
-stream's slot, so the streams of one call need not share one.
+(``EVALSHA``) per pair: on a Redis Cluster each goes to the master owning the
+pair's slot, so the pairs of one call need not share one. (One call per stream
+cost Redis about 12 µs of script overhead each: a close wave's 6,000
+``indicator_update`` events were most of Redis's CPU; ``docs/design/indicators.md``.)
 
 The services hand over domain records (:meth:`EventPublisher.publish_candles`,
 :meth:`EventPublisher.publish_signals`) and never see an event's bytes: the
@@ -33,21 +37,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import accumulate
+from typing import Any, NamedTuple
 
 from common import resp
 from core.adapters.redis_client import call_or_unavailable
 from core.adapters.redis_keys import RedisKeys
 from core.codec.events import (
+    IndicatorEvents,
     candle_channel,
     candle_event,
     indicator_channel,
-    indicator_event,
     signal_channel,
     signal_event,
 )
 from core.domain.candles import Candle
 from core.domain.channels import Channel
+from core.domain.timeframes import Timeframe
 from core.services.indicators import AlertRecord, IndicatorReading
 
 HISTORY_MAXLEN = 10_000
@@ -82,8 +88,75 @@ return seq
 """
 
 
-# KEYS: sequence, history, channel of one stream. ARGV: history maxlen, jump (0/1), then the payloads in order.
-_PUBLISH = publish_lua(first_key=1, maxlen_arg=1, jump_arg=2, first_payload_arg=3)
+# KEYS: sequence, history, channel of each stream in turn (every key of one slot: the streams of one pair).
+# ARGV: history maxlen, then for each stream its jump flag (0/1), its event count and its payloads in order.
+# Returns the last seq of each stream. Each stream gets the seqs publish_lua would give it, with one call
+# fewer: INCRBY first, and a counter it found missing (INCRBY started it at 0; a counter starts at the time
+# floor, so never counts from 0) or a jump is then raised to the floor.
+_PUBLISH_STREAMS = """
+local out = {}
+local a = 2
+for k = 1, #KEYS, 3 do
+  local seq_key, history, channel = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local jump, count = ARGV[a], tonumber(ARGV[a + 1])
+  local first = a + 2
+  a = first + count
+  local seq = redis.call('INCRBY', seq_key, count)
+  if seq == count or jump == '1' then
+    local now = redis.call('TIME')
+    local floor = (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) * 1000
+    if seq - count < floor then
+      seq = floor + count
+      redis.call('SET', seq_key, string.format('%.0f', seq))
+    end
+  end
+  seq = seq - count
+  for i = first, a - 1 do
+    seq = seq + 1
+    local id = string.format('%.0f', seq)  -- seqs pass 2^31: never let Lua print one as 1.7e+15
+    redis.call('XADD', history, 'MAXLEN', '~', ARGV[1], id .. '-0', 'p', ARGV[i])
+    redis.call('SPUBLISH', channel, id .. ':' .. ARGV[i])
+  end
+  out[#out + 1] = seq
+end
+return out
+"""
+
+
+class StreamKeys(NamedTuple):
+    """A stream's sequence, history and channel keys (the publish script's order) and its pair's hash tag."""
+
+    sequence: str
+    history: str
+    channel: str
+    tag: str
+
+
+class _Batch:
+    """A call's streams and their payloads: the payloads of stream ``i`` are ``counts[i]`` consecutive ones in
+    ``payloads``, in the order they are published. Flat lists, not a list per stream: a close wave sends 6,000
+    streams, and every object alive during the wave counts towards a garbage collection."""
+
+    __slots__ = ("counts", "keys", "payloads")
+
+    def __init__(self) -> None:
+        self.keys: list[StreamKeys] = []
+        self.counts: list[int] = []
+        self.payloads: list[bytes] = []
+
+    def starts(self) -> list[int]:
+        """Where each stream's payloads begin in ``payloads``."""
+        return [0, *accumulate(self.counts[:-1])]
+
+    def subset(self, streams: Sequence[int]) -> _Batch:
+        starts, out = self.starts(), _Batch()
+        for i in streams:
+            out.keys.append(self.keys[i])
+            out.counts.append(self.counts[i])
+            out.payloads += self.payloads[starts[i] : starts[i] + self.counts[i]]
+        return out
+
+
 _UNKNOWN = object()  # placement of a stream whose last publish failed: it may have run on a master now gone
 
 
@@ -163,8 +236,13 @@ class EventPublisher:
         self._keys = keys
         self._maxlen = history_maxlen
         self._clock_ms = clock_ms  # an event's publish_time
-        self._sha = pipeline.register_script(_PUBLISH)
+        self._sha = pipeline.register_script(_PUBLISH_STREAMS)
         self._guard = SeqGuard(pipeline)
+        # Key names per stream, and per indicator series, built once (as big as the set of streams published,
+        # like the guard's dict): a wave's 6,000 indicator events no longer format 18,000 names each time.
+        self._stream_keys: dict[Channel, StreamKeys] = {}
+        self._indicator_streams: dict[tuple[str, str, Timeframe], StreamKeys] = {}
+        self._indicator_events = IndicatorEvents()
 
     async def publish_candles(self, exchange_id: int, candles: Sequence[Candle]) -> None:
         """``candle_close`` events of closed candles on their ``candles:{exchange}:{SYMBOL}:{TF}`` streams."""
@@ -181,46 +259,92 @@ class EventPublisher:
     async def publish_indicators(self, readings: Sequence[IndicatorReading]) -> None:
         """``indicator_update`` events of ready MACD-V readings on their ``indicators:{exchange}:{SYMBOL}:{TF}``
         streams."""
-        now = self._clock_ms()
-        events = []
-        for reading in readings:
-            channel = indicator_channel(reading)
-            events.append(Event(channel, indicator_event(reading, now_ms=now, channel=channel)))
-        await self.publish(events)
+        payloads = self._indicator_events.encode(readings, now_ms=self._clock_ms())
+        batch = _Batch()
+        streams = self._indicator_streams
+        current: StreamKeys | None = None
+        for reading in readings:  # the service sends a series' readings together: one entry per run of them
+            keys = streams.get((reading.exchange, reading.symbol, reading.timeframe))
+            if keys is None:
+                keys = streams[reading.exchange, reading.symbol, reading.timeframe] = self._keys_of(
+                    indicator_channel(reading)
+                )
+            if keys is current:
+                batch.counts[-1] += 1
+            else:  # (a stream met again after others gets another entry: the script takes them in turn)
+                batch.keys.append(keys)
+                batch.counts.append(1)
+                current = keys
+        batch.payloads = payloads
+        await self._publish_streams(batch)
 
     async def publish(self, events: Sequence[Event]) -> dict[Channel, int]:
-        """Publish ``events`` (in order within each stream, one script call per stream);
+        """Publish ``events`` (in order within each stream, one script call per pair);
         returns the last seq each stream got."""
         by_channel: dict[Channel, list[bytes]] = {}
         for event in events:
-            by_channel.setdefault(event.channel, []).append(event.payload)
+            payloads = by_channel.get(event.channel)
+            if payloads is None:
+                by_channel[event.channel] = [event.payload]
+            else:
+                payloads.append(event.payload)
         if not by_channel:
             return {}
-        stream_keys = [self._keys.stream_keys(channel) for channel in by_channel]
-        seq_keys = [keys[0] for keys in stream_keys]
+        batch = _Batch()
+        for channel, payloads in by_channel.items():
+            batch.keys.append(self._keys_of(channel))
+            batch.counts.append(len(payloads))
+            batch.payloads += payloads
+        last = await self._publish_streams(batch)
+        return dict(zip(by_channel, last, strict=True))
+
+    def _keys_of(self, channel: Channel) -> StreamKeys:
+        keys = self._stream_keys.get(channel)
+        if keys is None:
+            assert channel.exchange is not None  # stream_keys refuses an unresolved channel first
+            sequence, history, name = self._keys.stream_keys(channel)
+            keys = StreamKeys(sequence, history, name, self._keys.pair_tag(channel.exchange, channel.symbol))
+            self._stream_keys[channel] = keys
+        return keys
+
+    async def _publish_streams(self, batch: _Batch) -> list[int]:
+        """Publish each stream's payloads (one script call per pair); the last seq of each stream, in order."""
+        if not batch.keys:
+            return []
+        seq_keys = [keys.sequence for keys in batch.keys]
         where, flags = self._guard.before(seq_keys)
-        commands = [
-            ("EVALSHA", self._sha, 3, *keys, self._maxlen, jump, *payloads)
-            for keys, jump, payloads in zip(stream_keys, flags, by_channel.values(), strict=True)
-        ]
+        last = await self._send(batch, flags, seq_keys)
+        if again := self._guard.rerouted(seq_keys, where, flags):
+            # Publish again, with the jump, the streams whose slot moved while their call was answered.
+            resent = await self._send(batch.subset(again), [1] * len(again), [seq_keys[i] for i in again])
+            for i, seq in zip(again, resent, strict=True):
+                last[i] = seq
+        return last
+
+    async def _send(self, batch: _Batch, flags: Sequence[int], seq_keys: list[str]) -> list[int]:
+        by_tag: dict[str, list[int]] = {}
+        for i, keys in enumerate(batch.keys):
+            members = by_tag.get(keys.tag)
+            if members is None:
+                by_tag[keys.tag] = [i]
+            else:
+                members.append(i)
+        starts = batch.starts()
+        commands: list[resp.Command] = []
+        for members in by_tag.values():
+            names: list[str] = []
+            args: list[Any] = [self._maxlen]
+            for i in members:
+                names += batch.keys[i][:3]
+                args += (flags[i], batch.counts[i], *batch.payloads[starts[i] : starts[i] + batch.counts[i]])
+            commands.append(("EVALSHA", self._sha, len(names), *names, *args))
         try:
-            last = await call_or_unavailable(self._pipeline, commands, "events not published")
+            replies = await call_or_unavailable(self._pipeline, commands, "events not published")
         except BaseException:
             self._guard.failed(seq_keys)
             raise
-        if again := self._guard.rerouted(seq_keys, where, flags):
-            await self._jump_again(commands, seq_keys, again, last)
-        return {channel: int(seq) for channel, seq in zip(by_channel, last, strict=True)}
-
-    async def _jump_again(
-        self, commands: list[resp.Command], seq_keys: list[str], again: list[int], last: list[Any]
-    ) -> None:
-        """Publish again, with the jump, the streams whose slot moved while their call was answered."""
-        resent = [(*commands[i][:7], 1, *commands[i][8:]) for i in again]
-        try:
-            replies = await call_or_unavailable(self._pipeline, resent, "events not published")
-        except BaseException:
-            self._guard.failed([seq_keys[i] for i in again])
-            raise
-        for i, seq in zip(again, replies, strict=True):
-            last[i] = seq
+        last = [0] * len(batch.keys)
+        for members, seqs in zip(by_tag.values(), replies, strict=True):
+            for i, seq in zip(members, seqs, strict=True):
+                last[i] = int(seq)
+        return last

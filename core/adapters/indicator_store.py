@@ -21,7 +21,7 @@ from core.adapters.postgres import STATEMENT_TIMEOUT_S, UNAVAILABLE_ERRORS
 from core.adapters.redis_client import REDIS_DOWN_ERRORS, call, call_or_unavailable, first_error
 from core.adapters.redis_keys import RedisKeys
 from core.domain.errors import Unavailable
-from core.domain.indicators import Bar, MacdVState, MacdVValue
+from core.domain.indicators import MacdVState, MacdVValue
 from core.domain.timeframes import Timeframe
 from core.services.indicators import SeriesKey, StoredClose
 
@@ -56,10 +56,17 @@ class IndicatorStore:
     def _by_pair(self, series: Sequence[SeriesKey]) -> list[tuple[list[int], list[str]]]:
         """Positions in ``series`` and key names, grouped by (exchange, symbol): one slot each."""
         groups: dict[tuple[str, str], tuple[list[int], list[str]]] = {}
+        known = self._names
         for i, key in enumerate(series):
-            positions, names = groups.setdefault((key[0], key[1]), ([], []))
-            positions.append(i)
-            names.append(self._key(key))
+            name = known.get(key)
+            if name is None:
+                name = self._key(key)
+            group = groups.get((key[0], key[1]))
+            if group is None:
+                groups[key[0], key[1]] = ([i], [name])
+            else:
+                group[0].append(i)
+                group[1].append(name)
         return list(groups.values())
 
     async def load(self, series: Sequence[SeriesKey]) -> list[MacdVState | None]:
@@ -152,8 +159,7 @@ class CandleHistory:
             raise Unavailable("PostgreSQL is unavailable; candles not read") from exc
         for i, open_ms, high, low, close in rows:
             price = Decimal(close)
-            bar = Bar(open_ms, float(Decimal(high)), float(Decimal(low)), float(price))
-            found[i - 1].append(StoredClose(bar, price))
+            found[i - 1].append(StoredClose(open_ms, float(Decimal(high)), float(Decimal(low)), float(price), price))
         return found
 
     async def symbol_id(self, exchange_id: int, symbol: str) -> int | None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from core.domain.signals import Stage, Zone, reading_of
 
@@ -94,6 +94,20 @@ class Bar(NamedTuple):
     @classmethod
     def from_candle(cls, candle: Candle) -> Bar:
         return cls(candle.open_time, candle.high, candle.low, candle.close)
+
+
+class BarLike(Protocol):
+    """What ``step`` reads of a close: a :class:`Bar`, or a tuple of the caller's with the same four fields
+    (the indicator service's ``StoredClose`` carries the exact close price beside them)."""
+
+    @property
+    def open_time(self) -> int: ...
+    @property
+    def high(self) -> Price: ...
+    @property
+    def low(self) -> Price: ...
+    @property
+    def close(self) -> Price: ...
 
 
 class MacdVValue(NamedTuple):
@@ -176,7 +190,7 @@ def _params(fast: int, slow: int, signal: int, atr: int) -> MacdVParams:
 
 
 def step(
-    state: MacdVState | None, bar: Bar, params: MacdVParams = DEFAULT_PARAMS
+    state: MacdVState | None, bar: BarLike, params: MacdVParams = DEFAULT_PARAMS
 ) -> tuple[MacdVState, MacdVValue | None]:
     """Fold one closed candle in; ``(state, None)`` unchanged when ``bar`` is not after the last one.
 

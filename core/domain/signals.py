@@ -13,6 +13,7 @@ value that touches a line and stays on it raises one alert, not one per bar.
 
 from __future__ import annotations
 
+from bisect import bisect_right as _bisect_right
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -209,15 +210,15 @@ def detect_alerts(previous: MacdVValue | None, current: MacdVValue) -> list[Aler
     alerts: list[Alert] = []
     before, now = previous.macd_v, current.macd_v
     if before < now:
-        for level in _LEVELS_DOWNWARD:  # the highest level crossed upward
-            if before < level <= now:
-                alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, level_label(level, up=True)))
-                break
+        i = _bisect_right(_LEVELS_UPWARD, now) - 1  # the highest level at or below now: crossed if above before
+        if i >= 0 and _LEVELS_UPWARD[i] > before:
+            label = level_label(_LEVELS_UPWARD[i], up=True)
+            alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, label))
     elif now < before:
-        for level in _LEVELS_UPWARD:  # the lowest level crossed downward
-            if now < level <= before:
-                alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, level_label(level, up=False)))
-                break
+        i = _bisect_right(_LEVELS_UPWARD, now)  # the lowest level above now: crossed if at or below before
+        if i < len(_LEVELS_UPWARD) and _LEVELS_UPWARD[i] <= before:
+            label = level_label(_LEVELS_UPWARD[i], up=False)
+            alerts.append(Alert.raised(current, ALERT_TYPE_LEVEL, SIGNAL_TYPE_LEVEL, label))
     is_above = now >= current.signal
     if (before >= previous.signal) is not is_above and zone_of(now) not in SIGNAL_CROSS_QUIET_ZONES:
         label = LABEL_SIGNAL_CROSS_UP if is_above else LABEL_SIGNAL_CROSS_DOWN
@@ -226,4 +227,3 @@ def detect_alerts(previous: MacdVValue | None, current: MacdVValue) -> list[Aler
 
 
 _LEVELS_UPWARD = tuple(sorted(ALERT_LEVELS))
-_LEVELS_DOWNWARD = _LEVELS_UPWARD[::-1]

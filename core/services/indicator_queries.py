@@ -131,7 +131,7 @@ class IndicatorQueries:
             reading.exchange_id, [(reading.symbol, reading.timeframe, value.open_time + 1)], 1
         )
         found = closes[0] if closes else []
-        if not found or found[-1].bar.open_time != value.open_time:
+        if not found or found[-1].open_time != value.open_time:
             raise WarmingUp(f"the candle of the last MACD-V of {reading.exchange} {reading.symbol} is not stored yet")
         return current_signal(reading, found[-1].price)
 

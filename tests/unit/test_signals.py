@@ -239,3 +239,30 @@ def test_alert_strength_follows_the_value_that_crossed() -> None:
     previous = reading(155.0, 155.0)
     (alert,) = detect_alerts(previous, after(previous, 140.0, 140.0))
     assert (alert.direction, alert.strength) == (Direction.BEARISH, Strength.STRONG)
+
+
+def _level_crossed_by_scanning(before: float, now: float) -> str | None:
+    """The rule spelled out: the level nearest ``now`` with ``before`` on one side and ``now`` on the other."""
+    if before < now:
+        crossed = [level for level in ALERT_LEVELS if before < level <= now]
+        return f"level_{max(crossed):+d}_up" if crossed else None
+    if now < before:
+        crossed = [level for level in ALERT_LEVELS if now < level <= before]
+        return f"level_{min(crossed):+d}_down" if crossed else None
+    return None
+
+
+def test_level_crossings_match_the_rule_on_every_pair_of_values() -> None:
+    """detect_alerts finds the level by bisection; on values at, near and between every level it names the
+    same one the rule does (and nothing for NaN)."""
+    points = sorted({x + d for x in (*ALERT_LEVELS, 0, -200, 200, 1e9, -1e9) for d in (-1.5, -1e-9, 0.0, 1e-9, 0.5)})
+    points.append(float("nan"))
+    for before in points:
+        for now in points:
+            labels = [
+                a.trigger_label
+                for a in detect_alerts(reading(before, before), reading(now, now))
+                if a.alert_type == ALERT_TYPE_LEVEL
+            ]
+            expected = _level_crossed_by_scanning(before, now)
+            assert labels == ([expected] if expected else []), (before, now)
