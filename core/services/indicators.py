@@ -234,7 +234,10 @@ class IndicatorService:
         # that was not stored would never raise it again), and a publish failure stays in _publish.
         save = self._states.save(stepped)
         if records or not self._outbox_clear:
-            await asyncio.gather(self._publish(records), save)
+            # Both run to their end before the wave goes on (a failed save is raised after the publish is done).
+            for outcome in await asyncio.gather(self._publish(records), save, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         else:
             await save
         await self._publish_readings(readings)
