@@ -81,7 +81,7 @@ REDIS_CLUSTER_TESTS := $(addprefix tests/integration/,test_redis_target.py test_
 	test_ws_faults.py test_sdk_stream.py test_stream_faults.py test_rest_limits.py test_rest_candle_freshness.py \
 	test_writer_standby.py test_writer_leadership.py test_candle_takeover.py test_indicators_pipeline.py \
 	test_hot_candles.py test_candle_queries.py test_price_queries.py test_ingest.py test_exchange_pipeline.py \
-	test_ws_seed004.py test_console_ops.py)
+	test_ws_seed004.py test_event_publisher.py test_console_ops.py)
 .PHONY: test-redis-cluster
 test-redis-cluster: venv ## streams, resume, limiter, WS slots, writer lease, indicator states on a Redis Cluster (CI)
 	PERSEUS_TEST_REDIS=cluster $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(REDIS_CLUSTER_TESTS)
