@@ -4,9 +4,9 @@ It serves the shared ``/health`` and ``/metrics``, the stream
 ``/public/v1/stream`` (``session.py``) and its AsyncAPI 3 document
 ``/public/v1/asyncapi.json`` (``asyncapi.py``); the stream's handshake selects
 ``perseus.v1`` when offered (``subprotocols.py``). Sanic's websocket settings
-carry the protocol limits: the maximum frame size (1009 beyond it) and the
-protocol ping every heartbeat interval, a peer that does not answer within
-the ping timeout being closed.
+carry the maximum frame size (1009 beyond it); the protocol ping every
+heartbeat interval, a peer that does not answer within the ping timeout being
+closed (1011), is the runtime's heartbeat job (``session.py``, ``sink.py``).
 """
 
 from __future__ import annotations
@@ -74,11 +74,9 @@ def create_app(settings: GatewaySettings, ws_settings: WsSettings | None = None)
     )
     app: WsApp = create_gateway_app(APP_NAME, context)
     app.config.WEBSOCKET_MAX_SIZE = ws_settings.max_frame_bytes
-    # Sanic's Config annotates the ping settings int; they are seconds, which websockets takes as a float.
-    # update() is what an attribute assignment calls.
-    app.config.update(
-        WEBSOCKET_PING_INTERVAL=ws_settings.heartbeat_s, WEBSOCKET_PING_TIMEOUT=ws_settings.ping_timeout_s
-    )
+    # No keepalive task per connection: the runtime's heartbeat job pings every client and fails (1011) those
+    # that do not answer within the ping timeout (sink.py). update() is what an attribute assignment calls.
+    app.config.update(WEBSOCKET_PING_INTERVAL=None, WEBSOCKET_PING_TIMEOUT=None)
     # The client address of the connection caps: the TCP peer, or behind that many proxies the X-Forwarded-For
     # entry they appended (Sanic's request.remote_addr).
     app.config.PROXIES_COUNT = ws_settings.trusted_proxies

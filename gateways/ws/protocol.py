@@ -26,6 +26,7 @@ MAX_CHANNELS_PER_MESSAGE = 20
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 50
 MAX_ERROR_TEXT = 300
 _OPCODE_TEXT = 0x81  # FIN + text; server frames are never masked (RFC 6455 5.1)
+_OPCODE_PING = 0x89  # FIN + ping
 
 
 class ErrorCode(enum.StrEnum):
@@ -45,6 +46,7 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     GOING_AWAY = 1001
     TRY_AGAIN_LATER = 1013
+    NO_PONG = 1011  # a protocol ping unanswered within the ping timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,3 +270,10 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", _OPCODE_TEXT, 127, length)
     return header + payload
+
+
+def ping_frame(payload: bytes) -> bytes:
+    """The unmasked protocol ping carrying ``payload`` (at most 125 bytes, RFC 6455 5.5)."""
+    if len(payload) > 125:
+        raise ValueError("a ping's payload is at most 125 bytes")
+    return struct.pack("!BB", _OPCODE_PING, len(payload)) + payload

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import time
 from collections import Counter
@@ -226,15 +227,23 @@ class WsRuntime:
         await self._redis.aclose()
 
     async def _heartbeats(self) -> None:
+        """Every heartbeat interval, to every client, one write: the ``heartbeat`` message and a protocol ping
+        (one payload per round, encoded once); the clients whose pong is missing ``ping_timeout_s`` later
+        are failed with 1011. One job for all connections instead of Sanic's keepalive task per connection
+        (``PERSEUS_WS_HEARTBEAT_S`` is also the protocol ping interval, as it was)."""
+        loop = asyncio.get_running_loop()
+        rounds = itertools.count(1)
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            frame = protocol.text_frame(protocol.heartbeat_message(now))
+            payload = b"hb%d" % next(rounds)
+            frames = protocol.text_frame(protocol.heartbeat_message(now)) + protocol.ping_frame(payload)
             sinks = list(self.sinks)
+            pinged: list[ClientSink] = []
             for start in range(0, len(sinks), HEARTBEAT_CHUNK):  # let events through between chunks
-                for sink in sinks[start : start + HEARTBEAT_CHUNK]:
-                    sink.send(frame)
+                pinged.extend(sink for sink in sinks[start : start + HEARTBEAT_CHUNK] if sink.ping(frames, payload))
                 await asyncio.sleep(0)
+            loop.call_later(self.settings.ping_timeout_s, _check_pongs, pinged, payload)
 
     async def _refresh_slots(self) -> None:
         while True:
@@ -371,9 +380,24 @@ class WsRuntime:
         assert isinstance(sink, ClientSink)
         rate = MessageRateLimit(self.settings.messages_per_s, self.settings.message_burst)
         replay: list[ReplayRun] = []  # at most one, playing or just ended
+        # Sanic's ws.recv() makes a task and an asyncio.wait per message, alive while it waits (about 1.5 KiB
+        # per idle connection): the frame assembler is read directly instead. A close frame or EOF cancels
+        # ``recv_cancel``, which then cancels this task, where recv() would have raised (sanic==25.12.1).
+        task = asyncio.current_task()
+        assert task is not None
+
+        def cancel_reader(_: asyncio.Future[None]) -> None:
+            task.cancel()
+
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        closed.add_done_callback(cancel_reader)
+        ws.recv_cancel = closed
+        _drop_unused_buffers(ws)
         try:
             await self._read_frames(ws, client, state, rate, replay)
         finally:
+            closed.remove_done_callback(cancel_reader)
+            ws.recv_cancel = None
             for run in replay:
                 if run.task is not None:
                     run.task.cancel()
@@ -385,14 +409,12 @@ class WsRuntime:
     ) -> None:
         sink = client.sink
         assert isinstance(sink, ClientSink)
+        assembler = ws.assembler
         while not sink.closing:
-            try:
-                frame = await ws.recv()
-            except (ConnectionClosed, WebsocketClosed):
+            if ws.ws_proto.state is State.CLOSED:
                 return
+            frame = await assembler.get()
             if frame is None:
-                if ws.ws_proto.state is State.CLOSED:
-                    return
                 continue
             verdict = rate.check(time.monotonic())
             if verdict is Verdict.CLOSE:
@@ -685,3 +707,17 @@ async def _close(ws: Any, code: int, reason: str) -> None:
     with contextlib.suppress(ConnectionClosed, WebsocketClosed, TimeoutError):
         async with asyncio.timeout(2.0):
             await ws.close(code=code, reason=reason)
+
+
+def _check_pongs(pinged: list[ClientSink], payload: bytes) -> None:
+    """A heartbeat round's ping timeout: fail (1011) every client that did not answer its ping."""
+    for sink in pinged:
+        sink.check_pong(payload)
+
+
+def _drop_unused_buffers(ws: Any) -> None:
+    """Two of Sanic's per-connection objects that a websocket never uses once upgraded (sanic==25.12.1), about
+    1.5 KiB: its frame assembler's ``completed_queue`` (created, never read or written) and the HTTP protocol's
+    ``_data_received`` event (request bodies only; its ``data_received`` skips it when None)."""
+    ws.assembler.completed_queue = None
+    ws.io_proto._data_received = None

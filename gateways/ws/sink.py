@@ -8,6 +8,13 @@ transport's write buffer is the client's bounded queue: above
 closed with 4009. Closing never waits for the client: the close frame is
 queued and the transport aborted shortly after, so a client that stopped
 reading cannot hold memory or a task.
+
+Liveness is the runtime's one heartbeat job, not a task per connection: each
+round writes the ``heartbeat`` message and a protocol ping as one write
+(:meth:`ClientSink.ping`), and a connection whose pong has not come back
+``PERSEUS_WS_PING_TIMEOUT_S`` later is failed with 1011 (:meth:`ClientSink.check_pong`).
+The ping waits in Sanic's own ``pings`` table, which its pong handling
+acknowledges and its connection teardown aborts (sanic==25.12.1).
 """
 
 from __future__ import annotations
@@ -80,6 +87,27 @@ class ClientSink:
     def send(self, frame: bytes) -> None:
         if not self.closing and self._ws.ws_proto.state is State.OPEN:
             self._transport.write(frame)
+
+    def ping(self, frames: bytes, payload: bytes) -> bool:
+        """Write ``frames`` (ending with a protocol ping carrying ``payload``) and await its pong; False if the
+        connection is closing (nothing written)."""
+        if self.closing or self._ws.ws_proto.state is not State.OPEN:
+            return False
+        pings = self._ws.pings
+        if payload not in pings:
+            pings[payload] = asyncio.get_running_loop().create_future()
+        self._transport.write(frames)
+        return True
+
+    def check_pong(self, payload: bytes) -> bool:
+        """After the ping timeout: True if the ping carrying ``payload`` was answered; otherwise the connection
+        is failed with 1011, as a websocket server's keepalive does."""
+        if self.closing or self.gone or payload not in self._ws.pings:
+            return True
+        self.closing = True
+        self.close_code = CloseCode.NO_PONG
+        self._ws.fail_connection(CloseCode.NO_PONG)
+        return False
 
     def fail(self, code: int, reason: str) -> None:
         """Queue a close frame now and abort the TCP connection if the client does not answer it."""

@@ -4,8 +4,9 @@
   sees once it reads again) and is then closed with 4009, while a client on
   the same channel gets every event on time and the gateway's memory does not
   grow with what the slow one missed.
-- Liveness: heartbeats arrive at the configured interval; a peer that does not
-  answer protocol pings is closed and its connection slot released.
+- Liveness: heartbeats arrive at the configured interval, each with a protocol
+  ping; a peer that answers them stays, one that does not is closed (1011) and
+  its connection slot released.
 - Core restart: clients stay connected, the gateway re-subscribes upstream and
   resumes, and the clients see every event with no gap.
 """
@@ -236,6 +237,87 @@ async def test_a_peer_that_does_not_answer_pings_is_closed_and_its_slot_released
         sock.close()
     async with open_stream(gateway.addr, free) as ws:
         assert (await subscribe(ws, ["prices:BTC-USD"]))["type"] == "subscribed"
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """One unmasked server frame from a raw socket: (opcode, payload); (-1, b"") at EOF."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    try:
+        first, second = exactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(exactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(exactly(8), "big")
+        return first & 0x0F, exactly(length)
+    except EOFError:
+        return -1, b""
+
+
+def send_pong(sock: socket.socket, payload: bytes) -> None:
+    """A client's (masked) pong echoing ``payload``."""
+    mask = os.urandom(4)
+    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def test_each_heartbeat_carries_a_protocol_ping_and_only_an_unanswered_one_closes_with_1011(
+    gateway: Process, key: str
+) -> None:
+    """The runtime's one heartbeat job pings every client (no keepalive task per connection): a peer that
+    answers each ping stays connected across several ping timeouts, and the same peer, once it stops
+    answering, is closed with 1011."""
+    sock = raw_handshake(gateway.addr, key)
+    sock.settimeout(10)
+    rounds = 0
+    heartbeats = 0
+    began = time.monotonic()
+    heartbeat_s = float(FAULT_ENV["PERSEUS_WS_HEARTBEAT_S"])
+    timeout_s = float(FAULT_ENV["PERSEUS_WS_PING_TIMEOUT_S"])
+    while rounds < 3:  # answered: three rounds, each well past its ping timeout by the next
+        opcode, payload = read_frame(sock)
+        assert opcode != 0x8, f"closed although every ping was answered: {payload!r}"
+        assert opcode != -1, "the connection ended although every ping was answered"
+        if opcode == 0x1:
+            assert b'"heartbeat"' in payload
+            heartbeats += 1
+        elif opcode == 0x9:
+            assert heartbeats == rounds + 1, "the ping comes right after its round's heartbeat"
+            send_pong(sock, payload)
+            rounds += 1
+    assert time.monotonic() - began > 2 * heartbeat_s + timeout_s - 1
+    code = None
+    while True:  # silent from now on: the next round's ping goes unanswered
+        opcode, payload = read_frame(sock)
+        if opcode == 0x8:
+            code = int.from_bytes(payload[:2], "big")
+            break
+        assert opcode != -1, "ended without a close frame"
+    sock.close()
+    assert code == 1011
+
+
+async def test_a_client_close_ends_the_connection_at_once_and_gives_its_slot_back(
+    gateway: Process, fault_env: dict[str, str]
+) -> None:
+    """The handler reads frames without Sanic's recv(); a close frame still ends it at once: the gateway closes
+    the TCP connection after the closing handshake (the client does not wait out its close timeout) and the
+    key's slot is free for the next connection (a free key holds five)."""
+    free = make_key(fault_env, "free")
+    for _ in range(7):
+        async with open_stream(gateway.addr, free, close_timeout=8) as ws:
+            assert (await subscribe(ws, ["prices:BTC-USD"]))["type"] == "subscribed"
+            async with asyncio.timeout(4):  # beyond it, the client would be waiting for the server's TCP close
+                await ws.close()
+        assert ws.close_code == 1000
 
 
 # --- core restart ------------------------------------------------------------------------------
