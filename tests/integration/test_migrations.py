@@ -42,7 +42,7 @@ EXPECTED_COLUMNS = {
     ),
     "shared_secrets": set("name value".split()),
     "alert_outbox": {"alert_id"},
-    "candle_inbox": set("id source symbol price volume ts tick_id".split()),
+    "candle_inbox": set("source symbol price volume ts tick_id".split()),  # 0009 dropped its unread id
 }
 # index name -> the column list its definition must contain
 EXPECTED_INDEXES = {
