@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from common import resp
 from common.redis_mode import detect
 from core.adapters.candle_store import _NEWEST_IN_WINDOW, _WINDOW_ADD
-from core.adapters.events import _PUBLISH
+from core.adapters.events import _PUBLISH_STREAMS
 from core.adapters.price_cache import _WRITE
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.writer_lock import _ACQUIRE, _RAISE_FLOOR, _RELEASE, _RENEW, WriterLock
@@ -85,7 +85,7 @@ def test_the_publish_and_latest_price_scripts_run_on_each_pairs_shard(client: Re
     for venue, symbol in PAIRS:
         channel = Channel(ChannelFamily.CANDLES, venue, symbol, Timeframe.H1)
         keys = KEYS.stream_keys(channel)
-        first = int(run_script(client, _PUBLISH, keys, [100, 0, b"a", b"b"]))  # type: ignore[call-overload]
+        (first,) = run_script(client, _PUBLISH_STREAMS, keys, [100, 0, 2, b"a", b"b"])  # maxlen, jump, count
         assert client.xlen(keys[1]) >= 2
         tick = Tick(symbol=symbol, price=Decimal("1.5"), volume=Decimal(2), source=venue, ts_ms=1_000)
         price_keys = [KEYS.latest_price(venue, symbol), *KEYS.stream_keys(price_channel(tick))]
