@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from html.parser import HTMLParser
 
 import httpx
 import jsonschema
 import pytest
 
 from gateways.rest.docs import CONTENT_SECURITY_POLICY
+from tests.support.html_page import parse
 from tests.support.processes import Process, free_port, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -40,36 +40,6 @@ def docs_rest(migrated_env: dict[str, str], core: Process, ws_addr: str) -> Iter
         yield process
 
 
-class References(HTMLParser):
-    """Every URL a page loads or links to, and whether a script is inline."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loaded: list[str] = []  # script src, stylesheet href, img src
-        self.linked: list[str] = []  # a href
-        self.inline_scripts = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "script":
-            if attributes.get("src"):
-                self.loaded.append(str(attributes["src"]))
-            else:
-                self.inline_scripts += 1
-        elif tag == "link" or tag == "img":
-            self.loaded.append(str(attributes.get("href") or attributes.get("src")))
-        elif tag == "a" and attributes.get("href"):
-            self.linked.append(str(attributes["href"]))
-        if "style" in attributes:
-            self.loaded.append("inline style attribute")
-
-
-def references(page: str) -> References:
-    parser = References()
-    parser.feed(page)
-    return parser
-
-
 def is_own(url: str) -> bool:
     """A path on the gateway itself: no scheme, no host (``//host/…``)."""
     return url.startswith("/") and not url.startswith("//")
@@ -81,8 +51,8 @@ def test_the_page_loads_only_what_the_gateway_serves(docs_rest: Process, path: s
     page = httpx.get(base + path, timeout=10)
     assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    found = references(page.text)
-    assert found.loaded and found.inline_scripts == 0  # the CSP allows scripts from the gateway alone
+    found = parse(page.text)
+    assert found.loaded and found.inline == []  # the CSP allows scripts from the gateway alone
     assert [url for url in found.loaded + found.linked if not (is_own(url) or url.startswith("#"))] == []
     wanted = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
     for url in found.loaded:
@@ -100,7 +70,7 @@ def test_the_page_loads_only_what_the_gateway_serves(docs_rest: Process, path: s
 def test_the_explorer_is_swagger_ui_over_the_served_openapi(docs_rest: Process) -> None:
     base = f"http://{docs_rest.addr}"
     page = httpx.get(base + "/docs", timeout=10).text
-    found = references(page)
+    found = parse(page)
     assert "/docs/assets/swagger-ui/swagger-ui-bundle.js" in found.loaded
     assert "data-spec='/public/v1/openapi.json'" in page
     assert "/public/v1/candles/{exchange}/{symbol}" in page  # the scriptless rendering, in <noscript>
@@ -133,7 +103,7 @@ def test_the_stream_page_shows_every_message_channel_and_schema(docs_rest: Proce
         assert channel["address"] in page
     assert "AsyncAPI 3.1.0" in page and document["servers"]["gateway"]["host"] in page
     anchors = set(re.findall(r"id='([^']+)'", page))
-    targets = {url[1:] for url in references(page).linked if url.startswith("#")}
+    targets = {url[1:] for url in parse(page).linked if url.startswith("#")}
     assert targets and targets <= anchors  # every link inside the page lands
 
 
