@@ -60,8 +60,9 @@ def asyncapi_document(version: str, host: str) -> dict[str, Any]:
         "optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). "
         f"Families: {', '.join(FAMILIES)}; timeframes: {', '.join(TIMEFRAMES)}. "
         f"prices:{ALL_SOURCES}:{{SYMBOL}} carries the price updates of every source (exchange) of the symbol; "
-        f"{EVERY_PRICE} those of every symbol and source (internal and admin keys only). The symbol must be "
-        "listed by an exchange (INVALID_CHANNEL otherwise).",
+        f"{EVERY_PRICE} those of every symbol and source (internal and admin keys only). Both are recorded "
+        "only while someone listens and for a minute after: a resume across a longer silence gets resume_gap. "
+        "The symbol must be listed by an exchange (INVALID_CHANNEL otherwise).",
     }
     symbols_list = {
         "type": "array",

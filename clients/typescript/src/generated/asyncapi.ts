@@ -23,7 +23,7 @@ export type components = {
         };
         /** @description One candle close event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         CandleCloseMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). Both are recorded only while someone listens and for a minute after: a resume across a longer silence gets resume_gap. The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["Candle"];
             /**
@@ -53,7 +53,7 @@ export type components = {
         };
         /** @description One indicator update event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         IndicatorUpdateMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). Both are recorded only while someone listens and for a minute after: a resume across a longer silence gets resume_gap. The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["MacdV"];
             /**
@@ -89,7 +89,7 @@ export type components = {
         };
         /** @description One price update event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         PriceUpdateMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). Both are recorded only while someone listens and for a minute after: a resume across a longer silence gets resume_gap. The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["PriceFeed"];
             /**
@@ -150,7 +150,7 @@ export type components = {
         };
         /** @description The channel's history no longer reaches back to requested_seq: the events after it and before first_available_seq are gone. Sent before the replay that starts at first_available_seq. */
         ResumeGapMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). Both are recorded only while someone listens and for a minute after: a resume across a longer silence gets resume_gap. The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             first_available_seq: number;
             requested_seq: number;
@@ -192,7 +192,7 @@ export type components = {
         };
         /** @description One trade signal event: live (with seq), or played back by a replay request (with replay: true and no seq; data carries the original times). */
         TradeSignalMessage: {
-            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
+            /** @description candles:{SYMBOL}:{TF}, signals:{SYMBOL}:{TF}, indicators:{SYMBOL}:{TF}, prices:{SYMBOL}; optionally with the exchange after the family (candles:coinbase:BTC-USD:1h). Families: candles, signals, indicators, prices; timeframes: 1m, 5m, 15m, 1h, 4h, 1d. prices:all:{SYMBOL} carries the price updates of every source (exchange) of the symbol; price_updates:all those of every symbol and source (internal and admin keys only). Both are recorded only while someone listens and for a minute after: a resume across a longer silence gets resume_gap. The symbol must be listed by an exchange (INVALID_CHANNEL otherwise). */
             channel: string;
             data: components["schemas"]["TradeSignal"];
             /**
