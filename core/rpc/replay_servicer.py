@@ -29,9 +29,10 @@ from core.domain.candles import Candle
 from core.domain.channels import ALL_SOURCES, ALL_SYMBOLS, Channel, ChannelFamily, explicit_name
 from core.domain.errors import InvalidArgument
 from core.domain.prices import Tick
+from core.domain.timeframes import Timeframe
 from core.rpc.cursor_reads import read_chunks
 from core.rpc.wire import to_wire
-from perseus.marketdata.v1 import replay_service_pb2 as pb
+from perseus.marketdata.v1 import replay_service_pb2 as pb, stream_service_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -92,43 +93,58 @@ class ReplayServicer:
             )
         source = "" if channel.exchange == ALL_SOURCES else channel.exchange or ""
         args = (channel.symbol, source, ms_to_datetime(start), ms_to_datetime(end))
-        async with aclosing(read_chunks(self._pool, TICKS_SQL, args, chunk, context, what="replay")) as chunks:
+
+        def fill(event: stream_service_pb2.StreamEvent, row: Any) -> None:
+            fill_price_feed(event.price_update, Tick(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]))
+
+        async for prices in self._events(TICKS_SQL, args, chunk, name, fill, context):
+            yield prices
+
+    async def _events(
+        self,
+        sql: str,
+        args: tuple[Any, ...],
+        chunk: int,
+        name: str,
+        fill: Callable[[stream_service_pb2.StreamEvent, Any], None],
+        context: Context,
+    ) -> AsyncIterator[bytes]:
+        """One response per chunk of ``sql``'s rows, each row an event of ``name`` filled by ``fill``."""
+        async with aclosing(read_chunks(self._pool, sql, args, chunk, context, what="replay")) as chunks:
             async for rows in chunks:
                 response = pb.ReplayResponse()
                 for row in rows:
                     event = response.events.add()
                     event.channel = name
-                    tick = Tick(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
-                    fill_price_feed(event.price_update, tick)
+                    fill(event, row)
                 yield response.SerializeToString()
+
+    async def _series(self, channel: Channel, context: Context) -> tuple[int, Timeframe]:
+        """The exchange id and timeframe of a candles or signals channel (INVALID_ARGUMENT for an unknown one)."""
+        exchange_id = self._exchange_ids.get(channel.exchange or "")
+        if exchange_id is None or channel.timeframe is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown exchange {channel.exchange or ''!r}")
+        assert exchange_id is not None and channel.timeframe is not None
+        return exchange_id, channel.timeframe
 
     async def _signals(
         self, channel: Channel, name: str, start: int, end: int, chunk: int, context: Context
     ) -> AsyncIterator[bytes]:
         """The stored alerts triggered in the range, oldest first, as the live ``trade_signal`` events."""
-        exchange, timeframe = channel.exchange or "", channel.timeframe
-        exchange_id = self._exchange_ids.get(exchange)
-        if exchange_id is None or timeframe is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown exchange {exchange!r}")
-        assert exchange_id is not None and timeframe is not None
+        exchange_id, timeframe = await self._series(channel, context)
         args = (exchange_id, channel.symbol, timeframe.value, ms_to_datetime(start), ms_to_datetime(end))
-        async with aclosing(read_chunks(self._pool, ALERTS_RANGE_SQL, args, chunk, context, what="replay")) as chunks:
-            async for rows in chunks:
-                answer = pb.ReplayResponse()
-                for row in rows:
-                    event = answer.events.add()
-                    event.channel = name
-                    fill_trade_signal(event.trade_signal, alert_record(row))
-                yield answer.SerializeToString()
+
+        def fill(event: stream_service_pb2.StreamEvent, row: Any) -> None:
+            fill_trade_signal(event.trade_signal, alert_record(row))
+
+        async for signals in self._events(ALERTS_RANGE_SQL, args, chunk, name, fill, context):
+            yield signals
 
     async def _candles(
         self, channel: Channel, name: str, start: int, end: int, chunk: int, context: Context
     ) -> AsyncIterator[bytes]:
-        exchange, timeframe = channel.exchange or "", channel.timeframe
-        exchange_id = self._exchange_ids.get(exchange)
-        if exchange_id is None or timeframe is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown exchange {exchange!r}")
-        assert exchange_id is not None and timeframe is not None
+        exchange_id, timeframe = await self._series(channel, context)
+        exchange = channel.exchange or ""
         closed_before = int(time.time() * 1000) - timeframe.ms
         args = (
             exchange_id,
@@ -138,16 +154,14 @@ class ReplayServicer:
             ms_to_datetime(end),
             ms_to_datetime(closed_before),
         )
-        async with aclosing(read_chunks(self._pool, CANDLES_SQL, args, chunk, context, what="replay")) as chunks:
-            async for rows in chunks:
-                answer = pb.ReplayResponse()
-                for row in rows:
-                    event = answer.events.add()
-                    event.channel = name
-                    ohlcv = (row[1], row[2], row[3], row[4], row[5])
-                    candle = Candle(exchange, channel.symbol, timeframe, row[0], *ohlcv, is_synthetic=row[6])
-                    event.candle_close.CopyFrom(candle_to_pb(candle, exchange_id=exchange_id))
-                yield answer.SerializeToString()
+
+        def fill(event: stream_service_pb2.StreamEvent, row: Any) -> None:
+            ohlcv = (row[1], row[2], row[3], row[4], row[5])
+            candle = Candle(exchange, channel.symbol, timeframe, row[0], *ohlcv, is_synthetic=row[6])
+            event.candle_close.CopyFrom(candle_to_pb(candle, exchange_id=exchange_id))
+
+        async for candles in self._events(CANDLES_SQL, args, chunk, name, fill, context):
+            yield candles
 
 
 def replay_service_handler(servicer: ReplayServicer) -> grpc.GenericRpcHandler:
