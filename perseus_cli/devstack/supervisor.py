@@ -164,7 +164,7 @@ def default_plan(env: Mapping[str, str]) -> UpPlan:
     return UpPlan(
         children=(
             Child("core", (*cli, "core"), f"gRPC {core_addr}"),
-            Child("rest", (*cli, "rest"), f"{rest_url}  (try: curl {rest_url}/health)"),
+            Child("rest", (*cli, "rest"), f"{rest_url}  (try: curl {rest_url}/health; charts: {rest_url}/console)"),
             Child("ws", (*cli, "ws"), f"ws://{reachable(ws_addr)}/public/v1/stream"),
         ),
         migrate=(*cli, "migrate"),
