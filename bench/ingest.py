@@ -73,11 +73,14 @@ INGEST_METHOD = "/perseus.marketdata.v1.IngestService/IngestPrices"
 PREBUILT_BATCHES = 6_000  # built before the clock starts (more than a run can send), so the client only sends
 
 
-async def run_grpc(addr: str, seconds: float, clients: int, counter: itertools.count[int]) -> tuple[int, list[float]]:
+async def run_grpc(
+    addr: str, seconds: float, clients: int, counter: itertools.count[int]
+) -> tuple[int, list[float], float]:
     latencies: list[float] = []
     stored = 0
     bodies = iter([grpc_batch(counter).SerializeToString() for _ in range(PREBUILT_BATCHES)])
-    deadline = time.monotonic() + seconds
+    began = time.monotonic()
+    deadline = began + seconds
     async with aio.insecure_channel(addr) as channel:
         call = channel.unary_unary(INGEST_METHOD, response_deserializer=pb.IngestPricesResponse.FromString)
 
@@ -92,17 +95,18 @@ async def run_grpc(addr: str, seconds: float, clients: int, counter: itertools.c
                 stored += reply.ingested
 
         await asyncio.gather(*(client() for _ in range(clients)))
-    return stored, latencies
+    return stored, latencies, time.monotonic() - began  # less than `seconds` if the prebuilt batches ran out
 
 
 async def run_rest(
     addr: str, key: str, seconds: float, clients: int, counter: itertools.count[int]
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], float]:
     latencies: list[float] = []
     stored = 0
     limits = httpx.Limits(max_connections=clients)
     bodies = iter([rest_batch(counter) for _ in range(PREBUILT_BATCHES)])
-    deadline = time.monotonic() + seconds
+    began = time.monotonic()
+    deadline = began + seconds
     async with httpx.AsyncClient(base_url=f"http://{addr}", limits=limits, headers={"X-API-Key": key}) as http:
 
         async def client() -> None:
@@ -116,7 +120,7 @@ async def run_rest(
                 stored += response.json()["data"]["ingested"]
 
         await asyncio.gather(*(client() for _ in range(clients)))
-    return stored, latencies
+    return stored, latencies, time.monotonic() - began  # less than `seconds` if the prebuilt batches ran out
 
 
 COPY_COLUMNS = ("symbol", "price", "volume", "source", "ts", "worker_id", "index_in_batch")
@@ -136,13 +140,14 @@ def copy_batch(counter: itertools.count[int]) -> list[tuple[object, ...]]:
 
 async def run_copy(
     database_url: str, seconds: float, clients: int, counter: itertools.count[int]
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], float]:
     """The ceiling: ``clients`` connections each writing 100-row batches with ``COPY`` back to back."""
     latencies: list[float] = []
     stored = 0
     batches = iter([copy_batch(counter) for _ in range(PREBUILT_BATCHES)])
     conns = [await asyncpg.connect(database_url) for _ in range(clients)]
-    deadline = time.monotonic() + seconds
+    began = time.monotonic()
+    deadline = began + seconds
     try:
 
         async def client(conn: asyncpg.Connection) -> None:
@@ -159,7 +164,7 @@ async def run_copy(
     finally:
         for conn in conns:
             await conn.close()
-    return stored, latencies
+    return stored, latencies, time.monotonic() - began  # less than `seconds` if the prebuilt batches ran out
 
 
 def published_events(redis_url: str, prefix: str) -> int:
@@ -181,12 +186,14 @@ def wait_published(redis_url: str, prefix: str, expected: int) -> float:
     return time.monotonic() - started
 
 
-def report(name: str, stored: int, latencies: list[float], seconds: float) -> None:
-    figures = summary(latencies)
+def report(name: str, stored: int, latencies: list[float], seconds: float) -> float:
+    """Print one row; return its feeds/s (over the run's own duration)."""
+    figures, rate = summary(latencies), stored / seconds if seconds else 0.0
     print(
-        f"{name:10s} feeds/s {stored / seconds:9.0f}   batches {len(latencies):6d}   "
+        f"{name:10s} feeds/s {rate:9.0f}   batches {len(latencies):6d}   "
         f"batch p50 {figures['p50_ms']:6.1f} ms  p95 {figures['p95_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
     )
+    return rate
 
 
 def lag(redis_url: str, prefix: str, total: int) -> None:
@@ -205,20 +212,20 @@ def main() -> None:
     with stack(rest=True, PERSEUS_MODE="exchange", PERSEUS_SIM_TRADES_PER_S="0") as s:
         assert s.rest is not None
         redis_url, prefix = s.env["PERSEUS_REDIS_URL"], s.env["PERSEUS_REDIS_PREFIX"]
-        total, _ = asyncio.run(run_grpc(s.core.addr, 1.0, 2, counter))  # warm-up
+        total, _, _ = asyncio.run(run_grpc(s.core.addr, 1.0, 2, counter))  # warm-up
         for clients in levels:
-            stored, latencies = asyncio.run(run_grpc(s.core.addr, args.seconds, clients, counter))
+            stored, latencies, elapsed = asyncio.run(run_grpc(s.core.addr, args.seconds, clients, counter))
             total += stored
-            report(f"gRPC  c={clients}", stored, latencies, args.seconds)
+            rate = report(f"gRPC  c={clients}", stored, latencies, elapsed)
             lag(redis_url, prefix, total)
-            copied, copy_latencies = asyncio.run(
+            copied, copy_latencies, copy_elapsed = asyncio.run(
                 run_copy(s.env["PERSEUS_DATABASE_URL"], args.seconds, clients, counter)
             )
-            report(f"COPY  c={clients}", copied, copy_latencies, args.seconds)
-            print(f"      gRPC / COPY ceiling: {stored / copied if copied else float('nan'):.2f}")
-            stored, latencies = asyncio.run(run_rest(s.rest.addr, s.key, args.seconds, clients, counter))
+            ceiling = report(f"COPY  c={clients}", copied, copy_latencies, copy_elapsed)
+            print(f"      gRPC / COPY ceiling: {rate / ceiling if ceiling else float('nan'):.2f}")
+            stored, latencies, elapsed = asyncio.run(run_rest(s.rest.addr, s.key, args.seconds, clients, counter))
             total += stored
-            report(f"REST  c={clients}", stored, latencies, args.seconds)
+            report(f"REST  c={clients}", stored, latencies, elapsed)
             lag(redis_url, prefix, total)
 
 
