@@ -96,6 +96,7 @@ def channel_options(keepalive_s: float = DEFAULT_KEEPALIVE_S) -> tuple[tuple[str
 # The core serves grpc.health.v1 per service (core.rpc.server); the gateways' channel watches this one, which
 # turns NOT_SERVING with the others when a core begins to stop.
 HEALTH_SERVICE = market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+GET_CANDLES_METHOD = f"/{HEALTH_SERVICE}/GetCandles"
 SERVICE_CONFIG = json.dumps(
     {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": HEALTH_SERVICE}}
 )
@@ -214,6 +215,17 @@ class CoreClient:
         self.auth_metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         channels = (channel, *self._more_channels)
         self._market_data = [market_data_service_pb2_grpc.MarketDataServiceStub(c) for c in channels]
+        # GetCandles with its reply left as wire bytes (no response deserializer): the REST gateway walks the
+        # repeated candles itself and parses only those it has not projected lately (issue 18.5)
+        self._candles_wire: list[aio.UnaryUnaryMultiCallable[market_data_service_pb2.GetCandlesRequest, bytes]] = [
+            c.unary_unary(  # registered as the generated stubs register theirs (the typing stubs lack the flag)
+                GET_CANDLES_METHOD,
+                request_serializer=market_data_service_pb2.GetCandlesRequest.SerializeToString,
+                response_deserializer=None,
+                _registered_method=True,  # type: ignore[call-arg]
+            )
+            for c in channels
+        ]
         self._ingest = [ingest_service_pb2_grpc.IngestServiceStub(c) for c in channels]
         self._turn = itertools.count()
         self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
@@ -262,6 +274,13 @@ class CoreClient:
         """The market-data stub of the next connection in turn (the only one by default)."""
         stubs = self._market_data
         return stubs[0] if len(stubs) == 1 else stubs[next(self._turn) % len(stubs)]
+
+    @property
+    def candles_wire(self) -> aio.UnaryUnaryMultiCallable[market_data_service_pb2.GetCandlesRequest, bytes]:
+        """``GetCandles`` of the next connection in turn, answering the reply's wire bytes unparsed: called
+        through :meth:`unary` like any stub method (same deadline, credential, retry, errors and tracing)."""
+        calls = self._candles_wire
+        return calls[0] if len(calls) == 1 else calls[next(self._turn) % len(calls)]
 
     @property
     def ingest(self) -> ingest_service_pb2_grpc.IngestServiceStub:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse
 
 from common.projection import descriptor_of
+from gateways.common.http import request_id_of
 from gateways.rest import ratelimit
 from gateways.rest.candle_cache import TIMEFRAME_MS, CandleCache, align_up, probe_of
 from gateways.rest.context import RestRequest
@@ -22,11 +23,12 @@ from gateways.rest.limiter import NOT_READ
 from gateways.rest.operations import Operation
 from gateways.rest.params import MAX_TIME_MS, PAIR_IN_PATH, TIMEFRAME_NAMES, Param
 from gateways.rest.ratelimit import UNLIMITED
-from gateways.rest.reads import ProjectedItems, call, raw_json, set_time
+from gateways.rest.reads import ProjectedItems, raw_json, repeated_slices, set_time
 from perseus.marketdata.v1 import candles_pb2, market_data_service_pb2 as md
 
 MAX_CANDLES = 1000
 DEFAULT_CANDLES = 100
+CANDLES_FIELD = md.GetCandlesResponse.DESCRIPTOR.fields_by_name["candles"].number
 PROJECTED_CANDLES = 20_000  # the public JSON of this many recent candles, by their bytes: about 9 MB
 
 blueprint = Blueprint("candles", url_prefix="/public/v1")
@@ -88,17 +90,23 @@ async def get_candles(request: RestRequest, **_: str) -> HTTPResponse:
     unbounded = start is None and end is None
 
     async def fetch() -> tuple[bytes, bool]:
-        reply = await call(request, "GetCandles", message)
-        return _bodies.body(reply.candles), probe is not None and _agrees(reply, probe, unbounded=unbounded)
+        core = services.core
+        reply: bytes = await core.unary(core.candles_wire, message, request_id=request_id_of(request))
+        candles = repeated_slices(reply, CANDLES_FIELD)  # each candle's wire bytes, not parsed
+        body = _bodies.wire_body(candles, candles_pb2.Candle)
+        return body, probe is not None and _agrees(candles, probe, unbounded=unbounded)
 
     return raw_json(await services.candles.answer(key, probe, fetch))
 
 
-def _agrees(reply: md.GetCandlesResponse, probe: bytes, *, unbounded: bool) -> bool:
-    """Whether the answer saw the window the probe saw: for "the newest", its newest candle is the probe's."""
+def _agrees(candles: list[bytes], probe: bytes, *, unbounded: bool) -> bool:
+    """Whether the answer (its candles' wire bytes) saw the window the probe saw: for "the newest", its newest
+    candle is the probe's. The core answers with the window's members as they are, so the bytes are usually
+    the member's; only when they differ are the two parsed and compared as candles."""
     if not unbounded:
         return True  # a bounded read is not answered from the core's close-invalidated cache
     member = CandleCache.newest_member(probe)
-    if not member or not reply.candles:
-        return not member and not reply.candles
-    return reply.candles[-1] == candles_pb2.Candle.FromString(member)
+    if not member or not candles:
+        return not member and not candles
+    newest = candles[-1]
+    return newest == member or candles_pb2.Candle.FromString(newest) == candles_pb2.Candle.FromString(member)
