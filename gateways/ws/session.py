@@ -45,6 +45,7 @@ import orjson
 from grpc import aio
 from redis.exceptions import RedisClusterException, RedisError
 from sanic import Request
+from sanic.compat import Header
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -364,6 +365,7 @@ class WsRuntime:
         self._opened()
         if telemetry.enabled:  # each subscribe's span continues the handshake's traceparent
             tracing.attach_handshake(request)
+        _trim_after_handshake(request, ws)
         try:
             await self._read(ws, client, state)
         finally:
@@ -728,3 +730,24 @@ def _drop_unused_buffers(ws: Any) -> None:
     ``_data_received`` event (request bodies only; its ``data_received`` skips it when None)."""
     ws.assembler.completed_queue = None
     ws.io_proto._data_received = None
+
+
+def _trim_after_handshake(request: Request[Any, Any], ws: Any) -> None:
+    """What an authenticated connection no longer needs, about 4 KiB of the 22.5 it held (sanic==25.12.1):
+
+    - The handshake request's headers, raw head and parsed query: read once for the key, the subprotocol
+      and the traceparent, before this. Sanic keeps the request object for the handler's life (its tasks
+      hold it) but reads none of these after the upgrade; its access log uses the URL it saved.
+    - The waiter deques of three ``asyncio.Event``: the frame assembler's ``message_complete`` and
+      ``message_fetched`` and the protocol's ``_can_write``, each an empty ``collections.deque`` of 760
+      bytes that rarely holds more than one waiter. ``Event`` only appends to, removes from and iterates
+      ``_waiters``, which a list does as well (64 bytes). A waiter already there (a frame that arrived
+      while the key was checked waits for its fetch) is carried over.
+    """
+    request.headers = Header()
+    request.head = b""
+    request.parsed_args.clear()
+    request.parsed_not_grouped_args.clear()
+    assembler = ws.assembler
+    for event in (assembler.message_complete, assembler.message_fetched, ws.io_proto._can_write):
+        event._waiters = list(event._waiters)
