@@ -15,7 +15,6 @@ from hmac import compare_digest
 from typing import Any, TypeAlias
 
 import grpc
-from grpc import aio
 
 AUTHORIZATION = "authorization"
 BEARER = "Bearer "
@@ -23,7 +22,10 @@ BEARER = "Bearer "
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 Refusal: TypeAlias = tuple[grpc.StatusCode, str]
-Check: TypeAlias = Callable[["aio.ServicerContext[Any, Any]"], Refusal | None]
+# A call's invocation metadata (``context.invocation_metadata()``), read once per call by the handler wrapper
+# (``core.rpc.interceptors.Call.metadata``) and shared by the request id, this check and tracing.
+Metadata: TypeAlias = Sequence[tuple[str, Any]]
+Check: TypeAlias = Callable[[Metadata], Refusal | None]
 
 # Every refusal's message starts with this, so a client tells it from KeyService's answer about an API key
 # (also UNAUTHENTICATED): a gateway turns it into 503, its own misconfiguration, never a 401 for the user's key.
@@ -60,9 +62,9 @@ class ServiceAuth:
         allowed = self._restricted.get(service)
         denied = (grpc.StatusCode.PERMISSION_DENIED, f"{REFUSAL_PREFIX} not allowed to call {service}")
 
-        def check(context: aio.ServicerContext[Any, Any]) -> Refusal | None:
+        def check(metadata: Metadata) -> Refusal | None:
             presented = None
-            for key, value in context.invocation_metadata() or ():
+            for key, value in metadata:
                 if key == AUTHORIZATION:
                     presented = value
                     break

@@ -29,7 +29,7 @@ from grpc import aio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.logs import request_id_var
-from core.rpc.auth import Check
+from core.rpc.auth import Check, Metadata
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,21 @@ class Call:
     messages_sent: int = 0
     request_id: str = ""
     request_id_token: Token[str] | None = None
+    _metadata: Metadata | None = None
+
+    def metadata(self) -> Metadata:
+        """The call's invocation metadata, read once: grpc builds a new tuple at every ``invocation_metadata()``,
+        and the request id, the credential check and tracing each need it."""
+        metadata = self._metadata
+        if metadata is None:  # grpc.aio gives a tuple of (key, value) pairs (typeshed says aio.Metadata)
+            metadata = self._metadata = cast(Metadata, self.context.invocation_metadata() or ())
+        return metadata
 
     def code(self, exc: BaseException | None) -> grpc.StatusCode:
         """The status the client gets, given the exception the handler ended with."""
         if exc is None or isinstance(exc, aio.AbortError):
-            return _status_code(self.context.code())
+            code = self.context.code()
+            return grpc.StatusCode.OK if code is None else _status_code(code)
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             return grpc.StatusCode.CANCELLED
         return grpc.StatusCode.UNKNOWN
@@ -158,17 +168,19 @@ def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern], che
     another task, after the call is gone, and touching the call's context there
     crashed the process (SIGSEGV).
     """
-    backwards = tuple(reversed(concerns))
+    # Only the hooks a concern defines, bound once: a no-op hook still cost a call per call.
+    starts = tuple(c.started for c in concerns if type(c).started is not Concern.started)
+    ends = tuple(c.finished for c in reversed(concerns) if type(c).finished is not Concern.finished)
 
     def start(call: Call) -> float:
-        for concern in concerns:
-            concern.started(call)
+        for started in starts:
+            started(call)
         return time.perf_counter()
 
     def finish(call: Call, exc: BaseException | None, started: float) -> None:
         duration, code = time.perf_counter() - started, call.code(exc)
-        for concern in backwards:
-            concern.finished(call, code, exc, duration)
+        for finished in ends:
+            finished(call, code, exc, duration)
 
     if handler.unary_unary or handler.stream_unary:
         behavior = cast(AioBehavior, handler.unary_unary or handler.stream_unary)
@@ -178,7 +190,7 @@ def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern], che
             call = Call(method, context, False)
             started = start(call)
             try:
-                if check is not None and (refused := check(context)) is not None:
+                if check is not None and (refused := check(call.metadata())) is not None:
                     await context.abort(*refused)
                 answer = await behavior(request, context) if awaited else behavior(request, context)
             except BaseException as exc:
@@ -196,7 +208,7 @@ def wrap_handler(handler: Handler, method: str, concerns: Sequence[Concern], che
         call = Call(method, context, True)
         started = start(call)
         try:
-            if check is not None and (refused := check(context)) is not None:
+            if check is not None and (refused := check(call.metadata())) is not None:
                 await context.abort(*refused)
             result = behavior(request, context)
             if inspect.isasyncgen(result):
@@ -220,8 +232,8 @@ class RequestIds(Concern):
     and returns it in the trailing metadata."""
 
     def started(self, call: Call) -> None:
-        incoming = dict(call.context.invocation_metadata() or ()).get(REQUEST_ID_HEADER, "")
-        call.request_id = _clean_request_id(incoming) or _new_request_id()
+        incoming = next((value for key, value in call.metadata() if key == REQUEST_ID_HEADER), "")
+        call.request_id = (_clean_request_id(incoming) if incoming else "") or _new_request_id()
         call.request_id_token = request_id_var.set(call.request_id)
 
     def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
@@ -247,7 +259,8 @@ def _clean_request_id(value: str | bytes) -> str:
     return value
 
 
-_LOG_LEVELS = {grpc.StatusCode.OK: logging.DEBUG, grpc.StatusCode.UNKNOWN: logging.ERROR}
+_OK = grpc.StatusCode.OK
+_LOG_LEVELS = {_OK: logging.DEBUG, grpc.StatusCode.UNKNOWN: logging.ERROR}
 
 
 class CallLogging(Concern):
@@ -258,7 +271,7 @@ class CallLogging(Concern):
     """
 
     def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
-        level = _LOG_LEVELS.get(code, logging.INFO)
+        level = logging.DEBUG if code is _OK else _LOG_LEVELS.get(code, logging.INFO)
         if not logger.isEnabledFor(level):
             return
         fields: dict[str, object] = {
@@ -290,16 +303,19 @@ class CallMetrics(Concern):
         )
 
         self._children: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
+        self._ok: dict[str, tuple[Counter, Histogram]] = {}  # by method alone: an enum member hashes in Python
 
     def started(self, call: Call) -> None:
         if call.streaming:
             self.active_streams.labels(call.method).inc()
 
     def finished(self, call: Call, code: grpc.StatusCode, exc: BaseException | None, duration_s: float) -> None:
-        children = self._children.get((call.method, code))
+        children = self._ok.get(call.method) if code is _OK else self._children.get((call.method, code))
         if children is None:  # labels() costs a lock and a validation: once per method and code
             children = (self.requests.labels(call.method, code.name), self.latency.labels(call.method))
             self._children[(call.method, code)] = children
+            if code is _OK:
+                self._ok[call.method] = children
         children[0].inc()
         children[1].observe(duration_s)
         if call.streaming:

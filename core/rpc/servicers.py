@@ -127,7 +127,9 @@ class MarketDataServicer(md_grpc.MarketDataServiceServicer):
             timestamp_ms(request, "start_time"),
             timestamp_ms(request, "end_time"),
         )
-        return await self._hot_candles.answer(query, self._candles_answer)
+        # A kept answer is returned without awaiting anything: no coroutine of the cache's per call.
+        kept = self._hot_candles.kept(query)
+        return kept if kept is not None else await self._hot_candles.fill(query, self._candles_answer)
 
     async def _candles_answer(self, query: CandleQuery) -> bytes:
         # The stored candles are already serialized Candle messages: the response is their concatenation.

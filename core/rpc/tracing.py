@@ -33,7 +33,7 @@ class CallTracing(Concern):
             return
         from opentelemetry import context, trace
 
-        parent = telemetry.extract(call.context.invocation_metadata() or ())
+        parent = telemetry.extract(call.metadata())
         service, _, method = call.method[1:].rpartition("/")
         span = telemetry.tracer().start_span(
             call.method[1:],

@@ -87,11 +87,19 @@ class HotCandles:
 
     async def answer(self, query: CandleQuery, read: Callable[[CandleQuery], Awaitable[bytes]]) -> bytes:
         """The answer to ``query``: kept from an earlier read when its series has not closed since."""
+        answer = self.kept(query)
+        return answer if answer is not None else await self.fill(query, read)
+
+    def kept(self, query: CandleQuery) -> bytes | None:
+        """The kept answer to ``query``, without a coroutine (a hit is a dictionary read): None when it is not
+        kept (counted as a miss) or not cacheable; then :meth:`fill` reads it."""
+        return self.get(query) if query.start_ms is None and query.end_ms is None else None
+
+    async def fill(self, query: CandleQuery, read: Callable[[CandleQuery], Awaitable[bytes]]) -> bytes:
+        """``read(query)``, kept when the query is cacheable and no close arrived during the read; for a query
+        :meth:`kept` found no answer to."""
         if not cacheable(query):
             return await read(query)
-        answer = self.get(query)
-        if answer is not None:
-            return answer
         version = await self.version(query)
         answer = await read(query)
         if version is not None:

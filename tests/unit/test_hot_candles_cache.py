@@ -119,3 +119,15 @@ async def test_a_bounded_read_is_never_kept(cache: tuple[MemoryHub, HotCandles])
     await hot.answer(bounded, read)
     await hot.answer(bounded, read)
     assert read.count == 2
+
+
+async def test_a_kept_answer_is_had_without_awaiting_and_fill_keeps_it(cache: tuple[MemoryHub, HotCandles]) -> None:
+    hub, hot = cache
+    read = Reads()
+    bounded = CandleQuery("sim", "BTC-USD", Timeframe.M1, 100, None, 1_800_000_000_000)
+    assert hot.kept(QUERY) is None and hot.kept(bounded) is None
+    assert await hot.fill(QUERY, read) == b"BTC-USD#1"
+    assert hot.kept(QUERY) == b"BTC-USD#1" and hot.kept(bounded) is None  # GetCandles' path: no coroutine
+    hub.deliver(channel_of(QUERY), 10)
+    await settle()
+    assert hot.kept(QUERY) is None and read.count == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -12,7 +13,8 @@ from grpc import aio
 from prometheus_client import CollectorRegistry
 
 from common.logs import request_id_var
-from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, RequestIds
+from core.rpc.auth import Metadata
+from core.rpc.interceptors import CallLogging, CallMetrics, ObservedServer, RequestIds, wrap_handler
 
 SERVICE = "test.Echo"
 
@@ -115,3 +117,39 @@ async def test_a_failed_call_is_logged_with_its_method_code_and_request_id(
     (record,) = finished
     assert record.fields["code"] == "NOT_FOUND"  # type: ignore[attr-defined]
     assert record.fields["method"] == f"/{SERVICE}/Unary"  # type: ignore[attr-defined]
+
+
+class _CountingContext:
+    """Just enough of a servicer context for the wrapper, counting reads of the invocation metadata."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+        self.reads = 0
+        self.trailing: tuple[tuple[str, str], ...] = ()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        self.reads += 1
+        return tuple(self.metadata)  # grpc builds a new tuple at every call
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = metadata
+
+    def code(self) -> None:
+        return None
+
+
+async def test_the_metadata_is_read_once_per_call_for_the_request_id_and_the_credential_check() -> None:
+    seen: list[tuple[tuple[str, str], ...]] = []
+
+    def check(metadata: Metadata) -> None:
+        seen.append(tuple(metadata))
+
+    registry = CollectorRegistry()
+    handler = grpc.unary_unary_rpc_method_handler(_unary, _identity, _identity)
+    wrapped = wrap_handler(handler, f"/{SERVICE}/Unary", [RequestIds(), CallLogging(), CallMetrics(registry)], check)
+    context = _CountingContext((("authorization", "Bearer t"), ("x-request-id", "once-1")))
+    behavior = cast(Callable[[bytes, Any], Awaitable[bytes]], wrapped.unary_unary)
+    assert await behavior(b"x", context) == b"once-1"
+    assert context.reads == 1 and seen == [context.metadata]
+    assert context.trailing == (("x-request-id", "once-1"),)
+    assert _count(registry, "perseus_grpc_requests_total", method=f"/{SERVICE}/Unary", code="OK") == 1
