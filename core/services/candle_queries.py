@@ -27,6 +27,8 @@ from core.domain.timeframes import Timeframe
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 DEFAULT_TIMEFRAME = Timeframe.H1
+# Checked queries kept by their raw arguments (a hot read repeats the same few): at most this many, then all go.
+QUERY_MEMO_SIZE = 4096
 REDIS = "redis"  # the dependency named by a window read's StorageUnavailable
 
 
@@ -79,6 +81,7 @@ class CandleQueries:
     def __init__(self, rows: CandleRows, exchanges: ExchangeIds) -> None:
         self._rows = rows
         self._exchanges = exchanges
+        self._checked: dict[tuple[object, ...], CandleQuery] = {}
 
     def query(
         self,
@@ -89,7 +92,30 @@ class CandleQueries:
         start_ms: int | None,
         end_ms: int | None,
     ) -> CandleQuery:
-        """A checked query: unknown exchange → NotFound; bad symbol, limit or range → InvalidArgument."""
+        """A checked query: unknown exchange → NotFound; bad symbol, limit or range → InvalidArgument.
+
+        A query checked once is kept by its raw arguments, so a repeated read (the hot candle path) costs one
+        dictionary look-up instead of the normalizing and the symbol's regular expression; its exchange is
+        still looked up every time. Only valid queries are kept: a refused one is refused again."""
+        raw = (exchange, symbol, timeframe, limit, start_ms, end_ms)
+        checked = self._checked.get(raw)
+        if checked is not None and checked.exchange in self._exchanges:
+            return checked
+        checked = self._check(exchange, symbol, timeframe, limit, start_ms, end_ms)
+        if len(self._checked) >= QUERY_MEMO_SIZE:
+            self._checked.clear()
+        self._checked[raw] = checked
+        return checked
+
+    def _check(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: Timeframe | None,
+        limit: int,
+        start_ms: int | None,
+        end_ms: int | None,
+    ) -> CandleQuery:
         name = exchange.strip().lower()
         if not name:
             raise InvalidArgument("exchange is required")
