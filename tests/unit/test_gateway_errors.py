@@ -216,3 +216,12 @@ def test_a_request_keeps_one_id() -> None:
     first = request_id_of(request)
     assert first != "not sane!" and len(first) == 32
     assert request_id_of(request) == first
+
+
+def test_a_request_whose_client_went_away_is_no_server_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Sanic cancels the handler of a connection the client closed; that is a 499 in the metrics, not a 500
+    with an ERROR line (hundreds of them at the end of each load run)."""
+    with caplog.at_level("INFO"):
+        response = ContractErrorHandler().default(fake_request(), sanic_exceptions.RequestCancelled())
+    assert response.status == errors.CLIENT_CLOSED_REQUEST == 499
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
