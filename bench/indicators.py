@@ -17,10 +17,7 @@ prints the CPU a wave costs, which load barely moves: this process's
 PostgreSQL's (the pool's backends, from ``/proc/<pid>/stat`` when the server is
 local), each with its ratio to the 50 ms target.
 
-    python -m bench.indicators [--symbols 1000] [--waves 20] [--chunk-pairs 250]
-
-``--chunk-pairs``: the service's ``chunk_pairs`` (pairs per concurrent chunk of a wave; a number at least
-``--symbols`` runs each wave as one chunk, as before chunks existed).
+    python -m bench.indicators [--symbols 1000] [--waves 20]
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ from core.adapters.redis_keys import RedisKeys
 from core.domain.candles import Candle
 from core.domain.indicators import Bar, MacdVState, step
 from core.domain.timeframes import TIMEFRAMES
-from core.services.indicators import CHUNK_PAIRS, IndicatorService
+from core.services.indicators import IndicatorService
 
 HISTORY_BARS = 60  # closes folded into each series before the clock starts (ready from the 35th)
 WARMUP_WAVES = 2
@@ -84,7 +81,7 @@ def make_wave(walks: dict[tuple[str, int], Walk], symbols: list[str], index: int
     return candles
 
 
-async def run(symbols_count: int, waves: int, chunk_pairs: int = CHUNK_PAIRS) -> None:
+async def run(symbols_count: int, waves: int) -> None:
     run_id = secrets.token_hex(4)
     database = f"perseus_bench_{run_id}"
     admin = await asyncpg.connect(ADMIN_URL)
@@ -111,15 +108,11 @@ async def run(symbols_count: int, waves: int, chunk_pairs: int = CHUNK_PAIRS) ->
             alerts=AlertStore(pool),
             signals=EventPublisher(bus, keys),
             exchange_ids=ids,
-            chunk_pairs=chunk_pairs,
         )
         rng = random.Random(7)
         symbols = [f"S{i:04d}-USD" for i in range(symbols_count)]
         walks = {(s, t): Walk(rng) for s in symbols for t in range(len(TIMEFRAMES))}
-        print(
-            f"machine: {os.cpu_count()} CPUs; {symbols_count} symbols x {len(TIMEFRAMES)} timeframes per wave, "
-            f"in chunks of {chunk_pairs} symbols"
-        )
+        print(f"machine: {os.cpu_count()} CPUs; {symbols_count} symbols x {len(TIMEFRAMES)} timeframes per wave")
         started = time.perf_counter()
         for chunk in range(0, len(symbols), 100):
             items = []
@@ -209,9 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=1_000)
     parser.add_argument("--waves", type=int, default=20)
-    parser.add_argument("--chunk-pairs", type=int, default=CHUNK_PAIRS)
     args = parser.parse_args()
-    uvloop.run(run(args.symbols, args.waves, args.chunk_pairs))
+    uvloop.run(run(args.symbols, args.waves))
 
 
 if __name__ == "__main__":

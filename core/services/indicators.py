@@ -4,10 +4,8 @@ The write path, :class:`IndicatorService`, receives the closed candles of one
 persist wave of an exchange's pipeline (after they are stored and published,
 within the writer's lease). For each (exchange, symbol, timeframe) it reads
 the state, steps it with the new closes in ``open_time`` order and writes it
-back: one pipelined read and one pipelined write for the whole wave (for each
-chunk of a large wave: chunks of whole (exchange, symbol) pairs run two at a
-time, so Redis and PostgreSQL serve one while this process steps the next),
-O(1) per close. A series continues from its state only when the state's last close is
+back: one pipelined read and one pipelined write for the whole wave, O(1) per
+close. A series continues from its state only when the state's last close is
 the candle just before the new ones; otherwise (no state: first run, Redis
 flushed, unreadable; or a missed close: a crash between the candle and the
 state write) it is rebuilt from the last ``WARMUP_BARS`` stored candles, and
@@ -53,12 +51,6 @@ logger = logging.getLogger(__name__)
 # falls below 1e-6 of its weight after about 360 bars.
 WARMUP_BARS = 400
 OUTBOX_BATCH = 1_000  # alerts published per round when what is left in the outbox is drained
-# (exchange, symbol) pairs per chunk of a large wave: the chunks run as concurrent tasks, so Redis and
-# PostgreSQL work on one chunk while this process steps the next ("The cost of a close wave").
-CHUNK_PAIRS = 250
-# Chunks in flight at once: one with Redis or PostgreSQL while this process works on the other. No more, so
-# the time a call waits for its task to run again (its timeout counts it) is one other chunk's CPU at most.
-CHUNKS_IN_FLIGHT = 2
 
 SeriesKey = tuple[str, str, Timeframe]  # (exchange, canonical symbol, timeframe)
 _FOLDED: list[StoredClose] = []  # the closes of a series once its state took them (shared, never filled)
@@ -159,7 +151,7 @@ class IndicatorStats:
     alerts: int = 0
     errors: int = 0
     publish_failures: int = 0
-    reading_publish_failures: int = 0  # waves (chunks of a wave) whose indicator_update events were not published
+    reading_publish_failures: int = 0  # waves whose indicator_update events were not published
 
 
 @dataclass(slots=True)
@@ -184,7 +176,6 @@ class IndicatorService:
         exchange_ids: Mapping[str, int],
         params: MacdVParams | None = None,
         warmup_bars: int = WARMUP_BARS,
-        chunk_pairs: int = CHUNK_PAIRS,
     ) -> None:
         self._states = states
         self._history = history
@@ -193,7 +184,6 @@ class IndicatorService:
         self._exchange_ids = exchange_ids
         self.params = params or MacdVParams()
         self._warmup_bars = warmup_bars
-        self._chunk_pairs = chunk_pairs
         self.stats = IndicatorStats()
         self._outbox_clear = False  # unknown at start: the first wave publishes what an earlier run left
 
@@ -210,45 +200,8 @@ class IndicatorService:
             logger.warning("indicators not updated for %d closed candles", len(candles), exc_info=True)
 
     async def process(self, candles: Sequence[Candle], fenced: Fenced | None = None) -> list[AlertRecord]:
-        """Update every series of one wave; returns the alerts stored (and published) for the first time.
-
-        A wave of more than ``chunk_pairs`` (exchange, symbol) pairs is split into chunks of whole pairs run as
-        concurrent tasks (``CHUNKS_IN_FLIGHT`` at a time, in order), each the whole update of its series (states
-        read, stepped, alerts stored, states written, events published): while Redis and PostgreSQL serve one
-        chunk, this process works on the next. A series (hence a stream) lies in one chunk, so each stream's
-        events keep their order. The chunks all run to their end; then the first failure is raised (a lost lease
-        before any other). The alerts come back in the wave's order, chunk after chunk (their ids, drawn by
-        concurrent inserts, may interleave across chunks; a series' are in order). A wave that must first drain
-        the outbox runs as one chunk, so the outbox is drained once."""
+        """Update every series of one wave; returns the alerts stored (and published) for the first time."""
         series = _group(candles)
-        chunks = _chunks(series, self._chunk_pairs) if self._outbox_clear else [series]
-        if len(chunks) == 1:
-            return await self._wave(series, fenced, closes=len(candles), waves=1, may_drain=True)
-        gate = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
-
-        async def run(chunk: list[_Series], first: bool) -> list[AlertRecord]:
-            async with gate:
-                closes = sum(len(s.closes) for s in chunk)
-                return await self._wave(chunk, fenced, closes=closes, waves=first, may_drain=False)
-
-        outcomes = await asyncio.gather(*(run(c, i == 0) for i, c in enumerate(chunks)), return_exceptions=True)
-        records: list[AlertRecord] = []
-        failures: list[BaseException] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                failures.append(outcome)
-            else:
-                records += outcome
-        if failures:
-            raise next((f for f in failures if isinstance(f, LeaseLost)), failures[0])
-        return records
-
-    async def _wave(
-        self, series: list[_Series], fenced: Fenced | None, *, closes: int, waves: int, may_drain: bool
-    ) -> list[AlertRecord]:
-        """The update of ``series`` (a wave, or a chunk of one: ``closes`` and ``waves`` are what it adds to the
-        stats); ``may_drain``: publish what the outbox holds first when it may hold more (else only this call's
-        alerts)."""
         loaded = await self._states.load([s.key for s in series])
         cold: list[_Series] = []
         for s, state in zip(series, loaded, strict=True):
@@ -273,17 +226,16 @@ class IndicatorService:
                 s.closes = _FOLDED  # let the wave's closes go now: fewer objects alive at the wave's peak
                 if s.state is not None:
                     stepped.append((s.key, s.state))
-        self.stats.waves += waves
-        self.stats.closes += closes
+        self.stats.waves += 1
+        self.stats.closes += len(candles)
         records = await self._store_alerts(series, fenced)
         # The alerts' events and the states leave together (one Redis round trip; the outbox's delete in
         # PostgreSQL meanwhile): the states only wait for the alerts to be stored (a state saved past an alert
         # that was not stored would never raise it again), and a publish failure stays in _publish.
         save = self._states.save(stepped)
-        drain = may_drain and not self._outbox_clear
-        if records or drain:
+        if records or not self._outbox_clear:
             # Both run to their end before the wave goes on (a failed save is raised after the publish is done).
-            for outcome in await asyncio.gather(self._publish(records, drain), save, return_exceptions=True):
+            for outcome in await asyncio.gather(self._publish(records), save, return_exceptions=True):
                 if isinstance(outcome, BaseException):
                     raise outcome
         else:
@@ -337,12 +289,11 @@ class IndicatorService:
         self.stats.alerts += len(records)
         return records
 
-    async def _publish(self, fresh: list[AlertRecord], drain: bool) -> None:
-        """Publish ``fresh`` (just stored, with their outbox rows), and first all the outbox holds when
-        ``drain`` (it may hold more); a failure is logged and leaves the rows for the next wave (the alerts are
-        stored)."""
+    async def _publish(self, fresh: list[AlertRecord]) -> None:
+        """Publish ``fresh`` (just stored, with their outbox rows), and first all the outbox holds when it
+        may hold more; a failure is logged and leaves the rows for the next wave (the alerts are stored)."""
         try:
-            if not drain:
+            if self._outbox_clear:
                 if fresh:
                     await self._signals.publish_signals(fresh)
                     await self._alerts.published([r.id for r in fresh])
@@ -388,21 +339,6 @@ def _group(candles: Sequence[Candle]) -> list[_Series]:
             closes = list({close.open_time: close for close in sorted(closes, key=_open_time)}.values())
         series.append(_Series(key, closes))
     return series
-
-
-def _chunks(series: list[_Series], pairs: int) -> list[list[_Series]]:
-    """``series`` in chunks of whole (exchange, symbol) pairs, ``pairs`` pairs each (the last may hold fewer)."""
-    by_pair: dict[tuple[str, str], list[_Series]] = {}
-    for s in series:
-        group = by_pair.get(s.key[:2])
-        if group is None:
-            by_pair[s.key[:2]] = [s]
-        else:
-            group.append(s)
-    if len(by_pair) <= pairs:
-        return [series]
-    groups = list(by_pair.values())
-    return [[s for group in groups[i : i + pairs] for s in group] for i in range(0, len(groups), max(pairs, 1))]
 
 
 def _open_time(close: StoredClose) -> int:

@@ -25,17 +25,16 @@ from core.adapters.candle_store import CandleStore
 from core.adapters.events import EventPublisher
 from core.adapters.indicator_store import CandleHistory, IndicatorStore
 from core.adapters.migrations import migrate
-from core.adapters.postgres import Connection
 from core.adapters.redis_keys import RedisKeys
 from core.adapters.tick_store import TickStore
 from core.domain.candles import Candle
 from core.domain.channels import Channel, ChannelFamily
-from core.domain.indicators import Bar, MacdVState, MacdVValue, batch
+from core.domain.indicators import Bar, MacdVValue, batch
 from core.domain.market_events import Trade
 from core.domain.signals import Alert, Direction, Strength
 from core.domain.timeframes import Timeframe
 from core.services.exchange_pipeline import ExchangePipeline
-from core.services.indicators import AlertRecord, IndicatorService, NewAlert
+from core.services.indicators import IndicatorService, NewAlert
 from perseus.marketdata.v1 import (
     common_pb2,
     indicators_pb2,
@@ -424,121 +423,3 @@ async def test_indicator_signal_and_alerts_through_the_core(stack: Stack, migrat
             with pytest.raises(aio.AioRpcError) as info:
                 await stub.GetSignal(md_pb2.GetSignalRequest(**{**series, "symbol": "NONE-USD"}), timeout=5)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-# --- A large wave in chunks -------------------------------------------------------------------------------
-
-
-class CountingAlerts(AlertStore):
-    """The real store, counting its insert statements (one per chunk that raised alerts)."""
-
-    inserts = 0
-
-    async def insert(self, alerts: Sequence[NewAlert], *, conn: Connection | None = None) -> list[AlertRecord]:
-        self.inserts += 1
-        return await super().insert(alerts, conn=conn)
-
-
-def chunk_wave(prefix: str, minute: int) -> list[Candle]:
-    """One minute's closes of six symbols (``{prefix}0-USD`` …) on 1m, and on 5m every fifth minute."""
-    candles = []
-    for i in range(6):
-        symbol = f"{prefix}{i}-USD"
-        for tf in (Timeframe.M1, Timeframe.M5):
-            if minute % (tf.ms // MIN):
-                continue
-            p = price(minute + 7 * i)
-            candles.append(Candle("sim", symbol, tf, T0 + minute * MIN, p, p + 1, p - D("0.5"), p, D(1)))
-    return candles
-
-
-async def stream_payloads(s: Stack, family: ChannelFamily, symbol: str, tf: Timeframe) -> list[tuple[int, bytes]]:
-    history = s.keys.stream_history(Channel(family, "sim", symbol, tf))
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = await s.redis.xrange(history)  # type: ignore[assignment]
-    return [(int(entry.split(b"-")[0]), fields[b"p"]) for entry, fields in entries]
-
-
-async def test_a_wave_in_chunks_gives_what_one_chunk_gives(stack: Stack) -> None:
-    """Six pairs in chunks of two (three concurrent tasks) against the same closes in one chunk, on symbols
-    named alike: the same states, alerts (rows, and the return value in the wave's order), readings and trade
-    signals, each stream in order with consecutive seqs."""
-    s = stack
-
-    def service(alerts: AlertStore, chunk_pairs: int) -> IndicatorService:
-        return IndicatorService(
-            states=s.states,
-            history=CandleHistory(s.pool),
-            alerts=alerts,
-            signals=s.publisher,
-            exchange_ids=s.ids,
-            chunk_pairs=chunk_pairs,
-        )
-
-    whole_alerts, chunked_alerts = CountingAlerts(s.pool), CountingAlerts(s.pool)
-    whole, chunked = service(whole_alerts, 6), service(chunked_alerts, 2)
-    returned: dict[str, list[tuple[object, ...]]] = {"CW": [], "CC": []}
-    for minute in range(90):
-        for prefix, svc in (("CW", whole), ("CC", chunked)):
-            records = await svc.process(chunk_wave(prefix, minute))
-            returned[prefix] += [
-                (r.symbol[2:], r.timeframe, r.alert_type, r.trigger_label, r.price, r.triggered_ms) for r in records
-            ]
-    assert returned["CW"] == returned["CC"] and len(returned["CW"]) >= 6
-    assert chunked.stats.errors == whole.stats.errors == 0
-    assert chunked.stats.waves == whole.stats.waves == 90 and chunked.stats.closes == whole.stats.closes
-    assert chunked.stats.alerts == whole.stats.alerts
-    assert chunked_alerts.inserts > whole_alerts.inserts  # the chunks did run apart (one insert each)
-
-    for i in range(6):
-        for tf in (Timeframe.M1, Timeframe.M5):
-            w, c = f"CW{i}-USD", f"CC{i}-USD"
-            assert await s.states.latest(("sim", w, tf)) == await s.states.latest(("sim", c, tf))
-            for family in (ChannelFamily.INDICATORS, ChannelFamily.SIGNALS):
-                ours = await stream_payloads(s, family, c, tf)
-                theirs = await stream_payloads(s, family, w, tf)
-                assert [seq for seq, _ in ours] == list(range(ours[0][0], ours[0][0] + len(ours))) if ours else True
-                if family is ChannelFamily.INDICATORS:
-                    assert len(ours) > 40 or tf is Timeframe.M5  # (18 closes of 5m: not ready yet)
-                    assert [p for _, p in ours] == [p.replace(w.encode(), c.encode()) for _, p in theirs]
-                else:
-                    assert [signal_fields(p) for _, p in ours] == [signal_fields(p) for _, p in theirs]
-    rows = await s.pool.fetch(
-        "SELECT substr(symbol, 2, 1) AS kind, substr(symbol, 3) AS n, timeframe, alert_type, trigger_label, price,"
-        " triggered_at, (SELECT count(*) FROM alert_outbox o WHERE o.alert_id = a.id) AS waiting FROM alerts a"
-        " WHERE symbol LIKE 'CW%' OR symbol LIKE 'CC%' ORDER BY n, timeframe, triggered_at",
-    )
-    by = {kind: [tuple(r)[1:] for r in rows if r["kind"] == kind] for kind in ("W", "C")}
-    assert by["W"] and by["W"] == by["C"]
-    assert not any(r["waiting"] for r in rows)  # every alert published, its outbox row gone
-
-
-def signal_fields(payload: bytes) -> tuple[str, str, str, str]:
-    t = stream_service_pb2.StreamEvent.FromString(payload).trade_signal
-    return t.trigger_label, t.price, t.alert_type, t.signal_type
-
-
-async def test_a_chunk_that_fails_fails_the_wave_and_the_others_carry_on(stack: Stack) -> None:
-    """Redis refusing one chunk's states: the wave raises (counted once by on_closed); the other chunks are
-    updated and published as if they had been waves of their own."""
-    s = stack
-
-    class Refusing(IndicatorStore):
-        async def load(self, series: Sequence[tuple[str, str, Timeframe]]) -> list[MacdVState | None]:
-            if any(key[1] == "CF0-USD" for key in series):
-                raise ConnectionError("redis gone")
-            return await super().load(series)
-
-    service = IndicatorService(
-        states=Refusing(s.bus, s.keys),
-        history=CandleHistory(s.pool),
-        alerts=s.alerts,
-        signals=s.publisher,
-        exchange_ids=s.ids,
-        chunk_pairs=2,
-    )
-    service._outbox_clear = True  # (a first wave drains the outbox in one chunk)
-    await service.on_closed(chunk_wave("CF", 0))
-    assert service.stats.errors == 1
-    for i in range(6):
-        state = await s.states.latest(("sim", f"CF{i}-USD", Timeframe.M1))
-        assert (state is None) == (i < 2), i
