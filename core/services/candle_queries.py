@@ -101,21 +101,14 @@ class CandleQueries:
         checked = self._checked.get(raw)
         if checked is not None and checked.exchange in self._exchanges:
             return checked
-        checked = self._check(exchange, symbol, timeframe, limit, start_ms, end_ms)
+        checked = self._check(raw)
         if len(self._checked) >= QUERY_MEMO_SIZE:
             self._checked.clear()
         self._checked[raw] = checked
         return checked
 
-    def _check(
-        self,
-        exchange: str,
-        symbol: str,
-        timeframe: Timeframe | None,
-        limit: int,
-        start_ms: int | None,
-        end_ms: int | None,
-    ) -> CandleQuery:
+    def _check(self, raw: tuple[str, str, Timeframe | None, int, int | None, int | None]) -> CandleQuery:
+        exchange, symbol, timeframe, limit, start_ms, end_ms = raw
         name = exchange.strip().lower()
         if not name:
             raise InvalidArgument("exchange is required")
