@@ -79,22 +79,27 @@ async def run_grpc(
     latencies: list[float] = []
     stored = 0
     bodies = iter([grpc_batch(counter).SerializeToString() for _ in range(PREBUILT_BATCHES)])
+    # One connection per client (a local subchannel pool each), so PERSEUS_CORE_WORKERS=N spreads them.
+    channels = [aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(clients)]
     began = time.monotonic()
     deadline = began + seconds
-    async with aio.insecure_channel(addr) as channel:
+
+    async def client(channel: aio.Channel) -> None:
+        nonlocal stored
         call = channel.unary_unary(INGEST_METHOD, response_deserializer=pb.IngestPricesResponse.FromString)
+        for body in bodies:
+            if time.monotonic() >= deadline:
+                break
+            started = time.perf_counter()
+            reply = await call(body, timeout=10)
+            latencies.append(time.perf_counter() - started)
+            stored += reply.ingested
 
-        async def client() -> None:
-            nonlocal stored
-            for body in bodies:
-                if time.monotonic() >= deadline:
-                    break
-                started = time.perf_counter()
-                reply = await call(body, timeout=10)
-                latencies.append(time.perf_counter() - started)
-                stored += reply.ingested
-
-        await asyncio.gather(*(client() for _ in range(clients)))
+    try:
+        await asyncio.gather(*(client(channel) for channel in channels))
+    finally:
+        for channel in channels:
+            await channel.close()
     return stored, latencies, time.monotonic() - began  # less than `seconds` if the prebuilt batches ran out
 
 
