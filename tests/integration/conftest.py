@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
+from common import resp
 from perseus_cli.devstack.postgres import EmbeddedPostgres
 from perseus_cli.devstack.redis_cluster import LocalRedisCluster
 from perseus_cli.devstack.valkey import EmbeddedRedis
 from tests.support import ws as ws_support
 from tests.support.processes import Process, run_cli, running_core, running_gateway
+from tests.support.redis_target import pipeline, redis_client
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +99,19 @@ def _embedded(server_of: Callable[[Path], _S], prefix: str) -> Iterator[_S]:
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client on the test's Redis (a server or a cluster, ``PERSEUS_TEST_REDIS``)."""
+    client = redis_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def bus(redis_url: str) -> AsyncIterator[resp.Pipeline]:
+    """The raw pipeline the core's publisher and stream history take."""
+    bus = pipeline(redis_url)
+    yield bus
+    await bus.aclose()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,25 +25,10 @@ from core.domain.signals import Stage, Zone
 from core.domain.timeframes import TIMEFRAMES
 from core.services.indicators import IndicatorReading
 from perseus.marketdata.v1 import stream_service_pb2
-from tests.support.redis_target import pipeline, redis_client
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_800_000_000_000 - 1_800_000_000_000 % (24 * 3600 * 1000)
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[resp.Pipeline]:
-    bus = pipeline(redis_url)
-    yield bus
-    await bus.aclose()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = redis_client(redis_url)
-    yield client
-    await client.aclose()
 
 
 def pair_streams(family: ChannelFamily = ChannelFamily.INDICATORS) -> list[Channel]:

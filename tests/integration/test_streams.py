@@ -26,7 +26,7 @@ from core.rpc.stream_servicer import stream_status
 from core.services.streams import Delivery, Item, Streams, Subscribed
 from perseus.marketdata.v1 import prices_pb2, stream_service_pb2 as pb, stream_service_pb2_grpc as stream_grpc
 from tests.support.processes import Process, free_port, running_core
-from tests.support.redis_target import kill_connections_named, on_owner, pipeline, redis_client
+from tests.support.redis_target import kill_connections_named, on_owner, pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -43,21 +43,6 @@ def core(migrated_env: dict[str, str], metrics_addr: str) -> Iterator[Process]:
     """A core with its Prometheus endpoint on, to count its streams and tasks."""
     with running_core(migrated_env, PERSEUS_CORE_METRICS_ADDR=metrics_addr) as process:
         yield process
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = redis_client(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[resp.Pipeline]:
-    """The raw pipeline the core's publisher and stream history take."""
-    bus = pipeline(redis_url)
-    yield bus
-    await bus.aclose()
 
 
 @pytest.fixture
